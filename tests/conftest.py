@@ -1,0 +1,34 @@
+"""Shared fixtures: tiny image folders made on the fly, deterministic torch settings."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+def make_image_folder(root: Path, classes=("a", "b", "c"), per_class=12, size=(40, 32),
+                      mode="RGB", seed=0, ext="png") -> Path:
+    """Write ``per_class`` images per class whose colour depends on the class (learnable)."""
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    for k, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        base = np.zeros(3)
+        base[k % 3] = 200
+        for i in range(per_class):
+            noise = rng.integers(0, 50, size=(size[1], size[0], 3))
+            arr = np.clip(base + noise, 0, 255).astype(np.uint8)
+            img = Image.fromarray(arr, "RGB")
+            if mode != "RGB":
+                img = img.convert(mode)
+            img.save(root / name / f"{name}_{i:03d}.{ext}")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    return make_image_folder(tmp_path / "data")
