@@ -126,8 +126,8 @@ def compute_metrics(y_true, probs, class_names: Sequence[str], *, k: Sequence[in
         "ece": ece,
         "reliability": reliability,
         "ci95": _bootstrap_ci(y, y_pred, p, n_bootstrap, seed),
-        "bootstrap": {"method": "percentile", "level": 0.95, "n_resamples": int(n_bootstrap),
-                      "seed": int(seed)},
+        "bootstrap": {"method": "percentile", "level": 0.95,
+                      "n_resamples": max(0, int(n_bootstrap)), "seed": int(seed)},
     }
 
 
@@ -351,7 +351,8 @@ def _weighted_auc(w, order, starts, positive, pos_cols):
     ties), ``positive`` marks the class's samples in sorted order, ``pos_cols`` = its indices.
     Integer arithmetic keeps it exact (it matches sklearn to ~1e-15) and fast.
     """
-    ws = np.take(w, order, axis=1)  # C-contiguous, unlike w[:, order]: cumsum along rows is 8x faster
+    # np.take returns C-contiguous rows, unlike w[:, order]: the row cumsum below is ~8x faster.
+    ws = np.take(w, order, axis=1)
     wn = ws * ~positive
     if starts is None:
         # No ties: a positive ties no negative, and wn is 0 at positive columns, so the inclusive

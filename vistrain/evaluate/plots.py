@@ -14,7 +14,8 @@ Example::
     >>> probs = rng.dirichlet(np.ones(3), size=100); y = rng.integers(0, 3, size=100)
     >>> m = compute_metrics(y, probs, ["a", "b", "c"], n_bootstrap=0)
     >>> out = pathlib.Path(tempfile.mkdtemp())
-    >>> plot_confusion_matrix(m["confusion_matrix"], m["class_names"], out / "cm.png").stat().st_size > 0
+    >>> png = plot_confusion_matrix(m["confusion_matrix"], m["class_names"], out / "cm.png")
+    >>> png.stat().st_size > 0
     True
 """
 from __future__ import annotations
@@ -67,7 +68,8 @@ def plot_confusion_matrix(cm, class_names: Sequence[str], path, normalized: bool
     fig = _figure(side + 1.5 + label_inches, side + 0.6 * label_inches)
     ax = fig.add_subplot()
     im = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalized else max(cm.max(), 1))
-    fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of true class" if normalized else "count")
+    fig.colorbar(im, ax=ax, fraction=0.046,
+                 label="fraction of true class" if normalized else "count")
     font = 10 if k <= 8 else 8 if k <= 14 else 7
     threshold = values.max() / 2 if values.max() > 0 else 1
     for i in range(k):
