@@ -68,10 +68,14 @@ def sharpness_float(xf: Tensor, factor: Tensor) -> Tensor:
 
 
 def posterize_float(xf: Tensor, bits: Tensor) -> Tensor:
-    """Keep the top ``bits`` (n,) of each 8-bit level (the uint8 ``x & mask``)."""
+    """Keep the top ``bits`` (n,) of each 8-bit level (the uint8 ``x & mask``); 8 bits: as is.
+
+    (Float images are not snapped to 256 levels at 8 bits, so magnitude 0 is the identity.)
+    """
     levels = xf.mul(255.0).round_()
-    step = torch.pow(2.0, 8.0 - bits.to(xf)).view(-1, 1, 1, 1)
-    return (levels - torch.remainder(levels, step)).div_(255.0)
+    bits = bits.to(xf).view(-1, 1, 1, 1)
+    step = torch.pow(2.0, 8.0 - bits)
+    return torch.where(bits >= 8, xf, (levels - torch.remainder(levels, step)).div_(255.0))
 
 
 def solarize_float(xf: Tensor, threshold: Tensor) -> Tensor:
