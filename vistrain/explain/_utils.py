@@ -168,7 +168,8 @@ def as_batch(x: torch.Tensor, single: bool = False) -> torch.Tensor:
     if x.ndim == 3:
         x = x.unsqueeze(0)
     if x.ndim != 4:
-        raise VistrainError(f"expected an image tensor (C, H, W) or a batch (N, C, H, W), got shape {tuple(x.shape)}")
+        raise VistrainError("expected an image tensor (C, H, W) or a batch (N, C, H, W), "
+                            f"got shape {tuple(x.shape)}")
     if single and x.shape[0] != 1:
         raise VistrainError(f"expected a single image, got a batch of {x.shape[0]}; pass x[i:i+1]")
     return x

@@ -47,8 +47,9 @@ def find_target_layer(model: nn.Module, input_size=None) -> tuple[str, nn.Module
         index = len(model.blocks) - 1
         block = model.blocks[index]
         prefix = next(n for n, m in model.named_modules() if m is block)
-        if getattr(model, "global_pool", None) == "token" and isinstance(getattr(block, "norm1", None), nn.Module):
-            return f"{prefix}.norm1", block.norm1
+        norm1 = getattr(block, "norm1", None)
+        if getattr(model, "global_pool", None) == "token" and isinstance(norm1, nn.Module):
+            return f"{prefix}.norm1", norm1
         return prefix, block
     spatial = [(name, mod) for name, mod, shape in probe_outputs(model, input_size) if is_spatial(mod, shape)]
     if not spatial:
