@@ -6,7 +6,9 @@ Tolerances (stated once, used throughout):
 * resampling ops vs torchvision: mean abs difference < 1.5 grey levels (uint8);
 * identity at zero strength: exact (identity/flip matrices skip ``grid_sample``); forced through
   ``grid_sample`` the identity is within 1 grey level;
-* batch vs one-sample-at-a-time with that sample's params: exact for uint8, 1e-6 for float.
+* batch vs one-sample-at-a-time with that sample's params: 1e-6 for float; for uint8 at most
+  1 grey level and a mean below 1e-3 (a per-image mean summed in another order can land on the
+  other side of a rounding boundary: 7 of 9.6M values at 64 x 224 x 224; exact at test sizes).
 The CUDA case is skipped when ``torch.cuda.is_available()`` is false (CI has no GPU).
 """
 from __future__ import annotations
@@ -72,10 +74,11 @@ def check_per_sample(op, x):
     """The batch result equals applying the op to each sample alone with that sample's params."""
     params = op.make_params(x, gen(5))
     y = op.apply(x, params)
-    tol = 0.0 if x.dtype == torch.uint8 else 1e-6
-    for i in range(len(x)):
-        yi = op.apply(x[i:i + 1], A.slice_params(params, slice(i, i + 1)))
-        assert max_diff(yi, y[i:i + 1]) <= tol, f"sample {i} depends on its batch"
+    tol = 1.0 if x.dtype == torch.uint8 else 1e-6
+    alone = torch.cat([op.apply(x[i:i + 1], A.slice_params(params, slice(i, i + 1)))
+                       for i in range(len(x))])
+    assert max_diff(alone, y) <= tol, "a sample's result depends on its batch"
+    assert mean_diff(alone, y) <= 1e-3
 
 
 def check_varies(values: torch.Tensor):
@@ -449,6 +452,12 @@ class TestAugmentPipeline:
                                                   A.crop_theta(params[0]["box"], (30, 44))]),
                              (24, 40))
         assert mean_diff(wrong_order[centre], seq[centre]) > 3.0  # the check can tell
+
+    def test_analytic_grid_equals_affine_grid(self):
+        theta = A.compose_thetas([A.rotation_theta(torch.tensor([17.0, -40.0]), (20, 36)),
+                                  A.crop_theta(torch.tensor([[2.0, 3.0, 10.0, 20.0]] * 2), (20, 36))])
+        ref = F.affine_grid(theta[:, :2], [2, 3, 12, 16], align_corners=False)
+        assert max_diff(A.affine_grid(theta, (12, 16)), ref) <= 1e-6
 
     def test_rejects_bad_input(self):
         with pytest.raises(VistrainError, match="unsqueeze"):

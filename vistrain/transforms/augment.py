@@ -259,10 +259,25 @@ def _classify(theta: Tensor) -> Tensor:
     return torch.where(axis, kind, torch.full_like(kind, 4))
 
 
+def affine_grid(theta: Tensor, out_hw: tuple[int, int]) -> Tensor:
+    """``F.affine_grid(theta[:, :2], ..., align_corners=False)`` as two broadcast outer sums.
+
+    The matrix is affine, so each grid coordinate is ``a * x + (b * y + c)``: cheaper than the
+    batched matmul over a materialised (H*W, 3) base grid.
+    """
+    h, w = out_hw
+    xs = (torch.arange(w, device=theta.device, dtype=theta.dtype) * 2 + 1) / w - 1
+    ys = ((torch.arange(h, device=theta.device, dtype=theta.dtype) * 2 + 1) / h - 1)[:, None]
+    t = theta[:, :2, :, None, None]  # (N, 2, 3, 1, 1)
+    gx = t[:, 0, 0] * xs + (t[:, 0, 1] * ys + t[:, 0, 2])
+    gy = t[:, 1, 0] * xs + (t[:, 1, 1] * ys + t[:, 1, 2])
+    return torch.stack([gx, gy], -1)
+
+
 def _grid_sample(xf: Tensor, theta: Tensor, out_hw: tuple[int, int], padding: str,
                  fill: float | Sequence[float], interpolation: str) -> Tensor:
     n, c = xf.shape[:2]
-    grid = F.affine_grid(theta[:, :2].to(xf.dtype), [n, c, *out_hw], align_corners=False)
+    grid = affine_grid(theta.to(xf.dtype), out_hw)
     if padding != "fill":
         mode = "reflection" if padding == "reflect" else "border"
         y = F.grid_sample(xf, grid, mode=interpolation, padding_mode=mode, align_corners=False)
@@ -353,9 +368,11 @@ def grayscale(xf: Tensor) -> Tensor:
 
 
 def blend(xf: Tensor, other: Tensor, factor: Tensor) -> Tensor:
-    """``factor * x + (1 - factor) * other`` clipped to [0, 1] (torchvision's ``_blend``)."""
-    f = _col(factor, xf)
-    return (xf * f).add_(other * (1.0 - f)).clamp_(0.0, 1.0)
+    """``factor * x + (1 - factor) * other`` clipped to [0, 1] (torchvision's ``_blend``).
+
+    ``lerp`` does it in one pass and is exact at factor 1 (it returns ``x``).
+    """
+    return torch.lerp(other.expand_as(xf), xf, _col(factor, xf)).clamp_(0.0, 1.0)
 
 
 def brightness_float(xf: Tensor, delta: Tensor) -> Tensor:
@@ -371,46 +388,53 @@ def saturation_float(xf: Tensor, factor: Tensor) -> Tensor:
     return xf if xf.shape[1] != 3 else blend(xf, grayscale(xf), factor)
 
 
-def rgb_to_hsv(xf: Tensor) -> Tensor:
-    """(N, 3, H, W) RGB in [0, 1] -> HSV with hue in [0, 1)."""
-    r, g, b = xf.unbind(1)
-    maxc, minc = xf.amax(1), xf.amin(1)
+def _hue_sextant(xf: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(N, 3, H, W) RGB -> hue in sextants ``6 * h`` (any real, taken mod 6), max, max - min."""
+    minc, maxc = torch.aminmax(xf, dim=1)
     delta = maxc - minc
+    r, g, b = xf.unbind(1)
+    r_max = maxc == r
+    g_max = (maxc == g) & ~r_max
+    h6 = torch.where(r_max, g - b, torch.where(g_max, b - r, r - g))
+    h6.div_(torch.where(delta > 0, delta, torch.ones_like(delta)))
+    h6 += torch.where(r_max, 0.0, torch.where(g_max, 2.0, 4.0))
+    return h6, maxc, delta
+
+
+_SEXTANT_OFFSETS = (5.0, 3.0, 1.0)  # R, G, B in the closed-form HSV -> RGB
+
+
+def _from_sextant(h6: Tensor, maxc: Tensor, delta: Tensor) -> Tensor:
+    """Closed-form HSV -> RGB: ``c_n = V - V*S*clamp(min(k, 4 - k), 0, 1)`` with
+    ``k = (n + 6h) mod 6`` for n = 5, 3, 1 and ``V*S = max - min``: all three channels in one
+    broadcast pass instead of torchvision's stack-and-gather over six sectors."""
+    offsets = torch.tensor(_SEXTANT_OFFSETS, dtype=h6.dtype, device=h6.device).view(1, 3, 1, 1)
+    k = (h6.unsqueeze(1) + offsets).remainder_(6.0)
+    ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
+    return torch.addcmul(maxc.unsqueeze(1), delta.unsqueeze(1), ramp, value=-1.0)
+
+
+def rgb_to_hsv(xf: Tensor) -> Tensor:
+    """(N, 3, H, W) RGB in [0, 1] -> HSV with hue in [0, 1) (same formulas as torchvision)."""
+    h6, maxc, delta = _hue_sextant(xf)
     s = delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc))
-    d = torch.where(delta > 0, delta, torch.ones_like(delta))
-    rc, gc, bc = (maxc - r) / d, (maxc - g) / d, (maxc - b) / d
-    h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
-    h = h.div_(6.0).add_(1.0).fmod_(1.0)
-    return torch.stack([h, s, maxc], 1)
-
-
-# For sector i = floor(6h): which of (v, p, q, t) is R, G and B.
-_HSV_SELECT = torch.tensor([[0, 2, 1, 1, 3, 0], [3, 0, 0, 2, 1, 1], [1, 1, 3, 0, 0, 2]])
+    return torch.stack([h6.div_(6.0).remainder_(1.0), s, maxc], 1)
 
 
 def hsv_to_rgb(hsv: Tensor) -> Tensor:
-    """Inverse of :func:`rgb_to_hsv` (N, 3, H, W)."""
+    """Inverse of :func:`rgb_to_hsv`, (N, 3, H, W)."""
     h, s, v = hsv.unbind(1)
-    h6 = h * 6.0
-    i = h6.floor()
-    f = h6 - i
-    sv = s * v
-    p = (v - sv).clamp_(0.0, 1.0)
-    q = (v - sv * f).clamp_(0.0, 1.0)
-    t = (sv * f + p).clamp_(0.0, 1.0)
-    sector = i.long().remainder_(6)
-    select = _HSV_SELECT.to(hsv.device)[:, sector].transpose(0, 1)  # (N, 3, H, W)
-    return torch.stack([v, p, q, t], 1).gather(1, select)
+    return _from_sextant(h * 6.0, v, s * v)
 
 
 def hue_float(xf: Tensor, shift: Tensor) -> Tensor:
     if xf.shape[1] != 3:
         return xf
 
-    def rotate_hue(x: Tensor, s: Tensor) -> Tensor:
-        hsv = rgb_to_hsv(x)
-        hue = (hsv[:, 0] + s.to(x.dtype).view(-1, 1, 1)).remainder_(1.0)
-        return hsv_to_rgb(torch.stack([hue, hsv[:, 1], hsv[:, 2]], 1))
+    def rotate_hue(x: Tensor, turns: Tensor) -> Tensor:
+        h6, maxc, delta = _hue_sextant(x)
+        h6 += (6.0 * turns.to(x.dtype)).view(-1, 1, 1)
+        return _from_sextant(h6, maxc, delta)
 
     return on_subset(xf, shift != 0, rotate_hue, shift)
 
