@@ -8,7 +8,8 @@ saturation, hue) on a uint8 batch of ``--batch`` images ``--size`` x ``--size`` 
 * torchvision: ``v2.Compose`` applied to each (C, H, W) tensor in a Python loop, then stacked
   (what a Dataset-side transform costs per batch).
 
-Prints the median of ``--repeats`` timed runs (after one warm-up) and the speed ratio.
+Prints the median of ``--repeats`` timed runs (after one warm-up; the two sides alternate within
+each repeat) and the speed ratio.
 torchvision's brightness is multiplicative and ours additive; the cost is the same kind.
 
     python benchmarks/augment_ops.py                 # 64 x 224 x 224, 5 repeats
@@ -31,14 +32,18 @@ from vistrain.transforms.augment import AugmentPipeline, ColorJitter, RandomHori
 JITTER = dict(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.05)
 
 
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up: first-call allocations and kernel selection are not steady state
-    times = []
+def median_seconds(fns: dict, repeats: int) -> dict[str, float]:
+    """Median wall time of each callable, alternating them within each repeat so that both see
+    the same background load (this matters on shared machines)."""
+    for fn in fns.values():
+        fn()  # warm-up: first-call allocations and kernel selection are not steady state
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def main() -> None:
@@ -59,8 +64,10 @@ def main() -> None:
     theirs = v2.Compose([v2.RandomResizedCrop(args.size), v2.RandomHorizontalFlip(0.5),
                          v2.ColorJitter(**JITTER)])
 
-    t_ours = median_seconds(lambda: ours(x, generator=g), args.repeats)
-    t_tv = median_seconds(lambda: torch.stack([theirs(img) for img in x]), args.repeats)
+    medians = median_seconds({"ours": lambda: ours(x, generator=g),
+                              "tv": lambda: torch.stack([theirs(img) for img in x])},
+                             args.repeats)
+    t_ours, t_tv = medians["ours"], medians["tv"]
 
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"torchvision {torchvision.__version__}, {torch.get_num_threads()} threads")
