@@ -163,9 +163,13 @@ def on_subset(xf: Tensor, active: Tensor, fn: Callable[..., Tensor], *per_sample
 
 def fill_tensor(fill: float | Sequence[float], channels: int, like: Tensor) -> Tensor:
     """Fill value(s) on the [0, 1] scale -> (1, C, 1, 1); one value is used for all channels."""
-    values = [float(fill)] * channels if isinstance(fill, (int, float)) else [float(v) for v in fill]
+    if isinstance(fill, (int, float)):
+        values = [float(fill)] * channels
+    else:
+        values = [float(v) for v in fill]
     if len(values) != channels:
-        raise VistrainError(f"fill has {len(values)} values but the images have {channels} channels")
+        raise VistrainError(f"fill has {len(values)} values but the images have {channels} "
+                            "channels")
     return torch.tensor(values, dtype=like.dtype, device=like.device).view(1, channels, 1, 1)
 
 
@@ -554,7 +558,9 @@ def sample_boxes(n: int, size: tuple[int, int], scale: tuple[float, float],
 def _pair(size: int | Sequence[int] | None) -> tuple[int, int] | None:
     if size is None:
         return None
-    return (int(size), int(size)) if isinstance(size, (int, float)) else (int(size[0]), int(size[1]))
+    if isinstance(size, (int, float)):
+        return int(size), int(size)
+    return int(size[0]), int(size[1])
 
 
 # -- op classes -------------------------------------------------------------------------------
@@ -569,7 +575,8 @@ class BatchOp:
 
     geometric = False
 
-    def make_params(self, x: Tensor | Sequence[int], generator: torch.Generator | None = None) -> Params:
+    def make_params(self, x: Tensor | Sequence[int],
+                    generator: torch.Generator | None = None) -> Params:
         raise NotImplementedError
 
     def apply_float(self, xf: Tensor, params: Params) -> Tensor:
@@ -890,7 +897,8 @@ class ColorJitter(BatchOp):
                  contrast: float | Sequence[float] = 0.0,
                  saturation: float | Sequence[float] = 0.0,
                  hue: float | Sequence[float] = 0.0, p: float = 1.0):
-        self.parts = {"brightness": RandomBrightness(brightness), "contrast": RandomContrast(contrast),
+        self.parts = {"brightness": RandomBrightness(brightness),
+                      "contrast": RandomContrast(contrast),
                       "saturation": RandomSaturation(saturation), "hue": RandomHue(hue)}
         self.p = check_prob(p)
 

@@ -142,8 +142,10 @@ class BatchMix:
         else:
             use_cut = torch.full((n,), self.cutmix_alpha > 0, device=device)
         ones = torch.ones(n, device=device)
-        lam_mix = sample_beta(self.mixup_alpha, n, generator).to(device) if self.mixup_alpha else ones
-        lam_cut = sample_beta(self.cutmix_alpha, n, generator).to(device) if self.cutmix_alpha else ones
+        lam_mix = sample_beta(self.mixup_alpha, n, generator).to(device) \
+            if self.mixup_alpha else ones
+        lam_cut = sample_beta(self.cutmix_alpha, n, generator).to(device) \
+            if self.cutmix_alpha else ones
         boxes = cutmix_boxes(lam_cut, (h, w), generator)
         use_cut = use_cut & gate
         boxes = torch.where(use_cut[:, None], boxes, torch.zeros_like(boxes))

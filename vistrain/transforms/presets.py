@@ -37,8 +37,10 @@ Training loop::
 Example:
     >>> from vistrain.config import AugmentConfig
     >>> augment, mix = build_augmentation(AugmentConfig(preset="light", hflip=False), 32, 3)
-    >>> describe(AugmentConfig(preset="light", hflip=False), 32)
-    ['random resized crop to 32x32 (area 75%-100%, aspect 0.75-1.33)', 'colour jitter: brightness -0.1 to +0.1, contrast x0.9 to x1.1 (p=1)']
+    >>> for line in describe(AugmentConfig(preset="light", hflip=False), 32):
+    ...     print(line)
+    random resized crop to 32x32 (area 75%-100%, aspect 0.75-1.33)
+    colour jitter: brightness -0.1 to +0.1, contrast x0.9 to x1.1 (p=1)
 """
 from __future__ import annotations
 

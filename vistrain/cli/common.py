@@ -1,0 +1,62 @@
+"""Helpers shared by sub-commands: config assembly from flags, printing."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import yaml
+
+from vistrain.errors import VistrainError
+
+
+def add_train_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``train``, ``cv`` and ``compare`` (all optional; config file < flags)."""
+    p.add_argument("--config", help="YAML config (e.g. a run's config.yaml); flags override it")
+    p.add_argument("--model", help="timm model name or vistrain/<name> (default tf_efficientnet_lite0)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--strategy", choices=["feature-extraction", "finetune", "gradual", "auto"])
+    p.add_argument("--lr", type=float, help="base learning rate (default: chosen by strategy)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--augment", choices=["none", "light", "medium", "heavy"])
+    p.add_argument("--mixup", type=float, help="mixup Beta(alpha, alpha); 0 disables")
+    p.add_argument("--cutmix", type=float, help="cutmix Beta(alpha, alpha); 0 disables")
+    p.add_argument("--no-pretrained", action="store_true", help="random initialisation")
+    p.add_argument("--weights", help="pretrained weights file (.safetensors or state dict)")
+    p.add_argument("--normalize", help="auto|none|minmax|symmetric|imagenet|model|dataset|explicit")
+    p.add_argument("--on-bad-image", choices=["skip", "fail"])
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="any config setting, e.g. --set optim.name=sgd (repeatable)")
+
+
+_FLAG_MAP = {"model": ("model", "name"), "epochs": ("train", "epochs"), "strategy": ("strategy", "name"),
+             "lr": ("optim", "lr"), "batch_size": ("data", "batch_size"), "seed": ("train", "seed"),
+             "augment": ("augment", "preset"), "mixup": ("augment", "mixup"),
+             "cutmix": ("augment", "cutmix"), "weights": ("model", "weights"),
+             "normalize": ("preprocess", "normalize"), "on_bad_image": ("data", "on_bad_image"),
+             "device": ("train", "device")}
+
+
+def config_from_args(args, data: str | None = None):
+    from vistrain.config import TrainConfig, update_section
+    cfg = TrainConfig.load(args.config) if getattr(args, "config", None) else TrainConfig()
+    for flag, (section, key) in _FLAG_MAP.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            setattr(getattr(cfg, section), key, value)
+    if getattr(args, "no_pretrained", False):
+        cfg.model.pretrained = False
+    for item in getattr(args, "set", []) or []:
+        name, sep, raw = item.partition("=")
+        section, dot, key = name.partition(".")
+        if not sep or not dot or not hasattr(cfg, section):
+            raise VistrainError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. optim.name=sgd")
+        update_section(getattr(cfg, section), {key: yaml.safe_load(raw)}, section)
+    if data is not None:
+        cfg.data.root = str(data)
+    return cfg
+
+
+def print_json(obj) -> None:
+    print(json.dumps(obj, indent=1))

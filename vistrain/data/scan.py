@@ -1,0 +1,125 @@
+"""Find the images and labels in a data folder.
+
+Two layouts are recognised::
+
+    DATA/<class>/<image>            one folder per class (sub-folders inside a class are searched)
+    DATA/train/<class>/<image>      the user's own split; val/ and test/ are optional
+    DATA/val/<class>/<image>        (also accepted: valid/, validation/)
+    DATA/test/<class>/<image>
+
+Class names are the folder names, sorted, so label ``i`` is ``classes[i]`` on every machine.
+
+Example:
+    >>> from vistrain.data.scan import scan_folder
+    >>> index = scan_folder("examples/fashion-mnist-small")  # doctest: +SKIP
+    >>> index.classes[:2], len(index)                        # doctest: +SKIP
+    (['Ankle boot', 'Bag'], 1500)
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vistrain.data.io import is_image_file
+from vistrain.errors import DataError
+
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+
+
+@dataclass
+class ImageIndex:
+    """All images of a data set: ``paths[i]`` has label ``labels[i]`` (index into ``classes``).
+
+    ``given_split[i]`` is ``"train" | "val" | "test"`` when the folder came pre-split, else None.
+    """
+    root: Path
+    classes: list[str]
+    paths: list[Path]
+    labels: list[int]
+    given_split: list[str] | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def counts(self) -> dict[str, int]:
+        c = Counter(self.labels)
+        return {name: c.get(i, 0) for i, name in enumerate(self.classes)}
+
+    def subset(self, indices) -> "ImageIndex":
+        idx = list(indices)
+        return ImageIndex(self.root, self.classes, [self.paths[i] for i in idx],
+                          [self.labels[i] for i in idx],
+                          [self.given_split[i] for i in idx] if self.given_split else None)
+
+    def drop(self, bad_paths: set[str], reasons: dict[str, str]) -> "ImageIndex":
+        """A copy without ``bad_paths``, remembering why each was skipped."""
+        keep = [i for i, p in enumerate(self.paths) if str(p) not in bad_paths]
+        out = self.subset(keep)
+        out.skipped = self.skipped + [(p, reasons[p]) for p in sorted(bad_paths)]
+        return out
+
+
+def scan_folder(root: str | Path, *, min_classes: int = 2) -> ImageIndex:
+    """Index ``root`` (layouts in the module docstring); raise :class:`DataError` if unusable."""
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DataError(f"{root}: no such folder; give the folder that holds one sub-folder per class")
+    if not root.is_dir():
+        raise DataError(f"{root}: is a file, not a folder; give the folder that holds one sub-folder per class")
+    subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    split_dirs = [d for d in subdirs if d.name.lower() in SPLIT_NAMES]
+    if split_dirs and "train" in {SPLIT_NAMES[d.name.lower()] for d in split_dirs}:
+        return _scan_presplit(root, split_dirs, min_classes)
+    per_class = {d.name: _images_under(d) for d in subdirs}
+    _check_classes(root, per_class, min_classes)
+    classes = sorted(per_class)
+    paths, labels = [], []
+    for k, name in enumerate(classes):
+        paths += per_class[name]
+        labels += [k] * len(per_class[name])
+    return ImageIndex(root, classes, paths, labels)
+
+
+def _images_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p)
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def _check_classes(root: Path, per_class: dict[str, list[Path]], min_classes: int) -> None:
+    if not per_class:
+        loose = [p for p in root.iterdir() if p.is_file() and is_image_file(p)]
+        hint = (f" ({len(loose)} images lie directly in it: move them into one sub-folder per class)"
+                if loose else "")
+        raise DataError(f"{root}: no class sub-folders found{hint}; expected DATA/<class>/<image>")
+    empty = [name for name, files in per_class.items() if not files]
+    if empty:
+        raise DataError(f"{root}: class folder(s) without images: {', '.join(empty)}; "
+                        "add images or remove the folder")
+    if len(per_class) < min_classes:
+        raise DataError(f"{root}: found only {len(per_class)} class ({', '.join(per_class)}); "
+                        f"a classifier needs at least {min_classes} class folders")
+
+
+def _scan_presplit(root: Path, split_dirs: list[Path], min_classes: int) -> ImageIndex:
+    per_split: dict[str, dict[str, list[Path]]] = {}
+    for d in split_dirs:
+        classes = {c.name: _images_under(c) for c in sorted(d.iterdir())
+                   if c.is_dir() and not c.name.startswith(".")}
+        per_split.setdefault(SPLIT_NAMES[d.name.lower()], {}).update(classes)
+    _check_classes(root / "train", per_split["train"], min_classes)
+    classes = sorted(per_split["train"])
+    for split, cls in per_split.items():
+        unknown = sorted(set(cls) - set(classes))
+        if unknown:
+            raise DataError(f"{root / split}: classes not present in train/: {', '.join(unknown)}; "
+                            "every class must have training images")
+    paths, labels, given = [], [], []
+    for split in ("train", "val", "test"):
+        for k, name in enumerate(classes):
+            files = per_split.get(split, {}).get(name, [])
+            paths += files
+            labels += [k] * len(files)
+            given += [split] * len(files)
+    return ImageIndex(root, classes, paths, labels, given)

@@ -1,0 +1,102 @@
+"""One device abstraction: CUDA when present (AMP, channels_last), CPU otherwise; DDP-aware.
+
+Training code asks this module for the device, the autocast context and the process's place in a
+``torchrun`` job, and never branches on CUDA/DDP itself.  Under ``torchrun`` each process drives one
+GPU (or, with the gloo backend, one CPU process), sees ``world_size`` and ``rank``, and only rank 0
+writes files.
+
+Example:
+    >>> from vistrain.device import Runtime
+    >>> rt = Runtime.create("cpu")
+    >>> rt.device.type, rt.is_main
+    ('cpu', True)
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    amp_dtype: torch.dtype | None = None   # bf16/fp16 autocast on CUDA, None on CPU
+    channels_last: bool = False
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @classmethod
+    def create(cls, device: str = "auto", *, amp: bool = True, channels_last: bool = True) -> "Runtime":
+        """Pick the device; join the process group when started by ``torchrun``."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        use_cuda = torch.cuda.is_available() and device in ("auto", "cuda") or device.startswith("cuda:")
+        if use_cuda:
+            dev = torch.device(device if device.startswith("cuda:") else f"cuda:{local}")
+            torch.cuda.set_device(dev)
+        else:
+            dev = torch.device("cpu")
+        if world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if use_cuda else "gloo")
+        amp_dtype = None
+        if use_cuda and amp:
+            amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return cls(dev, amp_dtype, channels_last and use_cuda, rank, world, local)
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def grad_scaler(self):
+        """A GradScaler only for fp16 (bf16 has fp32's range and needs none)."""
+        enabled = self.amp_dtype == torch.float16
+        return torch.amp.GradScaler(self.device.type, enabled=enabled)
+
+    def to_device(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        model = model.to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def wrap_ddp(self, model: torch.nn.Module) -> torch.nn.Module:
+        """DDP wrapper when distributed; frozen parameters are fine (only trainable ones sync)."""
+        if not self.distributed or not any(p.requires_grad for p in model.parameters()):
+            return model
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        # find_unused_parameters: gradual unfreezing leaves some trainable params unused early on.
+        return DDP(model, device_ids=ids, find_unused_parameters=True)
+
+    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        if self.distributed:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, "module", model)

@@ -1,0 +1,51 @@
+"""Score a folder of labelled images with a saved run, re-applying its exact preprocessing.
+
+Example:
+    >>> from vistrain.evaluate.folder import evaluate_folder
+    >>> metrics = evaluate_folder("runs/demo", "examples/fashion-mnist-small")  # doctest: +SKIP
+    >>> metrics["accuracy"]                                                    # doctest: +SKIP
+    0.91
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from vistrain.errors import DataError
+
+
+def evaluate_folder(run_dir: str | Path, data: str | Path, *, batch_size: int = 64,
+                    progress: bool = True, n_bootstrap: int = 1000) -> dict:
+    """All metrics (see :func:`vistrain.evaluate.metrics.compute_metrics`) of the run on ``data``.
+
+    Class folders of ``data`` are matched to the model's classes by name; a folder the model
+    does not know is an error, a class of the model missing from ``data`` is reported as absent.
+    """
+    from vistrain.artifact import load_model
+    from vistrain.data.cache import build_pixel_cache
+    from vistrain.data.loader import ArrayBatches
+    from vistrain.data.scan import scan_folder
+    from vistrain.device import Runtime
+    from vistrain.evaluate.metrics import compute_metrics
+    from vistrain.train.loop import BatchPipeline, predict
+    from vistrain.transforms.preprocess import Preprocess
+    model, meta = load_model(run_dir)
+    classes = meta["classes"]
+    index = scan_folder(data, min_classes=1)
+    unknown = [c for c in index.classes if c not in classes]
+    if unknown:
+        raise DataError(f"{index.root}: class folder(s) {', '.join(unknown)} unknown to the model "
+                        f"(it knows {', '.join(classes)}); rename or remove them")
+    labels = np.array([classes.index(index.classes[y]) for y in index.labels], dtype=np.int64)
+    pre = Preprocess.from_dict(meta["preprocess"])
+    pixels, bad = build_pixel_cache(index.paths, pre.pixels, (pre.channels, pre.size, pre.size),
+                                    progress=progress)
+    keep = np.array([i for i, p in enumerate(index.paths) if str(p) not in bad], dtype=np.int64)
+    rt = Runtime.create("auto")
+    model = rt.prepare_model(model)
+    batches = ArrayBatches(pixels, labels, batch_size=batch_size, indices=keep)
+    probs, y = predict(model, batches, BatchPipeline(normalize=pre.normalize), rt, progress=progress)
+    metrics = compute_metrics(y, probs, classes, n_bootstrap=n_bootstrap)
+    metrics["skipped_files"] = [{"file": f, "reason": r} for f, r in bad.items()]
+    return metrics

@@ -1,0 +1,140 @@
+"""The training loop: ``train_one_epoch``, ``evaluate`` and ``fit``, nothing else.
+
+The loop knows nothing of strategies, data sets or files: it receives a model, batches of
+``(x, y)``, an optimizer, a per-step scheduler and a :class:`BatchPipeline` that turns a raw batch
+into model input on the device (augment, normalize, mix).  The same loop trains a linear head on
+cached features and fine-tunes a whole network, on CPU, CUDA or under DDP.
+
+Example (a linear head on random features):
+    >>> import torch, numpy as np
+    >>> from vistrain.data.loader import ArrayBatches
+    >>> from vistrain.device import Runtime
+    >>> from vistrain.train.loop import BatchPipeline, train_one_epoch
+    >>> x, y = np.random.randn(64, 8).astype("float32"), np.arange(64) % 2
+    >>> head = torch.nn.Linear(8, 2)
+    >>> opt = torch.optim.SGD(head.parameters(), lr=0.1)
+    >>> stats = train_one_epoch(head, ArrayBatches(x, y, batch_size=16), opt, BatchPipeline(), Runtime.create("cpu"))
+    >>> sorted(stats)
+    ['accuracy', 'loss', 'seconds']
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from vistrain.device import Runtime
+from vistrain.errors import TrainingError
+
+
+@dataclass
+class BatchPipeline:
+    """Raw batch -> model input on the device.
+
+    ``augment(x) -> x`` runs on uint8/float batches (train only), ``normalize(x) -> float`` last,
+    ``mix(x, y) -> (x, soft_targets)`` (mixup/cutmix, train only) after normalization.
+    """
+    normalize: Callable | None = None
+    augment: Callable | None = None
+    mix: Callable | None = None
+    label_smoothing: float = 0.0
+
+    def __call__(self, x, y, rt: Runtime, train: bool):
+        x, y = rt.to_device(x), y.to(rt.device, non_blocking=True)
+        if train and self.augment is not None:
+            x = self.augment(x)
+        if self.normalize is not None:
+            x = self.normalize(x)
+        elif not x.is_floating_point():
+            x = x.float()
+        if rt.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        target = y
+        if train and self.mix is not None:
+            x, target = self.mix(x, y)
+        return x, y, target
+
+    def loss(self, logits, target):
+        if target.dim() == 2:  # soft targets (mixup/cutmix): cross-entropy with the mixed labels
+            if self.label_smoothing:
+                k = logits.shape[1]
+                target = target * (1 - self.label_smoothing) + self.label_smoothing / k
+            return torch.sum(-target * F.log_softmax(logits.float(), dim=1), dim=1).mean()
+        return F.cross_entropy(logits.float(), target, label_smoothing=self.label_smoothing)
+
+
+def train_one_epoch(model, batches, optimizer, pipeline: BatchPipeline, rt: Runtime, *,
+                    scheduler=None, scaler=None, grad_clip: float | None = None,
+                    desc: str = "train", progress: bool = False, on_train_mode=None) -> dict:
+    """One pass over ``batches``; returns ``{"loss", "accuracy", "seconds"}`` (global under DDP).
+
+    ``on_train_mode(model)`` runs right after ``model.train()`` (e.g. to keep frozen BatchNorm
+    layers in eval mode).
+    """
+    model.train()
+    if on_train_mode is not None:
+        on_train_mode(model)
+    start = time.perf_counter()
+    totals = torch.zeros(3, dtype=torch.float64, device=rt.device)  # loss sum, correct, count
+    scaler = scaler or rt.grad_scaler()
+    for x, y in tqdm(batches, desc=desc, leave=False, disable=not (progress and rt.is_main)):
+        x, y, target = pipeline(x, y, rt, train=True)
+        with rt.autocast():
+            logits = model(x)
+        loss = pipeline.loss(logits, target)
+        if not torch.isfinite(loss):
+            raise TrainingError(f"the loss became {loss.item()} (NaN/inf); lower the learning rate "
+                                "or check the data normalization. The last checkpoint is kept")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if grad_clip:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        if scheduler is not None:
+            scheduler.step()
+        n = y.shape[0]
+        totals += torch.tensor([loss.item() * n, (logits.argmax(1) == y).sum().item(), n],
+                               dtype=torch.float64, device=rt.device)
+    loss_sum, correct, count = rt.all_reduce_sum(totals).tolist()
+    return {"loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1),
+            "seconds": time.perf_counter() - start}
+
+
+@torch.no_grad()
+def predict(model, batches, pipeline: BatchPipeline, rt: Runtime, *, desc: str = "eval",
+            progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities ``(N, K)`` and labels ``(N,)`` over ``batches`` (this rank's part)."""
+    model.eval()
+    probs, labels = [], []
+    for x, y in tqdm(batches, desc=desc, leave=False, disable=not (progress and rt.is_main)):
+        x, y, _ = pipeline(x, y, rt, train=False)
+        with rt.autocast():
+            logits = model(x)
+        probs.append(logits.float().softmax(1).cpu())
+        labels.append(y.cpu())
+    if not probs:
+        return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
+    return torch.cat(probs).numpy(), torch.cat(labels).numpy()
+
+
+def evaluate(model, batches, pipeline: BatchPipeline, rt: Runtime, **kw) -> dict:
+    """Loss and accuracy of ``model`` on ``batches`` (no augmentation, no mixing)."""
+    probs, labels = predict(model, batches, pipeline, rt, **kw)
+    if len(labels) == 0:
+        return {"loss": math.nan, "accuracy": math.nan}
+    nll = -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).mean()
+    return {"loss": float(nll), "accuracy": float((probs.argmax(1) == labels).mean())}
+
+
+def is_better(value: float, best: float | None, metric: str) -> bool:
+    if best is None or math.isnan(best):
+        return not math.isnan(value)
+    return value < best if metric == "loss" else value > best

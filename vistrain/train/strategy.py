@@ -1,0 +1,230 @@
+"""Transfer-learning strategies on top of the generic loop, and the epoch driver ``fit``.
+
+* ``feature-extraction``: backbone frozen (BatchNorm statistics too); pooled features computed once
+  and cached (``feature_cache=clean``) or recomputed with augmentation each epoch (``live``); a new
+  linear head (optionally with dropout, or a logistic regression) trained on them, then installed
+  as the model's classifier.
+* ``finetune``: every layer trainable at a low learning rate, batch augmentation on the device.
+
+Example:
+    >>> from vistrain.train.strategy import default_lr
+    >>> default_lr("feature-extraction", "adamw"), default_lr("finetune", "adamw")
+    (0.001, 0.0001)
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vistrain.data.loader import ArrayBatches
+from vistrain.device import Runtime, unwrap
+from vistrain.errors import VistrainError
+from vistrain.train import checkpoint as ckpt
+from vistrain.train.loop import BatchPipeline, evaluate, is_better, train_one_epoch
+from vistrain.train.optim import build_optimizer, build_scheduler
+
+log = logging.getLogger("vistrain")
+
+STRATEGIES = ("feature-extraction", "finetune", "gradual", "auto")
+
+
+def default_lr(strategy: str, optimizer: str) -> float:
+    if strategy == "feature-extraction":
+        return 1e-3 if optimizer == "adamw" else 1e-2
+    return 1e-4 if optimizer == "adamw" else 1e-2
+
+
+def train_model(cfg, model, pcfg, pre, data, rt: Runtime, out: Path, *, resume=False, progress=True):
+    """Dispatch on ``cfg.strategy.name``; returns ``(history, record)`` (record: what was done)."""
+    name = cfg.strategy.name
+    if name not in STRATEGIES:
+        raise VistrainError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+    record = {"requested": name}
+    if name == "auto":
+        name, reasoning = choose_strategy(cfg, model, pre, data, rt)
+        record["reasoning"] = reasoning
+    if name != "feature-extraction" and not pcfg.pretrained:
+        log.info("training from scratch: every layer trainable")
+    record["strategy"] = name
+    if name == "feature-extraction":
+        history = train_on_features(cfg, model, pcfg, pre, data, rt, out, resume=resume,
+                                    progress=progress, record=record)
+    else:
+        history = train_end_to_end(cfg, model, pcfg, pre, data, rt, out, resume=resume,
+                                   progress=progress, record=record)
+    return history, record
+
+
+def choose_strategy(cfg, model, pre, data, rt):
+    """Size x similarity advisor (see vistrain.train.advisor)."""
+    from vistrain.train.advisor import advise
+    return advise(cfg, model, pre, data, rt)
+
+
+# ---- feature extraction ---------------------------------------------------------------------
+def train_on_features(cfg, model, pcfg, pre, data, rt, out, *, resume, progress, record):
+    from vistrain.data.cache import default_cache_dir
+    from vistrain.train.features import (LinearHead, cached_features, extract_features,
+                                         feature_cache_key, fit_logistic_regression,
+                                         fold_standardization, install_head, standardizer)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.eval()  # frozen BatchNorm: running statistics stay those of pretraining
+    if cfg.strategy.feature_cache == "live":
+        record["feature_cache"] = "live (augmented features recomputed every epoch)"
+        return train_end_to_end(cfg, model, pcfg, pre, data, rt, out, resume=resume,
+                                progress=progress, record=record, head_only=True)
+    batches = ArrayBatches(data.pixels, np.zeros(len(data.pixels), np.int64), batch_size=64,
+                           indices=data.rows, pin_memory=rt.device.type == "cuda")
+    key = feature_cache_key(cfg.model.name, pcfg.weights_source, pre.to_dict(), data.pixel_key)
+    cache_dir = None if cfg.data.cache == "off" else default_cache_dir() / "features"
+    t = time.perf_counter()
+    feats, hit = cached_features(cache_dir, key, lambda: extract_features(
+        model, batches, pre.normalize, rt, progress=progress and rt.is_main))
+    record["feature_cache"] = "clean (cached, un-augmented)"
+    record["feature_seconds"] = round(time.perf_counter() - t, 2)
+    log.info("features: %s %s in %.1fs", feats.shape, "loaded from cache" if hit else "computed",
+             record["feature_seconds"])
+    labels, k = data.labels(), len(data.index.classes)
+    train_idx = np.asarray(data.parts["train"])
+    if cfg.strategy.head == "logreg":
+        head = fit_logistic_regression(feats[train_idx], labels[train_idx], k, seed=cfg.train.seed)
+        history = [_feature_epoch_metrics(head, feats, labels, data, rt)]
+    else:
+        mu, sd = standardizer(feats[train_idx])  # train split only, like every statistic
+        z = ((feats - mu) / sd).astype(np.float32)
+        head = rt.prepare_model(LinearHead(feats.shape[1], k, cfg.model.drop_rate))
+        history = fit(cfg, head, z, labels, data, BatchPipeline(label_smoothing=cfg.optim.label_smoothing),
+                      rt, out, resume=resume, progress=progress,
+                      lr=cfg.optim.lr or default_lr("feature-extraction", cfg.optim.name),
+                      batch_size=max(cfg.data.batch_size, 64), indices_are_rows=False)
+        head = fold_standardization(unwrap(head).cpu(), mu, sd)
+    install_head(model, head)
+    record["eval_features"] = feats  # final evaluation reuses them (popped before saving)
+    return history
+
+
+def _feature_epoch_metrics(head, feats, labels, data, rt):
+    out = {"epoch": 1}
+    for part in ("train", "val"):
+        idx = np.asarray(data.parts.get(part, []))
+        if len(idx):
+            res = evaluate(head, ArrayBatches(feats, labels, batch_size=256, indices=idx),
+                           BatchPipeline(), rt)
+            out.update({f"{part}_loss": res["loss"], f"{part}_accuracy": res["accuracy"]})
+    return out
+
+
+# ---- end to end -------------------------------------------------------------------------------
+def train_end_to_end(cfg, model, pcfg, pre, data, rt, out, *, resume, progress, record,
+                     head_only=False):
+    from vistrain.train.layers import trainable_groups
+    base_lr = cfg.optim.lr or default_lr("feature-extraction" if head_only else "finetune", cfg.optim.name)
+    groups, bn_mode = trainable_groups(cfg, model, head_only=head_only, base_lr=base_lr,
+                                       n_train=len(data.parts["train"]), pretrained=pcfg.pretrained)
+    record["param_groups"] = [{"name": g.get("name", ""), "lr": g["lr"]} for g in groups]
+    record["bn_policy"] = {"all": "all BatchNorm statistics frozen (eval mode)",
+                           "frozen-layers": "BatchNorm of frozen layers in eval mode, others train"}[bn_mode]
+    augment, mix = build_batch_augmentation(cfg, pre, len(data.index.classes), record)
+    pipe = BatchPipeline(normalize=pre.normalize, augment=augment, mix=mix,
+                         label_smoothing=cfg.optim.label_smoothing)
+    return fit(cfg, model, data.pixels, data.labels(), data, pipe, rt, out, resume=resume,
+               progress=progress, groups=groups, batch_size=cfg.data.batch_size,
+               indices_are_rows=True, bn_mode=bn_mode)
+
+
+def build_batch_augmentation(cfg, pre, num_classes, record):
+    """Batch augmentation (train only) and mixup/cutmix from ``cfg.augment``."""
+    try:
+        from vistrain.transforms.presets import build_augmentation, describe
+    except ImportError:
+        record["augmentation"] = ["none (augmentation module unavailable)"]
+        return None, None
+    augment, mix = build_augmentation(cfg.augment, pre.size, num_classes)
+    record["augmentation"] = describe(cfg.augment)
+    return augment, mix
+
+
+# ---- the epoch driver -------------------------------------------------------------------------
+def fit(cfg, model, array, labels, data, pipe, rt, out, *, resume, progress, batch_size,
+        indices_are_rows, lr=None, groups=None, bn_mode=None):
+    """Train for ``cfg.train.epochs`` with best-checkpointing, early stopping and exact resume."""
+    part = (lambda n: data.part_rows(n)) if indices_are_rows else (lambda n: np.asarray(data.parts[n]))
+    row_labels = np.zeros(len(array), np.int64)
+    if indices_are_rows:
+        row_labels[data.rows] = labels
+    else:
+        row_labels = labels
+    train_b = ArrayBatches(array, row_labels, batch_size=batch_size, indices=part("train"), shuffle=True,
+                           seed=cfg.train.seed, drop_last=len(part("train")) > batch_size,
+                           rank=rt.rank, world_size=rt.world_size, pin_memory=rt.device.type == "cuda")
+    val_b = ArrayBatches(array, row_labels, batch_size=max(batch_size, 64), indices=part("val"))
+    groups = groups or [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
+    optimizer = build_optimizer(groups, cfg.optim, unwrap(model))
+    epochs = cfg.train.epochs
+    scheduler = build_scheduler(optimizer, cfg.schedule, len(train_b), epochs)
+    train_model_ = rt.wrap_ddp(model)
+    state = _resume_state(out, model, optimizer, scheduler) if resume else None
+    history, best, best_state, bad_epochs = [], None, None, 0
+    start_epoch = 0
+    if state:
+        history, best, best_state = state["history"], state["best"], state["best_state"]
+        bad_epochs, start_epoch = state["bad_epochs"], state["epoch"] + 1
+        torch.set_rng_state(state["rng"])
+        log.info("resumed from epoch %d", start_epoch)
+    monitor = cfg.train.monitor
+    for epoch in range(start_epoch, epochs):
+        train_b.set_epoch(epoch)
+        tr = train_one_epoch(train_model_, train_b, optimizer, pipe, rt, scheduler=scheduler,
+                             grad_clip=cfg.optim.grad_clip, desc=f"epoch {epoch + 1}/{epochs}",
+                             progress=progress, on_train_mode=_bn_hook(bn_mode))
+        va = evaluate(model, val_b, BatchPipeline(normalize=pipe.normalize), rt)
+        row = {"epoch": epoch + 1, "train_loss": tr["loss"], "train_accuracy": tr["accuracy"],
+               "val_loss": va["loss"], "val_accuracy": va["accuracy"],
+               "lr": optimizer.param_groups[-1]["lr"], "seconds": round(tr["seconds"], 3)}
+        history.append(row)
+        score = va[monitor] if monitor in va else va["accuracy"]
+        if is_better(score, best, monitor):
+            best, best_state, bad_epochs = score, ckpt.cpu_state(unwrap(model)), 0
+        else:
+            bad_epochs += 1
+        if rt.is_main:
+            _log_epoch(row, epochs)
+            ckpt.save_checkpoint(out / "checkpoints" / "last.pt", {
+                "model": ckpt.cpu_state(unwrap(model)), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
+                "best": best, "best_state": best_state, "bad_epochs": bad_epochs,
+                "rng": torch.get_rng_state()})
+        if cfg.train.patience and bad_epochs >= cfg.train.patience:
+            log.info("early stopping: val %s did not improve for %d epochs", monitor, bad_epochs)
+            break
+    if best_state is not None:
+        unwrap(model).load_state_dict(best_state)
+    return history
+
+
+def _bn_hook(bn_mode):
+    if bn_mode is None:
+        return None
+    from vistrain.train.layers import apply_bn_policy
+    return lambda m: apply_bn_policy(unwrap(m), bn_mode)
+
+
+def _resume_state(out, model, optimizer, scheduler):
+    state = ckpt.load_checkpoint(out / "checkpoints" / "last.pt")
+    if state is None:
+        return None
+    unwrap(model).load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return state
+
+
+def _log_epoch(row: dict, epochs: int) -> None:
+    log.info("epoch %3d/%d  train loss %.4f acc %.3f | val loss %.4f acc %.3f | lr %.2e | %.1fs",
+             row["epoch"], epochs, row["train_loss"], row["train_accuracy"], row["val_loss"],
+             row["val_accuracy"], row["lr"], row["seconds"])
