@@ -73,8 +73,8 @@ def main() -> None:
           f"torchvision {torchvision.__version__}, {torch.get_num_threads()} threads")
     print(f"batch {args.batch} x 3 x {args.size} x {args.size} uint8, rrc + hflip + jitter, "
           f"median of {args.repeats}")
-    print(f"vistrain batch pipeline      : {t_ours * 1e3:8.1f} ms  {args.batch / t_ours:8.0f} img/s")
-    print(f"torchvision v2 per sample    : {t_tv * 1e3:8.1f} ms  {args.batch / t_tv:8.0f} img/s")
+    for name, t in (("vistrain batch pipeline", t_ours), ("torchvision v2 per sample", t_tv)):
+        print(f"{name:29s}: {t * 1e3:8.1f} ms  {args.batch / t:8.0f} img/s")
     print(f"ratio (vistrain / torchvision): {t_tv / t_ours:.2f}x")
 
 

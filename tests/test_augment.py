@@ -152,7 +152,8 @@ class TestRandomRotation:
         check_varies(params["angle"])
         y = op.apply(x, params)
         for i, angle in enumerate(params["angle"].tolist()):
-            ref = TF.rotate(x[i], angle, interpolation=BILINEAR, fill=[fill * 255] if fill else None)
+            ref = TF.rotate(x[i], angle, interpolation=BILINEAR,
+                            fill=[fill * 255] if fill else None)
             assert mean_diff(y[i], ref) < 1.5
 
     def test_non_square_rotation_is_rigid(self):
@@ -454,8 +455,9 @@ class TestAugmentPipeline:
         assert mean_diff(wrong_order[centre], seq[centre]) > 3.0  # the check can tell
 
     def test_analytic_grid_equals_affine_grid(self):
+        boxes = torch.tensor([[2.0, 3.0, 10.0, 20.0]] * 2)
         theta = A.compose_thetas([A.rotation_theta(torch.tensor([17.0, -40.0]), (20, 36)),
-                                  A.crop_theta(torch.tensor([[2.0, 3.0, 10.0, 20.0]] * 2), (20, 36))])
+                                  A.crop_theta(boxes, (20, 36))])
         ref = F.affine_grid(theta[:, :2], [2, 3, 12, 16], align_corners=False)
         assert max_diff(A.affine_grid(theta, (12, 16)), ref) <= 1e-6
 
@@ -508,7 +510,8 @@ class TestMix:
             j = int(params["partner"][i])
             pasted = (xm[i, 0] == x[j, 0, 0, 0]).double().mean().item()
             assert abs(pasted - (1 - params["lam"][i].item())) < 1e-6
-            expected = soft_targets(self.y, 5)[i] * (1 - pasted) + soft_targets(self.y, 5)[j] * pasted
+            onehot = soft_targets(self.y, 5)
+            expected = onehot[i] * (1 - pasted) + onehot[j] * pasted
             assert torch.allclose(target[i], expected.float(), atol=1e-6)
 
     def test_mixup_is_the_convex_combination(self):
