@@ -78,7 +78,9 @@ def spatial_preprocess(cfg: TrainConfig, pcfg) -> Preprocess:
 
 
 def prepare_data(cfg: TrainConfig, spatial: Preprocess, rt: Runtime, progress: bool = True,
-                 index: ImageIndex | None = None) -> PreparedData:
+                 index: ImageIndex | None = None, parts: dict | None = None) -> PreparedData:
+    """``parts`` (indices into ``index``, or a function of the index left after skipping
+    unreadable files that returns them) replaces :func:`make_parts`, e.g. one CV fold."""
     index = index or scan_folder(cfg.data.root)
     spec = {k: v for k, v in spatial.to_dict().items()
             if k in ("size", "resize_mode", "interpolation", "crop_pct", "fill", "background", "channels")}
@@ -93,11 +95,14 @@ def prepare_data(cfg: TrainConfig, spatial: Preprocess, rt: Runtime, progress: b
             raise DataError(f"{len(bad)} unreadable image(s), e.g. {first[0]}: {first[1]}; "
                             "fix or remove them, or use --on-bad-image skip")
         keep = np.array([i for i, p in enumerate(index.paths) if str(p) not in bad], dtype=np.int64)
+        if isinstance(parts, dict):
+            raise DataError(f"{len(bad)} image(s) became unreadable since the parts were made, e.g. "
+                            f"{next(iter(bad))}; fix or remove them and start again")
         index, rows = index.drop(set(bad), bad), keep
         for path, reason in index.skipped:
             log.warning("skipped %s: %s", path, reason)
         _check_after_skip(index)
-    parts = make_parts(index, cfg)
+    parts = parts(index) if callable(parts) else parts if parts is not None else make_parts(index, cfg)
     return PreparedData(index, pixels, rows, parts, cache_key(index.paths, spec))
 
 
@@ -155,8 +160,14 @@ def prepare_run_dir(out: Path, *, overwrite: bool, resume: bool) -> Path:
 
 
 def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = False,
-                 resume: bool = False, progress: bool = True) -> RunResult:
-    """Train per ``cfg`` into ``out_dir`` (see module docstring); returns the test metrics."""
+                 resume: bool = False, progress: bool = True, index: ImageIndex | None = None,
+                 parts: dict[str, list[int]] | None = None) -> RunResult:
+    """Train per ``cfg`` into ``out_dir`` (see module docstring); returns the test metrics.
+
+    ``index`` and ``parts`` (``{"train", "val", "test", ...}`` indices into ``index``) bypass the
+    scan and :func:`make_parts`: ``vistrain cv`` trains each fold this way.  Parts other than
+    train/val/test are evaluated too (e.g. the user's test folder next to a fold's test part).
+    """
     from vistrain.models import create
     from vistrain.train.strategy import train_model
     t0 = time.perf_counter()
@@ -164,20 +175,21 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
     out = prepare_run_dir(Path(out_dir), overwrite=overwrite, resume=resume) if rt.is_main else Path(out_dir)
     rt.barrier()
     seed_everything(cfg.train.seed)
-    index = scan_folder(cfg.data.root)
+    index = index or scan_folder(cfg.data.root)
     log.info("data: %d images, %d classes in %s", len(index), len(index.classes), index.root)
     m = cfg.model
     model, pcfg = create(m.name, len(index.classes), pretrained=m.pretrained and not m.name.startswith("vistrain/"),
                          weights=m.weights, drop_rate=m.drop_rate, **scratch_kwargs(cfg))
     log.info("model: %s, weights: %s", m.name, pcfg.weights_source)
     spatial = spatial_preprocess(cfg, pcfg)
-    data = prepare_data(cfg, spatial, rt, progress, index=index)
+    data = prepare_data(cfg, spatial, rt, progress, index=index, parts=parts)
     pre = finalize_preprocess(cfg, spatial, pcfg, data)
     log.info("preprocessing: %s", pre.describe())
     if rt.is_main:
         cfg.save(out / "config.yaml")
         save_splits(out / "splits.json", data.index, data.parts, seed=cfg.data.split_seed,
-                    source="given folders" if data.index.given_split else "stratified hold-out")
+                    source="given parts (cross-validation fold)" if parts is not None else
+                    "given folders" if data.index.given_split else "stratified hold-out")
     model = rt.prepare_model(model)
     history, record = train_model(cfg, model, pcfg, pre, data, rt, out, resume=resume, progress=progress)
     metrics = final_evaluation(unwrap(model), pre, data, rt, out, progress,
@@ -189,6 +201,8 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
                    extra={"strategy": record})
         write_run_record(out, cfg, data, record, time.perf_counter() - t0, history)
         from vistrain.report.build import build_report
+        from vistrain.evaluate.figures import write_run_figures
+        write_run_figures(out)
         build_report(out)
     rt.barrier()
     return RunResult(out, data.index.classes, metrics, history)
@@ -212,7 +226,7 @@ def final_evaluation(model, pre: Preprocess, data: PreparedData, rt: Runtime, ou
     from vistrain.evaluate.metrics import compute_metrics
     labels = data.labels()
     results, preds = {}, {}
-    for part in ("val", "test"):
+    for part in ("val", "test", *(p for p in data.parts if p not in ("train", "val", "test"))):
         idx = np.asarray(data.parts.get(part, []), dtype=np.int64)
         if len(idx) == 0:
             continue
