@@ -10,6 +10,8 @@ def register(sub) -> None:
     p.add_argument("data", help="image folder DATA/<class>/<image> with the run's class names")
     p.add_argument("--json", action="store_true")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% CIs")
+    p.add_argument("--out", metavar="DIR", help="save metrics.json, predictions.json and the figures "
+                   "(confusion matrices, ROC, PR, reliability) in DIR")
     p.set_defaults(func=run)
 
 
@@ -18,7 +20,8 @@ def run(args) -> int:
     from vistrain.evaluate.folder import evaluate_folder
     from vistrain.evaluate.metrics import format_table
     read_meta(args.run_dir)  # fail fast, before scanning data, on a missing run
-    metrics = evaluate_folder(args.run_dir, args.data, progress=not args.json, n_bootstrap=args.bootstrap)
+    metrics = evaluate_folder(args.run_dir, args.data, progress=not args.json, n_bootstrap=args.bootstrap,
+                              out_dir=args.out)
     if args.json:
         print_json(metrics)
     else:

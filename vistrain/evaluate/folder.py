@@ -16,11 +16,13 @@ from vistrain.errors import DataError
 
 
 def evaluate_folder(run_dir: str | Path, data: str | Path, *, batch_size: int = 64,
-                    progress: bool = True, n_bootstrap: int = 1000) -> dict:
+                    progress: bool = True, n_bootstrap: int = 1000, out_dir: str | Path | None = None) -> dict:
     """All metrics (see :func:`vistrain.evaluate.metrics.compute_metrics`) of the run on ``data``.
 
     Class folders of ``data`` are matched to the model's classes by name; a folder the model
     does not know is an error, a class of the model missing from ``data`` is reported as absent.
+    With ``out_dir``: metrics.json, predictions.json (files, labels, probs) and the figures of
+    :func:`vistrain.evaluate.figures.write_eval_figures` are written there.
     """
     from vistrain.artifact import load_model
     from vistrain.data.cache import build_pixel_cache
@@ -48,4 +50,15 @@ def evaluate_folder(run_dir: str | Path, data: str | Path, *, batch_size: int = 
     probs, y = predict(model, batches, BatchPipeline(normalize=pre.normalize), rt, progress=progress)
     metrics = compute_metrics(y, probs, classes, n_bootstrap=n_bootstrap)
     metrics["skipped_files"] = [{"file": f, "reason": r} for f, r in bad.items()]
+    if out_dir is not None:
+        import json
+        from vistrain.evaluate.figures import write_eval_figures
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        (out / "predictions.json").write_text(json.dumps(
+            {"run_dir": str(run_dir), "data": str(index.root), "classes": classes,
+             "files": [str(index.paths[i]) for i in keep], "labels": y.tolist(),
+             "probs": probs.round(6).tolist()}))
+        write_eval_figures(out, y, probs, classes, metrics)
     return metrics

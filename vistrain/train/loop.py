@@ -44,6 +44,7 @@ class BatchPipeline:
     augment: Callable | None = None
     mix: Callable | None = None
     label_smoothing: float = 0.0
+    class_weights: torch.Tensor | None = None  # (K,) per-class loss weights (train/balance.py)
 
     def __call__(self, x, y, rt: Runtime, train: bool):
         x, y = rt.to_device(x), y.to(rt.device, non_blocking=True)
@@ -65,8 +66,11 @@ class BatchPipeline:
             if self.label_smoothing:
                 k = logits.shape[1]
                 target = target * (1 - self.label_smoothing) + self.label_smoothing / k
+            if self.class_weights is not None:  # sum_c w_c t_c (-log p_c), batch mean
+                return F.cross_entropy(logits.float(), target, weight=self.class_weights)
             return torch.sum(-target * F.log_softmax(logits.float(), dim=1), dim=1).mean()
-        return F.cross_entropy(logits.float(), target, label_smoothing=self.label_smoothing)
+        return F.cross_entropy(logits.float(), target, weight=self.class_weights,
+                               label_smoothing=self.label_smoothing)
 
 
 def train_one_epoch(model, batches, optimizer, pipeline: BatchPipeline, rt: Runtime, *,

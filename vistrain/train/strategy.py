@@ -44,6 +44,9 @@ def train_model(cfg, model, pcfg, pre, data, rt: Runtime, out: Path, *, resume=F
     if name not in STRATEGIES:
         raise VistrainError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
     record = {"requested": name}
+    from vistrain.train.balance import decide  # what fit's apply_balance applies (train part counts)
+    record["balance"] = decide(cfg.data.balance, data.labels()[np.asarray(data.parts["train"], dtype=np.int64)],
+                               len(data.index.classes))
     if name == "auto":
         name, reasoning = choose_strategy(cfg, model, pre, data, rt)
         record["reasoning"] = reasoning
@@ -163,6 +166,8 @@ def fit(cfg, model, array, labels, data, pipe, rt, out, *, resume, progress, bat
                            seed=cfg.train.seed, drop_last=len(part("train")) > batch_size,
                            rank=rt.rank, world_size=rt.world_size, pin_memory=rt.device.type == "cuda")
     val_b = ArrayBatches(array, row_labels, batch_size=max(batch_size, 64), indices=part("val"))
+    from vistrain.train.balance import apply_balance  # data.balance: class weights or balanced batches
+    pipe, train_b = apply_balance(cfg.data.balance, pipe, train_b, len(data.index.classes), rt.device)
     groups = groups or [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
     optimizer = build_optimizer(groups, cfg.optim, unwrap(model))
     epochs = cfg.train.epochs
