@@ -37,6 +37,8 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 # Larger than any real photo (18 MP cameras, 100 MP scans) but far below a decompression bomb.
 MAX_PIXELS = 300_000_000
 DEFAULT_BACKGROUND = (255, 255, 255)
+# Reduced-scale JPEG decode keeps the shorter side >= DRAFT_MARGIN * min_side (see _draft).
+DRAFT_MARGIN = 2
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -81,7 +83,9 @@ def load_image(path: str | Path, *, background=DEFAULT_BACKGROUND, min_side: int
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageLoadError(path, f"corrupt or truncated image ({err}); re-export or remove it") from None
     try:
-        img = ImageOps.exif_transpose(img)
+        # exif_transpose copies the whole image even when there is nothing to do: ask first
+        if img.getexif().get(0x0112, 1) not in (0, 1):
+            img = ImageOps.exif_transpose(img)
     except Exception:  # a broken EXIF block must not cost the image: keep the stored orientation
         pass
     return to_rgb(img, background=background, grayscale=grayscale)
@@ -97,9 +101,9 @@ def _check_size(path: Path, img: Image.Image) -> None:
 
 
 def _draft(img: Image.Image, min_side: int) -> None:
-    """Ask libjpeg for the smallest DCT scale that keeps the shorter side >= 2*min_side."""
+    """Ask libjpeg for the smallest DCT scale that keeps the shorter side >= DRAFT_MARGIN*min_side."""
     w, h = img.size
-    scale = min(w, h) / (2 * min_side)
+    scale = min(w, h) / (DRAFT_MARGIN * min_side)
     if scale >= 2:
         img.draft("RGB", (max(1, int(w / scale)), max(1, int(h / scale))))
 
