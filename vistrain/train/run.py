@@ -177,6 +177,9 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
     seed_everything(cfg.train.seed)
     index = index or scan_folder(cfg.data.root)
     log.info("data: %d images, %d classes in %s", len(index), len(index.classes), index.root)
+    if cfg.data.doctor and rt.is_main:  # fast data checks (issue 3), logged as warnings
+        from vistrain.data.doctor import log_quick_checks
+        log_quick_checks(index, cfg)
     m = cfg.model
     model, pcfg = create(m.name, len(index.classes), pretrained=m.pretrained and not m.name.startswith("vistrain/"),
                          weights=m.weights, drop_rate=m.drop_rate, **scratch_kwargs(cfg))
