@@ -1,0 +1,58 @@
+"""``vistrain check DATA``: quick diagnostics of the training setup, without training.
+
+Runs :func:`vistrain.explain.diagnostics.run_checks` (normalization, overfit a small sample,
+label-shuffle test, learning-rate finder) with the same options as ``vistrain train``; exits 1
+when a check fails.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from vistrain.cli.common import add_train_options, config_from_args
+
+
+def register(sub) -> None:
+    p = sub.add_parser("check", help="quick diagnostics before training (overfit, label shuffle, ...)",
+                       description="Sanity checks of data, preprocessing and optimisation settings: "
+                                   "normalization of a real batch, overfitting 2x16 images, a "
+                                   "label-shuffle (leakage) test and the learning-rate finder.")
+    p.add_argument("data", help="image folder: DATA/<class>/<image> or DATA/{train,val,test}/<class>/")
+    p.add_argument("--out", help="folder for checks.json and lr_finder.png (default: none written)")
+    p.add_argument("--steps", type=int, default=100, help="optimizer steps of the overfit test (default 100)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_train_options(p)
+    p.set_defaults(func=run)
+
+
+def prepare(cfg, progress: bool = True):
+    """Model, pretrained config, preprocessing and prepared data exactly as ``train`` makes them."""
+    from vistrain.data.scan import scan_folder
+    from vistrain.device import Runtime
+    from vistrain.models import create
+    from vistrain.train.run import (finalize_preprocess, prepare_data, scratch_kwargs, seed_everything,
+                                    spatial_preprocess)
+    rt = Runtime.create(cfg.train.device, amp=cfg.train.amp, channels_last=cfg.train.channels_last)
+    seed_everything(cfg.train.seed)
+    index = scan_folder(cfg.data.root)
+    m = cfg.model
+    model, pcfg = create(m.name, len(index.classes), pretrained=m.pretrained and not m.name.startswith("vistrain/"),
+                         weights=m.weights, drop_rate=m.drop_rate, **scratch_kwargs(cfg))
+    spatial = spatial_preprocess(cfg, pcfg)
+    data = prepare_data(cfg, spatial, rt, progress, index=index)
+    pre = finalize_preprocess(cfg, spatial, pcfg, data)
+    return model, pcfg, pre, data, rt
+
+
+def run(args) -> int:
+    from vistrain.cli.common import print_json
+    from vistrain.explain.diagnostics import run_checks
+    cfg = config_from_args(args, args.data)
+    model, pcfg, pre, data, rt = prepare(cfg)
+    results = run_checks(cfg, model, pcfg, pre, data, rt, out_dir=Path(args.out) if args.out else None,
+                         overfit_steps=args.steps)
+    if args.json:
+        print_json([r.to_dict() for r in results])
+    else:
+        for r in results:
+            print(r.line())
+    return 1 if any(r.passed is False for r in results) else 0
