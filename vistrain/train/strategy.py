@@ -5,11 +5,23 @@
   linear head (optionally with dropout, or a logistic regression) trained on them, then installed
   as the model's classifier.
 * ``finetune``: every layer trainable at a low learning rate, batch augmentation on the device.
+* ``gradual``: ULMFiT-style gradual unfreezing. The head trains alone first, then one layer group
+  at a time joins, from the last block back to the stem, every ``strategy.unfreeze_every`` epochs
+  or at the 1-based epochs listed in ``strategy.unfreeze_epochs`` (epoch ``e`` in the list: the
+  next group is unfrozen at the start of epoch ``e``).  The optimizer holds every group from the
+  start (frozen parameters get no gradient, and AdamW/SGD skip parameters whose ``grad`` is None,
+  weight decay included); unless ``lr_factor``/``group_lrs`` are given, discriminative rates with
+  ULMFiT's factor 2.6 are used.  The schedule actually followed is in the run record.
 
 Example:
     >>> from vistrain.train.strategy import default_lr
     >>> default_lr("feature-extraction", "adamw"), default_lr("finetune", "adamw")
     (0.001, 0.0001)
+    >>> from vistrain.train.strategy import unfreeze_plan
+    >>> unfreeze_plan(4, epochs=5, every=2)        # trainable_from per epoch (4 groups: 0..3)
+    [3, 3, 2, 2, 1]
+    >>> unfreeze_plan(4, epochs=5, at_epochs=[2, 3])
+    [3, 2, 1, 1, 1]
 """
 from __future__ import annotations
 
@@ -32,8 +44,11 @@ log = logging.getLogger("vistrain")
 STRATEGIES = ("feature-extraction", "finetune", "gradual", "auto")
 
 
+GRADUAL_LR_FACTOR = 2.6  # ULMFiT (Howard & Ruder 2018): lr of group i-1 = lr of group i / 2.6
+
+
 def default_lr(strategy: str, optimizer: str) -> float:
-    if strategy == "feature-extraction":
+    if strategy in ("feature-extraction", "gradual"):  # gradual: the head starts alone, from scratch
         return 1e-3 if optimizer == "adamw" else 1e-2
     return 1e-4 if optimizer == "adamw" else 1e-2
 
@@ -58,7 +73,7 @@ def train_model(cfg, model, pcfg, pre, data, rt: Runtime, out: Path, *, resume=F
                                     progress=progress, record=record)
     else:
         history = train_end_to_end(cfg, model, pcfg, pre, data, rt, out, resume=resume,
-                                   progress=progress, record=record)
+                                   progress=progress, record=record, gradual=name == "gradual")
     return history, record
 
 
@@ -122,22 +137,89 @@ def _feature_epoch_metrics(head, feats, labels, data, rt):
     return out
 
 
+# ---- gradual unfreezing ----------------------------------------------------------------------
+def unfreeze_plan(n_groups: int, epochs: int, every: int = 1, at_epochs=None) -> list[int]:
+    """Index of the first trainable group at each epoch (0-based list, one entry per epoch).
+
+    Epoch 1 trains the head (group ``n_groups - 1``) alone; each unfreezing step lowers the index by
+    one, down to 0 (the stem): every ``every`` epochs, or at the start of each 1-based epoch listed
+    in ``at_epochs``.
+    """
+    if at_epochs:
+        bad = [e for e in at_epochs if not isinstance(e, int) or e < 2]
+        if bad:
+            raise VistrainError(f"strategy.unfreeze_epochs: {bad} invalid; give 1-based epochs >= 2 "
+                                "(epoch 1 always trains the head alone), e.g. [2, 4, 6]")
+        starts = sorted(at_epochs)
+        steps = [sum(1 for e in starts if e <= ep + 1) for ep in range(epochs)]
+    else:
+        if not isinstance(every, int) or every < 1:
+            raise VistrainError(f"strategy.unfreeze_every={every!r}: give a whole number of epochs >= 1")
+        steps = [ep // every for ep in range(epochs)]
+    return [max(0, n_groups - 1 - s) for s in steps]
+
+
+class GradualUnfreezer:
+    """Per-epoch hook for :func:`fit`: sets ``requires_grad`` per the plan (stateless in the epoch,
+    so a resumed run lands on the same stage) and records the schedule."""
+
+    def __init__(self, model, plan: list[int], record: dict):
+        from vistrain.train.layers import layer_groups
+        self.groups, self.plan, self.record = layer_groups(unwrap(model)), plan, record
+        self.names = [name for name, _ in self.groups]
+        record["unfreeze_schedule"] = self.schedule()
+
+    def schedule(self) -> list[dict]:
+        out, last = [], None
+        for ep, start in enumerate(self.plan):
+            if start != last:
+                out.append({"epoch": ep + 1, "trainable_from": self.names[start],
+                            "trainable_groups": self.names[start:]})
+                last = start
+        return out
+
+    def __call__(self, epoch: int) -> bool:
+        """Apply the stage of ``epoch`` (0-based); True when the trainable set changed."""
+        from vistrain.train.layers import set_trainable
+        start = self.plan[min(epoch, len(self.plan) - 1)]
+        before = [p.requires_grad for _, ps in self.groups for _, p in ps]
+        set_trainable(self.groups, start)
+        changed = before != [p.requires_grad for _, ps in self.groups for _, p in ps]
+        if changed and (epoch == 0 or start != self.plan[epoch - 1]):
+            log.info("gradual unfreezing: epoch %d trains %s", epoch + 1, ", ".join(self.names[start:]))
+        return changed
+
+
 # ---- end to end -------------------------------------------------------------------------------
 def train_end_to_end(cfg, model, pcfg, pre, data, rt, out, *, resume, progress, record,
-                     head_only=False):
-    from vistrain.train.layers import trainable_groups
-    base_lr = cfg.optim.lr or default_lr("feature-extraction" if head_only else "finetune", cfg.optim.name)
+                     head_only=False, gradual=False):
+    from vistrain.train.layers import layer_groups, trainable_groups
+    kind = "feature-extraction" if head_only else "gradual" if gradual else "finetune"
+    base_lr = cfg.optim.lr or default_lr(kind, cfg.optim.name)
+    hook, n_groups = None, len(layer_groups(unwrap(model)))
+    if gradual and not (cfg.strategy.lr_factor or cfg.strategy.group_lrs):
+        cfg.strategy.lr_factor = GRADUAL_LR_FACTOR
+        record["lr_factor"] = f"{GRADUAL_LR_FACTOR} (ULMFiT default for gradual unfreezing)"
     groups, bn_mode = trainable_groups(cfg, model, head_only=head_only, base_lr=base_lr,
-                                       n_train=len(data.parts["train"]), pretrained=pcfg.pretrained)
+                                       n_train=len(data.parts["train"]), pretrained=pcfg.pretrained,
+                                       trainable_from=n_groups - 1 if gradual else None)
+    if gradual:
+        plan = unfreeze_plan(n_groups, cfg.train.epochs, cfg.strategy.unfreeze_every,
+                             cfg.strategy.unfreeze_epochs)
+        hook = GradualUnfreezer(model, plan, record)
     record["param_groups"] = [{"name": g.get("name", ""), "lr": g["lr"]} for g in groups]
     record["bn_policy"] = {"all": "all BatchNorm statistics frozen (eval mode)",
                            "frozen-layers": "BatchNorm of frozen layers in eval mode, others train"}[bn_mode]
     augment, mix = build_batch_augmentation(cfg, pre, len(data.index.classes), record)
     pipe = BatchPipeline(normalize=pre.normalize, augment=augment, mix=mix,
                          label_smoothing=cfg.optim.label_smoothing)
+    train_pixels = getattr(data, "train_pixels", None) if augment is not None else None
+    if train_pixels is not None:
+        record["train_pixels"] = (f"train images cached at {train_pixels.shape[-1]}px (shorter side + "
+                                  f"centre square), random resized crop to {pre.size}; eval: {pre.describe()}")
     return fit(cfg, model, data.pixels, data.labels(), data, pipe, rt, out, resume=resume,
                progress=progress, groups=groups, batch_size=cfg.data.batch_size,
-               indices_are_rows=True, bn_mode=bn_mode)
+               indices_are_rows=True, bn_mode=bn_mode, on_epoch_start=hook, train_array=train_pixels)
 
 
 def build_batch_augmentation(cfg, pre, num_classes, record):
@@ -147,22 +229,30 @@ def build_batch_augmentation(cfg, pre, num_classes, record):
     except ImportError:
         record["augmentation"] = ["none (augmentation module unavailable)"]
         return None, None
+    # no label_smoothing here: BatchPipeline.loss smooths the mixer's soft targets itself
     augment, mix = build_augmentation(cfg.augment, pre.size, num_classes)
-    record["augmentation"] = describe(cfg.augment)
+    record["augmentation"] = describe(cfg.augment, pre.size)
     return augment, mix
 
 
 # ---- the epoch driver -------------------------------------------------------------------------
 def fit(cfg, model, array, labels, data, pipe, rt, out, *, resume, progress, batch_size,
-        indices_are_rows, lr=None, groups=None, bn_mode=None):
-    """Train for ``cfg.train.epochs`` with best-checkpointing, early stopping and exact resume."""
+        indices_are_rows, lr=None, groups=None, bn_mode=None, on_epoch_start=None, train_array=None):
+    """Train for ``cfg.train.epochs`` with best-checkpointing, early stopping and exact resume.
+
+    ``train_array`` (same rows as ``array``, e.g. larger train-time pixels) feeds the train batches.
+
+    ``on_epoch_start(epoch) -> bool`` (0-based epoch) runs before each epoch, resumed ones included
+    (gradual unfreezing); True means it changed which parameters are trainable, so the DDP wrapper
+    (which registers gradient hooks for the trainable parameters it was built with) is rebuilt.
+    """
     part = (lambda n: data.part_rows(n)) if indices_are_rows else (lambda n: np.asarray(data.parts[n]))
     row_labels = np.zeros(len(array), np.int64)
     if indices_are_rows:
         row_labels[data.rows] = labels
     else:
         row_labels = labels
-    train_b = ArrayBatches(array, row_labels, batch_size=batch_size, indices=part("train"), shuffle=True,
+    train_b = ArrayBatches(array if train_array is None else train_array, row_labels, batch_size=batch_size, indices=part("train"), shuffle=True,
                            seed=cfg.train.seed, drop_last=len(part("train")) > batch_size,
                            rank=rt.rank, world_size=rt.world_size, pin_memory=rt.device.type == "cuda")
     val_b = ArrayBatches(array, row_labels, batch_size=max(batch_size, 64), indices=part("val"))
@@ -184,6 +274,8 @@ def fit(cfg, model, array, labels, data, pipe, rt, out, *, resume, progress, bat
     monitor = cfg.train.monitor
     for epoch in range(start_epoch, epochs):
         train_b.set_epoch(epoch)
+        if on_epoch_start is not None and on_epoch_start(epoch) and rt.distributed:
+            train_model_ = rt.wrap_ddp(unwrap(model))
         tr = train_one_epoch(train_model_, train_b, optimizer, pipe, rt, scheduler=scheduler,
                              grad_clip=cfg.optim.grad_clip, desc=f"epoch {epoch + 1}/{epochs}",
                              progress=progress, on_train_mode=_bn_hook(bn_mode))

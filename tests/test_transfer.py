@@ -1,0 +1,168 @@
+"""Transfer learning: gradual unfreezing stages, discriminative rates, frozen BatchNorm statistics."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+from vistrain.config import TrainConfig
+from vistrain.data.loader import ArrayBatches
+from vistrain.device import Runtime
+from vistrain.errors import VistrainError
+from vistrain.train.layers import layer_groups, trainable_groups
+from vistrain.train.loop import BatchPipeline, train_one_epoch
+from vistrain.train.optim import build_optimizer
+from vistrain.train.strategy import GradualUnfreezer, _bn_hook, unfreeze_plan
+
+
+def _net():
+    torch.manual_seed(0)
+    return timm.create_model("resnet18", pretrained=False, num_classes=3)
+
+
+def _trainable_names(groups):
+    return [name for name, ps in groups if all(p.requires_grad for _, p in ps)]
+
+
+def _frozen_names(groups):
+    return [name for name, ps in groups if not any(p.requires_grad for _, p in ps)]
+
+
+def test_gradual_every_epoch_unfreezes_last_block_first_down_to_stem():
+    net = _net()
+    cfg = TrainConfig()
+    groups = layer_groups(net)
+    names = [n for n, _ in groups]
+    assert names == ["stem", "stage1", "stage2", "stage3", "stage4", "head"]
+    trainable_groups(cfg, net, head_only=False, base_lr=1e-3, trainable_from=len(groups) - 1)
+    record = {}
+    hook = GradualUnfreezer(net, unfreeze_plan(len(groups), epochs=7, every=1), record)
+    expected = [names[5:], names[4:], names[3:], names[2:], names[1:], names, names]
+    for epoch, want in enumerate(expected):
+        hook(epoch)
+        assert _trainable_names(groups) == want, epoch
+        assert _frozen_names(groups) == [n for n in names if n not in want], epoch
+    assert [s["epoch"] for s in record["unfreeze_schedule"]] == [1, 2, 3, 4, 5, 6]
+    assert record["unfreeze_schedule"][0]["trainable_groups"] == ["head"]
+    assert record["unfreeze_schedule"][-1]["trainable_from"] == "stem"
+
+
+def test_gradual_explicit_epochs_and_every_two():
+    assert unfreeze_plan(6, epochs=8, at_epochs=[3, 5]) == [5, 5, 4, 4, 3, 3, 3, 3]
+    assert unfreeze_plan(6, epochs=6, every=2) == [5, 5, 4, 4, 3, 3]
+    assert unfreeze_plan(3, epochs=6, every=1) == [2, 1, 0, 0, 0, 0]
+    with pytest.raises(VistrainError, match="unfreeze_epochs"):
+        unfreeze_plan(6, epochs=4, at_epochs=[1, 3])
+    with pytest.raises(VistrainError, match="unfreeze_every"):
+        unfreeze_plan(6, epochs=4, every=0)
+
+
+def test_resumed_hook_lands_on_the_same_stage():
+    """The stage is a function of the epoch alone: a fresh hook at epoch 3 = a hook run 0..3."""
+    a, b = _net(), _net()
+    plan = unfreeze_plan(6, epochs=5, every=1)
+    ha, hb = GradualUnfreezer(a, plan, {}), GradualUnfreezer(b, plan, {})
+    for e in range(4):
+        ha(e)
+    assert hb(3) is True  # changed: the DDP wrapper must be rebuilt
+    assert [p.requires_grad for p in a.parameters()] == [p.requires_grad for p in b.parameters()]
+    assert hb(3) is False
+
+
+@pytest.mark.parametrize("opt", ["adamw", "sgd"])
+def test_frozen_params_untouched_by_optimizer_even_with_weight_decay(opt):
+    net = _net()
+    for m in net.modules():  # timm zero-inits each block's last BN scale: no gradient would reach bn1
+        if isinstance(m, torch.nn.BatchNorm2d):
+            torch.nn.init.ones_(m.weight)
+    cfg = TrainConfig.from_dict({"optim": {"name": opt, "weight_decay": 0.5}})
+    groups, _ = trainable_groups(cfg, net, head_only=False, base_lr=0.1, trainable_from=4)
+    optimizer = build_optimizer(groups, cfg.optim, net)
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    torch.nn.functional.cross_entropy(net(torch.randn(4, 3, 64, 64)), torch.tensor([0, 1, 2, 0])).backward()
+    optimizer.step()
+    for n, p in net.named_parameters():
+        moved = not torch.equal(p, before[n])
+        assert moved == p.requires_grad, n
+
+
+def test_param_groups_carry_lr_factor_three_values_and_per_group():
+    net = _net()
+    cfg = TrainConfig.from_dict({"strategy": {"lr_factor": 2.0}})
+    groups, _ = trainable_groups(cfg, net, head_only=False, base_lr=1e-3)
+    opt = build_optimizer(groups, cfg.optim, net)
+    by_name = {}
+    for g in opt.param_groups:
+        by_name.setdefault(g["name"], set()).add(g["lr"])
+    assert {k: v.pop() for k, v in by_name.items()} == pytest.approx(
+        {"stem": 1e-3 / 32, "stage1": 1e-3 / 16, "stage2": 1e-3 / 8, "stage3": 1e-3 / 4,
+         "stage4": 1e-3 / 2, "head": 1e-3})
+
+    cfg = TrainConfig.from_dict({"strategy": {"group_lrs": [1e-5, 1e-4, 1e-3]}})
+    groups, _ = trainable_groups(cfg, net, head_only=False, base_lr=1.0)
+    opt = build_optimizer(groups, cfg.optim, net)
+    lrs = {g["name"]: g["lr"] for g in opt.param_groups}
+    # 5 body groups in consecutive thirds (0,0,1,1,2); the head takes "late"
+    assert lrs == {"stem": 1e-5, "stage1": 1e-5, "stage2": 1e-4, "stage3": 1e-4, "stage4": 1e-3,
+                   "head": 1e-3}
+
+    per = [1e-6, 2e-6, 3e-6, 4e-6, 5e-6, 6e-6]
+    cfg = TrainConfig.from_dict({"strategy": {"group_lrs": per}})
+    groups, _ = trainable_groups(cfg, net, head_only=False, base_lr=1.0)
+    opt = build_optimizer(groups, cfg.optim, net)
+    assert [lrs for lrs in dict((g["name"], g["lr"]) for g in opt.param_groups).values()] == per
+    cfg = TrainConfig.from_dict({"strategy": {"group_lrs": [1e-3, 1e-4]}})
+    with pytest.raises(VistrainError, match="group_lrs"):
+        trainable_groups(cfg, net, head_only=False, base_lr=1.0)
+
+
+def _running_stats(net):
+    return {n: b.detach().clone() for n, b in net.named_buffers() if "running" in n}
+
+
+def _train_a_bit(net, bn_mode):
+    x = np.random.default_rng(0).integers(0, 255, size=(16, 3, 32, 32), dtype=np.uint8)
+    y = np.arange(16) % 3
+    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.01)
+    train_one_epoch(net, ArrayBatches(x, y, batch_size=8), opt,
+                    BatchPipeline(normalize=lambda t: t.float() / 255), Runtime.create("cpu"),
+                    on_train_mode=_bn_hook(bn_mode))
+
+
+def test_bn_statistics_frozen_in_feature_extraction_live():
+    net = _net()
+    for p in net.parameters():  # what train_on_features does before the live path
+        p.requires_grad_(False)
+    _, bn_mode = trainable_groups(TrainConfig(), net, head_only=True, base_lr=1e-3)
+    before = _running_stats(net)
+    _train_a_bit(net, bn_mode)
+    assert all(torch.equal(v, _running_stats(net)[k]) for k, v in before.items())
+
+
+@pytest.mark.parametrize("policy,moves", [("frozen", False), ("train", True)])
+def test_bn_statistics_finetune_policy(policy, moves):
+    net = _net()
+    cfg = TrainConfig.from_dict({"strategy": {"bn_policy": policy}})
+    _, bn_mode = trainable_groups(cfg, net, head_only=False, base_lr=1e-3, n_train=10_000)
+    before = _running_stats(net)
+    _train_a_bit(net, bn_mode)
+    after = _running_stats(net)
+    changed = [k for k in before if "num_batches" not in k and not torch.equal(before[k], after[k])]
+    assert bool(changed) == moves
+    if moves:
+        assert len(changed) == len([k for k in before if "num_batches" not in k])
+
+
+def test_bn_statistics_of_frozen_groups_stay_during_gradual():
+    net = _net()
+    cfg = TrainConfig.from_dict({"strategy": {"bn_policy": "train"}})
+    _, bn_mode = trainable_groups(cfg, net, head_only=False, base_lr=1e-3, n_train=10_000,
+                                  trainable_from=4)  # stage4 + head trainable
+    before = _running_stats(net)
+    _train_a_bit(net, bn_mode)
+    after = _running_stats(net)
+    for k in before:
+        if "num_batches" in k:
+            continue
+        assert torch.equal(before[k], after[k]) == (not k.startswith("layer4.")), k

@@ -1,0 +1,156 @@
+"""Learning-rate range test (Smith 2017; fastai's ``lr_find``).
+
+The learning rate grows exponentially from ``start_lr`` (1e-7) to ``end_lr`` (10) over ``steps``
+(100) training steps, one batch each (batches are cycled if there are fewer).  The loss is smoothed
+with an exponential moving average (``beta=0.98``, bias-corrected) and the test stops early once
+the smoothed loss exceeds ``diverge`` (4) times its minimum.
+
+Suggested rate: the point of **steepest descent** of the smoothed loss against ``log10(lr)``
+(most negative finite-difference slope between the first 10% of the steps, skipped as
+moving-average warm-up, and the minimum); ``min_div_10`` (the rate of the
+minimum smoothed loss divided by 10) is returned too.  The model's weights, buffers, train/eval
+mode, ``requires_grad`` flags and the torch RNG state are restored afterwards: the test leaves the
+model exactly as it found it.
+
+Example:
+    >>> import torch, numpy as np
+    >>> from vistrain.data.loader import ArrayBatches
+    >>> from vistrain.device import Runtime
+    >>> from vistrain.train.loop import BatchPipeline
+    >>> from vistrain.train.lrfind import lr_range_test
+    >>> x = np.random.default_rng(0).normal(size=(256, 8)).astype("float32")
+    >>> y = (x[:, 0] > 0).astype("int64")
+    >>> head = torch.nn.Linear(8, 2)
+    >>> res = lr_range_test(head, ArrayBatches(x, y, batch_size=32, shuffle=True), BatchPipeline(),
+    ...                     Runtime.create("cpu"))
+    >>> 1e-7 <= res["suggestion"] <= 10, sorted(res)[:3]
+    (True, ['diverged_at', 'losses', 'lrs'])
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+
+import numpy as np
+import torch
+
+log = logging.getLogger("vistrain")
+
+
+def lr_range_test(model, batches, pipeline, rt, *, param_groups=None, optim_cfg=None,
+                  start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 100,
+                  beta: float = 0.98, diverge: float = 4.0, on_train_mode=None) -> dict:
+    """Run the range test; returns ``dict(lrs, losses, raw_losses, suggestion, min_div_10,
+    steepest, diverged_at, method)`` (``losses`` smoothed, one entry per step taken).
+
+    ``param_groups`` (optional, as for :func:`vistrain.train.optim.build_optimizer`, e.g. with
+    discriminative rates) keep their *ratios*: the group with the largest rate follows the ramp.
+    """
+    from vistrain.config import OptimConfig
+    from vistrain.device import unwrap
+    from vistrain.train.optim import build_optimizer
+    net = unwrap(model)
+    saved_state = copy.deepcopy(net.state_dict())
+    saved_modes = {name: m.training for name, m in net.named_modules()}
+    saved_grad = {name: p.requires_grad for name, p in net.named_parameters()}
+    saved_rng = torch.get_rng_state()
+    groups = param_groups or [{"params": [p for p in net.parameters() if p.requires_grad], "lr": 1.0}]
+    top = max(g["lr"] for g in groups)
+    groups = [{**g, "params": list(g["params"]), "lr": g["lr"] / top} for g in groups]
+    optimizer = build_optimizer(groups, optim_cfg or OptimConfig(), net)
+    ratios = [g["lr"] for g in optimizer.param_groups]  # after the decay split (same per origin)
+    mult = (end_lr / start_lr) ** (1 / max(1, steps - 1))
+    lrs, raw, smooth = [], [], []
+    avg, best, diverged_at = 0.0, math.inf, None
+    try:
+        model.train()
+        if on_train_mode is not None:
+            on_train_mode(model)
+        step = 0
+        while step < steps:
+            n_before = step
+            for x, y in batches:
+                lr = start_lr * mult ** step
+                for g, r in zip(optimizer.param_groups, ratios):
+                    g["lr"] = lr * r
+                x, y, target = pipeline(x, y, rt, train=True)
+                with rt.autocast():
+                    logits = model(x)
+                loss = pipeline.loss(logits, target)
+                value = loss.item()
+                if not math.isfinite(value):
+                    diverged_at = lr
+                    break
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                avg = beta * avg + (1 - beta) * value
+                sm = avg / (1 - beta ** (step + 1))
+                lrs.append(lr)
+                raw.append(value)
+                smooth.append(sm)
+                best = min(best, sm)
+                step += 1
+                if sm > diverge * best and step > 1:
+                    diverged_at = lr
+                    break
+                if step >= steps:
+                    break
+            if diverged_at is not None or step == n_before:
+                break
+    finally:
+        net.load_state_dict(saved_state)
+        for name, m in net.named_modules():
+            m.train(saved_modes[name])
+        for name, p in net.named_parameters():
+            p.requires_grad_(saved_grad[name])
+            p.grad = None
+        torch.set_rng_state(saved_rng)
+    out = {"lrs": lrs, "losses": smooth, "raw_losses": raw, "diverged_at": diverged_at}
+    out.update(suggest(lrs, smooth))
+    return out
+
+
+def suggest(lrs, losses) -> dict:
+    """Steepest-descent suggestion (before the loss minimum) and min/10; see module docstring."""
+    if len(lrs) < 3:
+        return {"suggestion": lrs[0] if lrs else None, "steepest": None,
+                "min_div_10": lrs[int(np.argmin(losses))] / 10 if lrs else None,
+                "method": "too few steps for a slope: first rate"}
+    lr, loss = np.log10(np.asarray(lrs)), np.asarray(losses)
+    i_min = int(np.argmin(loss))
+    grad = np.gradient(loss, lr)
+    skip = max(1, len(lrs) // 10)  # the first steps: EMA warm-up noise, not the loss landscape
+    lo, upto = min(skip, max(i_min - 1, 0)), max(i_min, min(skip, len(lrs) - 1) + 1)
+    i_steep = lo + int(np.argmin(grad[lo:upto]))
+    steepest, min10 = float(lrs[i_steep]), float(lrs[i_min] / 10)
+    return {"suggestion": steepest, "steepest": steepest, "min_div_10": min10,
+            "method": "steepest descent of the smoothed loss vs log10(lr), before its minimum"}
+
+
+def plot_lr_find(result: dict, path) -> None:
+    """Smoothed (and raw) loss vs learning rate on a log axis, suggestions marked."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(result["lrs"], result["raw_losses"], color="0.8", lw=0.8, label="loss per batch")
+    ax.plot(result["lrs"], result["losses"], color="C0", label="smoothed loss")
+    if result.get("steepest"):
+        ax.axvline(result["steepest"], color="C3", ls="--",
+                   label=f"steepest descent {result['steepest']:.2e} (suggested)")
+    if result.get("min_div_10"):
+        ax.axvline(result["min_div_10"], color="C2", ls=":", label=f"min / 10 {result['min_div_10']:.2e}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss")
+    finite = [v for v in result["losses"] if math.isfinite(v)]
+    if finite:
+        lo = min(finite)
+        ax.set_ylim(lo - 0.1 * abs(lo), min(max(finite), lo * 4 + 0.5))
+    ax.set_title("learning-rate range test")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
