@@ -16,7 +16,7 @@ from vistrain.errors import VistrainError
 
 # Sub-command modules, in the order they appear in --help.
 COMMANDS = [
-    "train", "predict", "evaluate", "cv", "stats", "doctor", "preview",
+    "train", "predict", "evaluate", "cv", "stats", "doctor", "preview", "lr-find",
 ]
 
 
