@@ -1,0 +1,18 @@
+"""``vistrain report RUN_DIR``: (re)write the self-contained ``report.html`` of a run."""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("report", help="regenerate a run's self-contained report.html",
+                       description="Write RUN_DIR/report.html: data, preprocessing, augmentation, "
+                                   "strategy, curves, metrics, plots, a Grad-CAM gallery of the top "
+                                   "losses and the reproducibility record, in one offline file.")
+    p.add_argument("run_dir", help="run directory of `vistrain train`")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from vistrain.report.html import build_full_report
+    path = build_full_report(args.run_dir)
+    print(f"report: {path.resolve()}")
+    return 0
