@@ -13,7 +13,7 @@ def register(sub) -> None:
     p.add_argument("--folds", type=int, help="check for K-fold cross-validation (>= K images per class)")
     p.add_argument("--config", help="YAML config whose data section (fractions, split seed) gives the split")
     p.add_argument("--max-distance", type=int, default=None,
-                   help="near-duplicate pHash Hamming distance threshold (default 6 of 64 bits)")
+                   help="near-duplicate candidate: pHash Hamming distance (default 10 of 64 bits)")
     p.add_argument("--workers", type=int, default=-1, help="worker processes (-1: one per CPU)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)

@@ -6,7 +6,9 @@
 * unreadable or odd files with the reason (:func:`~vistrain.data.io.load_image`'s), and files in
   class folders that are not images at all (ignored by training);
 * exact duplicates (sha256 of the bytes) and near-duplicates (64-bit DCT perceptual hash, Hamming
-  distance <= ``NEAR_DUP_DISTANCE``), each pair classified as
+  distance <= ``NEAR_DUP_DISTANCE`` = 10, confirmed by 16x16 grey thumbnails differing by at most
+  ``NEAR_DUP_MAD`` = 6 grey levels on average: pHash alone matches many distinct but similar
+  pictures, e.g. centred objects on black), each pair classified as
   - ``duplicate``: same class, same split (inflates that class, harmless otherwise);
   - ``conflicting-labels``: the same picture in two classes (the model is told two answers);
   - ``leakage``: the same picture in train and val/test of the split training would make
@@ -51,7 +53,8 @@ from vistrain.errors import DataError, ImageLoadError
 
 log = logging.getLogger(__name__)
 
-NEAR_DUP_DISTANCE = 6        # Hamming distance (of 64 bits) at or below which two images match
+NEAR_DUP_DISTANCE = 10       # pHash Hamming distance (of 64 bits) that makes a candidate pair
+NEAR_DUP_MAD = 6.0           # ... confirmed when the 16x16 grey thumbnails differ by <= this (mean abs, 0..255)
 IMBALANCE_WARN = 3.0         # largest / smallest class count that gets a warning
 HASH_SIZE = 32               # pHash: grey image side before the DCT
 HASH_BITS_SIDE = 8           # pHash: 8x8 low-frequency block -> 64 bits
@@ -108,7 +111,8 @@ class DoctorReport:
         errors = sum(f.severity == "error" for f in self.findings)
         warnings = sum(f.severity == "warning" for f in self.findings)
         lines.append(f"{errors} error(s), {warnings} warning(s); near-duplicate = pHash Hamming "
-                     f"distance <= {self.near_dup_distance} of 64 bits"
+                     f"distance <= {self.near_dup_distance} of 64 bits and 16x16 grey thumbnails "
+                     f"within {NEAR_DUP_MAD:g} grey levels (mean abs)"
                      + ("" if errors else "; training is sound as far as these checks go"))
         return "\n".join(lines)
 
@@ -137,11 +141,22 @@ _DCT = _dct_matrix(HASH_SIZE)
 
 def phash(img: Image.Image) -> int:
     """64-bit perceptual hash of a PIL image (module docstring)."""
-    g = np.asarray(img.convert("L").resize((HASH_SIZE, HASH_SIZE), Image.Resampling.BILINEAR,
-                                           reducing_gap=None), dtype=np.float64)
+    return phash_and_thumb(img)[0]
+
+
+def phash_and_thumb(img: Image.Image) -> tuple[int, bytes]:
+    """pHash and the 16x16 grey thumbnail (256 bytes) that confirms a near-duplicate candidate."""
+    grey = img.convert("L").resize((HASH_SIZE, HASH_SIZE), Image.Resampling.BILINEAR)
+    g = np.asarray(grey, dtype=np.float64)
     coeffs = (_DCT @ g @ _DCT.T)[:HASH_BITS_SIDE, :HASH_BITS_SIDE].ravel()
     bits = coeffs > np.median(coeffs[1:])
-    return int(np.packbits(bits).view(">u8")[0])
+    thumb = g.reshape(16, 2, 16, 2).mean(axis=(1, 3))
+    return int(np.packbits(bits).view(">u8")[0]), np.rint(thumb).astype(np.uint8).tobytes()
+
+
+def thumb_distance(a: bytes, b: bytes) -> float:
+    return float(np.abs(np.frombuffer(a, np.uint8).astype(np.int16)
+                        - np.frombuffer(b, np.uint8).astype(np.int16)).mean())
 
 
 def hamming(a: int, b: int) -> int:
@@ -169,7 +184,7 @@ def near_pairs(hashes: list[int], max_distance: int = NEAR_DUP_DISTANCE,
 # -- per-file inspection (in worker processes) ---------------------------------------------
 
 def _inspect(path: str) -> dict:
-    info = {"path": path, "sha256": None, "phash": None, "size": None, "mode": None, "error": None}
+    info = {"path": path, "sha256": None, "phash": None, "thumb": None, "size": None, "mode": None, "error": None}
     try:
         info["sha256"] = sha256_file(path)
     except OSError as err:
@@ -178,11 +193,12 @@ def _inspect(path: str) -> dict:
     try:
         with Image.open(path) as im:
             info["size"], info["mode"] = list(im.size), im.mode
+            info["orientation"] = int(im.getexif().get(0x0112, 1) or 1)
     except Exception:
         pass  # load_image below names the reason
     try:
         img = load_image(path, min_side=HASH_SIZE)
-        info["phash"] = phash(img)
+        info["phash"], info["thumb"] = phash_and_thumb(img)
     except ImageLoadError as err:
         info["error"] = err.reason
     except Exception as err:
@@ -339,7 +355,7 @@ def log_quick_checks(index: ImageIndex, cfg=None) -> list[Finding]:
 
 
 def diagnose(root, cfg=None, *, folds: int | None = None, workers: int = -1,
-             max_distance: int = NEAR_DUP_DISTANCE) -> DoctorReport:
+             max_distance: int = NEAR_DUP_DISTANCE, max_mad: float = NEAR_DUP_MAD) -> DoctorReport:
     """Full data check of the folder ``root`` (module docstring)."""
     cfg = _default_cfg(cfg)
     index = scan_folder(root)
@@ -366,7 +382,8 @@ def diagnose(root, cfg=None, *, folds: int | None = None, workers: int = -1,
     exact = exact_pairs([inf["sha256"] for inf in good_infos])
     findings += pair_findings(good, exact, "exact", cfg, split_of)
     near = [(i, j, d) for i, j, d in near_pairs([inf["phash"] for inf in good_infos], max_distance)
-            if good_infos[i]["sha256"] != good_infos[j]["sha256"]]   # exact ones reported above
+            if good_infos[i]["sha256"] != good_infos[j]["sha256"]   # exact ones reported above
+            and thumb_distance(good_infos[i]["thumb"], good_infos[j]["thumb"]) <= max_mad]
     findings += pair_findings(good, near, "near", cfg, split_of)
 
     sizes = [inf["size"] for inf in infos if inf["size"] and not inf["error"]]
@@ -385,6 +402,18 @@ def diagnose(root, cfg=None, *, folds: int | None = None, workers: int = -1,
             findings.append(Finding("info", "extreme-aspect", f"{len(odd)} image(s) with aspect ratio "
                                     f"beyond 3:1, a centre crop loses most of them: {', '.join(odd[:5])}",
                                     odd))
+    rotated = [inf["path"] for inf in infos if inf.get("orientation", 1) not in (1, 0) and not inf["error"]]
+    if rotated:
+        findings.append(Finding("info", "exif-rotated", f"{len(rotated)} image(s) stored rotated with "
+                                "an EXIF orientation tag (applied when loading; other tools may "
+                                f"show them sideways): {', '.join(rotated[:5])}", rotated))
+    unusual = [(inf["path"], inf["mode"]) for inf in infos
+               if inf["mode"] and inf["mode"] not in ("RGB", "L") and not inf["error"]]
+    if unusual:
+        findings.append(Finding("info", "converted-modes", f"{len(unusual)} image(s) not RGB/L, "
+                                "converted to RGB (alpha on white, CMYK without ICC profile, 16-bit "
+                                "scaled): " + ", ".join(f"{p} ({m})" for p, m in unusual[:5]),
+                                [p for p, _ in unusual]))
     modes = Counter(inf["mode"] for inf in infos if inf["mode"] and not inf["error"])
     if len(modes) > 1:
         findings.append(Finding("info", "mixed-modes", "images of several modes ("
