@@ -10,6 +10,16 @@ changing or removing a file, or changing the size, builds a new cache.  Unreadab
 during the build, in the main process, and reported as ``(path, reason)``: never a crash deep inside
 a DataLoader worker.
 
+**Train-time cache at a larger size.**  Evaluation resizes the shorter side to
+``S = floor(size / crop_pct)`` and keeps the centre ``size x size`` crop.  If training cached only
+that crop, random-resized-crop could never see the border that the centre crop throws away.
+:class:`EvalAndTrainPixels` therefore decodes each image **once**, resizes its shorter side to
+``S`` once, and cuts two crops from that one resized image: the exact eval crop
+(``size x size``, identical to :meth:`Preprocess.pixels`) and the centre ``S x S`` square for
+training, on which the batch random-resized-crop draws its boxes and resamples to ``size``.  Both
+are written by one :func:`build_pixel_caches` pass, each under its own key.  Only the ``crop``
+resize mode has a border to recover; ``stretch``/``letterbox`` train on the eval pixels.
+
 Example:
     >>> from vistrain.data.cache import build_pixel_cache
     >>> from vistrain.transforms.preprocess import Preprocess
@@ -64,7 +74,10 @@ def _init_worker(fn):
 def _decode(item):
     i, path = item
     try:
-        return i, _WORKER_FN(path).numpy(), None
+        out = _WORKER_FN(path)
+        if isinstance(out, (tuple, list)):
+            return i, tuple(np.asarray(o) for o in out), None
+        return i, np.asarray(out), None
     except ImageLoadError as err:
         return i, None, err.reason
     except Exception as err:  # any decoder bug becomes a reported file, not a dead worker
@@ -82,37 +95,58 @@ def build_pixel_cache(paths, pixel_fn: Callable, shape: tuple[int, int, int], *,
     ``cache_dir`` is set), ``bad`` a dict ``{path: reason}`` of files that could not be decoded
     (their rows are zero).  ``pixel_fn(path) -> (C, S, S) uint8 tensor`` must be picklable.
     """
+    (pixels,), bad = build_pixel_caches(paths, pixel_fn, [shape], specs=[spec], cache_dir=cache_dir,
+                                        workers=workers, progress=progress, desc=desc)
+    return pixels, bad
+
+
+def build_pixel_caches(paths, pixel_fn: Callable, shapes, *, specs, cache_dir: Path | None = None,
+                       workers: int = -1, progress: bool = True, desc: str = "decoding images"):
+    """Several caches from one decode: ``pixel_fn(path)`` returns one tensor per entry of
+    ``shapes`` (a tuple when there are several).  Returns ``([arrays], bad)``; each array has its
+    own key (``specs[i]`` + ``shapes[i]`` + the file list), so a cache another run already built
+    is reused; the images are decoded only when at least one array is missing.
+    """
     paths = [str(p) for p in paths]
-    spec = dict(spec or {}, shape=list(shape))
-    key = cache_key(paths, spec)
+    shapes = [tuple(s) for s in shapes]
+    specs = [dict(spec or {}, shape=list(shape)) for spec, shape in zip(specs, shapes)]
+    keys = [cache_key(paths, spec) for spec in specs]
     if cache_dir is not None:
         cache_dir = Path(cache_dir)
-        final, meta = cache_dir / f"pixels-{key}.npy", cache_dir / f"pixels-{key}.json"
-        if final.exists() and meta.exists():
-            bad = json.loads(meta.read_text())["bad"]
-            log.debug("pixel cache hit: %s", final)
-            return np.load(final, mmap_mode="r"), bad
+        files = [(cache_dir / f"pixels-{k}.npy", cache_dir / f"pixels-{k}.json") for k in keys]
+        if all(f.exists() and m.exists() for f, m in files):
+            log.debug("pixel cache hit: %s", [str(f) for f, _ in files])
+            bad = json.loads(files[0][1].read_text())["bad"]
+            return [np.load(f, mmap_mode="r") for f, _ in files], bad
         cache_dir.mkdir(parents=True, exist_ok=True)
-    out, bad = _decode_all(paths, pixel_fn, shape, cache_dir, workers, progress, desc)
-    if cache_dir is not None:
+    outs, bad = _decode_all(paths, pixel_fn, shapes, cache_dir, workers, progress, desc)
+    if cache_dir is None:
+        return outs, bad
+    result = []
+    for out, (final, meta), spec in zip(outs, files, specs):
         tmp = Path(out.filename)
         out.flush()
         del out
-        os.replace(tmp, final)  # atomic: an interrupted build never leaves a half cache behind
-        meta.write_text(json.dumps({"bad": bad, "spec": spec, "n": len(paths)}))
-        return np.load(final, mmap_mode="r"), bad
-    return out, bad
+        if final.exists() and meta.exists():  # built by an earlier run: keep it
+            tmp.unlink()
+        else:
+            os.replace(tmp, final)  # atomic: an interrupted build never leaves a half cache behind
+            meta.write_text(json.dumps({"bad": bad, "spec": spec, "n": len(paths)}))
+        result.append(np.load(final, mmap_mode="r"))
+    return result, bad
 
 
-def _decode_all(paths, pixel_fn, shape, cache_dir, workers, progress, desc):
+def _decode_all(paths, pixel_fn, shapes, cache_dir, workers, progress, desc):
     from tqdm.auto import tqdm
     n = len(paths)
-    if cache_dir is not None:
-        fd, tmp = tempfile.mkstemp(prefix="pixels-", suffix=".npy.part", dir=cache_dir)
-        os.close(fd)
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, *shape))
-    else:
-        out = np.zeros((n, *shape), dtype=np.uint8)
+    outs = []
+    for shape in shapes:
+        if cache_dir is not None:
+            fd, tmp = tempfile.mkstemp(prefix="pixels-", suffix=".npy.part", dir=cache_dir)
+            os.close(fd)
+            outs.append(np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, *shape)))
+        else:
+            outs.append(np.zeros((n, *shape), dtype=np.uint8))
     bad: dict[str, str] = {}
     workers = num_workers(workers)
     items = list(enumerate(paths))
@@ -120,21 +154,58 @@ def _decode_all(paths, pixel_fn, shape, cache_dir, workers, progress, desc):
     if workers <= 1 or n < 64:
         _init_worker(pixel_fn)
         results = map(_decode, items)
-        _collect(results, out, bad, paths, bar)
+        _collect(results, outs, bad, paths, bar)
     else:
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         with ctx.Pool(workers, initializer=_init_worker, initargs=(pixel_fn,)) as pool:
-            _collect(pool.imap_unordered(_decode, items, chunksize=16), out, bad, paths, bar)
+            _collect(pool.imap_unordered(_decode, items, chunksize=16), outs, bad, paths, bar)
     bar.close()
-    return out, bad
+    return outs, bad
 
 
-def _collect(results, out, bad, paths, bar):
-    for i, arr, reason in results:
+def _collect(results, outs, bad, paths, bar):
+    for i, arrs, reason in results:
+        if reason is None:
+            arrs = arrs if isinstance(arrs, tuple) else (arrs,)
+            wrong = [f"{a.shape} (expected {o.shape[1:]})" for a, o in zip(arrs, outs)
+                     if a.shape != o.shape[1:]]
+            if len(arrs) != len(outs):
+                reason = f"pixel function returned {len(arrs)} arrays, expected {len(outs)}"
+            elif wrong:
+                reason = f"decoded to shape {', '.join(wrong)}"
         if reason is not None:
             bad[paths[i]] = reason
-        elif arr.shape != out.shape[1:]:
-            bad[paths[i]] = f"decoded to shape {arr.shape}, expected {out.shape[1:]}"
         else:
-            out[i] = arr
+            for out, arr in zip(outs, arrs):
+                out[i] = arr
         bar.update(1)
+
+
+class EvalAndTrainPixels:
+    """Picklable pixel function: ``path -> (eval (C, size, size), train (C, S, S))`` uint8 from
+    one decode and one resize (see the module docstring); ``S = floor(size / crop_pct)``.
+
+    The eval crop is bit-identical to ``pre.pixels(path)`` (same decode, same resize, same crop
+    offsets).  Requires ``pre.resize_mode == "crop"``.
+    """
+
+    def __init__(self, pre):
+        from vistrain.transforms.resize import crop_scale_size
+        if pre.resize_mode != "crop":
+            raise ValueError("EvalAndTrainPixels needs resize_mode 'crop'")
+        self.pre = pre
+        self.train_size = crop_scale_size(pre.size, pre.crop_pct)
+
+    def __call__(self, path):
+        from vistrain.transforms.preprocess import pil_to_uint8
+        from vistrain.transforms.resize import pil_interpolation, shorter_side_size
+        img = self.pre.load(path)
+        w, h = img.size
+        new_w, new_h = shorter_side_size(w, h, self.train_size)
+        if (new_w, new_h) != (w, h):
+            img = img.resize((new_w, new_h), pil_interpolation(self.pre.interpolation))
+
+        def centre(size):  # torchvision center_crop offsets, as resize._shorter_side_center_crop
+            left, top = int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0))
+            return pil_to_uint8(img.crop((left, top, left + size, top + size)))
+        return centre(self.pre.size).numpy(), centre(self.train_size).numpy()

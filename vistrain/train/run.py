@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from vistrain.config import TrainConfig
-from vistrain.data.cache import build_pixel_cache, cache_key, default_cache_dir
+from vistrain.data.cache import (EvalAndTrainPixels, build_pixel_caches, cache_key,
+                                  default_cache_dir)
 from vistrain.data.loader import ArrayBatches
 from vistrain.data.scan import ImageIndex, scan_folder
 from vistrain.data.splits import save_splits, split_from_given, stratified_holdout
@@ -54,6 +55,9 @@ class PreparedData:
     rows: np.ndarray            # row in ``pixels`` of each image of ``index``
     parts: dict[str, list[int]]  # indices into ``index``
     pixel_key: str
+    # (N_all, C, T, T) larger train-time pixels (T = floor(size / crop_pct)) for random-resized
+    # crop to see beyond the eval centre crop; None: train on ``pixels`` (see data/cache.py)
+    train_pixels: np.ndarray | None = None
 
     def labels(self) -> np.ndarray:
         return np.asarray(self.index.labels, dtype=np.int64)
@@ -86,8 +90,15 @@ def prepare_data(cfg: TrainConfig, spatial: Preprocess, rt: Runtime, progress: b
             if k in ("size", "resize_mode", "interpolation", "crop_pct", "fill", "background", "channels")}
     cache_dir = None if cfg.data.cache == "off" else default_cache_dir() / "pixels"
     shape = (spatial.channels, spatial.size, spatial.size)
-    pixels, bad = build_pixel_cache(index.paths, spatial.pixels, shape, spec=spec, cache_dir=cache_dir,
-                                    workers=cfg.data.num_workers, progress=progress and rt.is_main)
+    fn, shapes, specs = spatial.pixels, [shape], [spec]
+    if wants_train_pixels(cfg, spatial):
+        fn = EvalAndTrainPixels(spatial)
+        t = fn.train_size
+        shapes.append((spatial.channels, t, t))
+        specs.append(dict(spec, train_square=t))
+    arrays, bad = build_pixel_caches(index.paths, fn, shapes, specs=specs, cache_dir=cache_dir,
+                                     workers=cfg.data.num_workers, progress=progress and rt.is_main)
+    pixels, train_pixels = arrays[0], (arrays[1] if len(arrays) > 1 else None)
     rows = np.arange(len(index))
     if bad:
         if cfg.data.on_bad_image == "fail":
@@ -103,7 +114,16 @@ def prepare_data(cfg: TrainConfig, spatial: Preprocess, rt: Runtime, progress: b
             log.warning("skipped %s: %s", path, reason)
         _check_after_skip(index)
     parts = parts(index) if callable(parts) else parts if parts is not None else make_parts(index, cfg)
-    return PreparedData(index, pixels, rows, parts, cache_key(index.paths, spec))
+    return PreparedData(index, pixels, rows, parts, cache_key(index.paths, spec),
+                        train_pixels)
+
+
+def wants_train_pixels(cfg: TrainConfig, spatial: Preprocess) -> bool:
+    """A larger train-time cache only helps a random resized crop that trains end to end, and
+    only the ``crop`` resize mode (with crop_pct < 1) discards a border to recover."""
+    end_to_end = cfg.strategy.name != "feature-extraction" or cfg.strategy.feature_cache == "live"
+    return (end_to_end and cfg.augment.preset != "none" and spatial.resize_mode == "crop"
+            and spatial.crop_pct < 1)
 
 
 def _check_after_skip(index: ImageIndex) -> None:
