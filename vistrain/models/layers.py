@@ -20,8 +20,8 @@ ACTS = ("sigmoid", "tanh", "relu", "leaky_relu", "gelu", "silu")
 INITS = ("kaiming", "xavier", "default")
 LEAKY_SLOPE = 0.01
 
-# calculate_gain knows no GELU/SiLU: both are ~identity for x >> 0 and ~0 for x << 0, i.e. ReLU-like,
-# so they take ReLU's gain sqrt(2) (what timm and torchvision do in practice).
+# calculate_gain knows no GELU/SiLU: both are ~identity for x >> 0 and ~0 for x << 0, i.e.
+# ReLU-like, so they take ReLU's gain sqrt(2) (what timm and torchvision do in practice).
 _GAIN_NAME = {"sigmoid": "sigmoid", "tanh": "tanh", "relu": "relu", "leaky_relu": "leaky_relu",
               "gelu": "relu", "silu": "relu", "linear": "linear"}
 
@@ -35,8 +35,9 @@ def make_act(name: str) -> nn.Module:
     """
     if name not in ACTS:
         raise VistrainError(f"unknown activation {name!r}; valid: {', '.join(ACTS)}")
-    return {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU,
-            "leaky_relu": lambda: nn.LeakyReLU(LEAKY_SLOPE), "gelu": nn.GELU, "silu": nn.SiLU}[name]()
+    builders = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU,
+                "leaky_relu": lambda: nn.LeakyReLU(LEAKY_SLOPE), "gelu": nn.GELU, "silu": nn.SiLU}
+    return builders[name]()
 
 
 def act_gain(act: str) -> float:
@@ -85,9 +86,9 @@ def init_weights(model: nn.Module, scheme: str = "kaiming", act: str = "relu",
                  mode: str = "fan_in") -> nn.Module:
     """Initialise every conv and linear layer of ``model`` in place; returns ``model``.
 
-    - ``kaiming``: normal with std ``gain / sqrt(fan)`` (He et al. 2015), ``fan`` = fan_in (keeps the
-      forward activation variance, the default) or fan_out (keeps the backward gradient variance),
-      ``gain = act_gain(act)``, so the variance of the activations stays constant through depth.
+    - ``kaiming``: normal with std ``gain / sqrt(fan)`` (He et al. 2015), ``fan`` = fan_in (keeps
+      the forward activation variance, the default) or fan_out (keeps the backward gradient
+      variance), ``gain = act_gain(act)``, so the activation variance stays constant through depth.
     - ``xavier``: normal with std ``gain * sqrt(2 / (fan_in + fan_out))`` (Glorot & Bengio 2010).
     - ``default``: PyTorch's own ``reset_parameters`` (Kaiming-uniform with ``a=sqrt(5)``, i.e.
       std ``1 / sqrt(3 fan_in)``: about 2.4x smaller than He init for ReLU).

@@ -80,7 +80,8 @@ class _Residual(nn.Module):
         self.preact = preact
         self.pre = (nn.Sequential(make_norm(norm, in_chans, groups), make_act(act)) if preact
                     else nn.Identity())
-        self.shortcut = _shortcut(in_chans, out_chans, stride, norm, groups, preact) if skip else None
+        self.shortcut = (_shortcut(in_chans, out_chans, stride, norm, groups, preact) if skip
+                         else None)
         # Post-activation blocks apply the activation after the sum; pre-activation blocks leave
         # the sum untouched so the identity path stays clean.
         self.act = nn.Identity() if preact else make_act(act)
@@ -107,7 +108,8 @@ class BasicBlock(_Residual):
         super().__init__()
         last = (make_conv(out_chans, out_chans, 3, 1, norm) if preact
                 else ConvNormAct(out_chans, out_chans, 3, 1, norm, None, groups))
-        self.body = nn.Sequential(ConvNormAct(in_chans, out_chans, 3, stride, norm, act, groups), last)
+        first = ConvNormAct(in_chans, out_chans, 3, stride, norm, act, groups)
+        self.body = nn.Sequential(first, last)
         self._finish(in_chans, out_chans, stride, norm, act, groups, skip, preact)
 
 
@@ -124,7 +126,8 @@ class Bottleneck(_Residual):
         super().__init__()
         mid = out_chans // expansion
         if mid < 1:
-            raise VistrainError(f"bottleneck: width {out_chans} is smaller than expansion {expansion}")
+            raise VistrainError(f"bottleneck: width {out_chans} is smaller than the expansion "
+                                f"{expansion}")
         last = (make_conv(mid, out_chans, 1, 1, norm) if preact
                 else ConvNormAct(mid, out_chans, 1, 1, norm, None, groups))
         self.body = nn.Sequential(ConvNormAct(in_chans, mid, 1, 1, norm, act, groups),
@@ -222,7 +225,7 @@ class ScratchNet(nn.Module):
         return self.norm(self.stages(self.stem(x)))
 
     def forward_head(self, x, pre_logits: bool = False):
-        """``(N, num_features, h, w) -> (N, num_classes)``, or ``(N, num_features)`` if pre_logits."""
+        """``(N, num_features, h, w) -> (N, num_classes)`` (``(N, num_features)`` if pre_logits)."""
         x = self.head_drop(self.global_pool(x).flatten(1))
         return x if pre_logits else self.fc(x)
 
@@ -233,7 +236,7 @@ class ScratchNet(nn.Module):
         return self.fc
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the linear head by a fresh one for ``num_classes`` (0: identity, features out)."""
+        """Replace the linear head by a fresh one for ``num_classes`` (0: identity, no head)."""
         if global_pool not in (None, "avg"):
             raise VistrainError(f"scratch models only support average pooling, not {global_pool!r}")
         self.num_classes = self.default_cfg["num_classes"] = num_classes
