@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from collections import Counter
@@ -47,6 +48,13 @@ import numpy as np
 from vistrain.errors import DataError, VistrainError
 
 log = logging.getLogger("vistrain")
+
+
+def _write_json(path: Path, obj, indent=None) -> None:
+    """Atomic write: parallel ``--fold`` processes may read the file while another writes it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=indent))
+    os.replace(tmp, path)
 
 
 def fold_dir(out: Path, k: int) -> Path:
@@ -133,7 +141,7 @@ def _save_folds(out: Path, index, spec: dict) -> None:
     doc = {key: spec[key] for key in ("k", "seed", "val_fraction", "pool")}
     doc.update({"data_root": str(index.root), "classes": index.classes, "n_images": len(index),
                 "folds": folds})
-    (out / "folds.json").write_text(json.dumps(doc, indent=1))
+    _write_json(out / "folds.json", doc, indent=1)
 
 
 def _check_same_folds(out: Path, index, spec: dict) -> None:
@@ -234,8 +242,8 @@ def aggregate(out: Path, index, spec: dict) -> dict:
               "summary": summarize_folds(fold_metrics), "pooled_oof": pooled, "folds": fold_rows}
     if given_metrics:
         result["given_test_summary"] = summarize_folds(given_metrics)
-    (out / "oof_predictions.json").write_text(json.dumps({"classes": classes, "predictions": oof}))
-    (out / "cv_metrics.json").write_text(json.dumps(result, indent=1))
+    _write_json(out / "oof_predictions.json", {"classes": classes, "predictions": oof})
+    _write_json(out / "cv_metrics.json", result, indent=1)
     write_eval_figures(out, y, probs, classes, pooled, prefix="oof_")
     from vistrain.report.cv_report import build_cv_report
     build_cv_report(out)
