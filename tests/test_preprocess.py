@@ -71,7 +71,7 @@ def test_draft_decode_close_to_full_decode(tmp_path):
     path = tmp_path / "big.jpg"
     big.save(path, quality=92)
     drafted = load_image(path, min_side=224)
-    assert drafted.size == (1000, 750)   # decoded at 1/2 scale: shorter side >= 2 * 224
+    assert drafted.size == (500, 375)    # 1/4 scale: shorter side >= DRAFT_MARGIN (1.5) * 224
     full = load_image(path)
     assert full.size == (2000, 1500)
     a = np.asarray(resize_image(drafted, 224), np.float64)
@@ -79,6 +79,12 @@ def test_draft_decode_close_to_full_decode(tmp_path):
     mad = np.abs(a - b).mean()
     assert mad < DRAFT_TOLERANCE, mad
     assert mad > 0   # the draft path really was taken (different decoder output)
+    small = tmp_path / "small.jpg"
+    big.resize((400, 300)).save(small)
+    assert load_image(small, min_side=224).size == (400, 300)   # no reduction below the margin
+    huge = tmp_path / "huge.jpg"
+    big.resize((4000, 3000)).save(huge, quality=80)
+    assert load_image(huge, min_side=64).size == (1000, 750)   # capped at 1/4, never 1/8
 
 
 def _known(mean, std, n=20_000, seed=0):

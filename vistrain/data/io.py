@@ -12,9 +12,12 @@ What is handled, and why:
   :class:`~vistrain.errors.ImageLoadError` naming the file and the reason.
 * **Reduced-scale JPEG decode** (``draft``): when the caller says how large the image must stay
   (``min_side``), JPEGs are decoded at 1/2, 1/4 or 1/8 scale directly by libjpeg while keeping the
-  shorter side >= 2·min_side, so the final antialiased resize sees enough pixels.  This is several
-  times faster for multi-megapixel photos; the difference to full decode + resize is bounded in the
-  tests.
+  shorter side >= 1.5·min_side (``DRAFT_MARGIN``), so the final antialiased resize sees enough
+  pixels, and never below 1/4 scale (libjpeg's 1/8 scale keeps only each 8x8 block's mean: a box
+  filter that costs ~2.5 grey levels on detailed photos).  This is 2-4x faster for baseline
+  multi-megapixel JPEGs (progressive JPEGs gain less: their entropy decoding, which dominates, is
+  not reduced); the difference to full decode + resize is bounded in the tests and measured in
+  ``benchmarks/decode.py``.
 
 Example:
     >>> from vistrain.data.io import load_image
@@ -38,7 +41,8 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 MAX_PIXELS = 300_000_000
 DEFAULT_BACKGROUND = (255, 255, 255)
 # Reduced-scale JPEG decode keeps the shorter side >= DRAFT_MARGIN * min_side (see _draft).
-DRAFT_MARGIN = 2
+DRAFT_MARGIN = 1.5
+DRAFT_MAX_REDUCTION = 4   # 1/2 or 1/4 scale; 1/8 (DC coefficients only) is too coarse
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -55,7 +59,7 @@ def load_image(path: str | Path, *, background=DEFAULT_BACKGROUND, min_side: int
         path: image file.
         background: RGB colour that transparent pixels are composited on.
         min_side: if given, JPEGs may be decoded at reduced scale keeping the shorter side
-            >= 2*min_side (a 2x margin keeps the later antialiased resize accurate).
+            >= DRAFT_MARGIN * min_side (a margin keeps the later antialiased resize accurate).
         grayscale: return a single-channel ``L`` image.
 
     Raises:
@@ -103,7 +107,7 @@ def _check_size(path: Path, img: Image.Image) -> None:
 def _draft(img: Image.Image, min_side: int) -> None:
     """Ask libjpeg for the smallest DCT scale that keeps the shorter side >= DRAFT_MARGIN*min_side."""
     w, h = img.size
-    scale = min(w, h) / (DRAFT_MARGIN * min_side)
+    scale = min(min(w, h) / (DRAFT_MARGIN * min_side), DRAFT_MAX_REDUCTION)
     if scale >= 2:
         img.draft("RGB", (max(1, int(w / scale)), max(1, int(h / scale))))
 

@@ -1,0 +1,92 @@
+"""vistrain.data.doctor: hashes, pair classification, split leakage, folds, quick checks."""
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+
+import numpy as np
+from PIL import Image
+
+from conftest import make_image_folder
+from vistrain.cli.main import main
+from vistrain.config import TrainConfig
+from vistrain.data.doctor import (diagnose, hamming, near_pairs, phash, phash_and_thumb,
+                                  quick_checks, thumb_distance)
+from vistrain.data.scan import scan_folder
+from vistrain.train.run import make_parts
+
+
+def _photo(seed, size=(96, 80)):
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)   # smooth random structure
+    return Image.fromarray(small).resize(size, Image.Resampling.BICUBIC)
+
+
+def test_phash_is_robust_to_reencoding_and_resizing_but_separates_pictures(tmp_path):
+    a = _photo(0)
+    a.save(tmp_path / "a.jpg", quality=80)
+    same = [Image.open(tmp_path / "a.jpg"), a.resize((200, 160)), a.resize((48, 40))]
+    ha, ta = phash_and_thumb(a)
+    for img in same:
+        h, t = phash_and_thumb(img)
+        assert hamming(ha, h) <= 6 and thumb_distance(ta, t) <= 3
+    others = [phash(_photo(s)) for s in range(1, 30)]
+    assert min(hamming(ha, h) for h in others) > 10
+
+
+def test_near_pairs_equals_brute_force():
+    rng = np.random.default_rng(0)
+    hashes = [int(x) for x in rng.integers(0, 2**63, 300, dtype=np.uint64)]
+    hashes += [h ^ (1 << int(b)) for h, b in zip(hashes[:20], rng.integers(0, 63, 20))]
+    ref = sorted((i, j, hamming(a, b)) for (i, a), (j, b) in itertools.combinations(enumerate(hashes), 2)
+                 if hamming(a, b) <= 12)
+    assert sorted(near_pairs(hashes, 12, block=64)) == ref
+    assert len(ref) >= 20
+
+
+def test_duplicates_across_the_split_are_leakage(tmp_path, capsys):
+    root = make_image_folder(tmp_path / "d", classes=("a", "b"), per_class=20)
+    for p in sorted((root / "a").glob("*.png"))[:10]:
+        shutil.copy(p, p.with_name("copy_" + p.name))        # 10 copies: some cross the split
+    report = diagnose(root, workers=0)
+    index = scan_folder(root)
+    parts = make_parts(index, TrainConfig())
+    where = {str(index.paths[i]): name for name, idx in parts.items() for i in idx}
+    crossing = [p for p in (root / "a").glob("copy_*.png")
+                if where[str(p)] != where[str(p).replace("copy_", "")]]
+    codes = {f.code: f for f in report.findings}
+    assert crossing and "leakage" in codes and codes["leakage"].severity == "error"
+    leaked = set(codes["leakage"].paths)
+    train_crossing = [p for p in crossing if "train" in (where[str(p)], where[str(p).replace("copy_", "")])]
+    assert {str(p) for p in train_crossing} <= leaked
+    assert not report.ok
+    assert main(["doctor", str(root), "--json", "--workers", "0"]) == 1
+    assert json.loads(capsys.readouterr().out)["ok"] is False
+
+
+def test_clean_folder_is_ok_and_folds_check(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "d"
+    for cls, n in (("a", 12), ("b", 4)):
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            _photo(int(rng.integers(1 << 30))).save(root / cls / f"{i}.png")
+    report = diagnose(root, workers=0)
+    assert report.ok, report.format()
+    imb = [f for f in report.findings if f.code == "imbalance"][0]
+    assert "3.00" in imb.message and imb.severity == "warning"
+    assert main(["doctor", str(root), "--folds", "5", "--workers", "0"]) == 1
+    out = capsys.readouterr().out
+    assert "class-too-small" in out and "'b' (4)" in out
+    assert main(["doctor", str(root), "--folds", "4", "--workers", "0"]) == 0
+
+
+def test_quick_checks_find_exact_duplicates_without_decoding(tmp_path):
+    root = make_image_folder(tmp_path / "d", classes=("a", "b"), per_class=6)
+    shutil.copy(root / "a" / "a_000.png", root / "b" / "same.png")
+    (root / "b" / "junk.png").write_bytes(b"not decoded by the quick checks")
+    findings = quick_checks(scan_folder(root))
+    codes = {f.code for f in findings}
+    assert "conflicting-labels" in codes
+    assert not any("junk" in f.message for f in findings)
