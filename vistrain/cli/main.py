@@ -16,7 +16,8 @@ from vistrain.errors import VistrainError
 
 # Sub-command modules, in the order they appear in --help.
 COMMANDS = [
-    "train", "predict", "evaluate", "cv", "stats", "doctor", "preview", "lr-find",
+    "train", "predict", "evaluate", "cv", "check", "stats", "doctor", "preview", "lr-find",
+    "explain", "report",
 ]
 
 
