@@ -1,0 +1,52 @@
+"""``vistrain augment-preview DATA --preset P``: see what training augmentation does to your images."""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("augment-preview", help="picture of N images x K random training augmentations",
+                       description="Write a PNG grid: each row one image of DATA (its evaluation "
+                                   "view first), then K random augmentations as training draws them; "
+                                   "with --mixup/--cutmix each cell shows its mixed label.")
+    p.add_argument("data", help="image folder: DATA/<class>/<image>")
+    p.add_argument("--preset", default="light", choices=["none", "light", "medium", "heavy"])
+    p.add_argument("--mixup", type=float, default=0.0, help="mixup Beta(alpha, alpha); 0 disables")
+    p.add_argument("--cutmix", type=float, default=0.0, help="cutmix Beta(alpha, alpha); 0 disables")
+    p.add_argument("--policy", default="none", choices=["none", "randaugment", "trivialaugment"])
+    p.add_argument("--n", type=int, default=6, help="images (rows), spread over the classes")
+    p.add_argument("--k", type=int, default=8, help="random augmentations per image (columns)")
+    p.add_argument("--size", type=int, default=224, help="model input size")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="augment-preview.png", help="output PNG")
+    p.set_defaults(func=run)
+
+
+def pick(labels, n: int, seed: int) -> list[int]:
+    """``n`` indices, round-robin over the classes (seeded order within each class)."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    pools = [list(rng.permutation(np.flatnonzero(labels == c))) for c in np.unique(labels)]
+    out: list[int] = []
+    while len(out) < n and any(pools):
+        for pool in pools:
+            if pool and len(out) < n:
+                out.append(int(pool.pop(0)))
+    return out
+
+
+def run(args) -> int:
+    from vistrain.config import AugmentConfig
+    from vistrain.data.scan import scan_folder
+    from vistrain.errors import VistrainError
+    from vistrain.report.augment_preview import augment_preview
+    if args.n < 1 or args.k < 1:
+        raise VistrainError("--n and --k must be >= 1")
+    index = scan_folder(args.data)
+    idx = pick(index.labels, args.n, args.seed)
+    if (args.mixup > 0 or args.cutmix > 0) and len(idx) < 2:
+        raise VistrainError("mixup/cutmix mix images with each other: use --n 2 or more")
+    cfg = AugmentConfig(preset=args.preset, mixup=args.mixup, cutmix=args.cutmix, policy=args.policy)
+    out = augment_preview([index.paths[i] for i in idx], [index.labels[i] for i in idx], index.classes,
+                          cfg, args.size, args.out, n=len(idx), k=args.k, seed=args.seed)
+    print(f"augmentation preview: {out.resolve()}")
+    return 0
