@@ -194,3 +194,20 @@ def test_exif_orientation_is_applied(tmp_path):
     assert top[0] > 200 and top[2] < 60 and bottom[2] > 200 and bottom[0] < 60
     Image.fromarray(arr).save(tmp_path / "plain.jpg", quality=95)
     assert load_image(tmp_path / "plain.jpg").size == (40, 20)
+
+
+def test_preview_figure_and_cli(tmp_path, capsys):
+    from conftest import make_image_folder
+    from vistrain.cli.main import main
+    from vistrain.report.preprocess_preview import preview_preprocessing
+    from vistrain.transforms.preprocess import Preprocess
+    root = make_image_folder(tmp_path / "d", per_class=3)
+    (root / "a" / "broken.png").write_bytes(b"")
+    paths = sorted(root.rglob("*.png"))[:4] + [root / "a" / "broken.png"]
+    out = preview_preprocessing(paths, Preprocess(size=32), tmp_path / "p.png")
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.size[0] > 400
+    assert main(["preview", str(root), "--out", str(tmp_path / "cli.png"), "--n", "3",
+                 "--size", "48"]) == 0
+    assert (tmp_path / "cli.png").stat().st_size > 5000
+    assert "3 images" in capsys.readouterr().out
