@@ -117,3 +117,18 @@ def test_cli_json(tmp_path, capsys, monkeypatch):
     assert main(["stats", str(tmp_path / "d"), "--size", "24", "--json", "--workers", "0"]) == 0
     assert json.loads(capsys.readouterr().out)["cached"]
     assert main(["stats", str(tmp_path / "nope")]) == 2
+
+
+def test_agrees_with_training_dataset_stats_on_the_pixel_cache(tmp_path):
+    from vistrain.data.cache import build_pixel_cache
+    from vistrain.train.run import dataset_stats
+    paths = _write(tmp_path / "d", n_rgb=5, n_grey=3)
+    pre = Preprocess(size=20)
+    pixels, bad = build_pixel_cache(paths, pre.pixels, (3, 20, 20), cache_dir=None, workers=0,
+                                    progress=False)
+    rows = np.arange(len(paths))
+    mean, std = dataset_stats(pixels, rows)
+    st = compute_stats(paths, pre, workers=0, cache_dir=None)
+    assert not bad
+    np.testing.assert_allclose(st.mean, mean, atol=1e-9)
+    np.testing.assert_allclose(st.std, std, atol=1e-9)
