@@ -24,6 +24,13 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-pretrained", action="store_true", help="random initialisation")
     p.add_argument("--weights", help="pretrained weights file (.safetensors or state dict)")
     p.add_argument("--normalize", help="auto|none|minmax|symmetric|imagenet|model|dataset|explicit")
+    # from-scratch vistrain/<name> models (issue 8); names as in vistrain.models.{norms,layers}
+    p.add_argument("--norm", choices=["batch", "layer", "instance", "group", "weight", "none"],
+                   help="normalization layer of a vistrain/<name> model (default batch)")
+    p.add_argument("--act", choices=["sigmoid", "tanh", "relu", "leaky_relu", "gelu", "silu"],
+                   help="activation of a vistrain/<name> model (default relu)")
+    p.add_argument("--init", choices=["kaiming", "xavier", "default"],
+                   help="weight initialisation of a vistrain/<name> model (default kaiming)")
     p.add_argument("--on-bad-image", choices=["skip", "fail"])
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -35,7 +42,8 @@ _FLAG_MAP = {"model": ("model", "name"), "epochs": ("train", "epochs"), "strateg
              "augment": ("augment", "preset"), "mixup": ("augment", "mixup"),
              "cutmix": ("augment", "cutmix"), "weights": ("model", "weights"),
              "normalize": ("preprocess", "normalize"), "on_bad_image": ("data", "on_bad_image"),
-             "device": ("train", "device")}
+             "device": ("train", "device"), "norm": ("model", "norm"), "act": ("model", "act"),
+             "init": ("model", "init")}
 
 
 def config_from_args(args, data: str | None = None):
