@@ -1,0 +1,251 @@
+"""Full training input pipeline throughput: torchvision v2 vs albumentations vs vistrain.
+
+Each side turns image files into normalized float batches (64 x 3 x 224 x 224) with
+random resized crop 224 (area 8-100%) + horizontal flip + colour jitter (brightness, contrast,
+saturation 0.2, hue 0.05) + ImageNet normalization, on the CPU, 2 worker processes:
+
+* ``torchvision``: ImageFolder-style Dataset, PIL decode of every file every epoch,
+  ``v2.RandomResizedCrop/RandomHorizontalFlip/ColorJitter/ToImage/ToDtype/Normalize``,
+  ``DataLoader(num_workers=2, persistent_workers=True)``;
+* ``albumentations``: the same Dataset with OpenCV decode (``cv2.imread`` + BGR->RGB) and
+  ``A.RandomResizedCrop/HorizontalFlip/ColorJitter/Normalize`` + ``ToTensorV2``, same DataLoader;
+* ``vistrain``: epoch 1 builds the pixel cache (2 decode processes; the exact eval crop 224 and
+  the 256 train square of data/cache.py, from one decode, written to a fresh cache folder: the cost
+  is counted in epoch 1), then every epoch is ``ArrayBatches`` (memory-mapped, shuffled) +
+  one batch ``AugmentPipeline`` call + ``Preprocess.normalize`` in the main process (2 threads).
+
+Images/s for epoch 1 and for later epochs (median of ``--epochs - 1``), and peak memory: each
+side runs in its own fresh process; ``resource.getrusage`` ``ru_maxrss`` of that process (main)
+and of its largest child (a DataLoader worker / decode process) are reported.  The cache's
+memory-mapped pages count in the vistrain main RSS when touched (file-backed, reclaimable).
+
+Data: (a) ``~/.cache/vision-data/photos/*.jpg`` (0.3-18 MP JPEGs) symlinked round-robin into a
+temporary 2-class folder of ``--photos`` files; (b) a ``--cifar`` image subset of
+``~/.cache/vision-data/cifar10/train`` (first N/10 files of each class, sorted names).
+
+    python benchmarks/pipeline.py                       # both data sets, 3 epochs each
+    python benchmarks/pipeline.py --only photos --epochs 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BATCH, SIZE, WORKERS = 64, 224, 2
+JITTER = dict(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.05)
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+DATA = Path.home() / ".cache" / "vision-data"
+SIDES = ("torchvision", "albumentations", "vistrain")
+
+
+# -- data ----------------------------------------------------------------------------------------
+def photo_folder(root: Path, n: int) -> list[tuple[str, int]]:
+    photos = sorted((DATA / "photos").glob("*.jpg"))
+    if not photos:
+        sys.exit(f"no photos in {DATA / 'photos'}")
+    items = []
+    for i in range(n):
+        label = i % 2
+        dst = root / f"class{label}" / f"{i:05d}_{photos[i % len(photos)].name}"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.symlink_to(photos[i % len(photos)])
+        items.append((str(dst), label))
+    return items
+
+
+def cifar_subset(n: int) -> list[tuple[str, int]]:
+    root = DATA / "cifar10" / "train"
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    per = n // len(classes)
+    return [(str(p), k) for k, c in enumerate(classes) for p in sorted((root / c).iterdir())[:per]]
+
+
+# -- the three pipelines ---------------------------------------------------------------------------
+class FileDataset:
+    def __init__(self, items, load, transform):
+        self.items, self.load, self.transform = items, load, transform
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        path, label = self.items[i]
+        return self.transform(self.load(path)), label
+
+
+def pil_load(path):
+    from PIL import Image
+    with Image.open(path) as img:
+        return img.convert("RGB")
+
+
+def cv2_load(path):
+    import cv2
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+class AlbuTransform:
+    def __init__(self):
+        import albumentations as A
+        from albumentations.pytorch import ToTensorV2
+        self.t = A.Compose([A.RandomResizedCrop(size=(SIZE, SIZE), scale=(0.08, 1.0)),
+                            A.HorizontalFlip(p=0.5), A.ColorJitter(**JITTER, p=1.0),
+                            A.Normalize(mean=MEAN, std=STD), ToTensorV2()])
+
+    def __call__(self, img):
+        return self.t(image=img)["image"]
+
+
+def _cv2_single_thread(_):
+    import cv2
+    cv2.setNumThreads(1)
+
+
+def loader_epochs(side: str, items, epochs: int):
+    import torch
+    from torch.utils.data import DataLoader
+    if side == "torchvision":
+        from torchvision.transforms import v2
+        t = v2.Compose([v2.RandomResizedCrop(SIZE, scale=(0.08, 1.0), antialias=True),
+                        v2.RandomHorizontalFlip(0.5), v2.ColorJitter(**JITTER), v2.ToImage(),
+                        v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
+        ds, init = FileDataset(items, pil_load, t), None
+    else:
+        ds, init = FileDataset(items, cv2_load, AlbuTransform()), _cv2_single_thread
+    dl = DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=WORKERS,
+                    persistent_workers=True, worker_init_fn=init,
+                    generator=torch.Generator().manual_seed(0))
+    times = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        for x, _y in dl:
+            assert x.shape[1:] == (3, SIZE, SIZE) and x.dtype == torch.float32
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def vistrain_epochs(items, epochs: int, cache_dir: Path):
+    import numpy as np
+    import torch
+    from vistrain.data.cache import EvalAndTrainPixels, build_pixel_caches
+    from vistrain.data.loader import ArrayBatches
+    from vistrain.transforms.augment import (AugmentPipeline, ColorJitter, RandomHorizontalFlip,
+                                             RandomResizedCrop)
+    from vistrain.transforms.preprocess import Preprocess
+    torch.set_num_threads(WORKERS)
+    pre = Preprocess(size=SIZE, mean=MEAN, std=STD)
+    fn = EvalAndTrainPixels(pre)
+    t = fn.train_size
+    paths, labels = [p for p, _ in items], np.array([y for _, y in items])
+    augment = AugmentPipeline([RandomResizedCrop(SIZE, scale=(0.08, 1.0)), RandomHorizontalFlip(0.5),
+                               ColorJitter(**JITTER)])
+    times, train = [], None
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        if train is None:
+            (_, train), bad = build_pixel_caches(
+                paths, fn, [(3, SIZE, SIZE), (3, t, t)], specs=[{"size": SIZE}, {"train": t}],
+                cache_dir=cache_dir, workers=WORKERS, progress=False)
+            assert not bad, bad
+        batches = ArrayBatches(train, labels, batch_size=BATCH, shuffle=True, seed=0)
+        batches.set_epoch(epoch)
+        for x, _y in batches:
+            x = pre.normalize(augment(x))
+            assert x.shape[1:] == (3, SIZE, SIZE) and x.dtype == torch.float32
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def run_one(side: str, items_file: str, epochs: int) -> None:
+    """Child process: time one side, print one JSON line."""
+    items = json.loads(Path(items_file).read_text())
+    if side == "vistrain":
+        with tempfile.TemporaryDirectory(prefix="vt-bench-cache-") as d:
+            times = vistrain_epochs(items, epochs, Path(d))
+    else:
+        times = loader_epochs(side, items, epochs)
+    kb = 1024  # ru_maxrss is KiB on Linux
+    print(json.dumps({"times": times, "n": len(items),
+                      "rss_main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * kb / 2**20,
+                      "rss_child_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * kb / 2**20}))
+
+
+# -- driver ------------------------------------------------------------------------------------------
+def measure(side, items, epochs, tmp: Path) -> dict:
+    f = tmp / "items.json"
+    f.write_text(json.dumps(items))
+    for p, _ in items:  # warm the page cache: every side reads files already in memory
+        Path(p).read_bytes()
+    load = os.getloadavg()[0]
+    out = subprocess.run([sys.executable, __file__, "--child", side, str(f), str(epochs)],
+                         capture_output=True, text=True)
+    if out.returncode:
+        sys.exit(f"{side} failed:\n{out.stderr[-3000:]}")
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    n, ts = res["n"], res["times"]
+    res.update(first=n / ts[0], later=n / statistics.median(ts[1:]) if len(ts) > 1 else float("nan"),
+               load=load)
+    print(f"  {side:15s} epoch times {[round(x, 1) for x in ts]} s, load {load:.1f}", flush=True)
+    return res
+
+
+def table(name: str, res: dict) -> str:
+    tv, al = res["torchvision"], res["albumentations"]
+    lines = [f"{name}", "| pipeline | epoch 1 img/s | later epochs img/s | epoch 1 vs torchvision | "
+             "later vs torchvision | later vs albumentations | peak RSS main / largest worker (MB) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for side in SIDES:
+        r = res[side]
+        lines.append(f"| {side} | {r['first']:.1f} | {r['later']:.1f} | {r['first'] / tv['first']:.2f}x | "
+                     f"{r['later'] / tv['later']:.2f}x | {r['later'] / al['later']:.2f}x | "
+                     f"{r['rss_main_mb']:.0f} / {r['rss_child_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        run_one(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        return
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=3, help="epoch 1 + (epochs-1) later epochs")
+    ap.add_argument("--photos", type=int, default=512, help="photo files (symlinks), 2 classes")
+    ap.add_argument("--cifar", type=int, default=5000, help="CIFAR-10 train subset size")
+    ap.add_argument("--only", choices=["photos", "cifar"])
+    args = ap.parse_args()
+    import albumentations
+    import cv2
+    import torch
+    import torchvision
+    print(f"python {platform.python_version()}, torch {torch.__version__}, torchvision "
+          f"{torchvision.__version__}, albumentations {albumentations.__version__}, opencv "
+          f"{cv2.__version__}, {os.cpu_count()} CPUs, {platform.platform()}")
+    print(f"batch {BATCH}, size {SIZE}, {WORKERS} workers, {args.epochs} epochs", flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix="vt-bench-"))
+    try:
+        sets = []
+        if args.only in (None, "photos"):
+            sets.append((f"photos ({args.photos} files from {len(list((DATA / 'photos').glob('*.jpg')))} "
+                         "JPEGs, 0.3-18 MP)", photo_folder(tmp / "photos", args.photos)))
+        if args.only in (None, "cifar") and (DATA / "cifar10" / "train").is_dir():
+            sets.append((f"CIFAR-10 train subset ({args.cifar} PNGs, 32x32)", cifar_subset(args.cifar)))
+        for name, items in sets:
+            print(name, flush=True)
+            res = {side: measure(side, items, args.epochs, tmp) for side in SIDES}
+            print(table(name, res), flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
