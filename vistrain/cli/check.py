@@ -19,6 +19,7 @@ def register(sub) -> None:
     p.add_argument("data", help="image folder: DATA/<class>/<image> or DATA/{train,val,test}/<class>/")
     p.add_argument("--out", help="folder for checks.json and lr_finder.png (default: none written)")
     p.add_argument("--steps", type=int, default=100, help="optimizer steps of the overfit test (default 100)")
+    p.add_argument("--lr-steps", type=int, default=100, help="steps of the learning-rate range test (default 100)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     add_train_options(p)
     p.set_defaults(func=run)
@@ -49,7 +50,7 @@ def run(args) -> int:
     cfg = config_from_args(args, args.data)
     model, pcfg, pre, data, rt = prepare(cfg)
     results = run_checks(cfg, model, pcfg, pre, data, rt, out_dir=Path(args.out) if args.out else None,
-                         overfit_steps=args.steps)
+                         overfit_steps=args.steps, lr_steps=args.lr_steps)
     if args.json:
         print_json([r.to_dict() for r in results])
     else:

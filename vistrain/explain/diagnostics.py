@@ -149,8 +149,10 @@ def _batch(setup: _Setup, pos: np.ndarray, device):
 
 
 def _train(setup: _Setup, model, pos: np.ndarray, labels: np.ndarray, *, epochs: int,
-           batch_size: int, device, optim_cfg=None, seed: int = 0) -> list[float]:
-    """Plain mini-batch training; returns the per-step losses (stops at the first non-finite)."""
+           batch_size: int, device, optim_cfg=None, seed: int = 0,
+           stop_below: float | None = None) -> list[float]:
+    """Plain mini-batch training; returns the per-step losses (stops at the first non-finite,
+    or once a whole epoch's step losses are all below ``stop_below``)."""
     params = _params(model)
     if not params:
         return []
@@ -160,6 +162,10 @@ def _train(setup: _Setup, model, pos: np.ndarray, labels: np.ndarray, *, epochs:
     losses = []
     model.train()
     for _ in range(epochs):
+        steps_per_epoch = -(-len(pos) // batch_size)
+        if stop_below is not None and len(losses) >= steps_per_epoch and \
+                max(losses[-steps_per_epoch:]) < stop_below:
+            break
         order = rng.permutation(len(pos))
         for s in range(0, len(order), batch_size):
             b = order[s:s + batch_size]
@@ -223,7 +229,7 @@ def overfit_small_sample(setup: _Setup, ids: np.ndarray, labels: np.ndarray, *, 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         losses = _train(setup, model, pos, y, epochs=epochs, batch_size=batch_size, device=device,
-                        optim_cfg=optim_cfg, seed=seed)
+                        optim_cfg=optim_cfg, seed=seed, stop_below=0.25 * loss_target)
     moved = max(float((p.detach() - b).abs().max()) for p, b in zip(_params(model), before))
     final, acc = _sample_eval(setup, model, pos, y, device, bn_train=True)
     acc = acc if math.isfinite(final) else 0.0
@@ -231,7 +237,8 @@ def overfit_small_sample(setup: _Setup, ids: np.ndarray, labels: np.ndarray, *, 
                 train_accuracy=round(acc, 4), max_parameter_change=moved,
                 loss_curve=[round(v, 4) for v in losses[:: max(1, len(losses) // 25)]])
     target = max(loss_target, 0.05 * initial) if math.isfinite(initial) else loss_target
-    if math.isfinite(final) and final <= target and acc == 1.0:
+    spiked = bool(losses) and math.isfinite(initial) and max(losses) > 10 * max(initial, 0.1)
+    if math.isfinite(final) and final <= target and acc == 1.0 and not spiked:
         return CheckResult(name, True, meas, f"memorised {len(sample)} images in {len(losses)} steps "
                            f"(loss {initial:.3f} -> {final:.4f}, train accuracy 100%)")
     return CheckResult(name, False, meas, _diagnose(losses, initial, final, acc, moved, setup.lr,
@@ -278,8 +285,10 @@ def _diagnose(losses, initial, final, acc, moved, lr, conflicts, n) -> str:
         return head + "model frozen: no parameter changed; check requires_grad / the strategy"
     if not losses or not math.isfinite(losses[-1]) or not math.isfinite(final):
         return head + f"learning rate too high (lr={lr:g}): the loss became NaN/inf; lower --lr by 10x"
-    if final > 1.5 * initial or max(losses) > 10 * max(initial, 1e-3):
-        return head + f"learning rate too high (lr={lr:g}): the loss diverged; lower --lr by 10x"
+    if final > 1.5 * initial or max(losses) > 10 * max(initial, 0.1):
+        return head.replace("could not memorise", "unstable while memorising") + (
+            f"learning rate too high (lr={lr:g}): the loss diverged (peak {max(losses):.3g}); "
+            "lower --lr by 10x")
     if conflicts:
         return head + (f"labels inconsistent: {conflicts} image(s) of the sample are identical to another "
                        "with a different label; run `vistrain doctor` / fix the duplicates")
@@ -337,7 +346,7 @@ def label_shuffle_test(setup: _Setup, train_ids: np.ndarray, val_ids: np.ndarray
 
 # ---- learning-rate finder --------------------------------------------------------------------
 def lr_finder(setup: _Setup, ids, labels, *, batch_size: int, device, rt, out_dir=None,
-              optim_cfg=None) -> CheckResult:
+              optim_cfg=None, steps: int = 100) -> CheckResult:
     """The lr range test of ``vistrain.train.lrfind`` (when installed) plus a loss-vs-lr plot."""
     name = "lr-finder"
     try:
@@ -359,6 +368,8 @@ def lr_finder(setup: _Setup, ids, labels, *, batch_size: int, device, rt, out_di
     params = inspect.signature(lr_range_test).parameters
     if "optim_cfg" in params and optim_cfg is not None:
         kwargs["optim_cfg"] = optim_cfg
+    if "steps" in params:
+        kwargs["steps"] = steps
     try:
         res = lr_range_test(model, batches, pipe, rt, **kwargs)
     except VistrainError as err:
@@ -426,11 +437,25 @@ def make_setup(cfg, model, pcfg, pre, data, rt, progress: bool = False) -> _Setu
 
 def run_checks(cfg, model, pcfg, pre, data, rt, *, out_dir=None, progress: bool = False,
                overfit_steps: int = 100, shuffle_epochs: int | None = None,
-               max_train: int = 512, max_heldout: int = 256) -> list[CheckResult]:
+               max_train: int = 512, max_heldout: int = 256, lr_steps: int = 100) -> list[CheckResult]:
     """All checks on prepared data (``vistrain.train.run.PreparedData``); logs one line each.
 
     ``model`` is left untouched.  ``out_dir`` receives ``checks.json`` and ``lr_finder.png``.
     """
+    import random
+    state = random.getstate(), np.random.get_state()
+    try:  # the checks must not change what the training that follows draws
+        with torch.random.fork_rng(devices=[]):
+            return _run_checks(cfg, model, pcfg, pre, data, rt, out_dir=out_dir, progress=progress,
+                               overfit_steps=overfit_steps, shuffle_epochs=shuffle_epochs,
+                               max_train=max_train, max_heldout=max_heldout, lr_steps=lr_steps)
+    finally:
+        random.setstate(state[0])
+        np.random.set_state(state[1])
+
+
+def _run_checks(cfg, model, pcfg, pre, data, rt, *, out_dir, progress, overfit_steps,
+                shuffle_epochs, max_train, max_heldout, lr_steps) -> list[CheckResult]:
     import json
     labels = data.labels()
     train_ids = np.asarray(data.parts["train"], dtype=np.int64)
@@ -453,7 +478,7 @@ def run_checks(cfg, model, pcfg, pre, data, rt, *, out_dir=None, progress: bool 
             batch_size=min(cfg.data.batch_size, 32), device=rt.device, optim_cfg=cfg.optim, seed=seed))
     results.append(lr_finder(setup, _take(train_ids, labels, max_train, seed), labels,
                              batch_size=min(cfg.data.batch_size, 32), device=rt.device, rt=rt,
-                             out_dir=out_dir, optim_cfg=cfg.optim))
+                             out_dir=out_dir, optim_cfg=cfg.optim, steps=lr_steps))
     for r in results:
         (log.info if r.passed is not False else log.warning)("check %s", r.line())
     if out_dir is not None:
