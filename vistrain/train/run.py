@@ -213,6 +213,11 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
         save_splits(out / "splits.json", data.index, data.parts, seed=cfg.data.split_seed,
                     source="given parts (cross-validation fold)" if parts is not None else
                     "given folders" if data.index.given_split else "stratified hold-out")
+    from vistrain.train.loggers import check_logging
+    check_logging(cfg.logging)  # fail before training, not after it
+    if cfg.train.checks and rt.is_main and not resume:  # quick diagnostics (issue 7)
+        from vistrain.explain.diagnostics import run_checks
+        run_checks(cfg, model, pcfg, pre, data, rt, out_dir=out, progress=progress)
     model = rt.prepare_model(model)
     history, record = train_model(cfg, model, pcfg, pre, data, rt, out, resume=resume, progress=progress)
     metrics = final_evaluation(unwrap(model), pre, data, rt, out, progress,
@@ -223,6 +228,8 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
                    model_kwargs=scratch_kwargs(cfg), pretrained_cfg=pcfg.to_dict(),
                    extra={"strategy": record})
         write_run_record(out, cfg, data, record, time.perf_counter() - t0, history)
+        from vistrain.train.loggers import write_logs
+        write_logs(out, cfg.logging, history)
         from vistrain.report.build import build_report
         from vistrain.evaluate.figures import write_run_figures
         write_run_figures(out)
