@@ -91,33 +91,39 @@ def knn_loo_accuracy(feats: np.ndarray, labels: np.ndarray, k: int = K) -> float
     return float((votes.argmax(1) == labels).mean())
 
 
-def bn_distance(model, x: torch.Tensor) -> dict | None:
-    """Distance of the first BatchNorm layer's input statistics from its running statistics."""
-    bn = next((m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-               and m.running_mean is not None), None)
-    if bn is None:
-        return None
-    seen = {}
+class FirstBNStats:
+    """Context manager: accumulates per-channel statistics of the first BatchNorm layer's input
+    during forward passes run inside it; ``distance()`` compares them with its running statistics."""
 
-    def hook(_, inputs):
-        h = inputs[0].detach().float().transpose(0, 1).reshape(inputs[0].shape[1], -1)
-        seen.setdefault("sum", 0)
-        seen["sum"] = seen["sum"] + h.sum(1).double()
-        seen["sq"] = seen.get("sq", 0) + (h.double() ** 2).sum(1)
-        seen["n"] = seen.get("n", 0) + h.shape[1]
-    handle = bn.register_forward_pre_hook(hook)
-    try:
-        with torch.no_grad():
-            model.eval()
-            for start in range(0, len(x), 64):
-                model(x[start:start + 64])
-    finally:
-        handle.remove()
-    mu = seen["sum"] / seen["n"]
-    var = (seen["sq"] / seen["n"] - mu ** 2).clamp_min(1e-12)
-    rm, rv = bn.running_mean.double().cpu(), bn.running_var.double().cpu().clamp_min(1e-12)
-    return {"mean_shift_in_running_sd": round(float(((mu.cpu() - rm).abs() / rv.sqrt()).mean()), 4),
-            "abs_log_variance_ratio": round(float((var.cpu() / rv).log().abs().mean()), 4)}
+    def __init__(self, model):
+        self.bn = next((m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                        and m.running_mean is not None), None)
+        self.sum = self.sq = None
+        self.n = 0
+
+    def _hook(self, _, inputs):
+        x = inputs[0].detach().double()
+        h = x.transpose(0, 1).reshape(x.shape[1], -1)
+        self.sum = h.sum(1) if self.sum is None else self.sum + h.sum(1)
+        self.sq = (h * h).sum(1) if self.sq is None else self.sq + (h * h).sum(1)
+        self.n += h.shape[1]
+
+    def __enter__(self):
+        self.handle = self.bn.register_forward_pre_hook(self._hook) if self.bn is not None else None
+        return self
+
+    def __exit__(self, *exc):
+        if self.handle is not None:
+            self.handle.remove()
+
+    def distance(self) -> dict | None:
+        if self.bn is None or not self.n:
+            return None
+        mu = (self.sum / self.n).cpu()
+        var = (self.sq.cpu() / self.n - mu ** 2).clamp_min(1e-12)
+        rm, rv = self.bn.running_mean.double().cpu(), self.bn.running_var.double().cpu().clamp_min(1e-12)
+        return {"mean_shift_in_running_sd": round(float(((mu - rm).abs() / rv.sqrt()).mean()), 4),
+                "abs_log_variance_ratio": round(float((var / rv).log().abs().mean()), 4)}
 
 
 def measure_similarity(model, pre, data, rt, *, sample: int = SAMPLE, seed: int = 0) -> dict:
@@ -135,9 +141,9 @@ def measure_similarity(model, pre, data, rt, *, sample: int = SAMPLE, seed: int 
     was_training = net.training
     batches = ArrayBatches(data.pixels, np.zeros(len(data.pixels), np.int64), batch_size=64,
                            indices=rows, prefetch=0)
-    feats = extract_features(net, batches, pre.normalize, rt, progress=False, desc="advisor")
-    x = pre.normalize(rt.to_device(torch.from_numpy(np.ascontiguousarray(data.pixels[np.sort(rows)]))))
-    dist = bn_distance(net, x)
+    with FirstBNStats(net) as bn_stats:  # one pass: features and first-BN statistics together
+        feats = extract_features(net, batches, pre.normalize, rt, progress=False, desc="advisor")
+    dist = bn_stats.distance()
     net.train(was_training)
     _, counts = np.unique(labels, return_counts=True)
     chance = float(counts.max() / counts.sum())
