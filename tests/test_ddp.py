@@ -1,0 +1,37 @@
+"""Two-process CPU ``torchrun`` (gloo) smoke runs: finetune, and feature extraction with live
+features (frozen backbone, no DDP wrapper needed for it, BN in eval)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize("strategy,extra", [
+    ("finetune", []),
+    ("feature-extraction", ["--set", "strategy.feature_cache=live"]),
+])
+def test_torchrun_two_cpu_processes(tmp_path, strategy, extra):
+    from conftest import make_image_folder
+    root = make_image_folder(tmp_path / "data", per_class=8)
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", str(29500 + (os.getpid() % 400) + len(extra)),
+           "-m", "vistrain.cli.main", "train", str(root), "--out", str(out), "--model", "resnet18",
+           "--no-pretrained", "--strategy", strategy, "--epochs", "2", "--device", "cpu",
+           "--batch-size", "4", "--set", "preprocess.size=32", "--set", "data.cache=off", *extra]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # files are written by rank 0 only (run.py); the CLI summary is still printed by each rank
+    assert "report:" in proc.stdout
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".json").count("run.json") == 1
+    run = json.loads((out / "run.json").read_text())
+    assert run["strategy"]["strategy"] == strategy
+    hist = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in hist] == [1, 2]
+    assert (out / "model.safetensors").is_file() and (out / "checkpoints/last.pt").is_file()
+    assert not list(out.glob("**/*.tmp"))
