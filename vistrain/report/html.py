@@ -260,7 +260,11 @@ def section_checks(run: _Run) -> str:
         cls = {"PASS": "ok", "FAIL": "fail"}.get(c.get("status"), "note")
         rows.append([esc(c.get("name")), f'<span class="{cls}">{esc(c.get("status"))}</span>',
                      esc(c.get("message"))])
-    return _table(["check", "result", "details"], rows)
+    out = _table(["check", "result", "details"], rows)
+    if (run.dir / "lr_finder.png").exists():
+        out += "<h3>Learning-rate range test</h3>" + img_tag((run.dir / "lr_finder.png").read_bytes(),
+                                                              "learning-rate range test")
+    return out
 
 
 def section_preprocessing(run: _Run) -> str:
