@@ -281,7 +281,7 @@ def write_run_record(out: Path, cfg: TrainConfig, data: PreparedData, record: di
                      history: list[dict]) -> None:
     from vistrain.artifact import versions
     info = {"seed": cfg.train.seed, "split_seed": cfg.data.split_seed, "versions": versions(),
-            "data_root": str(data.index.root), "n_images": len(data.index),
+            "data_root": str(Path(data.index.root).resolve()), "n_images": len(data.index),
             "class_counts": data.index.counts(),
             "skipped_files": [{"file": f, "reason": r} for f, r in data.index.skipped],
             "strategy": record, "wall_seconds": round(seconds, 1)}
