@@ -18,7 +18,7 @@ from vistrain.errors import VistrainError
 COMMANDS = [
     "train", "predict", "evaluate", "cv", "check", "stats", "doctor", "preview", "lr-find",
     "explain", "report",
-    "augment-preview",
+    "augment-preview", "compare",
 ]
 
 

@@ -1,0 +1,238 @@
+"""Train the same network once per setting and compare the runs (``vistrain compare``, issue 8).
+
+``--vary norm=batch,layer,instance,group,none --vary act=relu,gelu`` gives the cartesian product
+of the lists; every setting is trained with the normal training path (:func:`run_training`) into
+``OUT/<setting>/`` with the same config, seed and data split (the split is a deterministic function
+of the scanned folder and ``data.split_seed``; ``compare.json`` records that every run's
+``splits.json`` holds the same parts).  The comparison is written to ``OUT/compare.json`` and a
+self-contained ``OUT/compare.html``: overlaid val-accuracy and train/val-loss curves per epoch,
+the final metrics (test accuracy, macro-F1, macro AUC), the wall time per setting and, when the
+normalization is varied, the normalization-axes figure.
+
+Example:
+    >>> parse_vary(["norm=batch,group", "act=relu,gelu"])
+    {'norm': ['batch', 'group'], 'act': ['relu', 'gelu']}
+    >>> [setting_name(s) for s in settings_product({"norm": ["batch", "group"], "act": ["relu"]})]
+    ['norm-batch', 'norm-group']
+"""
+from __future__ import annotations
+
+import base64
+import copy
+import html
+import io
+import itertools
+import json
+import logging
+import re
+import shutil
+from pathlib import Path
+
+import yaml
+
+from vistrain.errors import VistrainError
+
+log = logging.getLogger("vistrain")
+
+#: short names for ``--vary``; any other ``SECTION.KEY`` of the config works too
+VARY_ALIASES = {"norm": ("model", "norm"), "act": ("model", "act"), "init": ("model", "init"),
+                "model": ("model", "name")}
+
+
+def parse_vary(items: list[str]) -> dict[str, list[str]]:
+    """``["norm=batch,group", ...]`` -> ``{"norm": ["batch", "group"], ...}`` (order kept)."""
+    vary: dict[str, list[str]] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        values = [v.strip() for v in raw.split(",") if v.strip()]
+        if not sep or not key or not values:
+            raise VistrainError(f"--vary {item!r}: expected KEY=V1,V2,... e.g. norm=batch,group")
+        if key not in VARY_ALIASES and "." not in key:
+            raise VistrainError(f"--vary {item!r}: unknown key {key!r}; use one of "
+                                f"{', '.join(VARY_ALIASES)} or SECTION.KEY (e.g. optim.lr)")
+        if key in vary:
+            raise VistrainError(f"--vary {key} given twice; put all its values in one list")
+        if len(set(values)) != len(values):
+            raise VistrainError(f"--vary {item!r}: repeated value")
+        vary[key] = values
+    if not vary:
+        raise VistrainError("give at least one --vary KEY=V1,V2 (e.g. --vary norm=batch,group)")
+    return vary
+
+
+def settings_product(vary: dict[str, list[str]]) -> list[dict[str, str]]:
+    """Cartesian product of the ``--vary`` lists, first key outermost."""
+    keys = list(vary)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(vary[k] for k in keys))]
+
+
+def setting_name(setting: dict[str, str]) -> str:
+    """Folder-safe name of one setting: ``norm-batch_act-gelu``."""
+    name = "_".join(f"{k}-{v}" for k, v in setting.items())
+    return re.sub(r"[^A-Za-z0-9._=-]+", "-", name)
+
+
+def apply_setting(cfg, setting: dict[str, str]):
+    """A deep copy of ``cfg`` with the setting's values set (YAML-typed for SECTION.KEY)."""
+    from vistrain.config import update_section
+    cfg = copy.deepcopy(cfg)
+    for key, raw in setting.items():
+        if key in VARY_ALIASES:
+            section, field = VARY_ALIASES[key]
+            value = raw
+        else:
+            section, _, field = key.partition(".")
+            value = yaml.safe_load(raw)
+        if not hasattr(cfg, section):
+            raise VistrainError(f"--vary {key}: unknown config section {section!r}")
+        update_section(getattr(cfg, section), {field: value}, section)
+    return cfg
+
+
+def _split_signature(run_dir: Path) -> dict:
+    parts = json.loads((run_dir / "splits.json").read_text())["parts"]
+    return {name: sorted(p["files"]) for name, p in parts.items()}
+
+
+def run_compare(cfg, out_dir, vary: dict[str, list[str]], *, overwrite: bool = False,
+                progress: bool = True) -> dict:
+    """Train one run per setting into ``out_dir/<setting>/``; write compare.json/compare.html."""
+    from vistrain.data.scan import scan_folder
+    from vistrain.train.run import run_training
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise VistrainError(f"{out}: output folder exists and is not empty; use --overwrite "
+                                "to replace it or another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = settings_product(vary)
+    cfgs = [apply_setting(cfg, s) for s in settings]  # fail on a bad key before any training
+    index = scan_folder(cfg.data.root)  # scanned once: every run sees the same files
+    runs = []
+    for k, (setting, run_cfg) in enumerate(zip(settings, cfgs), 1):
+        name = setting_name(setting)
+        log.info("compare %d/%d: %s", k, len(settings), name)
+        result = run_training(run_cfg, out / name, overwrite=True, progress=progress, index=index)
+        runs.append(_collect(result.run_dir, name, setting))
+    signatures = [_split_signature(out / r["name"]) for r in runs]
+    same_split = all(sig == signatures[0] for sig in signatures[1:])
+    if not same_split:  # would make the comparison meaningless: say so loudly
+        log.warning("the runs did not get the same split; compare their splits.json")
+    summary = {"data_root": str(cfg.data.root), "model": cfg.model.name, "vary": vary,
+               "seed": cfg.train.seed, "split_seed": cfg.data.split_seed,
+               "epochs": cfg.train.epochs, "same_split": same_split, "runs": runs}
+    (out / "compare.json").write_text(json.dumps(summary, indent=1))
+    write_compare_html(summary, out / "compare.html")
+    return summary
+
+
+def _metric(metrics: dict, *path):
+    for key in path:
+        if not isinstance(metrics, dict) or metrics.get(key) is None:
+            return None
+        metrics = metrics[key]
+    return metrics
+
+
+def _collect(run_dir: Path, name: str, setting: dict) -> dict:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    part = "test" if "test" in metrics else "val"
+    m = metrics.get(part, {})
+    run = json.loads((run_dir / "run.json").read_text())
+    history = json.loads((run_dir / "history.json").read_text())
+    return {"name": name, "setting": setting, "run_dir": str(run_dir), "part": part,
+            "n_samples": m.get("n_samples"), "accuracy": m.get("accuracy"),
+            "macro_f1": _metric(m, "macro", "f1"), "macro_auc": _metric(m, "macro", "auc_roc"),
+            "wall_seconds": run.get("wall_seconds"),
+            "history": [{k: h.get(k) for k in ("epoch", "train_loss", "val_loss", "val_accuracy")}
+                        for h in history]}
+
+
+# ---- figures and report -----------------------------------------------------------------------
+def plot_compare_curves(summary: dict, path=None):
+    """Val accuracy, train loss and val loss per epoch, one line per setting; PNG bytes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+    fig = Figure(figsize=(13, 3.8))
+    FigureCanvasAgg(fig)
+    panels = (("val_accuracy", "validation accuracy"), ("train_loss", "train loss"),
+              ("val_loss", "validation loss"))
+    axes = [fig.add_subplot(1, 3, i + 1) for i in range(3)]
+    for run in summary["runs"]:
+        epochs = [h["epoch"] for h in run["history"]]
+        for ax, (key, _) in zip(axes, panels):
+            values = [h[key] for h in run["history"]]
+            if any(v is not None for v in values):
+                ax.plot(epochs, [float("nan") if v is None else v for v in values], marker="o",
+                        label=run["name"])
+    for ax, (_, title) in zip(axes, panels):
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{summary['model']}: same split and seed, one run per setting")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    if path is not None:
+        Path(path).write_bytes(buf.getvalue())
+    return buf.getvalue()
+
+
+def _img(png: bytes, alt: str) -> str:
+    return (f'<img alt="{html.escape(alt)}" style="max-width:100%" '
+            f'src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">')
+
+
+def _fmt(value, digits=4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def format_compare_table(summary: dict) -> str:
+    """Markdown table of the final metrics and wall time per setting."""
+    lines = ["| setting | part | n | accuracy | macro-F1 | macro AUC | wall time (s) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in summary["runs"]:
+        lines.append(f"| {r['name']} | {r['part']} | {r['n_samples']} | {_fmt(r['accuracy'])} | "
+                     f"{_fmt(r['macro_f1'])} | {_fmt(r['macro_auc'])} | "
+                     f"{_fmt(r['wall_seconds'], 1)} |")
+    return "\n".join(lines)
+
+
+def write_compare_html(summary: dict, path: Path) -> Path:
+    """Self-contained report: images as base64 data URIs, every name HTML-escaped."""
+    esc = html.escape
+    rows = "".join(
+        f"<tr><td>{esc(r['name'])}</td><td>{esc(r['part'])}</td><td>{r['n_samples']}</td>"
+        f"<td>{_fmt(r['accuracy'])}</td><td>{_fmt(r['macro_f1'])}</td>"
+        f"<td>{_fmt(r['macro_auc'])}</td><td>{_fmt(r['wall_seconds'], 1)}</td>"
+        f"<td>{len(r['history'])}</td></tr>" for r in summary["runs"])
+    vary = "; ".join(f"{esc(k)} = {esc(', '.join(v))}" for k, v in summary["vary"].items())
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>vistrain compare</title>",
+        "<style>body{font-family:sans-serif;max-width:1300px;margin:auto}table{border-collapse:"
+        "collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+        "td:first-child{text-align:left}</style></head><body>",
+        f"<h1>Comparison: {esc(str(summary['model']))}</h1>",
+        f"<p>Data: {esc(summary['data_root'])}. Varied: {vary}. Seed {summary['seed']}, split seed "
+        f"{summary['split_seed']}, {summary['epochs']} epoch(s) per run. Same split for every run: "
+        f"<b>{'yes' if summary['same_split'] else 'NO'}</b>.</p>",
+        "<h2>Curves</h2>", _img(plot_compare_curves(summary), "training curves per setting"),
+        "<h2>Final metrics</h2><table><tr><th>setting</th><th>part</th><th>n</th>"
+        "<th>accuracy</th><th>macro-F1</th><th>macro AUC</th><th>wall time (s)</th>"
+        f"<th>epochs</th></tr>{rows}</table>",
+    ]
+    if "norm" in summary["vary"]:
+        import tempfile
+        from vistrain.report.norm_axes import plot_norm_axes
+        with tempfile.TemporaryDirectory() as tmp:
+            png = plot_norm_axes(Path(tmp) / "norm_axes.png", dpi=90).read_bytes()
+        parts += ["<h2>What each normalization averages over</h2>", _img(png, "normalization axes")]
+    parts.append("</body></html>")
+    path = Path(path)
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
