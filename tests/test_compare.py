@@ -111,6 +111,12 @@ def test_train_flags_land_in_config(tmp_path):
     saved = yaml.safe_load((tmp_path / "config.yaml").read_text())["model"]
     assert (saved["name"], saved["norm"], saved["act"], saved["init"]) == \
         ("vistrain/resnet-small", "group", "gelu", "xavier")
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["strategy"]["name"] == "finetune"
+    args = build_parser().parse_args(["train", "DATA", "--model", "vistrain/resnet-tiny",
+                                      "--strategy", "gradual"])
+    assert config_from_args(args, "DATA").strategy.name == "gradual"   # explicit choice kept
+    args = build_parser().parse_args(["train", "DATA"])                 # pretrained default kept
+    assert config_from_args(args, "DATA").strategy.name == "feature-extraction"
     from vistrain.train.run import scratch_kwargs
     cfg.preprocess.grayscale = True
     assert scratch_kwargs(cfg)["in_chans"] == 1 and scratch_kwargs(cfg)["norm"] == "group"

@@ -55,6 +55,10 @@ def config_from_args(args, data: str | None = None):
             setattr(getattr(cfg, section), key, value)
     if getattr(args, "no_pretrained", False):
         cfg.model.pretrained = False
+    if (cfg.model.name.startswith("vistrain/") and getattr(args, "strategy", None) is None
+            and not getattr(args, "config", None)):
+        # from-scratch nets have random features: train every layer unless told otherwise
+        cfg.model.pretrained, cfg.strategy.name = False, "finetune"
     for item in getattr(args, "set", []) or []:
         name, sep, raw = item.partition("=")
         section, dot, key = name.partition(".")

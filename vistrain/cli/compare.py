@@ -31,13 +31,12 @@ def run(args) -> int:
 
     from vistrain.evaluate.compare import format_compare_table, parse_vary, run_compare
     vary = parse_vary(args.vary)  # fail on a bad --vary before anything else
-    cfg = config_from_args(args, args.data)
     if not args.model and not args.config:
-        cfg.model.name = DEFAULT_MODEL
+        args.model = DEFAULT_MODEL
+    # vistrain/<name>: from scratch, every layer trains (finetune) unless --strategy/--config say
+    cfg = config_from_args(args, args.data)
     if cfg.model.name.startswith("vistrain/"):
         cfg.model.pretrained = False  # from-scratch networks have no pretrained weights
-        if not args.strategy and not args.config:
-            cfg.strategy.name = "finetune"  # train every layer: the features are not learnt yet
     out = Path(args.out) if args.out else (
         Path("runs") / f"{Path(cfg.data.root).resolve().name}-compare-{time.strftime('%Y%m%d-%H%M%S')}")
     summary = run_compare(cfg, out, vary, overwrite=args.overwrite, progress=not args.json)
