@@ -157,3 +157,18 @@ def test_lr_range_test_keeps_group_ratios():
     for lrs in seen:
         assert lrs[0] == pytest.approx(lrs[-1] / 10)  # [first group decay, no-decay, second ...]
     assert seen[0][-1] == pytest.approx(1e-7)
+
+
+def test_lr_find_cli_writes_plot_and_suggestion(tmp_path, capsys):
+    import json
+    from conftest import make_image_folder
+    from vistrain.cli.main import main
+    root = make_image_folder(tmp_path / "data", per_class=6)
+    rc = main(["lr-find", str(root), "--model", "resnet18", "--no-pretrained", "--strategy", "gradual",
+               "--set", "preprocess.size=32", "--set", "data.cache=off", "--device", "cpu",
+               "--steps", "12", "--plot", str(tmp_path / "lr.png"), "--json", str(tmp_path / "lr.json")])
+    assert rc == 0
+    assert (tmp_path / "lr.png").stat().st_size > 1000
+    res = json.loads((tmp_path / "lr.json").read_text())
+    assert len(res["lrs"]) == 12 and res["lrs"][0] == 1e-7
+    assert "suggested learning rate" in capsys.readouterr().out
