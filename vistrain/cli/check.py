@@ -27,20 +27,10 @@ def register(sub) -> None:
 
 def prepare(cfg, progress: bool = True):
     """Model, pretrained config, preprocessing and prepared data exactly as ``train`` makes them."""
-    from vistrain.data.scan import scan_folder
     from vistrain.device import Runtime
-    from vistrain.models import create
-    from vistrain.train.run import (finalize_preprocess, prepare_data, scratch_kwargs, seed_everything,
-                                    spatial_preprocess)
+    from vistrain.train.run import prepare_model_and_data
     rt = Runtime.create(cfg.train.device, amp=cfg.train.amp, channels_last=cfg.train.channels_last)
-    seed_everything(cfg.train.seed)
-    index = scan_folder(cfg.data.root)
-    m = cfg.model
-    model, pcfg = create(m.name, len(index.classes), pretrained=m.pretrained and not m.name.startswith("vistrain/"),
-                         weights=m.weights, drop_rate=m.drop_rate, **scratch_kwargs(cfg))
-    spatial = spatial_preprocess(cfg, pcfg)
-    data = prepare_data(cfg, spatial, rt, progress, index=index)
-    pre = finalize_preprocess(cfg, spatial, pcfg, data)
+    model, pcfg, pre, data = prepare_model_and_data(cfg, rt, progress=progress)
     return model, pcfg, pre, data, rt
 
 

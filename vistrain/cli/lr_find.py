@@ -47,24 +47,15 @@ def run(args) -> int:
 def find_lr(cfg, *, steps=100, start_lr=1e-7, end_lr=10.0) -> dict:
     import numpy as np
     from vistrain.data.loader import ArrayBatches
-    from vistrain.data.scan import scan_folder
     from vistrain.device import Runtime
-    from vistrain.models import create
     from vistrain.train.layers import trainable_groups
     from vistrain.train.loop import BatchPipeline
     from vistrain.train.lrfind import lr_range_test
-    from vistrain.train.run import (finalize_preprocess, prepare_data, scratch_kwargs,
-                                    seed_everything, spatial_preprocess)
+    from vistrain.train.run import prepare_model_and_data
     from vistrain.train.strategy import _bn_hook, build_batch_augmentation
     rt = Runtime.create(cfg.train.device, amp=cfg.train.amp, channels_last=cfg.train.channels_last)
-    seed_everything(cfg.train.seed)
-    index = scan_folder(cfg.data.root)
-    m = cfg.model
-    model, pcfg = create(m.name, len(index.classes), pretrained=m.pretrained and not m.name.startswith("vistrain/"),
-                         weights=m.weights, drop_rate=m.drop_rate, **scratch_kwargs(cfg))
-    spatial = spatial_preprocess(cfg, pcfg)
-    data = prepare_data(cfg, spatial, rt, True, index=index)
-    pre = finalize_preprocess(cfg, spatial, pcfg, data)
+    model, pcfg, pre, data = prepare_model_and_data(cfg, rt)
+    index = data.index
     model = rt.prepare_model(model)
     head_only = cfg.strategy.name == "feature-extraction"
     if head_only:

@@ -1,6 +1,7 @@
 """``vistrain train DATA``: the main job."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from vistrain.cli.common import add_train_options, config_from_args
@@ -35,6 +36,8 @@ def run(args) -> int:
         cfg = config_from_args(args, args.data)
         out = Path(args.out) if args.out else vistrain.default_out_dir(cfg.data.root)
         result = run_training(cfg, out, overwrite=args.overwrite)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return 0
     test = result.metrics.get("test") or result.metrics.get("val") or {}
     part = "test" if "test" in result.metrics else "val"
     if test:

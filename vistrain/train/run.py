@@ -179,25 +179,18 @@ def prepare_run_dir(out: Path, *, overwrite: bool, resume: bool) -> Path:
     return out
 
 
-def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = False,
-                 resume: bool = False, progress: bool = True, index: ImageIndex | None = None,
-                 parts: dict[str, list[int]] | None = None) -> RunResult:
-    """Train per ``cfg`` into ``out_dir`` (see module docstring); returns the test metrics.
+def prepare_model_and_data(cfg: TrainConfig, rt: Runtime, *, progress: bool = True,
+                           index: ImageIndex | None = None, parts=None, quick_checks: bool = False):
+    """Seed, scan, build the model, decode the pixels, split and resolve the preprocessing, exactly
+    as training does; ``vistrain check`` and ``lr-find`` start from the same state.
 
-    ``index`` and ``parts`` (``{"train", "val", "test", ...}`` indices into ``index``) bypass the
-    scan and :func:`make_parts`: ``vistrain cv`` trains each fold this way.  Parts other than
-    train/val/test are evaluated too (e.g. the user's test folder next to a fold's test part).
+    Returns ``(model, pretrained_cfg, preprocess, prepared_data)``.
     """
     from vistrain.models import create
-    from vistrain.train.strategy import train_model
-    t0 = time.perf_counter()
-    rt = Runtime.create(cfg.train.device, amp=cfg.train.amp, channels_last=cfg.train.channels_last)
-    out = prepare_run_dir(Path(out_dir), overwrite=overwrite, resume=resume) if rt.is_main else Path(out_dir)
-    rt.barrier()
     seed_everything(cfg.train.seed)
     index = index or scan_folder(cfg.data.root)
     log.info("data: %d images, %d classes in %s", len(index), len(index.classes), index.root)
-    if cfg.data.doctor and rt.is_main:  # fast data checks (issue 3), logged as warnings
+    if quick_checks and rt.is_main:  # fast data checks (issue 3), logged as warnings
         from vistrain.data.doctor import log_quick_checks
         log_quick_checks(index, cfg)
     m = cfg.model
@@ -208,6 +201,26 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
     data = prepare_data(cfg, spatial, rt, progress, index=index, parts=parts)
     pre = finalize_preprocess(cfg, spatial, pcfg, data)
     log.info("preprocessing: %s", pre.describe())
+    return model, pcfg, pre, data
+
+
+def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = False,
+                 resume: bool = False, progress: bool = True, index: ImageIndex | None = None,
+                 parts: dict[str, list[int]] | None = None) -> RunResult:
+    """Train per ``cfg`` into ``out_dir`` (see module docstring); returns the test metrics.
+
+    ``index`` and ``parts`` (``{"train", "val", "test", ...}`` indices into ``index``) bypass the
+    scan and :func:`make_parts`: ``vistrain cv`` trains each fold this way.  Parts other than
+    train/val/test are evaluated too (e.g. the user's test folder next to a fold's test part).
+    """
+    from vistrain.train.strategy import train_model
+    t0 = time.perf_counter()
+    rt = Runtime.create(cfg.train.device, amp=cfg.train.amp, channels_last=cfg.train.channels_last)
+    out = prepare_run_dir(Path(out_dir), overwrite=overwrite, resume=resume) if rt.is_main else Path(out_dir)
+    rt.barrier()
+    model, pcfg, pre, data = prepare_model_and_data(cfg, rt, progress=progress, index=index,
+                                                    parts=parts, quick_checks=cfg.data.doctor)
+    m = cfg.model
     if rt.is_main:
         cfg.save(out / "config.yaml")
         save_splits(out / "splits.json", data.index, data.parts, seed=cfg.data.split_seed,
