@@ -67,6 +67,11 @@ def train_model(cfg, model, pcfg, pre, data, rt: Runtime, out: Path, *, resume=F
         record["reasoning"] = reasoning
     if name != "feature-extraction" and not pcfg.pretrained:
         log.info("training from scratch: every layer trainable")
+    elif name == "feature-extraction" and not pcfg.pretrained:
+        record["warning"] = "feature extraction on a randomly initialised backbone"
+        log.warning("feature extraction with a randomly initialised backbone: the frozen features "
+                    "are random, so only a linear head on noise is trained; use strategy finetune "
+                    "(the CLI's default for vistrain/ models) or pretrained weights")
     record["strategy"] = name
     if name == "feature-extraction":
         history = train_on_features(cfg, model, pcfg, pre, data, rt, out, resume=resume,
