@@ -166,3 +166,10 @@ def test_bn_statistics_of_frozen_groups_stay_during_gradual():
         if "num_batches" in k:
             continue
         assert torch.equal(before[k], after[k]) == (not k.startswith("layer4.")), k
+
+
+def test_feature_cache_key_separates_precisions_and_keeps_float32_keys():
+    from vistrain.train.features import feature_cache_key
+    args = ("tf_efficientnet_lite0", "file:x", {"size": 224}, "pix")
+    assert feature_cache_key(*args) == feature_cache_key(*args, "float32")
+    assert feature_cache_key(*args, "bfloat16") != feature_cache_key(*args)

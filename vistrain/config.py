@@ -114,6 +114,7 @@ class TrainSection:
     patience: int | None = 10         # early stopping; None disables
     amp: bool = True                  # used on CUDA only
     channels_last: bool = True        # used on CUDA only
+    cpu_amp: str = "off"              # off | auto (bf16 where the CPU does it natively) | bf16
     checks: bool = False              # quick diagnostics (issue 7) before training
     device: str = "auto"
 

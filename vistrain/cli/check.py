@@ -29,7 +29,8 @@ def prepare(cfg, progress: bool = True):
     """Model, pretrained config, preprocessing and prepared data exactly as ``train`` makes them."""
     from vistrain.device import Runtime
     from vistrain.train.run import prepare_model_and_data
-    rt = Runtime.create(cfg.train.device, amp=cfg.train.amp, channels_last=cfg.train.channels_last)
+    rt = Runtime.create(cfg.train.device, amp=cfg.train.amp, channels_last=cfg.train.channels_last,
+                        cpu_amp=cfg.train.cpu_amp)
     model, pcfg, pre, data = prepare_model_and_data(cfg, rt, progress=progress)
     return model, pcfg, pre, data, rt
 

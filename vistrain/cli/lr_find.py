@@ -53,7 +53,8 @@ def find_lr(cfg, *, steps=100, start_lr=1e-7, end_lr=10.0) -> dict:
     from vistrain.train.lrfind import lr_range_test
     from vistrain.train.run import prepare_model_and_data
     from vistrain.train.strategy import _bn_hook, build_batch_augmentation
-    rt = Runtime.create(cfg.train.device, amp=cfg.train.amp, channels_last=cfg.train.channels_last)
+    rt = Runtime.create(cfg.train.device, amp=cfg.train.amp, channels_last=cfg.train.channels_last,
+                        cpu_amp=cfg.train.cpu_amp)
     model, pcfg, pre, data = prepare_model_and_data(cfg, rt)
     index = data.index
     model = rt.prepare_model(model)

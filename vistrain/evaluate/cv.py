@@ -122,7 +122,8 @@ def _clean_index(cfg, progress: bool):
     m = cfg.model
     _, pcfg = create(m.name, len(index.classes), pretrained=m.pretrained and not m.name.startswith("vistrain/"),
                      weights=m.weights, drop_rate=m.drop_rate, **scratch_kwargs(cfg))
-    rt = Runtime.create(cfg.train.device, amp=cfg.train.amp, channels_last=cfg.train.channels_last)
+    rt = Runtime.create(cfg.train.device, amp=cfg.train.amp, channels_last=cfg.train.channels_last,
+                        cpu_amp=cfg.train.cpu_amp)
     data = prepare_data(cfg, spatial_preprocess(cfg, pcfg), rt, progress, index=index,
                         parts=lambda ix: {})
     return data.index

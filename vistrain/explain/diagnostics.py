@@ -411,11 +411,11 @@ def make_setup(cfg, model, pcfg, pre, data, rt, progress: bool = False) -> _Setu
         from vistrain.data.cache import default_cache_dir
         from vistrain.data.loader import ArrayBatches
         from vistrain.train.features import (LinearHead, cached_features, extract_features,
-                                             feature_cache_key, standardizer)
+                                             run_feature_key, standardizer)
         backbone = copy.deepcopy(model).to(rt.device).eval()
         batches = ArrayBatches(data.pixels, np.zeros(len(data.pixels), np.int64), batch_size=64,
                                indices=data.rows)
-        key = feature_cache_key(cfg.model.name, pcfg.weights_source, pre.to_dict(), data.pixel_key)
+        key = run_feature_key(cfg, pcfg, pre, data, rt)
         cache_dir = None if cfg.data.cache == "off" else default_cache_dir() / "features"
         feats, _ = cached_features(cache_dir, key, lambda: extract_features(
             backbone, batches, pre.normalize, rt, progress=progress))

@@ -55,9 +55,22 @@ def extract_features(model: nn.Module, batches, normalize, rt: Runtime, *, progr
     return torch.cat(out).numpy()
 
 
-def feature_cache_key(model_name: str, weights_source: str, preprocess: dict, pixel_key: str) -> str:
-    spec = json.dumps([model_name, weights_source, preprocess, pixel_key], sort_keys=True)
+def feature_cache_key(model_name: str, weights_source: str, preprocess: dict, pixel_key: str,
+                      precision: str = "float32") -> str:
+    """Key of a feature array: backbone, weights, preprocessing, pixel cache and the forward
+    pass's precision (bf16 autocast gives other numbers than float32)."""
+    spec = [model_name, weights_source, preprocess, pixel_key]
+    if precision != "float32":  # keeps the keys of float32 caches written before this field
+        spec.append(precision)
+    spec = json.dumps(spec, sort_keys=True)
     return hashlib.sha256(spec.encode()).hexdigest()[:24]
+
+
+def run_feature_key(cfg, pcfg, pre, data, rt: Runtime) -> str:
+    """:func:`feature_cache_key` of a training run (its model, weights, preprocessing, pixels, precision)."""
+    precision = str(rt.amp_dtype).replace("torch.", "") if rt.amp_dtype else "float32"
+    return feature_cache_key(cfg.model.name, pcfg.weights_source, pre.to_dict(), data.pixel_key,
+                             precision)
 
 
 def cached_features(cache_dir: Path | None, key: str, compute) -> tuple[np.ndarray, bool]:

@@ -215,7 +215,9 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
     """
     from vistrain.train.strategy import train_model
     t0 = time.perf_counter()
-    rt = Runtime.create(cfg.train.device, amp=cfg.train.amp, channels_last=cfg.train.channels_last)
+    rt = Runtime.create(cfg.train.device, amp=cfg.train.amp, channels_last=cfg.train.channels_last,
+                        cpu_amp=cfg.train.cpu_amp)
+    log.info("runtime: %s", rt.describe())
     out = prepare_run_dir(Path(out_dir), overwrite=overwrite, resume=resume) if rt.is_main else Path(out_dir)
     rt.barrier()
     model, pcfg, pre, data = prepare_model_and_data(cfg, rt, progress=progress, index=index,
@@ -240,6 +242,7 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
         save_model(out, unwrap(model), model_name=m.name, classes=data.index.classes, preprocess=pre,
                    model_kwargs=scratch_kwargs(cfg), pretrained_cfg=pcfg.to_dict(),
                    extra={"strategy": record})
+        record["runtime"] = rt.describe()
         write_run_record(out, cfg, data, record, time.perf_counter() - t0, history)
         from vistrain.train.loggers import write_logs
         write_logs(out, cfg.logging, history)

@@ -92,7 +92,7 @@ def choose_strategy(cfg, model, pre, data, rt):
 def train_on_features(cfg, model, pcfg, pre, data, rt, out, *, resume, progress, record):
     from vistrain.data.cache import default_cache_dir
     from vistrain.train.features import (LinearHead, cached_features, extract_features,
-                                         feature_cache_key, fit_logistic_regression,
+                                         run_feature_key, fit_logistic_regression,
                                          fold_standardization, install_head, standardizer)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -103,13 +103,14 @@ def train_on_features(cfg, model, pcfg, pre, data, rt, out, *, resume, progress,
                                 progress=progress, record=record, head_only=True)
     batches = ArrayBatches(data.pixels, np.zeros(len(data.pixels), np.int64), batch_size=64,
                            indices=data.rows, pin_memory=rt.device.type == "cuda")
-    key = feature_cache_key(cfg.model.name, pcfg.weights_source, pre.to_dict(), data.pixel_key)
+    key = run_feature_key(cfg, pcfg, pre, data, rt)
     cache_dir = None if cfg.data.cache == "off" else default_cache_dir() / "features"
     t = time.perf_counter()
     feats, hit = cached_features(cache_dir, key, lambda: extract_features(
         model, batches, pre.normalize, rt, progress=progress and rt.is_main))
     record["feature_cache"] = "clean (cached, un-augmented)"
     record["feature_seconds"] = round(time.perf_counter() - t, 2)
+    record["feature_cache_hit"] = hit
     log.info("features: %s %s in %.1fs", feats.shape, "loaded from cache" if hit else "computed",
              record["feature_seconds"])
     labels, k = data.labels(), len(data.index.classes)
