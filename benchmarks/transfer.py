@@ -5,7 +5,9 @@
 (b) wall time of ``--epochs`` feature-extraction epochs: cached features (extraction once + head
     epochs, as measured in (a)) vs the naive loop that runs the frozen backbone every epoch; the
     naive epoch is timed on ``--naive-images`` training images in the same process and extrapolated
-    to the full training set per epoch (stated in the output);
+    to the full training set per epoch (stated in the output).  Then the same run again with the
+    feature cache on disk warm (a second run on the same data, e.g. another head setting): its
+    feature load + head epochs vs the same naive total;
 (c) fine-tuning (every layer, ``finetune``) on a small CPU subset, accuracy on the test subset;
 (d) the ``auto`` advisor's measurements and decision on a CIFAR-10 subset and on
     examples/fashion-mnist-small.
@@ -15,6 +17,9 @@ Data: ~/.cache/vision-data/cifar10/{train,test}/<class>/*.png
 each class in sorted order.
 
     python benchmarks/transfer.py --train-per-class 500 --test-per-class 200 --size 224
+
+``--cpu-amp`` (default ``auto``: bf16 autocast + channels_last where the CPU does bf16 natively,
+see ``vistrain/device.py``) is used by every side, the naive loop included.
 """
 from __future__ import annotations
 
@@ -46,11 +51,15 @@ def subset(dst: Path, train_per_class: int, test_per_class: int) -> Path:
     return dst
 
 
+CPU_AMP = "auto"
+
+
 def config(root, strategy, size, epochs, **extra):
     from vistrain.config import TrainConfig
     d = {"data": {"root": str(root), "batch_size": 64}, "preprocess": {"size": size},
          "model": {"name": "tf_efficientnet_lite0"}, "strategy": {"name": strategy},
-         "train": {"epochs": epochs, "device": "cpu", "patience": None}, "augment": {"preset": "none"}}
+         "train": {"epochs": epochs, "device": "cpu", "patience": None, "cpu_amp": CPU_AMP},
+         "augment": {"preset": "none"}}
     for k, v in extra.items():
         d.setdefault(k, {}).update(v)
     return TrainConfig.from_dict(d)
@@ -63,8 +72,9 @@ def naive_epoch_seconds(cfg, n_images: int) -> tuple[float, int]:
     from vistrain.models import create
     from vistrain.train.loop import BatchPipeline, train_one_epoch
     from vistrain.train.run import finalize_preprocess, prepare_data, spatial_preprocess
-    rt = Runtime.create("cpu")
+    rt = Runtime.create("cpu", cpu_amp=cfg.train.cpu_amp)
     model, pcfg = create(cfg.model.name, 10, pretrained=True)
+    model = rt.prepare_model(model)
     spatial = spatial_preprocess(cfg, pcfg)
     data = prepare_data(cfg, spatial, rt, progress=False)
     pre = finalize_preprocess(cfg, spatial, pcfg, data)
@@ -89,7 +99,7 @@ def run_advisor(root: Path, size: int) -> dict:
     from vistrain.train.advisor import advise
     from vistrain.train.run import finalize_preprocess, prepare_data, spatial_preprocess
     cfg = config(root, "auto", size, 1)
-    rt = Runtime.create("cpu")
+    rt = Runtime.create("cpu", cpu_amp=cfg.train.cpu_amp)
     index = scan_folder(root)
     model, pcfg = create(cfg.model.name, len(index.classes), pretrained=True)
     spatial = spatial_preprocess(cfg, pcfg)
@@ -114,14 +124,20 @@ def main():
     ap.add_argument("--parts", default="a,b,c,d", help="which of a,b,c,d to run")
     ap.add_argument("--work", default="/tmp/vistrain-bench-transfer")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--cpu-amp", choices=("off", "auto", "bf16"), default="auto")
     args = ap.parse_args()
+    global CPU_AMP
+    CPU_AMP = args.cpu_amp
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.manual_seed(0)
     from vistrain.artifact import versions
     from vistrain.train.run import run_training
     work = Path(args.work)
     parts = set(args.parts.split(","))
-    res = {"settings": vars(args), "versions": versions(), "threads": torch.get_num_threads()}
+    from vistrain.device import Runtime
+    res = {"settings": vars(args), "versions": versions(), "threads": torch.get_num_threads(),
+           "runtime": Runtime.create("cpu", cpu_amp=args.cpu_amp).describe()}
+    print("runtime:", res["runtime"], flush=True)
     out_json = Path(args.json or work / "results.json")
     work.mkdir(parents=True, exist_ok=True)
 
@@ -157,6 +173,22 @@ def main():
                         "naive_epoch_seconds_extrapolated": round(naive_epoch, 1),
                         "naive_total_seconds_extrapolated": round(naive_epoch * args.epochs, 1),
                         "speedup": round(naive_epoch * args.epochs / max(1e-9, (feat_s or 0) + head_s), 2)}
+            save()
+            print("(b)", res["b"], flush=True)
+            t = time.perf_counter()
+            r2 = run_training(cfg, work / "run-fe-warm", overwrite=True, progress=False)
+            warm_total = time.perf_counter() - t
+            run2 = json.loads((r2.run_dir / "run.json").read_text())
+            warm_feat = run2["strategy"].get("feature_seconds") or 0
+            warm_head = sum(h["seconds"] for h in r2.history)
+            res["b"].update({
+                "warm_feature_cache_hit": run2["strategy"].get("feature_cache_hit"),
+                "warm_feature_load_seconds": warm_feat,
+                "warm_head_seconds_all_epochs": round(warm_head, 2),
+                "warm_cached_total_seconds": round(warm_feat + warm_head, 1),
+                "warm_run_wall_seconds": round(warm_total, 1),
+                "warm_test_accuracy": r2.metrics["test"]["accuracy"],
+                "warm_speedup": round(naive_epoch * args.epochs / max(1e-9, warm_feat + warm_head), 1)})
             save()
             print("(b)", res["b"], flush=True)
     if "d" in parts:
