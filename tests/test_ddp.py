@@ -1,5 +1,6 @@
-"""Two-process CPU ``torchrun`` (gloo) smoke runs: finetune, and feature extraction with live
-features (frozen backbone, no DDP wrapper needed for it, BN in eval)."""
+"""Two-process CPU ``torchrun`` (gloo) smoke runs: finetune, feature extraction with live
+features (frozen backbone, no DDP wrapper needed for it, BN in eval), and gradual unfreezing (the
+set of trainable parameters changes between epochs, so the DDP wrapper is rebuilt)."""
 from __future__ import annotations
 
 import json
@@ -13,6 +14,7 @@ import pytest
 @pytest.mark.parametrize("strategy,extra", [
     ("finetune", []),
     ("feature-extraction", ["--set", "strategy.feature_cache=live"]),
+    ("gradual", ["--set", "strategy.unfreeze_every=1", "--epochs", "3"]),
 ])
 def test_torchrun_two_cpu_processes(tmp_path, strategy, extra):
     from conftest import make_image_folder
@@ -32,6 +34,10 @@ def test_torchrun_two_cpu_processes(tmp_path, strategy, extra):
     run = json.loads((out / "run.json").read_text())
     assert run["strategy"]["strategy"] == strategy
     hist = json.loads((out / "history.json").read_text())
-    assert [h["epoch"] for h in hist] == [1, 2]
+    epochs = 3 if strategy == "gradual" else 2
+    assert [h["epoch"] for h in hist] == list(range(1, epochs + 1))
+    if strategy == "gradual":  # one more layer group trainable at each epoch, on both ranks
+        trainable = [h["trainable_params"] for h in hist]
+        assert trainable[0] < trainable[1] < trainable[2], trainable
     assert (out / "model.safetensors").is_file() and (out / "checkpoints/last.pt").is_file()
     assert not list(out.glob("**/*.tmp"))

@@ -288,7 +288,8 @@ def fit(cfg, model, array, labels, data, pipe, rt, out, *, resume, progress, bat
         va = evaluate(model, val_b, BatchPipeline(normalize=pipe.normalize), rt)
         row = {"epoch": epoch + 1, "train_loss": tr["loss"], "train_accuracy": tr["accuracy"],
                "val_loss": va["loss"], "val_accuracy": va["accuracy"],
-               "lr": optimizer.param_groups[-1]["lr"], "seconds": round(tr["seconds"], 3)}
+               "lr": optimizer.param_groups[-1]["lr"], "seconds": round(tr["seconds"], 3),
+               "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
         history.append(row)
         score = va[monitor] if monitor in va else va["accuracy"]
         if is_better(score, best, monitor):
