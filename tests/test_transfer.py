@@ -173,3 +173,56 @@ def test_feature_cache_key_separates_precisions_and_keeps_float32_keys():
     args = ("tf_efficientnet_lite0", "file:x", {"size": 224}, "pix")
     assert feature_cache_key(*args) == feature_cache_key(*args, "float32")
     assert feature_cache_key(*args, "bfloat16") != feature_cache_key(*args)
+
+
+def _blobs(n, dims, seed, informative=2):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x = rng.normal(size=(n, dims)) * 3.0
+    x[:, :informative] += np.eye(3)[y][:, :informative] * 2.0 + (y == 2)[:, None] * -2.0
+    return x.astype(np.float32), y
+
+
+def test_logreg_head_matches_scikit_learn_on_raw_features():
+    """The folded head (standardisation inside the linear layer) gives sklearn's probabilities."""
+    from sklearn.linear_model import LogisticRegression
+    from vistrain.train.features import fit_logistic_regression, standardizer
+    x, y = _blobs(300, 10, 0)
+    head = fit_logistic_regression(x, y, 3, C=0.1)
+    mu, sd = standardizer(x)
+    ref = LogisticRegression(C=0.1, max_iter=2000, random_state=0).fit((x - mu) / sd, y)
+    with torch.no_grad():
+        probs = head(torch.from_numpy(x)).softmax(1).numpy()
+    np.testing.assert_allclose(probs, ref.predict_proba((x - mu) / sd), atol=1e-4)
+
+
+def test_select_logreg_c_picks_the_best_validation_score_smallest_on_ties():
+    from vistrain.train.features import select_logreg_c
+    x, y = _blobs(600, 200, 1)  # few samples, many noise dimensions: regularisation pays
+    best, scores = select_logreg_c(x[:150], y[:150], x[150:], y[150:], 3,
+                                   grid=(0.001, 0.01, 1.0, 100.0))
+    assert set(scores) == {0.001, 0.01, 1.0, 100.0}
+    assert scores[best] == max(scores.values())
+    assert best == min(c for c, v in scores.items() if v == scores[best])
+    assert scores[best] > scores[100.0]  # weak regularisation overfits the noise dimensions
+
+
+def test_logreg_head_run_chooses_c_on_validation_and_records_it(tmp_path, monkeypatch):
+    import json
+    from conftest import make_image_folder
+    from vistrain.train.features import LOGREG_C_GRID
+    from vistrain.train.run import run_training
+    monkeypatch.setenv("VISTRAIN_CACHE", str(tmp_path / "cache"))
+    cfg = TrainConfig()
+    cfg.data.root = str(make_image_folder(tmp_path / "data", per_class=10))
+    cfg.data.num_workers = 0
+    cfg.model.name, cfg.model.pretrained = "resnet18", False
+    cfg.strategy.head = "logreg"
+    cfg.preprocess.size = 32
+    cfg.train.device = "cpu"
+    result = run_training(cfg, tmp_path / "run", progress=False)
+    strategy = json.loads((tmp_path / "run" / "run.json").read_text())["strategy"]
+    scores = {float(c): v for c, v in strategy["logreg_c_val_accuracy"].items()}
+    assert set(scores) == set(LOGREG_C_GRID)
+    assert strategy["logreg_c"] in LOGREG_C_GRID and scores[strategy["logreg_c"]] == max(scores.values())
+    assert 0.0 <= result.metrics["test"]["accuracy"] <= 1.0 and result.metrics["test"]["n_samples"] > 0

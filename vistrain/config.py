@@ -79,6 +79,7 @@ class StrategyConfig:
     name: str = "feature-extraction"  # feature-extraction | finetune | gradual | auto
     feature_cache: str = "clean"      # clean (cached, un-augmented) | live (augmented each epoch)
     head: str = "linear"              # linear | logreg
+    logreg_c: float | None = None     # logreg: inverse L2 strength; None = chosen on validation
     unfreeze_every: int = 1           # gradual: epochs between unfreezing groups
     unfreeze_epochs: list[int] | None = None
     lr_factor: float | None = None    # discriminative LR: ratio between consecutive groups (e.g. 2.6)

@@ -92,7 +92,7 @@ def choose_strategy(cfg, model, pre, data, rt):
 def train_on_features(cfg, model, pcfg, pre, data, rt, out, *, resume, progress, record):
     from vistrain.data.cache import default_cache_dir
     from vistrain.train.features import (LinearHead, cached_features, extract_features,
-                                         run_feature_key, fit_logistic_regression,
+                                         run_feature_key, fit_logistic_regression, select_logreg_c,
                                          fold_standardization, install_head, standardizer)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -116,7 +116,18 @@ def train_on_features(cfg, model, pcfg, pre, data, rt, out, *, resume, progress,
     labels, k = data.labels(), len(data.index.classes)
     train_idx = np.asarray(data.parts["train"])
     if cfg.strategy.head == "logreg":
-        head = fit_logistic_regression(feats[train_idx], labels[train_idx], k, seed=cfg.train.seed)
+        c = cfg.strategy.logreg_c
+        val_idx = np.asarray(data.parts.get("val", []))
+        if c is None and len(val_idx):
+            c, scores = select_logreg_c(feats[train_idx], labels[train_idx], feats[val_idx],
+                                        labels[val_idx], k, seed=cfg.train.seed)
+            record["logreg_c_val_accuracy"] = {str(key): v for key, v in scores.items()}
+            log.info("logistic regression: C=%g chosen on the validation part (%s)", c,
+                     ", ".join(f"C={key:g}: {v:.4f}" for key, v in scores.items()))
+        c = 1.0 if c is None else c
+        record["logreg_c"] = c
+        head = fit_logistic_regression(feats[train_idx], labels[train_idx], k, seed=cfg.train.seed,
+                                       C=c)
         history = [_feature_epoch_metrics(head, feats, labels, data, rt)]
     else:
         mu, sd = standardizer(feats[train_idx])  # train split only, like every statistic
