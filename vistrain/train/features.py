@@ -128,7 +128,7 @@ def fold_standardization(head: LinearHead, mu: np.ndarray, sd: np.ndarray) -> Li
     return head
 
 
-LOGREG_C_GRID = (0.001, 0.01, 0.1, 1.0)
+LOGREG_C_GRID = (0.0001, 0.001, 0.01, 0.1, 1.0)
 
 
 def select_logreg_c(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
