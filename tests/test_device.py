@@ -59,3 +59,9 @@ def test_cli_flag_sets_the_config_and_default_is_off():
     assert config_from_args(args, "DATA").train.cpu_amp == "bf16"
     args = build_parser().parse_args(["train", "DATA"])
     assert config_from_args(args, "DATA").train.cpu_amp == "off"  # exact float32 by default
+
+
+def test_cpu_amp_leaves_the_cuda_settings_alone_on_cpu_off():
+    rt = Runtime.create("cpu", amp=True, channels_last=True, cpu_amp="off")
+    assert rt.precision == "float32" and not rt.channels_last  # CUDA-only switches ignored on CPU
+    assert Runtime.create("cpu", cpu_amp="bf16").precision == "bfloat16"

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from vistrain.errors import VistrainError
+
 
 @dataclass
 class Runtime:
@@ -66,17 +68,21 @@ class Runtime:
         amp_dtype = None
         if use_cuda and amp:
             amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if not use_cuda and cpu_bf16_wanted(cpu_amp):
+        cpu_bf16 = not use_cuda and cpu_bf16_wanted(cpu_amp)
+        if cpu_bf16:
             amp_dtype = torch.bfloat16
-        cl = channels_last and use_cuda or amp_dtype is not None
-        return cls(dev, amp_dtype, cl, rank, world, local)
+        return cls(dev, amp_dtype, channels_last and use_cuda or cpu_bf16, rank, world, local)
+
+    @property
+    def precision(self) -> str:
+        """``"float32"``, ``"bfloat16"`` or ``"float16"``: the dtype autocast computes in."""
+        return str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "float32"
 
     def describe(self) -> str:
         """One line for logs: device, autocast dtype, memory format, place in the job."""
-        amp = str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "float32"
         fmt = "channels_last" if self.channels_last else "contiguous"
         job = f", rank {self.rank}/{self.world_size}" if self.distributed else ""
-        return f"{self.device} ({amp}, {fmt}{job})"
+        return f"{self.device} ({self.precision}, {fmt}{job})"
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -129,7 +135,6 @@ CPU_AMP_CHOICES = ("off", "auto", "bf16")
 def cpu_bf16_wanted(cpu_amp: str) -> bool:
     """Resolve the ``cpu_amp`` setting: ``auto`` means bf16 only where the CPU does it natively."""
     if cpu_amp not in CPU_AMP_CHOICES:
-        from vistrain.errors import VistrainError
         raise VistrainError(f"train.cpu_amp must be one of {', '.join(CPU_AMP_CHOICES)}, "
                           f"not {cpu_amp!r}")
     if cpu_amp == "auto":

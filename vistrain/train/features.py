@@ -68,9 +68,8 @@ def feature_cache_key(model_name: str, weights_source: str, preprocess: dict, pi
 
 def run_feature_key(cfg, pcfg, pre, data, rt: Runtime) -> str:
     """:func:`feature_cache_key` of a training run (its model, weights, preprocessing, pixels, precision)."""
-    precision = str(rt.amp_dtype).replace("torch.", "") if rt.amp_dtype else "float32"
     return feature_cache_key(cfg.model.name, pcfg.weights_source, pre.to_dict(), data.pixel_key,
-                             precision)
+                             rt.precision)
 
 
 def cached_features(cache_dir: Path | None, key: str, compute) -> tuple[np.ndarray, bool]:
