@@ -38,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vistrain.device import cpu_has_native_bf16
 from vistrain.models.scratch import SCRATCH_MODELS, create_scratch
 from vistrain.transforms.augment import erase_float, sample_boxes
 
@@ -101,7 +102,7 @@ def autocast_for(device: torch.device, precision: str):
     """bf16 autocast where it is native (see the module docstring), else a no-op context."""
     if precision == "auto":
         native = (torch.cuda.is_bf16_supported() if device.type == "cuda"
-                  else torch.ops.mkldnn._is_mkldnn_bf16_supported())
+                  else cpu_has_native_bf16())
         precision = "bf16" if native else "fp32"
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
