@@ -199,8 +199,8 @@ def test_logreg_head_matches_scikit_learn_on_raw_features():
 def test_select_logreg_c_picks_the_best_validation_score_smallest_on_ties():
     from vistrain.train.features import select_logreg_c
     x, y = _blobs(600, 200, 1)  # few samples, many noise dimensions: regularisation pays
-    best, scores = select_logreg_c(x[:150], y[:150], x[150:], y[150:], 3,
-                                   grid=(0.001, 0.01, 1.0, 100.0))
+    best, scores, _ = select_logreg_c(x[:150], y[:150], x[150:], y[150:], 3,
+                                       grid=(0.001, 0.01, 1.0, 100.0))
     assert set(scores) == {0.001, 0.01, 1.0, 100.0}
     assert scores[best] == max(scores.values())
     assert best == min(c for c, v in scores.items() if v == scores[best])

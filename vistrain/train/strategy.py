@@ -116,18 +116,19 @@ def train_on_features(cfg, model, pcfg, pre, data, rt, out, *, resume, progress,
     labels, k = data.labels(), len(data.index.classes)
     train_idx = np.asarray(data.parts["train"])
     if cfg.strategy.head == "logreg":
-        c = cfg.strategy.logreg_c
+        c, head = cfg.strategy.logreg_c, None
         val_idx = np.asarray(data.parts.get("val", []))
         if c is None and len(val_idx):
-            c, scores = select_logreg_c(feats[train_idx], labels[train_idx], feats[val_idx],
-                                        labels[val_idx], k, seed=cfg.train.seed)
+            c, scores, head = select_logreg_c(feats[train_idx], labels[train_idx], feats[val_idx],
+                                              labels[val_idx], k, seed=cfg.train.seed)
             record["logreg_c_val_accuracy"] = {str(key): v for key, v in scores.items()}
             log.info("logistic regression: C=%g chosen on the validation part (%s)", c,
                      ", ".join(f"C={key:g}: {v:.4f}" for key, v in scores.items()))
         c = 1.0 if c is None else c
         record["logreg_c"] = c
-        head = fit_logistic_regression(feats[train_idx], labels[train_idx], k, seed=cfg.train.seed,
-                                       C=c)
+        if head is None:
+            head = fit_logistic_regression(feats[train_idx], labels[train_idx], k,
+                                           seed=cfg.train.seed, C=c)
         history = [_feature_epoch_metrics(head, feats, labels, data, rt)]
     else:
         mu, sd = standardizer(feats[train_idx])  # train split only, like every statistic
