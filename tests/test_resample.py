@@ -1,0 +1,141 @@
+"""Crop fast path of the geometric ops (vistrain.transforms.resample).
+
+References: torchvision's ``resized_crop`` (the same torch kernels, so uint8 antialiased results
+are expected bit-identical) and vistrain's own ``grid_sample`` warp (bilinear without
+antialiasing: the same sampling positions, within 1 grey level for uint8).
+"""
+from __future__ import annotations
+
+import torch
+import torchvision.transforms.v2.functional as TF
+
+from vistrain.transforms import augment as A
+from vistrain.transforms.resample import crop_boxes, crop_resize
+
+BILINEAR, BICUBIC = TF.InterpolationMode.BILINEAR, TF.InterpolationMode.BICUBIC
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def batch(n=6, h=40, w=52, dtype=torch.uint8, seed=0) -> torch.Tensor:
+    x = torch.rand(n, 3, h, w, generator=gen(seed))
+    return (x * 255).round().to(torch.uint8) if dtype == torch.uint8 else x
+
+
+def diff(a, b) -> torch.Tensor:
+    return (a.double() - b.double()).abs()
+
+
+def random_boxes(n, h, w, seed=1):
+    op = A.RandomResizedCrop(None, scale=(0.1, 1.0))
+    return op.make_params((n, 3, h, w), gen(seed))["box"]
+
+
+class TestCropBoxes:
+    def test_reads_back_crop_and_flip_matrices(self):
+        boxes = random_boxes(50, 40, 52)
+        hflip, vflip = torch.rand(50, generator=gen(2)) < 0.5, torch.rand(50, generator=gen(3)) < 0.5
+        theta = A.compose_thetas([A.crop_theta(boxes, (40, 52)), A.flip_theta(hflip, vflip)])
+        got, gh, gv = crop_boxes(theta, (40, 52))
+        assert torch.equal(got, boxes.long()) and torch.equal(gh, hflip) and torch.equal(gv, vflip)
+
+    def test_flip_before_crop_mirrors_the_box(self):
+        boxes = torch.tensor([[2.0, 3.0, 10.0, 20.0]])
+        theta = A.compose_thetas([A.flip_theta(torch.tensor([True]), torch.tensor([False])),
+                                  A.crop_theta(boxes, (40, 52))])
+        got, gh, gv = crop_boxes(theta, (40, 52))
+        assert got.tolist() == [[2, 52 - 3 - 20, 10, 20]] and gh.tolist() == [True]
+
+    def test_not_a_crop_is_none(self):
+        assert crop_boxes(A.rotation_theta(torch.tensor([0.0, 10.0]), (40, 52)), (40, 52)) is None
+        half_pixel = A.crop_theta(torch.tensor([[0.5, 0.0, 10.0, 10.0]]), (40, 52))
+        assert crop_boxes(half_pixel, (40, 52)) is None
+        zoom_out = A.scale_theta(torch.tensor([0.8]))  # the box reaches outside the image
+        assert crop_boxes(zoom_out, (40, 52)) is None
+
+
+class TestCropResize:
+    def test_uint8_antialiased_equals_torchvision(self):
+        x = batch()
+        boxes = random_boxes(6, 40, 52)
+        none = torch.zeros(6, dtype=torch.bool)
+        for mode, tv_mode in (("bilinear", BILINEAR), ("bicubic", BICUBIC)):
+            y = crop_resize(x, boxes.long(), none, none, (17, 23), mode, antialias=True)
+            assert y.dtype == torch.uint8 and y.shape == (6, 3, 17, 23) and y.is_contiguous()
+            for i, box in enumerate(boxes.long().tolist()):
+                ref = TF.resized_crop(x[i], *box, size=[17, 23], interpolation=tv_mode, antialias=True)
+                assert diff(y[i], ref).max() <= 1  # same kernel; layout may move a rounding
+
+    def test_float_equals_torchvision(self):
+        x = batch(dtype=torch.float32)
+        boxes = random_boxes(6, 40, 52, seed=4)
+        none = torch.zeros(6, dtype=torch.bool)
+        y = crop_resize(x, boxes.long(), none, none, (30, 30), "bilinear", antialias=True)
+        for i, box in enumerate(boxes.long().tolist()):
+            ref = TF.resized_crop(x[i], *box, size=[30, 30], interpolation=BILINEAR, antialias=True)
+            assert diff(y[i], ref.clamp(0, 1)).max() <= 1e-5
+
+    def test_without_antialias_equals_torchvision_and_grid_sample_inside(self):
+        """Crop-then-resize (torchvision) clamps at the box edge where ``grid_sample`` with the
+        crop matrix reads the real neighbours outside the box: equal away from the edges."""
+        x = batch()
+        boxes = random_boxes(6, 40, 52, seed=5)
+        flips = torch.tensor([True, False] * 3)
+        theta = A.compose_thetas([A.crop_theta(boxes, (40, 52)), A.flip_theta(flips, ~flips)])
+        y = crop_resize(x, *crop_boxes(theta, (40, 52)), out_hw=(24, 28), antialias=False)
+        for i, box in enumerate(boxes.long().tolist()):
+            ref = TF.resized_crop(x[i], *box, size=[24, 28], interpolation=BILINEAR, antialias=False)
+            ref = ref.flip(-1) if flips[i] else ref.flip(-2)
+            assert diff(y[i], ref).max() <= 1
+        warped = A.from_work(A._grid_sample(A.to_work(x), theta, (24, 28), "border", 0.0,
+                                            "bilinear"), torch.uint8)
+        assert diff(y, warped)[..., 6:-6, 6:-6].max() <= 1
+
+    def test_uint8_bicubic_without_antialias_goes_through_float(self):
+        """torch has no uint8 bicubic kernel without antialiasing: float, rounded, saturated."""
+        x = batch()
+        boxes = random_boxes(6, 40, 52, seed=6).long()
+        none = torch.zeros(6, dtype=torch.bool)
+        y = crop_resize(x, boxes, none, none, (60, 60), "bicubic", antialias=False)
+        assert y.dtype == torch.uint8
+        for i, (top, left, h, w) in enumerate(boxes.tolist()):
+            ref = torch.nn.functional.interpolate(x[i:i + 1, :, top:top + h, left:left + w].double(),
+                                                  size=(60, 60), mode="bicubic")
+            assert diff(y[i], ref[0].round().clamp(0, 255)).max() <= 1
+
+    def test_antialias_removes_aliasing_when_shrinking(self):
+        """1-pixel stripes shrunk 3x: antialiased output is near the mean grey, aliased is not."""
+        stripes = (torch.arange(48) % 2 * 255).to(torch.uint8).view(1, 1, 1, 48).expand(4, 3, 48, 48)
+        op = A.RandomResizedCrop(16, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+        params = op.make_params(stripes, gen(0))
+        smooth = op.apply(stripes.contiguous(), params)
+        aliased = A.RandomResizedCrop(16, scale=(1.0, 1.0), ratio=(1.0, 1.0),
+                                      antialias=False).apply(stripes.contiguous(), params)
+        assert diff(smooth, torch.full_like(smooth, 127.5)).max() < 45
+        assert diff(aliased, torch.full_like(aliased, 127.5)).max() > 100
+
+
+class TestPipelineOrder:
+    def ops(self, size):
+        return [A.RandomResizedCrop(size, scale=(0.3, 1.0)), A.RandomHorizontalFlip(),
+                A.ColorJitter(0.2, 0.3, 0.3, 0.05)]
+
+    def test_enlarging_crop_takes_colour_first(self):
+        """16 px -> 48 px: the colour op runs on the 16 px source (9x fewer pixels)."""
+        x = batch(h=16, w=16)
+        pipe = A.AugmentPipeline(self.ops(48))
+        params = pipe.make_params(x, gen(7))
+        colour_first = A.from_work(pipe.ops[2].apply_float(A.to_work(x), params[2]), torch.uint8)
+        ref = A.warp_ops(colour_first, pipe.ops[:2], params[:2])
+        assert torch.equal(pipe.apply(x, params), ref)
+
+    def test_shrinking_crop_takes_colour_after(self):
+        x = batch(h=64, w=64)
+        pipe = A.AugmentPipeline(self.ops(24))
+        params = pipe.make_params(x, gen(8))
+        cropped = A.warp_ops(x, pipe.ops[:2], params[:2])
+        assert cropped.dtype == torch.uint8  # the crop fast path kept uint8
+        ref = A.from_work(pipe.ops[2].apply_float(A.to_work(cropped), params[2]), torch.uint8)
+        assert torch.equal(pipe.apply(x, params), ref)
