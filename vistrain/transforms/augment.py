@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vistrain.errors import VistrainError
+from vistrain.transforms.resample import RESIZE_MODES, crop_boxes, crop_resize
 
 Params = dict[str, Any]
 Shape = tuple[int, int, int, int]
@@ -443,6 +444,57 @@ def hue_float(xf: Tensor, shift: Tensor) -> Tensor:
     return on_subset(xf, shift != 0, rotate_hue, shift)
 
 
+def hue_matrix(shift: Tensor) -> Tensor:
+    """(N,) hue shifts in turns -> (N, 3, 3) RGB rotations about the grey axis (1, 1, 1).
+
+    Rodrigues' rotation by ``2 pi shift``, signed so that a positive shift moves red towards
+    yellow as HSV hue does.  Grey stays grey and (r + g + b) / 3 is kept; colours move on a
+    circle around the grey axis where HSV moves them along a hexagon, so the two agree in
+    direction and size of the change but not pixel for pixel (measured in the tests).  A shift
+    of 0 gives exactly the identity.
+    """
+    angle = 2.0 * math.pi * shift.detach().to("cpu", torch.float64)
+    u = torch.full((3,), 3.0 ** -0.5, dtype=torch.float64)
+    cross = torch.tensor([[0.0, -u[2], u[1]], [u[2], 0.0, -u[0]], [-u[1], u[0], 0.0]],
+                         dtype=torch.float64)
+    c, s = torch.cos(angle).view(-1, 1, 1), torch.sin(angle).view(-1, 1, 1)
+    m = c * torch.eye(3, dtype=torch.float64) + s * cross + (1.0 - c) * torch.outer(u, u)
+    return torch.where((angle == 0).view(-1, 1, 1), torch.eye(3, dtype=torch.float64), m)
+
+
+def colour_affine(delta: Tensor, contrast: Tensor, saturation: Tensor, hue: Tensor,
+                  mean_luma: Tensor) -> tuple[Tensor, Tensor]:
+    """One per-sample affine colour map ``y = A x + b`` (float64, CPU) equal to brightness
+    (additive ``delta``) -> contrast (about ``mean_luma``, the image's mean luma before
+    brightness) -> saturation -> hue (:func:`hue_matrix`), with no clamping between the steps.
+
+    Returns ``A`` (N, 3, 3) and ``b`` (N, 3).
+    """
+    cpu = {"device": "cpu", "dtype": torch.float64}
+    d, c, s = (v.detach().to(**cpu).view(-1, 1, 1) for v in (delta, contrast, saturation))
+    w = torch.tensor(GRAY_WEIGHTS, **cpu)
+    sat = s * torch.eye(3, **cpu) + (1.0 - s) * w.expand(3, 3)  # rows: s*e_i + (1-s)*w
+    hs = hue_matrix(hue) @ sat
+    m1 = mean_luma.detach().to(**cpu).view(-1, 1, 1) + d * w.sum()  # mean luma after brightness
+    b = (c * d + (1.0 - c) * m1) * hs.sum(2, keepdim=True)  # (N, 3, 1): offset times HS @ 1
+    return c * hs, b.squeeze(2)
+
+
+def colour_float(xf: Tensor, delta: Tensor, contrast: Tensor, saturation: Tensor,
+                 hue: Tensor) -> Tensor:
+    """Brightness, contrast, saturation and hue as one 3x3 matrix per sample, clamped once.
+
+    (N, 3, H, W) float [0, 1] -> same.  One pass over the pixels (a batched matmul) instead of
+    one per step and an HSV round trip: see :class:`ColorJitter`.
+    """
+    n = xf.shape[0]
+    mean_luma = grayscale(xf.mean(dim=(2, 3), keepdim=True)).view(n)
+    a, b = colour_affine(delta, contrast, saturation, hue, mean_luma)
+    a, b = a.to(xf.device, xf.dtype), b.to(xf.device, xf.dtype)
+    y = torch.baddbmm(b.unsqueeze(2), a, xf.reshape(n, 3, -1))
+    return y.clamp_(0.0, 1.0).view_as(xf)
+
+
 def noise_float(xf: Tensor, sigma: Tensor, seeds: Tensor) -> Tensor:
     """Per-sample Gaussian noise; each sample's noise comes from its own seed.
 
@@ -609,6 +661,7 @@ class GeometricOp(BatchOp):
     padding: str | None = None
     fill: float | Sequence[float] = 0.0
     interpolation = "bilinear"
+    antialias = False  # low-pass when a crop is shrunk (only on the crop fast path)
 
     def theta(self, params: Params, in_hw: tuple[int, int]) -> Tensor:
         raise NotImplementedError
@@ -620,10 +673,40 @@ class GeometricOp(BatchOp):
         n, c, h, w = batch_shape(shape)
         return (n, c, *self.out_hw((h, w)))
 
+    def apply(self, x: Tensor, params: Params) -> Tensor:
+        y = warp_ops(x, [self], [params])
+        return y if y.dtype == x.dtype else from_work(y, x.dtype)
+
     def apply_float(self, xf: Tensor, params: Params) -> Tensor:
-        in_hw = tuple(xf.shape[-2:])
-        return warp_float(xf, self.theta(params, in_hw), self.out_hw(in_hw),
-                          self.padding or "border", self.fill, self.interpolation)
+        return warp_ops(xf, [self], [params])
+
+
+def warp_ops(x: Tensor, ops: Sequence[GeometricOp], params: Sequence[Params]) -> Tensor:
+    """Apply geometric ops in order as one resample of ``x`` (uint8 or float [0, 1]).
+
+    Crops with flips (axis-aligned, whole-pixel boxes inside the image) go through
+    :func:`~vistrain.transforms.resample.crop_resize` and keep the dtype (uint8 stays uint8,
+    antialiased if an op asks for it); anything else is one ``grid_sample`` on the float batch
+    and returns float [0, 1].
+    """
+    hw = tuple(x.shape[-2:])
+    in_hw, thetas = hw, []
+    for op, p in zip(ops, params):
+        thetas.append(op.theta(p, hw))
+        hw = op.out_hw(hw)
+    theta = compose_thetas(thetas)
+    interpolation = ops[0].interpolation
+    found = crop_boxes(theta, in_hw) if interpolation in RESIZE_MODES else None
+    if found is not None and not (hw == in_hw and bool((found[0][:, 2:] == found[0].new_tensor(
+            in_hw)).all())):  # pure flips/identity: the exact indexing path below is cheaper
+        return crop_resize(x, *found, out_hw=hw, interpolation=interpolation,
+                           antialias=any(op.antialias for op in ops))
+    framing = next((op for op in ops if op.padding is not None), None)
+    padding = framing.padding if framing else "border"
+    fill = framing.fill if framing else 0.0
+    if found is not None and x.dtype == torch.uint8:
+        return warp_float(x, theta, hw, padding, fill, interpolation)  # flips: exact on uint8
+    return warp_float(to_work(x), theta, hw, padding, fill, interpolation)
 
 
 def _check_geometry(padding: str, interpolation: str) -> None:
@@ -752,17 +835,20 @@ class RandomResizedCrop(GeometricOp):
     """Crop a random box (area fraction ``scale``, aspect w/h ``ratio``) and resize to ``size``.
 
     Boxes follow torchvision (10 tries, then a centre crop); ``size`` None keeps the input size.
-    Params ``{"box": (N, 4) (top, left, height, width)}``.  No antialiasing: meant for crops that
-    are enlarged or shrunk by less than 2x, as when images already have the model input size.
+    Params ``{"box": (N, 4) (top, left, height, width)}``.  ``antialias`` (default, as
+    torchvision v2) low-passes boxes that are shrunk, using torch's resize kernels on the uint8
+    batch (:mod:`vistrain.transforms.resample`); fused with a rotation or shear the crop is one
+    ``grid_sample`` without antialiasing.
     """
 
     def __init__(self, size: int | Sequence[int] | None = None,
                  scale: Sequence[float] = (0.08, 1.0), ratio: Sequence[float] = (3 / 4, 4 / 3),
-                 interpolation: str = "bilinear"):
+                 interpolation: str = "bilinear", antialias: bool = True):
         self.size = _pair(size)
         self.scale = span(scale, "scale", lower=0.0, upper=1.0)
         self.ratio = span(ratio, "ratio", lower=1e-3)
         self.interpolation = interpolation
+        self.antialias = bool(antialias)
         _check_geometry("border", interpolation)
 
     def out_hw(self, in_hw):
@@ -797,6 +883,8 @@ class _ScalarPhotometric(BatchOp):
 
     Where the op is not applied the strength is ``neutral``, for which the kernel is the identity.
     """
+
+    pointwise = True  # a function of each pixel's colour (and of image-wide statistics)
 
     key = "value"
     neutral = 0.0
@@ -886,21 +974,32 @@ class RandomHue(_ScalarPhotometric):
 
 
 class ColorJitter(BatchOp):
-    """Brightness (additive), contrast, saturation, hue in this fixed order, in float.
+    """Brightness (additive), contrast, saturation, hue: per-sample strengths, this fixed order.
 
     Arguments as in :class:`RandomBrightness` etc.; 0 disables a part.  ``p`` gates all four
     together.  Params ``{"brightness", "contrast", "saturation", "hue"}``, each (N,).
-    Unlike torchvision the order is fixed (cheaper to batch, replayable from params alone).
+
+    ``fused=True`` (default) applies the four as **one 3x3 colour matrix + offset per sample**,
+    clamped once at the end (as NVIDIA DALI's colour twist does): brightness and saturation are
+    exactly the kernels below, contrast blends with the image's mean luma, and hue is a rotation
+    about the grey axis (:func:`hue_matrix`) rather than an HSV round trip.  One batched
+    matmul instead of ~30 passes over the pixels: ~10x faster at 224 px.  It differs from
+    ``fused=False`` only where an intermediate step would have clipped, and in the hue model.
+    ``fused=False`` runs the exact kernels one after another, as torchvision (with HSV hue);
+    unlike torchvision the order is fixed (cheaper to batch, replayable from params alone).
     """
+
+    pointwise = True
 
     def __init__(self, brightness: float | Sequence[float] = 0.0,
                  contrast: float | Sequence[float] = 0.0,
                  saturation: float | Sequence[float] = 0.0,
-                 hue: float | Sequence[float] = 0.0, p: float = 1.0):
+                 hue: float | Sequence[float] = 0.0, p: float = 1.0, fused: bool = True):
         self.parts = {"brightness": RandomBrightness(brightness),
                       "contrast": RandomContrast(contrast),
                       "saturation": RandomSaturation(saturation), "hue": RandomHue(hue)}
         self.p = check_prob(p)
+        self.fused = bool(fused)
 
     def make_params(self, x, generator=None) -> Params:
         n = batch_shape(x)[0]
@@ -912,6 +1011,12 @@ class ColorJitter(BatchOp):
         return params
 
     def apply_float(self, xf, params):
+        if self.fused and xf.shape[1] == 3:
+            values = [params[name] for name in self.parts]
+            active = torch.zeros_like(values[0], dtype=torch.bool)
+            for part, v in zip(self.parts.values(), values):
+                active |= v != part.neutral
+            return on_subset(xf, active, colour_float, *values)
         for name, part in self.parts.items():
             xf = part.apply_float(xf, {part.key: params[name]})
         return xf
@@ -919,7 +1024,8 @@ class ColorJitter(BatchOp):
     def describe(self) -> str:
         active = [part.describe().rsplit(" (p=", 1)[0] for part in self.parts.values()
                   if part.range != (part.neutral, part.neutral)]
-        return f"colour jitter: {', '.join(active) or 'nothing'} (p={self.p:g})"
+        how = "one colour matrix" if self.fused else "sequential, HSV hue"
+        return f"colour jitter: {', '.join(active) or 'nothing'} ({how}, p={self.p:g})"
 
 
 class GaussianNoise(BatchOp):
@@ -1017,19 +1123,50 @@ class AugmentPipeline(BatchOp):
         return shape
 
     def apply(self, x: Tensor, params: list[Params]) -> Tensor:
-        return x if not self.ops else super().apply(x, params)
+        if not self.ops:
+            return x
+        y = self._apply_any(x, params)
+        return y if y.dtype == x.dtype else from_work(y, x.dtype)
 
     def apply_float(self, xf: Tensor, params: list[Params]) -> Tensor:
+        return to_work(self._apply_any(xf, params))
+
+    def _apply_any(self, y: Tensor, params: list[Params]) -> Tensor:
+        """Run the ops; ``y`` stays uint8 through crop fast paths and turns float at the first
+        op that needs it.  Pointwise colour ops right after a run that enlarges the image are
+        applied before it, on the fewer source pixels (see the class docstring)."""
         i = 0
         while i < len(self.ops):
             if not self.ops[i].geometric:
-                xf = self.ops[i].apply_float(xf, params[i])
+                y = self.ops[i].apply_float(to_work(y), params[i])
                 i += 1
                 continue
             j = self._run_end(i)
-            xf = self._warp_run(xf, self.ops[i:j], params[i:j])
-            i = j
-        return xf
+            k = j
+            while k < len(self.ops) and getattr(self.ops[k], "pointwise", False):
+                k += 1
+            out_hw = self._run_shape(batch_shape(y), i, j)[2:]
+            if k > j and out_hw[0] * out_hw[1] > y.shape[-2] * y.shape[-1]:
+                y = self._pointwise(y, self.ops[j:k], params[j:k])
+                y = warp_ops(y, self.ops[i:j], params[i:j])
+                i = k
+            else:
+                y = warp_ops(y, self.ops[i:j], params[i:j])
+                i = j
+        return y
+
+    def _run_shape(self, shape, i: int, j: int):
+        for op in self.ops[i:j]:
+            shape = op.output_shape(shape)
+        return shape
+
+    @staticmethod
+    def _pointwise(y: Tensor, ops: Sequence[BatchOp], params: Sequence[Params]) -> Tensor:
+        """Pointwise ops on ``y``, back to uint8 if it was (the next resample is uint8)."""
+        yf = to_work(y)
+        for op, p in zip(ops, params):
+            yf = op.apply_float(yf, p)
+        return from_work(yf, y.dtype) if y.dtype == torch.uint8 else yf
 
     def _run_end(self, i: int) -> int:
         """End (exclusive) of the fusable run of geometric ops starting at ``i``."""
@@ -1044,18 +1181,6 @@ class AugmentPipeline(BatchOp):
             style = style or op_style
             j += 1
         return j
-
-    @staticmethod
-    def _warp_run(xf: Tensor, ops: Sequence[GeometricOp], params: Sequence[Params]) -> Tensor:
-        hw = tuple(xf.shape[-2:])
-        thetas = []
-        for op, p in zip(ops, params):
-            thetas.append(op.theta(p, hw))
-            hw = op.out_hw(hw)
-        framing = next((op for op in ops if op.padding is not None), None)
-        padding = framing.padding if framing else "border"
-        fill = framing.fill if framing else 0.0
-        return warp_float(xf, compose_thetas(thetas), hw, padding, fill, ops[0].interpolation)
 
     def describe_lines(self) -> list[str]:
         return [op.describe() for op in self.ops]
