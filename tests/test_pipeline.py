@@ -60,6 +60,24 @@ def test_eval_and_train_pixels_one_decode(tmp_path, wh):
     assert hits
 
 
+def test_small_images_train_at_their_own_size(tmp_path):
+    """All images smaller than the 36 px eval resize: the train square stays at the largest
+    shorter side (24), resized once from the decode -- never enlarged into the cache."""
+    from PIL import Image
+    from vistrain.data.cache import native_train_size
+    paths = [_photo(tmp_path / f"{i}.png", w, h, seed=i) for i, (w, h) in enumerate([(30, 20), (40, 24)])]
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    assert native_train_size(paths + [str(tmp_path / "bad.png")], 36) == 24
+    assert native_train_size(paths, 36, tmp_path / "memo") == 24
+    assert len(list((tmp_path / "memo").glob("sides-*.json"))) == 1
+    assert native_train_size(paths, 16) == 16 and native_train_size([], 36) == 36
+    pre = Preprocess(size=32, crop_pct=0.875, interpolation="bicubic")
+    ev, tr = EvalAndTrainPixels(pre, 24)(paths[1])
+    assert np.array_equal(ev, pre.pixels(paths[1]).numpy())
+    with Image.open(paths[1]) as img:  # 40 x 24: the centre 24 x 24, no resampling at all
+        assert np.array_equal(tr, np.asarray(img.convert("RGB"))[:, 8:32].transpose(2, 0, 1))
+
+
 def test_build_two_caches_then_hit(tmp_path):
     paths = [_photo(tmp_path / f"{i}.jpg", 50, 40, seed=i) for i in range(3)] + [str(tmp_path / "bad.jpg")]
     (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
@@ -103,7 +121,7 @@ def test_training_augments_train_only_and_records_it(tmp_path, monkeypatch):
     from conftest import make_image_folder
     import vistrain.train.strategy as strategy
     from vistrain.train.run import run_training
-    data = make_image_folder(tmp_path / "data", per_class=8)
+    data = make_image_folder(tmp_path / "data", per_class=8, size=(48, 40))
     seen = []
     real = strategy.build_batch_augmentation
 

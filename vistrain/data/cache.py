@@ -182,30 +182,75 @@ def _collect(results, outs, bad, paths, bar):
 
 
 class EvalAndTrainPixels:
-    """Picklable pixel function: ``path -> (eval (C, size, size), train (C, S, S))`` uint8 from
-    one decode and one resize (see the module docstring); ``S = floor(size / crop_pct)``.
+    """Picklable pixel function: ``path -> (eval (C, size, size), train (C, T, T))`` uint8 from
+    one decode; ``S = floor(size / crop_pct)`` and ``T = train_size`` (default ``S``).
 
     The eval crop is bit-identical to ``pre.pixels(path)`` (same decode, same resize, same crop
-    offsets).  Requires ``pre.resize_mode == "crop"``.
+    offsets).  With ``T == S`` the train square is cut from the same resized image; a smaller
+    ``T`` (see :func:`native_train_size`) resizes the decoded image a second time, to its shorter
+    side ``T``, so that images smaller than ``S`` are cached at their own resolution and enlarged
+    only once, by the batch crop.  Requires ``pre.resize_mode == "crop"``.
     """
 
-    def __init__(self, pre):
+    def __init__(self, pre, train_size: int | None = None):
         from vistrain.transforms.resize import crop_scale_size
         if pre.resize_mode != "crop":
             raise ValueError("EvalAndTrainPixels needs resize_mode 'crop'")
         self.pre = pre
-        self.train_size = crop_scale_size(pre.size, pre.crop_pct)
+        self.scale_size = crop_scale_size(pre.size, pre.crop_pct)
+        self.train_size = int(train_size or self.scale_size)
 
     def __call__(self, path):
-        from vistrain.transforms.preprocess import pil_to_uint8
-        from vistrain.transforms.resize import pil_interpolation, shorter_side_size
         img = self.pre.load(path)
-        w, h = img.size
-        new_w, new_h = shorter_side_size(w, h, self.train_size)
-        if (new_w, new_h) != (w, h):
-            img = img.resize((new_w, new_h), pil_interpolation(self.pre.interpolation))
+        scaled = _shorter_side(img, self.scale_size, self.pre.interpolation)
+        eval_crop = _centre_square(scaled, self.pre.size)
+        if self.train_size == self.scale_size:
+            return eval_crop, _centre_square(scaled, self.train_size)
+        own = _shorter_side(img, self.train_size, self.pre.interpolation)
+        return eval_crop, _centre_square(own, self.train_size)
 
-        def centre(size):  # torchvision center_crop offsets, as resize._shorter_side_center_crop
-            left, top = int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0))
-            return pil_to_uint8(img.crop((left, top, left + size, top + size)))
-        return centre(self.pre.size).numpy(), centre(self.train_size).numpy()
+
+def _shorter_side(img, short: int, interpolation: str):
+    from vistrain.transforms.resize import pil_interpolation, shorter_side_size
+    w, h = img.size
+    new_w, new_h = shorter_side_size(w, h, short)
+    return img if (new_w, new_h) == (w, h) else img.resize((new_w, new_h),
+                                                           pil_interpolation(interpolation))
+
+
+def _centre_square(img, size: int) -> np.ndarray:
+    """torchvision center_crop offsets, as resize._shorter_side_center_crop."""
+    from vistrain.transforms.preprocess import pil_to_uint8
+    w, h = img.size
+    left, top = int(round((w - size) / 2.0)), int(round((h - size) / 2.0))
+    return pil_to_uint8(img.crop((left, top, left + size, top + size))).numpy()
+
+
+def native_train_size(paths, scale_size: int, cache_dir: Path | None = None) -> int:
+    """Side of the train-time cache: ``min(scale_size, largest shorter side in the data)``.
+
+    When every image is smaller than the eval resize (CIFAR's 32 px for a 224 px model), caching
+    the train view at ``scale_size`` would store enlarged pixels -- 64x the bytes for 32 -> 256
+    -- and make every batch augment them; the batch crop enlarges them anyway.  Reads only the
+    image headers; the answer is remembered in ``cache_dir`` under the file-list key.  Unreadable
+    files are ignored here (the decode reports them).
+    """
+    from PIL import Image
+    key = cache_key(paths, {"largest_shorter_side": 1})
+    memo = Path(cache_dir) / f"sides-{key}.json" if cache_dir is not None else None
+    if memo is not None and memo.exists():
+        largest = json.loads(memo.read_text())["largest_shorter_side"]
+    else:
+        largest = 0
+        for p in paths:
+            try:
+                with Image.open(p) as img:
+                    largest = max(largest, min(img.size))
+            except Exception:  # noqa: BLE001 - reported by the decode, with the reason
+                continue
+            if largest >= scale_size:
+                break  # one image as large as the cap decides it
+        if memo is not None:
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            memo.write_text(json.dumps({"largest_shorter_side": largest}))
+    return int(min(scale_size, largest)) if largest > 0 else int(scale_size)
