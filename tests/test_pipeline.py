@@ -60,6 +60,21 @@ def test_eval_and_train_pixels_one_decode(tmp_path, wh):
     assert hits
 
 
+def test_worker_processes_write_the_same_cache(tmp_path):
+    """>= 64 files and 2 workers: each worker writes its rows into the cache files itself."""
+    paths = [_photo(tmp_path / f"{i}.png", 20 + i % 7, 18, seed=i) for i in range(70)]
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    paths.insert(33, str(tmp_path / "bad.png"))
+    fn = EvalAndTrainPixels(Preprocess(size=16))
+    shapes, specs = [(3, 16, 16), (3, 18, 18)], [{"size": 16}, {"train_square": 18}]
+    (ev2, tr2), bad2 = build_pixel_caches(paths, fn, shapes, specs=specs, cache_dir=tmp_path / "w2",
+                                          workers=2, progress=False)
+    (ev0, tr0), bad0 = build_pixel_caches(paths, fn, shapes, specs=specs, cache_dir=tmp_path / "w0",
+                                          workers=0, progress=False)
+    assert list(bad2) == list(bad0) == [paths[33]] and not ev2[33].any()
+    assert np.array_equal(ev2, ev0) and np.array_equal(tr2, tr0) and ev2[70].any()
+
+
 def test_small_images_train_at_their_own_size(tmp_path):
     """All images smaller than the 36 px eval resize: the train square stays at the largest
     shorter side (24), resized once from the decode -- never enlarged into the cache."""

@@ -62,26 +62,42 @@ def cache_key(paths, spec: dict) -> str:
 
 
 _WORKER_FN: Callable | None = None
+_WORKER_OUTS: list | None = None  # cache files a worker writes its rows into (None: send them back)
 
 
-def _init_worker(fn):
-    global _WORKER_FN
+def _init_worker(fn, out_files=None):
+    global _WORKER_FN, _WORKER_OUTS
     _WORKER_FN = fn
+    _WORKER_OUTS = None if out_files is None else [np.load(f, mmap_mode="r+") for f in out_files]
     import torch
     torch.set_num_threads(1)  # one decode per process; avoid oversubscription
 
 
 def _decode(item):
+    """``(i, arrays, None)``; ``(i, None, None)`` when the worker wrote the rows into the cache
+    files itself (no pickling of pixels through the pipe); ``(i, None, reason)`` on failure."""
     i, path = item
     try:
         out = _WORKER_FN(path)
-        if isinstance(out, (tuple, list)):
-            return i, tuple(np.asarray(o) for o in out), None
-        return i, np.asarray(out), None
+        arrs = tuple(np.asarray(o) for o in out) if isinstance(out, (tuple, list)) else (np.asarray(out),)
     except ImageLoadError as err:
         return i, None, err.reason
     except Exception as err:  # any decoder bug becomes a reported file, not a dead worker
         return i, None, f"{type(err).__name__}: {err}"
+    if _WORKER_OUTS is None:
+        return i, arrs, None
+    reason = _shape_problem(arrs, _WORKER_OUTS)
+    if reason is None:
+        for dst, arr in zip(_WORKER_OUTS, arrs):
+            dst[i] = arr
+    return i, None, reason
+
+
+def _shape_problem(arrs, outs) -> str | None:
+    if len(arrs) != len(outs):
+        return f"pixel function returned {len(arrs)} arrays, expected {len(outs)}"
+    wrong = [f"{a.shape} (expected {o.shape[1:]})" for a, o in zip(arrs, outs) if a.shape != o.shape[1:]]
+    return f"decoded to shape {', '.join(wrong)}" if wrong else None
 
 
 def num_workers(requested: int = -1) -> int:
@@ -157,7 +173,10 @@ def _decode_all(paths, pixel_fn, shapes, cache_dir, workers, progress, desc):
         _collect(results, outs, bad, paths, bar)
     else:
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(pixel_fn,)) as pool:
+        files = [o.filename for o in outs] if cache_dir is not None else None
+        for o in outs:
+            o.flush()
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(pixel_fn, files)) as pool:
             _collect(pool.imap_unordered(_decode, items, chunksize=16), outs, bad, paths, bar)
     bar.close()
     return outs, bad
@@ -165,19 +184,13 @@ def _decode_all(paths, pixel_fn, shapes, cache_dir, workers, progress, desc):
 
 def _collect(results, outs, bad, paths, bar):
     for i, arrs, reason in results:
-        if reason is None:
-            arrs = arrs if isinstance(arrs, tuple) else (arrs,)
-            wrong = [f"{a.shape} (expected {o.shape[1:]})" for a, o in zip(arrs, outs)
-                     if a.shape != o.shape[1:]]
-            if len(arrs) != len(outs):
-                reason = f"pixel function returned {len(arrs)} arrays, expected {len(outs)}"
-            elif wrong:
-                reason = f"decoded to shape {', '.join(wrong)}"
+        if reason is None and arrs is not None:
+            reason = _shape_problem(arrs, outs)
+            if reason is None:
+                for out, arr in zip(outs, arrs):
+                    out[i] = arr
         if reason is not None:
             bad[paths[i]] = reason
-        else:
-            for out, arr in zip(outs, arrs):
-                out[i] = arr
         bar.update(1)
 
 
