@@ -10,9 +10,16 @@ saturation 0.2, hue 0.05) + ImageNet normalization, on the CPU, 2 worker process
 * ``albumentations``: the same Dataset with OpenCV decode (``cv2.imread`` + BGR->RGB) and
   ``A.RandomResizedCrop/HorizontalFlip/ColorJitter/Normalize`` + ``ToTensorV2``, same DataLoader;
 * ``vistrain``: epoch 1 builds the pixel cache (2 decode processes; the exact eval crop 224 and
-  the 256 train square of data/cache.py, from one decode, written to a fresh cache folder: the cost
-  is counted in epoch 1), then every epoch is ``ArrayBatches`` (memory-mapped, shuffled) +
-  one batch ``AugmentPipeline`` call + ``Preprocess.normalize`` in the main process (2 threads).
+  the train square of data/cache.py -- 256, or the images' own size when all are smaller, 32 for
+  CIFAR -- from one decode, written to a fresh cache folder: the cost is counted in epoch 1), then
+  every epoch is ``ArrayBatches`` (memory-mapped, shuffled) + one batch ``AugmentPipeline`` call
+  (the crop + flip on uint8 with torch's antialiased resize kernel; the colour jitter as one colour
+  matrix per image, applied before the crop when the crop enlarges) and the normalization, as
+  one ``AugmentPipeline.normalized`` call, as the training loop makes it (for CIFAR's 32 px the
+  small source is normalized first and the crop resampled last as two matrix products), in the
+  main process (2 threads);
+* ``vistrain-hsv``: the same with ``ColorJitter(fused=False)``: the four jitter steps one after
+  another with clamping and the exact HSV hue rotation, as torchvision computes them.
 
 Images/s for epoch 1 and for later epochs (median of ``--epochs - 1``), and peak memory: each
 side runs in its own fresh process; ``resource.getrusage`` ``ru_maxrss`` of that process (main)
@@ -45,7 +52,7 @@ BATCH, SIZE, WORKERS = 64, 224, 2
 JITTER = dict(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.05)
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 DATA = Path.home() / ".cache" / "vision-data"
-SIDES = ("torchvision", "albumentations", "vistrain")
+SIDES = ("torchvision", "albumentations", "vistrain", "vistrain-hsv")
 
 
 # -- data ----------------------------------------------------------------------------------------
@@ -135,25 +142,27 @@ def loader_epochs(side: str, items, epochs: int):
     return times
 
 
-def vistrain_epochs(items, epochs: int, cache_dir: Path):
+def vistrain_epochs(items, epochs: int, cache_dir: Path, fused: bool = True):
     import numpy as np
     import torch
-    from vistrain.data.cache import EvalAndTrainPixels, build_pixel_caches
+    from vistrain.data.cache import EvalAndTrainPixels, build_pixel_caches, native_train_size
     from vistrain.data.loader import ArrayBatches
     from vistrain.transforms.augment import (AugmentPipeline, ColorJitter, RandomHorizontalFlip,
                                              RandomResizedCrop)
     from vistrain.transforms.preprocess import Preprocess
+    from vistrain.transforms.resize import crop_scale_size
     torch.set_num_threads(WORKERS)
     pre = Preprocess(size=SIZE, mean=MEAN, std=STD)
-    fn = EvalAndTrainPixels(pre)
-    t = fn.train_size
     paths, labels = [p for p, _ in items], np.array([y for _, y in items])
     augment = AugmentPipeline([RandomResizedCrop(SIZE, scale=(0.08, 1.0)), RandomHorizontalFlip(0.5),
-                               ColorJitter(**JITTER)])
+                               ColorJitter(**JITTER, fused=fused)])
     times, train = [], None
     for epoch in range(epochs):
         start = time.perf_counter()
-        if train is None:
+        if train is None:  # as vistrain.train.run.prepare_data does
+            fn = EvalAndTrainPixels(pre, native_train_size(
+                paths, crop_scale_size(SIZE, pre.crop_pct), cache_dir))
+            t = fn.train_size
             (_, train), bad = build_pixel_caches(
                 paths, fn, [(3, SIZE, SIZE), (3, t, t)], specs=[{"size": SIZE}, {"train": t}],
                 cache_dir=cache_dir, workers=WORKERS, progress=False)
@@ -161,7 +170,7 @@ def vistrain_epochs(items, epochs: int, cache_dir: Path):
         batches = ArrayBatches(train, labels, batch_size=BATCH, shuffle=True, seed=0)
         batches.set_epoch(epoch)
         for x, _y in batches:
-            x = pre.normalize(augment(x))
+            x = augment.normalized(x, pre.scale, pre.mean, pre.std)  # as the training loop
             assert x.shape[1:] == (3, SIZE, SIZE) and x.dtype == torch.float32
         times.append(time.perf_counter() - start)
     return times
@@ -170,9 +179,9 @@ def vistrain_epochs(items, epochs: int, cache_dir: Path):
 def run_one(side: str, items_file: str, epochs: int) -> None:
     """Child process: time one side, print one JSON line."""
     items = json.loads(Path(items_file).read_text())
-    if side == "vistrain":
+    if side.startswith("vistrain"):
         with tempfile.TemporaryDirectory(prefix="vt-bench-cache-") as d:
-            times = vistrain_epochs(items, epochs, Path(d))
+            times = vistrain_epochs(items, epochs, Path(d), fused=side == "vistrain")
     else:
         times = loader_epochs(side, items, epochs)
     kb = 1024  # ru_maxrss is KiB on Linux

@@ -8,7 +8,10 @@ One training loop, one model, one optimizer, one schedule; only the input pipeli
   through ``v2.Resize(S) + CenterCrop(S)`` and the same normalization;
 * ``vistrain``: the pixel cache of data/cache.py (one decode per file; eval crop and train square)
   + ``ArrayBatches`` + one batch ``AugmentPipeline([RandomResizedCrop, RandomHorizontalFlip,
-  ColorJitter])`` call on uint8 + ``Preprocess.normalize``; test images are the cached eval crops.
+  ColorJitter]).normalized`` call on uint8 (augmentation and normalization, as the training loop
+  calls it); test images are the cached eval crops (``Preprocess.normalize``);
+  ``ColorJitter`` is the default one-colour-matrix jitter (``vistrain-hsv`` in ``--sides``: the
+  exact sequential HSV jitter, ``fused=False``).
 
 Data: the CIFAR-10 official split image folder (``python /work/shared/datasets/fetch.py cifar10``),
 the first ``--train-per-class`` training files of each class (sorted names) and the whole official
@@ -90,7 +93,7 @@ class TorchvisionPipeline:
 
 
 class VistrainPipeline:
-    def __init__(self, train, test, size, scale, batch, seed, cache_dir: Path):
+    def __init__(self, train, test, size, scale, batch, seed, cache_dir: Path, fused: bool = True):
         from vistrain.data.cache import EvalAndTrainPixels, build_pixel_caches
         from vistrain.data.loader import ArrayBatches
         from vistrain.transforms.augment import (AugmentPipeline, ColorJitter,
@@ -110,13 +113,15 @@ class VistrainPipeline:
                                   shuffle=True, seed=seed, drop_last=True)
         self.test = ArrayBatches(evals, labels, batch_size=500, indices=np.arange(n, len(items)))
         self.augment = AugmentPipeline([RandomResizedCrop(size, scale=scale),
-                                        RandomHorizontalFlip(0.5), ColorJitter(**JITTER)])
+                                        RandomHorizontalFlip(0.5),
+                                        ColorJitter(**JITTER, fused=fused)])
         self.gen = torch.Generator().manual_seed(seed)
 
     def train_batches(self, epoch):
         self.train.set_epoch(epoch)
         for x, y in self.train:
-            yield self.pre.normalize(self.augment(x, generator=self.gen)), y
+            pre = self.pre
+            yield self.augment.normalized(x, pre.scale, pre.mean, pre.std, generator=self.gen), y
 
     def test_batches(self):
         for x, y in self.test:
@@ -173,11 +178,14 @@ def summarize(results: dict) -> str:
         sec = statistics.median(r["epoch_seconds_median"] for r in runs)
         lines.append(f"| {side} | {len(accs)} | {per_seed} | {means[side][0]:.4f} ± "
                      f"{means[side][1]:.4f} | {sec:.1f} |")
-    (m1, s1, n1), (m2, s2, n2) = means["vistrain"], means["torchvision"]
-    se = (s1 ** 2 / n1 + s2 ** 2 / n2) ** 0.5
-    lines.append("")
-    lines.append(f"difference of means (vistrain - torchvision): {m1 - m2:+.4f} "
-                 f"(standard error {se:.4f})")
+    if "torchvision" in means:
+        (m2, s2, n2) = means["torchvision"]
+        lines.append("")
+        for side in (s for s in means if s != "torchvision"):
+            m1, s1, n1 = means[side]
+            se = (s1 ** 2 / n1 + s2 ** 2 / n2) ** 0.5
+            lines.append(f"difference of means ({side} - torchvision): {m1 - m2:+.4f} "
+                         f"(standard error {se:.4f})")
     return "\n".join(lines)
 
 
@@ -194,6 +202,9 @@ def main(argv=None) -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--cpu-amp", choices=("off", "auto", "bf16"), default="auto")
     ap.add_argument("--out", type=Path, default=Path("/tmp/vistrain-pipeline-accuracy.json"))
+    ap.add_argument("--sides", nargs="+", choices=("vistrain", "vistrain-hsv", "torchvision"),
+                    default=["vistrain", "torchvision"],
+                    help="vistrain-hsv: ColorJitter(fused=False), the exact sequential HSV jitter")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     train, test = items_of("train", args.train_per_class), items_of("test", args.test_per_class)
@@ -201,13 +212,14 @@ def main(argv=None) -> None:
     print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"{versions()}; train {len(train)} / test {len(test)} images, {args.model}, "
           f"{args.epochs} epochs, seeds {args.seeds}", flush=True)
-    results = {"vistrain": [], "torchvision": []}
+    results = {side: [] for side in args.sides}
     with tempfile.TemporaryDirectory(prefix="vt-acc-cache-") as cache:
         for seed in args.seeds:
             for side in results:
                 kw = dict(size=args.size, scale=tuple(args.scale), batch=args.batch_size, seed=seed)
-                pipe = (VistrainPipeline(train, test, cache_dir=Path(cache), **kw)
-                        if side == "vistrain" else TorchvisionPipeline(train, test, **kw))
+                pipe = (VistrainPipeline(train, test, cache_dir=Path(cache), fused=side == "vistrain",
+                                         **kw)
+                        if side.startswith("vistrain") else TorchvisionPipeline(train, test, **kw))
                 r = train_and_test(pipe, args, seed, len(train))
                 results[side].append(r)
                 print(f"  {side:11s} seed {seed}: test accuracy {r['test_accuracy']:.4f}  "

@@ -139,3 +139,75 @@ class TestPipelineOrder:
         assert cropped.dtype == torch.uint8  # the crop fast path kept uint8
         ref = A.from_work(pipe.ops[2].apply_float(A.to_work(cropped), params[2]), torch.uint8)
         assert torch.equal(pipe.apply(x, params), ref)
+
+
+class TestApplyNormalized:
+    MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+    def two_step(self, pipe, x, params):
+        from vistrain.transforms.normalize import normalize_batch
+        return normalize_batch(pipe.apply(x, params), 1 / 255, self.MEAN, self.STD)
+
+    def test_dense_matrices_equal_interpolate(self):
+        from vistrain.transforms.resample import crop_resize_dense
+        x = batch(5, 32, 32, dtype=torch.float32)
+        boxes = torch.tensor([[0, 0, 32, 32], [3, 4, 20, 25], [10, 0, 12, 9], [0, 5, 27, 27], [1, 1, 31, 30]])
+        hf, vf = torch.tensor([0, 1, 0, 1, 0]).bool(), torch.tensor([0, 0, 1, 1, 0]).bool()
+        for mode in ("bilinear", "bicubic"):
+            y = crop_resize_dense(x, boxes, hf, vf, (64, 56), mode)
+            for i, (t, l, h, w) in enumerate(boxes.tolist()):
+                ref = torch.nn.functional.interpolate(x[i:i + 1, :, t:t + h, l:l + w], size=(64, 56),
+                                                      mode=mode)[0]
+                ref = ref.flip(-1) if hf[i] else ref
+                ref = ref.flip(-2) if vf[i] else ref
+                assert diff(y[i], ref).max() <= 1e-5
+
+    def test_enlarging_crop_is_resampled_after_normalizing(self, monkeypatch):
+        calls = []
+        real = A.crop_resize_dense
+        monkeypatch.setattr(A, "crop_resize_dense", lambda *a, **k: calls.append(1) or real(*a, **k))
+        x = batch(6, 16, 16)
+        pipe = A.AugmentPipeline([A.RandomResizedCrop(48, scale=(0.3, 1.0)), A.RandomHorizontalFlip(),
+                                  A.ColorJitter(0.2, 0.3, 0.3, 0.05)])
+        params = pipe.make_params(x, gen(9))
+        y = pipe.apply_normalized(x, params, 1 / 255, self.MEAN, self.STD)
+        assert calls and y.dtype == torch.float32 and y.shape == (6, 3, 48, 48)
+        # the two-step result rounds to uint8 twice (after the colour, after the crop) and uses
+        # the fixed-point weights of torch's uint8 kernel: measured max 1.28 grey levels
+        levels = diff(y, self.two_step(pipe, x, params)) * torch.tensor(self.STD).view(3, 1, 1) * 255
+        assert levels.max() <= 1.5 and 0 < levels.mean() < 0.5
+
+    def test_other_pipelines_equal_the_two_steps(self, monkeypatch):
+        monkeypatch.setattr(A, "crop_resize_dense", None)  # must not be reached
+        x = batch(6, 64, 64)
+        for ops in ([A.RandomResizedCrop(24), A.RandomHorizontalFlip(), A.ColorJitter(0.2, 0.2)],
+                    [A.RandomResizedCrop(96), A.RandomRotation(10)],  # not a crop: grid_sample
+                    [A.RandomHorizontalFlip()], []):
+            pipe = A.AugmentPipeline(ops)
+            params = pipe.make_params(x, gen(10))
+            assert torch.equal(pipe.apply_normalized(x, params, 1 / 255, self.MEAN, self.STD),
+                               self.two_step(pipe, x, params))
+
+    def test_float_input_is_on_the_unit_scale(self):
+        from vistrain.transforms.normalize import normalize_batch
+        x = batch(4, 16, 16, dtype=torch.float32)
+        pipe = A.AugmentPipeline([A.RandomResizedCrop(40), A.RandomVerticalFlip()])
+        params = pipe.make_params(x, gen(11))
+        ref = normalize_batch(pipe.apply(x, params) * 255, 1 / 255, self.MEAN, self.STD)
+        assert diff(pipe.apply_normalized(x, params, 1 / 255, self.MEAN, self.STD), ref).max() <= 1e-4
+
+    def test_training_batches_take_the_one_call(self):
+        from vistrain.device import Runtime
+        from vistrain.train.loop import BatchPipeline
+        from vistrain.transforms.preprocess import Preprocess
+        pre = Preprocess(size=48, mean=self.MEAN, std=self.STD)
+        pipe = A.AugmentPipeline([A.RandomResizedCrop(48, scale=(0.5, 1.0)), A.RandomHorizontalFlip()])
+        x, y = batch(4, 16, 16), torch.tensor([0, 1, 0, 1])
+        torch.manual_seed(3)
+        got, _, _ = BatchPipeline(normalize=pre.normalize, augment=pipe)(x, y, Runtime.create("cpu"), True)
+        torch.manual_seed(3)
+        ref = pre.normalize(pipe(x))  # same global-RNG draws
+        assert got.shape == ref.shape == (4, 3, 48, 48)
+        assert 0 < (diff(got, ref) * torch.tensor(self.STD).view(3, 1, 1) * 255).max() <= 1.0
+        evaluated, _, _ = BatchPipeline(normalize=pre.normalize, augment=pipe)(x, y, Runtime.create("cpu"), False)
+        assert torch.equal(evaluated, pre.normalize(x))  # no augmentation outside training

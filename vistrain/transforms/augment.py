@@ -43,7 +43,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vistrain.errors import VistrainError
-from vistrain.transforms.resample import RESIZE_MODES, crop_boxes, crop_resize
+from vistrain.transforms.resample import (RESIZE_MODES, crop_boxes, crop_resize, crop_resize_dense,
+                                          dense_is_cheap)
 
 Params = dict[str, Any]
 Shape = tuple[int, int, int, int]
@@ -1133,27 +1134,94 @@ class AugmentPipeline(BatchOp):
 
     def _apply_any(self, y: Tensor, params: list[Params]) -> Tensor:
         """Run the ops; ``y`` stays uint8 through crop fast paths and turns float at the first
-        op that needs it.  Pointwise colour ops right after a run that enlarges the image are
+        op that needs it."""
+        for stage in self._stages(batch_shape(y)):
+            y = self._run_stage(y, stage, params)
+        return y
+
+    def _stages(self, shape) -> list[tuple[int, int, tuple[int, int] | None]]:
+        """``(i, j, first)`` per stage: ops ``i:j`` (one op, or a fusable geometric run) and the
+        pointwise colour ops ``first`` that follow a run which enlarges the image: those are
         applied before it, on the fewer source pixels (see the class docstring)."""
-        i = 0
+        stages, i = [], 0
         while i < len(self.ops):
             if not self.ops[i].geometric:
-                y = self.ops[i].apply_float(to_work(y), params[i])
+                stages.append((i, i + 1, None))
+                shape = self.ops[i].output_shape(shape)
                 i += 1
                 continue
-            j = self._run_end(i)
-            k = j
+            j = k = self._run_end(i)
             while k < len(self.ops) and getattr(self.ops[k], "pointwise", False):
                 k += 1
-            out_hw = self._run_shape(batch_shape(y), i, j)[2:]
-            if k > j and out_hw[0] * out_hw[1] > y.shape[-2] * y.shape[-1]:
-                y = self._pointwise(y, self.ops[j:k], params[j:k])
-                y = warp_ops(y, self.ops[i:j], params[i:j])
-                i = k
-            else:
-                y = warp_ops(y, self.ops[i:j], params[i:j])
-                i = j
-        return y
+            out = self._run_shape(shape, i, j)
+            first = (j, k) if k > j and out[2] * out[3] > shape[2] * shape[3] else None
+            stages.append((i, j, first))
+            shape, i = out, (k if first else j)
+        return stages
+
+    def _run_stage(self, y: Tensor, stage, params: list[Params]) -> Tensor:
+        i, j, first = stage
+        if not self.ops[i].geometric:
+            return self.ops[i].apply_float(to_work(y), params[i])
+        if first:
+            y = self._pointwise(y, self.ops[first[0]:first[1]], params[first[0]:first[1]])
+        return warp_ops(y, self.ops[i:j], params[i:j])
+
+    def apply_normalized(self, x: Tensor, params: list[Params], scale: float, mean, std
+                         ) -> Tensor:
+        """``normalize_batch(self.apply(x, params), scale, mean, std)`` in one call: float32.
+
+        ``x`` is uint8, or float on the [0, 1] scale (normalized as ``x * 255``, the uint8 scale
+        that ``scale`` refers to).
+
+        When the last stage crops and *enlarges* a small image (CIFAR's 32 px to 224), the small
+        source is normalized first and resampled last, as two batched matrix products
+        (:func:`~vistrain.transforms.resample.crop_resize_dense`): one pass writes the output,
+        and there is no uint8 rounding between augmentation and normalization (so results differ
+        from the two-step call by at most that rounding, half a grey level).
+        """
+        from vistrain.transforms.normalize import normalize_batch
+        stages = self._stages(batch_shape(x)) if self.ops else []
+        dense = self._dense_crop(x, params, stages[-1]) if stages else None
+        y = x
+        for stage in stages[:-1] if dense else stages:
+            y = self._run_stage(y, stage, params)
+        if dense is None and x.dtype == torch.uint8:
+            return normalize_batch(y if y.dtype == x.dtype else from_work(y, x.dtype), scale, mean, std)
+        if dense is None:
+            return normalize_batch(to_work(y).mul(255.0), scale, mean, std)
+        i, j, first = stages[-1]
+        if first:
+            y = to_work(y)
+            for op, p in zip(self.ops[first[0]:first[1]], params[first[0]:first[1]]):
+                y = op.apply_float(y, p)
+        y = normalize_batch(y.mul(255.0) if y.is_floating_point() else y, scale, mean, std)
+        return crop_resize_dense(y, *dense, out_hw=self._run_shape(batch_shape(y), i, j)[2:],
+                                 interpolation=self.ops[i].interpolation)
+
+    def _dense_crop(self, x: Tensor, params: list[Params], stage):
+        """``(boxes, hflip, vflip)`` when ``stage`` is a crop run that only enlarges a source
+        small enough for :func:`~vistrain.transforms.resample.dense_is_cheap`, else None."""
+        i, j, _ = stage
+        if not self.ops[i].geometric:
+            return None
+        in_shape = self._run_shape(batch_shape(x), 0, i)
+        in_hw, out_hw = tuple(in_shape[2:]), tuple(self._run_shape(in_shape, i, j)[2:])
+        if self.ops[i].interpolation not in RESIZE_MODES or not dense_is_cheap(in_hw, out_hw):
+            return None
+        hw, thetas = in_hw, []
+        for op, p in zip(self.ops[i:j], params[i:j]):
+            thetas.append(op.theta(p, hw))
+            hw = op.out_hw(hw)
+        found = crop_boxes(compose_thetas(thetas), in_hw)
+        if found is None or bool((found[0][:, 2] > out_hw[0]).any() or (found[0][:, 3] > out_hw[1]).any()):
+            return None  # some box shrinks: antialiasing matters, use the uint8 kernels
+        return found
+
+    def normalized(self, x: Tensor, scale: float, mean, std,
+                   generator: torch.Generator | None = None) -> Tensor:
+        """Draw params and :meth:`apply_normalized` (the training loop's one call)."""
+        return self.apply_normalized(x, self.make_params(x, generator), scale, mean, std)
 
     def _run_shape(self, shape, i: int, j: int):
         for op in self.ops[i:j]:

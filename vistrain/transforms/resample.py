@@ -105,3 +105,68 @@ def _resize(src: Tensor, out_hw: tuple[int, int], mode: str, antialias: bool, na
     if channels_last:  # the vectorised uint8 kernel wants interleaved pixels
         src = src.contiguous(memory_format=torch.channels_last)
     return F.interpolate(src, size=out_hw, mode=mode, antialias=antialias, align_corners=False)
+
+
+def interpolation_matrices(starts: Tensor, lengths: Tensor, in_size: int, out_size: int,
+                           interpolation: str = "bilinear", flip: Tensor | None = None) -> Tensor:
+    """(N, out_size, in_size) float32 matrices resizing ``[start, start + length)`` of an axis.
+
+    Row ``i`` holds the weights ``F.interpolate`` (``align_corners=False``, no antialiasing)
+    gives output pixel ``i`` of the cropped axis, with the crop folded in (indices clamped to the
+    crop, as interpolating the cropped tensor clamps them); ``flip`` reverses the rows.
+    ``bicubic`` is torch's (a = -0.75).  Meant for enlarging, where antialiasing does nothing.
+    """
+    n = len(starts)
+    starts = starts.to(torch.float64).view(n, 1)
+    lengths = lengths.to(torch.float64).view(n, 1)
+    dst = torch.arange(out_size, dtype=torch.float64).view(1, -1)
+    src = (dst + 0.5) * (lengths / out_size) - 0.5  # (N, out)
+    if interpolation == "bilinear":
+        src = src.clamp(min=0.0)
+        i0 = src.floor()
+        lam = src - i0
+        taps = [(i0, 1.0 - lam), (i0 + 1, lam)]
+    elif interpolation == "bicubic":
+        i0 = src.floor()
+        t = src - i0
+        taps = [(i0 + k, _cubic_weight(t - k)) for k in (-1, 0, 1, 2)]
+    else:
+        raise ValueError(f"interpolation must be one of {RESIZE_MODES}, got {interpolation!r}")
+    m = torch.zeros(n, out_size, in_size, dtype=torch.float64)
+    for idx, w in taps:
+        idx = torch.minimum(idx.clamp(min=0.0), lengths - 1) + starts
+        m.scatter_add_(2, idx.long().unsqueeze(2), w.unsqueeze(2))
+    if flip is not None:
+        m = torch.where(flip.view(n, 1, 1).cpu(), m.flip(1), m)
+    return m.to(torch.float32)
+
+
+def _cubic_weight(d: Tensor, a: float = -0.75) -> Tensor:
+    """Keys' cubic convolution kernel at distance ``d`` (torch's upsample_bicubic2d, a=-0.75)."""
+    d = d.abs()
+    near = ((a + 2) * d - (a + 3)) * d * d + 1
+    far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+    return torch.where(d <= 1, near, torch.where(d < 2, far, torch.zeros_like(d)))
+
+
+def dense_is_cheap(in_hw: tuple[int, int], out_hw: tuple[int, int], budget: int = 64) -> bool:
+    """Resizing with two dense matrix products costs ``H_in * W_in / H_out + H_in`` multiply-adds
+    per output value (``W_in`` likewise): cheap for small sources (CIFAR's 32 px -> 224: 37)."""
+    (h, w), (ho, wo) = in_hw, out_hw
+    return h * w / ho + h <= budget and h * w / wo + w <= budget
+
+
+def crop_resize_dense(xf: Tensor, boxes: Tensor, hflip: Tensor, vflip: Tensor,
+                      out_hw: tuple[int, int], interpolation: str = "bilinear") -> Tensor:
+    """:func:`crop_resize` of a float batch as two batched matrix products (no per-sample loop).
+
+    ``out = My @ x @ Mx^T`` with :func:`interpolation_matrices`; exact for boxes no larger than
+    ``out_hw`` (enlarging: no antialiasing needed).  Any per-channel affine map commutes with it,
+    so normalising the small source first and resampling last gives normalized output directly.
+    """
+    n, _, h, w = xf.shape
+    top, left, bh, bw = boxes.to("cpu").unbind(1)
+    my = interpolation_matrices(top, bh, h, out_hw[0], interpolation, vflip)
+    mx = interpolation_matrices(left, bw, w, out_hw[1], interpolation, hflip)
+    my, mx = my.to(xf.device, xf.dtype), mx.to(xf.device, xf.dtype)
+    return torch.matmul(torch.matmul(my.unsqueeze(1), xf), mx.transpose(1, 2).unsqueeze(1))
