@@ -117,9 +117,11 @@ def interpolation_matrices(starts: Tensor, lengths: Tensor, in_size: int, out_si
     ``bicubic`` is torch's (a = -0.75).  Meant for enlarging, where antialiasing does nothing.
     """
     n = len(starts)
-    starts = starts.to(torch.float64).view(n, 1)
-    lengths = lengths.to(torch.float64).view(n, 1)
-    dst = torch.arange(out_size, dtype=torch.float64).view(1, -1)
+    starts = starts.to("cpu", torch.float64).view(n, 1)
+    lengths = lengths.to("cpu", torch.float64).view(n, 1)
+    dst = torch.arange(out_size, dtype=torch.float64).expand(n, out_size)
+    if flip is not None:  # row i of a flipped matrix is row out - 1 - i of the plain one
+        dst = torch.where(flip.to("cpu").view(n, 1), out_size - 1 - dst, dst)
     src = (dst + 0.5) * (lengths / out_size) - 0.5  # (N, out)
     if interpolation == "bilinear":
         src = src.clamp(min=0.0)
@@ -132,13 +134,11 @@ def interpolation_matrices(starts: Tensor, lengths: Tensor, in_size: int, out_si
         taps = [(i0 + k, _cubic_weight(t - k)) for k in (-1, 0, 1, 2)]
     else:
         raise ValueError(f"interpolation must be one of {RESIZE_MODES}, got {interpolation!r}")
-    m = torch.zeros(n, out_size, in_size, dtype=torch.float64)
+    m = torch.zeros(n, out_size, in_size, dtype=torch.float32)
     for idx, w in taps:
         idx = torch.minimum(idx.clamp(min=0.0), lengths - 1) + starts
-        m.scatter_add_(2, idx.long().unsqueeze(2), w.unsqueeze(2))
-    if flip is not None:
-        m = torch.where(flip.view(n, 1, 1).cpu(), m.flip(1), m)
-    return m.to(torch.float32)
+        m.scatter_add_(2, idx.long().unsqueeze(2), w.to(torch.float32).unsqueeze(2))
+    return m
 
 
 def _cubic_weight(d: Tensor, a: float = -0.75) -> Tensor:
