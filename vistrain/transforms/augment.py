@@ -3,7 +3,8 @@
 Every operation works on a whole batch ``x`` of shape ``(N, C, H, W)``, ``uint8`` (values 0..255)
 or floating point (values in ``[0, 1]``, the torchvision convention), on CPU or CUDA, and returns
 the same dtype; ``uint8`` results are rounded to the nearest level and saturate at 0 and 255.
-Internally everything runs in float32 on the ``[0, 1]`` scale.
+Internally ops run in float32 on the ``[0, 1]`` scale, except crops with flips, which resample
+``uint8`` directly with torch's (antialiased) resize kernels (:mod:`vistrain.transforms.resample`).
 
 Two layers (kornia style):
 
@@ -1092,11 +1093,19 @@ class RandomErasing(BatchOp):
 class AugmentPipeline(BatchOp):
     """Ops in order, with each run of consecutive geometric ops fused into one resample.
 
-    The batch is converted to float once and back once; geometric runs compose their matrices
-    (one ``grid_sample``, one interpolation blur instead of several).  Fusion samples the
-    original image, so where a later op looks outside an earlier crop it sees real pixels rather
-    than fill.  Ops with different (non-None) padding/fill or interpolation start a new run.
-    Params: a list, one entry per op.  An empty pipeline returns its input unchanged.
+    Geometric runs compose their matrices (one resample, one interpolation blur instead of
+    several).  Fusion samples the original image, so where a later op looks outside an earlier
+    crop it sees real pixels rather than fill.  Ops with different (non-None) padding/fill or
+    interpolation start a new run.  A run that is a whole-pixel crop with flips (the random
+    resized crop recipe) stays uint8 (:mod:`~vistrain.transforms.resample`, antialiased); the
+    batch turns float at the first op that needs it and back to the input dtype once at the end.
+
+    **Order.**  Pointwise colour ops (``pointwise = True``: brightness, contrast, saturation, hue,
+    :class:`ColorJitter`) that directly follow a run which *enlarges* the image (more output than
+    input pixels: 32 px CIFAR cropped to 224) are applied before it, on the source pixels.
+    Resampling commutes with them except through clamping and the contrast mean, which is then the
+    whole source image's rather than the crop's.  Params: a list, one entry per op.  An empty
+    pipeline returns its input unchanged.  :meth:`normalized` also normalizes, in one call.
 
     Example:
         >>> aug = AugmentPipeline([RandomResizedCrop(24, scale=(0.5, 1)), RandomHorizontalFlip(),
