@@ -695,6 +695,21 @@ class TestPresets:
         assert "ColorJitter" not in names(AugmentConfig(preset="medium", policy="randaugment"))
         assert any("vertical flip" in line for line in describe(AugmentConfig(vflip=True)))
 
+    def test_jitter_setting_picks_the_colour_model(self):
+        jitter = lambda cfg: next(op for op in build_augmentation(cfg, 20, 4)[0].ops
+                                  if isinstance(op, A.ColorJitter))
+        assert jitter(AugmentConfig(preset="medium")).fused
+        assert not jitter(AugmentConfig(preset="medium", jitter="hsv")).fused
+        assert any("sequential, HSV hue" in line
+                   for line in describe(AugmentConfig(preset="medium", jitter="hsv")))
+        with pytest.raises(VistrainError, match="augment.jitter"):
+            build_augmentation(AugmentConfig(jitter="yiq"), 20, 4)
+        from vistrain.cli.common import config_from_args
+        from vistrain.cli.main import build_parser
+        args = build_parser().parse_args(["train", "DATA", "--jitter", "hsv"])
+        assert config_from_args(args, "DATA").augment.jitter == "hsv"
+        assert config_from_args(build_parser().parse_args(["train", "DATA"]), "DATA").augment.jitter == "matrix"
+
     def test_bad_config_names_the_setting(self):
         with pytest.raises(VistrainError, match="augment.preset"):
             build_augmentation(AugmentConfig(preset="extreme"), 20, 4)

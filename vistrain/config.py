@@ -61,6 +61,7 @@ class AugmentConfig:
     cutmix: float = 0.0
     mix_switch_prob: float = 0.5      # when both are on: probability of cutmix
     policy: str = "none"              # none | randaugment | trivialaugment
+    jitter: str = "matrix"            # matrix: one colour matrix per image (fast) | hsv: exact steps
 
 
 @dataclass

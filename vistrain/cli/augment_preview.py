@@ -12,6 +12,8 @@ def register(sub) -> None:
     p.add_argument("--mixup", type=float, default=0.0, help="mixup Beta(alpha, alpha); 0 disables")
     p.add_argument("--cutmix", type=float, default=0.0, help="cutmix Beta(alpha, alpha); 0 disables")
     p.add_argument("--policy", default="none", choices=["none", "randaugment", "trivialaugment"])
+    p.add_argument("--jitter", default="matrix", choices=["matrix", "hsv"],
+                   help="colour jitter as one colour matrix (default) or exact HSV steps")
     p.add_argument("--n", type=int, default=6, help="images (rows), spread over the classes")
     p.add_argument("--k", type=int, default=8, help="random augmentations per image (columns)")
     p.add_argument("--size", type=int, default=224, help="model input size")
@@ -45,7 +47,8 @@ def run(args) -> int:
     idx = pick(index.labels, args.n, args.seed)
     if (args.mixup > 0 or args.cutmix > 0) and len(idx) < 2:
         raise VistrainError("mixup/cutmix mix images with each other: use --n 2 or more")
-    cfg = AugmentConfig(preset=args.preset, mixup=args.mixup, cutmix=args.cutmix, policy=args.policy)
+    cfg = AugmentConfig(preset=args.preset, mixup=args.mixup, cutmix=args.cutmix, policy=args.policy,
+                        jitter=args.jitter)
     out = augment_preview([index.paths[i] for i in idx], [index.labels[i] for i in idx], index.classes,
                           cfg, args.size, args.out, n=len(idx), k=args.k, seed=args.seed)
     print(f"augmentation preview: {out.resolve()}")

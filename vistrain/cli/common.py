@@ -21,6 +21,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment", choices=["none", "light", "medium", "heavy"])
     p.add_argument("--mixup", type=float, help="mixup Beta(alpha, alpha); 0 disables")
     p.add_argument("--cutmix", type=float, help="cutmix Beta(alpha, alpha); 0 disables")
+    p.add_argument("--jitter", choices=["matrix", "hsv"],
+                   help="colour jitter: one colour matrix per image (default, fast) or the exact "
+                        "sequential steps with HSV hue (as torchvision)")
     p.add_argument("--no-pretrained", action="store_true", help="random initialisation")
     p.add_argument("--weights", help="pretrained weights file (.safetensors or state dict)")
     p.add_argument("--normalize", help="auto|none|minmax|symmetric|imagenet|model|dataset|explicit")
@@ -43,7 +46,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
 _FLAG_MAP = {"model": ("model", "name"), "epochs": ("train", "epochs"), "strategy": ("strategy", "name"),
              "lr": ("optim", "lr"), "batch_size": ("data", "batch_size"), "seed": ("train", "seed"),
              "augment": ("augment", "preset"), "mixup": ("augment", "mixup"),
-             "cutmix": ("augment", "cutmix"), "weights": ("model", "weights"),
+             "cutmix": ("augment", "cutmix"), "jitter": ("augment", "jitter"),
+             "weights": ("model", "weights"),
              "normalize": ("preprocess", "normalize"), "on_bad_image": ("data", "on_bad_image"),
              "device": ("train", "device"), "norm": ("model", "norm"), "act": ("model", "act"),
              "init": ("model", "init"), "cpu_amp": ("train", "cpu_amp")}

@@ -76,6 +76,7 @@ PRESETS: dict[str, Preset] = {
                     jitter=(0.3, 0.3, 0.3, 0.05), noise_sigma=0.04, erasing=0.25),
 }
 POLICIES = ("none", "randaugment", "trivialaugment")
+JITTERS = ("matrix", "hsv")  # ColorJitter(fused=True) | ColorJitter(fused=False)
 
 
 def _check(cfg: AugmentConfig) -> Preset:
@@ -94,6 +95,8 @@ def _check(cfg: AugmentConfig) -> Preset:
     if cfg.mixup < 0 or cfg.cutmix < 0:
         raise VistrainError(f"augment.mixup and augment.cutmix are Beta alphas >= 0 (0 disables), "
                             f"got {cfg.mixup} and {cfg.cutmix}")
+    if cfg.jitter not in JITTERS:
+        raise VistrainError(f"augment.jitter must be one of {', '.join(JITTERS)}, got {cfg.jitter!r}")
     if not 0 <= cfg.mix_switch_prob <= 1:
         raise VistrainError(f"augment.mix_switch_prob must be in [0, 1], "
                             f"got {cfg.mix_switch_prob}")
@@ -126,7 +129,7 @@ def build_ops(cfg: AugmentConfig, input_size: int | Sequence[int] | None) -> lis
     elif cfg.policy == "trivialaugment":
         ops.append(TrivialAugment())
     elif preset.jitter is not None:
-        ops.append(ColorJitter(*preset.jitter))
+        ops.append(ColorJitter(*preset.jitter, fused=cfg.jitter == "matrix"))
     if preset.noise_sigma > 0:
         ops.append(GaussianNoise((0.0, preset.noise_sigma), p=0.3))
     if preset.erasing > 0:

@@ -83,9 +83,11 @@ def crop_resize(x: Tensor, boxes: Tensor, hflip: Tensor, vflip: Tensor, out_hw: 
         raise ValueError(f"interpolation must be one of {RESIZE_MODES}, got {interpolation!r}")
     out_hw = (int(out_hw[0]), int(out_hw[1]))
     out = x.new_empty((x.shape[0], x.shape[1], *out_hw))
-    # uint8 kernels: bilinear with or without antialias, bicubic only antialiased
-    native = x.is_floating_point() or interpolation == "bilinear" or antialias
-    channels_last = x.dtype == torch.uint8 and x.device.type == "cpu" and x.shape[1] in (3, 4)
+    # torch's uint8 resize kernels are CPU ones (bilinear with or without antialias, bicubic
+    # only antialiased); elsewhere uint8 is resized in float and rounded
+    cpu = x.device.type == "cpu"
+    native = x.is_floating_point() or cpu and (interpolation == "bilinear" or antialias)
+    channels_last = x.dtype == torch.uint8 and cpu and x.shape[1] in (3, 4)
     for i, (top, left, bh, bw) in enumerate(boxes.tolist()):
         src = x[i:i + 1, :, top:top + bh, left:left + bw]
         if (bh, bw) != out_hw:
@@ -99,8 +101,9 @@ def crop_resize(x: Tensor, boxes: Tensor, hflip: Tensor, vflip: Tensor, out_hw: 
 
 def _resize(src: Tensor, out_hw: tuple[int, int], mode: str, antialias: bool, native: bool,
             channels_last: bool) -> Tensor:
-    if not native:  # uint8 bicubic without antialias has no kernel: compute in float
-        y = F.interpolate(src.float(), size=out_hw, mode=mode, align_corners=False)
+    if not native:  # no uint8 kernel for this mode/device: compute in float
+        y = F.interpolate(src.float(), size=out_hw, mode=mode, antialias=antialias,
+                          align_corners=False)
         return y.round_().clamp_(0, 255).to(torch.uint8)
     if channels_last:  # the vectorised uint8 kernel wants interleaved pixels
         src = src.contiguous(memory_format=torch.channels_last)
