@@ -132,11 +132,14 @@ def test_label_smoothing_applied_once_with_mixup():
     assert any("MixUp" in line for line in record["augmentation"])
 
 
-def test_training_augments_train_only_and_records_it(tmp_path, monkeypatch):
+@pytest.mark.parametrize("image_size, square", [((48, 40), 36), ((40, 32), 32)])
+def test_training_augments_train_only_and_records_it(tmp_path, monkeypatch, image_size, square):
+    """Train-time cache: floor(32 / 0.875) = 36 px squares, or the images' own 32 px when they
+    are smaller than that; the random resized crop goes back to 32 either way."""
     from conftest import make_image_folder
     import vistrain.train.strategy as strategy
     from vistrain.train.run import run_training
-    data = make_image_folder(tmp_path / "data", per_class=8, size=(48, 40))
+    data = make_image_folder(tmp_path / "data", per_class=8, size=image_size)
     seen = []
     real = strategy.build_batch_augmentation
 
@@ -164,14 +167,15 @@ def test_training_augments_train_only_and_records_it(tmp_path, monkeypatch):
     n_train = len(json.loads((tmp_path / "run" / "splits.json").read_text())["parts"]["train"]["indices"])
     # every call is a training step (grad on; evaluation runs under no_grad), on the larger square
     assert seen and all(grad for _, _, grad in seen)
-    assert {s for _, s, _ in seen} == {36}  # floor(32 / 0.875): train-time cache, RRC back to 32
+    assert {s for _, s, _ in seen} == {square}
     assert len(seen) == 2  # one batch per epoch: no val/test batch went through augment
     assert sum(n for n, _, _ in seen) == 2 * n_train  # train images only, each epoch
     saved = (tmp_path / "run" / "config.yaml").read_text()
     assert "preset: medium" in saved and "mixup: 0.2" in saved
     meta = json.loads((tmp_path / "run" / "model.json").read_text())
     rec = json.dumps(meta)
-    assert "random resized crop to 32x32" in rec and "MixUp (alpha 0.2)" in rec and "train_pixels" in rec
+    assert "random resized crop to 32x32" in rec and "MixUp (alpha 0.2)" in rec
+    assert f"train images cached at {square}px" in rec
     assert result.metrics["test"]["n_samples"] > 0
 
 
