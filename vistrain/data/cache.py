@@ -49,9 +49,15 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("VISTRAIN_CACHE", Path.home() / ".cache" / "vistrain"))
 
 
+# Bumped whenever decoding itself changes what pixels a file gives (2: DC-scan decode of large
+# progressive JPEGs), so that caches built by an older vistrain are not reused.
+DECODE_VERSION = 2
+
+
 def cache_key(paths, spec: dict) -> str:
-    """Hash of the file list (path, size, mtime) and the preprocessing spec."""
-    h = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode())
+    """Hash of the file list (path, size, mtime), the preprocessing spec and DECODE_VERSION."""
+    h = hashlib.sha256(json.dumps({"decode_version": DECODE_VERSION, **spec}, sort_keys=True,
+                                  default=str).encode())
     for p in paths:
         try:
             st = os.stat(p)
