@@ -9,6 +9,10 @@ Tolerances (stated once, used throughout):
 * batch vs one-sample-at-a-time with that sample's params: 1e-6 for float; for uint8 at most
   1 grey level and a mean below 1e-3 (a per-image mean summed in another order can land on the
   other side of a rounding boundary: 7 of 9.6M values at 64 x 224 x 224; exact at test sizes).
+* ``ColorJitter(fused=True)`` (one colour matrix): equals the sequential kernels within 1e-5 where
+  no step clips; its grey-axis hue rotation is compared with torchvision's HSV hue by direction and
+  size of change (not pixel for pixel: a different hue model by design); the crop fast path is
+  tested against torchvision in ``test_resample.py``.
 The CUDA case is skipped when ``torch.cuda.is_available()`` is false (CI has no GPU).
 """
 from __future__ import annotations
