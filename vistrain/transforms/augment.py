@@ -683,6 +683,16 @@ class GeometricOp(BatchOp):
         return warp_ops(xf, [self], [params])
 
 
+def run_theta(ops: Sequence[GeometricOp], params: Sequence[Params], in_hw: tuple[int, int]
+              ) -> tuple[Tensor, tuple[int, int]]:
+    """The one (N, 3, 3) matrix of geometric ops applied in order, and their output size."""
+    hw, thetas = tuple(in_hw), []
+    for op, p in zip(ops, params):
+        thetas.append(op.theta(p, hw))
+        hw = op.out_hw(hw)
+    return compose_thetas(thetas), hw
+
+
 def warp_ops(x: Tensor, ops: Sequence[GeometricOp], params: Sequence[Params]) -> Tensor:
     """Apply geometric ops in order as one resample of ``x`` (uint8 or float [0, 1]).
 
@@ -691,12 +701,8 @@ def warp_ops(x: Tensor, ops: Sequence[GeometricOp], params: Sequence[Params]) ->
     antialiased if an op asks for it); anything else is one ``grid_sample`` on the float batch
     and returns float [0, 1].
     """
-    hw = tuple(x.shape[-2:])
-    in_hw, thetas = hw, []
-    for op, p in zip(ops, params):
-        thetas.append(op.theta(p, hw))
-        hw = op.out_hw(hw)
-    theta = compose_thetas(thetas)
+    in_hw = tuple(x.shape[-2:])
+    theta, hw = run_theta(ops, params, in_hw)
     interpolation = ops[0].interpolation
     found = crop_boxes(theta, in_hw) if interpolation in RESIZE_MODES else None
     if found is not None and not (hw == in_hw and bool((found[0][:, 2:] == found[0].new_tensor(
@@ -1201,9 +1207,8 @@ class AugmentPipeline(BatchOp):
             return normalize_batch(to_work(y).mul(255.0), scale, mean, std)
         i, j, first = stages[-1]
         if first:
-            y = to_work(y)
-            for op, p in zip(self.ops[first[0]:first[1]], params[first[0]:first[1]]):
-                y = op.apply_float(y, p)
+            y = self._pointwise(y, self.ops[first[0]:first[1]], params[first[0]:first[1]],
+                                round_back=False)
         y = normalize_batch(y.mul(255.0) if y.is_floating_point() else y, scale, mean, std)
         return crop_resize_dense(y, *dense, out_hw=self._run_shape(batch_shape(y), i, j)[2:],
                                  interpolation=self.ops[i].interpolation)
@@ -1218,11 +1223,7 @@ class AugmentPipeline(BatchOp):
         in_hw, out_hw = tuple(in_shape[2:]), tuple(self._run_shape(in_shape, i, j)[2:])
         if self.ops[i].interpolation not in RESIZE_MODES or not dense_is_cheap(in_hw, out_hw):
             return None
-        hw, thetas = in_hw, []
-        for op, p in zip(self.ops[i:j], params[i:j]):
-            thetas.append(op.theta(p, hw))
-            hw = op.out_hw(hw)
-        found = crop_boxes(compose_thetas(thetas), in_hw)
+        found = crop_boxes(run_theta(self.ops[i:j], params[i:j], in_hw)[0], in_hw)
         if found is None or bool((found[0][:, 2] > out_hw[0]).any() or (found[0][:, 3] > out_hw[1]).any()):
             return None  # some box shrinks: antialiasing matters, use the uint8 kernels
         return found
@@ -1238,12 +1239,14 @@ class AugmentPipeline(BatchOp):
         return shape
 
     @staticmethod
-    def _pointwise(y: Tensor, ops: Sequence[BatchOp], params: Sequence[Params]) -> Tensor:
-        """Pointwise ops on ``y``, back to uint8 if it was (the next resample is uint8)."""
+    def _pointwise(y: Tensor, ops: Sequence[BatchOp], params: Sequence[Params],
+                   round_back: bool = True) -> Tensor:
+        """Pointwise ops on ``y``; back to uint8 if it was and ``round_back`` (the next resample
+        is then uint8), else float [0, 1]."""
         yf = to_work(y)
         for op, p in zip(ops, params):
             yf = op.apply_float(yf, p)
-        return from_work(yf, y.dtype) if y.dtype == torch.uint8 else yf
+        return from_work(yf, y.dtype) if round_back and y.dtype == torch.uint8 else yf
 
     def _run_end(self, i: int) -> int:
         """End (exclusive) of the fusable run of geometric ops starting at ``i``."""
