@@ -145,12 +145,11 @@ def loader_epochs(side: str, items, epochs: int):
 def vistrain_epochs(items, epochs: int, cache_dir: Path, fused: bool = True):
     import numpy as np
     import torch
-    from vistrain.data.cache import EvalAndTrainPixels, build_pixel_caches, native_train_size
+    from vistrain.data.cache import EvalAndTrainPixels, build_pixel_caches
     from vistrain.data.loader import ArrayBatches
     from vistrain.transforms.augment import (AugmentPipeline, ColorJitter, RandomHorizontalFlip,
                                              RandomResizedCrop)
     from vistrain.transforms.preprocess import Preprocess
-    from vistrain.transforms.resize import crop_scale_size
     torch.set_num_threads(WORKERS)
     pre = Preprocess(size=SIZE, mean=MEAN, std=STD)
     paths, labels = [p for p, _ in items], np.array([y for _, y in items])
@@ -160,8 +159,7 @@ def vistrain_epochs(items, epochs: int, cache_dir: Path, fused: bool = True):
     for epoch in range(epochs):
         start = time.perf_counter()
         if train is None:  # as vistrain.train.run.prepare_data does
-            fn = EvalAndTrainPixels(pre, native_train_size(
-                paths, crop_scale_size(SIZE, pre.crop_pct), cache_dir))
+            fn = EvalAndTrainPixels.for_paths(pre, paths, cache_dir)
             t = fn.train_size
             (_, train), bad = build_pixel_caches(
                 paths, fn, [(3, SIZE, SIZE), (3, t, t)], specs=[{"size": SIZE}, {"train": t}],

@@ -219,30 +219,23 @@ class EvalAndTrainPixels:
         self.scale_size = crop_scale_size(pre.size, pre.crop_pct)
         self.train_size = int(train_size or self.scale_size)
 
+    @classmethod
+    def for_paths(cls, pre, paths, cache_dir: Path | None = None) -> "EvalAndTrainPixels":
+        """The pixel function for these files: train squares at :func:`native_train_size`."""
+        fn = cls(pre)
+        fn.train_size = native_train_size(paths, fn.scale_size, cache_dir)
+        return fn
+
     def __call__(self, path):
+        from vistrain.transforms.preprocess import pil_to_uint8
+        from vistrain.transforms.resize import center_crop, pil_interpolation, resize_shorter_side
+        resample = pil_interpolation(self.pre.interpolation)
         img = self.pre.load(path)
-        scaled = _shorter_side(img, self.scale_size, self.pre.interpolation)
-        eval_crop = _centre_square(scaled, self.pre.size)
-        if self.train_size == self.scale_size:
-            return eval_crop, _centre_square(scaled, self.train_size)
-        own = _shorter_side(img, self.train_size, self.pre.interpolation)
-        return eval_crop, _centre_square(own, self.train_size)
-
-
-def _shorter_side(img, short: int, interpolation: str):
-    from vistrain.transforms.resize import pil_interpolation, shorter_side_size
-    w, h = img.size
-    new_w, new_h = shorter_side_size(w, h, short)
-    return img if (new_w, new_h) == (w, h) else img.resize((new_w, new_h),
-                                                           pil_interpolation(interpolation))
-
-
-def _centre_square(img, size: int) -> np.ndarray:
-    """torchvision center_crop offsets, as resize._shorter_side_center_crop."""
-    from vistrain.transforms.preprocess import pil_to_uint8
-    w, h = img.size
-    left, top = int(round((w - size) / 2.0)), int(round((h - size) / 2.0))
-    return pil_to_uint8(img.crop((left, top, left + size, top + size))).numpy()
+        scaled = resize_shorter_side(img, self.scale_size, resample)
+        own = scaled if self.train_size == self.scale_size else \
+            resize_shorter_side(img, self.train_size, resample)
+        return (pil_to_uint8(center_crop(scaled, self.pre.size)).numpy(),
+                pil_to_uint8(center_crop(own, self.train_size)).numpy())
 
 
 def native_train_size(paths, scale_size: int, cache_dir: Path | None = None) -> int:

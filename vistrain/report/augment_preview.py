@@ -34,11 +34,9 @@ def mixed_label(target: torch.Tensor, classes, min_weight: float = 0.005) -> str
 
 def _load_pixels(paths, size: int, channels: int = 3):
     """Eval view and train-time view (the larger square when it exists) of each file."""
-    from vistrain.data.cache import EvalAndTrainPixels, native_train_size
+    from vistrain.data.cache import EvalAndTrainPixels
     from vistrain.transforms.preprocess import Preprocess
-    from vistrain.transforms.resize import crop_scale_size
-    pre = Preprocess(size=size, channels=channels)
-    fn = EvalAndTrainPixels(pre, native_train_size(paths, crop_scale_size(pre.size, pre.crop_pct)))
+    fn = EvalAndTrainPixels.for_paths(Preprocess(size=size, channels=channels), paths)
     pairs = [fn(p) for p in paths]
     return (torch.from_numpy(np.stack([e for e, _ in pairs])),
             torch.from_numpy(np.stack([t for _, t in pairs])))

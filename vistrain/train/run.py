@@ -26,7 +26,7 @@ import torch
 
 from vistrain.config import TrainConfig
 from vistrain.data.cache import (EvalAndTrainPixels, build_pixel_caches, cache_key,
-                                 default_cache_dir, native_train_size)
+                                 default_cache_dir)
 from vistrain.data.loader import ArrayBatches
 from vistrain.data.scan import ImageIndex, scan_folder
 from vistrain.data.splits import save_splits, split_from_given, stratified_holdout
@@ -34,7 +34,6 @@ from vistrain.device import Runtime, unwrap
 from vistrain.errors import DataError, VistrainError
 from vistrain.transforms.normalize import resolve_normalization
 from vistrain.transforms.preprocess import Preprocess
-from vistrain.transforms.resize import crop_scale_size
 from vistrain.train.loop import BatchPipeline, predict
 
 log = logging.getLogger("vistrain")
@@ -93,8 +92,7 @@ def prepare_data(cfg: TrainConfig, spatial: Preprocess, rt: Runtime, progress: b
     shape = (spatial.channels, spatial.size, spatial.size)
     fn, shapes, specs = spatial.pixels, [shape], [spec]
     if wants_train_pixels(cfg, spatial):
-        scale_size = crop_scale_size(spatial.size, spatial.crop_pct)
-        fn = EvalAndTrainPixels(spatial, native_train_size(index.paths, scale_size, cache_dir))
+        fn = EvalAndTrainPixels.for_paths(spatial, index.paths, cache_dir)
         t = fn.train_size
         shapes.append((spatial.channels, t, t))
         specs.append(dict(spec, train_square=t))

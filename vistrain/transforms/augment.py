@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -1096,6 +1096,16 @@ class RandomErasing(BatchOp):
 
 # -- the pipeline -----------------------------------------------------------------------------
 
+class _Stage(NamedTuple):
+    """Ops ``i:j`` of a pipeline (one op or a fused geometric run), the pointwise ops
+    ``first = (start, stop)`` moved before it, and the run's input/output (H, W)."""
+    i: int
+    j: int
+    first: tuple[int, int] | None
+    in_hw: tuple[int, int]
+    out_hw: tuple[int, int]
+
+
 class AugmentPipeline(BatchOp):
     """Ops in order, with each run of consecutive geometric ops fused into one resample.
 
@@ -1154,33 +1164,28 @@ class AugmentPipeline(BatchOp):
             y = self._run_stage(y, stage, params)
         return y
 
-    def _stages(self, shape) -> list[tuple[int, int, tuple[int, int] | None]]:
-        """``(i, j, first)`` per stage: ops ``i:j`` (one op, or a fusable geometric run) and the
-        pointwise colour ops ``first`` that follow a run which enlarges the image: those are
-        applied before it, on the fewer source pixels (see the class docstring)."""
+    def _stages(self, shape) -> list["_Stage"]:
+        """One :class:`_Stage` per op, or per fusable geometric run, with the pointwise colour
+        ops that follow a run which enlarges the image: those are applied before it, on the
+        fewer source pixels (see the class docstring)."""
         stages, i = [], 0
         while i < len(self.ops):
-            if not self.ops[i].geometric:
-                stages.append((i, i + 1, None))
-                shape = self.ops[i].output_shape(shape)
-                i += 1
-                continue
-            j = k = self._run_end(i)
-            while k < len(self.ops) and getattr(self.ops[k], "pointwise", False):
+            geometric = self.ops[i].geometric
+            j = k = self._run_end(i) if geometric else i + 1
+            while geometric and k < len(self.ops) and getattr(self.ops[k], "pointwise", False):
                 k += 1
             out = self._run_shape(shape, i, j)
             first = (j, k) if k > j and out[2] * out[3] > shape[2] * shape[3] else None
-            stages.append((i, j, first))
+            stages.append(_Stage(i, j, first, tuple(shape[2:]), tuple(out[2:])))
             shape, i = out, (k if first else j)
         return stages
 
-    def _run_stage(self, y: Tensor, stage, params: list[Params]) -> Tensor:
-        i, j, first = stage
-        if not self.ops[i].geometric:
-            return self.ops[i].apply_float(to_work(y), params[i])
-        if first:
-            y = self._pointwise(y, self.ops[first[0]:first[1]], params[first[0]:first[1]])
-        return warp_ops(y, self.ops[i:j], params[i:j])
+    def _run_stage(self, y: Tensor, stage: "_Stage", params: list[Params]) -> Tensor:
+        if not self.ops[stage.i].geometric:
+            return self.ops[stage.i].apply_float(to_work(y), params[stage.i])
+        if stage.first:
+            y = self._pointwise(y, self.ops[slice(*stage.first)], params[slice(*stage.first)])
+        return warp_ops(y, self.ops[stage.i:stage.j], params[stage.i:stage.j])
 
     def apply_normalized(self, x: Tensor, params: list[Params], scale: float, mean, std
                          ) -> Tensor:
@@ -1196,35 +1201,32 @@ class AugmentPipeline(BatchOp):
         from the two-step call by at most that rounding, half a grey level).
         """
         from vistrain.transforms.normalize import normalize_batch
-        stages = self._stages(batch_shape(x)) if self.ops else []
-        dense = self._dense_crop(x, params, stages[-1]) if stages else None
-        y = x
-        for stage in stages[:-1] if dense else stages:
-            y = self._run_stage(y, stage, params)
-        if dense is None and x.dtype == torch.uint8:
-            return normalize_batch(y if y.dtype == x.dtype else from_work(y, x.dtype), scale, mean, std)
+        stages = self._stages(batch_shape(x))
+        dense = self._dense_crop(params, stages[-1]) if stages else None
         if dense is None:
-            return normalize_batch(to_work(y).mul(255.0), scale, mean, std)
-        i, j, first = stages[-1]
-        if first:
-            y = self._pointwise(y, self.ops[first[0]:first[1]], params[first[0]:first[1]],
+            y = self.apply(x, params)
+            return normalize_batch(y if y.dtype == torch.uint8 else y.mul(255.0), scale, mean, std)
+        y = x
+        for stage in stages[:-1]:
+            y = self._run_stage(y, stage, params)
+        last = stages[-1]
+        if last.first:
+            y = self._pointwise(y, self.ops[slice(*last.first)], params[slice(*last.first)],
                                 round_back=False)
         y = normalize_batch(y.mul(255.0) if y.is_floating_point() else y, scale, mean, std)
-        return crop_resize_dense(y, *dense, out_hw=self._run_shape(batch_shape(y), i, j)[2:],
-                                 interpolation=self.ops[i].interpolation)
+        return crop_resize_dense(y, *dense, out_hw=last.out_hw,
+                                 interpolation=self.ops[last.i].interpolation)
 
-    def _dense_crop(self, x: Tensor, params: list[Params], stage):
+    def _dense_crop(self, params: list[Params], stage: "_Stage"):
         """``(boxes, hflip, vflip)`` when ``stage`` is a crop run that only enlarges a source
         small enough for :func:`~vistrain.transforms.resample.dense_is_cheap`, else None."""
-        i, j, _ = stage
-        if not self.ops[i].geometric:
+        ops = self.ops[stage.i:stage.j]
+        if not ops[0].geometric or ops[0].interpolation not in RESIZE_MODES \
+                or not dense_is_cheap(stage.in_hw, stage.out_hw):
             return None
-        in_shape = self._run_shape(batch_shape(x), 0, i)
-        in_hw, out_hw = tuple(in_shape[2:]), tuple(self._run_shape(in_shape, i, j)[2:])
-        if self.ops[i].interpolation not in RESIZE_MODES or not dense_is_cheap(in_hw, out_hw):
-            return None
-        found = crop_boxes(run_theta(self.ops[i:j], params[i:j], in_hw)[0], in_hw)
-        if found is None or bool((found[0][:, 2] > out_hw[0]).any() or (found[0][:, 3] > out_hw[1]).any()):
+        found = crop_boxes(run_theta(ops, params[stage.i:stage.j], stage.in_hw)[0], stage.in_hw)
+        if found is None or bool((found[0][:, 2] > stage.out_hw[0]).any()
+                                 or (found[0][:, 3] > stage.out_hw[1]).any()):
             return None  # some box shrinks: antialiasing matters, use the uint8 kernels
         return found
 

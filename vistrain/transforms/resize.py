@@ -75,15 +75,23 @@ def shorter_side_size(w: int, h: int, short: int) -> tuple[int, int]:
     return int(short * w / h), short
 
 
-def _shorter_side_center_crop(img: Image.Image, size: int, scale_size: int, resample) -> Image.Image:
+def resize_shorter_side(img: Image.Image, short: int, resample) -> Image.Image:
+    """``img`` resized so that its shorter side is ``short`` (unchanged if it already is)."""
     w, h = img.size
-    new_w, new_h = shorter_side_size(w, h, scale_size)
-    if (new_w, new_h) != (w, h):
-        img = img.resize((new_w, new_h), resample)
-    # torchvision.transforms.functional.center_crop's offsets (round half to even of a .5 value).
-    left = int(round((new_w - size) / 2.0))
-    top = int(round((new_h - size) / 2.0))
+    new_w, new_h = shorter_side_size(w, h, short)
+    return img if (new_w, new_h) == (w, h) else img.resize((new_w, new_h), resample)
+
+
+def center_crop(img: Image.Image, size: int) -> Image.Image:
+    """The centre ``size x size`` crop, at torchvision.transforms.functional.center_crop's
+    offsets (round half to even of a .5 value)."""
+    w, h = img.size
+    left, top = int(round((w - size) / 2.0)), int(round((h - size) / 2.0))
     return img.crop((left, top, left + size, top + size))
+
+
+def _shorter_side_center_crop(img: Image.Image, size: int, scale_size: int, resample) -> Image.Image:
+    return center_crop(resize_shorter_side(img, scale_size, resample), size)
 
 
 def _letterbox(img: Image.Image, size: int, resample, fill: int) -> Image.Image:
