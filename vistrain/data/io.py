@@ -27,7 +27,7 @@ What is handled, and why:
 Example:
     >>> from vistrain.data.io import load_image
     >>> img = load_image("examples/fashion-mnist-small/Bag/00000.png")  # doctest: +SKIP
-    >>> img.mode
+    >>> img.mode                                                             # doctest: +SKIP
     'RGB'
 """
 from __future__ import annotations

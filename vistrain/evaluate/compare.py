@@ -13,7 +13,7 @@ Example:
     >>> parse_vary(["norm=batch,group", "act=relu,gelu"])
     {'norm': ['batch', 'group'], 'act': ['relu', 'gelu']}
     >>> [setting_name(s) for s in settings_product({"norm": ["batch", "group"], "act": ["relu"]})]
-    ['norm-batch', 'norm-group']
+    ['norm-batch_act-relu', 'norm-group_act-relu']
 """
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ Example:
     >>> for line in describe(AugmentConfig(preset="light", hflip=False), 32):
     ...     print(line)
     random resized crop to 32x32 (area 75%-100%, aspect 0.75-1.33)
-    colour jitter: brightness -0.1 to +0.1, contrast x0.9 to x1.1 (p=1)
+    colour jitter: brightness -0.1 to +0.1, contrast x0.9 to x1.1 (one colour matrix, p=1)
 """
 from __future__ import annotations
 
