@@ -10,6 +10,18 @@ import torch
 torch.set_num_threads(2)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory):
+    """Point vistrain's caches (``VISTRAIN_CACHE``) at a temporary folder for the whole session.
+
+    Without this every test run (and the CLI subprocesses it starts, which inherit the
+    environment) would add its pixel and feature caches to the user's ``~/.cache/vistrain``.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VISTRAIN_CACHE", str(tmp_path_factory.mktemp("vistrain-cache")))
+        yield
+
+
 def make_image_folder(root: Path, classes=("a", "b", "c"), per_class=12, size=(40, 32),
                       mode="RGB", seed=0, ext="png") -> Path:
     """Write ``per_class`` images per class whose colour depends on the class (learnable)."""
