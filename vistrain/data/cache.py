@@ -35,8 +35,9 @@ import logging
 import multiprocessing as mp
 import os
 import tempfile
+import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -46,7 +47,115 @@ log = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> Path:
+    """``$VISTRAIN_CACHE``, else ``~/.cache/vistrain``: pixel, feature and statistics caches."""
     return Path(os.environ.get("VISTRAIN_CACHE", Path.home() / ".cache" / "vistrain"))
+
+
+# -- size budget ---------------------------------------------------------------------------------
+# A pixel cache of a 224 px data set is ~150 kB an image, and every new file list, size or model
+# makes a new one: without a budget ~/.cache/vistrain grows until the disk is full.
+DEFAULT_CACHE_MAX_GB = 20.0
+PART_MAX_AGE_S = 6 * 3600  # a ".part" file untouched this long belongs to a build that was killed
+
+
+def cache_limit_bytes() -> int | None:
+    """``$VISTRAIN_CACHE_MAX_GB`` (default 20) in bytes; ``None`` when set to 0 (no limit)."""
+    raw = os.environ.get("VISTRAIN_CACHE_MAX_GB", "").strip()
+    try:
+        gb = float(raw) if raw else DEFAULT_CACHE_MAX_GB
+    except ValueError:
+        log.warning("VISTRAIN_CACHE_MAX_GB=%r is not a number; using %g", raw, DEFAULT_CACHE_MAX_GB)
+        gb = DEFAULT_CACHE_MAX_GB
+    return None if gb <= 0 else int(gb * 1e9)
+
+
+class CacheEntry(NamedTuple):
+    """The files of one cache entry (``pixels-<key>.npy`` + ``.json``, ``features-<key>.npy``, ...)."""
+    name: str          # "pixels-<key>", "features-<key>", "stats-<key>", "sides-<key>"
+    files: tuple[Path, ...]
+    size: int          # bytes, all files
+    last_used: float   # newest mtime of its files: a cache hit touches them (see mark_used)
+    partial: bool      # an unfinished build (a ".part" file)
+
+
+def cache_entries(root: Path) -> list[CacheEntry]:
+    """Every entry under ``root`` (recursively), least recently used first."""
+    groups: dict[tuple[Path, str, bool], list[tuple[Path, os.stat_result]]] = {}
+    for path in Path(root).rglob("*"):
+        try:
+            st = path.stat()
+        except OSError:  # removed meanwhile by another process
+            continue
+        if not path.is_file():
+            continue
+        partial = ".part" in path.name
+        name = path.name if partial else path.name.split(".", 1)[0]
+        groups.setdefault((path.parent, name, partial), []).append((path, st))
+    entries = [CacheEntry(name, tuple(p for p, _ in items), sum(st.st_size for _, st in items),
+                          max(st.st_mtime for _, st in items), partial)
+               for (_, name, partial), items in groups.items()]
+    return sorted(entries, key=lambda e: e.last_used)
+
+
+def mark_used(*paths) -> None:
+    """Touch ``paths`` so that the budget evicts them last (reading a memory map does not)."""
+    for p in paths:
+        try:
+            os.utime(p)
+        except OSError:
+            pass
+
+
+def prune_cache(root: Path, limit_bytes: int | None = -1, keep=()) -> list[CacheEntry]:
+    """Delete least-recently-used entries under ``root`` until it fits ``limit_bytes``.
+
+    ``limit_bytes=-1`` takes :func:`cache_limit_bytes`; ``None`` only removes stale ``.part``
+    files of killed builds.  Entries holding a path in ``keep`` (what the caller is using) are
+    never removed; on Linux a memory map stays valid after its file is deleted, so another
+    process using an evicted entry is not disturbed (it rebuilds next time).  Returns what went.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (root / "pixels-a.npy").write_bytes(bytes(8192))
+        >>> [e.name for e in prune_cache(root, limit_bytes=0)]
+        ['pixels-a']
+    """
+    limit = cache_limit_bytes() if limit_bytes == -1 else limit_bytes
+    keep = {Path(k).resolve() for k in keep}
+    entries = cache_entries(root)
+    total = sum(e.size for e in entries)
+    removed = []
+    now = time.time()
+    for e in entries:  # oldest first
+        if any(f.resolve() in keep for f in e.files):
+            continue
+        stale_part = e.partial and now - e.last_used > PART_MAX_AGE_S
+        if not stale_part and (e.partial or limit is None or total <= limit):
+            continue
+        for f in e.files:
+            try:
+                f.unlink()
+            except OSError:  # in use elsewhere (Windows) or already gone
+                pass
+        total -= e.size
+        removed.append(e)
+    if removed:
+        log.info("cache %s: removed %d least recently used entries (%.1f GB) to stay within %s",
+                 root, len(removed), sum(e.size for e in removed) / 1e9,
+                 "no limit" if limit is None else f"{limit / 1e9:g} GB (VISTRAIN_CACHE_MAX_GB)")
+    return removed
+
+
+def budget_root(cache_dir: Path) -> Path:
+    """The folder whose total the budget applies to: the whole default cache when ``cache_dir``
+    lies inside it (pixels, features and statistics share one budget), else ``cache_dir``."""
+    root = default_cache_dir()
+    try:
+        Path(cache_dir).resolve().relative_to(root.resolve())
+        return root
+    except ValueError:
+        return Path(cache_dir)
 
 
 # Bumped whenever decoding itself changes what pixels a file gives (2: DC-scan decode of large
@@ -138,6 +247,7 @@ def build_pixel_caches(paths, pixel_fn: Callable, shapes, *, specs, cache_dir: P
         files = [(cache_dir / f"pixels-{k}.npy", cache_dir / f"pixels-{k}.json") for k in keys]
         if all(f.exists() and m.exists() for f, m in files):
             log.debug("pixel cache hit: %s", [str(f) for f, _ in files])
+            mark_used(*(f for pair in files for f in pair))
             bad = json.loads(files[0][1].read_text())["bad"]
             return [np.load(f, mmap_mode="r") for f, _ in files], bad
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -155,6 +265,7 @@ def build_pixel_caches(paths, pixel_fn: Callable, shapes, *, specs, cache_dir: P
             os.replace(tmp, final)  # atomic: an interrupted build never leaves a half cache behind
             meta.write_text(json.dumps({"bad": bad, "spec": spec, "n": len(paths)}))
         result.append(np.load(final, mmap_mode="r"))
+    prune_cache(budget_root(cache_dir), keep=[f for pair in files for f in pair])
     return result, bad
 
 

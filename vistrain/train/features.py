@@ -76,14 +76,17 @@ def cached_features(cache_dir: Path | None, key: str, compute) -> tuple[np.ndarr
     """Load ``features-<key>.npy`` or compute and store it; returns (features, was_cached)."""
     if cache_dir is None:
         return compute(), False
+    from vistrain.data.cache import budget_root, mark_used, prune_cache
     path = Path(cache_dir) / f"features-{key}.npy"
     if path.exists():
+        mark_used(path)
         return np.load(path), True
     feats = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.part.npy")
     np.save(tmp, feats)
     os.replace(tmp, path)
+    prune_cache(budget_root(path.parent), keep=[path])
     return feats, False
 
 

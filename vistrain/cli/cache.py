@@ -1,0 +1,47 @@
+"""``vistrain cache``: what the decoded-pixel / feature / statistics caches hold, and clearing them."""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("cache", help="show or clear vistrain's caches",
+                       description="Show the size of vistrain's caches (decoded pixels, backbone "
+                                   "features, data-set statistics) under $VISTRAIN_CACHE or "
+                                   "~/.cache/vistrain. They are rebuilt on demand, so clearing "
+                                   "loses no work. The total is kept under $VISTRAIN_CACHE_MAX_GB "
+                                   "(default 20; 0 = no limit) by evicting the least recently used "
+                                   "entries whenever a new one is written.")
+    act = p.add_mutually_exclusive_group()
+    act.add_argument("--clear", action="store_true", help="delete every cache entry")
+    act.add_argument("--prune", action="store_true",
+                     help="evict least recently used entries down to the limit now")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from vistrain.cli.common import print_json
+    from vistrain.data.cache import cache_entries, cache_limit_bytes, default_cache_dir, prune_cache
+    root = default_cache_dir()
+    removed = []
+    if root.is_dir() and (args.clear or args.prune):
+        removed = prune_cache(root, limit_bytes=0 if args.clear else -1)
+    entries = cache_entries(root) if root.is_dir() else []
+    limit = cache_limit_bytes()
+    kinds: dict[str, list[int]] = {}
+    for e in entries:
+        k = kinds.setdefault("partial" if e.partial else e.name.split("-", 1)[0], [0, 0])
+        k[0] += 1
+        k[1] += e.size
+    if args.json:
+        print_json({"root": str(root), "limit_bytes": limit, "total_bytes": sum(e.size for e in entries),
+                    "entries": {k: {"count": c, "bytes": b} for k, (c, b) in kinds.items()},
+                    "removed": [{"name": e.name, "bytes": e.size} for e in removed]})
+        return 0
+    if removed:
+        print(f"removed {len(removed)} entries ({sum(e.size for e in removed) / 1e9:.2f} GB)")
+    total = sum(e.size for e in entries)
+    print(f"{root}: {total / 1e9:.2f} GB in {len(entries)} entries; limit "
+          + ("none" if limit is None else f"{limit / 1e9:g} GB") + " (VISTRAIN_CACHE_MAX_GB)")
+    for k, (c, b) in sorted(kinds.items()):
+        print(f"  {k:<9} {c:>5} entries {b / 1e9:>8.2f} GB")
+    return 0
