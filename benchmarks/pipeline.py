@@ -147,10 +147,12 @@ def vistrain_epochs(items, epochs: int, cache_dir: Path, fused: bool = True):
     import torch
     from vistrain.data.cache import EvalAndTrainPixels, build_pixel_caches
     from vistrain.data.loader import ArrayBatches
+    from vistrain.device import Runtime
     from vistrain.transforms.augment import (AugmentPipeline, ColorJitter, RandomHorizontalFlip,
                                              RandomResizedCrop)
     from vistrain.transforms.preprocess import Preprocess
     torch.set_num_threads(WORKERS)
+    Runtime.create("cpu")  # as a training run: also keeps freed host memory for reuse (device.py)
     pre = Preprocess(size=SIZE, mean=MEAN, std=STD)
     paths, labels = [p for p, _ in items], np.array([y for _, y in items])
     augment = AugmentPipeline([RandomResizedCrop(SIZE, scale=(0.08, 1.0)), RandomHorizontalFlip(0.5),
