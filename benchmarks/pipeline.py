@@ -17,11 +17,13 @@ saturation 0.2, hue 0.05) + ImageNet normalization, on the CPU, 2 worker process
   matrix per image, applied before the crop when the crop enlarges) and the normalization, as
   one ``AugmentPipeline.normalized`` call, as the training loop makes it (for CIFAR's 32 px the
   small source is normalized first and the crop resampled last as two matrix products), in the
-  main process (2 threads);
+  main process (2 threads), after ``Runtime.create("cpu")`` as a training run makes it (which
+  also keeps freed host memory for reuse, see ``vistrain.device.keep_freed_host_memory``);
 * ``vistrain-hsv``: the same with ``ColorJitter(fused=False)``: the four jitter steps one after
   another with clamping and the exact HSV hue rotation, as torchvision computes them.
 
-Images/s for epoch 1 and for later epochs (median of ``--epochs - 1``), and peak memory: each
+Images/s for epoch 1 and for later epochs (median of ``--epochs - 1``; with ``--repeats R``, the
+median over R rounds, and each ratio the median of the R same-round ratios), and peak memory: each
 side runs in its own fresh process; ``resource.getrusage`` ``ru_maxrss`` of that process (main)
 and of its largest child (a DataLoader worker / decode process) are reported.  The cache's
 memory-mapped pages count in the vistrain main RSS when touched (file-backed, reclaimable).
@@ -32,6 +34,7 @@ temporary 2-class folder of ``--photos`` files; (b) a ``--cifar`` image subset o
 
     python benchmarks/pipeline.py                       # both data sets, 3 epochs each
     python benchmarks/pipeline.py --only photos --epochs 2
+    python benchmarks/pipeline.py --repeats 3            # medians and ranges over 3 rounds
 """
 from __future__ import annotations
 
@@ -210,15 +213,23 @@ def measure(side, items, epochs, tmp: Path) -> dict:
 
 
 def table(name: str, res: dict) -> str:
-    tv, al = res["torchvision"], res["albumentations"]
+    """``res[side]`` is a list of rounds; img/s are medians over rounds, ratios the medians of the
+    per-round ratios (each round's sides ran back to back), with their range when there are more."""
+    def ratio(side, key, peer):
+        rs = sorted(r[key] / p[key] for r, p in zip(res[side], res[peer]))
+        med = f"{statistics.median(rs):.2f}x"
+        return med if len(rs) == 1 else f"{med} ({rs[0]:.2f}-{rs[-1]:.2f})"
+
     lines = [f"{name}", "| pipeline | epoch 1 img/s | later epochs img/s | epoch 1 vs torchvision | "
              "later vs torchvision | later vs albumentations | peak RSS main / largest worker (MB) |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for side in SIDES:
-        r = res[side]
-        lines.append(f"| {side} | {r['first']:.1f} | {r['later']:.1f} | {r['first'] / tv['first']:.2f}x | "
-                     f"{r['later'] / tv['later']:.2f}x | {r['later'] / al['later']:.2f}x | "
-                     f"{r['rss_main_mb']:.0f} / {r['rss_child_mb']:.0f} |")
+        rounds = res[side]
+        med = {k: statistics.median(r[k] for r in rounds) for k in ("first", "later")}
+        rss = max(r["rss_main_mb"] for r in rounds), max(r["rss_child_mb"] for r in rounds)
+        lines.append(f"| {side} | {med['first']:.1f} | {med['later']:.1f} | "
+                     f"{ratio(side, 'first', 'torchvision')} | {ratio(side, 'later', 'torchvision')} | "
+                     f"{ratio(side, 'later', 'albumentations')} | {rss[0]:.0f} / {rss[1]:.0f} |")
     return "\n".join(lines)
 
 
@@ -231,6 +242,8 @@ def main() -> None:
     ap.add_argument("--photos", type=int, default=512, help="photo files (symlinks), 2 classes")
     ap.add_argument("--cifar", type=int, default=5000, help="CIFAR-10 train subset size")
     ap.add_argument("--only", choices=["photos", "cifar"])
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="rounds of all sides back to back; medians and ranges over rounds")
     args = ap.parse_args()
     import albumentations
     import cv2
@@ -250,7 +263,12 @@ def main() -> None:
             sets.append((f"CIFAR-10 train subset ({args.cifar} PNGs, 32x32)", cifar_subset(args.cifar)))
         for name, items in sets:
             print(name, flush=True)
-            res = {side: measure(side, items, args.epochs, tmp) for side in SIDES}
+            res = {side: [] for side in SIDES}
+            for r in range(args.repeats):
+                if args.repeats > 1:
+                    print(f" round {r + 1}/{args.repeats}", flush=True)
+                for side in SIDES:
+                    res[side].append(measure(side, items, args.epochs, tmp))
             print(table(name, res), flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -153,10 +153,11 @@ class TestApplyNormalized:
         x = batch(5, 32, 32, dtype=torch.float32)
         boxes = torch.tensor([[0, 0, 32, 32], [3, 4, 20, 25], [10, 0, 12, 9], [0, 5, 27, 27], [1, 1, 31, 30]])
         hf, vf = torch.tensor([0, 1, 0, 1, 0]).bool(), torch.tensor([0, 0, 1, 1, 0]).bool()
-        for mode in ("bilinear", "bicubic"):
-            y = crop_resize_dense(x, boxes, hf, vf, (64, 56), mode)
+        for mode, out_hw in [("bilinear", (64, 56)), ("bicubic", (64, 56)), ("bilinear", (48, 48)),
+                             ("bicubic", (40, 40))]:  # square: both axes' matrices in one call
+            y = crop_resize_dense(x, boxes, hf, vf, out_hw, mode)
             for i, (t, l, h, w) in enumerate(boxes.tolist()):
-                ref = torch.nn.functional.interpolate(x[i:i + 1, :, t:t + h, l:l + w], size=(64, 56),
+                ref = torch.nn.functional.interpolate(x[i:i + 1, :, t:t + h, l:l + w], size=out_hw,
                                                       mode=mode)[0]
                 ref = ref.flip(-1) if hf[i] else ref
                 ref = ref.flip(-2) if vf[i] else ref

@@ -169,8 +169,13 @@ def crop_resize_dense(xf: Tensor, boxes: Tensor, hflip: Tensor, vflip: Tensor,
     """
     n, _, h, w = xf.shape
     top, left, bh, bw = boxes.to("cpu").unbind(1)
-    my = interpolation_matrices(top, bh, h, out_hw[0], interpolation, vflip)
-    mx = interpolation_matrices(left, bw, w, out_hw[1], interpolation, hflip)
+    if h == w and out_hw[0] == out_hw[1]:  # both axes' matrices in one call: half the small ops
+        m = interpolation_matrices(torch.cat([top, left]), torch.cat([bh, bw]), h, out_hw[0],
+                                   interpolation, torch.cat([vflip.to("cpu"), hflip.to("cpu")]))
+        my, mx = m[:n], m[n:]
+    else:
+        my = interpolation_matrices(top, bh, h, out_hw[0], interpolation, vflip)
+        mx = interpolation_matrices(left, bw, w, out_hw[1], interpolation, hflip)
     my, mx = my.to(xf.device, xf.dtype), mx.to(xf.device, xf.dtype)
     rows = torch.matmul(my.unsqueeze(1), xf)                       # (N, C, out_h, w)
     # The second product as one bmm over (N, C*out_h, w) rows: matmul would first copy Mx^T
