@@ -176,7 +176,10 @@ def keep_freed_host_memory(trim_threshold_mb: int = 128) -> bool:
     of the heap).  torch allocates 64-byte aligned; glibc 2.36 puts the small piece that
     alignment cuts off into its thread cache, where it keeps the next free from coalescing,
     until that cache is full: the first few blocks of a size are taken fresh (measured:
-    +35-40 MB of RSS over 600 augmentation batches, flat after that).
+    +35-40 MB of RSS over 600 augmentation batches, flat after that).  With a model training,
+    tensors of many sizes share the heap and its holes do not always fit: a tf_efficientnet_lite0
+    fine-tune at 224 px, batch 32, ran its epochs ~9 % faster at +0.85 GB (+21 %) peak RSS
+    (docs/benchmarks.md, issue 4, session 4).
 
     Returns:
         True when the settings are in force (Linux with glibc), False otherwise.
