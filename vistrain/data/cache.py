@@ -34,6 +34,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -86,7 +87,7 @@ def cache_entries(root: Path) -> list[CacheEntry]:
             st = path.stat()
         except OSError:  # removed meanwhile by another process
             continue
-        if not path.is_file():
+        if not stat.S_ISREG(st.st_mode):
             continue
         partial = ".part" in path.name
         name = path.name if partial else path.name.split(".", 1)[0]
