@@ -164,10 +164,11 @@ def keep_freed_host_memory(trim_threshold_mb: int = 128) -> bool:
     glibc serves every allocation above 32 MB (a float32 64 x 3 x 224 x 224 batch is 38.5 MB)
     with a fresh ``mmap`` and unmaps it on free, so each new batch or activation of that size
     is page-faulted and zeroed again by the kernel: 13,400 faults and about half of a 23.5 ms
-    CIFAR augmentation batch on 2 vCPUs (``benchmarks/pipeline.py``), 11.1 ms with this.  With mmap off (``M_MMAP_MAX=0``) and up to
-    ``trim_threshold_mb`` of free heap kept (``M_TRIM_THRESHOLD``; both are needed: changing one
-    parameter turns off glibc's adaptive threshold, which would then return the heap's top every
-    time) a freed block is simply handed out again.  Tensors are still fresh allocations; only
+    CIFAR augmentation batch on 2 vCPUs (``benchmarks/pipeline.py``), 11.1 ms with this.
+    With mmap off (``M_MMAP_MAX=0``) and up to ``trim_threshold_mb`` of free heap kept
+    (``M_TRIM_THRESHOLD``; both are needed: changing one parameter turns off glibc's adaptive
+    threshold, which would then return the heap's top every time) a freed block is simply
+    handed out again.  Tensors are still fresh allocations; only
     where their memory comes from changes.  This is what the jemalloc/tcmalloc advice for CPU
     PyTorch achieves, without preloading a library.  Process-wide and idempotent; forked
     workers inherit it.  ``VISTRAIN_HOST_MALLOC=system`` leaves glibc as it is.

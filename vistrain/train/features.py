@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from vistrain.data.cache import budget_root, mark_used, prune_cache
 from vistrain.device import Runtime
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,6 @@ def cached_features(cache_dir: Path | None, key: str, compute) -> tuple[np.ndarr
     """Load ``features-<key>.npy`` or compute and store it; returns (features, was_cached)."""
     if cache_dir is None:
         return compute(), False
-    from vistrain.data.cache import budget_root, mark_used, prune_cache
     path = Path(cache_dir) / f"features-{key}.npy"
     if path.exists():
         mark_used(path)
