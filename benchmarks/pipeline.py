@@ -163,7 +163,7 @@ def vistrain_epochs(items, epochs: int, cache_dir: Path, fused: bool = True):
     times, train = [], None
     for epoch in range(epochs):
         start = time.perf_counter()
-        if train is None:  # as vistrain.train.run.prepare_data does
+        if train is None:  # as vistrain.training.run.prepare_data does
             fn = EvalAndTrainPixels.for_paths(pre, paths, cache_dir)
             t = fn.train_size
             (_, train), bad = build_pixel_caches(

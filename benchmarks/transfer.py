@@ -67,8 +67,8 @@ def naive_epoch_seconds(cfg, n_images: int) -> tuple[float, int]:
     from vistrain.data.loader import ArrayBatches
     from vistrain.device import Runtime
     from vistrain.models import create
-    from vistrain.train.loop import BatchPipeline, train_one_epoch
-    from vistrain.train.run import finalize_preprocess, prepare_data, spatial_preprocess
+    from vistrain.training.loop import BatchPipeline, train_one_epoch
+    from vistrain.training.run import finalize_preprocess, prepare_data, spatial_preprocess
     rt = Runtime.create("cpu", cpu_amp=cfg.train.cpu_amp)
     model, pcfg = create(cfg.model.name, 10, pretrained=True)
     model = rt.prepare_model(model)
@@ -93,8 +93,8 @@ def run_advisor(root: Path, size: int, cpu_amp: str) -> dict:
     from vistrain.data.scan import scan_folder
     from vistrain.device import Runtime
     from vistrain.models import create
-    from vistrain.train.advisor import advise
-    from vistrain.train.run import finalize_preprocess, prepare_data, spatial_preprocess
+    from vistrain.training.advisor import advise
+    from vistrain.training.run import finalize_preprocess, prepare_data, spatial_preprocess
     cfg = config(root, "auto", size, 1, cpu_amp)
     rt = Runtime.create("cpu", cpu_amp=cfg.train.cpu_amp)
     index = scan_folder(root)
@@ -126,7 +126,7 @@ def main():
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.manual_seed(0)
     from vistrain.artifact import versions
-    from vistrain.train.run import run_training
+    from vistrain.training.run import run_training
     work = Path(args.work)
     parts = set(args.parts.split(","))
     from vistrain.device import Runtime

@@ -8,10 +8,10 @@ import pytest
 import timm
 import torch
 
-import vistrain.train.advisor as advisor
+import vistrain.training.advisor as advisor
 from vistrain.config import TrainConfig
 from vistrain.device import Runtime
-from vistrain.train.advisor import (FirstBNStats, advise, decide, knn_loo_accuracy,
+from vistrain.training.advisor import (FirstBNStats, advise, decide, knn_loo_accuracy,
                                     stratified_sample)
 
 
@@ -71,7 +71,7 @@ def tiny(tmp_path_factory):
     from conftest import make_image_folder
     from vistrain.data.scan import scan_folder
     from vistrain.models import create
-    from vistrain.train.run import finalize_preprocess, prepare_data, spatial_preprocess
+    from vistrain.training.run import finalize_preprocess, prepare_data, spatial_preprocess
     root = make_image_folder(tmp_path_factory.mktemp("adv") / "data", per_class=12)
     cfg = TrainConfig.from_dict({"data": {"root": str(root), "cache": "off"}, "preprocess": {"size": 32},
                                  "model": {"name": "resnet18", "pretrained": False}})

@@ -43,7 +43,7 @@ class TestRunDirectory:
 
     def test_round_trip_gives_identical_logits(self, tiny_run):
         from vistrain.artifact import load_model
-        from vistrain.train.checkpoint import load_checkpoint
+        from vistrain.training.checkpoint import load_checkpoint
         _, out = tiny_run
         model, meta = load_model(out)
         best = load_checkpoint(out / "checkpoints" / "last.pt")["best_state"]

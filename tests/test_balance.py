@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from vistrain.data.loader import ArrayBatches
 from vistrain.errors import VistrainError
-from vistrain.train.balance import BalancedBatches, apply_balance, class_weights, decide
-from vistrain.train.loop import BatchPipeline
+from vistrain.training.balance import BalancedBatches, apply_balance, class_weights, decide
+from vistrain.training.loop import BatchPipeline
 
 
 def test_class_weights_inverse_count_mean_one():
@@ -90,7 +90,7 @@ def test_sampler_shards_under_ddp_and_weights_mode():
 def test_training_records_balance(tmp_path, monkeypatch):
     from conftest import make_image_folder
     from vistrain.config import TrainConfig
-    from vistrain.train.run import run_training
+    from vistrain.training.run import run_training
     monkeypatch.setenv("VISTRAIN_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr("vistrain.report.build.build_report", lambda run_dir: None)
     data = make_image_folder(tmp_path / "data", classes=("a", "b"), per_class=6, size=(16, 16))

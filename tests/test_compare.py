@@ -12,7 +12,7 @@ import yaml
 
 from conftest import make_image_folder
 from vistrain.errors import VistrainError
-from vistrain.evaluate.compare import (apply_setting, parse_vary, setting_name, settings_product,
+from vistrain.evaluation.compare import (apply_setting, parse_vary, setting_name, settings_product,
                                        write_compare_html)
 
 
@@ -89,7 +89,7 @@ def test_scratch_artifact_round_trip(compared):
 
 def test_scratch_layer_groups_cover_all_parameters():
     from vistrain.models import create
-    from vistrain.train.layers import layer_groups
+    from vistrain.training.layers import layer_groups
     model, _ = create("vistrain/resnet-tiny", 4, pretrained=False, norm="group", in_chans=1)
     groups = layer_groups(model)
     assert len(groups) == 5                                   # stem, 3 stages, head
@@ -117,7 +117,7 @@ def test_train_flags_land_in_config(tmp_path):
     assert config_from_args(args, "DATA").strategy.name == "gradual"   # explicit choice kept
     args = build_parser().parse_args(["train", "DATA"])                 # pretrained default kept
     assert config_from_args(args, "DATA").strategy.name == "feature-extraction"
-    from vistrain.train.run import scratch_kwargs
+    from vistrain.training.run import scratch_kwargs
     cfg.preprocess.grayscale = True
     assert scratch_kwargs(cfg)["in_chans"] == 1 and scratch_kwargs(cfg)["norm"] == "group"
     with pytest.raises(SystemExit):   # argparse rejects an unknown normalization

@@ -12,7 +12,7 @@ import pytest
 
 from vistrain.data.scan import ImageIndex
 from vistrain.errors import DataError
-from vistrain.evaluate.cv import make_folds
+from vistrain.evaluation.cv import make_folds
 
 TINY = ["--model", "resnet18", "--no-pretrained", "--set", "preprocess.size=32", "--epochs", "1",
         "--strategy", "finetune", "--augment", "none"]
@@ -134,13 +134,13 @@ def test_cv_end_to_end_outputs(cv_run, capsys):
         assert splits["test"]["indices"] == folds["folds"][k]["test"]["indices"]
     html = (out / "report.html").read_text()
     assert "±" in html and html.count("data:image/png;base64,") >= 3
-    from vistrain.evaluate.cv import format_cv
+    from vistrain.evaluation.cv import format_cv
     text = format_cv(res)
     assert "macro_auc_roc" in text and "±" in text and "pooled out-of-fold" in text
 
 
 def test_fold_normalization_from_fold_train_part_only(cv_run):
-    from vistrain.train.run import dataset_stats
+    from vistrain.training.run import dataset_stats
     from vistrain.transforms.preprocess import Preprocess
     data, out = cv_run
     folds = json.loads((out / "folds.json").read_text())
@@ -188,7 +188,7 @@ def test_existing_out_without_resume_is_an_error(cv_run):
 
 
 def test_evaluate_out_writes_metrics_and_figures(cv_run, tmp_path):
-    from vistrain.evaluate.folder import evaluate_folder
+    from vistrain.evaluation.folder import evaluate_folder
     data, out = cv_run
     m = evaluate_folder(out / "fold-0", data, progress=False, n_bootstrap=0, out_dir=tmp_path / "ev")
     for name in ("metrics.json", "predictions.json", "confusion_matrix.png", "roc_curves.png",

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import make_image_folder
-from vistrain.explain import diagnostics as d
+from vistrain.interpret import diagnostics as d
 from vistrain.transforms.preprocess import Preprocess
 
 

@@ -14,7 +14,7 @@ from vistrain.config import TrainConfig
 from vistrain.data.doctor import (diagnose, hamming, near_pairs, phash, phash_and_thumb,
                                   quick_checks, thumb_distance)
 from vistrain.data.scan import scan_folder
-from vistrain.train.run import make_parts
+from vistrain.training.run import make_parts
 
 
 def _photo(seed, size=(96, 80)):

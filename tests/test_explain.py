@@ -1,4 +1,4 @@
-"""vistrain.explain: CAMs, feature maps, ViT attention.
+"""vistrain.interpret: CAMs, feature maps, ViT attention.
 
 Fast section: small timm models at 64 px, created offline, plus hand-built nets whose right answer
 is known.  Golden section (bottom): Grad-CAM on ImageNet-pretrained EfficientNet-Lite0 for
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vistrain.errors import VistrainError
-from vistrain.explain import (attention_maps, attention_rollout, compute_cam, feature_maps,
+from vistrain.interpret import (attention_maps, attention_rollout, compute_cam, feature_maps,
                               find_target_layer, list_layers, overlay, plot_attention_heads,
                               plot_feature_maps, save_cam_figure)
 
@@ -432,7 +432,7 @@ def test_plot_attention_heads(vit, x64, tmp_path):
 
 
 def test_import_is_light():
-    code = ("import sys, vistrain.explain; "
+    code = ("import sys, vistrain.interpret; "
             "heavy = [m for m in ('torch', 'timm', 'matplotlib') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,4 +1,4 @@
-"""vistrain.evaluate.metrics / plots: every metric cross-checked against scikit-learn (or a hand
+"""vistrain.evaluation.metrics / plots: every metric cross-checked against scikit-learn (or a hand
 or loop computation), the absent-class policy, bootstrap intervals, JSON output and figures."""
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_
                              top_k_accuracy_score)
 from sklearn.preprocessing import label_binarize
 
-from vistrain.evaluate import metrics as M
-from vistrain.evaluate.metrics import compute_metrics, format_folds, format_table, summarize_folds
+from vistrain.evaluation import metrics as M
+from vistrain.evaluation.metrics import compute_metrics, format_folds, format_table, summarize_folds
 
 TOL = 1e-9
 
@@ -296,7 +296,7 @@ def test_summarize_folds_mean_and_sample_std():
 
 
 def test_plots_write_png(tmp_path):
-    from vistrain.evaluate import plots
+    from vistrain.evaluation import plots
     for k, absent in ((2, []), (4, [2])):
         y, p, names = make_data(0, n=120, k=k, absent=absent)
         m = compute_metrics(y, p, names, n_bootstrap=0)
@@ -312,10 +312,10 @@ def test_plots_write_png(tmp_path):
 
 
 def test_package_import_is_light():
-    code = ("import sys, vistrain.evaluate, vistrain.evaluate.metrics, vistrain.evaluate.plots; "
+    code = ("import sys, vistrain.evaluation, vistrain.evaluation.metrics, vistrain.evaluation.plots; "
             "heavy = [m for m in ('sklearn', 'matplotlib', 'torch') if m in sys.modules]; "
             "assert not heavy, heavy; "
-            "assert callable(vistrain.evaluate.compute_metrics)")
+            "assert callable(vistrain.evaluation.compute_metrics)")
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)

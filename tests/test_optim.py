@@ -11,9 +11,9 @@ from torch import nn
 from vistrain.config import OptimConfig, ScheduleConfig
 from vistrain.data.loader import ArrayBatches
 from vistrain.device import Runtime
-from vistrain.train.loop import BatchPipeline
-from vistrain.train.lrfind import lr_range_test, suggest
-from vistrain.train.optim import build_optimizer, build_scheduler
+from vistrain.training.loop import BatchPipeline
+from vistrain.training.lrfind import lr_range_test, suggest
+from vistrain.training.optim import build_optimizer, build_scheduler
 
 
 def _model():
@@ -138,7 +138,7 @@ def test_lr_range_test_keeps_group_ratios():
             seen.append([g["lr"] for g in opt_holder[0].param_groups])
             return super().loss(logits, target)
 
-    import vistrain.train.optim as optim_mod
+    import vistrain.training.optim as optim_mod
     opt_holder = []
     real = optim_mod.build_optimizer
 

@@ -111,8 +111,8 @@ def test_build_two_caches_then_hit(tmp_path):
 
 # -- training integration ---------------------------------------------------------------------------
 def test_label_smoothing_applied_once_with_mixup():
-    from vistrain.train.loop import BatchPipeline
-    from vistrain.train.strategy import build_batch_augmentation
+    from vistrain.training.loop import BatchPipeline
+    from vistrain.training.strategy import build_batch_augmentation
     cfg = TrainConfig()
     cfg.augment = AugmentConfig(preset="light", mixup=0.2)
     cfg.optim.label_smoothing = 0.1
@@ -137,8 +137,8 @@ def test_training_augments_train_only_and_records_it(tmp_path, monkeypatch, imag
     """Train-time cache: floor(32 / 0.875) = 36 px squares, or the images' own 32 px when they
     are smaller than that; the random resized crop goes back to 32 either way."""
     from conftest import make_image_folder
-    import vistrain.train.strategy as strategy
-    from vistrain.train.run import run_training
+    import vistrain.training.strategy as strategy
+    from vistrain.training.run import run_training
     data = make_image_folder(tmp_path / "data", per_class=8, size=image_size)
     seen = []
     real = strategy.build_batch_augmentation

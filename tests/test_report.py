@@ -20,7 +20,7 @@ EVIL = "<b>&\"x'"
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     from vistrain.config import TrainConfig
-    from vistrain.train.run import run_training
+    from vistrain.training.run import run_training
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("report")
@@ -82,7 +82,7 @@ def test_training_wrote_csv_log(run_dir):
 def test_tensorboard_missing_is_a_clear_error():
     from vistrain.config import LoggingConfig
     from vistrain.errors import VistrainError
-    from vistrain.train.loggers import check_logging
+    from vistrain.training.loggers import check_logging
     try:
         import torch.utils.tensorboard  # noqa: F401
         pytest.skip("tensorboard is installed here")

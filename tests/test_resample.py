@@ -199,7 +199,7 @@ class TestApplyNormalized:
 
     def test_training_batches_take_the_one_call(self):
         from vistrain.device import Runtime
-        from vistrain.train.loop import BatchPipeline
+        from vistrain.training.loop import BatchPipeline
         from vistrain.transforms.preprocess import Preprocess
         pre = Preprocess(size=48, mean=self.MEAN, std=self.STD)
         pipe = A.AugmentPipeline([A.RandomResizedCrop(48, scale=(0.5, 1.0)), A.RandomHorizontalFlip()])

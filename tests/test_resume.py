@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import vistrain.train.strategy as strategy
+import vistrain.training.strategy as strategy
 from vistrain.config import TrainConfig
-from vistrain.train.checkpoint import load_checkpoint
-from vistrain.train.run import run_training
+from vistrain.training.checkpoint import load_checkpoint
+from vistrain.training.run import run_training
 
 
 def _cfg(root, name="finetune"):

@@ -10,10 +10,10 @@ from vistrain.config import TrainConfig
 from vistrain.data.loader import ArrayBatches
 from vistrain.device import Runtime
 from vistrain.errors import VistrainError
-from vistrain.train.layers import layer_groups, trainable_groups
-from vistrain.train.loop import BatchPipeline, train_one_epoch
-from vistrain.train.optim import build_optimizer
-from vistrain.train.strategy import GradualUnfreezer, _bn_hook, unfreeze_plan
+from vistrain.training.layers import layer_groups, trainable_groups
+from vistrain.training.loop import BatchPipeline, train_one_epoch
+from vistrain.training.optim import build_optimizer
+from vistrain.training.strategy import GradualUnfreezer, _bn_hook, unfreeze_plan
 
 
 def _net():
@@ -169,7 +169,7 @@ def test_bn_statistics_of_frozen_groups_stay_during_gradual():
 
 
 def test_feature_cache_key_separates_precisions_and_keeps_float32_keys():
-    from vistrain.train.features import feature_cache_key
+    from vistrain.training.features import feature_cache_key
     args = ("tf_efficientnet_lite0", "file:x", {"size": 224}, "pix")
     assert feature_cache_key(*args) == feature_cache_key(*args, "float32")
     assert feature_cache_key(*args, "bfloat16") != feature_cache_key(*args)
@@ -186,7 +186,7 @@ def _blobs(n, dims, seed, informative=2):
 def test_logreg_head_matches_scikit_learn_on_raw_features():
     """The folded head (standardisation inside the linear layer) gives sklearn's probabilities."""
     from sklearn.linear_model import LogisticRegression
-    from vistrain.train.features import fit_logistic_regression, standardizer
+    from vistrain.training.features import fit_logistic_regression, standardizer
     x, y = _blobs(300, 10, 0)
     head = fit_logistic_regression(x, y, 3, C=0.1)
     mu, sd = standardizer(x)
@@ -197,7 +197,7 @@ def test_logreg_head_matches_scikit_learn_on_raw_features():
 
 
 def test_select_logreg_c_picks_the_best_validation_score_smallest_on_ties():
-    from vistrain.train.features import select_logreg_c
+    from vistrain.training.features import select_logreg_c
     x, y = _blobs(600, 200, 1)  # few samples, many noise dimensions: regularisation pays
     best, scores, _ = select_logreg_c(x[:150], y[:150], x[150:], y[150:], 3,
                                        grid=(0.001, 0.01, 1.0, 100.0))
@@ -210,8 +210,8 @@ def test_select_logreg_c_picks_the_best_validation_score_smallest_on_ties():
 def test_logreg_head_run_chooses_c_on_validation_and_records_it(tmp_path, monkeypatch):
     import json
     from conftest import make_image_folder
-    from vistrain.train.features import LOGREG_C_GRID
-    from vistrain.train.run import run_training
+    from vistrain.training.features import LOGREG_C_GRID
+    from vistrain.training.run import run_training
     monkeypatch.setenv("VISTRAIN_CACHE", str(tmp_path / "cache"))
     cfg = TrainConfig()
     cfg.data.root = str(make_image_folder(tmp_path / "data", per_class=10))

@@ -25,7 +25,7 @@ def train(data: str | Path | None = None, *, out: str | Path | None = None, conf
     ``seed`` and ``augment``; or whole sections as dicts (``optim={"name": "sgd"}``).
     """
     from vistrain.config import TrainConfig
-    from vistrain.train.run import run_training
+    from vistrain.training.run import run_training
     cfg = _as_config(config)
     apply_shortcuts(cfg, settings)
     if data is not None:

@@ -1,6 +1,6 @@
 """``vistrain check DATA``: quick diagnostics of the training setup, without training.
 
-Runs :func:`vistrain.explain.diagnostics.run_checks` (normalization, overfit a small sample,
+Runs :func:`vistrain.interpret.diagnostics.run_checks` (normalization, overfit a small sample,
 label-shuffle test, learning-rate finder) with the same options as ``vistrain train``; exits 1
 when a check fails.
 """
@@ -28,7 +28,7 @@ def register(sub) -> None:
 def prepare(cfg, progress: bool = True):
     """Model, pretrained config, preprocessing and prepared data exactly as ``train`` makes them."""
     from vistrain.device import Runtime
-    from vistrain.train.run import prepare_model_and_data
+    from vistrain.training.run import prepare_model_and_data
     rt = Runtime.create(cfg.train.device, amp=cfg.train.amp, channels_last=cfg.train.channels_last,
                         cpu_amp=cfg.train.cpu_amp)
     model, pcfg, pre, data = prepare_model_and_data(cfg, rt, progress=progress)
@@ -37,7 +37,7 @@ def prepare(cfg, progress: bool = True):
 
 def run(args) -> int:
     from vistrain.cli.common import print_json
-    from vistrain.explain.diagnostics import run_checks
+    from vistrain.interpret.diagnostics import run_checks
     cfg = config_from_args(args, args.data)
     model, pcfg, pre, data, rt = prepare(cfg)
     results = run_checks(cfg, model, pcfg, pre, data, rt, out_dir=Path(args.out) if args.out else None,

@@ -29,7 +29,7 @@ def register(sub) -> None:
 def run(args) -> int:
     import time
 
-    from vistrain.evaluate.compare import format_compare_table, parse_vary, run_compare
+    from vistrain.evaluation.compare import format_compare_table, parse_vary, run_compare
     vary = parse_vary(args.vary)  # fail on a bad --vary before anything else
     if not args.model and not args.config:
         args.model = DEFAULT_MODEL

@@ -1,4 +1,4 @@
-"""``vistrain cv DATA --folds K``: stratified k-fold cross-validation (see vistrain.evaluate.cv)."""
+"""``vistrain cv DATA --folds K``: stratified k-fold cross-validation (see vistrain.evaluation.cv)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,7 +27,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from vistrain.errors import VistrainError
-    from vistrain.evaluate.cv import format_cv, run_cv
+    from vistrain.evaluation.cv import format_cv, run_cv
     cfg = config_from_args(args, args.data)
     if args.out:
         out = Path(args.out)

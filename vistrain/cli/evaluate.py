@@ -17,8 +17,8 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from vistrain.artifact import read_meta
-    from vistrain.evaluate.folder import evaluate_folder
-    from vistrain.evaluate.metrics import format_table
+    from vistrain.evaluation.folder import evaluate_folder
+    from vistrain.evaluation.metrics import format_table
     read_meta(args.run_dir)  # fail fast, before scanning data, on a missing run
     metrics = evaluate_folder(args.run_dir, args.data, progress=not args.json, n_bootstrap=args.bootstrap,
                               out_dir=args.out)

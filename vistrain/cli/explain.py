@@ -84,10 +84,10 @@ def explain_images(clf, images, out: Path, *, method="gradcam", target=None, lay
     import torch
 
     from vistrain.errors import VistrainError
-    from vistrain.explain import (attention_maps, attention_rollout, compute_cam, find_target_layer,
+    from vistrain.interpret import (attention_maps, attention_rollout, compute_cam, find_target_layer,
                                   list_layers, plot_attention_heads, plot_feature_maps, save_cam_figure)
-    from vistrain.explain import feature_maps as get_feature_maps
-    from vistrain.explain._utils import is_token_model
+    from vistrain.interpret import feature_maps as get_feature_maps
+    from vistrain.interpret._utils import is_token_model
     for img in images:
         if not Path(img).is_file():
             raise VistrainError(f"{img}: image file not found")
@@ -139,7 +139,7 @@ def run(args) -> int:
     from vistrain.errors import VistrainError
     clf, images, out = load_classifier(args)
     if args.list_layers:
-        from vistrain.explain import find_target_layer, list_layers
+        from vistrain.interpret import find_target_layer, list_layers
         size = (clf.preprocess.channels, clf.preprocess.size, clf.preprocess.size)
         default = find_target_layer(clf.model, size)[0]
         for name, kind, shape in list_layers(clf.model, size):

@@ -33,7 +33,7 @@ def register(sub) -> None:
 def run(args) -> int:
     cfg = config_from_args(args, args.data)
     res = find_lr(cfg, steps=args.steps, start_lr=args.start_lr, end_lr=args.end_lr)
-    from vistrain.train.lrfind import plot_lr_find
+    from vistrain.training.lrfind import plot_lr_find
     plot_lr_find(res, args.plot)
     if args.json:
         Path(args.json).write_text(json.dumps({k: v for k, v in res.items()}, indent=1))
@@ -48,11 +48,11 @@ def find_lr(cfg, *, steps=100, start_lr=1e-7, end_lr=10.0) -> dict:
     import numpy as np
     from vistrain.data.loader import ArrayBatches
     from vistrain.device import Runtime
-    from vistrain.train.layers import trainable_groups
-    from vistrain.train.loop import BatchPipeline
-    from vistrain.train.lrfind import lr_range_test
-    from vistrain.train.run import prepare_model_and_data
-    from vistrain.train.strategy import _bn_hook, build_batch_augmentation
+    from vistrain.training.layers import trainable_groups
+    from vistrain.training.loop import BatchPipeline
+    from vistrain.training.lrfind import lr_range_test
+    from vistrain.training.run import prepare_model_and_data
+    from vistrain.training.strategy import _bn_hook, build_batch_augmentation
     rt = Runtime.create(cfg.train.device, amp=cfg.train.amp, channels_last=cfg.train.channels_last,
                         cpu_amp=cfg.train.cpu_amp)
     model, pcfg, pre, data = prepare_model_and_data(cfg, rt)

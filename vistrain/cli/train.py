@@ -22,7 +22,7 @@ def register(sub) -> None:
 def run(args) -> int:
     import vistrain
     from vistrain.errors import VistrainError
-    from vistrain.train.run import run_training
+    from vistrain.training.run import run_training
     if args.resume:
         run_dir = Path(args.resume)
         if not (run_dir / "config.yaml").is_file():
@@ -41,7 +41,7 @@ def run(args) -> int:
     test = result.metrics.get("test") or result.metrics.get("val") or {}
     part = "test" if "test" in result.metrics else "val"
     if test:
-        from vistrain.evaluate.metrics import format_table
+        from vistrain.evaluation.metrics import format_table
         print(format_table(test))
         print(f"held-out {part} accuracy: {test['accuracy']:.4f} "
               f"(n={test.get('n_samples')}, 95% CI {_ci(test)})")

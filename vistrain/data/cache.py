@@ -43,6 +43,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from vistrain.errors import ImageLoadError
+from vistrain.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +272,6 @@ def build_pixel_caches(paths, pixel_fn: Callable, shapes, *, specs, cache_dir: P
 
 
 def _decode_all(paths, pixel_fn, shapes, cache_dir, workers, progress, desc):
-    from tqdm.auto import tqdm
     n = len(paths)
     outs = []
     for shape in shapes:
@@ -284,7 +284,7 @@ def _decode_all(paths, pixel_fn, shapes, cache_dir, workers, progress, desc):
     bad: dict[str, str] = {}
     workers = num_workers(workers)
     items = list(enumerate(paths))
-    bar = tqdm(total=n, desc=desc, unit="img", disable=not progress or n < 50, leave=False)
+    bar = progress_bar(total=n, desc=desc, unit="img", enabled=progress and n >= 50, leave=False)
     if workers <= 1 or n < 64:
         _init_worker(pixel_fn)
         results = map(_decode, items)

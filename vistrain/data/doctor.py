@@ -12,7 +12,7 @@
   - ``duplicate``: same class, same split (inflates that class, harmless otherwise);
   - ``conflicting-labels``: the same picture in two classes (the model is told two answers);
   - ``leakage``: the same picture in train and val/test of the split training would make
-    (:func:`vistrain.train.run.make_parts`, default config): the held-out score is inflated;
+    (:func:`vistrain.training.run.make_parts`, default config): the held-out score is inflated;
 * image size and mode distributions;
 * classes too small for the validation scheme (hold-out: the split's own minimum; ``folds=K``:
   fewer than K images).
@@ -254,7 +254,7 @@ def count_findings(index: ImageIndex) -> list[Finding]:
 
 def _split_of(index: ImageIndex, cfg) -> dict[int, str]:
     """Part ('train'/'val'/'test') of every image in the split training would make."""
-    from vistrain.train.run import make_parts
+    from vistrain.training.run import make_parts
     parts = make_parts(index, cfg)
     return {i: name for name, idx in parts.items() for i in idx}
 

@@ -1,7 +1,7 @@
 """``OUT/report.html`` of a cross-validation run: fold table, mean ± std, pooled OOF figures.
 
 Self-contained (figures embedded as base64 data URIs), built from ``cv_metrics.json`` and the
-``oof_*.png`` figures that :func:`vistrain.evaluate.cv.aggregate` writes.
+``oof_*.png`` figures that :func:`vistrain.evaluation.cv.aggregate` writes.
 """
 from __future__ import annotations
 

@@ -112,7 +112,7 @@ def _note(text: str) -> str:
 
 
 def _figure(width: float, height: float):
-    from vistrain.explain._utils import new_figure
+    from vistrain.interpret._utils import new_figure
     return new_figure((width, height))
 
 
@@ -429,7 +429,7 @@ def section_confusion(run: _Run) -> str:
     m = run.metrics.get(run.part) if run.part else None
     if not m:
         return _note("no predictions to draw a confusion matrix from")
-    from vistrain.evaluate.plots import plot_confusion_matrix
+    from vistrain.evaluation.plots import plot_confusion_matrix
     return (f"<p>{esc(run.part)} part, rows = true class, columns = predicted class</p>"
             + _eval_figure(run, "confusion", lambda p: plot_confusion_matrix(
                 m["confusion_matrix"], m["class_names"], p)))
@@ -440,7 +440,7 @@ def section_plots(run: _Run) -> str:
     m = run.metrics.get(run.part) if run.part else None
     if got is None or not m:
         return _note("no predictions.json: no ROC / PR / reliability plots")
-    from vistrain.evaluate.plots import plot_pr_curves, plot_reliability, plot_roc_curves
+    from vistrain.evaluation.plots import plot_pr_curves, plot_reliability, plot_roc_curves
     _, y, p = got
     return "".join([
         "<h3>ROC curves (one vs rest)</h3>", _eval_figure(run, "roc", lambda q: plot_roc_curves(y, p, run.classes, q)),
@@ -540,7 +540,7 @@ class _CamMaker:
         if len(self.done) >= self.limit or not self._ensure():
             pix = chw_to_hwc(self._pixels(path))
             return img_tag(array_png(pix), str(it["file"]), width=240)
-        from vistrain.explain.cam import compute_cam, overlay
+        from vistrain.interpret.cam import compute_cam, overlay
         x = self._pixels(path)
         import torch
         cam, _ = compute_cam(self.model, self.pre.normalize(torch.from_numpy(x)[None]),

@@ -9,7 +9,7 @@ creates the parent folder of ``path``, writes the PNG and returns ``path`` as a 
 Example::
 
     >>> import numpy as np, tempfile, pathlib
-    >>> from vistrain.evaluate.metrics import compute_metrics
+    >>> from vistrain.evaluation.metrics import compute_metrics
     >>> rng = np.random.default_rng(0)
     >>> probs = rng.dirichlet(np.ones(3), size=100); y = rng.integers(0, 3, size=100)
     >>> m = compute_metrics(y, probs, ["a", "b", "c"], n_bootstrap=0)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from vistrain.errors import VistrainError
-from vistrain.explain._utils import (as_batch, eval_mode, is_token_model, model_device_dtype,
+from vistrain.interpret._utils import (as_batch, eval_mode, is_token_model, model_device_dtype,
                                      new_figure, num_prefix_tokens, save_figure, token_grid)
 
 HEAD_FUSIONS = ("mean", "max", "min")
@@ -155,13 +155,13 @@ def plot_attention_heads(maps: torch.Tensor, path, image_uint8=None, title: str 
     """Save a PNG grid with one panel per head of ``maps`` (heads, gh, gw).
 
     With ``image_uint8`` (H, W, 3) each head is min-max scaled and overlaid on the image
-    (see :func:`vistrain.explain.cam.overlay`); otherwise shown as a heat map.
+    (see :func:`vistrain.interpret.cam.overlay`); otherwise shown as a heat map.
 
     Example:
         >>> plot_attention_heads(torch.rand(3, 4, 4), "/tmp/heads.png").name
         'heads.png'
     """
-    from vistrain.explain.cam import overlay
+    from vistrain.interpret.cam import overlay
 
     maps = torch.as_tensor(maps).float().cpu()
     if maps.ndim != 3:

@@ -16,8 +16,8 @@ Example:
     >>> import torch, numpy as np
     >>> from vistrain.data.loader import ArrayBatches
     >>> from vistrain.device import Runtime
-    >>> from vistrain.train.loop import BatchPipeline
-    >>> from vistrain.train.lrfind import lr_range_test
+    >>> from vistrain.training.loop import BatchPipeline
+    >>> from vistrain.training.lrfind import lr_range_test
     >>> x = np.random.default_rng(0).normal(size=(256, 8)).astype("float32")
     >>> y = (x[:, 0] > 0).astype("int64")
     >>> head = torch.nn.Linear(8, 2)
@@ -44,12 +44,12 @@ def lr_range_test(model, batches, pipeline, rt, *, param_groups=None, optim_cfg=
     """Run the range test; returns ``dict(lrs, losses, raw_losses, suggestion, min_div_10,
     steepest, diverged_at, method)`` (``losses`` smoothed, one entry per step taken).
 
-    ``param_groups`` (optional, as for :func:`vistrain.train.optim.build_optimizer`, e.g. with
+    ``param_groups`` (optional, as for :func:`vistrain.training.optim.build_optimizer`, e.g. with
     discriminative rates) keep their *ratios*: the group with the largest rate follows the ramp.
     """
     from vistrain.config import OptimConfig
     from vistrain.device import unwrap
-    from vistrain.train.optim import build_optimizer
+    from vistrain.training.optim import build_optimizer
     net = unwrap(model)
     saved_state = copy.deepcopy(net.state_dict())
     saved_modes = {name: m.training for name, m in net.named_modules()}

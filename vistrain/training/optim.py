@@ -7,7 +7,7 @@ hurts (Goyal et al. 2017; the timm and torchvision references do the same).
 Example:
     >>> import torch
     >>> from vistrain.config import OptimConfig, ScheduleConfig
-    >>> from vistrain.train.optim import build_optimizer, build_scheduler, split_decay
+    >>> from vistrain.training.optim import build_optimizer, build_scheduler, split_decay
     >>> model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
     >>> opt = build_optimizer([{"params": list(model.parameters()), "lr": 0.1}], OptimConfig())
     >>> [g["weight_decay"] for g in opt.param_groups]

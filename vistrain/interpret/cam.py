@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vistrain.errors import VistrainError
-from vistrain.explain._utils import (as_batch, eval_mode, get_layer, is_spatial, is_token_model,
+from vistrain.interpret._utils import (as_batch, eval_mode, get_layer, is_spatial, is_token_model,
                                      model_device_dtype, probe_outputs, tokens_to_grid)
 
 METHODS = ("gradcam", "gradcam++", "layercam")

@@ -1,11 +1,11 @@
 """Interpretation: class activation maps, feature maps, ViT attention.
 
-Names are loaded lazily (PEP 562) so ``import vistrain.explain`` costs nothing until a function
+Names are loaded lazily (PEP 562) so ``import vistrain.interpret`` costs nothing until a function
 is used; matplotlib is only imported when a figure is drawn.
 
 Example:
     >>> import timm, torch
-    >>> from vistrain.explain import compute_cam
+    >>> from vistrain.interpret import compute_cam
     >>> m = timm.create_model("resnet18", pretrained=False, num_classes=5)
     >>> cams, logits = compute_cam(m, torch.randn(1, 3, 64, 64))
 """
@@ -26,8 +26,8 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        return getattr(importlib.import_module(f"vistrain.explain.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'vistrain.explain' has no attribute {name!r}")
+        return getattr(importlib.import_module(f"vistrain.interpret.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'vistrain.interpret' has no attribute {name!r}")
 
 
 def __dir__():

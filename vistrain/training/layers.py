@@ -16,7 +16,7 @@ BatchNorm statistics fixed; ``auto`` does so for pretrained models fine-tuned on
 
 Example:
     >>> import timm
-    >>> from vistrain.train.layers import layer_groups
+    >>> from vistrain.training.layers import layer_groups
     >>> names = [n for n, _ in layer_groups(timm.create_model("resnet18"))]
     >>> names[0], names[-1], len(names)
     ('stem', 'head', 6)

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from vistrain.errors import VistrainError
-from vistrain.explain._utils import new_figure, save_figure
+from vistrain.interpret._utils import new_figure, save_figure
 
 
 def save_cam_figure(image_uint8, cams: dict, path, title: str | None = None,
@@ -22,7 +22,7 @@ def save_cam_figure(image_uint8, cams: dict, path, title: str | None = None,
         >>> save_cam_figure(img, {"gradcam": np.random.rand(32, 32)}, "/tmp/cam.png", "cat").name
         'cam.png'
     """
-    from vistrain.explain.cam import overlay
+    from vistrain.interpret.cam import overlay
 
     if not cams:
         raise VistrainError("save_cam_figure needs at least one CAM")

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from vistrain.errors import VistrainError
-from vistrain.explain._utils import (as_batch, eval_mode, get_layer, is_spatial, is_token_model,
+from vistrain.interpret._utils import (as_batch, eval_mode, get_layer, is_spatial, is_token_model,
                                      model_device_dtype, new_figure, probe_outputs, save_figure,
                                      token_grid, tokens_to_grid)
 

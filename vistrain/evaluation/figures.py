@@ -1,7 +1,7 @@
 """The evaluation pictures of a run: confusion matrices, ROC, PR and reliability diagrams.
 
 ``write_eval_figures`` draws them from labels and probabilities (plus the metrics dict of
-:func:`vistrain.evaluate.metrics.compute_metrics`); ``write_run_figures`` does it for a run
+:func:`vistrain.evaluation.metrics.compute_metrics`); ``write_run_figures`` does it for a run
 directory from its ``predictions.json`` / ``metrics.json``, on the test part (the val part when
 there is no test part).  File names, in the folder given::
 
@@ -10,7 +10,7 @@ there is no test part).  File names, in the folder given::
 
 Example:
     >>> import numpy as np, tempfile, pathlib
-    >>> from vistrain.evaluate.metrics import compute_metrics
+    >>> from vistrain.evaluation.metrics import compute_metrics
     >>> rng = np.random.default_rng(0)
     >>> probs = rng.dirichlet(np.ones(3), size=60); y = rng.integers(0, 3, size=60)
     >>> m = compute_metrics(y, probs, ["a", "b", "c"], n_bootstrap=0)
@@ -36,7 +36,7 @@ def write_eval_figures(run_dir, y_true, probs, classes, metrics: dict, *, prefix
 
     ``prefix`` is prepended to each file name (e.g. ``"oof_"``).
     """
-    from vistrain.evaluate.plots import (plot_confusion_matrix, plot_pr_curves, plot_reliability,
+    from vistrain.evaluation.plots import (plot_confusion_matrix, plot_pr_curves, plot_reliability,
                                          plot_roc_curves)
     run_dir = Path(run_dir)
     y, p = np.asarray(y_true, dtype=np.int64), np.asarray(probs, dtype=np.float64)

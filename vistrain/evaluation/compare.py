@@ -99,7 +99,7 @@ def run_compare(cfg, out_dir, vary: dict[str, list[str]], *, overwrite: bool = F
                 progress: bool = True) -> dict:
     """Train one run per setting into ``out_dir/<setting>/``; write compare.json/compare.html."""
     from vistrain.data.scan import scan_folder
-    from vistrain.train.run import run_training
+    from vistrain.training.run import run_training
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         if not overwrite:

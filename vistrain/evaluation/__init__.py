@@ -1,6 +1,6 @@
-"""Evaluation: metrics (``vistrain.evaluate.metrics``) and their figures (``.plots``).
+"""Evaluation: metrics (``vistrain.evaluation.metrics``) and their figures (``.plots``).
 
-Kept light: the names below are imported on first use, so ``import vistrain.evaluate`` loads
+Kept light: the names below are imported on first use, so ``import vistrain.evaluation`` loads
 neither scikit-learn nor matplotlib.
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``run_cv(cfg, out, folds=K)`` splits the data set (or train+val when the folder has its own
 ``test/``) into ``K`` stratified folds.  Fold ``k`` trains through the normal training path
-(:func:`vistrain.train.run.run_training` with explicit parts) into ``OUT/fold-<k>/``:
+(:func:`vistrain.training.run.run_training` with explicit parts) into ``OUT/fold-<k>/``:
 
 * its **test** part is the held-out fold, never seen in training, early stopping or statistics;
 * its **val** part is a stratified slice (``data.val_fraction``) of the fold's training part, used
@@ -27,7 +27,7 @@ a pretrained feature-extraction run decode the images and extract their features
 
 Example:
     >>> from vistrain.config import TrainConfig
-    >>> from vistrain.evaluate.cv import run_cv
+    >>> from vistrain.evaluation.cv import run_cv
     >>> cfg = TrainConfig.from_dict({"data": {"root": "examples/fashion-mnist-small"}})
     >>> result = run_cv(cfg, "runs/cv-demo", folds=5)            # doctest: +SKIP
     >>> round(result["summary"]["metrics"]["accuracy"]["mean"], 2)  # doctest: +SKIP
@@ -117,7 +117,7 @@ def _clean_index(cfg, progress: bool):
     from vistrain.data.scan import scan_folder
     from vistrain.device import Runtime
     from vistrain.models import create
-    from vistrain.train.run import prepare_data, scratch_kwargs, spatial_preprocess
+    from vistrain.training.run import prepare_data, scratch_kwargs, spatial_preprocess
     index = scan_folder(cfg.data.root)
     m = cfg.model
     _, pcfg = create(m.name, len(index.classes), pretrained=m.pretrained and not m.name.startswith("vistrain/"),
@@ -168,7 +168,7 @@ def run_cv(cfg, out_dir, *, folds: int = 5, fold: int | None = None, resume: boo
     ``fold`` runs only that fold.  Returns :func:`aggregate`'s dict once every fold is finished,
     else ``{"finished": [...], "missing": [...]}``.
     """
-    from vistrain.train.run import run_training
+    from vistrain.training.run import run_training
     out = Path(out_dir)
     if fold is not None and not 0 <= fold < folds:
         raise VistrainError(f"--fold {fold}: must be between 0 and {folds - 1} for --folds {folds}")
@@ -205,8 +205,8 @@ def run_cv(cfg, out_dir, *, folds: int = 5, fold: int | None = None, resume: boo
 
 def aggregate(out: Path, index, spec: dict) -> dict:
     """Collect the finished folds: OOF predictions, per-fold + pooled metrics, figures, report."""
-    from vistrain.evaluate.figures import write_eval_figures
-    from vistrain.evaluate.metrics import compute_metrics, summarize_folds
+    from vistrain.evaluation.figures import write_eval_figures
+    from vistrain.evaluation.metrics import compute_metrics, summarize_folds
     out = Path(out)
     k, classes = spec["k"], index.classes
     oof, fold_rows, fold_metrics, given_metrics = [], [], [], []
@@ -254,7 +254,7 @@ def aggregate(out: Path, index, spec: dict) -> dict:
 def format_cv(result: dict, per_class: bool | None = None) -> str:
     """Console summary: mean ± std over folds, pooled out-of-fold metrics (per class when the
     classes are imbalanced, ratio > 3, or when ``per_class``)."""
-    from vistrain.evaluate.metrics import format_folds, format_table
+    from vistrain.evaluation.metrics import format_folds, format_table
     lines = [format_folds(result["summary"])]
     p = result["pooled_oof"]
     lines.append(f"pooled out-of-fold ({p['n_samples']} images): accuracy {p['accuracy']:.4f}, "

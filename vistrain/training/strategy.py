@@ -14,10 +14,10 @@
   ULMFiT's factor 2.6 are used.  The schedule actually followed is in the run record.
 
 Example:
-    >>> from vistrain.train.strategy import default_lr
+    >>> from vistrain.training.strategy import default_lr
     >>> default_lr("feature-extraction", "adamw"), default_lr("finetune", "adamw")
     (0.001, 0.0001)
-    >>> from vistrain.train.strategy import unfreeze_plan
+    >>> from vistrain.training.strategy import unfreeze_plan
     >>> unfreeze_plan(4, epochs=5, every=2)        # trainable_from per epoch (4 groups: 0..3)
     [3, 3, 2, 2, 1]
     >>> unfreeze_plan(4, epochs=5, at_epochs=[2, 3])
@@ -35,9 +35,9 @@ import torch
 from vistrain.data.loader import ArrayBatches
 from vistrain.device import Runtime, unwrap
 from vistrain.errors import VistrainError
-from vistrain.train import checkpoint as ckpt
-from vistrain.train.loop import BatchPipeline, evaluate, is_better, train_one_epoch
-from vistrain.train.optim import build_optimizer, build_scheduler
+from vistrain.training import checkpoint as ckpt
+from vistrain.training.loop import BatchPipeline, evaluate, is_better, train_one_epoch
+from vistrain.training.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger("vistrain")
 
@@ -59,7 +59,7 @@ def train_model(cfg, model, pcfg, pre, data, rt: Runtime, out: Path, *, resume=F
     if name not in STRATEGIES:
         raise VistrainError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
     record = {"requested": name}
-    from vistrain.train.balance import decide  # what fit's apply_balance applies (train part counts)
+    from vistrain.training.balance import decide  # what fit's apply_balance applies (train part counts)
     record["balance"] = decide(cfg.data.balance, data.labels()[np.asarray(data.parts["train"], dtype=np.int64)],
                                len(data.index.classes))
     if name == "auto":
@@ -83,15 +83,15 @@ def train_model(cfg, model, pcfg, pre, data, rt: Runtime, out: Path, *, resume=F
 
 
 def choose_strategy(cfg, model, pre, data, rt):
-    """Size x similarity advisor (see vistrain.train.advisor)."""
-    from vistrain.train.advisor import advise
+    """Size x similarity advisor (see vistrain.training.advisor)."""
+    from vistrain.training.advisor import advise
     return advise(cfg, model, pre, data, rt)
 
 
 # ---- feature extraction ---------------------------------------------------------------------
 def train_on_features(cfg, model, pcfg, pre, data, rt, out, *, resume, progress, record):
     from vistrain.data.cache import default_cache_dir
-    from vistrain.train.features import (LinearHead, cached_features, extract_features,
+    from vistrain.training.features import (LinearHead, cached_features, extract_features,
                                          run_feature_key, fit_logistic_regression, select_logreg_c,
                                          fold_standardization, install_head, standardizer)
     for p in model.parameters():
@@ -182,7 +182,7 @@ class GradualUnfreezer:
     so a resumed run lands on the same stage) and records the schedule."""
 
     def __init__(self, model, plan: list[int], record: dict):
-        from vistrain.train.layers import layer_groups
+        from vistrain.training.layers import layer_groups
         self.groups, self.plan, self.record = layer_groups(unwrap(model)), plan, record
         self.names = [name for name, _ in self.groups]
         record["unfreeze_schedule"] = self.schedule()
@@ -198,7 +198,7 @@ class GradualUnfreezer:
 
     def __call__(self, epoch: int) -> bool:
         """Apply the stage of ``epoch`` (0-based); True when the trainable set changed."""
-        from vistrain.train.layers import set_trainable
+        from vistrain.training.layers import set_trainable
         start = self.plan[min(epoch, len(self.plan) - 1)]
         before = [p.requires_grad for _, ps in self.groups for _, p in ps]
         set_trainable(self.groups, start)
@@ -211,7 +211,7 @@ class GradualUnfreezer:
 # ---- end to end -------------------------------------------------------------------------------
 def train_end_to_end(cfg, model, pcfg, pre, data, rt, out, *, resume, progress, record,
                      head_only=False, gradual=False):
-    from vistrain.train.layers import layer_groups, trainable_groups
+    from vistrain.training.layers import layer_groups, trainable_groups
     kind = "feature-extraction" if head_only else "gradual" if gradual else "finetune"
     base_lr = cfg.optim.lr or default_lr(kind, cfg.optim.name)
     hook, n_groups = None, len(layer_groups(unwrap(model)))
@@ -274,7 +274,7 @@ def fit(cfg, model, array, labels, data, pipe, rt, out, *, resume, progress, bat
                            seed=cfg.train.seed, drop_last=len(part("train")) > batch_size,
                            rank=rt.rank, world_size=rt.world_size, pin_memory=rt.device.type == "cuda")
     val_b = ArrayBatches(array, row_labels, batch_size=max(batch_size, 64), indices=part("val"))
-    from vistrain.train.balance import apply_balance  # data.balance: class weights or balanced batches
+    from vistrain.training.balance import apply_balance  # data.balance: class weights or balanced batches
     pipe, train_b = apply_balance(cfg.data.balance, pipe, train_b, len(data.index.classes), rt.device)
     groups = groups or [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
     optimizer = build_optimizer(groups, cfg.optim, unwrap(model))
@@ -326,7 +326,7 @@ def fit(cfg, model, array, labels, data, pipe, rt, out, *, resume, progress, bat
 def _bn_hook(bn_mode):
     if bn_mode is None:
         return None
-    from vistrain.train.layers import apply_bn_policy
+    from vistrain.training.layers import apply_bn_policy
     return lambda m: apply_bn_policy(unwrap(m), bn_mode)
 
 

@@ -16,7 +16,7 @@ large and different    ``finetune`` at a higher rate (AdamW 1e-3 / SGD 1e-2): th
 Thresholds (fixed here, not tuned per data set):
 
 * **size**: *small* when the training split has fewer than ``SMALL_TRAIN = 1000`` images (the
-  same line below which BatchNorm statistics stay frozen, see :mod:`vistrain.train.layers`).
+  same line below which BatchNorm statistics stay frozen, see :mod:`vistrain.training.layers`).
 * **similarity**: a stratified sample of at most ``SAMPLE = 300`` training images (from the pixel
   cache, un-augmented) goes once through the frozen pretrained backbone; the pooled features are
   L2-normalised and classified by leave-one-out 5-nearest-neighbour (cosine) vote.  Its accuracy is
@@ -33,7 +33,7 @@ A model without pretrained weights has nothing to transfer: every layer is train
 and nothing is measured.  The learning rate is set only when ``optim.lr`` was not given.
 
 Example (the decision rule alone):
-    >>> from vistrain.train.advisor import decide
+    >>> from vistrain.training.advisor import decide
     >>> decide(n_train=400, skill=0.8)[0], decide(n_train=400, skill=0.2)[0]
     ('feature-extraction', 'gradual')
     >>> decide(n_train=5000, skill=0.8), decide(n_train=5000, skill=0.2)
@@ -129,7 +129,7 @@ class FirstBNStats:
 def measure_similarity(model, pre, data, rt, *, sample: int = SAMPLE, seed: int = 0) -> dict:
     """k-NN skill of the frozen features and first-BatchNorm distance on a training sample."""
     from vistrain.device import unwrap
-    from vistrain.train.features import extract_features
+    from vistrain.training.features import extract_features
     from vistrain.data.loader import ArrayBatches
     net = unwrap(model)
     labels_all = data.labels()

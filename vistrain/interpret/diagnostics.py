@@ -13,7 +13,7 @@ Each check returns a :class:`CheckResult` (name, passed, measurements, message):
 * ``label-shuffle`` -- train briefly on the *real* and on *shuffled* training labels; held-out
   accuracy of the shuffled run must fall to chance (above it: leakage between the labels and the
   evaluation), and the real run must beat it (otherwise nothing learnable reached the model).
-* ``lr-finder`` -- the learning-rate range test of :mod:`vistrain.train.lrfind` with a plot, when
+* ``lr-finder`` -- the learning-rate range test of :mod:`vistrain.training.lrfind` with a plot, when
   that module is installed; otherwise reported as skipped with the reason.
 
 The checks mirror the configured strategy: with ``feature-extraction`` the head is trained on the
@@ -22,7 +22,7 @@ nothing extra), otherwise the whole model is trained end to end.  The model pass
 modified: every training check works on a deep copy.
 
 Example:
-    >>> from vistrain.explain.diagnostics import check_normalization
+    >>> from vistrain.interpret.diagnostics import check_normalization
     >>> import torch
     >>> from vistrain.transforms.preprocess import Preprocess
     >>> x = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
@@ -347,16 +347,16 @@ def label_shuffle_test(setup: _Setup, train_ids: np.ndarray, val_ids: np.ndarray
 # ---- learning-rate finder --------------------------------------------------------------------
 def lr_finder(setup: _Setup, ids, labels, *, batch_size: int, device, rt, out_dir=None,
               optim_cfg=None, steps: int = 100) -> CheckResult:
-    """The lr range test of ``vistrain.train.lrfind`` (when installed) plus a loss-vs-lr plot."""
+    """The lr range test of ``vistrain.training.lrfind`` (when installed) plus a loss-vs-lr plot."""
     name = "lr-finder"
     try:
-        from vistrain.train.lrfind import lr_range_test
+        from vistrain.training.lrfind import lr_range_test
     except ImportError as err:
-        return CheckResult(name, None, {}, f"skipped: vistrain.train.lrfind is not available ({err})")
+        return CheckResult(name, None, {}, f"skipped: vistrain.training.lrfind is not available ({err})")
     import inspect
 
     from vistrain.data.loader import ArrayBatches
-    from vistrain.train.loop import BatchPipeline
+    from vistrain.training.loop import BatchPipeline
     model = setup.make_model()
     ids = np.asarray(ids)
     row_labels = np.zeros(len(setup.array), np.int64)
@@ -389,7 +389,7 @@ def lr_finder(setup: _Setup, ids, labels, *, batch_size: int, device, rt, out_di
 
 
 def plot_lr_finder(lrs, losses, suggestion, path, configured=None) -> Path:
-    from vistrain.explain._utils import new_figure, save_figure
+    from vistrain.interpret._utils import new_figure, save_figure
     fig = new_figure((6, 4))
     ax = fig.subplots()
     ax.plot(lrs, losses)
@@ -405,12 +405,12 @@ def plot_lr_finder(lrs, losses, suggestion, path, configured=None) -> Path:
 # ---- orchestration ---------------------------------------------------------------------------
 def make_setup(cfg, model, pcfg, pre, data, rt, progress: bool = False) -> _Setup:
     """How the checks train, mirroring ``cfg.strategy`` (see module docstring)."""
-    from vistrain.train.strategy import default_lr
+    from vistrain.training.strategy import default_lr
     strategy = cfg.strategy.name
     if strategy == "feature-extraction" and cfg.strategy.feature_cache != "live":
         from vistrain.data.cache import default_cache_dir
         from vistrain.data.loader import ArrayBatches
-        from vistrain.train.features import (LinearHead, cached_features, extract_features,
+        from vistrain.training.features import (LinearHead, cached_features, extract_features,
                                              run_feature_key, standardizer)
         backbone = copy.deepcopy(model).to(rt.device).eval()
         batches = ArrayBatches(data.pixels, np.zeros(len(data.pixels), np.int64), batch_size=64,
@@ -438,7 +438,7 @@ def make_setup(cfg, model, pcfg, pre, data, rt, progress: bool = False) -> _Setu
 def run_checks(cfg, model, pcfg, pre, data, rt, *, out_dir=None, progress: bool = False,
                overfit_steps: int = 100, shuffle_epochs: int | None = None,
                max_train: int = 512, max_heldout: int = 256, lr_steps: int = 100) -> list[CheckResult]:
-    """All checks on prepared data (``vistrain.train.run.PreparedData``); logs one line each.
+    """All checks on prepared data (``vistrain.training.run.PreparedData``); logs one line each.
 
     ``model`` is left untouched.  ``out_dir`` receives ``checks.json`` and ``lr_finder.png``.
     """

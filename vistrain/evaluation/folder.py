@@ -1,7 +1,7 @@
 """Score a folder of labelled images with a saved run, re-applying its exact preprocessing.
 
 Example:
-    >>> from vistrain.evaluate.folder import evaluate_folder
+    >>> from vistrain.evaluation.folder import evaluate_folder
     >>> metrics = evaluate_folder("runs/demo", "examples/fashion-mnist-small")  # doctest: +SKIP
     >>> metrics["accuracy"]                                                    # doctest: +SKIP
     0.91
@@ -17,20 +17,20 @@ from vistrain.errors import DataError
 
 def evaluate_folder(run_dir: str | Path, data: str | Path, *, batch_size: int = 64,
                     progress: bool = True, n_bootstrap: int = 1000, out_dir: str | Path | None = None) -> dict:
-    """All metrics (see :func:`vistrain.evaluate.metrics.compute_metrics`) of the run on ``data``.
+    """All metrics (see :func:`vistrain.evaluation.metrics.compute_metrics`) of the run on ``data``.
 
     Class folders of ``data`` are matched to the model's classes by name; a folder the model
     does not know is an error, a class of the model missing from ``data`` is reported as absent.
     With ``out_dir``: metrics.json, predictions.json (files, labels, probs) and the figures of
-    :func:`vistrain.evaluate.figures.write_eval_figures` are written there.
+    :func:`vistrain.evaluation.figures.write_eval_figures` are written there.
     """
     from vistrain.artifact import load_model
     from vistrain.data.cache import build_pixel_cache
     from vistrain.data.loader import ArrayBatches
     from vistrain.data.scan import scan_folder
     from vistrain.device import Runtime
-    from vistrain.evaluate.metrics import compute_metrics
-    from vistrain.train.loop import BatchPipeline, predict
+    from vistrain.evaluation.metrics import compute_metrics
+    from vistrain.training.loop import BatchPipeline, predict
     from vistrain.transforms.preprocess import Preprocess
     model, meta = load_model(run_dir)
     classes = meta["classes"]
@@ -52,7 +52,7 @@ def evaluate_folder(run_dir: str | Path, data: str | Path, *, batch_size: int = 
     metrics["skipped_files"] = [{"file": f, "reason": r} for f, r in bad.items()]
     if out_dir is not None:
         import json
-        from vistrain.evaluate.figures import write_eval_figures
+        from vistrain.evaluation.figures import write_eval_figures
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1))

@@ -10,7 +10,7 @@ Trade-off: cached features are *clean* (no augmentation).  For small data sets w
 matters more than speed, ``strategy.feature_cache=live`` recomputes augmented features every epoch.
 
 Example:
-    >>> from vistrain.train.features import extract_features
+    >>> from vistrain.training.features import extract_features
     >>> feats = extract_features(model, pixel_batches, normalize, rt)  # doctest: +SKIP
     >>> feats.shape                                                     # doctest: +SKIP
     (1500, 1280)
@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from vistrain.data.cache import budget_root, mark_used, prune_cache
 from vistrain.device import Runtime
+from vistrain.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def extract_features(model: nn.Module, batches, normalize, rt: Runtime, *, progr
     """
     model.eval().to(memory_format=torch.channels_last)
     out = []
-    for x, _ in tqdm(batches, desc=desc, unit="batch", leave=False, disable=not progress):
+    for x, _ in progress_bar(batches, desc=desc, unit="batch", leave=False, enabled=progress):
         x = normalize(rt.to_device(x)).contiguous(memory_format=torch.channels_last)
         with rt.autocast():
             out.append(pooled_features(model, x).float().cpu())

@@ -34,7 +34,7 @@ from vistrain.device import Runtime, unwrap
 from vistrain.errors import DataError, VistrainError
 from vistrain.transforms.normalize import resolve_normalization
 from vistrain.transforms.preprocess import Preprocess
-from vistrain.train.loop import BatchPipeline, predict
+from vistrain.training.loop import BatchPipeline, predict
 
 log = logging.getLogger("vistrain")
 
@@ -213,7 +213,7 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
     scan and :func:`make_parts`: ``vistrain cv`` trains each fold this way.  Parts other than
     train/val/test are evaluated too (e.g. the user's test folder next to a fold's test part).
     """
-    from vistrain.train.strategy import train_model
+    from vistrain.training.strategy import train_model
     t0 = time.perf_counter()
     rt = Runtime.create(cfg.train.device, amp=cfg.train.amp, channels_last=cfg.train.channels_last,
                         cpu_amp=cfg.train.cpu_amp)
@@ -228,10 +228,10 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
         save_splits(out / "splits.json", data.index, data.parts, seed=cfg.data.split_seed,
                     source="given parts (cross-validation fold)" if parts is not None else
                     "given folders" if data.index.given_split else "stratified hold-out")
-    from vistrain.train.loggers import check_logging
+    from vistrain.training.loggers import check_logging
     check_logging(cfg.logging)  # fail before training, not after it
     if cfg.train.checks and rt.is_main and not resume:  # quick diagnostics (issue 7)
-        from vistrain.explain.diagnostics import run_checks
+        from vistrain.interpret.diagnostics import run_checks
         run_checks(cfg, model, pcfg, pre, data, rt, out_dir=out, progress=progress)
     model = rt.prepare_model(model)
     history, record = train_model(cfg, model, pcfg, pre, data, rt, out, resume=resume, progress=progress)
@@ -244,10 +244,10 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
                    extra={"strategy": record})
         record["runtime"] = rt.describe()
         write_run_record(out, cfg, data, record, time.perf_counter() - t0, history)
-        from vistrain.train.loggers import write_logs
+        from vistrain.training.loggers import write_logs
         write_logs(out, cfg.logging, history)
         from vistrain.report.build import build_report
-        from vistrain.evaluate.figures import write_run_figures
+        from vistrain.evaluation.figures import write_run_figures
         write_run_figures(out)
         build_report(out)
     rt.barrier()
@@ -269,7 +269,7 @@ def final_evaluation(model, pre: Preprocess, data: PreparedData, rt: Runtime, ou
     With a frozen backbone, ``features`` (cached, aligned with ``data.index``) go through the
     installed classifier only: the same logits as the full forward pass, without recomputing them.
     """
-    from vistrain.evaluate.metrics import compute_metrics
+    from vistrain.evaluation.metrics import compute_metrics
     labels = data.labels()
     results, preds = {}, {}
     for part in ("val", "test", *(p for p in data.parts if p not in ("train", "val", "test"))):

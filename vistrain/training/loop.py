@@ -9,7 +9,7 @@ Example (a linear head on random features):
     >>> import torch, numpy as np
     >>> from vistrain.data.loader import ArrayBatches
     >>> from vistrain.device import Runtime
-    >>> from vistrain.train.loop import BatchPipeline, train_one_epoch
+    >>> from vistrain.training.loop import BatchPipeline, train_one_epoch
     >>> x, y = np.random.randn(64, 8).astype("float32"), np.arange(64) % 2
     >>> head = torch.nn.Linear(8, 2)
     >>> opt = torch.optim.SGD(head.parameters(), lr=0.1)
@@ -27,10 +27,10 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from vistrain.device import Runtime
 from vistrain.errors import TrainingError
+from vistrain.progress import progress_bar
 
 
 def _normalize_stats(normalize) -> tuple | None:
@@ -104,7 +104,7 @@ def train_one_epoch(model, batches, optimizer, pipeline: BatchPipeline, rt: Runt
     start = time.perf_counter()
     totals = torch.zeros(3, dtype=torch.float64, device=rt.device)  # loss sum, correct, count
     scaler = scaler or rt.grad_scaler()
-    for x, y in tqdm(batches, desc=desc, leave=False, disable=not (progress and rt.is_main)):
+    for x, y in progress_bar(batches, desc=desc, leave=False, enabled=progress and rt.is_main):
         x, y, target = pipeline(x, y, rt, train=True)
         with rt.autocast():
             logits = model(x)
@@ -135,7 +135,7 @@ def predict(model, batches, pipeline: BatchPipeline, rt: Runtime, *, desc: str =
     """Softmax probabilities ``(N, K)`` and labels ``(N,)`` over ``batches`` (this rank's part)."""
     model.eval()
     probs, labels = [], []
-    for x, y in tqdm(batches, desc=desc, leave=False, disable=not (progress and rt.is_main)):
+    for x, y in progress_bar(batches, desc=desc, leave=False, enabled=progress and rt.is_main):
         x, y, _ = pipeline(x, y, rt, train=False)
         with rt.autocast():
             logits = model(x)
