@@ -1,4 +1,4 @@
-"""Fashion-MNIST from scratch with vistrain's own networks (issue 8), and a normalization sweep.
+"""Fashion-MNIST from scratch with vistrain's own networks, and a normalization sweep.
 
 Data: ``~/.cache/vision-data/fashion-mnist.npz`` (``python /work/shared/datasets/fetch.py
 fashion-mnist``): x (70000, 28, 28) uint8, y (70000,), classes.  The package has no split, so a

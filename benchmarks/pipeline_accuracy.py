@@ -1,4 +1,4 @@
-"""Same accuracy with the fast input pipeline as with the torchvision recipe (issue 4).
+"""Same accuracy with the fast input pipeline as with the torchvision recipe.
 
 One training loop, one model, one optimizer, one schedule; only the input pipeline differs:
 

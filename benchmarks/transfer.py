@@ -1,4 +1,4 @@
-"""Transfer-learning benchmark on CIFAR-10 with offline ImageNet EfficientNet-Lite0 (issue 5).
+"""Transfer-learning benchmark on CIFAR-10 with offline ImageNet EfficientNet-Lite0.
 
 (a) feature extraction (cached clean features + linear head, vistrain's product path
     ``run_training``) -> test accuracy on the official test split (or a stratified subset of it);

@@ -1,4 +1,4 @@
-"""Batch augmentations (issue 4): shared checkers + one class per operation.
+"""Batch augmentations: shared checkers + one class per operation.
 
 Tolerances (stated once, used throughout):
 * pointwise ops vs a reference: max 1 grey level for uint8 (we round, torchvision truncates),

@@ -1,4 +1,4 @@
-"""Issue 4: pixel caches (eval + larger train square), training integration, augment preview."""
+"""Pixel caches (eval + larger train square), training integration, augment preview."""
 from __future__ import annotations
 
 import json

@@ -180,7 +180,7 @@ def keep_freed_host_memory(trim_threshold_mb: int = 128) -> bool:
     +35-40 MB of RSS over 600 augmentation batches, flat after that).  With a model training,
     tensors of many sizes share the heap and its holes do not always fit: a tf_efficientnet_lite0
     fine-tune at 224 px, batch 32, ran its epochs ~9 % faster at +0.85 GB (+21 %) peak RSS
-    (docs/benchmarks.md, issue 4, session 4).
+    (docs/benchmarks.md, input pipeline).
 
     Returns:
         True when the settings are in force (Linux with glibc), False otherwise.
