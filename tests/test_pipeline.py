@@ -218,3 +218,39 @@ def test_augment_preview_cli(tmp_path):
                               "--n", "4", "--k", "2", "--size", "24", "--out", str(tmp_path / "g.png")])
     assert args.func(args) == 0 and (tmp_path / "g.png").stat().st_size > 1000
     assert sorted(cmd.pick([0, 0, 1, 1, 2], 3, 0)) in ([0, 2, 4], [1, 2, 4], [0, 3, 4], [1, 3, 4])
+
+
+def test_batch_pipeline_fuses_only_a_preprocess_normalization():
+    """The one-call augment + normalize path is taken for ``Preprocess.normalize`` and for nothing
+    else, whatever another callable happens to be named."""
+    from vistrain.device import Runtime
+    from vistrain.training.loop import BatchPipeline
+
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def __call__(self, x):
+            self.calls.append("augment")
+            return x
+
+        def normalized(self, x, scale, mean, std):
+            self.calls.append(("normalized", scale, tuple(mean)))
+            return x.float()
+
+    pre = Preprocess(size=8, normalize_mode="imagenet", scale=1 / 255,
+                     mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+    x, y, rt = torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.zeros(2, dtype=torch.long), Runtime.create("cpu")
+    aug = Recorder()
+    BatchPipeline(normalize=pre.normalize, augment=aug)(x, y, rt, train=True)
+    assert aug.calls == [("normalized", 1 / 255, (0.485, 0.456, 0.406))]
+
+    class Other:  # a bound method named "normalize" on something that is not a Preprocess
+        scale, mean, std = 1.0, [0.0] * 3, [1.0] * 3
+
+        def normalize(self, x):
+            return x.float()
+
+    aug = Recorder()
+    BatchPipeline(normalize=Other().normalize, augment=aug)(x, y, rt, train=True)
+    assert aug.calls == ["augment"]

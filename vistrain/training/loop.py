@@ -31,16 +31,19 @@ import torch.nn.functional as F
 from vistrain.device import Runtime
 from vistrain.errors import TrainingError
 from vistrain.progress import progress_bar
+from vistrain.transforms.preprocess import Preprocess
 
 
 def _normalize_stats(normalize) -> tuple | None:
-    """``(scale, mean, std)`` when ``normalize`` is a ``Preprocess.normalize`` bound method."""
+    """``(scale, mean, std)`` when ``normalize`` is :meth:`Preprocess.normalize` of a record.
+
+    Only then is the normalization known to be the plain affine ``(x * scale - mean) / std`` that
+    ``AugmentPipeline.normalized`` can fold into its resampling; any other callable runs as given.
+    """
     owner = getattr(normalize, "__self__", None)
-    if owner is None or getattr(normalize, "__name__", "") != "normalize":
-        return None
-    if not all(hasattr(owner, k) for k in ("scale", "mean", "std")):
-        return None
-    return owner.scale, owner.mean, owner.std
+    if isinstance(owner, Preprocess) and getattr(normalize, "__func__", None) is Preprocess.normalize:
+        return owner.scale, owner.mean, owner.std
+    return None
 
 
 @dataclass
