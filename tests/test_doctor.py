@@ -90,3 +90,78 @@ def test_quick_checks_find_exact_duplicates_without_decoding(tmp_path):
     codes = {f.code for f in findings}
     assert "conflicting-labels" in codes
     assert not any("junk" in f.message for f in findings)
+
+
+def test_presplit_folder_leakage_and_structure_in_one_pass(tmp_path, capsys):
+    """Given train/ and test/ folders: a copy across them is leakage, a test/ class without
+    training images and an empty val/ class are errors, all reported together (exit 1, not 2)."""
+    root = tmp_path / "d"
+    make_image_folder(root / "train", classes=("a", "b"), per_class=8)
+    make_image_folder(root / "test", classes=("a", "b"), per_class=3, seed=1)
+    make_image_folder(root / "test", classes=("c",), per_class=2, seed=2)
+    (root / "val" / "a").mkdir(parents=True)
+    shutil.copy(root / "train" / "a" / "a_000.png", root / "test" / "a" / "leaked.png")
+    assert main(["doctor", str(root), "--json", "--workers", "0"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    codes = {f["code"]: f for f in report["findings"]}
+    assert str(root / "test" / "a" / "leaked.png") in codes["leakage"]["paths"]
+    assert codes["leakage"]["severity"] == "error"
+    assert codes["class-not-in-train"]["paths"] == [str(root / "test" / "c" / f"c_{i:03d}.png") for i in range(2)]
+    assert codes["empty-class"]["paths"] == [str(root / "val" / "a")]
+
+
+def test_single_class_and_no_class_folders_are_findings(tmp_path, capsys):
+    make_image_folder(tmp_path / "one", classes=("only",), per_class=3)
+    report = diagnose(tmp_path / "one", workers=0)
+    assert [f.code for f in report.findings if f.severity == "error"] == ["single-class"]
+    loose = tmp_path / "loose"
+    make_image_folder(loose, classes=("x",), per_class=2)
+    for p in (loose / "x").iterdir():
+        p.rename(loose / p.name)
+    (loose / "x").rmdir()
+    report = diagnose(loose, workers=0)
+    codes = {f.code: f for f in report.findings}
+    assert codes["no-class-folders"].severity == "error"
+    assert len(codes["outside-class-folder"].paths) == 2
+    assert main(["doctor", str(tmp_path / "nope")]) == 2        # not a folder: one error line
+    assert "no such folder" in capsys.readouterr().err
+
+
+def test_split_parts_match_training(tmp_path):
+    """The doctor's split (data layer) is the one training makes (vistrain.training.run)."""
+    from vistrain.data.doctor import split_parts
+    flat = make_image_folder(tmp_path / "flat", classes=("a", "b", "c"), per_class=11)
+    given = tmp_path / "given"
+    make_image_folder(given / "train", classes=("a", "b"), per_class=9)
+    make_image_folder(given / "test", classes=("a", "b"), per_class=3, seed=1)
+    cfg = TrainConfig()
+    cfg.data.split_seed, cfg.data.val_fraction = 3, 0.2
+    for root in (flat, given):
+        index = scan_folder(root)
+        assert split_parts(index, cfg) == make_parts(index, cfg)
+
+
+def test_doctor_is_in_the_data_layer():
+    """data/doctor.py imports nothing above the data layer (training imports it, not vice versa)."""
+    import ast
+    from pathlib import Path
+
+    import vistrain.data.doctor as doctor
+    allowed = ("vistrain.errors", "vistrain.config", "vistrain.device", "vistrain.progress",
+               "vistrain.data", "vistrain.transforms", "vistrain.models")
+    tree = ast.parse(Path(doctor.__file__).read_text())
+    names = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    names += [a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names]
+    mine = [n for n in names if n and n.startswith("vistrain")]
+    assert mine and all(n.startswith(allowed) for n in mine), mine
+
+
+def test_write_doctor_json_round_trip(tmp_path):
+    from vistrain.data.doctor import write_doctor_json
+    root = make_image_folder(tmp_path / "d", classes=("a", "b"), per_class=6)
+    shutil.copy(root / "a" / "a_000.png", root / "b" / "same.png")
+    findings = quick_checks(scan_folder(root))
+    doc = json.loads(write_doctor_json(tmp_path, findings).read_text())
+    assert [f["code"] for f in doc["findings"]] == [f.code for f in findings]
+    assert doc["summary"]["errors"] == 1 and doc["summary"]["ok"] is False
+    assert all(set(f) == {"severity", "code", "message", "paths", "fix"} for f in doc["findings"])

@@ -64,13 +64,15 @@ def test_doctor_names_every_problem(messy, capsys):
     by_code = {}
     for f in report["findings"]:
         by_code.setdefault(f["code"], []).append(f)
-    unreadable = by_code["unreadable"][0]
-    assert sorted(unreadable["paths"]) == sorted(str(p) for p in bad.values())
-    msg = unreadable["message"]
-    assert "empty file" in msg and "not an image" in msg and "decompression bomb" in msg
-    assert "truncated" in msg or "corrupt" in msg
+    # each unreadable file under the code of its problem, with the reason and a fix
+    assert by_code["zero-byte"][0]["paths"] == [str(bad["zero"])]
+    assert by_code["not-an-image"][0]["paths"] == [str(bad["text"])]
+    assert by_code["decompression-bomb"][0]["paths"] == [str(bad["bomb"])]
+    assert by_code["truncated"][0]["paths"] == [str(bad["truncated"])]
+    assert "decompression bomb" in by_code["decompression-bomb"][0]["message"]
+    assert all(f["fix"] for f in report["findings"])
     assert str(odd["rotated"]) in by_code["exif-rotated"][0]["paths"]
-    assert str(odd["cmyk"]) in by_code["converted-modes"][0]["paths"]
+    assert str(odd["cmyk"]) in by_code["cmyk"][0]["paths"]
     conflicts = " ".join(f["message"] for f in by_code["conflicting-labels"])
     assert str(dups["exact"]) in conflicts and "exact duplicate" in conflicts
     assert str(dups["near"]) in conflicts and "near-duplicate" in conflicts
@@ -98,3 +100,87 @@ def test_train_completes_on_the_good_files(messy, tmp_path, monkeypatch, caplog)
     for p in bad.values():
         assert f"skipped {p}" in log
     assert "conflicting-labels" in log   # the quick checks ran before training
+
+
+def _picture(rng, k, i, size=(48, 40)):
+    y, x = np.mgrid[0:size[1], 0:size[0]]
+    arr = np.stack([x * 5 + i * 9, y * 6 + i * 5, np.full_like(x, 40 + 90 * k)], -1)
+    return Image.fromarray(np.clip(arr + rng.integers(0, 30, arr.shape), 0, 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def messier(tmp_path_factory):
+    """Every kind of problem at once, an empty class folder included: {code: a file it must name}."""
+    import io
+    root = tmp_path_factory.mktemp("messier") / "data"
+    rng = np.random.default_rng(1)
+    for k, cls in enumerate(("cat", "dog")):
+        (root / cls).mkdir(parents=True)
+        for i in range(8):
+            _picture(rng, k, i).save(root / cls / f"{cls}_{i}.png")
+    (root / "bird").mkdir()                                           # empty class
+    png = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(png, "PNG")
+    damaged = bytearray(png.getvalue())
+    start = damaged.index(b"IDAT") + 10
+    damaged[start:start + 30] = bytes(b ^ 0x55 for b in damaged[start:start + 30])
+    files = {"corrupt": root / "cat" / "corrupt.png", "truncated": root / "dog" / "truncated.png",
+             "zero-byte": root / "cat" / "zero.png", "cmyk": root / "dog" / "cmyk.jpg",
+             "16-bit": root / "cat" / "deep.png", "exif-rotated": root / "dog" / "rotated.jpg",
+             "conflicting-labels": root / "dog" / "copy_of_cat_0.png",
+             "outside-class-folder": root / "loose.png", "system-files": root / ".DS_Store",
+             "non-image-file": root / "dog" / "notes.txt", "tiny": root / "cat" / "tiny.png",
+             "empty-class": root / "bird"}
+    files["corrupt"].write_bytes(bytes(damaged))
+    files["truncated"].write_bytes(png.getvalue()[: len(png.getvalue()) // 2])
+    files["zero-byte"].write_bytes(b"")
+    Image.new("CMYK", (40, 48), (200, 10, 10, 0)).save(files["cmyk"])
+    Image.fromarray(rng.integers(0, 65535, (40, 48)).astype(np.uint16)).save(files["16-bit"])
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    _picture(rng, 1, 20).save(files["exif-rotated"], exif=exif)
+    files["conflicting-labels"].write_bytes((root / "cat" / "cat_0.png").read_bytes())
+    _picture(rng, 0, 30).save(files["outside-class-folder"])
+    for system in (root / ".DS_Store", root / "cat" / ".DS_Store", root / "dog" / "Thumbs.db",
+                   root / "cat" / "._cat_1.png"):
+        system.write_bytes(b"\0\0\0\1Bud1")
+    files["non-image-file"].write_text("where these came from\n")
+    _picture(rng, 0, 40, size=(6, 6)).save(files["tiny"])
+    return root, files
+
+
+def test_doctor_lists_every_problem_in_one_pass(messier, capsys):
+    """Structural problems (an empty class) are findings next to the per-file ones, not an exit."""
+    root, files = messier
+    assert main(["doctor", str(root), "--json", "--workers", "0"]) == 1
+    out = capsys.readouterr().out
+    report = json.loads(out)                      # stdout is exactly one JSON document
+    findings = report["findings"]
+    by_code = {f["code"]: f for f in findings}
+    for code, path in files.items():
+        assert code in by_code, (code, sorted(by_code))
+        assert str(path) in by_code[code]["paths"], (code, by_code[code]["paths"])
+    for f in findings:
+        assert f["severity"] in ("error", "warning", "info") and f["code"] and f["fix"], f
+    assert by_code["empty-class"]["severity"] == "error"
+    assert by_code["conflicting-labels"]["severity"] == "error"
+    assert {str(root / "dog" / "Thumbs.db"), str(root / "cat" / "._cat_1.png"),
+            str(root / "cat" / ".DS_Store")} <= set(by_code["system-files"]["paths"])
+    summary = report["summary"]
+    assert summary["errors"] == sum(f["severity"] == "error" for f in findings) >= 2
+    assert summary["ok"] is False and report["counts"]["bird"] == 0
+
+    assert main(["doctor", str(root), "--workers", "0"]) == 1
+    text = capsys.readouterr().out
+    for f in findings:
+        assert f"[{f['severity']}] {f['code']}: " in text
+    assert text.count("    fix: ") == len(findings)
+
+
+def test_training_still_refuses_the_structural_errors(messier):
+    """The doctor reports an empty class; the training scan keeps refusing it with one line."""
+    from vistrain.data.scan import scan_folder
+    from vistrain.errors import DataError
+    root, _ = messier
+    with pytest.raises(DataError, match="without images: bird"):
+        scan_folder(root)

@@ -63,6 +63,53 @@ class ImageIndex:
 
 def scan_folder(root: str | Path, *, min_classes: int = 2) -> ImageIndex:
     """Index ``root`` (layouts in the module docstring); raise :class:`DataError` if unusable."""
+    layout = folder_layout(root)
+    if layout.presplit:
+        _check_classes(layout.root / "train", layout.splits["train"], min_classes)
+        for split, cls in layout.splits.items():
+            unknown = sorted(set(cls) - set(layout.splits["train"]))
+            if unknown:
+                raise DataError(f"{layout.root / split}: classes not present in train/: "
+                                f"{', '.join(unknown)}; every class must have training images")
+    else:
+        _check_classes(layout.root, layout.splits[""], min_classes)
+    return layout.to_index()
+
+
+@dataclass
+class FolderLayout:
+    """What a data folder holds, before any check (``vistrain doctor`` reports on it as is).
+
+    ``splits`` maps ``""`` to ``{class: image files}`` for ``DATA/<class>/``, or ``"train"``,
+    ``"val"``, ``"test"`` to their ``{class: image files}`` for a pre-split folder.
+    """
+    root: Path
+    splits: dict[str, dict[str, list[Path]]]
+
+    @property
+    def presplit(self) -> bool:
+        return "" not in self.splits
+
+    def classes(self) -> list[str]:
+        """Sorted class names of every split (training requires them all to be in train/)."""
+        return sorted({name for cls in self.splits.values() for name in cls})
+
+    def to_index(self) -> ImageIndex:
+        """Every image with its label; empty classes are kept (count 0)."""
+        classes = self.classes()
+        paths, labels, given = [], [], []
+        for split in (("train", "val", "test") if self.presplit else ("",)):
+            for k, name in enumerate(classes):
+                files = self.splits.get(split, {}).get(name, [])
+                paths += files
+                labels += [k] * len(files)
+                given += [split] * len(files)
+        return ImageIndex(self.root, classes, paths, labels, given if self.presplit else None)
+
+
+def folder_layout(root: str | Path) -> FolderLayout:
+    """The images of ``root`` per class (and split); raises :class:`DataError` only when ``root``
+    is not a folder."""
     root = Path(root).expanduser()
     if not root.exists():
         raise DataError(f"{root}: no such folder; give the folder that holds one sub-folder per class")
@@ -70,16 +117,14 @@ def scan_folder(root: str | Path, *, min_classes: int = 2) -> ImageIndex:
         raise DataError(f"{root}: is a file, not a folder; give the folder that holds one sub-folder per class")
     subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     split_dirs = [d for d in subdirs if d.name.lower() in SPLIT_NAMES]
-    if split_dirs and "train" in {SPLIT_NAMES[d.name.lower()] for d in split_dirs}:
-        return _scan_presplit(root, split_dirs, min_classes)
-    per_class = {d.name: _images_under(d) for d in subdirs}
-    _check_classes(root, per_class, min_classes)
-    classes = sorted(per_class)
-    paths, labels = [], []
-    for k, name in enumerate(classes):
-        paths += per_class[name]
-        labels += [k] * len(per_class[name])
-    return ImageIndex(root, classes, paths, labels)
+    if not (split_dirs and "train" in {SPLIT_NAMES[d.name.lower()] for d in split_dirs}):
+        return FolderLayout(root, {"": {d.name: _images_under(d) for d in subdirs}})
+    splits: dict[str, dict[str, list[Path]]] = {"train": {}}
+    for d in split_dirs:
+        classes = {c.name: _images_under(c) for c in sorted(d.iterdir())
+                   if c.is_dir() and not c.name.startswith(".")}
+        splits.setdefault(SPLIT_NAMES[d.name.lower()], {}).update(classes)
+    return FolderLayout(root, splits)
 
 
 def _images_under(folder: Path) -> list[Path]:
@@ -89,7 +134,7 @@ def _images_under(folder: Path) -> list[Path]:
 
 def _check_classes(root: Path, per_class: dict[str, list[Path]], min_classes: int) -> None:
     if not per_class:
-        loose = [p for p in root.iterdir() if p.is_file() and is_image_file(p)]
+        loose = [p for p in root.iterdir() if p.is_file() and is_image_file(p)] if root.is_dir() else []
         hint = (f" ({len(loose)} images lie directly in it: move them into one sub-folder per class)"
                 if loose else "")
         raise DataError(f"{root}: no class sub-folders found{hint}; expected DATA/<class>/<image>")
@@ -100,26 +145,3 @@ def _check_classes(root: Path, per_class: dict[str, list[Path]], min_classes: in
     if len(per_class) < min_classes:
         raise DataError(f"{root}: found only {len(per_class)} class ({', '.join(per_class)}); "
                         f"a classifier needs at least {min_classes} class folders")
-
-
-def _scan_presplit(root: Path, split_dirs: list[Path], min_classes: int) -> ImageIndex:
-    per_split: dict[str, dict[str, list[Path]]] = {}
-    for d in split_dirs:
-        classes = {c.name: _images_under(c) for c in sorted(d.iterdir())
-                   if c.is_dir() and not c.name.startswith(".")}
-        per_split.setdefault(SPLIT_NAMES[d.name.lower()], {}).update(classes)
-    _check_classes(root / "train", per_split["train"], min_classes)
-    classes = sorted(per_split["train"])
-    for split, cls in per_split.items():
-        unknown = sorted(set(cls) - set(classes))
-        if unknown:
-            raise DataError(f"{root / split}: classes not present in train/: {', '.join(unknown)}; "
-                            "every class must have training images")
-    paths, labels, given = [], [], []
-    for split in ("train", "val", "test"):
-        for k, name in enumerate(classes):
-            files = per_split.get(split, {}).get(name, [])
-            paths += files
-            labels += [k] * len(files)
-            given += [split] * len(files)
-    return ImageIndex(root, classes, paths, labels, given)
