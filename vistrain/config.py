@@ -1,25 +1,71 @@
-"""One typed configuration for a training run.
+"""One typed, validated configuration for a training run.
 
 Every setting lives in a dataclass section below; ``config.yaml`` in each run directory is
 ``asdict(config)`` with *all* defaults written out, so a run can be repeated exactly with
 ``vistrain train DATA --config RUN/config.yaml``.
 
+Choices are ``Literal`` types on the fields and ranges are in ``RANGES``: :meth:`TrainConfig.validate`
+checks every setting against them (one-line :class:`VistrainError` naming the key, the value and
+what is allowed) and the command line takes its ``choices=`` from the same table
+(:func:`choices`).  :meth:`TrainConfig.resolve` fills the settings whose default depends on
+others (from-scratch ``vistrain/<name>`` models train every layer, without pretrained weights).
+``from_dict``/``load`` validate; entry points (the CLI's ``config_from_args``, the Python API and
+``run_training``, before it writes anything) call :meth:`TrainConfig.check`: resolve, then validate.
+
 Example:
-    >>> from vistrain.config import TrainConfig
+    >>> from vistrain.config import TrainConfig, choices
     >>> cfg = TrainConfig.from_dict({"train": {"epochs": 3}, "model": {"name": "resnet18"}})
-    >>> cfg.train.epochs, cfg.optim.name
-    (3, 'adamw')
+    >>> cfg.train.epochs, cfg.optim.name, cfg.check().strategy.name
+    (3, 'adamw', 'feature-extraction')
+    >>> TrainConfig.from_dict({"model": {"name": "vistrain/resnet20"}}).check().strategy.name
+    'finetune'
+    >>> choices("data.on_bad_image")
+    ('skip', 'fail')
+    >>> TrainConfig.from_dict({"train": {"epochs": 0}})
+    Traceback (most recent call last):
+    ...
+    vistrain.errors.VistrainError: train.epochs=0: must be a whole number >= 1
 """
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from vistrain.errors import VistrainError
+from vistrain.fsutil import atomic_write_text
+
+SCRATCH_PREFIX = "vistrain/"   # from-scratch models: vistrain/<name>
+
+OnBadImage = Literal["skip", "fail"]
+Balance = Literal["auto", "weights", "sampler", "none"]
+CacheMode = Literal["auto", "off"]
+ResizeMode = Literal["crop", "stretch", "letterbox"]
+Interpolation = Literal["nearest", "bilinear", "bicubic", "lanczos"]
+Normalize = Literal["auto", "none", "minmax", "symmetric", "imagenet", "model", "dataset", "explicit"]
+AugmentPreset = Literal["none", "light", "medium", "heavy"]
+AugmentPolicy = Literal["none", "randaugment", "trivialaugment"]
+Jitter = Literal["matrix", "hsv"]
+Norm = Literal["batch", "layer", "instance", "group", "weight", "none"]
+Act = Literal["sigmoid", "tanh", "relu", "leaky_relu", "gelu", "silu"]
+Init = Literal["kaiming", "xavier", "default"]
+Strategy = Literal["feature-extraction", "finetune", "gradual", "auto"]
+FeatureCache = Literal["clean", "live"]
+Head = Literal["linear", "logreg"]
+BnPolicy = Literal["auto", "frozen", "train"]
+Optimizer = Literal["adamw", "sgd"]
+Schedule = Literal["cosine", "step", "onecycle", "cyclic", "constant"]
+# validation metric: loss (lower is better) or accuracy; "val_" prefixed names are accepted
+Monitor = Literal["accuracy", "loss", "val_accuracy", "val_loss"]
+CpuAmp = Literal["off", "auto", "bf16"]
+
+MAX_SEED = 2 ** 32 - 1   # numpy's legacy seeding takes 0 .. 2**32 - 1
 
 
 @dataclass
@@ -28,70 +74,72 @@ class DataConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     split_seed: int = 0
-    on_bad_image: str = "skip"        # skip | fail: what to do with unreadable files
+    on_bad_image: OnBadImage = "skip"   # what to do with unreadable files
     batch_size: int = 32
-    num_workers: int = -1             # -1: chosen from the CPU count
-    balance: str = "auto"             # auto | weights | sampler | none
-    cache: str = "auto"               # auto | off: decoded-pixel cache (issue 4)
-    doctor: bool = True               # run the fast data checks before training
+    num_workers: int = -1               # -1: chosen from the CPU count
+    balance: Balance = "auto"
+    cache: CacheMode = "auto"           # decoded-pixel cache
+    doctor: bool = True                 # run the fast data checks before training
+    max_image_pixels: int = 300_000_000  # larger images are refused as decompression bombs
 
 
 @dataclass
 class PreprocessConfig:
     """How images become tensors; ``None`` means "the model's pretrained config"."""
     size: int | None = None
-    resize_mode: str = "crop"         # crop (shorter side + centre crop) | stretch | letterbox
-    interpolation: str | None = None  # nearest | bilinear | bicubic | lanczos
+    resize_mode: ResizeMode = "crop"    # crop (shorter side + centre crop) | stretch | letterbox
+    interpolation: Interpolation | None = None
     crop_pct: float | None = None
-    normalize: str = "auto"           # auto | none | minmax | symmetric | imagenet | model | dataset | explicit
-    mean: list[float] | None = None   # for normalize=explicit
+    normalize: Normalize = "auto"
+    mean: list[float] | None = None     # for normalize=explicit
     std: list[float] | None = None
-    fill: int = 0                     # letterbox padding value
+    fill: int = 0                       # letterbox padding value
     background: list[int] = field(default_factory=lambda: [255, 255, 255])  # alpha compositing
-    grayscale: bool = False           # keep one channel (from-scratch models only)
+    grayscale: bool = False             # keep one channel (from-scratch models only)
 
 
 @dataclass
 class AugmentConfig:
-    preset: str = "light"             # none | light | medium | heavy
-    hflip: bool | None = None         # None: the preset's choice
+    preset: AugmentPreset = "light"
+    hflip: bool | None = None           # None: the preset's choice
     vflip: bool | None = None
-    rotation: float | None = None     # degrees
-    mixup: float = 0.0                # Beta(alpha, alpha); 0 disables
+    rotation: float | None = None       # degrees
+    mixup: float = 0.0                  # Beta(alpha, alpha); 0 disables
     cutmix: float = 0.0
-    mix_switch_prob: float = 0.5      # when both are on: probability of cutmix
-    policy: str = "none"              # none | randaugment | trivialaugment
-    jitter: str = "matrix"            # matrix: one colour matrix per image (fast) | hsv: exact steps
+    mix_switch_prob: float = 0.5        # when both are on: probability of cutmix
+    policy: AugmentPolicy = "none"
+    jitter: Jitter = "matrix"           # matrix: one colour matrix per image (fast) | hsv: exact steps
 
 
 @dataclass
 class ModelConfig:
     name: str = "tf_efficientnet_lite0"
     pretrained: bool = True
-    weights: str | None = None        # explicit file: safetensors or a plain state dict
-    drop_rate: float = 0.2            # dropout before the new head
-    norm: str = "batch"               # from-scratch models (issue 8)
-    act: str = "relu"
-    init: str = "kaiming"
+    weights: str | None = None          # explicit file: safetensors or a plain state dict
+    drop_rate: float = 0.2              # dropout before the new head
+    norm: Norm = "batch"                # from-scratch models only
+    act: Act = "relu"
+    init: Init = "kaiming"
 
 
 @dataclass
 class StrategyConfig:
-    name: str = "feature-extraction"  # feature-extraction | finetune | gradual | auto
-    feature_cache: str = "clean"      # clean (cached, un-augmented) | live (augmented each epoch)
-    head: str = "linear"              # linear | logreg
-    logreg_c: float | None = None     # logreg: inverse L2 strength; None = chosen on validation
-    unfreeze_every: int = 1           # gradual: epochs between unfreezing groups
+    # None: finetune for from-scratch vistrain/<name> models, feature-extraction otherwise
+    name: Strategy | None = None
+    feature_cache: FeatureCache = "clean"  # clean (cached, un-augmented) | live (augmented each epoch)
+    head: Head = "linear"
+    logreg_c: float | None = None       # logreg: inverse L2 strength; None = chosen on validation
+    unfreeze_every: int = 1             # gradual: epochs between unfreezing groups
     unfreeze_epochs: list[int] | None = None
-    lr_factor: float | None = None    # discriminative LR: ratio between consecutive groups (e.g. 2.6)
+    lr_factor: float | None = None      # discriminative LR: ratio between consecutive groups (e.g. 2.6)
     group_lrs: list[float] | None = None
-    bn_policy: str = "auto"           # auto | frozen | train
+    bn_policy: BnPolicy = "auto"
 
 
 @dataclass
 class OptimConfig:
-    name: str = "adamw"               # adamw | sgd
-    lr: float | None = None           # None: chosen from the strategy
+    name: Optimizer = "adamw"
+    lr: float | None = None             # None: chosen from the strategy
     weight_decay: float = 1e-4
     momentum: float = 0.9
     nesterov: bool = True
@@ -101,7 +149,7 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    name: str = "cosine"              # cosine | step | onecycle | cyclic | constant
+    name: Schedule = "cosine"
     warmup_epochs: float = 0.0
     step_size: int = 10
     gamma: float = 0.1
@@ -112,19 +160,67 @@ class ScheduleConfig:
 class TrainSection:
     epochs: int = 30
     seed: int = 0
-    monitor: str = "accuracy"         # validation metric for best checkpoint / early stopping
-    patience: int | None = 10         # early stopping; None disables
-    amp: bool = True                  # used on CUDA only
-    channels_last: bool = True        # used on CUDA only
-    cpu_amp: str = "off"              # off | auto (bf16 where the CPU does it natively) | bf16
-    checks: bool = False              # quick diagnostics (issue 7) before training
-    device: str = "auto"
+    monitor: Monitor = "accuracy"       # validation metric for best checkpoint / early stopping
+    patience: int | None = 10           # early stopping; None disables
+    amp: bool = True                    # used on CUDA only
+    channels_last: bool = True          # used on CUDA only
+    cpu_amp: CpuAmp = "off"             # off | auto (bf16 where the CPU does it natively) | bf16
+    checks: bool = False                # quick diagnostics before training
+    device: str = "auto"                # auto | cpu | cuda | cuda:N
 
 
 @dataclass
 class LoggingConfig:
     csv: bool = True
     tensorboard: bool = False
+
+
+# Ranges of numeric settings: key -> (test, what is allowed).  None passes where the type allows it.
+def _finite(v) -> bool:
+    return math.isfinite(v)
+
+
+RANGES: dict[str, tuple[Any, str]] = {
+    "data.val_fraction": (lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
+    "data.test_fraction": (lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
+    "data.split_seed": (lambda v: 0 <= v <= MAX_SEED, f"a whole number in [0, {MAX_SEED}]"),
+    "data.batch_size": (lambda v: v >= 1, "a whole number >= 1"),
+    "data.num_workers": (lambda v: v >= -1, "a whole number >= -1 (-1: from the CPU count, 0: no workers)"),
+    "data.max_image_pixels": (lambda v: v >= 1, "a whole number of pixels >= 1"),
+    "preprocess.size": (lambda v: v >= 1, "a whole number of pixels >= 1, or null for the model's size"),
+    "preprocess.crop_pct": (lambda v: 0 < v <= 1, "a fraction in (0, 1], or null for the model's"),
+    "preprocess.mean": (lambda v: len(v) in (1, 3) and all(map(_finite, v)), "1 or 3 finite numbers"),
+    "preprocess.std": (lambda v: len(v) in (1, 3) and all(math.isfinite(x) and x > 0 for x in v),
+                       "1 or 3 finite numbers > 0"),
+    "preprocess.fill": (lambda v: 0 <= v <= 255, "a grey level in [0, 255]"),
+    "preprocess.background": (lambda v: len(v) == 3 and all(0 <= x <= 255 for x in v),
+                              "3 values in [0, 255] (R, G, B)"),
+    "augment.rotation": (lambda v: 0 <= v <= 180, "degrees in [0, 180], or null"),
+    "augment.mixup": (lambda v: v >= 0, "a Beta alpha >= 0 (0 disables)"),
+    "augment.cutmix": (lambda v: v >= 0, "a Beta alpha >= 0 (0 disables)"),
+    "augment.mix_switch_prob": (lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
+    "model.name": (lambda v: bool(v.strip()), "a timm model name or vistrain/<name>"),
+    "model.drop_rate": (lambda v: 0 <= v < 1, "a probability in [0, 1)"),
+    "strategy.logreg_c": (lambda v: v > 0, "a number > 0, or null to choose it on validation"),
+    "strategy.unfreeze_every": (lambda v: v >= 1, "a whole number of epochs >= 1"),
+    "strategy.unfreeze_epochs": (lambda v: all(x >= 2 for x in v), "1-based epochs >= 2, e.g. [2, 4, 6]"),
+    "strategy.lr_factor": (lambda v: v > 0, "a ratio > 0, or null"),
+    "strategy.group_lrs": (lambda v: len(v) >= 1 and all(x > 0 for x in v), "learning rates > 0"),
+    "optim.lr": (lambda v: v > 0, "a finite number > 0, or null (chosen by the strategy)"),
+    "optim.weight_decay": (lambda v: v >= 0, "a number >= 0"),
+    "optim.momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "optim.label_smoothing": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "optim.grad_clip": (lambda v: v > 0, "a norm > 0, or null (no clipping)"),
+    "schedule.warmup_epochs": (lambda v: v >= 0, "a number of epochs >= 0"),
+    "schedule.step_size": (lambda v: v >= 1, "a whole number of epochs >= 1"),
+    "schedule.gamma": (lambda v: v > 0, "a factor > 0"),
+    "schedule.min_lr_ratio": (lambda v: 0 <= v <= 1, "a ratio in [0, 1]"),
+    "train.epochs": (lambda v: v >= 1, "a whole number >= 1"),
+    "train.seed": (lambda v: 0 <= v <= MAX_SEED, f"a whole number in [0, {MAX_SEED}]"),
+    "train.patience": (lambda v: v >= 1, "a whole number of epochs >= 1, or null (no early stopping)"),
+    "train.device": (lambda v: re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None,
+                     "auto, cpu, cuda or cuda:N"),
+}
 
 
 @dataclass
@@ -139,20 +235,78 @@ class TrainConfig:
     train: TrainSection = field(default_factory=TrainSection)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
+    # -- defaults that depend on other settings, and validation ----------------------------------
+    def resolve(self) -> "TrainConfig":
+        """Fill settings whose default depends on others (in place; returns self).
+
+        ``strategy.name`` left unset (None) becomes ``finetune`` for a from-scratch
+        ``vistrain/<name>`` model (its random features are worthless frozen; such a model also
+        gets ``pretrained=False``) and ``feature-extraction`` for any other model.
+        """
+        scratch = isinstance(self.model.name, str) and self.model.name.startswith(SCRATCH_PREFIX)
+        if scratch:
+            self.model.pretrained = False
+        if self.strategy.name is None:
+            self.strategy.name = "finetune" if scratch else "feature-extraction"
+        return self
+
+    def validate(self) -> "TrainConfig":
+        """Check the type, choice and range of every setting; returns self.
+
+        Raises a one-line :class:`VistrainError` naming the key, the value and what is allowed.
+        Whole numbers given for decimal settings become floats, tuples become lists.
+        """
+        for section in dataclasses.fields(self):
+            sec = getattr(self, section.name)
+            hints = typing.get_type_hints(type(sec))
+            for f in dataclasses.fields(sec):
+                key = f"{section.name}.{f.name}"
+                allowed = RANGES[key][1] if key in RANGES else None
+                value = _check_type(key, getattr(sec, f.name), hints[f.name], allowed)
+                setattr(sec, f.name, value)
+                if value is not None and key in RANGES:
+                    test, allowed = RANGES[key]
+                    if not test(value):
+                        raise VistrainError(f"{key}={value!r}: must be {allowed}")
+        d = self.data
+        if d.val_fraction + d.test_fraction >= 1:
+            raise VistrainError(f"data.val_fraction={d.val_fraction} + data.test_fraction="
+                                f"{d.test_fraction} leave no training images; their sum must be < 1")
+        p = self.preprocess
+        if p.normalize == "explicit" and (p.mean is None or p.std is None):
+            raise VistrainError("preprocess.normalize='explicit' needs preprocess.mean and "
+                                "preprocess.std, e.g. --set preprocess.mean=[0.5,0.5,0.5]")
+        return self
+
+    def check(self) -> "TrainConfig":
+        """:meth:`resolve` then :meth:`validate`: what every entry point does before training."""
+        return self.resolve().validate()
+
     # -- (de)serialisation -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> "TrainConfig":
-        """Build a config, rejecting unknown sections and keys with the list of valid ones."""
+        """Build a validated config, rejecting unknown sections and keys with the list of valid
+        ones.  Not yet resolved: settings applied on top (flags, API arguments) may still change
+        what :meth:`resolve` decides, so entry points call :meth:`check` last."""
         cfg = cls()
+        if values is not None and not isinstance(values, dict):
+            raise VistrainError(f"a config is a mapping of sections (data, model, train, ...), "
+                                f"got {type(values).__name__}")
         for section, items in (values or {}).items():
-            if not hasattr(cfg, section):
+            if not hasattr(cfg, section) or section.startswith("_"):
                 raise VistrainError(f"unknown config section {section!r}; valid: "
                                     f"{', '.join(f.name for f in dataclasses.fields(cls))}")
+            if items is not None and not isinstance(items, dict):
+                raise VistrainError(f"config section {section!r} must be a mapping of settings, "
+                                    f"got {items!r}")
             update_section(getattr(cfg, section), items or {}, section)
-        return cfg
+        return cfg.validate()
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
@@ -161,19 +315,101 @@ class TrainConfig:
             raise VistrainError(f"{path}: config file not found")
         try:
             values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise VistrainError(f"{path}: not valid YAML ({err})") from None
-        return cls.from_dict(values)
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            raise VistrainError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+        try:
+            return cls.from_dict(values)
+        except VistrainError as err:
+            raise VistrainError(f"{path}: {err}") from None
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        atomic_write_text(path, self.to_yaml())
 
 
 def update_section(section: Any, items: dict[str, Any], name: str) -> None:
     """Set ``items`` on a dataclass section, with a clear error for an unknown key."""
     valid = {f.name for f in dataclasses.fields(section)}
     for key, value in items.items():
-        key = key.replace("-", "_")
+        key = str(key).replace("-", "_")
         if key not in valid:
             raise VistrainError(f"unknown setting {name}.{key}; valid: {', '.join(sorted(valid))}")
         setattr(section, key, value)
+
+
+def parse_value(key: str, raw: str):
+    """The value of ``--set KEY=RAW``: YAML (numbers, lists, null, true/false), except that a text
+    setting keeps the text as given (``cache=off`` is "off", not YAML's boolean false)."""
+    section, _, name = key.partition(".")
+    cls = type(getattr(TrainConfig(), section, None))
+    hint = typing.get_type_hints(cls).get(name.replace("-", "_")) if dataclasses.is_dataclass(cls) else None
+    base = [a for a in typing.get_args(hint) if a is not type(None)] if hint is not None else []
+    textual = hint is str or typing.get_origin(hint) is Literal or (
+        len(base) == 1 and (base[0] is str or typing.get_origin(base[0]) is Literal))
+    if textual and raw.strip() not in ("null", "~", ""):
+        return raw
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw  # validation names the key and what it allows
+
+
+def choices(key: str) -> tuple[str, ...]:
+    """The allowed values of a choice setting, e.g. ``choices("strategy.name")``."""
+    section, _, name = key.partition(".")
+    cls = type(getattr(TrainConfig(), section))
+    return _literal_values(typing.get_type_hints(cls)[name])
+
+
+def _literal_values(hint) -> tuple:
+    if typing.get_origin(hint) is Literal:
+        return typing.get_args(hint)
+    for arg in typing.get_args(hint):
+        if typing.get_origin(arg) is Literal:
+            return typing.get_args(arg)
+    return ()
+
+
+_TYPE_WORDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+
+
+def _check_type(key: str, value, hint, allowed: str | None = None):
+    """``value`` checked (and normalised: int -> float, tuple -> list) against the field's type."""
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    if value is None:
+        if optional:
+            return None
+        raise VistrainError(f"{key}=null: a value is required ({allowed or _describe(hint)})")
+    base = [a for a in args if a is not type(None)][0] if optional else hint
+    if typing.get_origin(base) is Literal:
+        if isinstance(value, bool) and {False: "off", True: "on"}[value] in typing.get_args(base):
+            value = {False: "off", True: "on"}[value]  # YAML 1.1 reads a bare off/on as a boolean
+        if value not in typing.get_args(base):
+            raise VistrainError(f"{key}={value!r}: choose one of "
+                                f"{', '.join(map(str, typing.get_args(base)))}")
+        return value
+    if typing.get_origin(base) is list:
+        if not isinstance(value, (list, tuple)):
+            raise VistrainError(f"{key}={value!r}: must be a list of {allowed or 'values'}")
+        item = typing.get_args(base)[0]
+        return [_scalar(f"{key}[{i}]", v, item, allowed) for i, v in enumerate(value)]
+    return _scalar(key, value, base, allowed)
+
+
+def _scalar(key: str, value, kind, allowed: str | None = None):
+    ok = {bool: lambda v: isinstance(v, bool),
+          int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+          str: lambda v: isinstance(v, str)}[kind]
+    if not ok(value):
+        raise VistrainError(f"{key}={value!r}: must be "
+                            f"{allowed or _TYPE_WORDS[kind] + (' (finite)' if kind is float else '')}")
+    return float(value) if kind is float else value
+
+
+def _describe(hint) -> str:
+    values = _literal_values(hint)
+    if values:
+        return "one of " + ", ".join(map(str, values))
+    base = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    return _TYPE_WORDS.get(base[0], str(base[0]))

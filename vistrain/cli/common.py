@@ -4,39 +4,45 @@ from __future__ import annotations
 import argparse
 import json
 
-import yaml
-
+from vistrain.config import TrainConfig, choices, parse_value, update_section
 from vistrain.errors import VistrainError
 
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by ``train``, ``cv`` and ``compare`` (all optional; config file < flags)."""
+    """Options shared by ``train``, ``cv`` and ``compare`` (all optional; config file < flags).
+
+    The ``choices=`` come from the config's own table (:func:`vistrain.config.choices`), so a flag
+    and ``--set`` accept exactly the same values.
+    """
     p.add_argument("--config", help="YAML config (e.g. a run's config.yaml); flags override it")
     p.add_argument("--model", help="timm model name or vistrain/<name> (default tf_efficientnet_lite0)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--strategy", choices=["feature-extraction", "finetune", "gradual", "auto"])
+    p.add_argument("--epochs", type=int, help="number of epochs (>= 1)")
+    p.add_argument("--strategy", choices=choices("strategy.name"),
+                   help="default: finetune for vistrain/<name> models, feature-extraction otherwise")
     p.add_argument("--lr", type=float, help="base learning rate (default: chosen by strategy)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seed", type=int)
-    p.add_argument("--augment", choices=["none", "light", "medium", "heavy"])
+    p.add_argument("--augment", choices=choices("augment.preset"))
     p.add_argument("--mixup", type=float, help="mixup Beta(alpha, alpha); 0 disables")
     p.add_argument("--cutmix", type=float, help="cutmix Beta(alpha, alpha); 0 disables")
-    p.add_argument("--jitter", choices=["matrix", "hsv"],
+    p.add_argument("--jitter", choices=choices("augment.jitter"),
                    help="colour jitter: one colour matrix per image (default, fast) or the exact "
                         "sequential steps with HSV hue (as torchvision)")
     p.add_argument("--no-pretrained", action="store_true", help="random initialisation")
     p.add_argument("--weights", help="pretrained weights file (.safetensors or state dict)")
-    p.add_argument("--normalize", help="auto|none|minmax|symmetric|imagenet|model|dataset|explicit")
-    # from-scratch vistrain/<name> models (issue 8); names as in vistrain.models.{norms,layers}
-    p.add_argument("--norm", choices=["batch", "layer", "instance", "group", "weight", "none"],
+    p.add_argument("--normalize", choices=choices("preprocess.normalize"))
+    # from-scratch vistrain/<name> models; names as in vistrain.models.{norms,layers}
+    p.add_argument("--norm", choices=choices("model.norm"),
                    help="normalization layer of a vistrain/<name> model (default batch)")
-    p.add_argument("--act", choices=["sigmoid", "tanh", "relu", "leaky_relu", "gelu", "silu"],
+    p.add_argument("--act", choices=choices("model.act"),
                    help="activation of a vistrain/<name> model (default relu)")
-    p.add_argument("--init", choices=["kaiming", "xavier", "default"],
+    p.add_argument("--init", choices=choices("model.init"),
                    help="weight initialisation of a vistrain/<name> model (default kaiming)")
-    p.add_argument("--on-bad-image", choices=["skip", "fail"])
+    p.add_argument("--on-bad-image", choices=choices("data.on_bad_image"))
+    p.add_argument("--max-image-pixels", type=int,
+                   help="refuse larger images as decompression bombs (default 300000000)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--cpu-amp", choices=["off", "auto", "bf16"],
+    p.add_argument("--cpu-amp", choices=choices("train.cpu_amp"),
                    help="bfloat16 autocast + channels_last on the CPU (default off; auto = only "
                         "where the CPU does bf16 natively, e.g. AMX: ~2-5x faster)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -49,12 +55,14 @@ _FLAG_MAP = {"model": ("model", "name"), "epochs": ("train", "epochs"), "strateg
              "cutmix": ("augment", "cutmix"), "jitter": ("augment", "jitter"),
              "weights": ("model", "weights"),
              "normalize": ("preprocess", "normalize"), "on_bad_image": ("data", "on_bad_image"),
+             "max_image_pixels": ("data", "max_image_pixels"),
              "device": ("train", "device"), "norm": ("model", "norm"), "act": ("model", "act"),
              "init": ("model", "init"), "cpu_amp": ("train", "cpu_amp")}
 
 
-def config_from_args(args, data: str | None = None):
-    from vistrain.config import TrainConfig, update_section
+def config_from_args(args, data: str | None = None) -> TrainConfig:
+    """The config file (``--config``), then the flags, then ``--set``, then ``data``; resolved
+    and validated (:meth:`TrainConfig.check`), so a bad value stops here, before any side effect."""
     cfg = TrainConfig.load(args.config) if getattr(args, "config", None) else TrainConfig()
     for flag, (section, key) in _FLAG_MAP.items():
         value = getattr(args, flag, None)
@@ -62,19 +70,15 @@ def config_from_args(args, data: str | None = None):
             setattr(getattr(cfg, section), key, value)
     if getattr(args, "no_pretrained", False):
         cfg.model.pretrained = False
-    if (cfg.model.name.startswith("vistrain/") and getattr(args, "strategy", None) is None
-            and not getattr(args, "config", None)):
-        # from-scratch nets have random features: train every layer unless told otherwise
-        cfg.model.pretrained, cfg.strategy.name = False, "finetune"
     for item in getattr(args, "set", []) or []:
         name, sep, raw = item.partition("=")
         section, dot, key = name.partition(".")
         if not sep or not dot or not hasattr(cfg, section):
             raise VistrainError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. optim.name=sgd")
-        update_section(getattr(cfg, section), {key: yaml.safe_load(raw)}, section)
+        update_section(getattr(cfg, section), {key: parse_value(name, raw)}, section)
     if data is not None:
         cfg.data.root = str(data)
-    return cfg
+    return cfg.check()
 
 
 def print_json(obj) -> None:

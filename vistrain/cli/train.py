@@ -4,7 +4,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import vistrain
 from vistrain.cli.common import add_train_options, config_from_args
+from vistrain.errors import RunDirError, VistrainError
 
 
 def register(sub) -> None:
@@ -13,27 +15,42 @@ def register(sub) -> None:
                                    "learning and write a self-describing run directory.")
     p.add_argument("data", nargs="?", help="image folder: DATA/<class>/<image> or DATA/{train,val,test}/<class>/")
     p.add_argument("--out", help="run directory (default runs/<data>-<time>)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing vistrain run directory (kept aside as "
+                   "OUT.old-<time> until the new run's first checkpoint)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint, "
+                   "on the data it was started on (checked by a fingerprint of its file list)")
+    p.add_argument("--data", dest="data_path", metavar="PATH",
+                   help="with --resume: the run's data moved to PATH (accepted only if its files are "
+                        "unchanged); else the same as DATA")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config.yaml and exit without writing anything")
     add_train_options(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    import vistrain
-    from vistrain.errors import VistrainError
-    from vistrain.training.run import run_training
+    # torch-heavy modules load only when training runs, so that `vistrain --help` stays fast
+    from vistrain.training.run import recorded_data_root, run_training
+    data = args.data_path or args.data
+    if args.data_path and args.data and Path(args.data_path) != Path(args.data):
+        raise VistrainError(f"two data folders given ({args.data} and --data {args.data_path}); give one")
     if args.resume:
         run_dir = Path(args.resume)
         if not (run_dir / "config.yaml").is_file():
-            raise VistrainError(f"{run_dir}: no config.yaml; not a vistrain run directory to resume")
+            raise RunDirError(f"{run_dir}: no config.yaml; not a vistrain run directory to resume")
         args.config = args.config or str(run_dir / "config.yaml")
-        cfg = config_from_args(args, args.data)
+        cfg = config_from_args(args, data)
+        if data is None:  # the absolute folder recorded at the start, whatever the cwd is now
+            cfg.data.root = recorded_data_root(run_dir) or cfg.data.root
+        if args.print_config:
+            return _print_config(cfg)
         result = run_training(cfg, run_dir, resume=True)
     else:
-        if not args.data:
+        if not data:
             raise VistrainError("give the image folder: vistrain train DATA")
-        cfg = config_from_args(args, args.data)
+        cfg = config_from_args(args, data)
+        if args.print_config:
+            return _print_config(cfg)
         out = Path(args.out) if args.out else vistrain.default_out_dir(cfg.data.root)
         result = run_training(cfg, out, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
@@ -46,6 +63,14 @@ def run(args) -> int:
         print(f"held-out {part} accuracy: {test['accuracy']:.4f} "
               f"(n={test.get('n_samples')}, 95% CI {_ci(test)})")
     print(f"report: {(result.run_dir / 'report.html').resolve()}")
+    return 0
+
+
+def _print_config(cfg) -> int:
+    """Print the config as training would save it (absolute data folder); writes nothing."""
+    if cfg.data.root:
+        cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
+    print(cfg.to_yaml(), end="")
     return 0
 
 

@@ -13,10 +13,10 @@ Example:
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
-import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,14 +24,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vistrain import fsutil
+from vistrain.artifact import save_model, versions
 from vistrain.config import TrainConfig
 from vistrain.data.cache import (EvalAndTrainPixels, build_pixel_caches, cache_key,
                                  default_cache_dir)
+from vistrain.data.io import set_max_image_pixels
 from vistrain.data.loader import ArrayBatches
 from vistrain.data.scan import ImageIndex, scan_folder
 from vistrain.data.splits import save_splits, split_from_given, stratified_holdout
 from vistrain.device import Runtime, unwrap
-from vistrain.errors import DataError, VistrainError
+from vistrain.errors import DataError
 from vistrain.transforms.normalize import resolve_normalization
 from vistrain.transforms.preprocess import Preprocess
 from vistrain.training.loop import BatchPipeline, predict
@@ -168,15 +171,77 @@ def finalize_preprocess(cfg: TrainConfig, spatial: Preprocess, pcfg, data: Prepa
                    std=norm.std, extra=extra)
 
 
-def prepare_run_dir(out: Path, *, overwrite: bool, resume: bool) -> Path:
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not resume:
-        if not overwrite:
-            raise VistrainError(f"{out}: run directory exists and is not empty; use --overwrite "
-                                "to replace it, --resume to continue it, or another --out")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+def prepare_run_dir(out: Path, *, overwrite: bool, resume: bool, data_root: str | Path | None = None,
+                    fingerprint: dict | None = None) -> Path:
+    """Create (or check, for ``resume``) the run directory; see :func:`fsutil.prepare_output_dir`:
+    ``--overwrite`` replaces only a vistrain run, moved aside until the new one has a checkpoint,
+    and never the data folder, a folder around it, the home folder or the filesystem root."""
+    info = {} if fingerprint is None else {"data_root": str(Path(data_root).resolve()),
+                                          "data_fingerprint": fingerprint}
+    fsutil.prepare_output_dir(out, kind="run", overwrite=overwrite, resume=resume,
+                              data_folder=data_root, **info)
+    return Path(out)
+
+
+def data_fingerprint(index: ImageIndex) -> dict:
+    """What a resumed run checks its data against: the sha256 of the sorted ``relative path, size``
+    lines of every file in ``index`` (``{"sha256": hex, "n_files": N}``)."""
+    root = Path(index.root)
+    lines = sorted(f"{Path(p).relative_to(root).as_posix()}\t{Path(p).stat().st_size}\n"
+                   for p in index.paths)
+    return {"sha256": hashlib.sha256("".join(lines).encode("utf-8")).hexdigest(),
+            "n_files": len(lines)}
+
+
+def recorded_data_root(run_dir: str | Path) -> str | None:
+    """The absolute data folder a run was trained on (its marker, else run.json), or None."""
+    marker = fsutil.read_marker(run_dir) or {}
+    if marker.get("data_root"):
+        return marker["data_root"]
+    try:
+        return json.loads((Path(run_dir) / "run.json").read_text()).get("data_root")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_same_data(run_dir: Path, index: ImageIndex, fingerprint: dict) -> None:
+    """On resume: stop unless ``index`` holds the files the run was started on."""
+    marker = fsutil.read_marker(run_dir) or {}
+    want = marker.get("data_fingerprint")
+    if not isinstance(want, dict) or "sha256" not in want:
+        log.warning("%s records no data fingerprint (an older run); cannot check that %s is the "
+                    "data it was trained on", run_dir, index.root)
+        return
+    if want["sha256"] != fingerprint["sha256"]:
+        was = marker.get("data_root", "?")
+        raise DataError(f"{index.root}: not the data {run_dir} was trained on ({was}: "
+                        f"{want.get('n_files')} files; here: {fingerprint['n_files']} files, names or "
+                        "sizes differ); restore it, or give --data PATH to an unchanged copy")
+
+
+def prepare_model(cfg: TrainConfig, index: ImageIndex, rt: Runtime, *, quick_checks: bool = False):
+    """Seed, run the quick data checks and build the model; returns ``(model, pretrained_cfg)``."""
+    from vistrain.models import create
+    seed_everything(cfg.train.seed)
+    log.info("data: %d images, %d classes in %s", len(index), len(index.classes), index.root)
+    if quick_checks and rt.is_main:  # fast data checks, logged as warnings
+        from vistrain.data.doctor import log_quick_checks
+        log_quick_checks(index, cfg)
+    m = cfg.model
+    model, pcfg = create(m.name, len(index.classes), pretrained=m.pretrained and not m.name.startswith("vistrain/"),
+                         weights=m.weights, drop_rate=m.drop_rate, **scratch_kwargs(cfg))
+    log.info("model: %s, weights: %s", m.name, pcfg.weights_source)
+    return model, pcfg
+
+
+def prepare_pixels(cfg: TrainConfig, pcfg, rt: Runtime, index: ImageIndex, *, progress: bool = True,
+                   parts=None) -> tuple[Preprocess, PreparedData]:
+    """Decode the pixels, split and resolve the preprocessing; returns ``(preprocess, data)``."""
+    spatial = spatial_preprocess(cfg, pcfg)
+    data = prepare_data(cfg, spatial, rt, progress, index=index, parts=parts)
+    pre = finalize_preprocess(cfg, spatial, pcfg, data)
+    log.info("preprocessing: %s", pre.describe())
+    return pre, data
 
 
 def prepare_model_and_data(cfg: TrainConfig, rt: Runtime, *, progress: bool = True,
@@ -186,21 +251,11 @@ def prepare_model_and_data(cfg: TrainConfig, rt: Runtime, *, progress: bool = Tr
 
     Returns ``(model, pretrained_cfg, preprocess, prepared_data)``.
     """
-    from vistrain.models import create
-    seed_everything(cfg.train.seed)
+    cfg.check()
+    set_max_image_pixels(cfg.data.max_image_pixels)
     index = index or scan_folder(cfg.data.root)
-    log.info("data: %d images, %d classes in %s", len(index), len(index.classes), index.root)
-    if quick_checks and rt.is_main:  # fast data checks (issue 3), logged as warnings
-        from vistrain.data.doctor import log_quick_checks
-        log_quick_checks(index, cfg)
-    m = cfg.model
-    model, pcfg = create(m.name, len(index.classes), pretrained=m.pretrained and not m.name.startswith("vistrain/"),
-                         weights=m.weights, drop_rate=m.drop_rate, **scratch_kwargs(cfg))
-    log.info("model: %s, weights: %s", m.name, pcfg.weights_source)
-    spatial = spatial_preprocess(cfg, pcfg)
-    data = prepare_data(cfg, spatial, rt, progress, index=index, parts=parts)
-    pre = finalize_preprocess(cfg, spatial, pcfg, data)
-    log.info("preprocessing: %s", pre.describe())
+    model, pcfg = prepare_model(cfg, index, rt, quick_checks=quick_checks)
+    pre, data = prepare_pixels(cfg, pcfg, rt, index, progress=progress, parts=parts)
     return model, pcfg, pre, data
 
 
@@ -209,41 +264,70 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
                  parts: dict[str, list[int]] | None = None) -> RunResult:
     """Train per ``cfg`` into ``out_dir`` (see module docstring); returns the test metrics.
 
-    ``index`` and ``parts`` (``{"train", "val", "test", ...}`` indices into ``index``) bypass the
-    scan and :func:`make_parts`: ``vistrain cv`` trains each fold this way.  Parts other than
-    train/val/test are evaluated too (e.g. the user's test folder next to a fold's test part).
+    Everything that can be checked without decoding an image (every setting, the data folder,
+    the output folder, the model name, on resume the data's fingerprint) is checked before the
+    run directory is touched.  ``index`` and ``parts`` (``{"train", "val", "test", ...}`` indices
+    into ``index``) bypass the scan and :func:`make_parts`: ``vistrain cv`` trains each fold this
+    way.  Parts other than train/val/test are evaluated too (e.g. the user's test folder next to a
+    fold's test part).
     """
-    from vistrain.training.strategy import train_model
     t0 = time.perf_counter()
+    cfg.check()
+    set_max_image_pixels(cfg.data.max_image_pixels)
+    out = Path(out_dir)
+    fsutil.check_output_location(out, data_folder=index.root if index else cfg.data.root)
     rt = Runtime.create(cfg.train.device, amp=cfg.train.amp, channels_last=cfg.train.channels_last,
                         cpu_amp=cfg.train.cpu_amp)
     log.info("runtime: %s", rt.describe())
-    out = prepare_run_dir(Path(out_dir), overwrite=overwrite, resume=resume) if rt.is_main else Path(out_dir)
+    index = index or scan_folder(cfg.data.root)
+    fingerprint = data_fingerprint(index)
+    if resume:
+        check_same_data(out, index, fingerprint)
+    from vistrain.training.loggers import check_logging
+    check_logging(cfg.logging)  # fail before training, not after it
+    model, pcfg = prepare_model(cfg, index, rt, quick_checks=cfg.data.doctor)
+    if rt.is_main:
+        prepare_run_dir(out, overwrite=overwrite, resume=resume, data_root=index.root,
+                        fingerprint=fingerprint)
+        if resume:  # pins the run to this copy of the data from now on (e.g. one given by --data)
+            fsutil.update_marker(out, data_root=str(Path(index.root).resolve()),
+                                 data_fingerprint=fingerprint)
     rt.barrier()
-    model, pcfg, pre, data = prepare_model_and_data(cfg, rt, progress=progress, index=index,
-                                                    parts=parts, quick_checks=cfg.data.doctor)
+    try:
+        return _train_into(cfg, out, rt, model, pcfg, index, parts, resume=resume,
+                           progress=progress, fingerprint=fingerprint, t0=t0)
+    except BaseException:
+        if rt.is_main:  # failed before the new run could be resumed: bring the replaced one back
+            fsutil.restore_replaced(out)
+        raise
+
+
+def _train_into(cfg, out, rt, model, pcfg, index, parts, *, resume, progress, fingerprint, t0):
+    from vistrain.training.strategy import train_model
+    pre, data = prepare_pixels(cfg, pcfg, rt, index, progress=progress, parts=parts)
     m = cfg.model
     if rt.is_main:
-        cfg.save(out / "config.yaml")
+        saved = replace(cfg, data=replace(cfg.data, root=str(Path(index.root).resolve())))
+        saved.save(out / "config.yaml")
         save_splits(out / "splits.json", data.index, data.parts, seed=cfg.data.split_seed,
                     source="given parts (cross-validation fold)" if parts is not None else
                     "given folders" if data.index.given_split else "stratified hold-out")
-    from vistrain.training.loggers import check_logging
-    check_logging(cfg.logging)  # fail before training, not after it
-    if cfg.train.checks and rt.is_main and not resume:  # quick diagnostics (issue 7)
+    if cfg.train.checks and rt.is_main and not resume:  # quick diagnostics
         from vistrain.interpret.diagnostics import run_checks
         run_checks(cfg, model, pcfg, pre, data, rt, out_dir=out, progress=progress)
     model = rt.prepare_model(model)
     history, record = train_model(cfg, model, pcfg, pre, data, rt, out, resume=resume, progress=progress)
+    if rt.is_main:  # a head fitted without checkpoints (logistic regression) ends the swap here
+        fsutil.discard_replaced(out)
     metrics = final_evaluation(unwrap(model), pre, data, rt, out, progress,
                                features=record.pop("eval_features", None))
     if rt.is_main:
-        from vistrain.artifact import save_model
         save_model(out, unwrap(model), model_name=m.name, classes=data.index.classes, preprocess=pre,
                    model_kwargs=scratch_kwargs(cfg), pretrained_cfg=pcfg.to_dict(),
                    extra={"strategy": record})
         record["runtime"] = rt.describe()
-        write_run_record(out, cfg, data, record, time.perf_counter() - t0, history)
+        write_run_record(out, cfg, data, record, time.perf_counter() - t0, history,
+                         fingerprint=fingerprint)
         from vistrain.training.loggers import write_logs
         write_logs(out, cfg.logging, history)
         from vistrain.report.build import build_report
@@ -288,21 +372,21 @@ def final_evaluation(model, pre: Preprocess, data: PreparedData, rt: Runtime, ou
         results[part] = compute_metrics(labels[idx], probs, data.index.classes, n_bootstrap=500)
         preds[part] = {"indices": idx.tolist(), "labels": labels[idx].tolist(), "probs": probs.round(6).tolist()}
     if rt.is_main:
-        (out / "metrics.json").write_text(json.dumps(results, indent=1))
-        (out / "predictions.json").write_text(json.dumps(preds))
+        fsutil.atomic_write_json(out / "metrics.json", results)
+        fsutil.atomic_write_json(out / "predictions.json", preds, indent=None)
     return results
 
 
 def write_run_record(out: Path, cfg: TrainConfig, data: PreparedData, record: dict, seconds: float,
-                     history: list[dict]) -> None:
-    from vistrain.artifact import versions
+                     history: list[dict], fingerprint: dict | None = None) -> None:
     info = {"seed": cfg.train.seed, "split_seed": cfg.data.split_seed, "versions": versions(),
-            "data_root": str(Path(data.index.root).resolve()), "n_images": len(data.index),
+            "data_root": str(Path(data.index.root).resolve()), "data_fingerprint": fingerprint,
+            "n_images": len(data.index),
             "class_counts": data.index.counts(),
             "skipped_files": [{"file": f, "reason": r} for f, r in data.index.skipped],
             "strategy": record, "wall_seconds": round(seconds, 1)}
-    (out / "run.json").write_text(json.dumps(info, indent=1))
-    (out / "history.json").write_text(json.dumps(history, indent=1))
+    fsutil.atomic_write_json(out / "history.json", history)
+    fsutil.atomic_write_json(out / "run.json", info)  # last: with metrics.json it marks a finished run
     if history:
         from vistrain.report.curves import overfitting_warning, plot_history
         plot_history(history, out / "curves.png", title=f"{cfg.model.name} ({record.get('strategy')})")

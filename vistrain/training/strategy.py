@@ -17,6 +17,8 @@ Example:
     >>> from vistrain.training.strategy import default_lr
     >>> default_lr("feature-extraction", "adamw"), default_lr("finetune", "adamw")
     (0.001, 0.0001)
+    >>> default_lr("finetune", "adamw", pretrained=False)  # from scratch: every weight is random
+    0.001
     >>> from vistrain.training.strategy import unfreeze_plan
     >>> unfreeze_plan(4, epochs=5, every=2)        # trainable_from per epoch (4 groups: 0..3)
     [3, 3, 2, 2, 1]
@@ -33,6 +35,7 @@ import numpy as np
 import torch
 
 from vistrain.data.loader import ArrayBatches
+from vistrain import fsutil
 from vistrain.device import Runtime, unwrap
 from vistrain.errors import VistrainError
 from vistrain.training import checkpoint as ckpt
@@ -47,10 +50,22 @@ STRATEGIES = ("feature-extraction", "finetune", "gradual", "auto")
 GRADUAL_LR_FACTOR = 2.6  # ULMFiT (Howard & Ruder 2018): lr of group i-1 = lr of group i / 2.6
 
 
-def default_lr(strategy: str, optimizer: str) -> float:
-    if strategy in ("feature-extraction", "gradual"):  # gradual: the head starts alone, from scratch
+def default_lr(strategy: str, optimizer: str, pretrained: bool = True) -> float:
+    """Base learning rate when ``optim.lr`` is unset: the rate ``train``, ``compare``, ``cv`` and
+    ``check`` use.  Fine-tuning pretrained weights takes small steps (AdamW 1e-4) so as not to
+    destroy them; a new head (feature extraction, the first stage of gradual unfreezing) and a
+    network trained from scratch (``pretrained=False``: random weights, nothing to preserve) take
+    AdamW's usual 1e-3 -- at 1e-4 a from-scratch net barely learns in a few epochs."""
+    if strategy in ("feature-extraction", "gradual") or not pretrained:
         return 1e-3 if optimizer == "adamw" else 1e-2
     return 1e-4 if optimizer == "adamw" else 1e-2
+
+
+def configured_lr(cfg, pretrained: bool) -> float:
+    """The base learning rate a run of ``cfg`` trains with: ``optim.lr``, else :func:`default_lr`
+    of its strategy (``auto`` counted as fine-tuning, the advisor's choice when nothing transfers)."""
+    kind = cfg.strategy.name if cfg.strategy.name in ("feature-extraction", "gradual") else "finetune"
+    return cfg.optim.lr or default_lr(kind, cfg.optim.name, pretrained)
 
 
 def train_model(cfg, model, pcfg, pre, data, rt: Runtime, out: Path, *, resume=False, progress=True):
@@ -89,11 +104,24 @@ def choose_strategy(cfg, model, pre, data, rt):
 
 
 # ---- feature extraction ---------------------------------------------------------------------
-def train_on_features(cfg, model, pcfg, pre, data, rt, out, *, resume, progress, record):
+def run_features(cfg, model, pcfg, pre, data, rt, *, progress: bool) -> tuple[np.ndarray, bool]:
+    """``(N, D)`` pooled backbone features of every indexed image (index order) and whether they
+    came from the feature cache: what the feature-extraction head trains on, and what
+    ``vistrain check`` and ``lr-find`` test it on.  ``model`` is set to eval / channels_last."""
     from vistrain.data.cache import default_cache_dir
-    from vistrain.training.features import (LinearHead, cached_features, extract_features,
-                                         run_feature_key, fit_logistic_regression, select_logreg_c,
-                                         fold_standardization, install_head, standardizer)
+    from vistrain.training.features import cached_features, extract_features, run_feature_key
+    batches = ArrayBatches(data.pixels, np.zeros(len(data.pixels), np.int64), batch_size=64,
+                           indices=data.rows, pin_memory=rt.device.type == "cuda")
+    key = run_feature_key(cfg, pcfg, pre, data, rt)
+    cache_dir = None if cfg.data.cache == "off" else default_cache_dir() / "features"
+    return cached_features(cache_dir, key, lambda: extract_features(
+        model, batches, pre.normalize, rt, progress=progress and rt.is_main))
+
+
+def train_on_features(cfg, model, pcfg, pre, data, rt, out, *, resume, progress, record):
+    from vistrain.training.features import (LinearHead, fit_logistic_regression, select_logreg_c,
+                                         fold_standardization, install_head, standardize,
+                                         standardizer)
     for p in model.parameters():
         p.requires_grad_(False)
     model.eval()  # frozen BatchNorm: running statistics stay those of pretraining
@@ -101,13 +129,8 @@ def train_on_features(cfg, model, pcfg, pre, data, rt, out, *, resume, progress,
         record["feature_cache"] = "live (augmented features recomputed every epoch)"
         return train_end_to_end(cfg, model, pcfg, pre, data, rt, out, resume=resume,
                                 progress=progress, record=record, head_only=True)
-    batches = ArrayBatches(data.pixels, np.zeros(len(data.pixels), np.int64), batch_size=64,
-                           indices=data.rows, pin_memory=rt.device.type == "cuda")
-    key = run_feature_key(cfg, pcfg, pre, data, rt)
-    cache_dir = None if cfg.data.cache == "off" else default_cache_dir() / "features"
     t = time.perf_counter()
-    feats, hit = cached_features(cache_dir, key, lambda: extract_features(
-        model, batches, pre.normalize, rt, progress=progress and rt.is_main))
+    feats, hit = run_features(cfg, model, pcfg, pre, data, rt, progress=progress)
     record["feature_cache"] = "clean (cached, un-augmented)"
     record["feature_seconds"] = round(time.perf_counter() - t, 2)
     record["feature_cache_hit"] = hit
@@ -132,7 +155,7 @@ def train_on_features(cfg, model, pcfg, pre, data, rt, out, *, resume, progress,
         history = [_feature_epoch_metrics(head, feats, labels, data, rt)]
     else:
         mu, sd = standardizer(feats[train_idx])  # train split only, like every statistic
-        z = ((feats - mu) / sd).astype(np.float32)
+        z = standardize(feats, mu, sd)
         head = rt.prepare_model(LinearHead(feats.shape[1], k, cfg.model.drop_rate))
         history = fit(cfg, head, z, labels, data, BatchPipeline(label_smoothing=cfg.optim.label_smoothing),
                       rt, out, resume=resume, progress=progress,
@@ -213,7 +236,7 @@ def train_end_to_end(cfg, model, pcfg, pre, data, rt, out, *, resume, progress, 
                      head_only=False, gradual=False):
     from vistrain.training.layers import layer_groups, trainable_groups
     kind = "feature-extraction" if head_only else "gradual" if gradual else "finetune"
-    base_lr = cfg.optim.lr or default_lr(kind, cfg.optim.name)
+    base_lr = cfg.optim.lr or default_lr(kind, cfg.optim.name, pcfg.pretrained)
     hook, n_groups = None, len(layer_groups(unwrap(model)))
     if gradual and not (cfg.strategy.lr_factor or cfg.strategy.group_lrs):
         cfg.strategy.lr_factor = GRADUAL_LR_FACTOR
@@ -289,7 +312,7 @@ def fit(cfg, model, array, labels, data, pipe, rt, out, *, resume, progress, bat
         bad_epochs, start_epoch = state["bad_epochs"], state["epoch"] + 1
         torch.set_rng_state(state["rng"])
         log.info("resumed from epoch %d", start_epoch)
-    monitor = cfg.train.monitor
+    monitor = monitored_metric(cfg.train.monitor)
     for epoch in range(start_epoch, epochs):
         train_b.set_epoch(epoch)
         if on_epoch_start is not None and on_epoch_start(epoch) and rt.distributed:
@@ -303,7 +326,7 @@ def fit(cfg, model, array, labels, data, pipe, rt, out, *, resume, progress, bat
                "lr": optimizer.param_groups[-1]["lr"], "seconds": round(tr["seconds"], 3),
                "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
         history.append(row)
-        score = va[monitor] if monitor in va else va["accuracy"]
+        score = va[monitor]
         if is_better(score, best, monitor):
             best, best_state, bad_epochs = score, ckpt.cpu_state(unwrap(model)), 0
         else:
@@ -315,6 +338,8 @@ def fit(cfg, model, array, labels, data, pipe, rt, out, *, resume, progress, bat
                 "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
                 "best": best, "best_state": best_state, "bad_epochs": bad_epochs,
                 "rng": torch.get_rng_state()})
+            if epoch == start_epoch:  # resumable now: a run this one replaced is no longer needed
+                fsutil.discard_replaced(out)
         if cfg.train.patience and bad_epochs >= cfg.train.patience:
             log.info("early stopping: val %s did not improve for %d epochs", monitor, bad_epochs)
             break
@@ -330,13 +355,30 @@ def _bn_hook(bn_mode):
     return lambda m: apply_bn_policy(unwrap(m), bn_mode)
 
 
+def monitored_metric(monitor: str) -> str:
+    """The key of :func:`evaluate`'s result that ``train.monitor`` names (``val_loss`` -> ``loss``)."""
+    metric = monitor[len("val_"):] if monitor.startswith("val_") else monitor
+    if metric not in ("loss", "accuracy"):
+        raise VistrainError(f"train.monitor={monitor!r}: choose one of accuracy, loss, val_accuracy, val_loss")
+    return metric
+
+
 def _resume_state(out, model, optimizer, scheduler):
-    state = ckpt.load_checkpoint(out / "checkpoints" / "last.pt")
+    """Load the newest usable checkpoint (a damaged last.pt falls back to prev.pt) into the model,
+    optimizer and scheduler; None when the run has none yet (it then starts from epoch 1)."""
+    path = out / "checkpoints"
+    state = ckpt.load_resume_checkpoint(path)
     if state is None:
         return None
-    unwrap(model).load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
+    try:
+        unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    except (KeyError, ValueError, RuntimeError) as err:
+        reason = " ".join(str(err).split())[:160]
+        raise ckpt.CheckpointError(f"{path}: the checkpoint does not fit this model and these settings "
+                                   f"({type(err).__name__}: {reason}); resume with the run's own "
+                                   "config.yaml or start again with --overwrite") from None
     return state
 
 
