@@ -5,8 +5,6 @@ from pathlib import Path
 
 from vistrain.cli.common import add_train_options, config_from_args, print_json
 
-DEFAULT_MODEL = "vistrain/resnet-tiny"
-
 
 def register(sub) -> None:
     p = sub.add_parser("compare", help="train the same network once per setting (e.g. each "
@@ -14,37 +12,33 @@ def register(sub) -> None:
                        description="Train one run per setting of the cartesian product of the "
                                    "--vary lists with the same split and seed into OUT/<setting>/ "
                                    "and write OUT/compare.html and OUT/compare.json. Default model "
-                                   f"{DEFAULT_MODEL}, trained from scratch end to end (finetune).")
+                                   "vistrain/resnet-tiny, trained from scratch end to end (finetune).")
     p.add_argument("data", help="image folder: DATA/<class>/<image> or DATA/{train,val,test}/<class>/")
     p.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2,...",
                    help="norm|act|init|model or SECTION.KEY with a comma-separated list of values "
                         "(repeatable; the runs are the cartesian product)")
     p.add_argument("--out", help="output folder (default runs/<data>-compare-<time>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    p.add_argument("--json", action="store_true", help="print compare.json instead of a table")
+    p.add_argument("--json", action="store_true", help="print compare.json as one JSON document "
+                   "instead of a table")
     add_train_options(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    import time
-
-    from vistrain.evaluation.compare import format_compare_table, parse_vary, run_compare
-    vary = parse_vary(args.vary)  # fail on a bad --vary before anything else
+    from vistrain.evaluation.compare import format_compare_table, parse_vary
+    from vistrain.workflows.compare import DEFAULT_MODEL, compare  # torch loads only when a verb runs
+    parse_vary(args.vary)  # fail on a bad --vary before anything else
     if not args.model and not args.config:
         args.model = DEFAULT_MODEL
-    # vistrain/<name>: from scratch, every layer trains (finetune) unless --strategy/--config say
     cfg = config_from_args(args, args.data)
-    if cfg.model.name.startswith("vistrain/"):
-        cfg.model.pretrained = False  # from-scratch networks have no pretrained weights
-    out = Path(args.out) if args.out else (
-        Path("runs") / f"{Path(cfg.data.root).resolve().name}-compare-{time.strftime('%Y%m%d-%H%M%S')}")
-    summary = run_compare(cfg, out, vary, overwrite=args.overwrite, progress=not args.json)
+    summary = compare(config=cfg, vary=args.vary, out=args.out, overwrite=args.overwrite,
+                      progress=not args.json)
     if args.json:
         print_json(summary)
-    else:
-        print(format_compare_table(summary))
-        if not summary["same_split"]:
-            print("warning: the runs did not get the same split")
-        print(f"report: {(out / 'compare.html').resolve()}")
+        return 0
+    print(format_compare_table(summary))
+    if not summary["same_split"]:
+        print("warning: the runs did not get the same split")
+    print(f"report: {(Path(summary['out_dir']) / 'compare.html').resolve()}")
     return 0

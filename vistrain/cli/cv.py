@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vistrain.cli.common import add_train_options, config_from_args, print_json
+from vistrain.errors import VistrainError
 
 
 def register(sub) -> None:
@@ -13,37 +14,34 @@ def register(sub) -> None:
                                    "training path into OUT/fold-<k>/, and report mean ± std over "
                                    "folds and metrics of the pooled out-of-fold predictions.")
     p.add_argument("data", help="image folder: DATA/<class>/<image> or DATA/{train,val,test}/<class>/")
-    p.add_argument("--folds", type=int, default=5, help="number of folds K (default 5)")
+    p.add_argument("--folds", type=int, default=5, help="number of folds K")
     p.add_argument("--fold", type=int, metavar="K",
                    help="run only fold K (0-based), e.g. one per device; the last one aggregates")
     p.add_argument("--out", help="output folder (default runs/<data>-cv<K>-<time>)")
     p.add_argument("--resume", action="store_true", help="skip finished folds, continue interrupted ones")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--per-class", action="store_true", help="always print per-class pooled metrics")
-    p.add_argument("--json", action="store_true", help="print cv_metrics.json instead of tables")
+    p.add_argument("--json", action="store_true", help="print cv_metrics.json (without the per-fold "
+                   "rows) as one JSON document instead of tables")
     add_train_options(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from vistrain.errors import VistrainError
-    from vistrain.evaluation.cv import format_cv, run_cv
-    cfg = config_from_args(args, args.data)
-    if args.out:
-        out = Path(args.out)
-    elif args.resume or args.fold is not None:
+    from vistrain.evaluation.cv import format_cv
+    from vistrain.workflows.cv import cv  # torch loads only when a verb runs
+    if args.out is None and (args.resume or args.fold is not None):
         raise VistrainError("--resume and --fold need --out OUT (the cross-validation folder)")
-    else:
-        import time
-        out = Path("runs") / f"{Path(cfg.data.root).resolve().name}-cv{args.folds}-{time.strftime('%Y%m%d-%H%M%S')}"
-    result = run_cv(cfg, out, folds=args.folds, fold=args.fold, resume=args.resume,
-                    overwrite=args.overwrite, progress=not args.json)
+    cfg = config_from_args(args, args.data)
+    result = cv(config=cfg, folds=args.folds, out=args.out, fold=args.fold, resume=args.resume,
+                overwrite=args.overwrite, progress=not args.json)
+    out = Path(result["out_dir"])
+    if args.json:
+        print_json({k: v for k, v in result.items() if k != "folds"})
+        return 0
     if "summary" not in result:
         print(f"folds finished: {result['finished']}; missing: {result['missing']} "
               f"(run them with --fold K --out {out}, or all with --resume --out {out})")
-        return 0
-    if args.json:
-        print_json({k: v for k, v in result.items() if k != "folds"})
         return 0
     print(format_cv(result, per_class=True if args.per_class else None))
     print(f"report: {(out / 'report.html').resolve()}")

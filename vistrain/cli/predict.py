@@ -1,46 +1,63 @@
-"""``vistrain predict``: top-k classes of images with a run or a pretrained model."""
+"""``vistrain predict RUN_DIR IMAGE|FOLDER...``: top-k classes of images with a run or a pretrained model.
+
+Files, folders (their images, recursively, sorted) and unreadable files can be mixed: an
+unreadable file is reported on its own line (``"error"`` in ``--json``) and the others are
+predicted.  Exit code 0 when at least one image was predicted, 2 when none could be.
+"""
 from __future__ import annotations
 
-from pathlib import Path
-
 from vistrain.cli.common import print_json
+from vistrain.errors import VistrainError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("predict", help="classify images with a trained run or a pretrained model")
-    p.add_argument("run_dir", nargs="?", help="run directory of `vistrain train`")
-    p.add_argument("images", nargs="*", help="image files")
+    p = sub.add_parser("predict", help="classify images with a trained run or a pretrained model",
+                       description="Print the most probable classes of each image (files, or "
+                                   "folders of images searched recursively) with a trained run "
+                                   "or, with --model, a pretrained ImageNet classifier.")
+    p.add_argument("run_dir", nargs="?", help="run directory of `vistrain train` (omit with --model)")
+    p.add_argument("images", nargs="*", help="image files and/or folders of images")
     p.add_argument("--model", help="use this pretrained (ImageNet) model instead of a run, e.g. tf_efficientnet_lite0")
     p.add_argument("--weights", help="with --model: weights file")
-    p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--top-k", type=int, default=5,
+                   help="classes shown per image, 1 to the number of classes (more: all of them)")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from vistrain.errors import VistrainError
-    from vistrain.predictor import Classifier
+    from vistrain.workflows.predict import predict  # torch loads only when a verb runs
     images = list(args.images)
-    if args.model:
-        if args.run_dir:  # with --model the first positional is an image too
-            images.insert(0, args.run_dir)
-        clf = Classifier.from_pretrained(args.model, weights=args.weights, device=args.device)
-    else:
-        if not args.run_dir:
-            raise VistrainError("give a run directory (or --model NAME) and image files")
-        clf = Classifier.from_run(args.run_dir, device=args.device)
+    run_dir = args.run_dir
+    if args.model and run_dir:  # with --model the first positional is an image too
+        images.insert(0, run_dir)
+        run_dir = None
+    if args.top_k < 1:
+        raise VistrainError(f"--top-k {args.top_k}: must be at least 1 (values above the number of "
+                            "classes show them all)")
+    if not args.model and not run_dir:
+        raise VistrainError("give a run directory (or --model NAME) and images: "
+                            "vistrain predict RUN_DIR IMAGE|FOLDER...")
     if not images:
-        raise VistrainError("no image files given")
-    for img in images:
-        if not Path(img).is_file():
-            raise VistrainError(f"{img}: image file not found")
-    results = clf.predict(images, top_k=args.top_k)
+        raise VistrainError("no images given: vistrain predict RUN_DIR IMAGE|FOLDER...")
+    result = predict(run_dir, images, model=args.model, weights=args.weights, top_k=args.top_k,
+                     device=args.device, progress=not args.json)
+    if result["n_predicted"] == 0:
+        first = result["predictions"][0]
+        raise VistrainError(f"none of the {len(result['predictions'])} images could be predicted; "
+                            f"{first['image']}: {first['error']}")
     if args.json:
-        print_json({"model": clf.source, "predictions": results})
+        print_json(result)
         return 0
-    for r in results:
+    for r in result["predictions"]:
+        if "error" in r:
+            print(f"{r['image']}: error: {r['error']}")
+            continue
         print(r["image"])
         for t in r["top"]:
             print(f"  {t['probability']:7.2%}  {t['class']}  [{t['index']}]")
+    if result["n_failed"]:
+        print(f"{result['n_failed']} of {len(result['predictions'])} images could not be read "
+              "(error lines above)")
     return 0

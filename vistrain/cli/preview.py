@@ -1,6 +1,8 @@
 """``vistrain preview DATA``: a picture of sample images before and after preprocessing."""
 from __future__ import annotations
 
+from vistrain.cli.common import print_json
+
 
 def register(sub) -> None:
     p = sub.add_parser("preview", help="show sample images before/after resize, crop and normalize",
@@ -10,9 +12,10 @@ def register(sub) -> None:
     p.add_argument("data", help="image folder (DATA/<class>/<image>) or one image file")
     p.add_argument("--out", default="preprocess-preview.png", help="output image (.png, .svg, .pdf)")
     p.add_argument("--model", help="preprocessing of this model (default tf_efficientnet_lite0)")
-    p.add_argument("--n", type=int, default=8, help="number of sample images (default 8)")
+    p.add_argument("--n", type=int, default=8, help="number of sample images")
     p.add_argument("--size", type=int, help="override the model's input size")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="which sample images")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=run)
 
 
@@ -48,6 +51,10 @@ def run(args) -> int:
     pre = default_preprocess(args.model)
     if args.size:
         pre = replace(pre, size=args.size)
-    out = preview_preprocessing(paths, pre, args.out)
-    print(f"preview: {out.resolve()} ({len(paths)} images; {pre.describe()})")
+    out = preview_preprocessing(paths, pre, args.out).resolve()
+    if args.json:
+        print_json({"preview": str(out), "images": [str(p) for p in paths],
+                    "preprocess": pre.to_dict(), "describe": pre.describe()})
+    else:
+        print(f"preview: {out} ({len(paths)} images; {pre.describe()})")
     return 0

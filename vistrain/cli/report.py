@@ -1,6 +1,8 @@
 """``vistrain report RUN_DIR``: (re)write the self-contained ``report.html`` of a run."""
 from __future__ import annotations
 
+from vistrain.cli.common import print_json
+
 
 def register(sub) -> None:
     p = sub.add_parser("report", help="regenerate a run's self-contained report.html",
@@ -8,11 +10,15 @@ def register(sub) -> None:
                                    "strategy, curves, metrics, plots, a Grad-CAM gallery of the top "
                                    "losses and the reproducibility record, in one offline file.")
     p.add_argument("run_dir", help="run directory of `vistrain train`")
+    p.add_argument("--json", action="store_true", help='print {"report": PATH} as one JSON document')
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from vistrain.report.html import build_full_report
-    path = build_full_report(args.run_dir)
-    print(f"report: {path.resolve()}")
+    path = build_full_report(args.run_dir).resolve()
+    if args.json:
+        print_json({"report": str(path)})
+    else:
+        print(f"report: {path}")
     return 0

@@ -1,0 +1,66 @@
+"""``load`` and ``predict``: a run (or a pretrained ImageNet model) applied to images.
+
+Example:
+    >>> import vistrain
+    >>> clf = vistrain.load("runs/demo")                                   # doctest: +SKIP
+    >>> clf.predict("examples/fashion-mnist-small/Bag/0000.png")[0]["top"][0]["class"]  # doctest: +SKIP
+    'Bag'
+    >>> out = vistrain.predict("runs/demo", "examples/fashion-mnist-small/Bag")  # doctest: +SKIP
+    >>> out["n_predicted"], out["n_failed"]                                # doctest: +SKIP
+    (200, 0)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from vistrain.errors import VistrainError
+from vistrain.predictor import Classifier
+from vistrain.workflows.common import show_log_lines
+
+
+def load(run_dir: str | Path, device: str = "cpu") -> Classifier:
+    """A :class:`vistrain.predictor.Classifier` for a finished run directory.
+
+    Example:
+        >>> import vistrain
+        >>> clf = vistrain.load("runs/demo")                 # doctest: +SKIP
+        >>> clf.classes[:2], clf.preprocess.size             # doctest: +SKIP
+        (['Ankle boot', 'Bag'], 224)
+    """
+    return Classifier.from_run(run_dir, device=device)
+
+
+def load_classifier(run_dir: str | Path | None = None, *, model: str | None = None,
+                    weights: str | None = None, device: str = "cpu") -> Classifier:
+    """The run's classifier, or with ``model`` the pretrained (ImageNet) classifier itself."""
+    if model:
+        return Classifier.from_pretrained(model, weights=weights, device=device)
+    if not run_dir:
+        raise VistrainError("give a run directory of `vistrain train` (or a pretrained model name)")
+    return Classifier.from_run(run_dir, device=device)
+
+
+def predict(run_dir: str | Path | None = None, images=(), *, model: str | None = None,
+            weights: str | None = None, top_k: int = 5, device: str = "cpu",
+            batch_size: int = 32, progress: bool = True) -> dict:
+    """Top-``top_k`` classes of ``images`` (files, folders, PIL images, or a list of them).
+
+    Returns ``{"model", "predictions", "n_predicted", "n_failed"}``; ``predictions`` holds one
+    entry per image as :meth:`vistrain.predictor.Classifier.predict` makes them (an unreadable
+    file has ``"error"`` instead of ``"top"`` and does not stop the others).  ``model`` (with
+    ``run_dir=None``) uses that pretrained ImageNet classifier instead of a run.  ``top_k`` above
+    the number of classes shows them all.
+
+    Example:
+        >>> import vistrain
+        >>> vistrain.predict(images="cat.jpg", model="tf_efficientnet_lite0", top_k=1)  # doctest: +SKIP
+        {'model': 'tf_efficientnet_lite0 (...)', 'predictions': [{'image': 'cat.jpg', 'top': [...]}], ...}
+    """
+    show_log_lines()
+    clf = load_classifier(run_dir, model=model, weights=weights, device=device)
+    if isinstance(images, (list, tuple)) and not images:
+        raise VistrainError("no images given: give image files or folders")
+    results = clf.predict(images, top_k=top_k, batch_size=batch_size, progress=progress)
+    failed = sum("error" in r for r in results)
+    return {"model": clf.source, "predictions": results, "n_predicted": len(results) - failed,
+            "n_failed": failed}

@@ -1,0 +1,56 @@
+"""``train``: an image folder in, a self-describing run directory out (``vistrain train``).
+
+Example:
+    >>> import vistrain
+    >>> result = vistrain.train("examples/fashion-mnist-small", out="runs/demo", epochs=5)  # doctest: +SKIP
+    >>> round(result.metrics["test"]["accuracy"], 2), result.run_dir                       # doctest: +SKIP
+    (0.84, PosixPath('runs/demo'))
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vistrain.errors import RunDirError
+from vistrain.training.run import RunResult, run_training
+from vistrain.workflows.common import default_out_dir, make_config, show_log_lines
+
+
+def train(data: str | Path | None = None, *, out: str | Path | None = None, config=None,
+          overwrite: bool = False, resume: bool = False, progress: bool = True,
+          **settings: Any) -> RunResult:
+    """Train a classifier on an image folder; returns a ``RunResult`` (run_dir, classes, metrics,
+    history).  Every call is independent: train as often as you like in one process.
+
+    Args:
+        data: image folder, ``DATA/<class>/<image>`` or ``DATA/{train,val,test}/<class>/``.
+        out: run directory (default ``runs/<data>-<time>``); with ``resume`` the run to continue.
+        config: a :class:`vistrain.config.TrainConfig`, a dict of sections or a YAML path (e.g. an
+            earlier run's ``config.yaml``); with ``resume`` the run's own config by default.
+        overwrite: replace an existing run directory.
+        resume: continue the interrupted run ``out`` from its last checkpoint.
+        progress: progress bars (drawn only on a terminal or in a notebook).
+        settings: shortcuts ``model``, ``epochs``, ``strategy``, ``lr``, ``batch_size``, ``seed``,
+            ``augment``, ``pretrained``, ``weights``, ``device``, or whole sections as dicts
+            (``optim={"name": "sgd"}``).
+
+    Example:
+        >>> import vistrain
+        >>> r = vistrain.train("examples/fashion-mnist-small", out="runs/fm", epochs=3)  # doctest: +SKIP
+        >>> r.metrics["test"]["accuracy"] > 0.7                                          # doctest: +SKIP
+        True
+    """
+    show_log_lines()
+    if resume:
+        if out is None:
+            raise RunDirError("resume=True needs out=RUN_DIR, the run to continue")
+        saved = Path(out) / "config.yaml"
+        if config is None:
+            if not saved.is_file():
+                raise RunDirError(f"{out}: no config.yaml; not a vistrain run directory to resume")
+            config = saved
+        cfg = make_config(data, config, settings)
+        return run_training(cfg, Path(out), resume=True, progress=progress)
+    cfg = make_config(data, config, settings)
+    out = Path(out) if out else default_out_dir(cfg.data.root)
+    return run_training(cfg, out, overwrite=overwrite, progress=progress)
