@@ -4,10 +4,18 @@ Every picture is embedded as a ``data:image/png;base64`` URI and the CSS is inli
 refers to no other file or URL.  Sections (stable ``id``s, in order): ``data``, ``checks``,
 ``preprocessing``, ``augmentation``, ``strategy``, ``curves``, ``metrics``, ``confusion``,
 ``plots``, ``gallery``, ``reproducibility``.  A section whose inputs are missing says so
-instead of disappearing, so the ids are always present.
+instead of disappearing, so the ids are always present (the data doctor's findings are shown
+when the run wrote ``doctor.json``).
 
-Every class name, file name and message is HTML-escaped.  Grad-CAM is computed for at most
-``MAX_CAM_IMAGES`` images, so generation stays in seconds on a CPU.
+Every string read from the run's files (class names, file names, messages) is HTML-escaped, and
+every image file named in ``splits.json`` is opened only when it resolves (symbolic links
+followed) to a path inside the data root: a crafted ``../`` or absolute name is skipped with a
+warning.  Grad-CAM is computed for at most ``MAX_CAM_IMAGES`` images, so generation stays in
+seconds on a CPU.
+
+:func:`build_full_report` also accepts the output folder of ``vistrain cv``
+(:mod:`vistrain.report.cv_report`) and of ``vistrain compare``
+(:mod:`vistrain.report.compare_report`) and writes their ``report.html``.
 
 Example:
     >>> from vistrain.report.html import build_full_report
@@ -25,6 +33,10 @@ import math
 from pathlib import Path
 
 import numpy as np
+
+from vistrain.errors import RunDirError
+from vistrain.report.compare_report import build_compare_report
+from vistrain.report.cv_report import build_cv_report, cv_outputs_present
 
 log = logging.getLogger("vistrain")
 
@@ -133,6 +145,7 @@ class _Run:
         self.classes = self.meta.get("classes") or self.splits.get("classes") or []
         self.config_text = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else ""
         self.part = "test" if "test" in self.preds else ("val" if "val" in self.preds else None)
+        self.outside_root: list[str] = []   # file names of splits.json that were refused
 
     def data_root(self) -> Path | None:
         root = self.run.get("data_root")
@@ -140,6 +153,25 @@ class _Run:
             return None
         p = Path(root)
         return p if p.is_dir() else None
+
+    def data_file(self, rel) -> Path | None:
+        """The file ``rel`` (a name from splits.json, relative to the data root) if it resolves to
+        a path inside the data root; None otherwise (``../`` escapes, absolute names, links out)."""
+        root = self.data_root()
+        if root is None or not isinstance(rel, str) or not rel:
+            return None
+        try:
+            base = root.resolve()
+            path = (base / rel).resolve()
+        except (OSError, RuntimeError, ValueError):  # a loop of links, a NUL byte
+            path = None
+        if path is None or not path.is_relative_to(base):
+            if rel not in self.outside_root:
+                self.outside_root.append(rel)
+                log.warning("report: skipped %r from splits.json: it is outside the data root %s",
+                            rel, root)
+            return None
+        return path
 
     def files_of(self, part: str) -> dict[int, str]:
         """Index id -> file (relative to the data root) for one part, from splits.json."""
@@ -168,12 +200,15 @@ class _Run:
         info = self.splits.get("parts", {}).get(part, {})
         by_class: dict[str, list[str]] = {}
         for f in info.get("files", []):
+            if not isinstance(f, str):
+                continue
             by_class.setdefault(Path(f).parts[0] if len(Path(f).parts) > 1 else "", []).append(f)
         out, i = [], 0
         while len(out) < n and any(i < len(v) for v in by_class.values()):
             for files in by_class.values():
-                if i < len(files) and len(out) < n and (root / files[i]).is_file():
-                    out.append(root / files[i])
+                path = self.data_file(files[i]) if i < len(files) and len(out) < n else None
+                if path is not None and path.is_file():
+                    out.append(path)
             i += 1
         return out
 
@@ -186,9 +221,9 @@ def section_data(run: _Run) -> str:
     if counts:
         names = list(counts)
         header = ["class", "images"] + [p for p in split_parts]
-        rows = [[esc(c), str(counts[c])] + [str(split_parts[p].get("counts", {}).get(c, "-"))
+        rows = [[esc(c), esc(counts[c])] + [esc(split_parts[p].get("counts", {}).get(c, "-"))
                                             for p in split_parts] for c in names]
-        rows.append(["<b>total</b>", f"<b>{sum(counts.values())}</b>"]
+        rows.append(["<b>total</b>", f"<b>{esc(sum(counts.values()))}</b>"]
                     + [f"<b>{len(split_parts[p].get('indices', []))}</b>" for p in split_parts])
         parts.append(_table(header, rows))
         fig = _figure(max(4.0, 0.45 * len(names) + 2), 3.0)
@@ -209,8 +244,12 @@ def section_data(run: _Run) -> str:
     if skipped:
         parts.append(_table(["file", "reason"], [[esc(s.get("file")), esc(s.get("reason"))]
                                                   for s in skipped[:200]]))
-    parts.append("<h3>Data doctor</h3>")
-    parts.append(_doctor(run.doctor) if run.doctor is not None else _note("no doctor.json in the run directory"))
+    if run.doctor is not None:  # written when the run's quick data checks ran (data.doctor)
+        parts.append("<h3>Data doctor</h3>" + _doctor(run.doctor))
+    if run.outside_root:
+        parts.append(f'<p class="warn">{len(run.outside_root)} file name(s) in splits.json lie '
+                     f"outside the data root and were not opened: "
+                     f"{esc(', '.join(run.outside_root[:5]))}</p>")
     return "".join(parts)
 
 
@@ -219,7 +258,8 @@ def _image_sizes(run: _Run, limit: int = 400) -> str:
     root = run.data_root()
     if root is None:
         return _note("image sizes: the data folder is not reachable from here")
-    files = [root / f for p in run.splits.get("parts", {}).values() for f in p.get("files", [])][:limit]
+    names = [f for p in run.splits.get("parts", {}).values() for f in p.get("files", [])][:limit]
+    files = [f for f in map(run.data_file, names) if f is not None]
     sizes = []
     for f in files:
         try:
@@ -237,12 +277,19 @@ def _image_sizes(run: _Run, limit: int = 400) -> str:
 
 
 def _doctor(doc) -> str:
+    """The findings of doctor.json: severity, code, message, fix and how many files."""
     findings = doc.get("findings") if isinstance(doc, dict) else doc
     if isinstance(findings, list) and all(isinstance(f, dict) for f in findings):
         if not findings:
             return '<p class="ok">no findings</p>'
-        keys = list(dict.fromkeys(k for f in findings for k in f))
-        return _table(keys, [[esc(_short(f.get(k, ""))) for k in keys] for f in findings[:200]])
+        css = {"error": "fail", "warning": "warn"}
+        rows = [[f'<span class="{css.get(f.get("severity"), "note")}">{esc(f.get("severity", ""))}</span>',
+                 esc(f.get("code", "")), esc(_short(f.get("message", ""))), esc(_short(f.get("fix", ""))),
+                 esc(len(f["paths"]) if isinstance(f.get("paths"), list) else "")]
+                for f in findings[:200]]
+        source = doc.get("source") if isinstance(doc, dict) else None
+        return ((f"<p>{esc(source)}</p>" if source else "")
+                + _table(["severity", "code", "finding", "fix", "files"], rows))
     return f"<pre>{esc(json.dumps(doc, indent=1)[:20000])}</pre>"
 
 
@@ -399,7 +446,7 @@ def section_metrics(run: _Run) -> str:
         pc = m.get("per_class") or []
         if pc:
             out.append(_table(["class", "support", "predicted", "precision", "recall", "F1", "AUC-ROC"],
-                              [[esc(r["class"]), str(r["support"]), str(r["n_predicted"]),
+                              [[esc(r["class"]), esc(r["support"]), esc(r["n_predicted"]),
                                 _fmt(r["precision"]), _fmt(r["recall"]), _fmt(r["f1"]), _fmt(r["auc_roc"])]
                                for r in pc]))
     return "".join(out)
@@ -460,13 +507,12 @@ def gallery_items(run: _Run, n_losses: int = 8, n_pairs: int = 2, per_pair: int 
         return {"losses": [], "pairs": []}
     ids, y, p = got
     files = run.files_of(run.part)
-    root = run.data_root()
     loss = -np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None))
     pred = p.argmax(1)
 
     def item(j):
         rel = files.get(int(ids[j]))
-        return {"id": int(ids[j]), "file": rel, "path": (root / rel) if (root and rel) else None,
+        return {"id": int(ids[j]), "file": rel, "path": run.data_file(rel),
                 "true": int(y[j]), "pred": int(pred[j]), "p_true": float(p[j, y[j]]),
                 "p_pred": float(p[j, pred[j]]), "loss": float(loss[j])}
     losses = [item(j) for j in np.argsort(-loss, kind="stable")[:n_losses]]
@@ -606,15 +652,33 @@ def render_report(run_dir: str | Path) -> str:
             + summary + nav + "\n".join(body) + "</body></html>")
 
 
+def output_kind(out_dir: Path) -> str | None:
+    """``"compare"``, ``"cv"`` or ``"train"``: which command wrote ``out_dir`` (None: none)."""
+    if (out_dir / "compare.json").is_file():
+        return "compare"
+    if cv_outputs_present(out_dir):
+        return "cv"
+    if any((out_dir / n).exists() for n in ("model.json", "metrics.json", "run.json")):
+        return "train"
+    return None
+
+
 def build_full_report(run_dir: str | Path) -> Path:
-    """Write ``run_dir/report.html`` (self-contained) and return its path."""
-    from vistrain.errors import RunDirError
+    """Write ``run_dir/report.html`` (self-contained) and return its path; ``run_dir`` is the
+    output folder of ``vistrain train``, ``vistrain cv`` or ``vistrain compare``."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise RunDirError(f"{run_dir}: run directory not found; give the --out folder of `vistrain train`")
-    if not any((run_dir / n).exists() for n in ("model.json", "metrics.json", "run.json")):
-        raise RunDirError(f"{run_dir}: no model.json, metrics.json or run.json; not a vistrain run "
-                          "directory (train one with `vistrain train DATA --out DIR`)")
+        raise RunDirError(f"{run_dir}: run directory not found; give the --out folder of `vistrain "
+                          "train`, `vistrain cv` or `vistrain compare`")
+    kind = output_kind(run_dir)
+    if kind == "compare":
+        return build_compare_report(run_dir)
+    if kind == "cv":
+        return build_cv_report(run_dir)
+    if kind is None:
+        raise RunDirError(f"{run_dir}: no model.json, metrics.json, run.json, cv_metrics.json or "
+                          "compare.json; not a vistrain run directory (train one with `vistrain "
+                          "train DATA --out DIR`)")
     out = run_dir / "report.html"
     out.write_text(render_report(run_dir), encoding="utf-8")
     return out
