@@ -155,3 +155,14 @@ def test_not_an_output_folder_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "not a vistrain run directory" in err and len(err.splitlines()) == 1
     np.testing.assert_equal(list(tmp_path.iterdir()), [])      # nothing written
+
+
+def test_hand_edited_run_files_do_not_break_the_page(crafted_run):
+    run_dir, _, _ = crafted_run
+    (run_dir / "metrics.json").write_text("[1, 2]")                    # not an object
+    (run_dir / "model.json").write_text(json.dumps({"classes": [EVIL, 3], "model_name": EVIL}))
+    (run_dir / "history.json").write_text("{not json")
+    page = build_full_report(run_dir).read_text()
+    assert EVIL not in page and html.escape(EVIL, quote=True) in page
+    for sid in SECTIONS:
+        assert f'<section id="{sid}">' in page

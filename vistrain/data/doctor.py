@@ -462,8 +462,9 @@ def count_findings(index: ImageIndex) -> list[Finding]:
         big, small = max(counts, key=counts.get), min(counts, key=counts.get)
         ratio = counts[big] / counts[small]
         sev = "warning" if ratio >= IMBALANCE_WARN else "info"
-        out.append(Finding(sev, "imbalance", f"imbalance ratio {ratio:.2f} (largest {big!r} "
-                           f"{counts[big]}, smallest {small!r} {counts[small]})", [],
+        what = (f"largest {big!r} {counts[big]}, smallest {small!r} {counts[small]}" if ratio > 1
+                else f"{counts[big]} images in every class")
+        out.append(Finding(sev, "imbalance", f"imbalance ratio {ratio:.2f} ({what})", [],
                            "training balances the loss (data.balance=auto), but look at per-class "
                            "recall; more images of the small classes help most" if sev == "warning"
                            else "nothing to do"))

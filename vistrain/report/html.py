@@ -99,12 +99,18 @@ def chw_to_hwc(x) -> np.ndarray:
 
 
 def _load(run_dir: Path, name: str, default=None):
+    """The JSON file ``name`` of the run, or ``default`` when it is missing, unreadable or not of
+    the default's type (a hand-edited file must not take the whole page down)."""
     p = run_dir / name
     try:
-        return json.loads(p.read_text()) if p.exists() else default
-    except (OSError, json.JSONDecodeError) as err:
+        value = json.loads(p.read_text()) if p.exists() else default
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
         log.warning("report: cannot read %s: %s", p, err)
         return default
+    if default is not None and not isinstance(value, type(default)):
+        log.warning("report: %s is not a JSON %s; ignored", p, type(default).__name__)
+        return default
+    return value
 
 
 def _fmt(v, digits: int = 4) -> str:
@@ -142,7 +148,8 @@ class _Run:
         self.history = _load(run_dir, "history.json", [])
         self.doctor = _load(run_dir, "doctor.json")
         self.checks = _load(run_dir, "checks.json")
-        self.classes = self.meta.get("classes") or self.splits.get("classes") or []
+        classes = self.meta.get("classes") or self.splits.get("classes") or []
+        self.classes = [str(c) for c in classes] if isinstance(classes, list) else []
         self.config_text = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else ""
         self.part = "test" if "test" in self.preds else ("val" if "val" in self.preds else None)
         self.outside_root: list[str] = []   # file names of splits.json that were refused
