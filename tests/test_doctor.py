@@ -123,6 +123,7 @@ def test_single_class_and_no_class_folders_are_findings(tmp_path, capsys):
     codes = {f.code: f for f in report.findings}
     assert codes["no-class-folders"].severity == "error"
     assert len(codes["outside-class-folder"].paths) == 2
+    assert [f.code for f in report.findings if f.severity == "error"] == ["no-class-folders"]
     assert main(["doctor", str(tmp_path / "nope")]) == 2        # not a folder: one error line
     assert "no such folder" in capsys.readouterr().err
 

@@ -483,6 +483,8 @@ def size_findings(index: ImageIndex, cfg: TrainConfig, folds: int | None) -> lis
     """Classes too small for the hold-out split (error) or for k-fold cross-validation (error
     when ``folds`` is asked for, else a warning for ``DEFAULT_FOLDS``)."""
     out = []
+    if len(set(index.labels)) < 2:  # nothing to split: the structure findings say why
+        return out
     try:
         split_parts(index, cfg)
     except DataError as err:
