@@ -6,6 +6,7 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import make_image_folder
@@ -14,6 +15,7 @@ from vistrain.config import TrainConfig
 from vistrain.data.doctor import (diagnose, hamming, near_pairs, phash, phash_and_thumb,
                                   quick_checks, thumb_distance)
 from vistrain.data.scan import scan_folder
+from vistrain.errors import DataError
 from vistrain.training.run import make_parts
 
 
@@ -108,6 +110,9 @@ def test_presplit_folder_leakage_and_structure_in_one_pass(tmp_path, capsys):
     assert codes["leakage"]["severity"] == "error"
     assert codes["class-not-in-train"]["paths"] == [str(root / "test" / "c" / f"c_{i:03d}.png") for i in range(2)]
     assert codes["empty-class"]["paths"] == [str(root / "val" / "a")]
+    shutil.rmtree(root / "val")
+    with pytest.raises(DataError, match="classes not present in train/: c"):
+        scan_folder(root)                                   # training keeps refusing it
 
 
 def test_single_class_and_no_class_folders_are_findings(tmp_path, capsys):
