@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -173,6 +174,7 @@ def prepare_output_dir(out: str | Path, *, kind: str = "run", overwrite: bool = 
                               "give the --out folder of the run to resume")
         if read_marker(out) is None:
             write_marker(out, kind, **marker_info)
+        remove_stale_temporaries(out)
         return None
     if not overwrite and found:
         raise RunDirError(f"{out}: run directory exists and is not empty; use --overwrite to replace "
@@ -201,6 +203,19 @@ def _aside_name(folder: Path) -> Path:
         if not cand.exists():
             return cand
     raise RunDirError(f"{folder}: too many {folder.name}.old-* folders next to it; remove them")
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[str]:
+    """Delete the temporary files (``.NAME.<pid>.tmp``) that writes killed half-way left in
+    ``folder`` and its ``checkpoints/``; returns their names.  Only for a run being resumed:
+    no other process writes there then."""
+    removed = []
+    for sub in (Path(folder), Path(folder) / "checkpoints"):
+        for p in sub.glob(".*.tmp") if sub.is_dir() else ():
+            if re.fullmatch(r"\..+\.\d+\.tmp", p.name) and p.is_file():
+                p.unlink()
+                removed.append(p.name)
+    return removed
 
 
 def discard_replaced(out: str | Path) -> None:

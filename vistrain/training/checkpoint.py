@@ -55,6 +55,8 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
 
 def _keep_previous(path: Path) -> None:
     prev, tmp = path.with_name(PREVIOUS), path.with_name(f".{PREVIOUS}.{os.getpid()}.tmp")
+    if prev.exists() and os.path.samefile(prev, path):
+        return  # a run killed right after this step: prev.pt already is last.pt
     if tmp.exists():
         tmp.unlink()
     try:

@@ -292,6 +292,8 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
         if resume:  # pins the run to this copy of the data from now on (e.g. one given by --data)
             fsutil.update_marker(out, data_root=str(Path(index.root).resolve()),
                                  data_fingerprint=fingerprint)
+        # written before decoding: a run killed at any point after this can be resumed
+        replace(cfg, data=replace(cfg.data, root=str(Path(index.root).resolve()))).save(out / "config.yaml")
     rt.barrier()
     try:
         return _train_into(cfg, out, rt, model, pcfg, index, parts, resume=resume,
@@ -307,8 +309,6 @@ def _train_into(cfg, out, rt, model, pcfg, index, parts, *, resume, progress, fi
     pre, data = prepare_pixels(cfg, pcfg, rt, index, progress=progress, parts=parts)
     m = cfg.model
     if rt.is_main:
-        saved = replace(cfg, data=replace(cfg.data, root=str(Path(index.root).resolve())))
-        saved.save(out / "config.yaml")
         save_splits(out / "splits.json", data.index, data.parts, seed=cfg.data.split_seed,
                     source="given parts (cross-validation fold)" if parts is not None else
                     "given folders" if data.index.given_split else "stratified hold-out")
