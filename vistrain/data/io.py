@@ -10,6 +10,10 @@ What is handled, and why:
   their *nominal* range (I;16 -> /257, I -> min/max of the image), not clipped at 255.
 * **Bad files** (zero bytes, truncated, not an image, decompression bombs) raise
   :class:`~vistrain.errors.ImageLoadError` naming the file and the reason.
+* **One size limit**: images above ``MAX_PIXELS`` (300 MP unless :func:`set_max_image_pixels`,
+  the ``data.max_image_pixels`` setting, raises it) are refused as possible decompression bombs.
+  Pillow's own guard (89.5 MP by default) is set to the same number; left alone it refused valid
+  100 MP scans first, with a message quoting a limit they were below.
 * **Reduced-scale JPEG decode** (``draft``): when the caller says how large the image must stay
   (``min_side``), JPEGs are decoded at 1/2, 1/4 or 1/8 scale directly by libjpeg while keeping the
   shorter side >= 1.5·min_side (``DRAFT_MARGIN``), so the final antialiased resize sees enough
@@ -32,6 +36,8 @@ Example:
 """
 from __future__ import annotations
 
+import os
+import re
 import warnings
 from pathlib import Path
 
@@ -43,7 +49,10 @@ from vistrain.errors import ImageLoadError
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                     ".pgm", ".pbm"}
 # Larger than any real photo (18 MP cameras, 100 MP scans) but far below a decompression bomb.
-MAX_PIXELS = 300_000_000
+DEFAULT_MAX_PIXELS = 300_000_000
+# set_max_image_pixels also exports the limit in this variable, so that decode workers started
+# with "spawn" (which import this module afresh) apply the same limit as the parent.
+MAX_PIXELS_ENV = "VISTRAIN_MAX_IMAGE_PIXELS"
 DEFAULT_BACKGROUND = (255, 255, 255)
 # Reduced-scale JPEG decode keeps the shorter side >= DRAFT_MARGIN * min_side (see _draft).
 DRAFT_MARGIN = 1.5
@@ -52,6 +61,37 @@ DRAFT_MAX_REDUCTION = 4   # 1/2 or 1/4 scale; 1/8 (DC coefficients only) is too 
 # whole 1/8 image: there the DC scans alone are decoded when the 1/8 image still covers the eval
 # resize (min_side / crop_pct, crop_pct >= 0.875) without enlarging it.
 DC_MARGIN = 8 / 7
+
+
+def _limit_from_environment() -> int:
+    try:
+        return max(1, int(os.environ.get(MAX_PIXELS_ENV, DEFAULT_MAX_PIXELS)))
+    except ValueError:
+        return DEFAULT_MAX_PIXELS
+
+
+MAX_PIXELS = _limit_from_environment()
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # one limit: Pillow's guard would otherwise fire at 89.5 MP
+
+
+def set_max_image_pixels(n: int) -> None:
+    """Refuse images with more than ``n`` pixels (width x height) from now on, in this process
+    and in the decode workers it starts; sets Pillow's ``Image.MAX_IMAGE_PIXELS`` to the same ``n``.
+
+    Raises:
+        ValueError: ``n`` is not a whole number >= 1 (config validation reports it to the user).
+    """
+    global MAX_PIXELS
+    if isinstance(n, bool) or int(n) != n or n < 1:
+        raise ValueError(f"max_image_pixels must be a whole number >= 1, not {n!r}")
+    MAX_PIXELS = int(n)
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    os.environ[MAX_PIXELS_ENV] = str(MAX_PIXELS)
+
+
+def max_image_pixels() -> int:
+    """The current limit on width x height (see :func:`set_max_image_pixels`)."""
+    return MAX_PIXELS
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -96,8 +136,10 @@ def load_image(path: str | Path, *, background=DEFAULT_BACKGROUND, min_side: int
         raise ImageLoadError(path, "file not found") from None
     except UnidentifiedImageError:
         raise ImageLoadError(path, "not an image file PIL can read; remove it from the data folder") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageLoadError(path, f"too many pixels (limit {MAX_PIXELS:,}): possible decompression bomb") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        # Pillow refuses in Image.open, before _check_size sees the image: its message has the count
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        raise _too_large(path, int(found.group(1)) if found else None) from None
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageLoadError(path, f"corrupt or truncated image ({err}); re-export or remove it") from None
     try:
@@ -112,10 +154,16 @@ def load_image(path: str | Path, *, background=DEFAULT_BACKGROUND, min_side: int
 def _check_size(path: Path, img: Image.Image) -> None:
     w, h = img.size
     if w * h > MAX_PIXELS:
-        raise ImageLoadError(path, f"{w}x{h} pixels exceeds the limit of {MAX_PIXELS:,} "
-                                   "(possible decompression bomb)")
+        raise _too_large(path, w * h, f"{w}x{h} = ")
     if w == 0 or h == 0:
         raise ImageLoadError(path, "image has zero width or height")
+
+
+def _too_large(path: Path, pixels: int | None, dims: str = "") -> ImageLoadError:
+    count = f"{dims}{pixels:,} pixels" if pixels else "more pixels than the limit"
+    fix = f"--max-image-pixels {pixels}" if pixels else "--max-image-pixels N"
+    return ImageLoadError(path, f"{count} exceeds the limit of {MAX_PIXELS:,} (a guard against "
+                                f"decompression bombs); if the image is genuine, allow it with {fix}")
 
 
 def _progressive_dc(path: Path, img: Image.Image, min_side: int) -> Image.Image | None:

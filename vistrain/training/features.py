@@ -20,14 +20,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from vistrain.data.cache import budget_root, mark_used, prune_cache
+from vistrain.data.cache import (SPACE_ERRNOS, CacheDamaged, CacheSpaceError, budget_root,
+                                 ensure_free_space, mark_used, npy_bytes, open_array_entry,
+                                 prune_cache, remove_entry, save_array_entry, sidecar)
 from vistrain.device import Runtime
 from vistrain.progress import progress_bar
 
@@ -73,20 +74,48 @@ def run_feature_key(cfg, pcfg, pre, data, rt: Runtime) -> str:
                              rt.precision)
 
 
-def cached_features(cache_dir: Path | None, key: str, compute) -> tuple[np.ndarray, bool]:
-    """Load ``features-<key>.npy`` or compute and store it; returns (features, was_cached)."""
+def cached_features(cache_dir: Path | None, key: str, compute, *, rows: int | None = None,
+                    expected_bytes: int | None = None) -> tuple[np.ndarray, bool]:
+    """Load ``features-<key>.npy`` or compute and store it; returns ``(features (N, D), was_cached)``.
+
+    The stored array is checked against its sidecar's checksums (and ``rows`` = N when given); a
+    damaged entry is deleted and computed again, with a warning.  ``expected_bytes`` (e.g.
+    ``N * D * 4``) checks the free disk space *before* computing and raises
+    :class:`~vistrain.data.cache.CacheSpaceError` when the features will not fit; without it the
+    space is checked after computing, and features that do not fit are returned uncached, with a
+    warning, rather than thrown away.
+    """
     if cache_dir is None:
         return compute(), False
     path = Path(cache_dir) / f"features-{key}.npy"
     if path.exists():
-        mark_used(path)
-        return np.load(path), True
-    feats = compute()
+        try:
+            feats, _ = open_array_entry(path, full=True, in_memory=True,
+                                        expect_shape=(rows, None) if rows is not None else None)
+            mark_used(path, sidecar(path))
+            return feats, True
+        except CacheDamaged as err:
+            log.warning("feature cache %s is damaged (%s); deleting it and computing the features "
+                        "again", path, err)
+            remove_entry(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.part.npy")
-    np.save(tmp, feats)
-    os.replace(tmp, path)
-    prune_cache(budget_root(path.parent), keep=[path])
+    if expected_bytes is not None:
+        ensure_free_space(path.parent, expected_bytes, "feature cache")
+    feats = compute()
+    try:
+        ensure_free_space(path.parent, npy_bytes(feats.shape, feats.dtype), "feature cache")
+        save_array_entry(path, feats)
+    except CacheSpaceError as err:
+        log.warning("features not cached: %s", err)
+        return feats, False
+    except OSError as err:
+        if err.errno not in SPACE_ERRNOS:
+            raise
+        log.warning("features not cached: the disk of %s filled up while writing them (%s); set "
+                    "VISTRAIN_CACHE to a folder on a bigger disk, or turn the cache off with --set "
+                    "data.cache=off", path.parent, err.strerror)
+        return feats, False
+    prune_cache(budget_root(path.parent), keep=[path, sidecar(path)])
     return feats, False
 
 
