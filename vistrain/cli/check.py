@@ -1,8 +1,9 @@
 """``vistrain check DATA``: quick diagnostics of the training setup, without training.
 
 Runs :func:`vistrain.interpret.diagnostics.run_checks` (normalization, overfit a small sample,
-label-shuffle test, learning-rate finder) with the same options as ``vistrain train``; exits 1
-when a check fails.
+label-shuffle test, learning-rate finder -- the same range test as ``vistrain lr-find``) with the
+same options as ``vistrain train``; prints one line per check on stdout (or, with ``--json``, one
+JSON document and nothing else there); exits 1 when a check fails.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def register(sub) -> None:
     p.add_argument("--out", help="folder for checks.json and lr_finder.png (default: none written)")
     p.add_argument("--steps", type=int, default=100, help="optimizer steps of the overfit test (default 100)")
     p.add_argument("--lr-steps", type=int, default=100, help="steps of the learning-rate range test (default 100)")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--json", action="store_true", help="print the results as one JSON document")
     add_train_options(p)
     p.set_defaults(func=run)
 
@@ -40,8 +41,9 @@ def run(args) -> int:
     from vistrain.interpret.diagnostics import run_checks
     cfg = config_from_args(args, args.data)
     model, pcfg, pre, data, rt = prepare(cfg)
+    # the results are printed here, once: not also logged (the log goes to the same terminal)
     results = run_checks(cfg, model, pcfg, pre, data, rt, out_dir=Path(args.out) if args.out else None,
-                         overfit_steps=args.steps, lr_steps=args.lr_steps)
+                         overfit_steps=args.steps, lr_steps=args.lr_steps, log_results=False)
     if args.json:
         print_json([r.to_dict() for r in results])
     else:

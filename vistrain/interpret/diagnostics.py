@@ -13,8 +13,9 @@ Each check returns a :class:`CheckResult` (name, passed, measurements, message):
 * ``label-shuffle`` -- train briefly on the *real* and on *shuffled* training labels; held-out
   accuracy of the shuffled run must fall to chance (above it: leakage between the labels and the
   evaluation), and the real run must beat it (otherwise nothing learnable reached the model).
-* ``lr-finder`` -- the learning-rate range test of :mod:`vistrain.training.lrfind` with a plot, when
-  that module is installed; otherwise reported as skipped with the reason.
+* ``lr-finder`` -- the learning-rate range test of ``vistrain lr-find``
+  (:func:`vistrain.training.lrfind.run_range_test`, the same settings give the same suggestion)
+  with a plot; fails when the configured rate is more than 10x away from the suggestion.
 
 The checks mirror the configured strategy: with ``feature-extraction`` the head is trained on the
 frozen backbone's pooled features (the same feature cache as training, so the check costs almost
@@ -42,6 +43,9 @@ import torch
 import torch.nn.functional as F
 
 from vistrain.errors import VistrainError
+from vistrain.training.features import LinearHead, standardize, standardizer
+from vistrain.training.lrfind import run_range_test, uses_cached_features
+from vistrain.training.strategy import configured_lr, default_lr, run_features
 
 log = logging.getLogger("vistrain")
 
@@ -129,6 +133,7 @@ class _Setup:
     positions: object              # index ids -> positions in ``array``
     normalize: object              # batch -> model input (None for features)
     lr: float
+    features: np.ndarray | None = None  # (N, D) raw backbone features (kind "features")
 
 
 def _params(model):
@@ -344,47 +349,30 @@ def label_shuffle_test(setup: _Setup, train_ids: np.ndarray, val_ids: np.ndarray
                        f"{chance:.1%}) vs {accs['real']:.1%} with the real labels after {epochs} brief epochs")
 
 
-# ---- learning-rate finder --------------------------------------------------------------------
-def lr_finder(setup: _Setup, ids, labels, *, batch_size: int, device, rt, out_dir=None,
-              optim_cfg=None, steps: int = 100) -> CheckResult:
-    """The lr range test of ``vistrain.training.lrfind`` (when installed) plus a loss-vs-lr plot."""
+# ---- learning-rate finder ----------------------------------------------------------------------
+def lr_finder(cfg, model, pcfg, pre, data, rt, *, steps: int = 100, features=None, out_dir=None,
+              progress: bool = False) -> CheckResult:
+    """The range test of ``vistrain lr-find`` (same settings, same suggestion) plus a plot;
+    passes when the configured rate is within 10x of the suggestion.  ``features``: the run's
+    ``(N, D)`` cached backbone features when the caller holds them."""
     name = "lr-finder"
     try:
-        from vistrain.training.lrfind import lr_range_test
-    except ImportError as err:
-        return CheckResult(name, None, {}, f"skipped: vistrain.training.lrfind is not available ({err})")
-    import inspect
-
-    from vistrain.data.loader import ArrayBatches
-    from vistrain.training.loop import BatchPipeline
-    model = setup.make_model()
-    ids = np.asarray(ids)
-    row_labels = np.zeros(len(setup.array), np.int64)
-    row_labels[setup.positions(ids)] = labels[ids]
-    batches = ArrayBatches(setup.array, row_labels, batch_size=batch_size,
-                           indices=setup.positions(ids), shuffle=True, drop_last=len(ids) > batch_size)
-    pipe = BatchPipeline(normalize=setup.normalize)
-    kwargs = {}
-    params = inspect.signature(lr_range_test).parameters
-    if "optim_cfg" in params and optim_cfg is not None:
-        kwargs["optim_cfg"] = optim_cfg
-    if "steps" in params:
-        kwargs["steps"] = steps
-    try:
-        res = lr_range_test(model, batches, pipe, rt, **kwargs)
+        res = run_range_test(cfg, model, pcfg, pre, data, rt, steps=steps, features=features,
+                             progress=progress)
     except VistrainError as err:
         return CheckResult(name, False, {}, f"lr range test failed: {err}")
     lrs, losses = list(map(float, res["lrs"])), list(map(float, res["losses"]))
-    suggestion = res.get("suggestion")
-    meas = {"suggestion": suggestion, "configured_lr": setup.lr, "points": len(lrs)}
+    suggestion, configured = res["suggestion"], res["configured_lr"]
+    meas = {"suggestion": suggestion, "configured_lr": configured, "points": len(lrs),
+            "min_div_10": res["min_div_10"], "trained_as": res["trained_as"]}
     if out_dir is not None and lrs:
         meas["plot"] = str(plot_lr_finder(lrs, losses, suggestion, Path(out_dir) / "lr_finder.png",
-                                          configured=setup.lr))
+                                          configured=configured))
     if suggestion is None:
         return CheckResult(name, None, meas, "no clear minimum of the loss curve; no suggestion")
-    ratio = setup.lr / suggestion
+    ratio = configured / suggestion
     ok = 0.1 <= ratio <= 10
-    return CheckResult(name, ok, meas, f"suggested lr {suggestion:.2g}, configured {setup.lr:.2g}"
+    return CheckResult(name, ok, meas, f"suggested lr {suggestion:.2g}, configured {configured:.2g}"
                        + ("" if ok else f" ({ratio:.3g}x the suggestion: consider --lr {suggestion:.2g})"))
 
 
@@ -405,40 +393,30 @@ def plot_lr_finder(lrs, losses, suggestion, path, configured=None) -> Path:
 # ---- orchestration ---------------------------------------------------------------------------
 def make_setup(cfg, model, pcfg, pre, data, rt, progress: bool = False) -> _Setup:
     """How the checks train, mirroring ``cfg.strategy`` (see module docstring)."""
-    from vistrain.training.strategy import default_lr
-    strategy = cfg.strategy.name
-    if strategy == "feature-extraction" and cfg.strategy.feature_cache != "live":
-        from vistrain.data.cache import default_cache_dir
-        from vistrain.data.loader import ArrayBatches
-        from vistrain.training.features import (LinearHead, cached_features, extract_features,
-                                             run_feature_key, standardizer)
-        backbone = copy.deepcopy(model).to(rt.device).eval()
-        batches = ArrayBatches(data.pixels, np.zeros(len(data.pixels), np.int64), batch_size=64,
-                               indices=data.rows)
-        key = run_feature_key(cfg, pcfg, pre, data, rt)
-        cache_dir = None if cfg.data.cache == "off" else default_cache_dir() / "features"
-        feats, _ = cached_features(cache_dir, key, lambda: extract_features(
-            backbone, batches, pre.normalize, rt, progress=progress))
-        del backbone
-        mu, sd = standardizer(feats[np.asarray(data.parts["train"])])
-        z = ((feats - mu) / sd).astype(np.float32)
+    if uses_cached_features(cfg):
+        feats, _ = run_features(cfg, copy.deepcopy(model).to(rt.device), pcfg, pre, data, rt,
+                                progress=progress)
+        z = standardize(feats, *standardizer(feats[np.asarray(data.parts["train"])]))
         k = len(data.index.classes)
         return _Setup("features (frozen backbone, linear head)",
                       lambda: LinearHead(z.shape[1], k, 0.0).to(rt.device), z,
                       lambda ids: np.asarray(ids, dtype=np.int64), None,
-                      cfg.optim.lr or default_lr("feature-extraction", cfg.optim.name))
+                      configured_lr(cfg, pcfg.pretrained), features=feats)
     base = copy.deepcopy(model).cpu()
     for p in base.parameters():
         p.requires_grad_(True)
+    # every layer trains here, so the fine-tuning rate (from scratch: the from-scratch rate)
     return _Setup("end-to-end (all layers)", lambda: copy.deepcopy(base).to(rt.device), data.pixels,
                   lambda ids: data.rows[np.asarray(ids, dtype=np.int64)], pre.normalize,
-                  cfg.optim.lr or default_lr("finetune", cfg.optim.name))
+                  cfg.optim.lr or default_lr("finetune", cfg.optim.name, pcfg.pretrained))
 
 
 def run_checks(cfg, model, pcfg, pre, data, rt, *, out_dir=None, progress: bool = False,
                overfit_steps: int = 100, shuffle_epochs: int | None = None,
-               max_train: int = 512, max_heldout: int = 256, lr_steps: int = 100) -> list[CheckResult]:
-    """All checks on prepared data (``vistrain.training.run.PreparedData``); logs one line each.
+               max_train: int = 512, max_heldout: int = 256, lr_steps: int = 100,
+               log_results: bool = True) -> list[CheckResult]:
+    """All checks on prepared data (``vistrain.training.run.PreparedData``); logs one line each
+    unless ``log_results`` is False (``vistrain check`` prints them itself).
 
     ``model`` is left untouched.  ``out_dir`` receives ``checks.json`` and ``lr_finder.png``.
     """
@@ -448,14 +426,15 @@ def run_checks(cfg, model, pcfg, pre, data, rt, *, out_dir=None, progress: bool 
         with torch.random.fork_rng(devices=[]):
             return _run_checks(cfg, model, pcfg, pre, data, rt, out_dir=out_dir, progress=progress,
                                overfit_steps=overfit_steps, shuffle_epochs=shuffle_epochs,
-                               max_train=max_train, max_heldout=max_heldout, lr_steps=lr_steps)
+                               max_train=max_train, max_heldout=max_heldout, lr_steps=lr_steps,
+                               log_results=log_results)
     finally:
         random.setstate(state[0])
         np.random.set_state(state[1])
 
 
 def _run_checks(cfg, model, pcfg, pre, data, rt, *, out_dir, progress, overfit_steps,
-                shuffle_epochs, max_train, max_heldout, lr_steps) -> list[CheckResult]:
+                shuffle_epochs, max_train, max_heldout, lr_steps, log_results) -> list[CheckResult]:
     import json
     labels = data.labels()
     train_ids = np.asarray(data.parts["train"], dtype=np.int64)
@@ -476,10 +455,9 @@ def _run_checks(cfg, model, pcfg, pre, data, rt, *, out_dir, progress, overfit_s
             setup, _take(train_ids, labels, max_train, seed), _take(val_ids, labels, max_heldout, seed),
             labels, epochs=shuffle_epochs or (30 if features else 3),
             batch_size=min(cfg.data.batch_size, 32), device=rt.device, optim_cfg=cfg.optim, seed=seed))
-    results.append(lr_finder(setup, _take(train_ids, labels, max_train, seed), labels,
-                             batch_size=min(cfg.data.batch_size, 32), device=rt.device, rt=rt,
-                             out_dir=out_dir, optim_cfg=cfg.optim, steps=lr_steps))
-    for r in results:
+    results.append(lr_finder(cfg, model, pcfg, pre, data, rt, steps=lr_steps,
+                             features=setup.features, out_dir=out_dir, progress=progress))
+    for r in results if log_results else ():
         (log.info if r.passed is not False else log.warning)("check %s", r.line())
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)

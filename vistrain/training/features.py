@@ -142,9 +142,28 @@ def install_head(model: nn.Module, head: LinearHead) -> None:
 
 
 def standardizer(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-dimension mean and std of (training) features; pooled CNN features have scales that
-    differ by orders of magnitude between dimensions, which slows a linear head's optimisation."""
-    return features.mean(0), features.std(0) + 1e-6
+    """Per-dimension mean and scale ``(D,)``, ``(D,)`` float64 of (training) features ``(N, D)``.
+
+    Pooled CNN features have scales that differ by orders of magnitude between dimensions, which
+    slows a linear head's optimisation, hence the standardization.  A dimension that is constant on
+    the training images (e.g. a ReLU channel that never fired on a small training set) gets scale
+    1, not its ~0 std: dividing by ``std + 1e-6`` multiplied held-out values there by ~10^6 and
+    gave some held-out images a true-class probability of 0.  "Constant" is scikit-learn's
+    ``StandardScaler`` rule (variance within the float64 rounding error of the two-pass variance,
+    ``var <= n*eps*var + (n*mean*eps)**2``), so the result equals its ``mean_`` and ``scale_``.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    mean, var = x.mean(0), x.var(0)
+    eps = np.finfo(np.float64).eps
+    constant = var <= len(x) * eps * var + (len(x) * mean * eps) ** 2
+    scale = np.sqrt(var)
+    scale[constant] = 1.0
+    return mean, scale
+
+
+def standardize(features: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``(N, D)`` float32 ``(features - mean) / scale`` with :func:`standardizer`'s statistics."""
+    return ((features - mean) / scale).astype(np.float32)
 
 
 def fold_standardization(head: LinearHead, mu: np.ndarray, sd: np.ndarray) -> LinearHead:

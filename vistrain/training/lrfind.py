@@ -12,6 +12,12 @@ minimum smoothed loss divided by 10) is returned too.  The model's weights, buff
 mode, ``requires_grad`` flags and the torch RNG state are restored afterwards: the test leaves the
 model exactly as it found it.
 
+One test for every entry point: :func:`run_range_test` sets it up from a run's settings for both
+``vistrain lr-find`` and the ``lr-finder`` check of ``vistrain check``, so the same settings give
+the same suggestion.  With ``feature-extraction`` (cached features) it trains the new linear head
+alone on the cached, standardized features -- exactly what training optimises, in seconds;
+otherwise it runs through the model (fine-tuning, gradual unfreezing, ``feature_cache=live``).
+
 Example:
     >>> import torch, numpy as np
     >>> from vistrain.data.loader import ArrayBatches
@@ -35,6 +41,15 @@ import math
 import numpy as np
 import torch
 
+from vistrain.config import OptimConfig
+from vistrain.data.loader import ArrayBatches
+from vistrain.device import unwrap
+from vistrain.training.features import LinearHead, standardize, standardizer
+from vistrain.training.layers import apply_bn_policy, trainable_groups
+from vistrain.training.loop import BatchPipeline
+from vistrain.training import optim
+from vistrain.training.strategy import build_batch_augmentation, configured_lr, run_features
+
 log = logging.getLogger("vistrain")
 
 
@@ -47,9 +62,6 @@ def lr_range_test(model, batches, pipeline, rt, *, param_groups=None, optim_cfg=
     ``param_groups`` (optional, as for :func:`vistrain.training.optim.build_optimizer`, e.g. with
     discriminative rates) keep their *ratios*: the group with the largest rate follows the ramp.
     """
-    from vistrain.config import OptimConfig
-    from vistrain.device import unwrap
-    from vistrain.training.optim import build_optimizer
     net = unwrap(model)
     saved_state = copy.deepcopy(net.state_dict())
     saved_modes = {name: m.training for name, m in net.named_modules()}
@@ -58,7 +70,7 @@ def lr_range_test(model, batches, pipeline, rt, *, param_groups=None, optim_cfg=
     groups = param_groups or [{"params": [p for p in net.parameters() if p.requires_grad], "lr": 1.0}]
     top = max(g["lr"] for g in groups)
     groups = [{**g, "params": list(g["params"]), "lr": g["lr"] / top} for g in groups]
-    optimizer = build_optimizer(groups, optim_cfg or OptimConfig(), net)
+    optimizer = optim.build_optimizer(groups, optim_cfg or OptimConfig(), net)
     ratios = [g["lr"] for g in optimizer.param_groups]  # after the decay split (same per origin)
     mult = (end_lr / start_lr) ** (1 / max(1, steps - 1))
     lrs, raw, smooth = [], [], []
@@ -67,9 +79,12 @@ def lr_range_test(model, batches, pipeline, rt, *, param_groups=None, optim_cfg=
         model.train()
         if on_train_mode is not None:
             on_train_mode(model)
-        step = 0
+        step, passes = 0, 0
         while step < steps:
             n_before = step
+            if hasattr(batches, "set_epoch"):  # a new shuffle for each pass over few batches
+                batches.set_epoch(passes)
+            passes += 1
             for x, y in batches:
                 lr = start_lr * mult ** step
                 for g, r in zip(optimizer.param_groups, ratios):
@@ -110,6 +125,76 @@ def lr_range_test(model, batches, pipeline, rt, *, param_groups=None, optim_cfg=
     out = {"lrs": lrs, "losses": smooth, "raw_losses": raw, "diverged_at": diverged_at}
     out.update(suggest(lrs, smooth))
     return out
+
+
+def uses_cached_features(cfg) -> bool:
+    """True when training fits the head on cached features (feature extraction, clean cache)."""
+    return cfg.strategy.name == "feature-extraction" and cfg.strategy.feature_cache != "live"
+
+
+def run_range_test(cfg, model, pcfg, pre, data, rt, *, steps: int = 100, start_lr: float = 1e-7,
+                   end_lr: float = 10.0, features: np.ndarray | None = None,
+                   progress: bool = False) -> dict:
+    """The range test of a run's settings on its training part (``vistrain lr-find`` and ``check``).
+
+    ``model``, ``pcfg``, ``pre``, ``data``: as ``prepare_model_and_data`` makes them; ``model`` is
+    left as found.  Feature extraction trains a fresh linear head on the cached, standardized
+    ``(N, D)`` features (``features``, when the caller holds them already, else the feature cache)
+    with the batch size training uses for it; every other strategy runs through a copy of the
+    model with the run's trainable groups, batch augmentation and BatchNorm policy.  Draws are
+    seeded with ``train.seed``, so the same settings give the same suggestion.
+
+    Returns :func:`lr_range_test`'s dict plus ``trained_as`` and ``configured_lr`` (the base rate
+    training would use).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)
+        if uses_cached_features(cfg):
+            if features is None:
+                features, _ = run_features(cfg, model, pcfg, pre, data, rt, progress=progress)
+            result = _head_range_test(cfg, features, data, rt, steps, start_lr, end_lr)
+            result["trained_as"] = "linear head on the cached, standardized backbone features"
+        else:
+            result = _model_range_test(cfg, model, pcfg, pre, data, rt, steps, start_lr, end_lr)
+            result["trained_as"] = ("linear head through the frozen backbone (live features)"
+                                    if cfg.strategy.name == "feature-extraction" else
+                                    "end to end through the model")
+    result["configured_lr"] = configured_lr(cfg, pcfg.pretrained)
+    return result
+
+
+def _head_range_test(cfg, features, data, rt, steps, start_lr, end_lr) -> dict:
+    train_idx = np.asarray(data.parts["train"], dtype=np.int64)
+    z = standardize(features, *standardizer(features[train_idx]))  # train part only, as in training
+    batch_size = max(cfg.data.batch_size, 64)  # as train_on_features
+    batches = ArrayBatches(z, data.labels(), batch_size=batch_size, indices=train_idx, shuffle=True,
+                           seed=cfg.train.seed, drop_last=len(train_idx) > batch_size)
+    head = LinearHead(z.shape[1], len(data.index.classes), cfg.model.drop_rate).to(rt.device)
+    return lr_range_test(head, batches, BatchPipeline(label_smoothing=cfg.optim.label_smoothing), rt,
+                         optim_cfg=cfg.optim, steps=steps, start_lr=start_lr, end_lr=end_lr)
+
+
+def _model_range_test(cfg, model, pcfg, pre, data, rt, steps, start_lr, end_lr) -> dict:
+    net = rt.prepare_model(copy.deepcopy(model))  # trainable_groups sets requires_grad flags
+    head_only = cfg.strategy.name == "feature-extraction"  # feature_cache=live
+    if head_only:
+        for p in net.parameters():
+            p.requires_grad_(False)
+    groups, bn_mode = trainable_groups(cfg, net, head_only=head_only, base_lr=1.0,
+                                       n_train=len(data.parts["train"]), pretrained=pcfg.pretrained)
+    bn_mode = "all" if head_only else bn_mode
+    augment, mix = build_batch_augmentation(cfg, pre, len(data.index.classes), {})
+    pipe = BatchPipeline(normalize=pre.normalize, augment=augment, mix=mix,
+                         label_smoothing=cfg.optim.label_smoothing)
+    labels = np.zeros(len(data.pixels), np.int64)
+    labels[data.rows] = data.labels()
+    train_pixels = getattr(data, "train_pixels", None) if augment is not None else None
+    batches = ArrayBatches(data.pixels if train_pixels is None else train_pixels, labels,
+                           batch_size=cfg.data.batch_size, indices=data.part_rows("train"),
+                           shuffle=True, seed=cfg.train.seed)
+    return lr_range_test(net, batches, pipe, rt, param_groups=groups, optim_cfg=cfg.optim,
+                         steps=steps, start_lr=start_lr, end_lr=end_lr,
+                         on_train_mode=lambda m: apply_bn_policy(unwrap(m), bn_mode))
 
 
 def suggest(lrs, losses) -> dict:
