@@ -1,4 +1,4 @@
-"""Train the same network once per setting and compare the runs (``vistrain compare``, issue 8).
+"""Train the same network once per setting and compare the runs (``vistrain compare``).
 
 ``--vary norm=batch,layer,instance,group,none --vary act=relu,gelu`` gives the cartesian product
 of the lists; every setting is trained with the normal training path (:func:`run_training`) into
@@ -7,7 +7,9 @@ of the scanned folder and ``data.split_seed``; ``compare.json`` records that eve
 ``splits.json`` holds the same parts).  The comparison is written to ``OUT/compare.json`` and a
 self-contained ``OUT/compare.html``: overlaid val-accuracy and train/val-loss curves per epoch,
 the final metrics (test accuracy, macro-F1, macro AUC), the wall time per setting and, when the
-normalization is varied, the normalization-axes figure.
+normalization is varied, the normalization-axes figure.  The learning rate is the one ``train``
+would use (unless varied): from-scratch ``vistrain/<name>`` models get the from-scratch default of
+:func:`vistrain.training.strategy.default_lr`, not the fine-tuning rate; compare.json records it.
 
 Example:
     >>> parse_vary(["norm=batch,group", "act=relu,gelu"])
@@ -145,9 +147,15 @@ def _collect(run_dir: Path, name: str, setting: dict) -> dict:
     return {"name": name, "setting": setting, "run_dir": str(run_dir), "part": part,
             "n_samples": m.get("n_samples"), "accuracy": m.get("accuracy"),
             "macro_f1": _metric(m, "macro", "f1"), "macro_auc": _metric(m, "macro", "auc_roc"),
-            "wall_seconds": run.get("wall_seconds"),
+            "wall_seconds": run.get("wall_seconds"), "lr": _base_lr(run),
             "history": [{k: h.get(k) for k in ("epoch", "train_loss", "val_loss", "val_accuracy")}
                         for h in history]}
+
+
+def _base_lr(run: dict) -> float | None:
+    """The largest rate of the run's optimizer groups (the base rate; None if not recorded)."""
+    groups = (run.get("strategy") or {}).get("param_groups") or []
+    return max((g["lr"] for g in groups), default=None)
 
 
 # ---- figures and report -----------------------------------------------------------------------
