@@ -36,6 +36,10 @@ def _report_cli(out: Path, capsys) -> Path:
     printed = capsys.readouterr().out
     page = out / "report.html"
     assert str(page.resolve()) in printed
+    page.unlink()
+    assert main(["report", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"report": str(page.resolve())}
+    assert page.is_file()
     return page
 
 
