@@ -42,6 +42,9 @@ def run(args) -> int:
         cfg = config_from_args(args, data)
         if data is None:  # the absolute folder recorded at the start, whatever the cwd is now
             cfg.data.root = recorded_data_root(run_dir) or cfg.data.root
+            if not Path(cfg.data.root).is_dir():
+                raise RunDirError(f"{cfg.data.root}: the data {run_dir} was trained on is not there "
+                                  "any more; give --data PATH where it was moved to")
         if args.print_config:
             return _print_config(cfg)
         result = run_training(cfg, run_dir, resume=True)
