@@ -37,18 +37,28 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        default = action.default
-        nothing = default is None or default is False or default is argparse.SUPPRESS or default == []
-        if nothing or "default" in text.lower():
+        if not _shows_default(action) or "default" in text.lower():
             return text
         return super()._get_help_string(action)
 
 
+def _shows_default(action: argparse.Action) -> bool:
+    default = action.default
+    return not (default is None or default is False or default is argparse.SUPPRESS or default == [])
+
+
 class SubcommandParser(argparse.ArgumentParser):
-    """The parser class of every verb: :class:`HelpFormatter` unless the verb asks otherwise."""
+    """The parser class of every verb: :class:`HelpFormatter` unless the verb asks otherwise, and
+    an option given without help still shows its default (argparse prints no line for it)."""
 
     def __init__(self, *args, formatter_class=HelpFormatter, **kwargs):
         super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+    def add_argument(self, *args, **kwargs):
+        action = super().add_argument(*args, **kwargs)
+        if action.help is None and action.option_strings and _shows_default(action):
+            action.help = "default: %(default)s"
+        return action
 
 
 class DeprecatedAlias(argparse.Action):

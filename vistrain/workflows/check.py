@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from vistrain.config import TrainConfig
 from vistrain.device import Runtime
 from vistrain.interpret.diagnostics import CheckResult, run_checks
 from vistrain.training.run import prepare_model_and_data
@@ -36,8 +37,15 @@ def check(data: str | Path | None = None, *, out: str | Path | None = None, step
     """
     show_log_lines()
     cfg = make_config(data, config, settings)
+    model, pcfg, pre, prepared, rt = prepare(cfg, progress=progress)
+    return run_checks(cfg, model, pcfg, pre, prepared, rt, out_dir=Path(out) if out else None,
+                      progress=progress, overfit_steps=steps, lr_steps=lr_steps)
+
+
+def prepare(cfg: TrainConfig, progress: bool = True):
+    """``(model, pretrained_cfg, preprocess, prepared_data, runtime)`` exactly as ``train`` makes
+    them (:func:`vistrain.training.run.prepare_model_and_data`)."""
     rt = Runtime.create(cfg.train.device, amp=cfg.train.amp, channels_last=cfg.train.channels_last,
                         cpu_amp=cfg.train.cpu_amp)
     model, pcfg, pre, prepared = prepare_model_and_data(cfg, rt, progress=progress)
-    return run_checks(cfg, model, pcfg, pre, prepared, rt, out_dir=Path(out) if out else None,
-                      progress=progress, overfit_steps=steps, lr_steps=lr_steps)
+    return model, pcfg, pre, prepared, rt

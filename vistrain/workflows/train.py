@@ -32,7 +32,8 @@ def train(data: str | Path | None = None, *, out: str | Path | None = None, conf
         progress: progress bars (drawn only on a terminal or in a notebook).
         settings: shortcuts ``model``, ``epochs``, ``strategy``, ``lr``, ``batch_size``, ``seed``,
             ``augment``, ``pretrained``, ``weights``, ``device``, or whole sections as dicts
-            (``optim={"name": "sgd"}``).
+            (``optim={"name": "sgd"}``; the ``data`` section, whose name the folder argument
+            takes, goes through ``config={"data": {...}}``).
 
     Example:
         >>> import vistrain
