@@ -17,6 +17,7 @@ def register(sub) -> None:
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% CIs")
     p.add_argument("--out", metavar="DIR", help="save metrics.json, predictions.json and the figures "
                    "(confusion matrices, ROC, PR, reliability) in DIR")
+    p.add_argument("--device", default="auto", help="auto (CUDA when there is one) | cpu | cuda | cuda:N")
     p.set_defaults(func=run)
 
 
@@ -26,7 +27,7 @@ def run(args) -> int:
     if args.bootstrap < 0:
         raise VistrainError(f"--bootstrap {args.bootstrap}: must be >= 0 (0: no confidence intervals)")
     metrics = evaluate(args.run_dir, args.data, bootstrap=args.bootstrap, out=args.out,
-                       progress=not args.json)
+                       device=args.device, progress=not args.json)
     if args.json:
         print_json(metrics)
         return 0

@@ -36,13 +36,15 @@ def check_classes(index: ImageIndex, classes: list[str]) -> np.ndarray:
 
 
 def evaluate_folder(run_dir: str | Path, data: str | Path, *, batch_size: int = 64,
-                    progress: bool = True, n_bootstrap: int = 1000, out_dir: str | Path | None = None) -> dict:
+                    progress: bool = True, n_bootstrap: int = 1000, out_dir: str | Path | None = None,
+                    device: str = "auto") -> dict:
     """All metrics (see :func:`vistrain.evaluation.metrics.compute_metrics`) of the run on ``data``.
 
     Class folders of ``data`` are matched to the model's classes by name; a folder the model
     does not know is an error (before any image is decoded), a class of the model missing from
     ``data`` is reported as absent.  With ``out_dir``: metrics.json, predictions.json (files,
     labels, probs) and the figures of :func:`vistrain.evaluation.figures.write_eval_figures`.
+    ``device``: auto | cpu | cuda | cuda:N (auto: CUDA when there is one).
     """
     # training.loop sits above evaluation; its predict() and BatchPipeline are what training
     # itself evaluates with, so the numbers agree exactly
@@ -60,7 +62,7 @@ def evaluate_folder(run_dir: str | Path, data: str | Path, *, batch_size: int = 
     if len(keep) == 0:
         raise DataError(f"{index.root}: none of its {len(index.paths)} images could be read "
                         f"(first: {next(iter(bad.items()))[0]}: {next(iter(bad.items()))[1]})")
-    rt = Runtime.create("auto")
+    rt = Runtime.create(device)
     model = rt.prepare_model(model)
     batches = ArrayBatches(pixels, labels, batch_size=batch_size, indices=keep)
     probs, y = predict(model, batches, BatchPipeline(normalize=pre.normalize), rt, progress=progress)

@@ -20,14 +20,16 @@ from vistrain.workflows.common import make_config, show_log_lines
 
 
 def check(data: str | Path | None = None, *, out: str | Path | None = None, steps: int = 100,
-          lr_steps: int = 100, config=None, progress: bool = True, **settings: Any) -> list[CheckResult]:
+          lr_steps: int = 100, config=None, progress: bool = True, log_results: bool = True,
+          **settings: Any) -> list[CheckResult]:
     """Normalization of a real batch, overfitting 2x16 images, the label-shuffle (leakage) test
     and the learning-rate finder, with the model and data set up exactly as ``train`` would
     (``config`` and ``settings`` as for :func:`vistrain.train`).  Nothing is trained for real.
 
     Returns one :class:`~vistrain.interpret.diagnostics.CheckResult` per check (``passed`` is
     None for a skipped one; ``to_dict()`` for JSON).  ``out`` receives checks.json and
-    lr_finder.png; ``steps`` / ``lr_steps`` are the overfit test's and the range test's steps.
+    lr_finder.png; ``steps`` / ``lr_steps`` are the overfit test's and the range test's steps;
+    ``log_results`` logs one line per check (the command line prints them instead).
 
     Example:
         >>> import vistrain
@@ -39,7 +41,8 @@ def check(data: str | Path | None = None, *, out: str | Path | None = None, step
     cfg = make_config(data, config, settings)
     model, pcfg, pre, prepared, rt = prepare(cfg, progress=progress)
     return run_checks(cfg, model, pcfg, pre, prepared, rt, out_dir=Path(out) if out else None,
-                      progress=progress, overfit_steps=steps, lr_steps=lr_steps)
+                      progress=progress, overfit_steps=steps, lr_steps=lr_steps,
+                      log_results=log_results)
 
 
 def prepare(cfg: TrainConfig, progress: bool = True):

@@ -16,7 +16,8 @@ from vistrain.workflows.common import show_log_lines
 
 
 def evaluate(run_dir: str | Path, data: str | Path, *, bootstrap: int = 1000,
-             out: str | Path | None = None, batch_size: int = 64, progress: bool = True) -> dict:
+             out: str | Path | None = None, batch_size: int = 64, device: str = "auto",
+             progress: bool = True) -> dict:
     """Every metric of the run on the folder ``data`` (``DATA/<class>/<image>``, class folders
     named as the run's classes; a class the run does not know is an error).
 
@@ -24,6 +25,7 @@ def evaluate(run_dir: str | Path, data: str | Path, *, bootstrap: int = 1000,
     precision/recall/F1, AUCs, calibration, ``ci95`` from ``bootstrap`` resamples) plus
     ``skipped_files`` (unreadable images).  ``out`` (a folder) receives ``metrics.json``,
     ``predictions.json`` and the figures (confusion matrices, ROC, PR, reliability).
+    ``device``: auto (CUDA when there is one) | cpu | cuda | cuda:N.
 
     Example:
         >>> import vistrain
@@ -34,4 +36,4 @@ def evaluate(run_dir: str | Path, data: str | Path, *, bootstrap: int = 1000,
     show_log_lines()
     read_meta(run_dir)  # a missing or incomplete run fails before the data folder is decoded
     return evaluate_folder(run_dir, data, batch_size=batch_size, progress=progress,
-                           n_bootstrap=bootstrap, out_dir=out)
+                           n_bootstrap=bootstrap, out_dir=out, device=device)
