@@ -423,3 +423,12 @@ def test_raising_the_limit_rebuilds_a_cache_that_refused_images(tmp_path):
     assert len(bad) == 4 and all("--max-image-pixels 600" in r for r in bad.values())
     pixels, bad = build_pixel_cache(paths, _Pixels(), SHAPE, cache_dir=cache, workers=0, progress=False)
     assert not bad and pixels.any()
+
+
+def test_fingerprints_read_by_threads_equal_serial_ones(tmp_path, monkeypatch):
+    paths = _images(tmp_path / "img", 80)
+    serial = cache_key(paths, {"size": SIZE})
+    cache_mod._FINGERPRINTS.clear()
+    monkeypatch.setattr(cache_mod, "SLOW_FILE_S", 0.0)  # every disk counts as slow: threads
+    assert cache_key(paths, {"size": SIZE}) == serial
+    assert cache_key(paths + [str(tmp_path / "gone.png")], {"size": SIZE}) != serial

@@ -1,4 +1,4 @@
-"""``vistrain cache``: what the decoded-pixel / feature / statistics caches hold, checking and clearing them."""
+"""``vistrain cache``: what the pixel / feature / statistics caches hold; verifying, clearing them."""
 from __future__ import annotations
 
 

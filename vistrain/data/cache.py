@@ -188,6 +188,7 @@ KEY_VERSION = 3
 # its deflate checksum and CRC; a JPEG's entropy-coded data runs to its end).
 FINGERPRINT_BLOCK = 64 * 1024
 STRICT_ENV = "VISTRAIN_CACHE_STRICT"
+SLOW_FILE_S = 0.5e-3  # fingerprinting slower than this a file: read the rest with threads
 SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 # Integrity: every cached array has a JSON sidecar with its shape, dtype, file size and one CRC-32
@@ -221,6 +222,7 @@ def strict_fingerprints(strict: bool | None = None) -> bool:
 # same file list several times.  ctime is in the memo key (any write, rename or utime changes it)
 # but not in the cache key, which must survive copying the data set elsewhere.
 _FINGERPRINTS: dict[tuple, str] = {}
+FINGERPRINT_MEMO_MAX = 2_000_000  # ~0.5 GB of memo at most
 
 
 def file_fingerprint(path, strict: bool = False) -> str:
@@ -230,6 +232,10 @@ def file_fingerprint(path, strict: bool = False) -> str:
     memo = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, strict)
     if memo in _FINGERPRINTS:
         return _FINGERPRINTS[memo]
+    return _hash_file(path, st, memo, strict)
+
+
+def _hash_file(path, st: os.stat_result, memo: tuple, strict: bool) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         if strict or st.st_size <= 2 * FINGERPRINT_BLOCK:
@@ -240,15 +246,46 @@ def file_fingerprint(path, strict: bool = False) -> str:
             f.seek(-FINGERPRINT_BLOCK, os.SEEK_END)
             h.update(f.read(FINGERPRINT_BLOCK))
     fingerprint = f"{st.st_size}:{st.st_mtime_ns}:{h.hexdigest()[:32]}"
+    if len(_FINGERPRINTS) >= FINGERPRINT_MEMO_MAX:  # a long notebook session over many data sets
+        _FINGERPRINTS.clear()
     _FINGERPRINTS[memo] = fingerprint
     return fingerprint
 
 
-def _fingerprint_or_missing(path, strict: bool) -> str:
-    try:
-        return file_fingerprint(path, strict)
-    except OSError:
-        return "missing"
+def _fingerprints(paths: list[str], strict: bool) -> list[str]:
+    """:func:`file_fingerprint` of each path (``"missing"`` when unreadable).  Files not seen
+    before in this process are read serially while that is fast (page cache: ~40 us a file, where
+    threads only add overhead), by 8 threads once the first 64 show a slow disk or network share,
+    whose waits the threads overlap."""
+    prints: list[str | None] = [None] * len(paths)
+    todo = []
+    for i, p in enumerate(paths):
+        try:
+            st = os.stat(p)
+        except OSError:
+            prints[i] = "missing"
+            continue
+        memo = (p, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, strict)
+        prints[i] = _FINGERPRINTS.get(memo)
+        if prints[i] is None:
+            todo.append((i, p, st, memo))
+
+    def one(job):
+        i, p, st, memo = job
+        try:
+            return _hash_file(p, st, memo, strict)
+        except OSError:
+            return "missing"
+    t = time.perf_counter()
+    done = [one(job) for job in todo[:64]]
+    if len(todo) > 64 and time.perf_counter() - t > 64 * SLOW_FILE_S:
+        with ThreadPoolExecutor(8) as pool:
+            done += pool.map(one, todo[64:], chunksize=16)
+    else:
+        done += [one(job) for job in todo[64:]]
+    for (i, *_), fingerprint in zip(todo, done):
+        prints[i] = fingerprint
+    return prints
 
 
 def cache_key(paths, spec: dict, *, strict: bool | None = None) -> str:
@@ -259,12 +296,7 @@ def cache_key(paths, spec: dict, *, strict: bool | None = None) -> str:
     h = hashlib.sha256(json.dumps({"decode_version": DECODE_VERSION, "key_version": KEY_VERSION,
                                    "strict": strict, **spec}, sort_keys=True, default=str).encode())
     paths = [str(p) for p in paths]
-    if len(paths) > 256:  # reading files: threads overlap the waits for a cold disk or a network share
-        with ThreadPoolExecutor(8) as pool:
-            prints = list(pool.map(lambda p: _fingerprint_or_missing(p, strict), paths, chunksize=64))
-    else:
-        prints = [_fingerprint_or_missing(p, strict) for p in paths]
-    for p, fingerprint in zip(paths, prints):
+    for p, fingerprint in zip(paths, _fingerprints(paths, strict)):
         h.update(f"{p}\0{fingerprint}\n".encode())
     return h.hexdigest()[:24]
 
@@ -350,7 +382,8 @@ def _read_sidecar(npy: Path) -> dict:
     except FileNotFoundError:
         raise CacheDamaged(f"its sidecar {sidecar(npy).name} is missing") from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        raise CacheDamaged(f"unreadable sidecar {sidecar(npy).name} ({type(err).__name__}: {err})") from None
+        raise CacheDamaged(f"unreadable sidecar {sidecar(npy).name} "
+                           f"({type(err).__name__}: {err})") from None
     return meta
 
 
@@ -373,13 +406,15 @@ def open_array_entry(npy, *, full: bool = False, expect_shape=None,
     except OSError as err:
         raise CacheDamaged(f"unreadable array ({err})") from None
     if size != meta["file_bytes"]:
-        raise CacheDamaged(f"{size:,} bytes where {meta['file_bytes']:,} were written (truncated or overwritten)")
+        raise CacheDamaged(f"{size:,} bytes where {meta['file_bytes']:,} were written "
+                           "(truncated or overwritten)")
     try:
         arr = np.load(npy, mmap_mode=None if in_memory else "r")
     except (OSError, ValueError, EOFError) as err:
         raise CacheDamaged(f"unreadable array ({type(err).__name__}: {err})") from None
     if arr.shape != meta["shape"] or arr.dtype != meta["dtype"]:
-        raise CacheDamaged(f"array {arr.shape} {arr.dtype} where {meta['shape']} {meta['dtype']} was written")
+        raise CacheDamaged(f"array {arr.shape} {arr.dtype} where {meta['shape']} "
+                           f"{meta['dtype']} was written")
     if expect_shape is not None and (len(expect_shape) != arr.ndim or any(
             e is not None and e != d for e, d in zip(expect_shape, arr.shape))):
         raise CacheDamaged(f"shape {arr.shape}, expected {tuple(expect_shape)}")
@@ -388,7 +423,8 @@ def open_array_entry(npy, *, full: bool = False, expect_shape=None,
         raise CacheDamaged(f"{len(sums)} checksums for {len(arr)} rows in blocks of {rows}")
     for b in _blocks_to_check(len(sums), full or arr.nbytes <= FULL_VERIFY_BYTES):
         if _crc_rows(arr, b * rows, (b + 1) * rows) != sums[b]:
-            raise CacheDamaged(f"rows {b * rows}-{min(len(arr), (b + 1) * rows) - 1} fail their checksum")
+            last = min(len(arr), (b + 1) * rows) - 1
+            raise CacheDamaged(f"rows {b * rows}-{last} fail their checksum")
     return arr, meta
 
 
@@ -444,8 +480,8 @@ def verify_cache(root) -> tuple[int, list[tuple[Path, str]]]:
         except CacheDamaged as err:
             damaged.append((path, str(err)))
             remove_entry(path) if path.suffix == ".npy" else _unlink(path)
-    for path, reason in damaged:
-        log.warning("cache entry %s is damaged (%s); deleted, it is rebuilt when next needed", path, reason)
+    for path, reason in damaged:  # info: `vistrain cache --verify` prints them itself
+        log.info("cache entry %s is damaged (%s); deleted, it is rebuilt when next needed", path, reason)
     return checked, damaged
 
 
@@ -525,7 +561,8 @@ def _open_pixel_entry(npy: Path, shape) -> tuple[np.ndarray, dict] | None:
             raise CacheDamaged("its sidecar has no list of unreadable files")
         return arr, meta
     except CacheDamaged as err:
-        log.warning("pixel cache %s is damaged (%s); deleting it and decoding the images again", npy, err)
+        log.warning("pixel cache %s is damaged (%s); deleting it and decoding the images again",
+                    npy, err)
         remove_entry(npy)
         return None
 
@@ -676,9 +713,13 @@ def _decode_in_workers(blocks, pixel_fn, outs, part_files, workers: int, collect
 
 def _worker_died(exitcodes, part_files) -> VistrainError:
     """The one-line error for a decode worker killed by a signal (its exit code is -signal)."""
-    killers = [-c for c in exitcodes if c < 0 and -c != signal.SIGTERM] or [-c for c in exitcodes if c < 0]
-    name = signal.Signals(killers[0]).name if killers else "an unknown cause"
-    if killers and killers[0] == signal.SIGBUS and part_files:
+    signals = [-c for c in exitcodes if c < 0]
+    killers = [s for s in signals if s != signal.SIGTERM] or signals  # the others were terminated
+    try:
+        name = signal.Signals(killers[0]).name if killers else "an unknown cause"
+    except ValueError:
+        name = f"signal {killers[0]}"
+    if name == "SIGBUS" and part_files:
         folder = Path(part_files[0]).parent
         return CacheSpaceError(f"decoding images into the pixel cache in {folder} failed: a worker "
                                f"was killed by SIGBUS, the disk is full ({_free_bytes(folder):,} bytes "
