@@ -25,7 +25,7 @@ from vistrain.data import cache as cache_mod
 from vistrain.data import io as image_io
 from vistrain.data.cache import (CacheSpaceError, build_pixel_cache, cache_key, open_array_entry,
                                  sidecar)
-from vistrain.errors import ImageLoadError
+from vistrain.errors import ImageLoadError, VistrainError
 from vistrain.training.features import cached_features
 from vistrain.transforms.preprocess import Preprocess
 
@@ -432,3 +432,26 @@ def test_fingerprints_read_by_threads_equal_serial_ones(tmp_path, monkeypatch):
     monkeypatch.setattr(cache_mod, "SLOW_FILE_S", 0.0)  # every disk counts as slow: threads
     assert cache_key(paths, {"size": SIZE}) == serial
     assert cache_key(paths + [str(tmp_path / "gone.png")], {"size": SIZE}) != serial
+
+
+def test_unwritable_cache_folder_is_one_line(tmp_path, monkeypatch, caplog):
+    paths = _images(tmp_path / "img", 10)
+    cache = tmp_path / "cache"
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+    monkeypatch.setattr(cache_mod.tempfile, "mkstemp", read_only)
+    with pytest.raises(VistrainError) as err:
+        build_pixel_cache(paths, _Pixels(), SHAPE, cache_dir=cache, workers=0, progress=False)
+    msg = str(err.value)
+    assert "\n" not in msg and str(cache) in msg and "Read-only" in msg and "data.cache=off" in msg
+    feats = np.ones((5, 3), np.float32)
+    with caplog.at_level(logging.WARNING, logger="vistrain"):
+        out, hit = cached_features(tmp_path / "features", "k", lambda: feats)
+    assert out is feats and not hit and "features not cached" in caplog.text
+
+
+def test_feature_space_estimate_before_the_folder_exists(tmp_path):
+    cache = tmp_path / "not" / "yet" / "features"
+    feats, hit = cached_features(cache, "k", lambda: np.ones((5, 3), np.float32), expected_bytes=60)
+    assert not hit and (cache / "features-k.npy").exists()

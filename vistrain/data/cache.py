@@ -441,6 +441,10 @@ def _space_message(folder, needed: int, free: int, what: str) -> str:
 
 
 def _free_bytes(folder) -> int:
+    """Free bytes on the disk of ``folder``, or of its nearest existing parent (not made yet)."""
+    folder = Path(folder)
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
     try:
         return shutil.disk_usage(folder).free
     except OSError:
@@ -530,25 +534,35 @@ def build_pixel_caches(paths, pixel_fn: Callable, shapes, *, specs, cache_dir: P
         log.debug("pixel cache hit: %s", [str(f) for f in npys])
         mark_used(*npys, *map(sidecar, npys))
         return [arr for arr, _ in found], found[0][1]["bad"]
-    cache_dir.mkdir(parents=True, exist_ok=True)
     needed = sum(npy_bytes((len(paths), *s)) for s in shapes)
-    ensure_free_space(cache_dir, needed, "pixel cache")
     parts: list[Path] = []
     try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        ensure_free_space(cache_dir, needed, "pixel cache")
         outs = [_new_part(cache_dir, (len(paths), *s), parts) for s in shapes]
         bad, sums = _decode_all(paths, pixel_fn, outs, parts, workers, progress, desc)
         result = [_install(out, part, npy, dict(spec, n=len(paths)), bad, s)
                   for out, part, npy, spec, s in zip(outs, parts, npys, specs, sums)]
     except OSError as err:
-        if err.errno in SPACE_ERRNOS:
-            raise CacheSpaceError(_space_message(cache_dir, needed, _free_bytes(cache_dir),
-                                                 "pixel cache") + f" ({err.strerror})") from None
-        raise
+        raise _write_error(err, cache_dir, needed, "pixel cache") from None
     finally:
         for part in parts:  # an interrupted or failed build leaves nothing behind
             _unlink(part)
     prune_cache(budget_root(cache_dir), keep=[*npys, *map(sidecar, npys)])
     return result, bad
+
+
+def _write_error(err: OSError, folder: Path, needed: int, what: str) -> Exception:
+    """The one-line error for a cache write that failed on a full disk or an unwritable folder;
+    ``err`` itself for anything else."""
+    if err.errno in SPACE_ERRNOS:
+        return CacheSpaceError(_space_message(folder, needed, _free_bytes(folder), what)
+                               + f" ({err.strerror})")
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return VistrainError(f"cannot write the {what} in {folder} ({err.strerror}); set "
+                             "VISTRAIN_CACHE to a writable folder, or turn the cache off with "
+                             "--set data.cache=off")
+    return err
 
 
 def _open_pixel_entry(npy: Path, shape) -> tuple[np.ndarray, dict] | None:

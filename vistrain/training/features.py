@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from vistrain.data.cache import (SPACE_ERRNOS, CacheDamaged, CacheSpaceError, budget_root,
-                                 ensure_free_space, mark_used, npy_bytes, open_array_entry,
-                                 prune_cache, remove_entry, save_array_entry, sidecar)
+from vistrain.data.cache import (CacheDamaged, CacheSpaceError, budget_root, ensure_free_space,
+                                 mark_used, npy_bytes, open_array_entry, prune_cache, remove_entry,
+                                 save_array_entry, sidecar)
 from vistrain.device import Runtime
 from vistrain.progress import progress_bar
 
@@ -98,22 +98,17 @@ def cached_features(cache_dir: Path | None, key: str, compute, *, rows: int | No
             log.warning("feature cache %s is damaged (%s); deleting it and computing the features "
                         "again", path, err)
             remove_entry(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if expected_bytes is not None:
         ensure_free_space(path.parent, expected_bytes, "feature cache")
     feats = compute()
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         ensure_free_space(path.parent, npy_bytes(feats.shape, feats.dtype), "feature cache")
         save_array_entry(path, feats)
-    except CacheSpaceError as err:
-        log.warning("features not cached: %s", err)
-        return feats, False
-    except OSError as err:
-        if err.errno not in SPACE_ERRNOS:
-            raise
-        log.warning("features not cached: the disk of %s filled up while writing them (%s); set "
-                    "VISTRAIN_CACHE to a folder on a bigger disk, or turn the cache off with --set "
-                    "data.cache=off", path.parent, err.strerror)
+    except (CacheSpaceError, OSError) as err:  # the features are computed: keep them, uncached
+        log.warning("features not cached: %s", err if isinstance(err, CacheSpaceError) else
+                    f"cannot write {path} ({err.strerror or err}); set VISTRAIN_CACHE to a "
+                    "writable folder with free space, or turn the cache off with --set data.cache=off")
         return feats, False
     prune_cache(budget_root(path.parent), keep=[path, sidecar(path)])
     return feats, False
