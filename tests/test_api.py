@@ -25,9 +25,8 @@ from vistrain.errors import VistrainError
 from vistrain.workflows.common import make_config, show_log_lines
 
 API = ["train", "load", "predict", "evaluate", "cv", "compare", "explain", "check", "lr_find"]
-# the data section goes through config: ``data`` is the image folder
 TINY = dict(model="vistrain/resnet-tiny", epochs=1, batch_size=8, preprocess={"size": 32},
-            config={"data": {"num_workers": 0}})
+            data={"num_workers": 0})  # the data section: the folder itself is positional
 
 SCRIPT = textwrap.dedent("""
     import json, logging, sys
@@ -177,6 +176,20 @@ def test_settings_shortcuts_sections_and_errors():
         make_config(None, None, {})
     with pytest.raises(VistrainError, match="train.epochs"):
         make_config("d", None, {"epochs": 0})
+
+
+def test_data_keyword_is_the_section_or_the_folder():
+    """``vistrain.train(folder, data={...})`` sets the data section; ``data=folder`` the folder."""
+    cfg = make_config("d", None, {"data": {"num_workers": 2, "val_fraction": 0.2}, "epochs": 2})
+    assert (cfg.data.root, cfg.data.num_workers, cfg.data.val_fraction) == ("d", 2, 0.2)
+    assert make_config(None, None, {"data": Path("e")}).data.root == "e"
+    with pytest.raises(VistrainError, match="two data folders"):
+        make_config("d", None, {"data": "e"})
+    for fn in (vistrain.train, vistrain.cv, vistrain.compare, vistrain.check, vistrain.lr_find):
+        first = next(iter(inspect.signature(fn).parameters.values()))
+        assert first.name == "data" and first.kind is inspect.Parameter.POSITIONAL_ONLY, fn.__name__
+    with pytest.raises(VistrainError, match="unknown config key|unknown setting data.nope"):
+        vistrain.train("d", data={"nope": 1})
 
 
 def test_check_and_lr_find_from_python(tmp_path):

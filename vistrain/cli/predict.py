@@ -6,6 +6,8 @@ predicted.  Exit code 0 when at least one image was predicted, 2 when none could
 """
 from __future__ import annotations
 
+import sys
+
 from vistrain.cli.common import print_json
 from vistrain.errors import VistrainError
 
@@ -57,7 +59,7 @@ def run(args) -> int:
         print(r["image"])
         for t in r["top"]:
             print(f"  {t['probability']:7.2%}  {t['class']}  [{t['index']}]")
-    if result["n_failed"]:
-        print(f"{result['n_failed']} of {len(result['predictions'])} images could not be read "
-              "(error lines above)")
+    if result["n_failed"]:  # stdout keeps one line per image; the count is a warning
+        print(f"warning: {result['n_failed']} of {len(result['predictions'])} images could not be "
+              "read (their error lines are in the output)", file=sys.stderr)
     return 0

@@ -19,7 +19,7 @@ from vistrain.training.run import prepare_model_and_data
 from vistrain.workflows.common import make_config, show_log_lines
 
 
-def check(data: str | Path | None = None, *, out: str | Path | None = None, steps: int = 100,
+def check(data: str | Path | None = None, /, *, out: str | Path | None = None, steps: int = 100,
           lr_steps: int = 100, config=None, progress: bool = True, log_results: bool = True,
           **settings: Any) -> list[CheckResult]:
     """Normalization of a real batch, overfitting 2x16 images, the label-shuffle (leakage) test

@@ -74,8 +74,19 @@ def make_config(data, config, settings: dict[str, Any]) -> TrainConfig:
     """The job's config: ``config`` (see :func:`as_config`), then ``settings``, then ``data``;
     resolved and validated (:meth:`TrainConfig.check`: e.g. a from-scratch ``vistrain/<name>``
     model trains every layer unless ``strategy`` says otherwise), as on the command line.
+
+    The jobs take the image folder positionally, so the keyword ``data`` is free for the ``data``
+    section (``data={"num_workers": 2}``); given a path instead, it is the folder.
     """
+    settings = dict(settings)
+    keyword = settings.pop("data", None)
+    if isinstance(keyword, (str, Path)):
+        if data is not None and Path(data) != Path(keyword):
+            raise VistrainError(f"two data folders given ({data} and data={keyword}); give one")
+        data, keyword = keyword, None
     cfg = as_config(config)
+    if keyword is not None:
+        settings["data"] = keyword  # a dict: the data section, applied with the others
     apply_shortcuts(cfg, settings)
     if data is not None:
         cfg.data.root = str(data)

@@ -17,7 +17,7 @@ from vistrain.workflows.common import default_out_dir, make_config, show_log_lin
 DEFAULT_MODEL = "vistrain/resnet-tiny"
 
 
-def compare(data: str | Path | None = None, vary: dict[str, list] | list[str] | None = None, *,
+def compare(data: str | Path | None = None, /, vary: dict[str, list] | list[str] | None = None, *,
             out: str | Path | None = None, overwrite: bool = False, config=None,
             progress: bool = True, **settings: Any) -> dict:
     """One run per setting of the cartesian product of ``vary``, same split and seed, into

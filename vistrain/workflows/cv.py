@@ -16,7 +16,7 @@ from vistrain.evaluation.cv import run_cv
 from vistrain.workflows.common import default_out_dir, make_config, show_log_lines
 
 
-def cv(data: str | Path | None = None, *, folds: int = 5, out: str | Path | None = None,
+def cv(data: str | Path | None = None, /, *, folds: int = 5, out: str | Path | None = None,
        fold: int | None = None, resume: bool = False, overwrite: bool = False, config=None,
        progress: bool = True, **settings: Any) -> dict:
     """Train one model per stratified fold into ``out/fold-<k>/`` and aggregate them.

@@ -17,7 +17,7 @@ from vistrain.workflows.check import prepare
 from vistrain.workflows.common import make_config, show_log_lines
 
 
-def lr_find(data: str | Path | None = None, *, steps: int = 100, start_lr: float = 1e-7,
+def lr_find(data: str | Path | None = None, /, *, steps: int = 100, start_lr: float = 1e-7,
             end_lr: float = 10.0, out: str | Path | None = None, config=None,
             progress: bool = True, **settings: Any) -> dict:
     """Exponential ramp of the learning rate from ``start_lr`` to ``end_lr`` over ``steps``

@@ -16,7 +16,7 @@ from vistrain.training.run import RunResult, run_training
 from vistrain.workflows.common import default_out_dir, make_config, show_log_lines
 
 
-def train(data: str | Path | None = None, *, out: str | Path | None = None, config=None,
+def train(data: str | Path | None = None, /, *, out: str | Path | None = None, config=None,
           overwrite: bool = False, resume: bool = False, progress: bool = True,
           **settings: Any) -> RunResult:
     """Train a classifier on an image folder; returns a ``RunResult`` (run_dir, classes, metrics,
@@ -32,8 +32,7 @@ def train(data: str | Path | None = None, *, out: str | Path | None = None, conf
         progress: progress bars (drawn only on a terminal or in a notebook).
         settings: shortcuts ``model``, ``epochs``, ``strategy``, ``lr``, ``batch_size``, ``seed``,
             ``augment``, ``pretrained``, ``weights``, ``device``, or whole sections as dicts
-            (``optim={"name": "sgd"}``; the ``data`` section, whose name the folder argument
-            takes, goes through ``config={"data": {...}}``).
+            (``optim={"name": "sgd"}``, ``data={"num_workers": 2}``: the folder is positional).
 
     Example:
         >>> import vistrain
