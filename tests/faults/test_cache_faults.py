@@ -455,3 +455,15 @@ def test_feature_space_estimate_before_the_folder_exists(tmp_path):
     cache = tmp_path / "not" / "yet" / "features"
     feats, hit = cached_features(cache, "k", lambda: np.ones((5, 3), np.float32), expected_bytes=60)
     assert not hit and (cache / "features-k.npy").exists()
+
+
+def test_decoding_in_the_main_process_leaves_its_torch_threads_alone(tmp_path):
+    import torch
+    paths = _images(tmp_path / "img", 5)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        build_pixel_cache(paths, _Pixels(), SHAPE, cache_dir=None, workers=0, progress=False)
+        assert torch.get_num_threads() == 2  # one thread is for decode workers, not training
+    finally:
+        torch.set_num_threads(before)
