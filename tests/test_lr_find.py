@@ -106,6 +106,7 @@ def test_lr_find_text_output_and_plot(folder, tmp_path, capsys, monkeypatch):
     assert (tmp_path / "lr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["lr-find", str(folder), *FINETUNE, "--steps", "12", "--plot", "old.png"]) == 0
     assert (tmp_path / "old.png").stat().st_size > 1000       # the former flag name still works
+    assert "--plot is deprecated; use --out" in capsys.readouterr().err
 
 
 def test_lr_find_json_document(folder, tmp_path, capsys):

@@ -16,6 +16,7 @@ import math
 from pathlib import Path
 
 from vistrain.cli.common import add_train_options, config_from_args, print_json
+from vistrain.cli.main import DeprecatedAlias
 
 log = logging.getLogger("vistrain")
 
@@ -27,7 +28,7 @@ def register(sub) -> None:
                                    "steepest descent. Same test as the lr-finder of `vistrain check`.")
     p.add_argument("data", help="image folder: DATA/<class>/<image>")
     p.add_argument("--out", metavar="PNG", help="write the loss-vs-rate plot here")
-    p.add_argument("--plot", dest="out", help=argparse.SUPPRESS)  # the former name of --out
+    p.add_argument("--plot", dest="out", action=DeprecatedAlias, new="--out", help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true",
                    help="print one JSON document (rates, losses, suggestion) on stdout")
     p.add_argument("--steps", type=int, default=100, help="number of steps (default 100)")
