@@ -132,3 +132,14 @@ def test_agrees_with_training_dataset_stats_on_the_pixel_cache(tmp_path):
     assert not bad
     np.testing.assert_allclose(st.mean, mean, atol=1e-9)
     np.testing.assert_allclose(st.std, std, atol=1e-9)
+
+
+def test_a_cache_folder_that_cannot_be_written_costs_the_entry_not_the_result(tmp_path, caplog):
+    paths = _write(tmp_path / "d", n_rgb=3, n_grey=1)
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("x")  # the cache "folder" is a file: mkdir and writes fail with OSError
+    with caplog.at_level("WARNING", logger="vistrain"):
+        res = compute_stats(paths, Preprocess(size=16), workers=0, cache_dir=blocked / "stats")
+    reference = compute_stats(paths, Preprocess(size=16), workers=0, cache_dir=None)
+    assert res.mean == reference.mean and not res.cached
+    assert "could not cache the statistics" in caplog.text

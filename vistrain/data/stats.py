@@ -31,14 +31,13 @@ import json
 import logging
 import math
 import multiprocessing as mp
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from vistrain.data.cache import cache_key, default_cache_dir, num_workers
+from vistrain.data.cache import atomic_write_text, cache_key, default_cache_dir, num_workers
 from vistrain.data.io import load_image
 from vistrain.errors import ImageLoadError
 from vistrain.transforms.resize import resize_image
@@ -208,10 +207,12 @@ def compute_stats(paths, preprocess=None, *, size: int | None = None, workers: i
     total = _run(paths, spec, num_workers(workers), chunks_per_worker)
     res = _finish(total, spec)
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(res.to_dict()))
-        os.replace(tmp, cache_file)
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(cache_file, json.dumps(res.to_dict()))
+        except OSError as err:  # a full or read-only disk costs the cache entry, not the result
+            log.warning("could not cache the statistics in %s (%s); they will be computed again "
+                        "next time", cache_file.parent, err.strerror or err)
     return res
 
 
