@@ -105,6 +105,26 @@ def test_scratch_models_default_to_finetune_in_the_config_itself():
     assert cfg.check().strategy.name == "finetune"
 
 
+def test_resolve_follows_a_model_changed_later_but_keeps_user_choices():
+    """`compare --vary model=...` and API arguments change the model of an already resolved config."""
+    import copy
+    base = TrainConfig.from_dict({"model": {"name": "vistrain/resnet-tiny"}}).check()
+    to_timm = copy.deepcopy(base)
+    to_timm.model.name = "resnet18"
+    assert (to_timm.check().strategy.name, to_timm.model.pretrained) == ("feature-extraction", True)
+    to_scratch = TrainConfig().check()
+    to_scratch.model.name = "vistrain/resnet20"
+    assert (to_scratch.check().strategy.name, to_scratch.model.pretrained) == ("finetune", False)
+    chosen = copy.deepcopy(base)
+    chosen.strategy.name, chosen.model.name = "gradual", "resnet18"
+    assert chosen.check().strategy.name == "gradual"
+    own = TrainConfig.from_dict({"model": {"name": "resnet18", "pretrained": False}}).check()
+    own.model.name = "vistrain/resnet20"
+    own.check()
+    own.model.name = "resnet18"
+    assert own.check().model.pretrained is False       # the user's False stays
+
+
 def test_monitor_val_loss_is_the_validation_loss():
     from vistrain.training.strategy import monitored_metric
     assert monitored_metric("val_loss") == monitored_metric("loss") == "loss"

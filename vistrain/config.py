@@ -241,13 +241,20 @@ class TrainConfig:
 
         ``strategy.name`` left unset (None) becomes ``finetune`` for a from-scratch
         ``vistrain/<name>`` model (its random features are worthless frozen; such a model also
-        gets ``pretrained=False``) and ``feature-extraction`` for any other model.
+        gets ``pretrained=False``) and ``feature-extraction`` for any other model.  What resolve
+        filled in is remembered, so resolving again after the model changed (``compare --vary
+        model=...``, API arguments applied to a loaded config) follows the new model, while a
+        value the user set stays.
         """
+        filled = self.__dict__.setdefault("_filled", {})
         scratch = isinstance(self.model.name, str) and self.model.name.startswith(SCRATCH_PREFIX)
-        if scratch:
-            self.model.pretrained = False
-        if self.strategy.name is None:
-            self.strategy.name = "finetune" if scratch else "feature-extraction"
+        if self.strategy.name is None or self.strategy.name == filled.get("strategy.name"):
+            self.strategy.name = filled["strategy.name"] = "finetune" if scratch else "feature-extraction"
+        if scratch and self.model.pretrained is True:
+            self.model.pretrained, filled["model.pretrained"] = False, False
+        elif not scratch and filled.get("model.pretrained") is False and self.model.pretrained is False:
+            self.model.pretrained = True  # pretrained=False came from an earlier scratch model
+            del filled["model.pretrained"]
         return self
 
     def validate(self) -> "TrainConfig":

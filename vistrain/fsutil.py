@@ -147,13 +147,15 @@ def check_output_location(out: str | Path, *, data_folder: str | Path | None = N
 
 
 def prepare_output_dir(out: str | Path, *, kind: str = "run", overwrite: bool = False,
-                       resume: bool = False, data_folder: str | Path | None = None,
-                       **marker_info: Any) -> Path | None:
+                       resume: bool = False, reuse: bool = False,
+                       data_folder: str | Path | None = None, **marker_info: Any) -> Path | None:
     """Make ``out`` ready for a new ``kind`` folder (or check it for ``resume``); returns the path
     the replaced folder was moved to (None if nothing was replaced).
 
-    * missing or empty ``out``: created and marked;
-    * ``resume``: ``out`` must be a vistrain folder of this kind (marked now if it was not);
+    * missing or empty ``out``: created and marked (``resume``: an error, nothing to resume);
+    * ``resume`` or ``reuse``: a non-empty ``out`` must be a vistrain folder of this kind (marked
+      now if it was not); ``reuse`` (``cv --fold k`` processes sharing OUT, ``cv --resume``) also
+      accepts a missing or empty one;
     * a vistrain folder and ``overwrite``: moved aside to ``OUT.old-<time>`` (deleted by
       :func:`discard_replaced` once the new run is under way; restorable by :func:`restore_replaced`);
     * anything else non-empty: a one-line :class:`RunDirError`, nothing touched.
@@ -161,17 +163,18 @@ def prepare_output_dir(out: str | Path, *, kind: str = "run", overwrite: bool = 
     out = Path(out).expanduser()
     check_output_location(out, data_folder=data_folder)
     if not out.is_dir() or not any(out.iterdir()):
-        if resume:
+        if resume and not reuse:
             raise RunDirError(f"{out}: nothing to resume (no such run directory or an empty one); "
                               "start it without --resume")
         out.mkdir(parents=True, exist_ok=True)
         write_marker(out, kind, **marker_info)
         return None
     found = vistrain_output_kind(out)
-    if resume:
+    if resume or reuse:
         if found != kind:
             raise RunDirError(f"{out}: not a vistrain {kind} directory (no {MARKER} or config.yaml); "
-                              "give the --out folder of the run to resume")
+                              f"give the --out folder of an earlier `vistrain {'train' if kind == 'run' else kind}`"
+                              + ("" if resume and not reuse else " or a new folder"))
         if read_marker(out) is None:
             write_marker(out, kind, **marker_info)
         remove_stale_temporaries(out)

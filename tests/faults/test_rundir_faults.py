@@ -369,3 +369,18 @@ def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypa
         fsutil.atomic_write_json(path, {"new": 2})
     assert json.loads(path.read_text()) == {"old": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]   # no temporary left
+
+
+def test_reuse_accepts_a_new_or_same_kind_folder_only(tmp_path):
+    """What `cv --fold k` processes sharing one OUT need: create it, or reuse a cv folder."""
+    out = tmp_path / "cv"
+    assert fsutil.prepare_output_dir(out, kind="cv", reuse=True) is None
+    assert fsutil.vistrain_output_kind(out) == "cv"
+    (out / "folds.json").write_text("{}")
+    fsutil.prepare_output_dir(out, kind="cv", reuse=True)   # a second process: fine
+    assert (out / "folds.json").is_file()
+    run = tmp_path / "run"
+    fsutil.prepare_output_dir(run, kind="run")
+    (run / "config.yaml").write_text("{}")
+    with pytest.raises(RunDirError, match="not a vistrain cv directory"):
+        fsutil.prepare_output_dir(run, kind="cv", reuse=True)
