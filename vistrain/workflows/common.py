@@ -106,7 +106,8 @@ def show_log_lines() -> None:
     A notebook or a plain script that configured no logging would otherwise see nothing (Python
     prints only warnings then).  When neither the ``vistrain`` logger nor the root logger has a
     handler, one stderr handler at INFO is attached to ``vistrain``, once; an application that
-    configures logging itself is left alone.
+    configures logging itself is left alone.  The ``vistrain`` logger's level is then INFO:
+    ``logging.getLogger("vistrain").setLevel(logging.WARNING)`` quietens it.
     """
     logger = logging.getLogger("vistrain")
     if logger.handlers or logging.getLogger().handlers:
