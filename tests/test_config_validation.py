@@ -125,10 +125,29 @@ def test_resolve_follows_a_model_changed_later_but_keeps_user_choices():
     assert own.check().model.pretrained is False       # the user's False stays
 
 
-def test_monitor_val_loss_is_the_validation_loss():
-    from vistrain.training.strategy import monitored_metric
-    assert monitored_metric("val_loss") == monitored_metric("loss") == "loss"
-    assert monitored_metric("val_accuracy") == "accuracy"
+@pytest.mark.parametrize("monitor,best", [("val_loss", 0.3), ("loss", 0.3), ("accuracy", 0.9),
+                                          ("val_accuracy", 0.9)])
+def test_monitor_val_loss_picks_the_lowest_validation_loss(tmp_path, monkeypatch, monitor, best):
+    """`train.monitor=val_loss` used to fall back to accuracy silently."""
+    import vistrain.training.strategy as strategy
+    from vistrain.training.checkpoint import load_checkpoint
+    scripted = iter([{"loss": 0.5, "accuracy": 0.9}, {"loss": 0.3, "accuracy": 0.5},
+                     {"loss": 0.4, "accuracy": 0.6}])
+    monkeypatch.setattr(strategy, "evaluate", lambda *a, **k: next(scripted))
+    data = make_image_folder(tmp_path / "data", per_class=4, size=(12, 12))
+    cfg = TrainConfig.from_dict({
+        "data": {"root": str(data), "cache": "off", "num_workers": 0, "doctor": False, "batch_size": 4},
+        "preprocess": {"size": 8}, "model": {"name": "vistrain/resnet-tiny"},
+        "train": {"epochs": 3, "monitor": monitor, "patience": None, "device": "cpu"}})
+    import vistrain.evaluation.figures as figures
+    import vistrain.report.build as report_build
+    monkeypatch.setattr(report_build, "build_report", lambda *a, **k: None)   # not needed here
+    monkeypatch.setattr(figures, "write_run_figures", lambda *a, **k: None)
+    run_mod.run_training(cfg, tmp_path / "run", progress=False)
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["best"] == best
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())  # resolved by run_training
+    assert (saved["strategy"]["name"], saved["model"]["pretrained"]) == ("finetune", False)
+    assert saved["data"]["root"] == str(data.resolve())
 
 
 def test_max_image_pixels_is_applied_before_training(tmp_path, monkeypatch):

@@ -36,6 +36,7 @@ import torch
 
 from vistrain.data.loader import ArrayBatches
 from vistrain import fsutil
+from vistrain.config import choices
 from vistrain.device import Runtime, unwrap
 from vistrain.errors import VistrainError
 from vistrain.training import checkpoint as ckpt
@@ -44,7 +45,7 @@ from vistrain.training.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger("vistrain")
 
-STRATEGIES = ("feature-extraction", "finetune", "gradual", "auto")
+STRATEGIES = choices("strategy.name")  # one table: vistrain.config
 
 
 GRADUAL_LR_FACTOR = 2.6  # ULMFiT (Howard & Ruder 2018): lr of group i-1 = lr of group i / 2.6
@@ -359,7 +360,7 @@ def monitored_metric(monitor: str) -> str:
     """The key of :func:`evaluate`'s result that ``train.monitor`` names (``val_loss`` -> ``loss``)."""
     metric = monitor[len("val_"):] if monitor.startswith("val_") else monitor
     if metric not in ("loss", "accuracy"):
-        raise VistrainError(f"train.monitor={monitor!r}: choose one of accuracy, loss, val_accuracy, val_loss")
+        raise VistrainError(f"train.monitor={monitor!r}: choose one of {', '.join(choices('train.monitor'))}")
     return metric
 
 
