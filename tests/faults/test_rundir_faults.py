@@ -384,3 +384,16 @@ def test_reuse_accepts_a_new_or_same_kind_folder_only(tmp_path):
     (run / "config.yaml").write_text("{}")
     with pytest.raises(RunDirError, match="not a vistrain cv directory"):
         fsutil.prepare_output_dir(run, kind="cv", reuse=True)
+
+
+def test_user_error_while_decoding_leaves_no_run_dir(tmp_path, capsys):
+    """A refused run (unreadable image with --on-bad-image fail) must not block the corrected rerun."""
+    data = make_image_folder(tmp_path / "data", per_class=4, size=(12, 12))
+    (data / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    out = tmp_path / "run"
+    line = cli_error(capsys, ["train", str(data), "--out", str(out), *FLAGS, "--on-bad-image", "fail"])
+    assert "broken.png" in line and not out.exists()
+    (tmp_path / "empty").mkdir()   # a folder the user made stays, empty
+    cli_error(capsys, ["train", str(data), "--out", str(tmp_path / "empty"), *FLAGS,
+                       "--on-bad-image", "fail"])
+    assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import random
+import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,7 +35,7 @@ from vistrain.data.loader import ArrayBatches
 from vistrain.data.scan import ImageIndex, scan_folder
 from vistrain.data.splits import save_splits, split_from_given, stratified_holdout
 from vistrain.device import Runtime, unwrap
-from vistrain.errors import DataError
+from vistrain.errors import DataError, VistrainError
 from vistrain.transforms.normalize import resolve_normalization
 from vistrain.transforms.preprocess import Preprocess
 from vistrain.training.loop import BatchPipeline, predict
@@ -286,6 +287,8 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
     from vistrain.training.loggers import check_logging
     check_logging(cfg.logging)  # fail before training, not after it
     model, pcfg = prepare_model(cfg, index, rt, quick_checks=cfg.data.doctor)
+    existed_empty = out.is_dir() and not any(out.iterdir())
+    fresh = not resume and (existed_empty or not out.exists())
     if rt.is_main:
         prepare_run_dir(out, overwrite=overwrite, resume=resume, data_root=index.root,
                         fingerprint=fingerprint)
@@ -298,10 +301,24 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
     try:
         return _train_into(cfg, out, rt, model, pcfg, index, parts, resume=resume,
                            progress=progress, fingerprint=fingerprint, t0=t0)
-    except BaseException:
-        if rt.is_main:  # failed before the new run could be resumed: bring the replaced one back
-            fsutil.restore_replaced(out)
+    except BaseException as err:
+        if rt.is_main:
+            _undo_unstarted_run(out, fresh=fresh, existed_empty=existed_empty,
+                                user_error=isinstance(err, VistrainError))
         raise
+
+
+def _undo_unstarted_run(out: Path, *, fresh: bool, existed_empty: bool, user_error: bool) -> None:
+    """A run that failed before its first checkpoint: bring back the run it replaced, or, after a
+    user error (unreadable images with on_bad_image=fail, ...), remove the folder it created so
+    that the corrected command needs no --overwrite.  An interrupted run stays resumable."""
+    if (out / "checkpoints" / "last.pt").is_file():
+        return
+    if fsutil.restore_replaced(out) is None and fresh and user_error:
+        if fsutil.read_marker(out) is not None:  # only what this call created
+            shutil.rmtree(out)
+            if existed_empty:
+                out.mkdir()
 
 
 def _train_into(cfg, out, rt, model, pcfg, index, parts, *, resume, progress, fingerprint, t0):
