@@ -32,7 +32,7 @@ def make_cfg(root, lr=3e-3):
 
 
 def prepared(root, lr=3e-3):
-    from vistrain.cli.check import prepare
+    from vistrain.workflows.check import prepare
     cfg = make_cfg(root, lr)
     return cfg, *prepare(cfg, progress=False)
 

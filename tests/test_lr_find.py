@@ -72,7 +72,7 @@ def test_feature_extraction_lr_find_reuses_the_feature_cache_and_trains_the_head
 
 def test_feature_extraction_range_test_sees_standardized_features(folder, monkeypatch):
     """The head in the range test gets the same standardized inputs as the head training fits."""
-    from vistrain.cli.check import prepare
+    from vistrain.workflows.check import prepare
     from vistrain.cli.common import config_from_args
     from vistrain.cli.main import build_parser
     from vistrain.training import lrfind

@@ -1,15 +1,14 @@
 """``vistrain check DATA``: quick diagnostics of the training setup, without training.
 
-Runs :func:`vistrain.interpret.diagnostics.run_checks` (normalization, overfit a small sample,
+Runs :func:`vistrain.workflows.check.check` (the Python API's ``vistrain.check``; see
+:mod:`vistrain.interpret.diagnostics`: normalization, overfit a small sample,
 label-shuffle test, learning-rate finder -- the same range test as ``vistrain lr-find``) with the
 same options as ``vistrain train``; prints one line per check on stdout (or, with ``--json``, one
 JSON document and nothing else there); exits 1 when a check fails.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-from vistrain.cli.common import add_train_options, config_from_args
+from vistrain.cli.common import add_train_options, config_from_args, print_json
 
 
 def register(sub) -> None:
@@ -26,24 +25,12 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def prepare(cfg, progress: bool = True):
-    """Model, pretrained config, preprocessing and prepared data exactly as ``train`` makes them."""
-    from vistrain.device import Runtime
-    from vistrain.training.run import prepare_model_and_data
-    rt = Runtime.create(cfg.train.device, amp=cfg.train.amp, channels_last=cfg.train.channels_last,
-                        cpu_amp=cfg.train.cpu_amp)
-    model, pcfg, pre, data = prepare_model_and_data(cfg, rt, progress=progress)
-    return model, pcfg, pre, data, rt
-
-
 def run(args) -> int:
-    from vistrain.cli.common import print_json
-    from vistrain.interpret.diagnostics import run_checks
+    from vistrain.workflows.check import check  # torch loads only when a verb runs
     cfg = config_from_args(args, args.data)
-    model, pcfg, pre, data, rt = prepare(cfg)
     # the results are printed here, once: not also logged (the log goes to the same terminal)
-    results = run_checks(cfg, model, pcfg, pre, data, rt, out_dir=Path(args.out) if args.out else None,
-                         overfit_steps=args.steps, lr_steps=args.lr_steps, log_results=False)
+    results = check(config=cfg, out=args.out, steps=args.steps, lr_steps=args.lr_steps,
+                    progress=not args.json, log_results=False)
     if args.json:
         print_json([r.to_dict() for r in results])
     else:

@@ -2,6 +2,7 @@
 
 The model, preprocessing, split and trainable layers are set up exactly as ``vistrain train``
 would (same flags/config) and the range test of :func:`vistrain.training.lrfind.run_range_test`
+(through :func:`vistrain.workflows.lr_find.lr_find`, the Python API's ``vistrain.lr_find``)
 runs on the training part -- the same test as the ``lr-finder`` check of ``vistrain check``, so
 both suggest the same rate.  With ``feature-extraction`` it trains the new head on the cached,
 standardized features (seconds once the features are cached); other strategies run through the
@@ -13,7 +14,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-from pathlib import Path
 
 from vistrain.cli.common import add_train_options, config_from_args, print_json
 from vistrain.cli.main import DeprecatedAlias
@@ -39,16 +39,11 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    # torch-importing modules load here, not at `vistrain --help` (every verb module is imported)
-    from vistrain.cli.check import prepare
-    from vistrain.training.lrfind import plot_lr_find, run_range_test
+    from vistrain.workflows.lr_find import lr_find  # torch loads only when a verb runs
     cfg = config_from_args(args, args.data)
-    model, pcfg, pre, data, rt = prepare(cfg, progress=not args.json)
-    res = run_range_test(cfg, model, pcfg, pre, data, rt, steps=args.steps, start_lr=args.start_lr,
-                         end_lr=args.end_lr, progress=not args.json)
-    if args.out:
-        plot_lr_find(res, args.out)
-        res["plot"] = str(Path(args.out).resolve())
+    res = lr_find(config=cfg, steps=args.steps, start_lr=args.start_lr, end_lr=args.end_lr,
+                  out=args.out, progress=not args.json)
+    if "plot" in res:
         log.info("plot: %s", res["plot"])
     if args.json:
         print_json(_jsonable(res))
