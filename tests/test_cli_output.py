@@ -192,3 +192,23 @@ def test_report_json(tmp_path, capsys, monkeypatch):
     doc = one_json_document(capsys.readouterr().out)
     assert doc == {"report": str((tmp_path / "run" / "report.html").resolve())}
     assert Path(doc["report"]).stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("verb, args", [
+    ("cv", ["{data}", "--folds", "1"]),
+    ("cv", ["{data}", "--folds", "50"]),
+    ("cv", ["{tmp}/no-data"]),
+    ("compare", ["{data}", "--vary", "norm=batch,bogus"]),
+    ("compare", ["{tmp}/no-data", "--vary", "norm=batch,group"]),
+])
+def test_refused_cv_and_compare_leave_no_folder_and_keep_an_old_one(saved_run, tmp_path, capsys, verb, args):
+    _, data = saved_run
+    args = [a.format(data=data, tmp=tmp_path) for a in args]
+    assert main([verb, *args, "--out", str(tmp_path / "new"), *TINY]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not (tmp_path / "new").exists()
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "keep.txt").write_text("earlier results")
+    assert main([verb, *args, "--out", str(old), "--overwrite", *TINY]) == 2
+    assert (old / "keep.txt").read_text() == "earlier results"  # --overwrite never ran

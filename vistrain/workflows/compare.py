@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vistrain.evaluation.compare import parse_vary, run_compare
+from vistrain.data.scan import scan_folder
+from vistrain.evaluation.compare import apply_setting, parse_vary, run_compare, settings_product
 from vistrain.workflows.common import default_out_dir, make_config, show_log_lines
 
 DEFAULT_MODEL = "vistrain/resnet-tiny"
@@ -42,5 +43,9 @@ def compare(data: str | Path | None = None, /, vary: dict[str, list] | list[str]
         settings = {**settings, "model": DEFAULT_MODEL}
     cfg = make_config(data, config, settings)  # vistrain/<name>: from scratch, every layer trains
     out = Path(out) if out else default_out_dir(cfg.data.root, "-compare")
+    # refuse a bad setting or data folder before run_compare creates (or replaces) the folder
+    for setting in settings_product(parsed):
+        apply_setting(cfg, setting).check()
+    scan_folder(cfg.data.root)
     summary = run_compare(cfg, out, parsed, overwrite=overwrite, progress=progress)
     return {**summary, "out_dir": str(out)}

@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from vistrain.data.scan import scan_folder
 from vistrain.errors import VistrainError
-from vistrain.evaluation.cv import run_cv
+from vistrain.evaluation.cv import make_folds, run_cv
 from vistrain.workflows.common import default_out_dir, make_config, show_log_lines
 
 
@@ -39,6 +40,10 @@ def cv(data: str | Path | None = None, /, *, folds: int = 5, out: str | Path | N
         if resume or fold is not None:
             raise VistrainError("resume and fold need the cross-validation folder: --out OUT (out=OUT)")
         out = default_out_dir(cfg.data.root, f"-cv{folds}")
+    # refuse what can be refused before run_cv creates (or with overwrite replaces) the folder:
+    # the data folder and the folds it allows (a directory walk, no decoding)
+    make_folds(scan_folder(cfg.data.root), folds, seed=cfg.data.split_seed,
+               val_fraction=cfg.data.val_fraction)
     result = run_cv(cfg, Path(out), folds=folds, fold=fold, resume=resume, overwrite=overwrite,
                     progress=progress)
     return {**result, "out_dir": str(out)}
