@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from acceptlib import (CLASSES, HERE, SCRATCH, SHIPPED, SUBSET_PER_CLASS, EVAL_PER_CLASS, TWO_WORKERS,
+from .acceptlib import (CLASSES, HERE, SCRATCH, SHIPPED, SUBSET_PER_CLASS, EVAL_PER_CLASS, TWO_WORKERS,
                        Result, assert_ok, copy_subset, make_messy_folder, vistrain)
 
 

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from acceptlib import CLASSES, assert_ok, python_script
+from .acceptlib import CLASSES, assert_ok, python_script
 
 SCRIPT = r'''
 import json, sys, traceback

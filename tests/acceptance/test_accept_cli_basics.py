@@ -6,7 +6,7 @@ import re
 import pytest
 
 import vistrain as vistrain_pkg
-from acceptlib import assert_ok, vistrain
+from .acceptlib import assert_ok, vistrain
 
 VERBS = ["train", "predict", "evaluate", "cv", "check", "stats", "doctor", "preview", "lr-find",
          "augment-preview", "explain", "report", "compare", "cache"]

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from pathlib import Path
 
 import numpy as np
 
-from acceptlib import CLASSES, RUN_FILES, assert_ok, vistrain
+from .acceptlib import CLASSES, RUN_FILES, assert_ok, vistrain
 
 
 def test_cv_three_folds_on_2000_images(cv_out, shipped):
@@ -23,7 +25,7 @@ def test_cv_three_folds_on_2000_images(cv_out, shipped):
     # every image is predicted exactly once, by the fold that did not train on it
     oof = json.loads((out / "oof_predictions.json").read_text())["predictions"]
     assert sorted(r["index"] for r in oof) == list(range(2000))
-    tests = [set(f["test"]) for f in json.loads((out / "folds.json").read_text())["folds"]]
+    tests = [set(f["test"]["indices"]) for f in json.loads((out / "folds.json").read_text())["folds"]]
     assert all(r["index"] in tests[r["fold"]] for r in oof)
     # pooled out-of-fold accuracy recomputed with NumPy
     y = np.array([r["label"] for r in oof])
@@ -41,10 +43,12 @@ def test_cv_fold_test_parts_are_disjoint(cv_out):
     out, res = cv_out
     assert_ok(res)
     folds = json.loads((out / "folds.json").read_text())["folds"]
-    tests = [set(f["test"]) for f in folds]
+    parts = [{name: set(f[name]["indices"]) for name in ("train", "val", "test")} for f in folds]
+    tests = [p["test"] for p in parts]
     assert sum(map(len, tests)) == 2000 and set().union(*tests) == set(range(2000))
-    for f in folds:
-        assert not set(f["train"]) & set(f["test"]) and not set(f["val"]) & set(f["test"])
+    for p in parts:
+        assert not p["train"] & p["test"] and not p["val"] & p["test"] and not p["train"] & p["val"]
+        assert len(p["train"]) + len(p["val"]) + len(p["test"]) == 2000
 
 
 def test_cv_resume_json_reaggregates_without_training(cv_out, shipped):
@@ -88,12 +92,15 @@ def test_compare_scratch_networks_learn(compare_out):
 
 
 def _report(path):
-    report = path / ("compare.html" if (path / "compare.json").is_file() else "report.html")
-    before = report.stat().st_mtime_ns if report.exists() else None
-    os.utime(report, ns=(0, 0)) if report.exists() else None
+    """``vistrain report PATH``: the page it names lies in PATH and was written just now."""
+    for old in path.glob("*.html"):
+        os.utime(old, ns=(0, 0))  # an old page cannot pass for a new one
     res = assert_ok(vistrain("report", path))
-    assert report.stat().st_mtime_ns not in (0, before), "report not rewritten"
-    assert str(report.resolve()) in res.stdout
+    m = re.search(r"^report: (.+)$", res.stdout, re.M)
+    assert m, res.describe()
+    report = Path(m.group(1))
+    assert report.parent == path.resolve() and report.suffix == ".html"
+    assert report.stat().st_mtime_ns > 0, "report not rewritten"
     html = report.read_text(encoding="utf-8")
     assert html.lstrip().lower().startswith("<!doctype html") and "</html>" in html.lower()
     return res, html

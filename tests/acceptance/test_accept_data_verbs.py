@@ -7,7 +7,7 @@ import re
 import numpy as np
 from PIL import Image
 
-from acceptlib import CLASSES, assert_ok, vistrain
+from .acceptlib import CLASSES, assert_ok, vistrain
 
 
 def test_stats_exact_against_numpy(shipped):

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from PIL import Image
 
-from acceptlib import CLASSES, SCRATCH, assert_ok, vistrain
+from .acceptlib import CLASSES, SCRATCH, assert_ok, vistrain
 
 METHODS = ("gradcam", "gradcam++", "layercam")
 

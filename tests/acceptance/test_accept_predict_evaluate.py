@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from acceptlib import CLASSES, assert_ok, table_value, vistrain
+from .acceptlib import CLASSES, assert_ok, python_script, table_value, vistrain
 
 
 def _images(data, per_class=1, classes=CLASSES):
@@ -23,7 +23,7 @@ def _parse_predict_text(text: str) -> dict[str, list[tuple[float, str]]]:
             out[current] = []
         else:
             pct, rest = line.strip().split("%", 1)
-            out[current].append((float(pct) / 100, rest.strip().rsplit(" [", 1)[0]))
+            out[current].append((float(pct) / 100, rest.strip().rsplit(" [", 1)[0].strip()))
     return out
 
 
@@ -75,7 +75,6 @@ def test_predict_folder_and_files_mixed_with_unreadable(scratch_run, shipped, me
 
 def test_predict_python_api_string_is_one_image(scratch_run, shipped, tmp_path):
     """Covered in the API suite too; here as a user's one-liner in a fresh interpreter."""
-    from acceptlib import python_script
     img = _images(shipped, classes=CLASSES[:1])[0]
     res = assert_ok(python_script(f"""
         import json, vistrain

@@ -15,7 +15,7 @@ import shlex
 import pytest
 from PIL import Image
 
-from acceptlib import REPO, SHIPPED, Result, assert_user_error, vistrain
+from .acceptlib import REPO, SHIPPED, Result, assert_user_error, vistrain
 
 EXIT_1_DOCUMENTED = {"doctor", "check"}
 

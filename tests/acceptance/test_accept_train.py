@@ -9,7 +9,7 @@ import time
 
 import yaml
 
-from acceptlib import CLASSES, SCRATCH, assert_ok, check_run_dir, vistrain
+from .acceptlib import CLASSES, SCRATCH, assert_ok, check_run_dir, vistrain
 
 
 def _config(run_dir):
@@ -75,7 +75,7 @@ def test_train_json_prints_one_document(subset, tmp_path, acc_env):
 
 def test_interrupted_run_resumes_to_the_end(subset, tmp_path, acc_env):
     """Ctrl-C after an epoch keeps the checkpoint; ``--resume`` finishes the remaining epochs."""
-    out, epochs = tmp_path / "run", 12
+    out, epochs = tmp_path / "run", 8
     cmd = [sys.executable, "-m", "vistrain.cli.main", "train", str(subset), "--out", str(out),
            "--epochs", str(epochs), "--set", "train.patience=null", *SCRATCH]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from acceptlib import SCRATCH, assert_user_error, file_list, vistrain
+from .acceptlib import SCRATCH, assert_user_error, file_list, vistrain
 
 # train flags that would make a short run if the command were (wrongly) accepted
 QUICK = [*SCRATCH, "--epochs", "1"]
