@@ -46,6 +46,13 @@ def test_report_has_every_section_and_escapes_names(run_dir):
     assert page.count("<img ") >= 8  # bar chart, previews, curves, confusion, ROC, PR, reliability, gallery
 
 
+def test_training_writes_the_quick_data_checks_and_the_report_shows_them(run_dir):
+    doc = json.loads((run_dir / "doctor.json").read_text())
+    assert "summary" in doc and isinstance(doc["findings"], list)
+    page = (run_dir / "report.html").read_text()
+    assert "<h3>Data doctor</h3>" in page and "no doctor.json" not in page
+
+
 def test_report_is_self_contained(run_dir):
     page = (run_dir / "report.html").read_text()
     assert "http://" not in page and "https://" not in page

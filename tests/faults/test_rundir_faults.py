@@ -397,3 +397,40 @@ def test_user_error_while_decoding_leaves_no_run_dir(tmp_path, capsys):
     cli_error(capsys, ["train", str(data), "--out", str(tmp_path / "empty"), *FLAGS,
                        "--on-bad-image", "fail"])
     assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())
+
+
+# -- cross-validation folders follow the same rules ---------------------------------------------------
+@pytest.mark.parametrize("where", ["data", "parent", "foreign"])
+def test_cv_overwrite_never_deletes_user_files(tmp_path, capsys, where):
+    data = make_image_folder(tmp_path / "user" / "data", per_class=4)
+    (tmp_path / "user" / "notes.txt").write_text("mine")
+    foreign = tmp_path / "thesis"
+    foreign.mkdir()
+    (foreign / "chapter1.tex").write_text("...")
+    before = {**files_of(tmp_path / "user"), **files_of(foreign)}
+    out = {"data": data, "parent": tmp_path / "user", "foreign": foreign}[where]
+    line = cli_error(capsys, ["cv", str(data), "--folds", "2", "--out", str(out), "--overwrite", *FLAGS])
+    assert ("data folder" if where != "foreign" else "not written by vistrain") in line, line
+    assert {**files_of(tmp_path / "user"), **files_of(foreign)} == before
+
+
+def test_cv_refused_before_it_creates_its_folder(tmp_path, capsys):
+    data = make_image_folder(tmp_path / "data", per_class=4)
+    out = tmp_path / "cv"
+    assert "at least 2" in cli_error(capsys, ["cv", str(data), "--folds", "1", "--out", str(out), *FLAGS])
+    assert "no such folder" in cli_error(capsys, ["cv", str(tmp_path / "nope"), "--out", str(out), *FLAGS])
+    assert "train.epochs" in cli_error(capsys, ["cv", str(data), "--out", str(out), *FLAGS, "--epochs", "0"])
+    assert not out.exists()
+
+
+def test_compare_overwrite_never_deletes_user_files(tmp_path, capsys):
+    data = make_image_folder(tmp_path / "data", per_class=4)
+    foreign = tmp_path / "thesis"
+    foreign.mkdir()
+    (foreign / "chapter1.tex").write_text("...")
+    line = cli_error(capsys, ["compare", str(data), "--vary", "norm=batch,group", "--out", str(foreign),
+                              "--overwrite", *FLAGS])
+    assert "not written by vistrain" in line and (foreign / "chapter1.tex").read_text() == "..."
+    bad = cli_error(capsys, ["compare", str(data), "--vary", "norm=batch,nonsense", "--out",
+                             str(tmp_path / "cmp"), *FLAGS])
+    assert "model.norm" in bad and not (tmp_path / "cmp").exists()

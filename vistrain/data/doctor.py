@@ -46,7 +46,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import multiprocessing as mp
 import os
@@ -62,6 +61,7 @@ from vistrain.data.cache import num_workers
 from vistrain.data.io import is_image_file, load_image
 from vistrain.data.scan import SPLIT_NAMES, FolderLayout, ImageIndex, folder_layout, scan_folder
 from vistrain.data.splits import split_from_given, stratified_holdout
+from vistrain.fsutil import atomic_write_json
 from vistrain.errors import DataError, ImageLoadError
 
 log = logging.getLogger(__name__)
@@ -601,7 +601,7 @@ def write_doctor_json(run_dir: str | Path, findings: list[Finding]) -> Path:
     path = Path(run_dir) / "doctor.json"
     doc = {"source": "quick data checks before training (`vistrain doctor DATA` checks more)",
            "summary": summarize(findings), "findings": [asdict(f) for f in findings]}
-    path.write_text(json.dumps(doc, indent=1))
+    atomic_write_json(path, doc)
     return path
 
 

@@ -13,13 +13,13 @@ Example:
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from vistrain.errors import DataError
+from vistrain.fsutil import atomic_write_json
 
 
 def _min_per_class_error(labels, classes, needed: int, why: str) -> None:
@@ -95,4 +95,4 @@ def save_splits(path: Path, index, parts: dict[str, list[int]], *, seed: int, so
             "files": [str(Path(index.paths[i]).relative_to(index.root)) for i in ids],
             "counts": {c: counts.get(k, 0) for k, c in enumerate(index.classes)},
         }
-    Path(path).write_text(json.dumps(out, indent=1))
+    atomic_write_json(path, out)

@@ -27,11 +27,10 @@ import itertools
 import json
 import logging
 import re
-import shutil
 from pathlib import Path
 
-import yaml
-
+from vistrain import fsutil
+from vistrain.config import parse_value, update_section
 from vistrain.errors import VistrainError
 
 log = logging.getLogger("vistrain")
@@ -77,7 +76,6 @@ def setting_name(setting: dict[str, str]) -> str:
 
 def apply_setting(cfg, setting: dict[str, str]):
     """A deep copy of ``cfg`` with the setting's values set (YAML-typed for SECTION.KEY)."""
-    from vistrain.config import update_section
     cfg = copy.deepcopy(cfg)
     for key, raw in setting.items():
         if key in VARY_ALIASES:
@@ -85,11 +83,11 @@ def apply_setting(cfg, setting: dict[str, str]):
             value = raw
         else:
             section, _, field = key.partition(".")
-            value = yaml.safe_load(raw)
+            value = parse_value(key, raw)  # text settings keep their text ("off" is not False)
         if not hasattr(cfg, section):
             raise VistrainError(f"--vary {key}: unknown config section {section!r}")
         update_section(getattr(cfg, section), {field: value}, section)
-    return cfg
+    return cfg.check()  # resolved (a vistrain/ model fine-tunes) and validated, key named
 
 
 def _split_signature(run_dir: Path) -> dict:
@@ -103,20 +101,23 @@ def run_compare(cfg, out_dir, vary: dict[str, list[str]], *, overwrite: bool = F
     from vistrain.data.scan import scan_folder
     from vistrain.training.run import run_training
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise VistrainError(f"{out}: output folder exists and is not empty; use --overwrite "
-                                "to replace it or another --out")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
     settings = settings_product(vary)
     cfgs = [apply_setting(cfg, s) for s in settings]  # fail on a bad key before any training
+    fsutil.check_output_location(out, data_folder=cfg.data.root)
     index = scan_folder(cfg.data.root)  # scanned once: every run sees the same files
+    # only a vistrain compare folder is replaced, moved aside until the first run is trained
+    fsutil.prepare_output_dir(out, kind="compare", overwrite=overwrite, data_folder=cfg.data.root)
     runs = []
     for k, (setting, run_cfg) in enumerate(zip(settings, cfgs), 1):
         name = setting_name(setting)
         log.info("compare %d/%d: %s", k, len(settings), name)
-        result = run_training(run_cfg, out / name, overwrite=True, progress=progress, index=index)
+        try:
+            result = run_training(run_cfg, out / name, overwrite=True, progress=progress, index=index)
+        except BaseException:
+            if not runs:
+                fsutil.restore_replaced(out)
+            raise
+        fsutil.discard_replaced(out)
         runs.append(_collect(result.run_dir, name, setting))
     signatures = [_split_signature(out / r["name"]) for r in runs]
     same_split = all(sig == signatures[0] for sig in signatures[1:])
@@ -125,7 +126,7 @@ def run_compare(cfg, out_dir, vary: dict[str, list[str]], *, overwrite: bool = F
     summary = {"data_root": str(cfg.data.root), "model": cfg.model.name, "vary": vary,
                "seed": cfg.train.seed, "split_seed": cfg.data.split_seed,
                "epochs": cfg.train.epochs, "same_split": same_split, "runs": runs}
-    (out / "compare.json").write_text(json.dumps(summary, indent=1))
+    fsutil.atomic_write_json(out / "compare.json", summary)
     write_compare_html(summary, out / "compare.html")
     return summary
 
@@ -215,7 +216,7 @@ def write_compare_html(summary: dict, path: Path) -> Path:
     """Self-contained report: images as base64 data URIs, every name HTML-escaped."""
     esc = html.escape
     rows = "".join(
-        f"<tr><td>{esc(r['name'])}</td><td>{esc(r['part'])}</td><td>{r['n_samples']}</td>"
+        f"<tr><td>{esc(r['name'])}</td><td>{esc(r['part'])}</td><td>{esc(str(r['n_samples']))}</td>"
         f"<td>{_fmt(r['accuracy'])}</td><td>{_fmt(r['macro_f1'])}</td>"
         f"<td>{_fmt(r['macro_auc'])}</td><td>{_fmt(r['wall_seconds'], 1)}</td>"
         f"<td>{len(r['history'])}</td></tr>" for r in summary["runs"])
@@ -226,8 +227,8 @@ def write_compare_html(summary: dict, path: Path) -> Path:
         "collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
         "td:first-child{text-align:left}</style></head><body>",
         f"<h1>Comparison: {esc(str(summary['model']))}</h1>",
-        f"<p>Data: {esc(summary['data_root'])}. Varied: {vary}. Seed {summary['seed']}, split seed "
-        f"{summary['split_seed']}, {summary['epochs']} epoch(s) per run. Same split for every run: "
+        f"<p>Data: {esc(str(summary['data_root']))}. Varied: {vary}. Seed {esc(str(summary['seed']))}, "
+        f"split seed {esc(str(summary['split_seed']))}, {esc(str(summary['epochs']))} epoch(s) per run. Same split for every run: "
         f"<b>{'yes' if summary['same_split'] else 'NO'}</b>.</p>",
         "<h2>Curves</h2>", _img(plot_compare_curves(summary), "training curves per setting"),
         "<h2>Final metrics</h2><table><tr><th>setting</th><th>part</th><th>n</th>"

@@ -37,14 +37,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+from vistrain import fsutil
 from vistrain.errors import DataError, VistrainError
 
 log = logging.getLogger("vistrain")
@@ -52,9 +51,7 @@ log = logging.getLogger("vistrain")
 
 def _write_json(path: Path, obj, indent=None) -> None:
     """Atomic write: parallel ``--fold`` processes may read the file while another writes it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=indent))
-    os.replace(tmp, path)
+    fsutil.atomic_write_json(path, obj, indent=indent)
 
 
 def fold_dir(out: Path, k: int) -> Path:
@@ -102,14 +99,11 @@ def make_folds(index, k: int, *, seed: int, val_fraction: float) -> dict:
             "folds": folds}
 
 
-def _prepare_out(out: Path, *, resume: bool, overwrite: bool, single_fold: bool) -> None:
-    if out.exists() and any(out.iterdir()) and not resume and not single_fold:
-        if not overwrite:
-            raise VistrainError(f"{out}: cross-validation directory exists and is not empty; use "
-                                "--resume to continue it (finished folds are skipped), --overwrite "
-                                "to replace it, or another --out")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+def _prepare_out(out: Path, cfg, *, resume: bool, overwrite: bool, single_fold: bool) -> None:
+    """Create the cross-validation folder, or check it for ``--resume``/``--fold``; with
+    ``overwrite`` an earlier cv folder is moved aside (never a folder vistrain did not write)."""
+    fsutil.prepare_output_dir(out, kind="cv", overwrite=overwrite and not resume,
+                              reuse=resume or single_fold, data_folder=cfg.data.root)
 
 
 def _clean_index(cfg, progress: bool):
@@ -170,13 +164,21 @@ def run_cv(cfg, out_dir, *, folds: int = 5, fold: int | None = None, resume: boo
     """
     from vistrain.training.run import run_training
     out = Path(out_dir)
+    cfg.check()
+    if folds < 2:
+        raise VistrainError(f"--folds {folds}: cross-validation needs at least 2 folds")
     if fold is not None and not 0 <= fold < folds:
         raise VistrainError(f"--fold {fold}: must be between 0 and {folds - 1} for --folds {folds}")
-    _prepare_out(out, resume=resume, overwrite=overwrite, single_fold=fold is not None)
+    fsutil.check_output_location(out, data_folder=cfg.data.root)
     t0 = time.perf_counter()
-    index = _clean_index(cfg, progress)
+    index = _clean_index(cfg, progress)  # a missing or unusable data folder stops here
     spec = make_folds(index, folds, seed=cfg.data.split_seed, val_fraction=cfg.data.val_fraction)
-    _check_same_folds(out, index, spec)
+    _prepare_out(out, cfg, resume=resume, overwrite=overwrite, single_fold=fold is not None)
+    try:
+        _check_same_folds(out, index, spec)
+    except VistrainError:
+        fsutil.restore_replaced(out)
+        raise
     _save_folds(out, index, spec)
     cfg.save(out / "config.yaml")
     todo = [fold] if fold is not None else list(range(folds))
@@ -190,8 +192,14 @@ def run_cv(cfg, out_dir, *, folds: int = 5, fold: int | None = None, resume: boo
                  len(parts["val"]), len(parts["test"]),
                  f", given test {len(parts['given_test'])}" if "given_test" in parts else "")
         cont = resume and (fdir / "checkpoints" / "last.pt").is_file()
-        run_training(cfg, fdir, overwrite=overwrite or (resume and not cont), resume=cont,
-                     progress=progress, index=index, parts=parts)
+        try:
+            run_training(cfg, fdir, overwrite=overwrite or (resume and not cont), resume=cont,
+                         progress=progress, index=index, parts=parts)
+        except BaseException:
+            if not (fdir / "checkpoints" / "last.pt").is_file():  # nothing here can be resumed:
+                fsutil.restore_replaced(out)                      # bring back what was replaced
+            raise
+        fsutil.discard_replaced(out)  # a fold finished: the replaced folder can go
     finished = [k for k in range(folds) if fold_finished(fold_dir(out, k))]
     if len(finished) < folds:
         missing = [k for k in range(folds) if k not in finished]

@@ -30,6 +30,7 @@ from vistrain.artifact import save_model, versions
 from vistrain.config import TrainConfig
 from vistrain.data.cache import (EvalAndTrainPixels, build_pixel_caches, cache_key,
                                  default_cache_dir)
+from vistrain.data.doctor import log_quick_checks, write_doctor_json
 from vistrain.data.io import set_max_image_pixels
 from vistrain.data.loader import ArrayBatches
 from vistrain.data.scan import ImageIndex, scan_folder
@@ -226,7 +227,6 @@ def prepare_model(cfg: TrainConfig, index: ImageIndex, rt: Runtime, *, quick_che
     seed_everything(cfg.train.seed)
     log.info("data: %d images, %d classes in %s", len(index), len(index.classes), index.root)
     if quick_checks and rt.is_main:  # fast data checks, logged as warnings
-        from vistrain.data.doctor import log_quick_checks
         log_quick_checks(index, cfg)
     m = cfg.model
     model, pcfg = create(m.name, len(index.classes), pretrained=m.pretrained and not m.name.startswith("vistrain/"),
@@ -286,7 +286,8 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
         check_same_data(out, index, fingerprint)
     from vistrain.training.loggers import check_logging
     check_logging(cfg.logging)  # fail before training, not after it
-    model, pcfg = prepare_model(cfg, index, rt, quick_checks=cfg.data.doctor)
+    findings = log_quick_checks(index, cfg) if cfg.data.doctor and rt.is_main else None
+    model, pcfg = prepare_model(cfg, index, rt)
     existed_empty = out.is_dir() and not any(out.iterdir())
     fresh = not resume and (existed_empty or not out.exists())
     if rt.is_main:
@@ -297,6 +298,8 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
                                  data_fingerprint=fingerprint)
         # written before decoding: a run killed at any point after this can be resumed
         replace(cfg, data=replace(cfg.data, root=str(Path(index.root).resolve()))).save(out / "config.yaml")
+        if findings is not None:
+            write_doctor_json(out, findings)
     rt.barrier()
     try:
         return _train_into(cfg, out, rt, model, pcfg, index, parts, resume=resume,

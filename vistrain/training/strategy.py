@@ -115,8 +115,10 @@ def run_features(cfg, model, pcfg, pre, data, rt, *, progress: bool) -> tuple[np
                            indices=data.rows, pin_memory=rt.device.type == "cuda")
     key = run_feature_key(cfg, pcfg, pre, data, rt)
     cache_dir = None if cfg.data.cache == "off" else default_cache_dir() / "features"
+    dim = getattr(model, "num_features", None)  # float32 features: room checked before computing
     return cached_features(cache_dir, key, lambda: extract_features(
-        model, batches, pre.normalize, rt, progress=progress and rt.is_main))
+        model, batches, pre.normalize, rt, progress=progress and rt.is_main),
+        rows=len(data.rows), expected_bytes=len(data.rows) * dim * 4 if dim else None)
 
 
 def train_on_features(cfg, model, pcfg, pre, data, rt, out, *, resume, progress, record):
