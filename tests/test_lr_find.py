@@ -130,3 +130,19 @@ def test_check_prints_each_result_once(folder, capsys, caplog):
     results = _json_stdout(capsys, [*argv, "--json"], rc=rc)
     assert [r["name"] for r in results] == ["normalization", "overfit-small-sample",
                                             "label-shuffle", "lr-finder"]
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["lr-find", "--steps", "0"], "--steps 0"),
+    (["lr-find", "--start-lr", "1", "--end-lr", "0.1"], "0 < start-lr < end-lr"),
+    (["lr-find", "--end-lr", "nan"], "need finite rates"),
+    (["check", "--lr-steps", "2"], "--lr-steps 2"),
+    (["check", "--steps", "0"], "--steps 0"),
+])
+def test_impossible_range_tests_are_one_line_before_decoding(tmp_path, capsys, monkeypatch, argv, needle):
+    import vistrain.training.run as run
+    monkeypatch.setattr(run, "prepare_pixels", lambda *a, **k: pytest.fail("decoded images"))
+    data = make_image_folder(tmp_path / "data", per_class=3)
+    assert main([argv[0], str(data), *argv[1:]]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1 and "Traceback" not in err

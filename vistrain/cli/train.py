@@ -4,8 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import vistrain
-from vistrain.cli.common import add_train_options, config_from_args
+from vistrain.cli.common import add_train_options, config_from_args, print_json
 from vistrain.errors import RunDirError, VistrainError
 
 
@@ -24,13 +23,16 @@ def register(sub) -> None:
                         "unchanged); else the same as DATA")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config.yaml and exit without writing anything")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON document (run folder, report, metrics) on stdout")
     add_train_options(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    # torch-heavy modules load only when training runs, so that `vistrain --help` stays fast
-    from vistrain.training.run import recorded_data_root, run_training
+    # torch loads only when a verb runs, so that `vistrain --help` and `--version` stay fast
+    from vistrain.evaluation.metrics import format_table
+    from vistrain.workflows.train import resume_config, train
     data = args.data_path or args.data
     if args.data_path and args.data and Path(args.data_path) != Path(args.data):
         raise VistrainError(f"two data folders given ({args.data} and --data {args.data_path}); give one")
@@ -39,33 +41,31 @@ def run(args) -> int:
         if not (run_dir / "config.yaml").is_file():
             raise RunDirError(f"{run_dir}: no config.yaml; not a vistrain run directory to resume")
         args.config = args.config or str(run_dir / "config.yaml")
-        cfg = config_from_args(args, data)
-        if data is None:  # the absolute folder recorded at the start, whatever the cwd is now
-            cfg.data.root = recorded_data_root(run_dir) or cfg.data.root
-            if not Path(cfg.data.root).is_dir():
-                raise RunDirError(f"{cfg.data.root}: the data {run_dir} was trained on is not there "
-                                  "any more; give --data PATH where it was moved to")
+        cfg = resume_config(config_from_args(args, data), run_dir, data)
         if args.print_config:
             return _print_config(cfg)
-        result = run_training(cfg, run_dir, resume=True)
+        result = train(config=cfg, out=run_dir, resume=True, progress=not args.json)
     else:
         if not data:
             raise VistrainError("give the image folder: vistrain train DATA")
         cfg = config_from_args(args, data)
         if args.print_config:
             return _print_config(cfg)
-        out = Path(args.out) if args.out else vistrain.default_out_dir(cfg.data.root)
-        result = run_training(cfg, out, overwrite=args.overwrite)
+        result = train(config=cfg, out=args.out, overwrite=args.overwrite, progress=not args.json)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return 0
+    report = (result.run_dir / "report.html").resolve()
+    if args.json:
+        print_json({"run_dir": str(result.run_dir.resolve()), "report": str(report),
+                    "classes": result.classes, "metrics": result.metrics})
         return 0
     test = result.metrics.get("test") or result.metrics.get("val") or {}
     part = "test" if "test" in result.metrics else "val"
     if test:
-        from vistrain.evaluation.metrics import format_table
         print(format_table(test))
         print(f"held-out {part} accuracy: {test['accuracy']:.4f} "
               f"(n={test.get('n_samples')}, 95% CI {_ci(test)})")
-    print(f"report: {(result.run_dir / 'report.html').resolve()}")
+    print(f"report: {report}")
     return 0
 
 

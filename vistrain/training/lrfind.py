@@ -44,6 +44,7 @@ import torch
 from vistrain.config import OptimConfig
 from vistrain.data.loader import ArrayBatches
 from vistrain.device import unwrap
+from vistrain.errors import VistrainError
 from vistrain.training.features import LinearHead, standardize, standardizer
 from vistrain.training.layers import apply_bn_policy, trainable_groups
 from vistrain.training.loop import BatchPipeline
@@ -239,3 +240,13 @@ def plot_lr_find(result: dict, path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def check_range(steps: int, start_lr: float, end_lr: float, *, flag: str = "--steps") -> None:
+    """Refuse a range test that cannot run (``flag`` names its steps option), before any image is
+    decoded."""
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 5:
+        raise VistrainError(f"{flag} {steps!r}: the range test needs at least 5 steps (default 100)")
+    if not (math.isfinite(start_lr) and math.isfinite(end_lr) and 0 < start_lr < end_lr):
+        raise VistrainError(f"--start-lr {start_lr!r} / --end-lr {end_lr!r}: need finite rates with "
+                            "0 < start-lr < end-lr (default 1e-07 to 10)")

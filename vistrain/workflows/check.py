@@ -14,7 +14,9 @@ from typing import Any
 
 from vistrain.config import TrainConfig
 from vistrain.device import Runtime
+from vistrain.errors import VistrainError
 from vistrain.interpret.diagnostics import CheckResult, run_checks
+from vistrain.training.lrfind import check_range
 from vistrain.training.run import prepare_model_and_data
 from vistrain.workflows.common import make_config, show_log_lines
 
@@ -38,6 +40,9 @@ def check(data: str | Path | None = None, /, *, out: str | Path | None = None, s
         []
     """
     show_log_lines()
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise VistrainError(f"--steps {steps!r}: the overfit test needs at least 1 step (default 100)")
+    check_range(lr_steps, 1e-7, 10.0, flag="--lr-steps")
     cfg = make_config(data, config, settings)
     model, pcfg, pre, prepared, rt = prepare(cfg, progress=progress)
     return run_checks(cfg, model, pcfg, pre, prepared, rt, out_dir=Path(out) if out else None,

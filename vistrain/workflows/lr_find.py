@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vistrain.training.lrfind import plot_lr_find, run_range_test
+from vistrain.training.lrfind import check_range, plot_lr_find, run_range_test
 from vistrain.workflows.check import prepare
 from vistrain.workflows.common import make_config, show_log_lines
 
@@ -35,6 +35,7 @@ def lr_find(data: str | Path | None = None, /, *, steps: int = 100, start_lr: fl
         True
     """
     show_log_lines()
+    check_range(steps, start_lr, end_lr)
     cfg = make_config(data, config, settings)
     model, pcfg, pre, prepared, rt = prepare(cfg, progress=progress)
     result = run_range_test(cfg, model, pcfg, pre, prepared, rt, steps=steps, start_lr=start_lr,
@@ -43,3 +44,4 @@ def lr_find(data: str | Path | None = None, /, *, steps: int = 100, start_lr: fl
         plot_lr_find(result, out)
         result["plot"] = str(Path(out).resolve())
     return result
+

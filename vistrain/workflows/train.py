@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from vistrain.config import TrainConfig
 from vistrain.errors import RunDirError
-from vistrain.training.run import RunResult, run_training
+from vistrain.training.run import RunResult, recorded_data_root, run_training
 from vistrain.workflows.common import default_out_dir, make_config, show_log_lines
 
 
@@ -49,8 +50,20 @@ def train(data: str | Path | None = None, /, *, out: str | Path | None = None, c
             if not saved.is_file():
                 raise RunDirError(f"{out}: no config.yaml; not a vistrain run directory to resume")
             config = saved
-        cfg = make_config(data, config, settings)
+        cfg = resume_config(make_config(data, config, settings), Path(out), data)
         return run_training(cfg, Path(out), resume=True, progress=progress)
     cfg = make_config(data, config, settings)
     out = Path(out) if out else default_out_dir(cfg.data.root)
     return run_training(cfg, out, overwrite=overwrite, progress=progress)
+
+
+def resume_config(cfg: TrainConfig, run_dir: Path, data) -> TrainConfig:
+    """``cfg`` pointed at the data ``run_dir`` was trained on: the absolute folder it recorded,
+    whatever the working directory is now, unless ``data`` names a moved copy (``--data``).
+    Training then checks the folder's files against the recorded fingerprint."""
+    if data is None:
+        cfg.data.root = recorded_data_root(run_dir) or cfg.data.root
+        if not Path(cfg.data.root).is_dir():
+            raise RunDirError(f"{cfg.data.root}: the data {run_dir} was trained on is not there "
+                              "any more; give --data PATH (data=PATH) where it was moved to")
+    return cfg
