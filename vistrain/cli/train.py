@@ -44,7 +44,7 @@ def run(args) -> int:
         cfg = resume_config(config_from_args(args, data), run_dir, data)
         if args.print_config:
             return _print_config(cfg)
-        result = train(config=cfg, out=run_dir, resume=True, progress=not args.json)
+        result = train(data, config=cfg, out=run_dir, resume=True, progress=not args.json)
     else:
         if not data:
             raise VistrainError("give the image folder: vistrain train DATA")
