@@ -24,6 +24,7 @@ BAD = [  # (section, key, value, words the message must contain)
     ("model", "drop_rate", 1.0, "[0, 1)"), ("augment", "mixup", -1, ">= 0"),
     ("augment", "cutmix", -0.5, ">= 0"), ("data", "max_image_pixels", 0, ">= 1"),
     ("data", "on_bad_image", "maybe", "skip, fail"), ("data", "cache", "on", "auto, off"),
+    ("data", "on_bad_image", "fial", "skip, fail"), ("data", "cache", "of", "auto, off"),
     ("data", "balance", "x", "auto, weights, sampler, none"),
     ("preprocess", "resize_mode", "squash", "crop"), ("preprocess", "interpolation", "cubic", "bicubic"),
     ("preprocess", "normalize", "z", "imagenet"), ("preprocess", "std", [0.2, 0, 0.2], "> 0"),
