@@ -82,13 +82,16 @@ def test_compare_two_normalizations(compare_out, subset):
 
 
 def test_compare_scratch_networks_learn(compare_out):
-    """From-scratch comparison runs get a from-scratch learning rate, not the fine-tune one."""
+    """From-scratch comparison runs get a from-scratch learning rate (AdamW 1e-3), not the
+    fine-tune one (1e-4, at which they barely learn), and end clearly above chance."""
     out, res = compare_out
     assert_ok(res)
     for d in out.iterdir():
         if (d / "metrics.json").is_file():
+            peak_lr = max(h["lr"] for h in json.loads((d / "history.json").read_text()))
+            assert peak_lr > 2e-4, (d.name, peak_lr)
             acc = json.loads((d / "metrics.json").read_text())["test"]["accuracy"]
-            assert acc > 0.4, (d.name, acc)  # 500 images, 2 epochs; chance is 0.1
+            assert acc > 0.2, (d.name, acc)  # 350 training images, 2 epochs; chance is 0.1
 
 
 def _report(path):
