@@ -17,8 +17,9 @@ saturation 0.2, hue 0.05) + ImageNet normalization, on the CPU, 2 worker process
   matrix per image, applied before the crop when the crop enlarges) and the normalization, as
   one ``AugmentPipeline.normalized`` call, as the training loop makes it (for CIFAR's 32 px the
   small source is normalized first and the crop resampled last as two matrix products), in the
-  main process (2 threads), after ``Runtime.create("cpu")`` as a training run makes it (which
-  also keeps freed host memory for reuse, see ``vistrain.device.keep_freed_host_memory``);
+  main process (2 threads), after ``Runtime.create("cpu")`` as a training run makes it, with
+  freed host memory kept for reuse as ``vistrain train --host-memory reuse`` does (see
+  ``vistrain.device.keep_freed_host_memory``; ``--host-memory system`` measures without it);
 * ``vistrain-hsv``: the same with ``ColorJitter(fused=False)``: the four jitter steps one after
   another with clamping and the exact HSV hue rotation, as torchvision computes them.
 
@@ -52,6 +53,8 @@ import time
 from pathlib import Path
 
 BATCH, SIZE, WORKERS = 64, 224, 2
+# the vistrain side's host-memory setting (--host-memory; passed to the per-side child processes)
+HOST_MEMORY = os.environ.get("VISTRAIN_BENCH_HOST_MEMORY", "reuse")
 JITTER = dict(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.05)
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 DATA = Path.home() / ".cache" / "vision-data"
@@ -150,12 +153,14 @@ def vistrain_epochs(items, epochs: int, cache_dir: Path, fused: bool = True):
     import torch
     from vistrain.data.cache import EvalAndTrainPixels, build_pixel_caches
     from vistrain.data.loader import ArrayBatches
-    from vistrain.device import Runtime
+    from vistrain.device import Runtime, keep_freed_host_memory
     from vistrain.transforms.augment import (AugmentPipeline, ColorJitter, RandomHorizontalFlip,
                                              RandomResizedCrop)
     from vistrain.transforms.preprocess import Preprocess
     torch.set_num_threads(WORKERS)
-    Runtime.create("cpu")  # as a training run: also keeps freed host memory for reuse (device.py)
+    if HOST_MEMORY == "reuse":  # as `vistrain train --host-memory reuse`
+        keep_freed_host_memory()
+    Runtime.create("cpu")
     pre = Preprocess(size=SIZE, mean=MEAN, std=STD)
     paths, labels = [p for p, _ in items], np.array([y for _, y in items])
     augment = AugmentPipeline([RandomResizedCrop(SIZE, scale=(0.08, 1.0)), RandomHorizontalFlip(0.5),
@@ -244,7 +249,11 @@ def main() -> None:
     ap.add_argument("--only", choices=["photos", "cifar"])
     ap.add_argument("--repeats", type=int, default=1,
                     help="rounds of all sides back to back; medians and ranges over rounds")
+    ap.add_argument("--host-memory", choices=["reuse", "system"], default="reuse",
+                    help="vistrain side: keep freed host memory for reuse (as `vistrain train "
+                         "--host-memory reuse`) or leave glibc's allocator as it is")
     args = ap.parse_args()
+    os.environ["VISTRAIN_BENCH_HOST_MEMORY"] = args.host_memory
     import albumentations
     import cv2
     import torch
@@ -252,7 +261,8 @@ def main() -> None:
     print(f"python {platform.python_version()}, torch {torch.__version__}, torchvision "
           f"{torchvision.__version__}, albumentations {albumentations.__version__}, opencv "
           f"{cv2.__version__}, {os.cpu_count()} CPUs, {platform.platform()}")
-    print(f"batch {BATCH}, size {SIZE}, {WORKERS} workers, {args.epochs} epochs", flush=True)
+    print(f"batch {BATCH}, size {SIZE}, {WORKERS} workers, {args.epochs} epochs, vistrain host "
+          f"memory: {args.host_memory}", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="vt-bench-"))
     try:
         sets = []

@@ -111,3 +111,35 @@ def test_host_memory_setting_can_be_declined(monkeypatch):
     monkeypatch.setenv("VISTRAIN_HOST_MALLOC", "system")
     assert device.keep_freed_host_memory() is False
     assert "freed host memory" not in Runtime.create("cpu").describe()
+
+
+ALLOCATOR = """
+import json, sys
+import vistrain.device as device
+from vistrain.config import TrainConfig
+from vistrain.device import Runtime
+Runtime.create("cpu")
+created = device._HOST_MEMORY_KEPT
+if sys.argv[1] == "reuse":
+    import vistrain.training.run as run
+    cfg = TrainConfig.from_dict({"train": {"host_memory": "reuse"}, "data": {"root": sys.argv[2]}})
+    try:
+        run.run_training(cfg, sys.argv[3])
+    except Exception:
+        pass  # the run itself fails on the empty folder; the allocator was set before that
+print(json.dumps([created, device._HOST_MEMORY_KEPT]))
+"""
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
+                    reason="glibc-specific allocator settings")
+def test_the_allocator_changes_only_when_a_run_asks_for_it(tmp_path):
+    """Creating a runtime (a notebook, a library caller) leaves the process's allocator alone;
+    ``train.host_memory=reuse`` turns the glibc settings on for that training process."""
+    def probe(mode):
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        out = subprocess.run([sys.executable, "-c", ALLOCATOR, mode, str(tmp_path / "empty"),
+                              str(tmp_path / f"run-{mode}")], capture_output=True, text=True, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    assert probe("system") == [False, False]
+    assert probe("reuse") == [False, True]

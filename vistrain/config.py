@@ -64,6 +64,7 @@ Schedule = Literal["cosine", "step", "onecycle", "cyclic", "constant"]
 # validation metric: loss (lower is better) or accuracy; "val_" prefixed names are accepted
 Monitor = Literal["accuracy", "loss", "val_accuracy", "val_loss"]
 CpuAmp = Literal["off", "auto", "bf16"]
+HostMemory = Literal["system", "reuse"]
 
 MAX_SEED = 2 ** 32 - 1   # numpy's legacy seeding takes 0 .. 2**32 - 1
 
@@ -167,6 +168,9 @@ class TrainSection:
     cpu_amp: CpuAmp = "off"             # off | auto (bf16 where the CPU does it natively) | bf16
     checks: bool = False                # quick diagnostics before training
     device: str = "auto"                # auto | cpu | cuda | cuda:N
+    # reuse: glibc keeps freed blocks for the next batch (~9 % faster CPU epochs, ~20 % more peak
+    # memory; vistrain.device.keep_freed_host_memory); process-wide, so only on request
+    host_memory: HostMemory = "system"
 
 
 @dataclass

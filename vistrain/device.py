@@ -65,7 +65,6 @@ class Runtime:
             dev = torch.device("cpu")
         if world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if use_cuda else "gloo")
-        keep_freed_host_memory()
         amp_dtype = None
         if use_cuda and amp:
             amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -171,7 +170,10 @@ def keep_freed_host_memory(trim_threshold_mb: int = 128) -> bool:
     handed out again.  Tensors are still fresh allocations; only
     where their memory comes from changes.  This is what the jemalloc/tcmalloc advice for CPU
     PyTorch achieves, without preloading a library.  Process-wide and idempotent; forked
-    workers inherit it.  ``VISTRAIN_HOST_MALLOC=system`` leaves glibc as it is.
+    workers inherit it.  Because it changes the allocator of the whole host process (a notebook
+    too), vistrain never calls it on its own: training does only when asked
+    (``--host-memory reuse``, config ``train.host_memory``); ``VISTRAIN_HOST_MALLOC=system``
+    declines it even then.
 
     Cost: memory that was freed stays with the process (up to ``trim_threshold_mb`` at the top
     of the heap).  torch allocates 64-byte aligned; glibc 2.36 puts the small piece that

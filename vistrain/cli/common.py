@@ -52,6 +52,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpu-amp", choices=choices("train.cpu_amp"),
                    help="bfloat16 autocast + channels_last on the CPU (default off; auto = only "
                         "where the CPU does bf16 natively, e.g. AMX: ~2-5x faster)")
+    p.add_argument("--host-memory", choices=choices("train.host_memory"),
+                   help=f"reuse: let glibc keep freed memory for the next batch (~9 %% faster CPU "
+                        f"epochs, ~20 %% more peak memory; default {d.train.host_memory})")
     p.add_argument("--strict", action="store_true",
                    help="key the pixel and feature caches by every byte of every image (default: "
                         "size, mtime and the first and last 64 KiB of each file)")
@@ -67,7 +70,8 @@ _FLAG_MAP = {"model": ("model", "name"), "epochs": ("train", "epochs"), "strateg
              "normalize": ("preprocess", "normalize"), "on_bad_image": ("data", "on_bad_image"),
              "max_image_pixels": ("data", "max_image_pixels"),
              "device": ("train", "device"), "norm": ("model", "norm"), "act": ("model", "act"),
-             "init": ("model", "init"), "cpu_amp": ("train", "cpu_amp")}
+             "init": ("model", "init"), "cpu_amp": ("train", "cpu_amp"),
+             "host_memory": ("train", "host_memory")}
 
 
 def config_from_args(args, data: str | None = None) -> TrainConfig:

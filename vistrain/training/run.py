@@ -35,7 +35,7 @@ from vistrain.data.io import set_max_image_pixels
 from vistrain.data.loader import ArrayBatches
 from vistrain.data.scan import ImageIndex, scan_folder
 from vistrain.data.splits import save_splits, split_from_given, stratified_holdout
-from vistrain.device import Runtime, unwrap
+from vistrain.device import Runtime, keep_freed_host_memory, unwrap
 from vistrain.errors import DataError, VistrainError
 from vistrain.transforms.normalize import resolve_normalization
 from vistrain.transforms.preprocess import Preprocess
@@ -277,6 +277,8 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
     set_max_image_pixels(cfg.data.max_image_pixels)
     out = Path(out_dir)
     fsutil.check_output_location(out, data_folder=index.root if index else cfg.data.root)
+    if cfg.train.host_memory == "reuse":  # asked for: it changes the whole process's allocator
+        keep_freed_host_memory()
     rt = Runtime.create(cfg.train.device, amp=cfg.train.amp, channels_last=cfg.train.channels_last,
                         cpu_amp=cfg.train.cpu_amp)
     log.info("runtime: %s", rt.describe())
