@@ -2,8 +2,9 @@
 
 The commands are read from the README itself, so an edited tour is tested as edited.  Only the
 placeholders are replaced: ``DATA`` by the shipped data set (a 500-image copy, at 64 px, for the
-fine-tuning line), ``OTHER_DATA`` by 120 other labelled images, image names by real images of those
-names, and long settings by short ones (``--epochs 1``, ``--folds 2``, fewer check steps).
+fine-tuning line), ``OTHER_DATA`` by 120 other labelled images, ``FOLDER`` by one class folder of
+them, image names by real images of those names, and long settings by short ones (``--epochs 1``,
+``--folds 2``, fewer check steps).  ``a | b`` runs both; ``[--x|--y]`` runs without, then with each.
 Each command must end with rc 0, or the documented exit 1 of ``doctor``/``check`` (data unsound,
 a check failed), or a one-line ``error:``; never a traceback.
 """
@@ -42,10 +43,9 @@ def expand(line: str) -> list[list[str]]:
     for seg in segments:
         optional = [t for t in seg if t.startswith("[") and t.endswith("]")]
         plain = [t for t in seg if t not in optional]
-        if optional and plain[0] == "cache":  # `cache [--clear]`: show, then clear
-            out += [plain, plain + [o[1:-1] for o in optional]]
-        else:
-            out.append(plain + [o[1:-1] for o in optional])
+        out.append(plain)  # without the optional part, then with each alternative of it
+        for opt in optional:
+            out += [plain + [alt] for alt in opt[1:-1].split("|")]
     return out
 
 
@@ -62,6 +62,8 @@ def substitute(args: list[str], shipped, subset, other) -> list[str]:
             out.append(str(subset if small_model else shipped))
         elif t == "OTHER_DATA":
             out.append(str(other))
+        elif t == "FOLDER":
+            out.append(str(other / "Bag"))
         elif t in ("--epochs", "--folds"):
             out += [t, "1" if t == "--epochs" else "2"]
             next(it)
