@@ -22,6 +22,7 @@ from torch import nn
 
 from vistrain.errors import VistrainError, WeightsError
 from vistrain.models import weights as W
+from vistrain.models.scratch import create_scratch
 
 log = logging.getLogger(__name__)
 
@@ -164,10 +165,6 @@ def imagenet_label_names() -> list[str]:
 
 
 def _create_scratch(name: str, num_classes: int, **kwargs) -> tuple[nn.Module, PretrainedCfg]:
-    try:
-        from vistrain.models.scratch import create_scratch
-    except ImportError as err:
-        raise VistrainError(f"from-scratch models are unavailable ({err})") from None
     model = create_scratch(name, num_classes, **kwargs)
     dc = getattr(model, "default_cfg", {})
     cfg = PretrainedCfg(name=name, input_size=tuple(dc.get("input_size", (3, 32, 32))),

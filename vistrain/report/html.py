@@ -30,6 +30,7 @@ import io
 import json
 import logging
 import math
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,8 @@ import numpy as np
 from vistrain.errors import RunDirError
 from vistrain.report.compare_report import build_compare_report
 from vistrain.report.cv_report import build_cv_report, cv_outputs_present
+from vistrain.report.preprocess_preview import preview_preprocessing
+from vistrain.transforms.presets import build_augmentation, describe
 
 log = logging.getLogger("vistrain")
 
@@ -330,28 +333,9 @@ def section_preprocessing(run: _Run) -> str:
     files = run.sample_files(6)
     if not files:
         return "".join(out) + _note("no preview: the data folder is not reachable from here")
-    try:
-        from vistrain.report.preprocess_preview import preview_preprocessing
-    except ImportError:
-        preview_preprocessing = None
-    if preview_preprocessing is not None:
-        import tempfile
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(preview_preprocessing(files, pre, Path(tmp) / "preview.png"))
-            out.append(img_tag(path.read_bytes(), "preprocessing preview"))
-        return "".join(out)
-    fig = _figure(2.0 * len(files), 4.4)
-    axes = fig.subplots(2, len(files), squeeze=False)
-    for j, f in enumerate(files):
-        original = np.asarray(pre.load(f))
-        axes[0, j].imshow(original, cmap="gray" if original.ndim == 2 else None)
-        axes[0, j].set_title(f"{original.shape[1]}x{original.shape[0]}", fontsize=8)
-        axes[1, j].imshow(chw_to_hwc(pre.pixels(f).numpy()))
-        axes[1, j].set_title(f"model input {pre.size}px", fontsize=8)
-        for ax in axes[:, j]:
-            ax.axis("off")
-    fig.suptitle("top: decoded image, bottom: after resize/crop (before normalization)", fontsize=9)
-    out.append(img_tag(fig_png(fig), "preprocessing preview"))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(preview_preprocessing(files, pre, Path(tmp) / "preview.png"))
+        out.append(img_tag(path.read_bytes(), "preprocessing preview"))
     return "".join(out)
 
 
@@ -360,10 +344,6 @@ def section_augmentation(run: _Run) -> str:
     if cfg is None or pre is None:
         return _note("no augmentation preview: config.yaml or model.json missing")
     strategy = run.meta.get("strategy", {})
-    try:
-        from vistrain.transforms.presets import build_augmentation, describe
-    except ImportError:
-        return _note("augmentation module unavailable in this installation")
     import torch
     lines = describe(cfg.augment, pre.size)
     out = ["<ul>" + "".join(f"<li>{esc(line)}</li>" for line in lines) + "</ul>"]

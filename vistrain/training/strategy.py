@@ -39,6 +39,7 @@ from vistrain import fsutil
 from vistrain.config import choices
 from vistrain.device import Runtime, unwrap
 from vistrain.errors import VistrainError
+from vistrain.transforms.presets import build_augmentation, describe
 from vistrain.training import checkpoint as ckpt
 from vistrain.training.loop import BatchPipeline, evaluate, is_better, train_one_epoch
 from vistrain.training.optim import build_optimizer, build_scheduler
@@ -268,11 +269,6 @@ def train_end_to_end(cfg, model, pcfg, pre, data, rt, out, *, resume, progress, 
 
 def build_batch_augmentation(cfg, pre, num_classes, record):
     """Batch augmentation (train only) and mixup/cutmix from ``cfg.augment``."""
-    try:
-        from vistrain.transforms.presets import build_augmentation, describe
-    except ImportError:
-        record["augmentation"] = ["none (augmentation module unavailable)"]
-        return None, None
     # no label_smoothing here: BatchPipeline.loss smooths the mixer's soft targets itself
     augment, mix = build_augmentation(cfg.augment, pre.size, num_classes)
     record["augmentation"] = describe(cfg.augment, pre.size)
