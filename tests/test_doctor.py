@@ -16,7 +16,7 @@ from vistrain.data.doctor import (diagnose, hamming, near_pairs, phash, phash_an
                                   quick_checks, thumb_distance)
 from vistrain.data.scan import scan_folder
 from vistrain.errors import DataError
-from vistrain.training.run import make_parts
+from vistrain.data.splits import make_parts
 
 
 def _photo(seed, size=(96, 80)):
@@ -53,7 +53,7 @@ def test_duplicates_across_the_split_are_leakage(tmp_path, capsys):
         shutil.copy(p, p.with_name("copy_" + p.name))        # 10 copies: some cross the split
     report = diagnose(root, workers=0)
     index = scan_folder(root)
-    parts = make_parts(index, TrainConfig())
+    parts = make_parts(index, TrainConfig().data)
     where = {str(index.paths[i]): name for name, idx in parts.items() for i in idx}
     crossing = [p for p in (root / "a").glob("copy_*.png")
                 if where[str(p)] != where[str(p).replace("copy_", "")]]
@@ -131,20 +131,6 @@ def test_single_class_and_no_class_folders_are_findings(tmp_path, capsys):
     assert [f.code for f in report.findings if f.severity == "error"] == ["no-class-folders"]
     assert main(["doctor", str(tmp_path / "nope")]) == 2        # not a folder: one error line
     assert "no such folder" in capsys.readouterr().err
-
-
-def test_split_parts_match_training(tmp_path):
-    """The doctor's split (data layer) is the one training makes (vistrain.training.run)."""
-    from vistrain.data.doctor import split_parts
-    flat = make_image_folder(tmp_path / "flat", classes=("a", "b", "c"), per_class=11)
-    given = tmp_path / "given"
-    make_image_folder(given / "train", classes=("a", "b"), per_class=9)
-    make_image_folder(given / "test", classes=("a", "b"), per_class=3, seed=1)
-    cfg = TrainConfig()
-    cfg.data.split_seed, cfg.data.val_fraction = 3, 0.2
-    for root in (flat, given):
-        index = scan_folder(root)
-        assert split_parts(index, cfg) == make_parts(index, cfg)
 
 
 def test_doctor_is_in_the_data_layer():

@@ -60,7 +60,7 @@ from vistrain.config import TrainConfig
 from vistrain.data.cache import num_workers
 from vistrain.data.io import is_image_file, load_image
 from vistrain.data.scan import SPLIT_NAMES, FolderLayout, ImageIndex, folder_layout, scan_folder
-from vistrain.data.splits import split_from_given, stratified_holdout
+from vistrain.data.splits import make_parts
 from vistrain.fsutil import atomic_write_json
 from vistrain.errors import DataError, ImageLoadError
 
@@ -443,17 +443,6 @@ def image_findings(infos: list[dict]) -> tuple[list[Finding], dict, dict[str, in
 
 # -- counts and splits ---------------------------------------------------------------------
 
-def split_parts(index: ImageIndex, cfg: TrainConfig) -> dict[str, list[int]]:
-    """The train/val/test parts training makes of ``index`` (the calls of
-    ``vistrain.training.run.make_parts``: the given folders, else a stratified hold-out)."""
-    d = cfg.data
-    if index.given_split:
-        return split_from_given(index.given_split, index.labels, val_fraction=d.val_fraction,
-                                seed=d.split_seed, classes=index.classes)
-    return stratified_holdout(index.labels, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
-                              seed=d.split_seed, classes=index.classes)
-
-
 def count_findings(index: ImageIndex) -> list[Finding]:
     """Class imbalance, and classes missing from a given val/ or test/ folder."""
     counts = {c: n for c, n in index.counts().items() if n}
@@ -486,7 +475,7 @@ def size_findings(index: ImageIndex, cfg: TrainConfig, folds: int | None) -> lis
     if len(set(index.labels)) < 2:  # nothing to split: the structure findings say why
         return out
     try:
-        split_parts(index, cfg)
+        make_parts(index, cfg.data)
     except DataError as err:
         out.append(Finding("error", "class-too-small", f"the train/val/test split training makes "
                            f"fails: {err}", [], "add images to the classes named, or lower "
@@ -558,7 +547,7 @@ def _part_of(index: ImageIndex, cfg: TrainConfig) -> dict[int, str] | None:
     """Part ('train'/'val'/'test') of every image in the split training would make; None when
     the split fails (reported by :func:`size_findings`)."""
     try:
-        parts = split_parts(index, cfg)
+        parts = make_parts(index, cfg.data)
     except DataError:
         return None
     return {i: name for name, idx in parts.items() for i in idx}

@@ -96,3 +96,15 @@ def save_splits(path: Path, index, parts: dict[str, list[int]], *, seed: int, so
             "counts": {c: counts.get(k, 0) for k, c in enumerate(index.classes)},
         }
     atomic_write_json(path, out)
+
+
+def make_parts(index, data_cfg) -> dict[str, list[int]]:
+    """The train/val/test parts of ``index`` (a scanned folder) that training makes: the given
+    train/ val/ test/ folders (a validation slice carved out of train/ when there is no val/),
+    else a stratified hold-out; ``data_cfg`` is the config's ``data`` section (fractions, seed)."""
+    d = data_cfg
+    if index.given_split:
+        return split_from_given(index.given_split, index.labels, val_fraction=d.val_fraction,
+                                seed=d.split_seed, classes=index.classes)
+    return stratified_holdout(index.labels, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
+                              seed=d.split_seed, classes=index.classes)

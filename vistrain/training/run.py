@@ -34,7 +34,7 @@ from vistrain.data.doctor import log_quick_checks, write_doctor_json
 from vistrain.data.io import set_max_image_pixels
 from vistrain.data.loader import ArrayBatches
 from vistrain.data.scan import ImageIndex, scan_folder
-from vistrain.data.splits import save_splits, split_from_given, stratified_holdout
+from vistrain.data.splits import make_parts, save_splits
 from vistrain.device import Runtime, keep_freed_host_memory, unwrap
 from vistrain.errors import DataError, VistrainError
 from vistrain.transforms.normalize import resolve_normalization
@@ -118,7 +118,7 @@ def prepare_data(cfg: TrainConfig, spatial: Preprocess, rt: Runtime, progress: b
         for path, reason in index.skipped:
             log.warning("skipped %s: %s", path, reason)
         _check_after_skip(index)
-    parts = parts(index) if callable(parts) else parts if parts is not None else make_parts(index, cfg)
+    parts = parts(index) if callable(parts) else parts if parts is not None else make_parts(index, cfg.data)
     return PreparedData(index, pixels, rows, parts, cache_key(index.paths, spec),
                         train_pixels)
 
@@ -135,15 +135,6 @@ def _check_after_skip(index: ImageIndex) -> None:
     empty = [c for c, n in index.counts().items() if n == 0]
     if empty:
         raise DataError(f"{index.root}: every image of class(es) {', '.join(empty)} is unreadable")
-
-
-def make_parts(index: ImageIndex, cfg: TrainConfig) -> dict[str, list[int]]:
-    d = cfg.data
-    if index.given_split:
-        return split_from_given(index.given_split, index.labels, val_fraction=d.val_fraction,
-                                seed=d.split_seed, classes=index.classes)
-    return stratified_holdout(index.labels, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
-                              seed=d.split_seed, classes=index.classes)
 
 
 def dataset_stats(pixels: np.ndarray, rows: np.ndarray, chunk: int = 256):
