@@ -188,7 +188,7 @@ def test_existing_out_without_resume_is_an_error(cv_run):
 
 
 def test_evaluate_out_writes_metrics_and_figures(cv_run, tmp_path):
-    from vistrain.evaluation.folder import evaluate_folder
+    from vistrain.workflows.evaluate import evaluate_folder
     data, out = cv_run
     m = evaluate_folder(out / "fold-0", data, progress=False, n_bootstrap=0, out_dir=tmp_path / "ev")
     for name in ("metrics.json", "predictions.json", "confusion_matrix.png", "roc_curves.png",

@@ -36,10 +36,8 @@ KNOWN_UPWARD = {
     ("evaluation/compare.py", "vistrain.training.run"),
     ("evaluation/cv.py", "vistrain.report.cv_report"),
     ("evaluation/cv.py", "vistrain.training.run"),
-    ("evaluation/folder.py", "vistrain.training.loop"),
     ("training/run.py", "vistrain.interpret.diagnostics"),
     ("training/run.py", "vistrain.report.build"),
-    ("training/run.py", "vistrain.report.curves"),
 }
 
 

@@ -27,7 +27,7 @@ import vistrain.artifact as artifact
 import vistrain.evaluation.figures as figures
 import vistrain.fsutil as fsutil
 import vistrain.report.build as report_build
-import vistrain.report.curves as curves
+import vistrain.evaluation.curves as curves
 import vistrain.training.checkpoint as checkpoint
 import vistrain.training.strategy as strategy
 from vistrain.cli.main import main

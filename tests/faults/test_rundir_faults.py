@@ -15,7 +15,7 @@ import torch
 
 import vistrain.evaluation.figures as figures
 import vistrain.report.build as report_build
-import vistrain.report.curves as curves
+import vistrain.evaluation.curves as curves
 import vistrain.training.strategy as strategy
 from vistrain import fsutil
 from vistrain.cli.main import main

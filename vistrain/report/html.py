@@ -396,11 +396,11 @@ def section_curves(run: _Run) -> str:
     out = []
     png = run.dir / "curves.png"
     if not png.exists() and run.history:
-        from vistrain.report.curves import plot_history
+        from vistrain.evaluation.curves import plot_history
         plot_history(run.history, png)
     out.append(img_tag(png.read_bytes(), "training curves") if png.exists() else _note("no training history"))
     if run.history:
-        from vistrain.report.curves import overfitting_warning
+        from vistrain.evaluation.curves import overfitting_warning
         warning = overfitting_warning(run.history)
         if warning:
             out.append(f'<p class="warn">{esc(warning)}</p>')

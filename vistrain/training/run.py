@@ -36,6 +36,7 @@ from vistrain.data.loader import ArrayBatches
 from vistrain.data.scan import ImageIndex, scan_folder
 from vistrain.data.splits import make_parts, save_splits
 from vistrain.device import Runtime, keep_freed_host_memory, unwrap
+from vistrain.evaluation import curves
 from vistrain.errors import DataError, VistrainError
 from vistrain.transforms.normalize import resolve_normalization
 from vistrain.transforms.preprocess import Preprocess
@@ -401,8 +402,7 @@ def write_run_record(out: Path, cfg: TrainConfig, data: PreparedData, record: di
     fsutil.atomic_write_json(out / "history.json", history)
     fsutil.atomic_write_json(out / "run.json", info)  # last: with metrics.json it marks a finished run
     if history:
-        from vistrain.report.curves import overfitting_warning, plot_history
-        plot_history(history, out / "curves.png", title=f"{cfg.model.name} ({record.get('strategy')})")
-        warning = overfitting_warning(history)
+        curves.plot_history(history, out / "curves.png", title=f"{cfg.model.name} ({record.get('strategy')})")
+        warning = curves.overfitting_warning(history)
         if warning:
             log.warning(warning)

@@ -8,10 +8,21 @@ Example:
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from vistrain.artifact import read_meta
-from vistrain.evaluation.folder import evaluate_folder
+import numpy as np
+
+from vistrain.artifact import load_model, read_meta
+from vistrain.data.cache import build_pixel_cache
+from vistrain.data.loader import ArrayBatches
+from vistrain.data.scan import ImageIndex, scan_folder
+from vistrain.device import Runtime
+from vistrain.errors import DataError
+from vistrain.evaluation.figures import write_eval_figures
+from vistrain.evaluation.metrics import compute_metrics
+from vistrain.training.loop import BatchPipeline, predict
+from vistrain.transforms.preprocess import Preprocess
 from vistrain.workflows.common import show_log_lines
 
 
@@ -37,3 +48,63 @@ def evaluate(run_dir: str | Path, data: str | Path, *, bootstrap: int = 1000,
     read_meta(run_dir)  # a missing or incomplete run fails before the data folder is decoded
     return evaluate_folder(run_dir, data, batch_size=batch_size, progress=progress,
                            n_bootstrap=bootstrap, out_dir=out, device=device)
+
+
+def check_classes(index: ImageIndex, classes: list[str]) -> np.ndarray:
+    """The model's class index of every image of ``index``, ``(N,)`` int64; a class folder the
+    model does not know is a one-line error listing every such folder and the model's classes."""
+    unknown = [c for c in index.classes if c not in classes]
+    if unknown:
+        known = ", ".join(classes[:30]) + (" ..." if len(classes) > 30 else "")
+        raise DataError(f"{index.root}: class folder(s) {', '.join(unknown)} unknown to the model "
+                        f"(it knows {known}); rename or remove them")
+    return np.array([classes.index(index.classes[y]) for y in index.labels], dtype=np.int64)
+
+
+def evaluate_folder(run_dir: str | Path, data: str | Path, *, batch_size: int = 64,
+                    progress: bool = True, n_bootstrap: int = 1000, out_dir: str | Path | None = None,
+                    device: str = "auto") -> dict:
+    """All metrics (see :func:`vistrain.evaluation.metrics.compute_metrics`) of the run on ``data``.
+
+    Class folders of ``data`` are matched to the model's classes by name; a folder the model
+    does not know is an error (before any image is decoded), a class of the model missing from
+    ``data`` is reported as absent.  With ``out_dir``: metrics.json, predictions.json (files,
+    labels, probs) and the figures of :func:`vistrain.evaluation.figures.write_eval_figures`.
+    ``device``: auto | cpu | cuda | cuda:N (auto: CUDA when there is one).
+    """
+    # the same predict() and BatchPipeline that training evaluates with
+    # itself evaluates with, so the numbers agree exactly
+    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise DataError(f"{out_dir}: exists and is not a folder; give --out a folder path")
+    classes = read_meta(run_dir)["classes"]
+    index = scan_folder(data, min_classes=1)
+    labels = check_classes(index, classes)
+    model, meta = load_model(run_dir)
+    pre = Preprocess.from_dict(meta["preprocess"])
+    pixels, bad = build_pixel_cache(index.paths, pre.pixels, (pre.channels, pre.size, pre.size),
+                                    progress=progress)
+    keep = np.array([i for i, p in enumerate(index.paths) if str(p) not in bad], dtype=np.int64)
+    if len(keep) == 0:
+        raise DataError(f"{index.root}: none of its {len(index.paths)} images could be read "
+                        f"(first: {next(iter(bad.items()))[0]}: {next(iter(bad.items()))[1]})")
+    rt = Runtime.create(device)
+    model = rt.prepare_model(model)
+    batches = ArrayBatches(pixels, labels, batch_size=batch_size, indices=keep)
+    probs, y = predict(model, batches, BatchPipeline(normalize=pre.normalize), rt, progress=progress)
+    metrics = compute_metrics(y, probs, classes, n_bootstrap=n_bootstrap)
+    metrics["skipped_files"] = [{"file": f, "reason": r} for f, r in bad.items()]
+    if out_dir is not None:
+        write_evaluation(Path(out_dir), run_dir, index, keep, classes, y, probs, metrics)
+    return metrics
+
+
+def write_evaluation(out: Path, run_dir, index: ImageIndex, keep: np.ndarray, classes: list[str],
+                     y: np.ndarray, probs: np.ndarray, metrics: dict) -> None:
+    """metrics.json, predictions.json (``probs`` ``(N, K)`` rounded to 6 decimals) and figures."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    (out / "predictions.json").write_text(json.dumps(
+        {"run_dir": str(run_dir), "data": str(index.root), "classes": classes,
+         "files": [str(index.paths[i]) for i in keep], "labels": y.tolist(),
+         "probs": probs.round(6).tolist()}))
+    write_eval_figures(out, y, probs, classes, metrics)
