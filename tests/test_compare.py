@@ -12,8 +12,8 @@ import yaml
 
 from conftest import make_image_folder
 from vistrain.errors import VistrainError
-from vistrain.evaluation.compare import (apply_setting, parse_vary, setting_name, settings_product,
-                                       write_compare_html)
+from vistrain.evaluation.compare import apply_setting, parse_vary, setting_name, settings_product
+from vistrain.report.compare_report import render_compare_report
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +145,7 @@ def test_compare_html_escapes_names(tmp_path):
            "history": [{"epoch": 1, "train_loss": 1.0, "val_loss": 1.2, "val_accuracy": 0.5}]}
     summary = {"model": "m&m", "data_root": "d", "vary": {"act": ["<b>"]}, "seed": 0,
                "split_seed": 0, "epochs": 1, "same_split": True, "runs": [run]}
-    page = write_compare_html(summary, tmp_path / "c.html").read_text()
+    page = render_compare_report(summary)
     assert "<script>" not in page and "&lt;script&gt;" in page and "m&amp;m" in page
     assert "n/a" in page
 

@@ -32,10 +32,6 @@ LAYERS = [("errors", "fsutil", "config", "device", "progress"),
           ("cli", "__init__", "__main__")]
 
 KNOWN_UPWARD = {
-    ("evaluation/compare.py", "vistrain.report.norm_axes"),
-    ("evaluation/compare.py", "vistrain.training.run"),
-    ("evaluation/cv.py", "vistrain.report.cv_report"),
-    ("evaluation/cv.py", "vistrain.training.run"),
     ("training/run.py", "vistrain.interpret.diagnostics"),
     ("training/run.py", "vistrain.report.build"),
 }

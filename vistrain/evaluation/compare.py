@@ -1,11 +1,12 @@
-"""Train the same network once per setting and compare the runs (``vistrain compare``).
+"""Settings to compare and how to read the runs (``vistrain compare``; the job that trains them
+is :func:`vistrain.workflows.compare.run_compare`).
 
 ``--vary norm=batch,layer,instance,group,none --vary act=relu,gelu`` gives the cartesian product
-of the lists; every setting is trained with the normal training path (:func:`run_training`) into
+of the lists; every setting is trained with the normal training path (``run_training``) into
 ``OUT/<setting>/`` with the same config, seed and data split (the split is a deterministic function
 of the scanned folder and ``data.split_seed``; ``compare.json`` records that every run's
 ``splits.json`` holds the same parts).  The comparison is written to ``OUT/compare.json`` and a
-self-contained ``OUT/compare.html``: overlaid val-accuracy and train/val-loss curves per epoch,
+self-contained ``OUT/compare.html`` (:mod:`vistrain.report.compare_report`): overlaid val-accuracy and train/val-loss curves per epoch,
 the final metrics (test accuracy, macro-F1, macro AUC), the wall time per setting and, when the
 normalization is varied, the normalization-axes figure.  The learning rate is the one ``train``
 would use (unless varied): from-scratch ``vistrain/<name>`` models get the from-scratch default of
@@ -19,9 +20,7 @@ Example:
 """
 from __future__ import annotations
 
-import base64
 import copy
-import html
 import io
 import itertools
 import json
@@ -29,7 +28,6 @@ import logging
 import re
 from pathlib import Path
 
-from vistrain import fsutil
 from vistrain.config import parse_value, update_section
 from vistrain.errors import VistrainError
 
@@ -90,47 +88,6 @@ def apply_setting(cfg, setting: dict[str, str]):
     return cfg.check()  # resolved (a vistrain/ model fine-tunes) and validated, key named
 
 
-def _split_signature(run_dir: Path) -> dict:
-    parts = json.loads((run_dir / "splits.json").read_text())["parts"]
-    return {name: sorted(p["files"]) for name, p in parts.items()}
-
-
-def run_compare(cfg, out_dir, vary: dict[str, list[str]], *, overwrite: bool = False,
-                progress: bool = True) -> dict:
-    """Train one run per setting into ``out_dir/<setting>/``; write compare.json/compare.html."""
-    from vistrain.data.scan import scan_folder
-    from vistrain.training.run import run_training
-    out = Path(out_dir)
-    settings = settings_product(vary)
-    cfgs = [apply_setting(cfg, s) for s in settings]  # fail on a bad key before any training
-    fsutil.check_output_location(out, data_folder=cfg.data.root)
-    index = scan_folder(cfg.data.root)  # scanned once: every run sees the same files
-    # only a vistrain compare folder is replaced, moved aside until the first run is trained
-    fsutil.prepare_output_dir(out, kind="compare", overwrite=overwrite, data_folder=cfg.data.root)
-    runs = []
-    for k, (setting, run_cfg) in enumerate(zip(settings, cfgs), 1):
-        name = setting_name(setting)
-        log.info("compare %d/%d: %s", k, len(settings), name)
-        try:
-            result = run_training(run_cfg, out / name, overwrite=True, progress=progress, index=index)
-        except BaseException:
-            if not runs:
-                fsutil.restore_replaced(out)
-            raise
-        fsutil.discard_replaced(out)
-        runs.append(_collect(result.run_dir, name, setting))
-    signatures = [_split_signature(out / r["name"]) for r in runs]
-    same_split = all(sig == signatures[0] for sig in signatures[1:])
-    if not same_split:  # would make the comparison meaningless: say so loudly
-        log.warning("the runs did not get the same split; compare their splits.json")
-    summary = {"data_root": str(cfg.data.root), "model": cfg.model.name, "vary": vary,
-               "seed": cfg.train.seed, "split_seed": cfg.data.split_seed,
-               "epochs": cfg.train.epochs, "same_split": same_split, "runs": runs}
-    fsutil.atomic_write_json(out / "compare.json", summary)
-    write_compare_html(summary, out / "compare.html")
-    return summary
-
-
 def _metric(metrics: dict, *path):
     for key in path:
         if not isinstance(metrics, dict) or metrics.get(key) is None:
@@ -139,7 +96,7 @@ def _metric(metrics: dict, *path):
     return metrics
 
 
-def _collect(run_dir: Path, name: str, setting: dict) -> dict:
+def collect_run(run_dir: Path, name: str, setting: dict) -> dict:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     part = "test" if "test" in metrics else "val"
     m = metrics.get(part, {})
@@ -192,11 +149,6 @@ def plot_compare_curves(summary: dict, path=None):
     return buf.getvalue()
 
 
-def _img(png: bytes, alt: str) -> str:
-    return (f'<img alt="{html.escape(alt)}" style="max-width:100%" '
-            f'src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">')
-
-
 def _fmt(value, digits=4) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -210,38 +162,3 @@ def format_compare_table(summary: dict) -> str:
                      f"{_fmt(r['macro_f1'])} | {_fmt(r['macro_auc'])} | "
                      f"{_fmt(r['wall_seconds'], 1)} |")
     return "\n".join(lines)
-
-
-def write_compare_html(summary: dict, path: Path) -> Path:
-    """Self-contained report: images as base64 data URIs, every name HTML-escaped."""
-    esc = html.escape
-    rows = "".join(
-        f"<tr><td>{esc(r['name'])}</td><td>{esc(r['part'])}</td><td>{esc(str(r['n_samples']))}</td>"
-        f"<td>{_fmt(r['accuracy'])}</td><td>{_fmt(r['macro_f1'])}</td>"
-        f"<td>{_fmt(r['macro_auc'])}</td><td>{_fmt(r['wall_seconds'], 1)}</td>"
-        f"<td>{len(r['history'])}</td></tr>" for r in summary["runs"])
-    vary = "; ".join(f"{esc(k)} = {esc(', '.join(v))}" for k, v in summary["vary"].items())
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>vistrain compare</title>",
-        "<style>body{font-family:sans-serif;max-width:1300px;margin:auto}table{border-collapse:"
-        "collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-        "td:first-child{text-align:left}</style></head><body>",
-        f"<h1>Comparison: {esc(str(summary['model']))}</h1>",
-        f"<p>Data: {esc(str(summary['data_root']))}. Varied: {vary}. Seed {esc(str(summary['seed']))}, "
-        f"split seed {esc(str(summary['split_seed']))}, {esc(str(summary['epochs']))} epoch(s) per run. Same split for every run: "
-        f"<b>{'yes' if summary['same_split'] else 'NO'}</b>.</p>",
-        "<h2>Curves</h2>", _img(plot_compare_curves(summary), "training curves per setting"),
-        "<h2>Final metrics</h2><table><tr><th>setting</th><th>part</th><th>n</th>"
-        "<th>accuracy</th><th>macro-F1</th><th>macro AUC</th><th>wall time (s)</th>"
-        f"<th>epochs</th></tr>{rows}</table>",
-    ]
-    if "norm" in summary["vary"]:
-        import tempfile
-        from vistrain.report.norm_axes import plot_norm_axes
-        with tempfile.TemporaryDirectory() as tmp:
-            png = plot_norm_axes(Path(tmp) / "norm_axes.png", dpi=90).read_bytes()
-        parts += ["<h2>What each normalization averages over</h2>", _img(png, "normalization axes")]
-    parts.append("</body></html>")
-    path = Path(path)
-    path.write_text("\n".join(parts), encoding="utf-8")
-    return path

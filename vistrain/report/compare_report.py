@@ -1,6 +1,6 @@
 """``OUT/report.html`` of ``vistrain compare``: curves per setting, final metrics, wall time.
 
-Built from ``OUT/compare.json`` alone (the page :func:`vistrain.evaluation.compare.run_compare`
+Built from ``OUT/compare.json`` alone (the page :func:`vistrain.workflows.compare.run_compare`
 writes as ``compare.html`` holds the same information).  Self-contained (figures as base64 data
 URIs); every value of ``compare.json`` is HTML-escaped or formatted as a number, so a hand-edited
 or crafted file cannot inject markup, and no path named in it is opened.

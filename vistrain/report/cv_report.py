@@ -1,7 +1,7 @@
 """``OUT/report.html`` of a cross-validation run: fold table, mean ± std, pooled OOF figures.
 
 Self-contained (figures embedded as base64 data URIs), built from ``cv_metrics.json`` and the
-``oof_*.png`` figures that :func:`vistrain.evaluation.cv.aggregate` writes.  Every value read from
+``oof_*.png`` figures that :func:`vistrain.workflows.cv.aggregate` writes.  Every value read from
 ``cv_metrics.json`` is HTML-escaped (numbers are formatted, anything else shown as text), so a
 hand-edited or crafted file cannot inject markup.  ``vistrain report OUT`` rebuilds the page.
 """

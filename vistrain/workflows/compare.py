@@ -8,12 +8,20 @@ Example:
 """
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 from typing import Any
 
+from vistrain import fsutil
 from vistrain.data.scan import scan_folder
-from vistrain.evaluation.compare import apply_setting, parse_vary, run_compare, settings_product
+from vistrain.evaluation.compare import (apply_setting, collect_run, parse_vary, setting_name,
+                                         settings_product)
+from vistrain.report.compare_report import render_compare_report
+from vistrain.training.run import run_training
 from vistrain.workflows.common import default_out_dir, make_config, show_log_lines
+
+log = logging.getLogger("vistrain")
 
 DEFAULT_MODEL = "vistrain/resnet-tiny"
 
@@ -49,3 +57,42 @@ def compare(data: str | Path | None = None, /, vary: dict[str, list] | list[str]
     scan_folder(cfg.data.root)
     summary = run_compare(cfg, out, parsed, overwrite=overwrite, progress=progress)
     return {**summary, "out_dir": str(out)}
+
+
+def _split_signature(run_dir: Path) -> dict:
+    parts = json.loads((run_dir / "splits.json").read_text())["parts"]
+    return {name: sorted(p["files"]) for name, p in parts.items()}
+
+
+def run_compare(cfg, out_dir, vary: dict[str, list[str]], *, overwrite: bool = False,
+                progress: bool = True) -> dict:
+    """Train one run per setting into ``out_dir/<setting>/``; write compare.json/compare.html."""
+    out = Path(out_dir)
+    settings = settings_product(vary)
+    cfgs = [apply_setting(cfg, s) for s in settings]  # fail on a bad key before any training
+    fsutil.check_output_location(out, data_folder=cfg.data.root)
+    index = scan_folder(cfg.data.root)  # scanned once: every run sees the same files
+    # only a vistrain compare folder is replaced, moved aside until the first run is trained
+    fsutil.prepare_output_dir(out, kind="compare", overwrite=overwrite, data_folder=cfg.data.root)
+    runs = []
+    for k, (setting, run_cfg) in enumerate(zip(settings, cfgs), 1):
+        name = setting_name(setting)
+        log.info("compare %d/%d: %s", k, len(settings), name)
+        try:
+            result = run_training(run_cfg, out / name, overwrite=True, progress=progress, index=index)
+        except BaseException:
+            if not runs:
+                fsutil.restore_replaced(out)
+            raise
+        fsutil.discard_replaced(out)
+        runs.append(collect_run(result.run_dir, name, setting))
+    signatures = [_split_signature(out / r["name"]) for r in runs]
+    same_split = all(sig == signatures[0] for sig in signatures[1:])
+    if not same_split:  # would make the comparison meaningless: say so loudly
+        log.warning("the runs did not get the same split; compare their splits.json")
+    summary = {"data_root": str(cfg.data.root), "model": cfg.model.name, "vary": vary,
+               "seed": cfg.train.seed, "split_seed": cfg.data.split_seed,
+               "epochs": cfg.train.epochs, "same_split": same_split, "runs": runs}
+    fsutil.atomic_write_json(out / "compare.json", summary)
+    fsutil.atomic_write_text(out / "compare.html", render_compare_report(summary))
+    return summary
