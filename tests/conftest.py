@@ -44,3 +44,15 @@ def make_image_folder(root: Path, classes=("a", "b", "c"), per_class=12, size=(4
 @pytest.fixture
 def image_folder(tmp_path) -> Path:
     return make_image_folder(tmp_path / "data")
+
+
+def cli_error(capsys, argv) -> str:
+    """Run ``vistrain ARGV`` in-process; it must exit 2 with exactly one ``error:`` line on stderr
+    and no traceback.  Returns that line."""
+    from vistrain.cli.main import main
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = [l for l in err.strip().splitlines() if l.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]

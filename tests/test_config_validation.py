@@ -11,7 +11,7 @@ import vistrain.training.run as run_mod
 from vistrain.cli.main import build_parser, main
 from vistrain.config import RANGES, TrainConfig, choices
 from vistrain.errors import DataError, VistrainError
-from tests.conftest import make_image_folder
+from tests.conftest import cli_error, make_image_folder
 
 BAD = [  # (section, key, value, words the message must contain)
     ("train", "epochs", 0, ">= 1"), ("train", "epochs", -2, ">= 1"), ("train", "epochs", "abc", ">= 1"),
@@ -164,15 +164,6 @@ def test_max_image_pixels_is_applied_before_training(tmp_path, monkeypatch):
 
 
 # -- the command line: one line, exit 2, nothing written -----------------------------------------
-def _cli_error(capsys, argv) -> str:
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    lines = [l for l in err.strip().splitlines() if l.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
-
-
 @pytest.mark.parametrize("flags,needle", [
     (["--epochs", "0"], "train.epochs=0"), (["--epochs", "-2"], "train.epochs=-2"),
     (["--epochs", "-3"], "train.epochs=-3"), (["--batch-size", "0"], "data.batch_size=0"),
@@ -186,30 +177,30 @@ def _cli_error(capsys, argv) -> str:
 def test_bad_flag_is_one_line_and_leaves_no_run_dir(tmp_path, capsys, monkeypatch, flags, needle):
     data = make_image_folder(tmp_path / "data", per_class=2)
     monkeypatch.chdir(tmp_path)
-    line = _cli_error(capsys, ["train", str(data), "--out", "out", *flags])
+    line = cli_error(capsys, ["train", str(data), "--out", "out", *flags])
     assert needle in line, line
     assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
 
 
 def test_missing_data_folder_leaves_no_run_dir(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    line = _cli_error(capsys, ["train", str(tmp_path / "nope"), "--out", "out"])
+    line = cli_error(capsys, ["train", str(tmp_path / "nope"), "--out", "out"])
     assert "nope" in line and not (tmp_path / "out").exists()
-    line = _cli_error(capsys, ["train", str(tmp_path / "nope")])  # default out: runs/<name>-<time>
+    line = cli_error(capsys, ["train", str(tmp_path / "nope")])  # default out: runs/<name>-<time>
     assert not (tmp_path / "runs").exists()
 
 
 def test_unknown_model_leaves_no_run_dir(tmp_path, capsys, monkeypatch):
     data = make_image_folder(tmp_path / "data", per_class=2)
     monkeypatch.chdir(tmp_path)
-    _cli_error(capsys, ["train", str(data), "--out", "out", "--model", "vistrain/no-such-net"])
+    cli_error(capsys, ["train", str(data), "--out", "out", "--model", "vistrain/no-such-net"])
     assert not (tmp_path / "out").exists()
 
 
 def test_out_naming_a_file_is_an_error(tmp_path, capsys):
     data = make_image_folder(tmp_path / "data", per_class=2)
     (tmp_path / "file.txt").write_text("keep me")
-    line = _cli_error(capsys, ["train", str(data), "--out", str(tmp_path / "file.txt")])
+    line = cli_error(capsys, ["train", str(data), "--out", str(tmp_path / "file.txt")])
     assert "is a file" in line and (tmp_path / "file.txt").read_text() == "keep me"
 
 
@@ -225,4 +216,4 @@ def test_print_config_prints_resolved_yaml_and_writes_nothing(tmp_path, capsys, 
     assert printed["data"]["root"] == str(data.resolve())           # absolute, as saved
     assert TrainConfig.from_dict(printed).check().to_dict() == printed  # loadable as --config
     assert sorted(p.name for p in tmp_path.iterdir()) == before
-    _cli_error(capsys, ["train", "data", "--epochs", "0", "--print-config"])
+    cli_error(capsys, ["train", "data", "--epochs", "0", "--print-config"])

@@ -21,7 +21,7 @@ from vistrain import fsutil
 from vistrain.cli.main import main
 from vistrain.errors import RunDirError
 from vistrain.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from tests.conftest import make_image_folder
+from tests.conftest import cli_error, make_image_folder
 
 FLAGS = ["--model", "vistrain/resnet-tiny", "--epochs", "3", "--batch-size", "8",
          "--set", "preprocess.size=16", "--set", "data.cache=off", "--set", "data.num_workers=0",
@@ -53,15 +53,6 @@ def finished(tmp_path_factory):
 
 def files_of(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def cli_error(capsys, argv) -> str:
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    lines = [l for l in err.strip().splitlines() if l.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 def killed_run(monkeypatch, data, out, after_epochs: int, extra=()) -> Path:
