@@ -51,10 +51,6 @@ def compare(data: str | Path | None = None, /, vary: dict[str, list] | list[str]
         settings = {**settings, "model": DEFAULT_MODEL}
     cfg = make_config(data, config, settings)  # vistrain/<name>: from scratch, every layer trains
     out = Path(out) if out else default_out_dir(cfg.data.root, "-compare")
-    # refuse a bad setting or data folder before run_compare creates (or replaces) the folder
-    for setting in settings_product(parsed):
-        apply_setting(cfg, setting).check()
-    scan_folder(cfg.data.root)
     summary = run_compare(cfg, out, parsed, overwrite=overwrite, progress=progress)
     return {**summary, "out_dir": str(out)}
 

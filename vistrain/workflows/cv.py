@@ -55,10 +55,6 @@ def cv(data: str | Path | None = None, /, *, folds: int = 5, out: str | Path | N
         if resume or fold is not None:
             raise VistrainError("resume and fold need the cross-validation folder: --out OUT (out=OUT)")
         out = default_out_dir(cfg.data.root, f"-cv{folds}")
-    # refuse what can be refused before run_cv creates (or with overwrite replaces) the folder:
-    # the data folder and the folds it allows (a directory walk, no decoding)
-    make_folds(scan_folder(cfg.data.root), folds, seed=cfg.data.split_seed,
-               val_fraction=cfg.data.val_fraction)
     result = run_cv(cfg, Path(out), folds=folds, fold=fold, resume=resume, overwrite=overwrite,
                     progress=progress)
     return {**result, "out_dir": str(out)}
@@ -76,9 +72,8 @@ def _prepare_out(out: Path, cfg, *, resume: bool, overwrite: bool, single_fold: 
                               reuse=resume or single_fold, data_folder=cfg.data.root)
 
 
-def _clean_index(cfg, progress: bool):
-    """The scanned index without unreadable files (decoding fills the pixel cache for the folds)."""
-    index = scan_folder(cfg.data.root)
+def _clean_index(cfg, index, progress: bool):
+    """``index`` without unreadable files (decoding fills the pixel cache for the folds)."""
     m = cfg.model
     _, pcfg = create(m.name, len(index.classes), pretrained=m.pretrained and not m.name.startswith("vistrain/"),
                      weights=m.weights, drop_rate=m.drop_rate, **scratch_kwargs(cfg))
@@ -130,13 +125,14 @@ def run_cv(cfg, out_dir, *, folds: int = 5, fold: int | None = None, resume: boo
     """
     out = Path(out_dir)
     cfg.check()
-    if folds < 2:
-        raise VistrainError(f"--folds {folds}: cross-validation needs at least 2 folds")
     if fold is not None and not 0 <= fold < folds:
         raise VistrainError(f"--fold {fold}: must be between 0 and {folds - 1} for --folds {folds}")
     fsutil.check_output_location(out, data_folder=cfg.data.root)
     t0 = time.perf_counter()
-    index = _clean_index(cfg, progress)  # a missing or unusable data folder stops here
+    # refused before decoding: a missing or unusable data folder, folds it cannot make
+    scanned = scan_folder(cfg.data.root)
+    make_folds(scanned, folds, seed=cfg.data.split_seed, val_fraction=cfg.data.val_fraction)
+    index = _clean_index(cfg, scanned, progress)
     spec = make_folds(index, folds, seed=cfg.data.split_seed, val_fraction=cfg.data.val_fraction)
     _prepare_out(out, cfg, resume=resume, overwrite=overwrite, single_fold=fold is not None)
     try:
