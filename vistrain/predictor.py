@@ -96,6 +96,11 @@ class Classifier:
         classes = cfg.label_names or [str(i) for i in range(cfg.num_classes)]
         return cls(model, classes, pre, source=f"{name} ({cfg.weights_source})", device=device)
 
+    def predict_pixels(self, pixels: list[torch.Tensor]) -> np.ndarray:
+        """``(N, K)`` class probabilities of ``N`` uint8 ``(C, S, S)`` images already resized and
+        cropped by ``self.preprocess.pixels`` (the entry point of batching callers, e.g. a server)."""
+        return self._probabilities(pixels)
+
     @torch.no_grad()
     def _probabilities(self, pixels: list[torch.Tensor]) -> np.ndarray:
         """``(N, K)`` softmax of the model on ``N`` uint8 ``(C, S, S)`` images."""
