@@ -1,8 +1,11 @@
 """Safe file-system operations: atomic writes and output folders vistrain may replace.
 
-Atomic writes (:func:`atomic_write_text`, :func:`atomic_write_json`, :func:`atomic_write_bytes`)
-write a temporary file next to the target and ``os.replace`` it, so a reader (or a run killed
-with ``kill -9``) sees either the old file or the new one, never half of one.
+Atomic writes (:func:`atomic_write_text`, :func:`atomic_write_json`, :func:`atomic_write_bytes`,
+and :func:`atomic_path` for writers that need a file name) write a temporary file next to the
+target and ``os.replace`` it, so a reader (or a run killed with ``kill -9``) sees either the old
+file or the new one, never half of one.  Every file vistrain writes goes through them; the
+temporary-name rule is a parameter (``suffix``): run folders use ``.NAME.<pid>.tmp``, the caches
+``NAME.<random>.part``.
 
 Output folders: ``--overwrite`` must never delete what vistrain did not create.  Every run, cv or
 compare folder gets a marker file ``.vistrain-run`` (a small JSON document: the kind of folder
@@ -21,14 +24,16 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import shutil
+import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from vistrain.errors import RunDirError
 
@@ -39,32 +44,82 @@ KINDS = ("run", "cv", "compare")
 
 
 # ---- atomic writes ------------------------------------------------------------------------------
-def atomic_write_bytes(path: str | Path, data: bytes, *, fsync: bool = False) -> None:
+def temp_beside(path: str | Path, suffix: str | None = None) -> Path:
+    """A new, empty temporary file next to ``path`` (same filesystem: ``os.replace`` is atomic).
+
+    The name rule is the caller's: ``suffix=None`` gives ``.NAME.<pid>.tmp`` (hidden, one per
+    process; :func:`remove_stale_temporaries` recognises it in a run folder being resumed); a
+    ``suffix`` gives ``NAME.<random><suffix>``, unique across processes and threads (the caches
+    use ``".part"``: their budget counts such a file as an unfinished build, their verification
+    skips it).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> temp_beside(d / "a.json").name == f".a.json.{os.getpid()}.tmp"
+        True
+        >>> p = temp_beside(d / "a.json", ".part"); p.name.startswith("a.json."), p.suffix
+        (True, '.part')
+    """
+    path = Path(path)
+    if suffix is None:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.touch()
+        return tmp
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, *, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary file (:func:`temp_beside`) to write ``path`` through: on a normal exit it
+    replaces ``path`` with ``os.replace``, on an exception it is deleted and ``path`` untouched.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> with atomic_path(d / "x.txt", suffix=".part") as tmp:
+        ...     _ = tmp.write_text("new")
+        >>> (d / "x.txt").read_text(), [p.name for p in d.iterdir()]
+        ('new', ['x.txt'])
+    """
+    path = Path(path)
+    tmp = temp_beside(path, suffix)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        try:
+            tmp.unlink(missing_ok=True)  # only still there when the write or the rename failed
+        except OSError:  # the original error matters, not this one
+            pass
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, *, fsync: bool = False,
+                       suffix: str | None = None) -> None:
     """Write ``data`` to ``path`` through a temporary sibling and ``os.replace``.
 
     ``fsync=True`` also flushes the bytes to disk before the rename (checkpoints: the rename must
-    never point at data still only in the page cache when the machine loses power).
+    never point at data still only in the page cache when the machine loses power).  ``suffix``
+    is the temporary-name rule of :func:`temp_beside`.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            if fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path, suffix=suffix) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        if fsync:
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | Path, text: str, *, suffix: str | None = None) -> None:
+    """:func:`atomic_write_bytes` of ``text`` in UTF-8."""
+    atomic_write_bytes(path, text.encode("utf-8"), suffix=suffix)
 
 
-def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 1) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=indent))
+def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 1,
+                      suffix: str | None = None) -> None:
+    """:func:`atomic_write_text` of ``obj`` as JSON."""
+    atomic_write_text(path, json.dumps(obj, indent=indent), suffix=suffix)
 
 
 # ---- which folders are vistrain's ------------------------------------------------------------
