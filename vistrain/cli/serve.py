@@ -1,0 +1,53 @@
+"""``vistrain serve RUN_DIR``: the run as an HTTP service (predict, Grad-CAM, a web page).
+
+The work is :func:`vistrain.workflows.serve.serve`; this module parses the arguments and prints
+the address once the server listens (``--json``: one JSON document ``{"url", ...}``).
+"""
+from __future__ import annotations
+
+import sys
+
+from vistrain.cli.common import print_json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="serve a trained run over HTTP (JSON API and a web page)",
+                       description="Serve a trained run over HTTP: POST /predict and /explain "
+                                   "(an image as the multipart field 'file' or as the body), GET "
+                                   "/healthz and /metadata, and a web page at /. Concurrent "
+                                   "requests are batched. Needs the extra: pip install 'vistrain[deploy]'.")
+    p.add_argument("run_dir", help="run directory of `vistrain train`")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (0.0.0.0: every interface, reachable from other machines)")
+    p.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
+    p.add_argument("--max-batch", type=int, default=32,
+                   help="most images per model call (1 turns dynamic batching off)")
+    p.add_argument("--wait-ms", type=float, default=5.0,
+                   help="how long a request waits for others to share its model call")
+    p.add_argument("--max-body-mb", type=float, default=20.0,
+                   help="largest request body accepted, in MiB (larger: 413)")
+    p.add_argument("--max-image-pixels", type=int,
+                   help="refuse larger images as decompression bombs (default 300000000)")
+    p.add_argument("--decode-threads", type=int, help="threads decoding uploads (default min(4, CPUs))")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON document with the address once listening")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from vistrain.workflows.serve import serve  # torch and uvicorn load only when the verb runs
+
+    def ready(url: str) -> None:
+        if args.json:
+            print_json({"url": url, "run_dir": args.run_dir, "max_batch": args.max_batch,
+                        "wait_ms": args.wait_ms})
+        else:
+            print(f"serving {args.run_dir} on {url} (Ctrl-C to stop)")
+        sys.stdout.flush()  # a pipe would hold the line back until the server stops
+
+    serve(args.run_dir, host=args.host, port=args.port, max_batch=args.max_batch,
+          wait_ms=args.wait_ms, max_body_mb=args.max_body_mb,
+          max_image_pixels=args.max_image_pixels, device=args.device,
+          decode_threads=args.decode_threads, ready=ready)
+    return 0

@@ -1,0 +1,16 @@
+"""``vistrain serve``: a trained run behind HTTP, with dynamic batching and a web page.
+
+* :mod:`vistrain.serve.batcher`: :class:`DynamicBatcher`, concurrent single requests -> model
+  batches on one worker thread (no HTTP involved; testable alone);
+* :mod:`vistrain.serve.app`: :func:`create_app`, the Starlette app (``/predict``, ``/explain``,
+  ``/healthz``, ``/metadata``, ``/``);
+* ``page.html``: the web page served at ``/`` (self-contained: inline CSS and JS).
+
+The server itself (uvicorn on a socket) is :func:`vistrain.workflows.serve.serve`, shared by the
+CLI and the API.  Starlette, python-multipart and uvicorn are the optional extra
+``vistrain[deploy]``; they are imported only when an app is created.
+"""
+from vistrain.serve.app import create_app
+from vistrain.serve.batcher import DynamicBatcher
+
+__all__ = ["create_app", "DynamicBatcher"]

@@ -1,0 +1,326 @@
+"""The HTTP app of ``vistrain serve``: predict, Grad-CAM, health, metadata and a web page.
+
+Endpoints (every error is a JSON ``{"error": "..."}`` with a 4xx status naming the problem):
+
+* ``POST /predict?top_k=5``: the image as the multipart field ``file`` or as the raw request body;
+  answers ``{"image", "top": [{"class", "index", "probability"}, ...]}``, the shape of one
+  :meth:`vistrain.predictor.Classifier.predict` result.  Concurrent requests are batched
+  (:class:`~vistrain.serve.batcher.DynamicBatcher`): each request is decoded and preprocessed in a
+  thread pool, the model runs on one worker thread on up to ``max_batch`` images at a time.
+* ``POST /explain?method=gradcam``: the Grad-CAM overlay of the image on the model input, a PNG
+  (:func:`vistrain.interpret.cam.compute_cam` + :func:`~vistrain.interpret.cam.overlay`); the
+  explained class in the ``X-Vistrain-Class`` header (percent-encoded UTF-8).
+* ``GET /healthz``: ``{"status": "ok", "model_calls", "images"}`` while the model worker runs.
+* ``GET /metadata``: classes, preprocessing, model name, versions, engine, batching settings.
+* ``GET /``: one self-contained page (``page.html``: inline CSS and JS, no external request).
+
+Uploads are decoded by :func:`vistrain.data.io.load_image`, as files given to ``vistrain
+predict`` are (EXIF rotation, alpha on white, the decompression-bomb limit of
+:func:`vistrain.data.io.set_max_image_pixels`), so the server's answer is the answer of
+``Classifier.predict`` on the same file.  The body limit is enforced while reading: a client
+cannot make the server buffer more than ``max_body_bytes``.
+
+Example (in-process, with the test client of Starlette):
+    >>> from starlette.testclient import TestClient                       # doctest: +SKIP
+    >>> client = TestClient(create_app(vistrain.load("runs/demo")))         # doctest: +SKIP
+    >>> client.post("/predict?top_k=1", files={"file": open("shoe.png", "rb")}).json()  # doctest: +SKIP
+    {'image': 'shoe.png', 'top': [{'class': 'Sneaker', 'index': 7, 'probability': 0.93}]}
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import os
+import tempfile
+import threading
+import types
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vistrain.artifact import META, read_meta, versions
+from vistrain.errors import ImageLoadError, VistrainError
+from vistrain.interpret.cam import METHODS, compute_cam, find_target_layer, overlay
+from vistrain.predictor import Classifier
+from vistrain.serve.batcher import DynamicBatcher
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BATCH = 32
+DEFAULT_WAIT_MS = 5.0
+DEFAULT_MAX_BODY_BYTES = 20 * 2**20
+INSTALL_HINT = "install with pip install 'vistrain[deploy]'"
+# The page may run only its own inline script and talk only to this server.
+PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+               "img-src data: blob:; connect-src 'self'; base-uri 'none'; form-action 'none'")
+
+
+def require_deploy() -> types.SimpleNamespace:
+    """The Starlette pieces the app needs, or a one-line :class:`VistrainError` saying how to
+    install them.  Imported here, not at the top: the server's dependencies are an optional extra
+    (``vistrain[deploy]``) that ``import vistrain`` and the other verbs must not need."""
+    try:
+        import multipart  # noqa: F401  (python-multipart: Starlette parses forms with it)
+        from starlette.applications import Starlette
+        from starlette.exceptions import HTTPException
+        from starlette.requests import Request
+        from starlette.responses import HTMLResponse, JSONResponse, Response
+        from starlette.routing import Route
+    except ImportError as err:
+        raise VistrainError(f"vistrain serve needs {err.name or 'starlette'}: {INSTALL_HINT}") from None
+    return types.SimpleNamespace(Starlette=Starlette, HTTPException=HTTPException, Request=Request,
+                                 HTMLResponse=HTMLResponse, JSONResponse=JSONResponse,
+                                 Response=Response, Route=Route)
+
+
+class HTTPProblem(Exception):
+    """A request the server refuses: ``status`` (4xx) and a one-line ``message`` for the client."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+async def read_body(request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``limit`` bytes (a declared
+    Content-Length over the limit is refused before anything is read)."""
+    too_large = HTTPProblem(413, f"request body over the limit of {limit:,} bytes; send a smaller "
+                                 "image or start the server with a larger --max-body-mb")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_upload(web, request, limit: int) -> tuple[str, bytes]:
+    """``(name, bytes)`` of the image: the multipart field ``file``, or else the raw body."""
+    body = await read_body(request, limit)
+    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        async def replay():  # the form parser reads the body we already hold, within the limit
+            return {"type": "http.request", "body": body, "more_body": False}
+        try:
+            form = await web.Request(request.scope, replay).form(max_files=4, max_fields=16)
+        except Exception as err:  # python-multipart / Starlette parse errors
+            raise HTTPProblem(400, f"malformed multipart form ({err}); send the image as -F file=@IMAGE")
+        upload = form.get("file")
+        if upload is None:
+            raise HTTPProblem(400, "no 'file' field in the multipart form; send the image as "
+                                   "-F file=@IMAGE (or as the raw request body)")
+        if isinstance(upload, str):
+            raise HTTPProblem(400, "the 'file' field is text, not a file; send it as -F file=@IMAGE")
+        name, body = upload.filename or "upload", await upload.read()
+        await form.close()
+    else:
+        name = "upload"
+    if not body:
+        raise HTTPProblem(400, "empty image: send an image file as the multipart field 'file' or as "
+                               "the request body")
+    return name, body
+
+
+def query_choice(request, key: str, default: str, choices) -> str:
+    value = request.query_params.get(key, default)
+    if value not in choices:
+        raise HTTPProblem(422, f"{key}={value!r}: use one of {', '.join(choices)}")
+    return value
+
+
+def parse_top_k(raw: str | None, clf: Classifier) -> int:
+    """The ``top_k`` query value checked by :meth:`Classifier.check_top_k` (422 when bad)."""
+    try:
+        return clf.check_top_k(int(raw) if raw is not None else 5)
+    except (ValueError, VistrainError):
+        n = len(clf.classes)
+        raise HTTPProblem(422, f"top_k={raw!r}: must be a whole number from 1 to {n} (the model's "
+                               f"number of classes; larger values show all {n})") from None
+
+
+def top_entries(probs: np.ndarray, classes: list[str], k: int) -> list[dict]:
+    """The ``k`` most probable classes of one ``(K,)`` row, as ``Classifier.predict`` lists them."""
+    order = np.argsort(-probs, kind="stable")[:k]
+    return [{"class": classes[i], "index": int(i), "probability": float(probs[i])} for i in order]
+
+
+def image_problem(err: ImageLoadError, name: str) -> HTTPProblem:
+    """The HTTP status and message of an upload that could not be decoded."""
+    if err.reason.startswith("not an image"):
+        return HTTPProblem(415, f"{name}: not an image file Pillow can read; send a JPEG, PNG, BMP, "
+                                "GIF, TIFF or WebP image")
+    if "decompression bomb" in err.reason:
+        return HTTPProblem(413, f"{name}: {err.reason} (vistrain serve --max-image-pixels)")
+    return HTTPProblem(400, f"{name}: {err.reason}")
+
+
+def model_info(clf: Classifier) -> dict:
+    """Model name and the versions it was trained with, from the run's ``model.json`` if any."""
+    meta_path = Path(clf.source) / META
+    if clf.source and meta_path.is_file():
+        meta = read_meta(clf.source)
+        return {"model": meta["model_name"], "trained_with": meta.get("versions", {})}
+    return {"model": clf.source or type(clf.model).__name__, "trained_with": {}}
+
+
+class Service:
+    """The state behind the endpoints: the classifier, its batcher, the decode pool and limits."""
+
+    def __init__(self, clf: Classifier, *, max_batch: int, wait_ms: float, max_body_bytes: int,
+                 decode_threads: int | None = None):
+        self.clf, self.max_batch, self.wait_ms = clf, max_batch, wait_ms
+        self.max_body_bytes = max_body_bytes
+        # one lock for every use of the model: Grad-CAM adds a forward hook the batch must not see
+        self.model_lock = threading.Lock()
+        self.batcher = DynamicBatcher(self._infer, max_batch=max_batch, wait_ms=wait_ms)
+        self.pool = ThreadPoolExecutor(decode_threads or min(4, os.cpu_count() or 1),
+                                       thread_name_prefix="vistrain-decode")
+        self._cam_layer: str | None = None
+        self.info = {**model_info(clf), "engine": getattr(clf, "engine", "torch"),
+                     "versions": versions()}
+
+    def _infer(self, pixels: list[torch.Tensor]) -> np.ndarray:
+        with self.model_lock:
+            return self.clf.predict_pixels(pixels)
+
+    def decode(self, name: str, data: bytes) -> torch.Tensor:
+        """``(C, S, S)`` uint8 pixels of an upload, decoded from a temporary file by the same
+        code as files given to ``predict`` (so the answers agree); 4xx :class:`HTTPProblem` if bad."""
+        with tempfile.NamedTemporaryFile(prefix="vistrain-serve-") as tmp:
+            tmp.write(data)
+            tmp.flush()
+            try:
+                return self.clf.preprocess.pixels(tmp.name)
+            except ImageLoadError as err:
+                raise image_problem(err, name) from None
+
+    async def in_pool(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    async def predict(self, web, request) -> dict:
+        k = parse_top_k(request.query_params.get("top_k"), self.clf)
+        name, data = await read_upload(web, request, self.max_body_bytes)
+        pixels = await self.in_pool(self.decode, name, data)
+        probs = await self.batcher.run(pixels)
+        return {"image": name, "top": top_entries(np.asarray(probs), self.clf.classes, k)}
+
+    async def explain(self, web, request):
+        method = query_choice(request, "method", "gradcam", METHODS)
+        if not isinstance(getattr(self.clf, "model", None), torch.nn.Module):
+            raise HTTPProblem(501, "Grad-CAM needs the torch model; start the server with --engine torch")
+        name, data = await read_upload(web, request, self.max_body_bytes)
+        pixels = await self.in_pool(self.decode, name, data)
+        png, cls, p = await self.in_pool(self.cam_png, pixels, method)
+        return web.Response(png, media_type="image/png",
+                            headers={"X-Vistrain-Class": quote(cls), "X-Vistrain-Probability": f"{p:.6f}"})
+
+    def cam_png(self, pixels: torch.Tensor, method: str) -> tuple[bytes, str, float]:
+        """PNG of the CAM overlay on the model input (after resize/crop, before normalization, so
+        the map lines up), the predicted class and its probability."""
+        pre, clf = self.clf.preprocess, self.clf
+        x = pre.normalize(pixels[None].to(clf.device))
+        with self.model_lock:
+            if self._cam_layer is None:  # found once: the search runs a probe forward pass
+                self._cam_layer = find_target_layer(clf.model, (pre.channels, pre.size, pre.size))[0]
+            cams, logits = compute_cam(clf.model, x, method=method, target_layer=self._cam_layer)
+        probs = logits.float().softmax(1)[0]
+        pred = int(probs.argmax())
+        blend = overlay(pixels.permute(1, 2, 0).numpy(), cams[0].cpu())
+        buf = io.BytesIO()
+        Image.fromarray(blend).save(buf, "PNG")
+        return buf.getvalue(), clf.classes[pred], float(probs[pred])
+
+    def health(self) -> dict:
+        if not self.batcher.alive():
+            raise HTTPProblem(503, "the model worker stopped; restart the server")
+        return {"status": "ok", "model_calls": self.batcher.calls, "images": self.batcher.items}
+
+    def metadata(self) -> dict:
+        return {"classes": self.clf.classes, "num_classes": len(self.clf.classes),
+                "preprocess": self.clf.preprocess.to_dict(), "source": self.clf.source,
+                **self.info, "device": str(self.clf.device),
+                "batching": {"max_batch": self.max_batch, "wait_ms": self.wait_ms},
+                "max_body_bytes": self.max_body_bytes}
+
+    def close(self) -> None:
+        self.batcher.close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _endpoint(web, handler):
+    """Wrap ``handler(request)``: a dict becomes JSON; a refused request or a user error a 4xx
+    JSON ``{"error"}``; anything unexpected a logged 500, and the server keeps serving."""
+    async def endpoint(request):
+        try:
+            out = await handler(request)
+        except HTTPProblem as err:
+            return web.JSONResponse({"error": err.message}, status_code=err.status)
+        except VistrainError as err:
+            return web.JSONResponse({"error": str(err)}, status_code=400)
+        except Exception as err:
+            log.exception("error while answering %s %s", request.method, request.url.path)
+            return web.JSONResponse({"error": f"internal error ({type(err).__name__}); see the server "
+                                              "log"}, status_code=500)
+        return web.JSONResponse(out) if isinstance(out, dict) else out
+    return endpoint
+
+
+def load_page() -> str:
+    """The web page shipped as ``vistrain/serve/page.html`` (package data)."""
+    return resources.files("vistrain.serve").joinpath("page.html").read_text(encoding="utf-8")
+
+
+def create_app(classifier: Classifier, *, max_batch: int = DEFAULT_MAX_BATCH,
+               wait_ms: float = DEFAULT_WAIT_MS, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+               decode_threads: int | None = None):
+    """The Starlette app serving ``classifier`` (see the module docstring for the endpoints).
+
+    ``max_batch``: most images per model call (1 turns batching off); ``wait_ms``: how long the
+    first request of a batch waits for others; ``max_body_bytes``: largest request body accepted;
+    ``decode_threads``: threads decoding uploads (default min(4, CPUs)).  ``app.state.service``
+    holds the :class:`Service` (``service.batcher`` counts model calls); the batcher stops when
+    the app shuts down.
+    """
+    web = require_deploy()
+    service = Service(classifier, max_batch=max_batch, wait_ms=wait_ms,
+                      max_body_bytes=max_body_bytes, decode_threads=decode_threads)
+    page = load_page()
+
+    async def index(request):
+        return web.HTMLResponse(page, headers={"Content-Security-Policy": PAGE_POLICY})
+
+    async def health(request):
+        return service.health()
+
+    async def metadata(request):
+        return service.metadata()
+
+    async def http_error(request, exc):  # unknown paths and methods answer JSON too
+        return web.JSONResponse({"error": f"{request.method} {request.url.path}: {exc.detail}"},
+                                status_code=exc.status_code)
+
+    routes = [web.Route("/", _endpoint(web, index), methods=["GET"]),
+              web.Route("/healthz", _endpoint(web, health), methods=["GET"]),
+              web.Route("/metadata", _endpoint(web, metadata), methods=["GET"]),
+              web.Route("/predict", _endpoint(web, lambda r: service.predict(web, r)), methods=["POST"]),
+              web.Route("/explain", _endpoint(web, lambda r: service.explain(web, r)), methods=["POST"])]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        service.close()
+
+    app = web.Starlette(routes=routes, exception_handlers={web.HTTPException: http_error},
+                        lifespan=lifespan)
+    app.state.service = service
+    return app

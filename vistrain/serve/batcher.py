@@ -1,0 +1,122 @@
+"""Dynamic batching: single items submitted from many threads or coroutines, run in batches.
+
+A model is far cheaper per image in a batch of 32 than in 32 calls of one (one pass of the
+weights through the cache, one dispatch of each kernel), but an HTTP server receives one image per
+request.  :class:`DynamicBatcher` bridges the two: requests put their item in a queue; one worker
+thread takes the first waiting item, then keeps collecting until ``max_batch`` items are there or
+``wait_ms`` has passed since that first item, and calls ``fn`` once on the whole list.  Items that
+arrive while a batch runs are waiting for the next one, so under load the batches fill up without
+any wait; a lone request waits at most ``wait_ms``.  ``max_batch=1`` turns batching off (each item
+is its own call, no wait).
+
+The model runs on that one worker thread; anything else using the same model (Grad-CAM in
+:mod:`vistrain.serve.app`, which adds a forward hook) shares a lock with ``fn``.
+
+Example:
+    >>> import numpy as np
+    >>> b = DynamicBatcher(lambda items: np.array(items) * 2, max_batch=8, wait_ms=5)
+    >>> futures = [b.submit(i) for i in range(3)]
+    >>> [int(f.result()) for f in futures]
+    [0, 2, 4]
+    >>> b.close()
+"""
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any, Callable, Sequence
+
+_STOP = object()
+
+
+class DynamicBatcher:
+    """Run ``fn(list_of_items) -> rows`` (``len(rows) == len(items)``, e.g. an ``(N, K)`` array)
+    on batches of up to ``max_batch`` items collected for up to ``wait_ms`` milliseconds.
+
+    ``calls`` counts the calls of ``fn`` and ``items`` the items passed to it; ``batch_sizes``
+    keeps the size of each call (for tests and benchmarks).  An exception of ``fn`` is given to
+    every item of that batch; the worker keeps running.
+    """
+
+    def __init__(self, fn: Callable[[list], Sequence[Any]], *, max_batch: int = 32,
+                 wait_ms: float = 5.0, name: str = "vistrain-batcher"):
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"max_batch must be a whole number >= 1, got {max_batch!r}")
+        if not wait_ms >= 0:
+            raise ValueError(f"wait_ms must be >= 0, got {wait_ms!r}")
+        self.fn, self.max_batch, self.wait_s = fn, max_batch, wait_ms / 1000.0
+        self.calls = self.items = 0
+        self.batch_sizes: list[int] = []
+        self._queue: queue.Queue = queue.Queue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, item) -> Future:
+        """Queue one item; the future holds its row of ``fn``'s result (or ``fn``'s exception)."""
+        if self._closed:
+            raise RuntimeError("the batcher is closed")
+        future: Future = Future()
+        self._queue.put((item, future))
+        return future
+
+    async def run(self, item):
+        """``submit`` for coroutines: await the item's row without blocking the event loop."""
+        return await asyncio.wrap_future(self.submit(item))
+
+    def alive(self) -> bool:
+        """True while the worker thread runs (it stops only when closed)."""
+        return self._thread.is_alive()
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Finish the queued items, then stop the worker thread."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+
+    def _collect(self) -> tuple[list, bool]:
+        """One batch of ``(item, future)`` pairs (blocks for the first); True when told to stop."""
+        first = self._queue.get()
+        if first is _STOP:
+            return [], True
+        batch = [first]
+        deadline = time.monotonic() + self.wait_s
+        while len(batch) < self.max_batch:
+            left = deadline - time.monotonic()
+            try:  # items already queued are taken at once, even when the window has passed
+                pair = self._queue.get_nowait() if left <= 0 else self._queue.get(timeout=left)
+            except queue.Empty:
+                break
+            if pair is _STOP:
+                return batch, True
+            batch.append(pair)
+        return batch, False
+
+    def _work(self) -> None:
+        stop = False
+        while not stop:
+            batch, stop = self._collect()
+            if batch:
+                self._run_batch(batch)
+
+    def _run_batch(self, batch: list) -> None:
+        pending = [(item, f) for item, f in batch if f.set_running_or_notify_cancel()]
+        if not pending:
+            return
+        self.calls += 1
+        self.items += len(pending)
+        self.batch_sizes.append(len(pending))
+        try:
+            rows = self.fn([item for item, _ in pending])
+            if len(rows) != len(pending):
+                raise RuntimeError(f"batch function returned {len(rows)} rows for {len(pending)} items")
+        except BaseException as err:  # every waiting request gets the error; the worker lives on
+            for _, f in pending:
+                f.set_exception(err)
+            return
+        for (_, f), row in zip(pending, rows):
+            f.set_result(row)

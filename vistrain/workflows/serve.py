@@ -1,0 +1,126 @@
+"""``serve``: a trained run as an HTTP service (``vistrain serve``), on uvicorn.
+
+The app (endpoints, dynamic batching, bad-input handling) is :func:`vistrain.serve.create_app`;
+this module loads the run, checks the options, binds the socket and runs uvicorn until Ctrl-C.
+It binds 127.0.0.1 unless told otherwise: the server has no authentication, so exposing it to
+other machines is a choice the user makes with ``host=`` (and is warned about).
+
+Example:
+    >>> from vistrain.workflows.serve import serve
+    >>> serve("runs/demo", port=8000)          # doctest: +SKIP
+    serving runs/demo on http://127.0.0.1:8000 (Ctrl-C to stop)
+    $ curl -F file=@shoe.png 'http://127.0.0.1:8000/predict?top_k=2'
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from pathlib import Path
+from typing import Callable
+
+from vistrain.data.io import set_max_image_pixels
+from vistrain.errors import VistrainError
+from vistrain.serve.app import (DEFAULT_MAX_BATCH, DEFAULT_WAIT_MS, INSTALL_HINT, create_app,
+                                require_deploy)
+from vistrain.workflows.common import show_log_lines
+from vistrain.workflows.predict import load
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY_MB = 20.0
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def check_options(port: int, max_batch: int, wait_ms: float, max_body_mb: float,
+                  max_image_pixels: int | None) -> None:
+    """One-line :class:`VistrainError` for an option out of range (before the model loads)."""
+    problems = [(not isinstance(port, int) or not 0 <= port <= 65535,
+                 f"port {port!r}: must be 0-65535 (0: any free port)"),
+                (not isinstance(max_batch, int) or isinstance(max_batch, bool) or max_batch < 1,
+                 f"max_batch {max_batch!r}: must be a whole number >= 1 (1 turns batching off)"),
+                (not isinstance(wait_ms, (int, float)) or not 0 <= wait_ms <= 1000,
+                 f"wait_ms {wait_ms!r}: must be 0-1000 milliseconds"),
+                (not isinstance(max_body_mb, (int, float)) or not 0 < max_body_mb <= 4096,
+                 f"max_body_mb {max_body_mb!r}: must be above 0 and at most 4096"),
+                (max_image_pixels is not None and (not isinstance(max_image_pixels, int)
+                                                   or max_image_pixels < 1),
+                 f"max_image_pixels {max_image_pixels!r}: must be a whole number >= 1")]
+    for bad, message in problems:
+        if bad:
+            raise VistrainError(message)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (port 0: a free one), or a one-line error."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as err:
+        raise VistrainError(f"--host {host}: cannot resolve it ({err.strerror}); give an address "
+                            "such as 127.0.0.1 or 0.0.0.0") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as err:
+        sock.close()
+        raise VistrainError(f"cannot listen on {host}:{port} ({err.strerror}); choose another "
+                            "--port (or stop the program using it)") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
+          max_batch: int = DEFAULT_MAX_BATCH, wait_ms: float = DEFAULT_WAIT_MS,
+          max_body_mb: float = DEFAULT_MAX_BODY_MB, max_image_pixels: int | None = None,
+          device: str = "cpu", decode_threads: int | None = None,
+          ready: Callable[[str], None] | None = None) -> None:
+    """Serve the run ``run_dir`` over HTTP until interrupted (Ctrl-C / SIGTERM).
+
+    ``max_batch``: most images per model call (1: no batching); ``wait_ms``: how long a request
+    waits for others to share its batch; ``max_body_mb``: largest request accepted (413 above);
+    ``max_image_pixels``: the decompression-bomb limit (default that of
+    :func:`vistrain.data.io.max_image_pixels`); ``port=0`` takes a free port.  ``ready(url)`` is
+    called once the socket listens (default: a log line).  Endpoints: see :mod:`vistrain.serve.app`.
+
+    Example:
+        >>> import vistrain.workflows.serve as s
+        >>> s.serve("runs/demo", port=0, ready=print)   # doctest: +SKIP
+        http://127.0.0.1:40123
+    """
+    show_log_lines()
+    check_options(port, max_batch, wait_ms, max_body_mb, max_image_pixels)
+    require_deploy()
+    try:  # imported here: uvicorn is part of the optional extra vistrain[deploy]
+        import uvicorn
+    except ImportError:
+        raise VistrainError(f"vistrain serve needs uvicorn: {INSTALL_HINT}") from None
+    if max_image_pixels is not None:
+        set_max_image_pixels(max_image_pixels)
+    clf = load(run_dir, device=device)
+    app = create_app(clf, max_batch=max_batch, wait_ms=wait_ms,
+                     max_body_bytes=int(max_body_mb * 2**20), decode_threads=decode_threads)
+    sock = bind(host, port)
+    if not is_loopback(host):
+        log.warning("warning: listening on %s makes the model reachable from other machines, "
+                    "without authentication; use --host 127.0.0.1 to keep it local", host)
+    bound = sock.getsockname()[1]
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{bound}"
+    (ready or (lambda u: log.info("serving %s on %s (Ctrl-C to stop)", run_dir, u)))(url)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=5)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
