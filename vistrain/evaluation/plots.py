@@ -2,8 +2,8 @@
 reliability diagram.
 
 Figures are built with matplotlib's object API (``matplotlib.figure.Figure``, rendered by Agg
-on save) and never through ``pyplot``: no global state, no GUI backend switched, safe in threads
-and notebooks.  matplotlib and scikit-learn are imported inside the functions.  Every function
+on save) and never through ``pyplot`` (the helpers of :mod:`vistrain.evaluation.png`): no global
+state, no GUI backend switched, safe in threads and notebooks.  Every function
 creates the parent folder of ``path``, writes the PNG and returns ``path`` as a ``Path``.
 
 Example::
@@ -25,19 +25,9 @@ from typing import Sequence
 
 import numpy as np
 
+from vistrain.evaluation.png import new_figure, save_figure
+
 __all__ = ["plot_confusion_matrix", "plot_roc_curves", "plot_pr_curves", "plot_reliability"]
-
-
-def _figure(width: float, height: float):
-    from matplotlib.figure import Figure
-    return Figure(figsize=(width, height), dpi=100, layout="constrained")
-
-
-def _save(fig, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
 
 
 def _class_colors(n: int):
@@ -65,7 +55,7 @@ def plot_confusion_matrix(cm, class_names: Sequence[str], path, normalized: bool
     values = rates if normalized else cm
     side = min(max(5.0, 0.42 * k + 3.5), 16)  # ~0.42 inch per cell: 20 classes still legible
     label_inches = 0.075 * min(max(len(str(c)) for c in class_names), 32)  # room for y labels
-    fig = _figure(side + 1.5 + label_inches, side + 0.6 * label_inches)
+    fig = new_figure((side + 1.5 + label_inches, side + 0.6 * label_inches))
     ax = fig.add_subplot()
     im = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalized else max(cm.max(), 1))
     fig.colorbar(im, ax=ax, fraction=0.046,
@@ -84,7 +74,7 @@ def plot_confusion_matrix(cm, class_names: Sequence[str], path, normalized: bool
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title("Confusion matrix" + (" (colour: row-normalized)" if normalized else ""))
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _one_vs_rest(y_true, probs, class_names):
@@ -116,7 +106,7 @@ def plot_roc_curves(y_true, probs, class_names: Sequence[str], path) -> Path:
     """
     from sklearn.metrics import roc_auc_score, roc_curve
     curves = _one_vs_rest(y_true, probs, class_names)
-    fig = _figure(8.5, 6)
+    fig = new_figure((8.5, 6))
     ax = fig.add_subplot()
     colors = _class_colors(len(curves))
     grid = np.linspace(0, 1, 201)
@@ -135,7 +125,7 @@ def plot_roc_curves(y_true, probs, class_names: Sequence[str], path) -> Path:
     if not curves:
         ax.text(0.5, 0.5, "undefined: y_true holds a single class", ha="center")
     _legend(ax, len(curves) + 2)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_pr_curves(y_true, probs, class_names: Sequence[str], path) -> Path:
@@ -147,7 +137,7 @@ def plot_pr_curves(y_true, probs, class_names: Sequence[str], path) -> Path:
     """
     from sklearn.metrics import average_precision_score, precision_recall_curve
     curves = _one_vs_rest(y_true, probs, class_names)
-    fig = _figure(8.5, 6)
+    fig = new_figure((8.5, 6))
     ax = fig.add_subplot()
     colors = _class_colors(len(curves))
     grid = np.linspace(0, 1, 201)
@@ -170,7 +160,7 @@ def plot_pr_curves(y_true, probs, class_names: Sequence[str], path) -> Path:
     if not curves:
         ax.text(0.5, 0.5, "undefined: y_true holds a single class", ha="center")
     _legend(ax, len(curves) + 1)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_reliability(reliability: dict, path) -> Path:
@@ -191,7 +181,7 @@ def plot_reliability(reliability: dict, path) -> Path:
     # Same formula as compute_metrics' ECE: sum over bins of (n_b / N) * |acc_b - conf_b|.
     ece = float(np.sum(count[filled] * np.abs(acc[filled] - conf[filled])) / max(count.sum(), 1))
     centers, widths = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
-    fig = _figure(6, 7)
+    fig = new_figure((6, 7))
     ax, ax_count = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     ax.bar(centers[filled], acc[filled], width=widths[filled], color="tab:blue",
            edgecolor="white", label="accuracy")
@@ -205,4 +195,4 @@ def plot_reliability(reliability: dict, path) -> Path:
     ax.legend(loc="upper left", fontsize=8)
     ax_count.bar(centers, count, width=widths, color="grey", edgecolor="white")
     ax_count.set(xlabel="confidence (top-1 probability)", ylabel="samples")
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -9,13 +9,14 @@ from __future__ import annotations
 import contextlib
 import difflib
 import math
-from pathlib import Path
 from typing import Iterator
 
 import torch
 from torch import nn
 
 from vistrain.errors import VistrainError
+# re-exported for the explain package: the one set of figure helpers lives in evaluation.png
+from vistrain.evaluation.png import new_figure, save_figure  # noqa: F401
 
 # Pooling modules produce a 4-D output in some models (torchvision VGG's AdaptiveAvgPool2d(7, 7),
 # timm's SelectAdaptivePool2d(flatten=False)), but they sit *after* the last feature map.
@@ -173,25 +174,3 @@ def as_batch(x: torch.Tensor, single: bool = False) -> torch.Tensor:
     if single and x.shape[0] != 1:
         raise VistrainError(f"expected a single image, got a batch of {x.shape[0]}; pass x[i:i+1]")
     return x
-
-
-def new_figure(figsize: tuple[float, float]):
-    """A matplotlib Figure on its own Agg canvas.
-
-    Unlike ``pyplot.figure`` this touches no global state: no backend switch in the caller's
-    notebook, no figure registry to leak, safe from worker threads.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: matplotlib is heavy
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def save_figure(fig, path) -> Path:
-    """Write ``fig`` as a PNG at ``path`` (parent folders created); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path

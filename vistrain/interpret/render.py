@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from vistrain.errors import VistrainError
-from vistrain.interpret._utils import new_figure, save_figure
+from vistrain.evaluation.png import new_figure, save_figure
 
 
 def save_cam_figure(image_uint8, cams: dict, path, title: str | None = None,
