@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
-
 from vistrain.cli.common import print_json
+from vistrain.cli.jobs import job
 from vistrain.cli.main import DeprecatedAlias
 
 
@@ -33,38 +32,12 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def pick(labels, n: int, seed: int) -> list[int]:
-    """``n`` indices, round-robin over the classes (seeded order within each class)."""
-    import numpy as np
-    rng = np.random.default_rng(seed)
-    labels = np.asarray(labels)
-    pools = [list(rng.permutation(np.flatnonzero(labels == c))) for c in np.unique(labels)]
-    out: list[int] = []
-    while len(out) < n and any(pools):
-        for pool in pools:
-            if pool and len(out) < n:
-                out.append(int(pool.pop(0)))
-    return out
-
-
 def run(args) -> int:
-    from vistrain.config import AugmentConfig
-    from vistrain.data.scan import scan_folder
-    from vistrain.errors import VistrainError
-    from vistrain.report.augment_preview import augment_preview
-    if args.n < 1 or args.k < 1:
-        raise VistrainError("--n and --k must be >= 1")
-    index = scan_folder(args.data)
-    idx = pick(index.labels, args.n, args.seed)
-    if (args.mixup > 0 or args.cutmix > 0) and len(idx) < 2:
-        raise VistrainError("mixup/cutmix mix images with each other: use --n 2 or more")
-    cfg = AugmentConfig(preset=args.augment, mixup=args.mixup, cutmix=args.cutmix, policy=args.policy,
-                        jitter=args.jitter)
-    out = augment_preview([index.paths[i] for i in idx], [index.labels[i] for i in idx], index.classes,
-                          cfg, args.size, args.out, n=len(idx), k=args.k, seed=args.seed)
+    out = job("preview").augment_preview(args.data, out=args.out, augment=args.augment, mixup=args.mixup,
+                                         cutmix=args.cutmix, policy=args.policy, jitter=args.jitter,
+                                         n=args.n, k=args.k, size=args.size, seed=args.seed)
     if args.json:
-        print_json({"preview": str(out.resolve()), "images": [str(index.paths[i]) for i in idx],
-                    "augment": asdict(cfg), "size": args.size, "k": args.k, "seed": args.seed})
+        print_json(out)
     else:
-        print(f"augmentation preview: {out.resolve()}")
+        print(f"augmentation preview: {out['preview']}")
     return 0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from vistrain.cli.common import print_json
+from vistrain.cli.jobs import job
 
 
 def register(sub) -> None:
@@ -19,42 +20,11 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def sample_paths(index, n: int, seed: int) -> list:
-    """``n`` paths, round-robin over the classes, random (seeded) within each class."""
-    import numpy as np
-    rng = np.random.default_rng(seed)
-    per_class = []
-    for k in range(len(index.classes)):
-        idx = [i for i, lab in enumerate(index.labels) if lab == k]
-        per_class.append(list(rng.permutation(idx)))
-    out = []
-    while len(out) < n and any(per_class):
-        for lst in per_class:
-            if lst and len(out) < n:
-                out.append(index.paths[lst.pop(0)])
-    return out
-
-
 def run(args) -> int:
-    from dataclasses import replace
-    from pathlib import Path
-
-    from vistrain.data.io import is_image_file
-    from vistrain.data.scan import scan_folder
-    from vistrain.data.stats import default_preprocess
-    from vistrain.errors import VistrainError
-    from vistrain.report.preprocess_preview import preview_preprocessing
-    if args.n < 1:
-        raise VistrainError(f"--n must be at least 1, got {args.n}")
-    data = Path(args.data)
-    paths = [data] if data.is_file() and is_image_file(data) else sample_paths(scan_folder(data), args.n, args.seed)
-    pre = default_preprocess(args.model)
-    if args.size:
-        pre = replace(pre, size=args.size)
-    out = preview_preprocessing(paths, pre, args.out).resolve()
+    out = job("preview").preview(args.data, out=args.out, model=args.model, n=args.n, size=args.size,
+                                 seed=args.seed)
     if args.json:
-        print_json({"preview": str(out), "images": [str(p) for p in paths],
-                    "preprocess": pre.to_dict(), "describe": pre.describe()})
+        print_json(out)
     else:
-        print(f"preview: {out} ({len(paths)} images; {pre.describe()})")
+        print(f"preview: {out['preview']} ({len(out['images'])} images; {out['describe']})")
     return 0

@@ -1,6 +1,9 @@
 """``vistrain stats DATA``: exact per-channel mean/std after the resize training uses."""
 from __future__ import annotations
 
+from vistrain.cli.common import print_json
+from vistrain.cli.jobs import job
+
 
 def register(sub) -> None:
     p = sub.add_parser("stats", help="exact per-channel mean/std of an image folder",
@@ -21,30 +24,15 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from dataclasses import replace
-
-    from vistrain.cli.common import print_json
-    from vistrain.data.scan import scan_folder
-    from vistrain.data.stats import compute_stats, default_preprocess
-    from vistrain.errors import VistrainError
-    if args.size is not None and args.size < 0:
-        raise VistrainError(f"--size must be >= 0 (0: native size), got {args.size}")
-    index = scan_folder(args.data)
-    pre = default_preprocess(args.model)
-    if args.grayscale:
-        pre = replace(pre, channels=1)
-    st = compute_stats(index.paths, pre, size=args.size, workers=args.workers,
-                       cache_dir=None if args.no_cache else "auto")
+    out = job("stats").stats(args.data, model=args.model, size=args.size, grayscale=args.grayscale,
+                             workers=args.workers, cache=not args.no_cache)
     if args.json:
-        d = st.to_dict()
-        d.update(data=str(index.root), resize=None if not st.size else
-                 {"size": st.size, "mode": pre.resize_mode, "interpolation": pre.interpolation,
-                  "crop_pct": pre.crop_pct})
-        print_json(d)
-    else:
-        print(f"{index.root}: " + st.describe())
-        if st.size:
-            print(f"resize: {pre.resize_mode} {st.size}, {pre.interpolation}, crop_pct {pre.crop_pct}")
-        print("use: --normalize explicit --set preprocess.mean=[...] --set preprocess.std=[...] "
-              "(or --normalize dataset, computed on the training split only)")
+        print_json({k: v for k, v in out.items() if k != "describe"})
+        return 0
+    print(f"{out['data']}: {out['describe']}")
+    if out["resize"]:
+        r = out["resize"]
+        print(f"resize: {r['mode']} {r['size']}, {r['interpolation']}, crop_pct {r['crop_pct']}")
+    print("use: --normalize explicit --set preprocess.mean=[...] --set preprocess.std=[...] "
+          "(or --normalize dataset, computed on the training split only)")
     return 0
