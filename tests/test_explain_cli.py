@@ -55,7 +55,7 @@ def test_explain_writes_and_prints_overlays(run_and_images, tmp_path, capsys):
 
 
 def test_explain_leaves_no_hooks_and_same_flags(run_and_images, tmp_path):
-    from vistrain.cli.explain import explain_images
+    from vistrain.workflows.explain import explain_images
     from vistrain.predictor import Classifier
     run, images = run_and_images
     clf = Classifier.from_run(run)
@@ -89,7 +89,7 @@ def test_errors_are_one_line_with_the_fix(run_and_images, tmp_path, capsys):
 
 
 def test_resolve_class():
-    from vistrain.cli.explain import resolve_class
+    from vistrain.workflows.explain import resolve_class
     assert resolve_class(None, ["a", "b"]) is None
     assert resolve_class("B", ["a", "b"]) == 1 and resolve_class("0", ["a", "b"]) == 0
     with pytest.raises(VistrainError):
@@ -99,7 +99,7 @@ def test_resolve_class():
 def test_vit_writes_attention_and_rollout(run_and_images, tmp_path, capsys):
     import timm
 
-    from vistrain.cli.explain import explain_images
+    from vistrain.workflows.explain import explain_images
     from vistrain.predictor import Classifier
     _, images = run_and_images
     torch.manual_seed(0)

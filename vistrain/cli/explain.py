@@ -5,12 +5,9 @@ parses the arguments and prints the written PNG paths (``--json``: one JSON docu
 """
 from __future__ import annotations
 
-import importlib
-
 from vistrain.cli.common import print_json
+from vistrain.cli.jobs import job
 from vistrain.errors import VistrainError
-
-_MOVED = ("explain_images", "explain_each", "resolve_class")  # now in vistrain.workflows.explain
 
 
 def register(sub) -> None:
@@ -35,7 +32,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from vistrain.workflows import explain as job  # torch loads only when a verb runs
+    work = job("explain")
     images, run_dir = list(args.images), args.run_dir
     if args.model and run_dir:  # with --model the first positional is an image too
         images.insert(0, run_dir)
@@ -44,11 +41,11 @@ def run(args) -> int:
         raise VistrainError("give a run directory (or --model NAME) and image files: "
                             "vistrain explain RUN_DIR IMAGE...")
     if args.list_layers:
-        clf = job.load_classifier(run_dir, model=args.model, weights=args.weights, device=args.device)
-        return print_layers(job.cam_layers(clf), args.json)
+        clf = work.load_classifier(run_dir, model=args.model, weights=args.weights, device=args.device)
+        return print_layers(work.cam_layers(clf), args.json)
     if not images:
         raise VistrainError("no image files given: vistrain explain RUN_DIR IMAGE...")
-    result = job.explain(run_dir, images, model=args.model, weights=args.weights, method=args.method,
+    result = work.explain(run_dir, images, model=args.model, weights=args.weights, method=args.method,
                          target=args.target, layer=args.layer, feature_maps=args.feature_maps,
                          out=args.out, device=args.device)
     if args.json:
@@ -76,9 +73,3 @@ def print_layers(layers: list[dict], as_json: bool) -> int:
         print(f"{layer['name']:40s} {layer['kind']:24s} {'x'.join(map(str, layer['shape']))}{mark}")
     return 0
 
-
-def __getattr__(name: str):
-    # kept importable from here (their old home) without loading torch at `vistrain --help`
-    if name in _MOVED:
-        return getattr(importlib.import_module("vistrain.workflows.explain"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
