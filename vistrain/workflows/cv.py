@@ -23,6 +23,7 @@ from vistrain.device import Runtime
 from vistrain.errors import VistrainError
 from vistrain.evaluation.cv import fold_dir, fold_finished, make_folds
 from vistrain.evaluation.figures import write_eval_figures
+from vistrain.evaluation.label_issues import write_label_issues
 from vistrain.evaluation.metrics import compute_metrics, summarize_folds
 from vistrain.models import create
 from vistrain.report.cv_report import build_cv_report
@@ -173,7 +174,8 @@ def run_cv(cfg, out_dir, *, folds: int = 5, fold: int | None = None, resume: boo
 
 
 def aggregate(out: Path, index, spec: dict) -> dict:
-    """Collect the finished folds: OOF predictions, per-fold + pooled metrics, figures, report."""
+    """Collect the finished folds: OOF predictions, per-fold + pooled metrics, label issues,
+    figures, report."""
     out = Path(out)
     k, classes = spec["k"], index.classes
     oof, fold_rows, fold_metrics, given_metrics = [], [], [], []
@@ -211,6 +213,10 @@ def aggregate(out: Path, index, spec: dict) -> dict:
     if given_metrics:
         result["given_test_summary"] = summarize_folds(given_metrics)
     _write_json(out / "oof_predictions.json", {"classes": classes, "predictions": oof})
+    # only out-of-fold probabilities can contradict a label: each model never saw these images
+    result["label_issues"] = write_label_issues(out, y, probs, classes, root=index.root,
+                                                files=[r["file"] for r in oof],
+                                                folds=[r["fold"] for r in oof])
     _write_json(out / "cv_metrics.json", result, indent=1)
     write_eval_figures(out, y, probs, classes, pooled, prefix="oof_")
     build_cv_report(out)
