@@ -11,7 +11,10 @@ itself calls, in ``vistrain/workflows/``)::
     print(vistrain.evaluate("runs/demo", "other_images")["accuracy"])
 
 ``train``, ``load``, ``predict``, ``evaluate``, ``cv``, ``compare``, ``explain``, ``check`` and
-``lr_find`` can be called any number of times in one process.  Log lines (one per epoch) appear
+``lr_find`` can be called any number of times in one process.  Their keyword settings are the
+command line's flags (``batch_size=64`` is ``--batch-size 64``, one table for both):
+``vistrain.make_config(data, **settings)`` returns the config a job would train with, the one
+``vistrain train DATA [flags] --print-config`` prints.  Log lines (one per epoch) appear
 on stderr without any logging setup; an application that configures logging keeps control.
 
 The functions are imported on first use (PEP 562): ``import vistrain``, ``vistrain --help`` and
@@ -27,10 +30,10 @@ __version__ = "0.1.0"
 # of a module or subpackage of vistrain: importing that module would replace the function.
 _API = {"train": "train", "load": "predict", "predict": "predict", "evaluate": "evaluate",
         "cv": "cv", "compare": "compare", "explain": "explain", "check": "check",
-        "lr_find": "lr_find", "default_out_dir": "common"}
+        "lr_find": "lr_find", "default_out_dir": "common", "make_config": "common"}
 
 __all__ = ["train", "load", "predict", "evaluate", "cv", "compare", "explain", "check", "lr_find",
-           "__version__"]
+           "make_config", "__version__"]
 
 
 def __getattr__(name: str):

@@ -1,28 +1,23 @@
 """What every job shares: a config from keyword settings, default output folders, log lines.
 
 Example:
-    >>> from vistrain.workflows.common import make_config
-    >>> cfg = make_config("examples/fashion-mnist-small", None, {"epochs": 3, "optim": {"name": "sgd"}})
-    >>> cfg.train.epochs, cfg.optim.name, cfg.data.root
-    (3, 'sgd', 'examples/fashion-mnist-small')
+    >>> import vistrain
+    >>> cfg = vistrain.make_config("examples/fashion-mnist-small", epochs=3, optim={"name": "sgd"})
+    >>> cfg.train.epochs, cfg.optim.name, cfg.data.root.endswith("examples/fashion-mnist-small")
+    (3, 'sgd', True)
 """
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from vistrain.config import TrainConfig, update_section
+from vistrain.config import TrainConfig
+from vistrain.config.settings import apply_settings
 from vistrain.errors import VistrainError
-
-# keyword shortcut -> (config section, field); whole sections go as dicts (optim={"name": "sgd"})
-SHORTCUTS = {"model": ("model", "name"), "epochs": ("train", "epochs"), "strategy": ("strategy", "name"),
-             "lr": ("optim", "lr"), "batch_size": ("data", "batch_size"), "seed": ("train", "seed"),
-             "augment": ("augment", "preset"), "pretrained": ("model", "pretrained"),
-             "weights": ("model", "weights"), "device": ("train", "device")}
-
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -42,11 +37,12 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def as_config(config) -> TrainConfig:
-    """``None`` (defaults), a :class:`TrainConfig`, a dict of sections or a YAML path -> a config."""
+    """``None`` (defaults), a :class:`TrainConfig` (copied: the caller's stays as it is), a dict
+    of sections or a YAML path -> a config."""
     if config is None:
         return TrainConfig()
     if isinstance(config, TrainConfig):
-        return config
+        return copy.deepcopy(config)
     if isinstance(config, dict):
         return TrainConfig.from_dict(config)
     if isinstance(config, (str, Path)):
@@ -55,30 +51,33 @@ def as_config(config) -> TrainConfig:
                         f"got {type(config).__name__}")
 
 
-def apply_shortcuts(cfg: TrainConfig, settings: dict[str, Any]) -> None:
-    """Set the :data:`SHORTCUTS` and whole sections given as dicts; ``None`` values are ignored."""
-    for key, value in settings.items():
-        if value is None:
-            continue
-        if key in SHORTCUTS:
-            section, field = SHORTCUTS[key]
-            setattr(getattr(cfg, section), field, value)
-        elif hasattr(cfg, key) and isinstance(value, dict):
-            update_section(getattr(cfg, key), value, key)
-        else:
-            raise VistrainError(f"unknown setting {key!r}; use one of {', '.join(sorted(SHORTCUTS))} "
-                                "or a whole section as a dict, e.g. optim={'name': 'sgd'}")
+def make_config(data=None, /, config=None, settings: dict[str, Any] | None = None,
+                **keywords: Any) -> TrainConfig:
+    """The resolved, validated config of a job (``vistrain.make_config``): ``config``, then the
+    keyword settings, then the image folder ``data``; what ``vistrain train DATA [flags]
+    --print-config`` prints (``.to_yaml()`` is the same text) and what the jobs train with.
 
+    Args:
+        data: the image folder; stored absolute, as a run's config.yaml records it.
+        config: a :class:`TrainConfig` (not changed), a dict of sections or a YAML path.
+        settings: keyword settings as one dict (how the jobs pass their ``**settings`` on).
+        keywords: the flags' keywords (:data:`vistrain.config.settings.SETTINGS`: ``model``,
+            ``epochs``, ``lr``, ``batch_size``, ``augment``, ``norm``, ``pretrained=False``, ...)
+            or whole sections as dicts (``optim={"name": "sgd"}``), applied after the keywords
+            as ``--set`` after the flags.  ``None`` means "not given".
 
-def make_config(data, config, settings: dict[str, Any]) -> TrainConfig:
-    """The job's config: ``config`` (see :func:`as_config`), then ``settings``, then ``data``;
-    resolved and validated (:meth:`TrainConfig.check`: e.g. a from-scratch ``vistrain/<name>``
-    model trains every layer unless ``strategy`` says otherwise), as on the command line.
+    ``data`` is positional, so the keyword ``data`` is free for the ``data`` section
+    (``data={"num_workers": 2}``); given a path instead, it is the folder.  Defaults that depend
+    on other settings (a from-scratch ``vistrain/<name>`` model fine-tunes every layer, without
+    pretrained weights) come from :meth:`TrainConfig.check`, as on the command line.
 
-    The jobs take the image folder positionally, so the keyword ``data`` is free for the ``data``
-    section (``data={"num_workers": 2}``); given a path instead, it is the folder.
+    Example:
+        >>> import vistrain
+        >>> cfg = vistrain.make_config("data", model="vistrain/resnet20", epochs=5)
+        >>> cfg.strategy.name, cfg.model.pretrained, cfg.train.epochs
+        ('finetune', False, 5)
     """
-    settings = dict(settings)
+    settings = {**(settings or {}), **keywords}
     keyword = settings.pop("data", None)
     if isinstance(keyword, (str, Path)):
         if data is not None and Path(data) != Path(keyword):
@@ -87,9 +86,9 @@ def make_config(data, config, settings: dict[str, Any]) -> TrainConfig:
     cfg = as_config(config)
     if keyword is not None:
         settings["data"] = keyword  # a dict: the data section, applied with the others
-    apply_shortcuts(cfg, settings)
+    apply_settings(cfg, settings)
     if data is not None:
-        cfg.data.root = str(data)
+        cfg.data.root = str(Path(data).expanduser().resolve())
     if not cfg.data.root:
         raise VistrainError("no data folder given: pass the image folder DATA/<class>/<image>")
     return cfg.check()

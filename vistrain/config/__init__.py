@@ -11,6 +11,8 @@ what is allowed) and the command line takes its ``choices=`` from the same table
 others (from-scratch ``vistrain/<name>`` models train every layer, without pretrained weights).
 ``from_dict``/``load`` validate; entry points (the CLI's ``config_from_args``, the Python API and
 ``run_training``, before it writes anything) call :meth:`TrainConfig.check`: resolve, then validate.
+The settings that both the command line (as flags) and the Python API (as keywords) take are one
+table, :data:`vistrain.config.settings.SETTINGS`.
 
 Example:
     >>> from vistrain.config import TrainConfig, choices
@@ -310,9 +312,8 @@ class TrainConfig:
             raise VistrainError(f"a config is a mapping of sections (data, model, train, ...), "
                                 f"got {type(values).__name__}")
         for section, items in (values or {}).items():
-            if not hasattr(cfg, section) or section.startswith("_"):
-                raise VistrainError(f"unknown config section {section!r}; valid: "
-                                    f"{', '.join(f.name for f in dataclasses.fields(cls))}")
+            if section not in SECTIONS:
+                raise VistrainError(f"unknown config section {section!r}; valid: {', '.join(SECTIONS)}")
             if items is not None and not isinstance(items, dict):
                 raise VistrainError(f"config section {section!r} must be a mapping of settings, "
                                     f"got {items!r}")
@@ -337,6 +338,9 @@ class TrainConfig:
         atomic_write_text(path, self.to_yaml())
 
 
+SECTIONS = tuple(f.name for f in dataclasses.fields(TrainConfig))  # data, preprocess, ... logging
+
+
 def update_section(section: Any, items: dict[str, Any], name: str) -> None:
     """Set ``items`` on a dataclass section, with a clear error for an unknown key."""
     valid = {f.name for f in dataclasses.fields(section)}
@@ -350,9 +354,7 @@ def update_section(section: Any, items: dict[str, Any], name: str) -> None:
 def parse_value(key: str, raw: str):
     """The value of ``--set KEY=RAW``: YAML (numbers, lists, null, true/false), except that a text
     setting keeps the text as given (``cache=off`` is "off", not YAML's boolean false)."""
-    section, _, name = key.partition(".")
-    cls = type(getattr(TrainConfig(), section, None))
-    hint = typing.get_type_hints(cls).get(name.replace("-", "_")) if dataclasses.is_dataclass(cls) else None
+    hint = type_hint(key.replace("-", "_"))
     base = [a for a in typing.get_args(hint) if a is not type(None)] if hint is not None else []
     textual = hint is str or typing.get_origin(hint) is Literal or (
         len(base) == 1 and (base[0] is str or typing.get_origin(base[0]) is Literal))
@@ -366,9 +368,15 @@ def parse_value(key: str, raw: str):
 
 def choices(key: str) -> tuple[str, ...]:
     """The allowed values of a choice setting, e.g. ``choices("strategy.name")``."""
+    return _literal_values(type_hint(key))
+
+
+def type_hint(key: str):
+    """The type of setting ``SECTION.FIELD``, e.g. ``int | None`` for ``"preprocess.size"``;
+    None for an unknown key."""
     section, _, name = key.partition(".")
-    cls = type(getattr(TrainConfig(), section))
-    return _literal_values(typing.get_type_hints(cls)[name])
+    cls = type(getattr(TrainConfig(), section, None))
+    return typing.get_type_hints(cls).get(name) if dataclasses.is_dataclass(cls) else None
 
 
 def _literal_values(hint) -> tuple:

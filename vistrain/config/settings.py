@@ -1,0 +1,152 @@
+"""The one table of settings behind both entry points: command-line flags and API keywords.
+
+Each :class:`Setting` names an API keyword (``batch_size``), its flag (``--batch-size``) and the
+config key it sets (``data.batch_size``); its type, choices and default come from the config's
+own field (:mod:`vistrain.config`), so the table cannot drift from what
+:meth:`TrainConfig.validate` accepts.  ``vistrain.cli.common`` builds the flags of ``train``,
+``cv``, ``compare``, ``check`` and ``lr-find`` from :data:`SETTINGS`; the Python API
+(``vistrain.workflows.common.make_config``) applies its keywords with :func:`apply_settings`,
+so both resolve identical configs.  Anything else goes through ``--set SECTION.KEY=VALUE`` on
+the command line and whole sections as dicts in Python (``optim={"name": "sgd"}``).
+
+Example:
+    >>> from vistrain.config import TrainConfig
+    >>> from vistrain.config.settings import apply_settings, setting
+    >>> setting("cpu_amp").option, setting("cpu_amp").choices
+    ('--cpu-amp', ('off', 'auto', 'bf16'))
+    >>> apply_settings(TrainConfig(), {"model": "vistrain/resnet20"}).check().strategy.name
+    'finetune'
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from vistrain.config import SECTIONS, TrainConfig, choices, type_hint, update_section
+from vistrain.errors import VistrainError
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One entry of :data:`SETTINGS`: the API keyword ``name`` and the flag :attr:`option` set the
+    config key ``key``.  Type, choices and default come from the config's own field, so the table
+    cannot drift from what :meth:`TrainConfig.validate` accepts.
+
+    ``help`` may name ``{default}`` (this field's default) or ``{cfg}`` (a default config).
+    ``const`` makes a switch: the flag takes no value and sets ``const`` (``--no-pretrained``);
+    the keyword takes any value of the field (``pretrained=False``).
+
+    Example:
+        >>> s = setting("batch_size")
+        >>> s.option, s.key, s.type.__name__, s.default, s.choices
+        ('--batch-size', 'data.batch_size', 'int', 32, ())
+        >>> setting("strategy").choices
+        ('feature-extraction', 'finetune', 'gradual', 'auto')
+    """
+    name: str
+    key: str
+    help: str
+    flag: str = ""           # default: --<name, with - for _>
+    const: Any = None
+
+    @property
+    def option(self) -> str:
+        return self.flag or "--" + self.name.replace("_", "-")
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return choices(self.key)
+
+    @property
+    def type(self) -> type:
+        """The field's type without ``None``; str for a choice."""
+        hint = type_hint(self.key)
+        if type(None) in typing.get_args(hint):  # X | None
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        return str if typing.get_origin(hint) is Literal else hint
+
+    @property
+    def default(self):
+        section, _, name = self.key.partition(".")
+        return getattr(getattr(TrainConfig(), section), name)
+
+    def describe(self) -> str:
+        """The help text with the defaults filled in."""
+        return self.help.format(default=self.default, cfg=TrainConfig())
+
+    def apply(self, cfg: "TrainConfig", value) -> None:
+        section, _, name = self.key.partition(".")
+        setattr(getattr(cfg, section), name, value)
+
+
+# Order: as ``--help`` lists them.  A new entry is a new flag and a new keyword at once.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("model", "model.name", "timm model name or vistrain/<name> (default {default})"),
+    Setting("epochs", "train.epochs", "number of epochs (>= 1; default {default})"),
+    Setting("strategy", "strategy.name",
+            "default: finetune for vistrain/<name> models, feature-extraction otherwise"),
+    Setting("lr", "optim.lr", "base learning rate (default: chosen by strategy)"),
+    Setting("batch_size", "data.batch_size", "images per batch (default {default})"),
+    Setting("seed", "train.seed", "seed of initialisation and shuffling (default {default}; the "
+            "split has its own, data.split_seed, default {cfg.data.split_seed})"),
+    Setting("augment", "augment.preset", "augmentation preset (default {default})"),
+    Setting("mixup", "augment.mixup", "mixup Beta(alpha, alpha); 0 disables (default {default})"),
+    Setting("cutmix", "augment.cutmix", "cutmix Beta(alpha, alpha); 0 disables (default {default})"),
+    Setting("jitter", "augment.jitter", "colour jitter: one colour matrix per image (default, fast) "
+            "or the exact sequential steps with HSV hue (as torchvision)"),
+    Setting("pretrained", "model.pretrained", "random initialisation", flag="--no-pretrained",
+            const=False),
+    Setting("weights", "model.weights", "pretrained weights file (.safetensors or state dict)"),
+    Setting("normalize", "preprocess.normalize", "normalization (default {default}: the model's "
+            "own statistics when pretrained, the training split's otherwise)"),
+    # from-scratch vistrain/<name> models; names as in vistrain.models.{norms,layers}
+    Setting("norm", "model.norm", "normalization layer of a vistrain/<name> model (default {default})"),
+    Setting("act", "model.act", "activation of a vistrain/<name> model (default {default})"),
+    Setting("init", "model.init", "weight initialisation of a vistrain/<name> model (default {default})"),
+    Setting("on_bad_image", "data.on_bad_image",
+            "unreadable files: skip and list them, or stop (default {default})"),
+    Setting("max_image_pixels", "data.max_image_pixels",
+            "refuse larger images as decompression bombs (default {default})"),
+    Setting("device", "train.device", "auto | cpu | cuda | cuda:N (default {default})"),
+    Setting("cpu_amp", "train.cpu_amp", "bfloat16 autocast + channels_last on the CPU (default "
+            "{default}; auto = only where the CPU does bf16 natively, e.g. AMX: ~2-5x faster)"),
+    Setting("host_memory", "train.host_memory", "reuse: let glibc keep freed memory for the next "
+            "batch (~9 % faster CPU epochs, ~20 % more peak memory; default {default})"),
+)
+
+
+def setting(name: str) -> Setting:
+    """The :data:`SETTINGS` entry of keyword ``name``."""
+    return next(s for s in SETTINGS if s.name == name)
+
+
+def apply_settings(cfg: TrainConfig, settings: dict[str, Any]) -> TrainConfig:
+    """Set keyword ``settings`` on ``cfg`` (in place; returns it): the :data:`SETTINGS` first,
+    then whole sections given as dicts (``optim={"name": "sgd"}``; ``model`` and ``augment`` are
+    both a keyword and a section: a dict means the section), as the command line applies its
+    flags before ``--set``.  ``None`` means "not given".  Not validated: call :meth:`check`.
+
+    Example:
+        >>> cfg = apply_settings(TrainConfig(), {"epochs": 3, "optim": {"name": "sgd"}})
+        >>> cfg.train.epochs, cfg.optim.name
+        (3, 'sgd')
+    """
+    table = {s.name: s for s in SETTINGS}
+    for key in settings:
+        if key not in table and key not in SECTIONS:
+            raise VistrainError(f"unknown setting {key!r}; valid: {', '.join(table)}, or a whole "
+                                f"section as a dict ({', '.join(SECTIONS)}), e.g. optim={{'name': 'sgd'}}")
+    as_section = {k: v for k, v in settings.items() if isinstance(v, dict) or k not in table}
+    for key, value in settings.items():
+        if value is not None and key not in as_section:
+            table[key].apply(cfg, value)
+    for key, value in as_section.items():
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise VistrainError(f"{key}={value!r}: a whole section is a dict of its settings, "
+                                f"e.g. {key}={{'{dataclasses.fields(getattr(cfg, key))[0].name}': ...}}")
+        update_section(getattr(cfg, key), value, key)
+    return cfg
