@@ -4,6 +4,11 @@
 image, or a list mixing these.  A file that cannot be read does not stop the others: its entry
 carries ``"error"`` (the reason) instead of ``"top"``.
 
+The probabilities come from one of two engines (``Classifier.engine``): the run's PyTorch model
+(``"torch"``) or its ONNX export run by ONNX Runtime (``"onnxruntime"``, ``"onnxruntime-int8"``;
+see :mod:`vistrain.deploy.engine`); ``from_run(..., engine="auto")`` takes ONNX Runtime on the CPU
+when the run has an up-to-date export.  Both are fed by the same :meth:`Preprocess.pixels`.
+
 Example:
     >>> import vistrain
     >>> clf = vistrain.load("runs/demo")                      # doctest: +SKIP
@@ -22,6 +27,7 @@ from PIL import Image
 
 from vistrain.artifact import load_model
 from vistrain.data.io import IMAGE_EXTENSIONS, is_image_file
+from vistrain.deploy.engine import OrtEngine, open_engine
 from vistrain.errors import ImageLoadError, VistrainError
 from vistrain.models import create
 from vistrain.progress import progress_bar
@@ -71,19 +77,36 @@ def image_entries(images) -> list[ImageEntry]:
 
 
 class Classifier:
-    """A model, its class names and its preprocessing; ``predict`` takes files, folders or PIL images."""
+    """A model, its class names and its preprocessing; ``predict`` takes files, folders or PIL images.
+
+    ``engine`` is ``"torch"`` or the name of the ONNX Runtime engine (``session``) that computes
+    the probabilities; ``model`` is the PyTorch model either way (explanations need it).
+    """
 
     def __init__(self, model: torch.nn.Module, classes: list[str], preprocess: Preprocess,
-                 *, source: str = "", device: str = "cpu"):
+                 *, source: str = "", device: str = "cpu", session: OrtEngine | None = None):
         self.model = model.to(device).eval()
         self.classes, self.preprocess, self.source = classes, preprocess, source
         self.device = torch.device(device)
+        self.session = session
+        self.engine = session.name if session is not None else "torch"
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, device: str = "cpu") -> "Classifier":
+    def from_run(cls, run_dir: str | Path, device: str = "cpu", engine: str = "auto",
+                 threads: int | None = None) -> "Classifier":
+        """The run's classifier; ``engine``: auto | torch | onnxruntime | onnxruntime-int8
+        (auto: ONNX Runtime when ``device`` is the CPU and ``RUN/export/model.onnx`` matches the
+        run's weights, else torch); ``threads``: ONNX Runtime threads (default torch's).
+
+        Example:
+            >>> clf = Classifier.from_run("runs/demo", engine="auto")   # doctest: +SKIP
+            >>> clf.engine                                              # doctest: +SKIP
+            'onnxruntime'
+        """
         model, meta = load_model(run_dir, device=device)
+        session = open_engine(run_dir, meta, engine, device=device, threads=threads)
         return cls(model, meta["classes"], Preprocess.from_dict(meta["preprocess"]),
-                   source=str(run_dir), device=device)
+                   source=str(run_dir), device=device, session=session)
 
     @classmethod
     def from_pretrained(cls, name: str, *, weights: str | None = None, device: str = "cpu") -> "Classifier":
@@ -104,6 +127,8 @@ class Classifier:
     @torch.no_grad()
     def _probabilities(self, pixels: list[torch.Tensor]) -> np.ndarray:
         """``(N, K)`` softmax of the model on ``N`` uint8 ``(C, S, S)`` images."""
+        if self.session is not None:  # the graph normalizes inside, from the same uint8 pixels
+            return self.session.probabilities(torch.stack(pixels).cpu())
         x = self.preprocess.normalize(torch.stack(pixels).to(self.device))
         return self.model(x).float().softmax(1).cpu().numpy()
 

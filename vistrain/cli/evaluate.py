@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from vistrain.cli.common import print_json
+from vistrain.cli.jobs import job
 from vistrain.errors import VistrainError
 
 
@@ -18,20 +19,30 @@ def register(sub) -> None:
     p.add_argument("--out", metavar="DIR", help="save metrics.json, predictions.json and the figures "
                    "(confusion matrices, ROC, PR, reliability) in DIR")
     p.add_argument("--device", default="auto", help="auto (CUDA when there is one) | cpu | cuda | cuda:N")
+    add_engine_options(p)
     p.set_defaults(func=run)
+
+
+def add_engine_options(p) -> None:
+    """``--engine`` and ``--threads``, the same for every verb that predicts with a run."""
+    p.add_argument("--engine", default="auto",
+                   help="auto | torch | onnxruntime | onnxruntime-int8 (auto: ONNX Runtime on the "
+                        "CPU when `vistrain export` wrote an up-to-date RUN/export/model.onnx, else torch)")
+    p.add_argument("--threads", type=int, help="ONNX Runtime threads (default: torch's thread count)")
 
 
 def run(args) -> int:
     from vistrain.evaluation.metrics import format_table
-    from vistrain.workflows.evaluate import evaluate  # torch loads only when a verb runs
     if args.bootstrap < 0:
         raise VistrainError(f"--bootstrap {args.bootstrap}: must be >= 0 (0: no confidence intervals)")
-    metrics = evaluate(args.run_dir, args.data, bootstrap=args.bootstrap, out=args.out,
-                       device=args.device, progress=not args.json)
+    metrics = job("evaluate").evaluate(args.run_dir, args.data, bootstrap=args.bootstrap,
+                                       out=args.out, device=args.device, progress=not args.json,
+                                       engine=args.engine, threads=args.threads)
     if args.json:
         print_json(metrics)
         return 0
     print(format_table(metrics))
+    print(f"engine: {metrics['engine']}")
     for s in metrics["skipped_files"]:
         print(f"skipped {s['file']}: {s['reason']}")
     if args.out:

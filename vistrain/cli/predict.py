@@ -9,6 +9,8 @@ from __future__ import annotations
 import sys
 
 from vistrain.cli.common import print_json
+from vistrain.cli.evaluate import add_engine_options
+from vistrain.cli.jobs import job
 from vistrain.errors import VistrainError
 
 
@@ -25,11 +27,11 @@ def register(sub) -> None:
                    help="classes shown per image, 1 to the number of classes (more: all of them)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    add_engine_options(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from vistrain.workflows.predict import predict  # torch loads only when a verb runs
     images = list(args.images)
     run_dir = args.run_dir
     if args.model and run_dir:  # with --model the first positional is an image too
@@ -43,8 +45,9 @@ def run(args) -> int:
                             "vistrain predict RUN_DIR IMAGE|FOLDER...")
     if not images:
         raise VistrainError("no images given: vistrain predict RUN_DIR IMAGE|FOLDER...")
-    result = predict(run_dir, images, model=args.model, weights=args.weights, top_k=args.top_k,
-                     device=args.device, progress=not args.json)
+    result = job("predict").predict(run_dir, images, model=args.model, weights=args.weights,
+                                    top_k=args.top_k, device=args.device, progress=not args.json,
+                                    engine=args.engine, threads=args.threads)
     if result["n_predicted"] == 0:
         first = result["predictions"][0]
         raise VistrainError(f"none of the {len(result['predictions'])} images could be predicted; "

@@ -17,10 +17,13 @@ from vistrain.artifact import load_model, read_meta
 from vistrain.data.cache import build_pixel_cache
 from vistrain.data.loader import ArrayBatches
 from vistrain.data.scan import ImageIndex, scan_folder
+from vistrain.deploy.engine import open_engine
+from vistrain.deploy.parity import batched
 from vistrain.device import Runtime
 from vistrain.errors import DataError
 from vistrain.evaluation.figures import write_eval_figures
 from vistrain.evaluation.metrics import compute_metrics
+from vistrain.predictor import Classifier
 from vistrain.training.loop import BatchPipeline, predict
 from vistrain.transforms.preprocess import Preprocess
 from vistrain.workflows.common import show_log_lines
@@ -28,13 +31,16 @@ from vistrain.workflows.common import show_log_lines
 
 def evaluate(run_dir: str | Path, data: str | Path, *, bootstrap: int = 1000,
              out: str | Path | None = None, batch_size: int = 64, device: str = "auto",
-             progress: bool = True) -> dict:
+             progress: bool = True, engine: str = "auto", threads: int | None = None) -> dict:
     """Every metric of the run on the folder ``data`` (``DATA/<class>/<image>``, class folders
     named as the run's classes; a class the run does not know is an error).
 
     Returns the dict of :func:`vistrain.evaluation.metrics.compute_metrics` (accuracy, per-class
     precision/recall/F1, AUCs, calibration, ``ci95`` from ``bootstrap`` resamples) plus
-    ``skipped_files`` (unreadable images).  ``out`` (a folder) receives ``metrics.json``,
+    ``skipped_files`` (unreadable images) and ``engine``, the one that computed the probabilities
+    (``engine``: auto | torch | onnxruntime | onnxruntime-int8, see
+    :meth:`vistrain.predictor.Classifier.from_run`; ``threads``: ONNX Runtime threads).
+    ``out`` (a folder) receives ``metrics.json``,
     ``predictions.json`` and the figures (confusion matrices, ROC, PR, reliability).
     ``device``: auto (CUDA when there is one) | cpu | cuda | cuda:N.
 
@@ -47,7 +53,8 @@ def evaluate(run_dir: str | Path, data: str | Path, *, bootstrap: int = 1000,
     show_log_lines()
     read_meta(run_dir)  # a missing or incomplete run fails before the data folder is decoded
     return evaluate_folder(run_dir, data, batch_size=batch_size, progress=progress,
-                           n_bootstrap=bootstrap, out_dir=out, device=device)
+                           n_bootstrap=bootstrap, out_dir=out, device=device, engine=engine,
+                           threads=threads)
 
 
 def check_classes(index: ImageIndex, classes: list[str]) -> np.ndarray:
@@ -63,14 +70,15 @@ def check_classes(index: ImageIndex, classes: list[str]) -> np.ndarray:
 
 def evaluate_folder(run_dir: str | Path, data: str | Path, *, batch_size: int = 64,
                     progress: bool = True, n_bootstrap: int = 1000, out_dir: str | Path | None = None,
-                    device: str = "auto") -> dict:
+                    device: str = "auto", engine: str = "auto", threads: int | None = None) -> dict:
     """All metrics (see :func:`vistrain.evaluation.metrics.compute_metrics`) of the run on ``data``.
 
     Class folders of ``data`` are matched to the model's classes by name; a folder the model
     does not know is an error (before any image is decoded), a class of the model missing from
     ``data`` is reported as absent.  With ``out_dir``: metrics.json, predictions.json (files,
     labels, probs) and the figures of :func:`vistrain.evaluation.figures.write_eval_figures`.
-    ``device``: auto | cpu | cuda | cuda:N (auto: CUDA when there is one).
+    ``device``: auto | cpu | cuda | cuda:N (auto: CUDA when there is one); ``engine``: see
+    :func:`evaluate` (ONNX Runtime gets the same uint8 pixels and normalizes inside its graph).
     """
     # the same predict() and BatchPipeline that training evaluates with
     # itself evaluates with, so the numbers agree exactly
@@ -80,6 +88,7 @@ def evaluate_folder(run_dir: str | Path, data: str | Path, *, batch_size: int = 
     index = scan_folder(data, min_classes=1)
     labels = check_classes(index, classes)
     model, meta = load_model(run_dir)
+    session = open_engine(run_dir, meta, engine, device=device, threads=threads)  # checked early
     pre = Preprocess.from_dict(meta["preprocess"])
     pixels, bad = build_pixel_cache(index.paths, pre.pixels, (pre.channels, pre.size, pre.size),
                                     progress=progress)
@@ -87,11 +96,17 @@ def evaluate_folder(run_dir: str | Path, data: str | Path, *, batch_size: int = 
     if len(keep) == 0:
         raise DataError(f"{index.root}: none of its {len(index.paths)} images could be read "
                         f"(first: {next(iter(bad.items()))[0]}: {next(iter(bad.items()))[1]})")
-    rt = Runtime.create(device)
-    model = rt.prepare_model(model)
-    batches = ArrayBatches(pixels, labels, batch_size=batch_size, indices=keep)
-    probs, y = predict(model, batches, BatchPipeline(normalize=pre.normalize), rt, progress=progress)
+    if session is None:
+        rt = Runtime.create(device)
+        model = rt.prepare_model(model)
+        batches = ArrayBatches(pixels, labels, batch_size=batch_size, indices=keep)
+        probs, y = predict(model, batches, BatchPipeline(normalize=pre.normalize), rt, progress=progress)
+    else:
+        clf = Classifier(model, classes, pre, source=str(run_dir), session=session)
+        probs = batched(lambda x: clf.predict_pixels(list(x)), pixels[keep], batch_size)
+        y = labels[keep]
     metrics = compute_metrics(y, probs, classes, n_bootstrap=n_bootstrap)
+    metrics["engine"] = session.name if session is not None else "torch"
     metrics["skipped_files"] = [{"file": f, "reason": r} for f, r in bad.items()]
     if out_dir is not None:
         write_evaluation(Path(out_dir), run_dir, index, keep, classes, y, probs, metrics)
