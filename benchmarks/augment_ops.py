@@ -26,8 +26,8 @@ import torch
 import torchvision
 from torchvision.transforms import v2
 
-from vistrain.transforms.augment import AugmentPipeline, ColorJitter, RandomHorizontalFlip, \
-    RandomResizedCrop
+from vistrain.transforms.ops import ColorJitter, RandomHorizontalFlip, RandomResizedCrop
+from vistrain.transforms.pipeline import AugmentPipeline
 
 JITTER = dict(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.05)
 

@@ -1,4 +1,4 @@
-"""Crop fast path of the geometric ops (vistrain.transforms.resample).
+"""Crop fast path of the geometric ops (vistrain.transforms.functional.resample).
 
 References: torchvision's ``resized_crop`` (the same torch kernels, so uint8 antialiased results
 are expected bit-identical) and vistrain's own ``grid_sample`` warp (bilinear without
@@ -9,8 +9,21 @@ from __future__ import annotations
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from vistrain.transforms import augment as A
-from vistrain.transforms.resample import crop_boxes, crop_resize
+from vistrain.device import Runtime
+from vistrain.training.loop import BatchPipeline
+from vistrain.transforms import pipeline
+from vistrain.transforms.functional import (
+    compose_thetas, crop_boxes, crop_resize, crop_resize_dense, crop_theta, flip_theta, from_work,
+    rotation_theta, scale_theta, to_work,
+)
+from vistrain.transforms.functional.geometry import _grid_sample
+from vistrain.transforms.normalize import normalize_batch
+from vistrain.transforms.ops import (
+    ColorJitter, RandomHorizontalFlip, RandomResizedCrop, RandomRotation, RandomVerticalFlip,
+    warp_ops,
+)
+from vistrain.transforms.pipeline import AugmentPipeline
+from vistrain.transforms.preprocess import Preprocess
 
 BILINEAR, BICUBIC = TF.InterpolationMode.BILINEAR, TF.InterpolationMode.BICUBIC
 
@@ -29,7 +42,7 @@ def diff(a, b) -> torch.Tensor:
 
 
 def random_boxes(n, h, w, seed=1):
-    op = A.RandomResizedCrop(None, scale=(0.1, 1.0))
+    op = RandomResizedCrop(None, scale=(0.1, 1.0))
     return op.make_params((n, 3, h, w), gen(seed))["box"]
 
 
@@ -37,22 +50,22 @@ class TestCropBoxes:
     def test_reads_back_crop_and_flip_matrices(self):
         boxes = random_boxes(50, 40, 52)
         hflip, vflip = torch.rand(50, generator=gen(2)) < 0.5, torch.rand(50, generator=gen(3)) < 0.5
-        theta = A.compose_thetas([A.crop_theta(boxes, (40, 52)), A.flip_theta(hflip, vflip)])
+        theta = compose_thetas([crop_theta(boxes, (40, 52)), flip_theta(hflip, vflip)])
         got, gh, gv = crop_boxes(theta, (40, 52))
         assert torch.equal(got, boxes.long()) and torch.equal(gh, hflip) and torch.equal(gv, vflip)
 
     def test_flip_before_crop_mirrors_the_box(self):
         boxes = torch.tensor([[2.0, 3.0, 10.0, 20.0]])
-        theta = A.compose_thetas([A.flip_theta(torch.tensor([True]), torch.tensor([False])),
-                                  A.crop_theta(boxes, (40, 52))])
+        theta = compose_thetas([flip_theta(torch.tensor([True]), torch.tensor([False])),
+                                  crop_theta(boxes, (40, 52))])
         got, gh, gv = crop_boxes(theta, (40, 52))
         assert got.tolist() == [[2, 52 - 3 - 20, 10, 20]] and gh.tolist() == [True]
 
     def test_not_a_crop_is_none(self):
-        assert crop_boxes(A.rotation_theta(torch.tensor([0.0, 10.0]), (40, 52)), (40, 52)) is None
-        half_pixel = A.crop_theta(torch.tensor([[0.5, 0.0, 10.0, 10.0]]), (40, 52))
+        assert crop_boxes(rotation_theta(torch.tensor([0.0, 10.0]), (40, 52)), (40, 52)) is None
+        half_pixel = crop_theta(torch.tensor([[0.5, 0.0, 10.0, 10.0]]), (40, 52))
         assert crop_boxes(half_pixel, (40, 52)) is None
-        zoom_out = A.scale_theta(torch.tensor([0.8]))  # the box reaches outside the image
+        zoom_out = scale_theta(torch.tensor([0.8]))  # the box reaches outside the image
         assert crop_boxes(zoom_out, (40, 52)) is None
 
 
@@ -83,13 +96,13 @@ class TestCropResize:
         x = batch()
         boxes = random_boxes(6, 40, 52, seed=5)
         flips = torch.tensor([True, False] * 3)
-        theta = A.compose_thetas([A.crop_theta(boxes, (40, 52)), A.flip_theta(flips, ~flips)])
+        theta = compose_thetas([crop_theta(boxes, (40, 52)), flip_theta(flips, ~flips)])
         y = crop_resize(x, *crop_boxes(theta, (40, 52)), out_hw=(24, 28), antialias=False)
         for i, box in enumerate(boxes.long().tolist()):
             ref = TF.resized_crop(x[i], *box, size=[24, 28], interpolation=BILINEAR, antialias=False)
             ref = ref.flip(-1) if flips[i] else ref.flip(-2)
             assert diff(y[i], ref).max() <= 1
-        warped = A.from_work(A._grid_sample(A.to_work(x), theta, (24, 28), "border", 0.0,
+        warped = from_work(_grid_sample(to_work(x), theta, (24, 28), "border", 0.0,
                                             "bilinear"), torch.uint8)
         assert diff(y, warped)[..., 6:-6, 6:-6].max() <= 1
 
@@ -108,10 +121,10 @@ class TestCropResize:
     def test_antialias_removes_aliasing_when_shrinking(self):
         """1-pixel stripes shrunk 3x: antialiased output is near the mean grey, aliased is not."""
         stripes = (torch.arange(48) % 2 * 255).to(torch.uint8).view(1, 1, 1, 48).expand(4, 3, 48, 48)
-        op = A.RandomResizedCrop(16, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+        op = RandomResizedCrop(16, scale=(1.0, 1.0), ratio=(1.0, 1.0))
         params = op.make_params(stripes, gen(0))
         smooth = op.apply(stripes.contiguous(), params)
-        aliased = A.RandomResizedCrop(16, scale=(1.0, 1.0), ratio=(1.0, 1.0),
+        aliased = RandomResizedCrop(16, scale=(1.0, 1.0), ratio=(1.0, 1.0),
                                       antialias=False).apply(stripes.contiguous(), params)
         assert diff(smooth, torch.full_like(smooth, 127.5)).max() < 45
         assert diff(aliased, torch.full_like(aliased, 127.5)).max() > 100
@@ -119,25 +132,25 @@ class TestCropResize:
 
 class TestPipelineOrder:
     def ops(self, size):
-        return [A.RandomResizedCrop(size, scale=(0.3, 1.0)), A.RandomHorizontalFlip(),
-                A.ColorJitter(0.2, 0.3, 0.3, 0.05)]
+        return [RandomResizedCrop(size, scale=(0.3, 1.0)), RandomHorizontalFlip(),
+                ColorJitter(0.2, 0.3, 0.3, 0.05)]
 
     def test_enlarging_crop_takes_colour_first(self):
         """16 px -> 48 px: the colour op runs on the 16 px source (9x fewer pixels)."""
         x = batch(h=16, w=16)
-        pipe = A.AugmentPipeline(self.ops(48))
+        pipe = AugmentPipeline(self.ops(48))
         params = pipe.make_params(x, gen(7))
-        colour_first = A.from_work(pipe.ops[2].apply_float(A.to_work(x), params[2]), torch.uint8)
-        ref = A.warp_ops(colour_first, pipe.ops[:2], params[:2])
+        colour_first = from_work(pipe.ops[2].apply_float(to_work(x), params[2]), torch.uint8)
+        ref = warp_ops(colour_first, pipe.ops[:2], params[:2])
         assert torch.equal(pipe.apply(x, params), ref)
 
     def test_shrinking_crop_takes_colour_after(self):
         x = batch(h=64, w=64)
-        pipe = A.AugmentPipeline(self.ops(24))
+        pipe = AugmentPipeline(self.ops(24))
         params = pipe.make_params(x, gen(8))
-        cropped = A.warp_ops(x, pipe.ops[:2], params[:2])
+        cropped = warp_ops(x, pipe.ops[:2], params[:2])
         assert cropped.dtype == torch.uint8  # the crop fast path kept uint8
-        ref = A.from_work(pipe.ops[2].apply_float(A.to_work(cropped), params[2]), torch.uint8)
+        ref = from_work(pipe.ops[2].apply_float(to_work(cropped), params[2]), torch.uint8)
         assert torch.equal(pipe.apply(x, params), ref)
 
 
@@ -145,11 +158,9 @@ class TestApplyNormalized:
     MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
     def two_step(self, pipe, x, params):
-        from vistrain.transforms.normalize import normalize_batch
         return normalize_batch(pipe.apply(x, params), 1 / 255, self.MEAN, self.STD)
 
     def test_dense_matrices_equal_interpolate(self):
-        from vistrain.transforms.resample import crop_resize_dense
         x = batch(5, 32, 32, dtype=torch.float32)
         boxes = torch.tensor([[0, 0, 32, 32], [3, 4, 20, 25], [10, 0, 12, 9], [0, 5, 27, 27], [1, 1, 31, 30]])
         hf, vf = torch.tensor([0, 1, 0, 1, 0]).bool(), torch.tensor([0, 0, 1, 1, 0]).bool()
@@ -165,11 +176,11 @@ class TestApplyNormalized:
 
     def test_enlarging_crop_is_resampled_after_normalizing(self, monkeypatch):
         calls = []
-        real = A.crop_resize_dense
-        monkeypatch.setattr(A, "crop_resize_dense", lambda *a, **k: calls.append(1) or real(*a, **k))
+        real = crop_resize_dense
+        monkeypatch.setattr(pipeline, "crop_resize_dense", lambda *a, **k: calls.append(1) or real(*a, **k))
         x = batch(6, 16, 16)
-        pipe = A.AugmentPipeline([A.RandomResizedCrop(48, scale=(0.3, 1.0)), A.RandomHorizontalFlip(),
-                                  A.ColorJitter(0.2, 0.3, 0.3, 0.05)])
+        pipe = AugmentPipeline([RandomResizedCrop(48, scale=(0.3, 1.0)), RandomHorizontalFlip(),
+                                  ColorJitter(0.2, 0.3, 0.3, 0.05)])
         params = pipe.make_params(x, gen(9))
         y = pipe.apply_normalized(x, params, 1 / 255, self.MEAN, self.STD)
         assert calls and y.dtype == torch.float32 and y.shape == (6, 3, 48, 48)
@@ -179,30 +190,26 @@ class TestApplyNormalized:
         assert levels.max() <= 1.5 and 0 < levels.mean() < 0.5
 
     def test_other_pipelines_equal_the_two_steps(self, monkeypatch):
-        monkeypatch.setattr(A, "crop_resize_dense", None)  # must not be reached
+        monkeypatch.setattr(pipeline, "crop_resize_dense", None)  # must not be reached
         x = batch(6, 64, 64)
-        for ops in ([A.RandomResizedCrop(24), A.RandomHorizontalFlip(), A.ColorJitter(0.2, 0.2)],
-                    [A.RandomResizedCrop(96), A.RandomRotation(10)],  # not a crop: grid_sample
-                    [A.RandomHorizontalFlip()], []):
-            pipe = A.AugmentPipeline(ops)
+        for ops in ([RandomResizedCrop(24), RandomHorizontalFlip(), ColorJitter(0.2, 0.2)],
+                    [RandomResizedCrop(96), RandomRotation(10)],  # not a crop: grid_sample
+                    [RandomHorizontalFlip()], []):
+            pipe = AugmentPipeline(ops)
             params = pipe.make_params(x, gen(10))
             assert torch.equal(pipe.apply_normalized(x, params, 1 / 255, self.MEAN, self.STD),
                                self.two_step(pipe, x, params))
 
     def test_float_input_is_on_the_unit_scale(self):
-        from vistrain.transforms.normalize import normalize_batch
         x = batch(4, 16, 16, dtype=torch.float32)
-        pipe = A.AugmentPipeline([A.RandomResizedCrop(40), A.RandomVerticalFlip()])
+        pipe = AugmentPipeline([RandomResizedCrop(40), RandomVerticalFlip()])
         params = pipe.make_params(x, gen(11))
         ref = normalize_batch(pipe.apply(x, params) * 255, 1 / 255, self.MEAN, self.STD)
         assert diff(pipe.apply_normalized(x, params, 1 / 255, self.MEAN, self.STD), ref).max() <= 1e-4
 
     def test_training_batches_take_the_one_call(self):
-        from vistrain.device import Runtime
-        from vistrain.training.loop import BatchPipeline
-        from vistrain.transforms.preprocess import Preprocess
         pre = Preprocess(size=48, mean=self.MEAN, std=self.STD)
-        pipe = A.AugmentPipeline([A.RandomResizedCrop(48, scale=(0.5, 1.0)), A.RandomHorizontalFlip()])
+        pipe = AugmentPipeline([RandomResizedCrop(48, scale=(0.5, 1.0)), RandomHorizontalFlip()])
         x, y = batch(4, 16, 16), torch.tensor([0, 1, 0, 1])
         torch.manual_seed(3)
         got, _, _ = BatchPipeline(normalize=pre.normalize, augment=pipe)(x, y, Runtime.create("cpu"), True)

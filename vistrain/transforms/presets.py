@@ -19,7 +19,7 @@ Domain switches in ``AugmentConfig`` override the preset: ``hflip: false`` for t
 (mirrored letters are other letters), ``vflip: true`` for satellite/microscopy images (no "up"),
 ``rotation: 0`` to disable or ``rotation: 90`` for orientation-free images.  ``policy``
 (randaugment | trivialaugment) replaces the colour jitter (as timm does: the policy already
-varies colour) and ``mixup``/``cutmix`` > 0 add a :class:`~vistrain.transforms.mix.BatchMix`.
+varies colour) and ``mixup``/``cutmix`` > 0 add a :class:`~vistrain.transforms.ops.mix.BatchMix`.
 
 Training loop::
 
@@ -49,12 +49,15 @@ from dataclasses import dataclass
 
 from vistrain.config import AugmentConfig
 from vistrain.errors import VistrainError
-from vistrain.transforms.augment import (
-    AugmentPipeline, BatchOp, ColorJitter, GaussianNoise, RandomErasing, RandomHorizontalFlip,
-    RandomResizedCrop, RandomRotation, RandomVerticalFlip,
-)
-from vistrain.transforms.mix import BatchMix
-from vistrain.transforms.policies import RandAugment, TrivialAugment
+from vistrain.transforms.ops.base import BatchOp
+from vistrain.transforms.ops.colour import ColorJitter
+from vistrain.transforms.ops.erase import RandomErasing
+from vistrain.transforms.ops.geometry import (RandomHorizontalFlip, RandomResizedCrop,
+                                              RandomRotation, RandomVerticalFlip)
+from vistrain.transforms.ops.mix import BatchMix
+from vistrain.transforms.ops.noise import GaussianNoise
+from vistrain.transforms.ops.policies import RandAugment, TrivialAugment
+from vistrain.transforms.pipeline import AugmentPipeline
 
 
 @dataclass(frozen=True)
