@@ -1,18 +1,21 @@
 """report.html: every section, escaping, self-contained, gallery mapping, and Chromium renders it."""
 from __future__ import annotations
 
-import html
 import json
 import os
 import re
 import shutil
 import subprocess
 
+import markupsafe
 import pytest
 import torch
 
 from conftest import make_image_folder
-from vistrain.report.html import SECTIONS, _Run, gallery_items
+from vistrain.report.build import build_report
+from vistrain.report.gallery import gallery_items
+from vistrain.report.html import SECTIONS
+from vistrain.rundir import RunFolder
 
 EVIL = "<b>&\"x'"
 
@@ -31,6 +34,7 @@ def run_dir(tmp_path_factory):
     cfg.strategy.name, cfg.optim.lr, cfg.preprocess.size, cfg.train.epochs = "finetune", 3e-3, 32, 2
     try:
         run_training(cfg, tmp / "run", progress=False)
+        build_report(tmp / "run")
     finally:
         torch.set_num_threads(n)
     return tmp / "run"
@@ -41,7 +45,7 @@ def test_report_has_every_section_and_escapes_names(run_dir):
     for sid in SECTIONS:
         assert f'<section id="{sid}">' in page
     assert EVIL not in page
-    assert html.escape(EVIL, quote=True) in page  # &lt;b&gt;&amp;&quot;x&#x27;
+    assert str(markupsafe.escape(EVIL)) in page  # &lt;b&gt;&amp;&#34;x&#39;
     assert "could not be built" not in page
     assert page.count("<img ") >= 8  # bar chart, previews, curves, confusion, ROC, PR, reliability, gallery
 
@@ -63,19 +67,19 @@ def test_report_is_self_contained(run_dir):
 
 
 def test_gallery_maps_predictions_to_the_right_files(run_dir):
-    run = _Run(run_dir)
-    g = gallery_items(run)
-    preds = json.loads((run_dir / "predictions.json").read_text())[run.part]
+    folder = RunFolder.read(run_dir)
+    g = gallery_items(folder)
+    preds = json.loads((run_dir / "predictions.json").read_text())[g.part]
     position = {i: j for j, i in enumerate(preds["indices"])}
-    items = g["losses"] + [it for pair in g["pairs"] for it in pair["items"]]
+    items = g.losses + [it for pair in g.pairs for it in pair.items]
     assert items
     for it in items:
-        assert it["path"].is_file()
+        assert it.path.is_file()
         # the class folder of the file is the label the prediction was scored against
-        assert it["file"].split("/")[0] == run.classes[it["true"]]
-        assert preds["labels"][position[it["id"]]] == it["true"]
-        assert abs(preds["probs"][position[it["id"]]][it["true"]] - it["p_true"]) < 1e-9
-    losses = [it["loss"] for it in g["losses"]]
+        assert it.file.split("/")[0] == folder.classes[it.true]
+        assert preds["labels"][position[it.id]] == it.true
+        assert abs(preds["probs"][position[it.id]][it.true] - it.p_true) < 1e-9
+    losses = [it.loss for it in g.losses]
     assert losses == sorted(losses, reverse=True)
 
 

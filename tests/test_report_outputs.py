@@ -8,6 +8,7 @@ import logging
 import re
 from pathlib import Path
 
+import markupsafe
 import numpy as np
 import PIL.Image
 import pytest
@@ -15,7 +16,9 @@ from PIL import Image
 
 from conftest import make_image_folder
 from vistrain.cli.main import main
-from vistrain.report.html import SECTIONS, _Run, build_full_report
+from vistrain.report.html import SECTIONS, build_full_report
+from vistrain.report.run_sections import sample_files
+from vistrain.rundir import RunFolder
 
 EVIL = "<b>&\"x'"
 TINY = ["--epochs", "1", "--batch-size", "8", "--set", "preprocess.size=32", "--augment", "none",
@@ -52,7 +55,7 @@ def test_report_on_a_cv_folder(tmp_path, no_run_reports, capsys):
     page = _report_cli(out, capsys).read_text()
     assert "2-fold cross-validation" in page and "±" in page
     assert page.count("data:image/png;base64,") >= 3          # pooled out-of-fold figures
-    assert EVIL not in page and html.escape(EVIL, quote=True) in page
+    assert EVIL not in page and str(markupsafe.escape(EVIL)) in page
     # a crafted cv_metrics.json cannot inject markup either
     res = json.loads((out / "cv_metrics.json").read_text())
     res["pool"], res["seed"], res["folds"][0]["fold"] = "<script>1</script>", "<i>", "<u>"
@@ -82,7 +85,7 @@ def test_report_on_a_compare_folder(tmp_path, no_run_reports, capsys):
     (out / "compare.json").write_text(json.dumps(summary))
     page = build_full_report(out).read_text()
     assert EVIL not in page and "<script" not in page and "<i>" not in page and "<u>" not in page
-    assert html.escape(EVIL, quote=True) in page
+    assert str(markupsafe.escape(EVIL)) in page
 
 
 # ---- a run directory written by hand: paths that leave the data root ----------------------
@@ -135,15 +138,15 @@ def test_report_opens_no_file_outside_the_data_root(crafted_run, monkeypatch, ca
     assert "outside the data root" in page and "outside the data root" in caplog.text
     assert "<i>odd name</i>" not in page and html.escape("<i>odd name</i>") in page
 
-    run = _Run(run_dir)
-    assert run.data_file("A/ok.png") == (root / "A" / "ok.png").resolve()
+    folder = RunFolder.read(run_dir)
+    assert folder.data_file("A/ok.png") == (root / "A" / "ok.png").resolve()
     for bad in ("A/../../secret/x.png", str(secret / "y.png"), "A/link.png", "A/\0.png", None, 3):
-        assert run.data_file(bad) is None, bad
-    assert all(p.resolve().is_relative_to(root.resolve()) for p in run.sample_files(10))
+        assert folder.data_file(bad) is None, bad
+    assert all(p.resolve().is_relative_to(root.resolve()) for p in sample_files(folder, 10))
 
 
 def test_doctor_section_only_when_the_run_wrote_doctor_json(crafted_run):
-    from vistrain.data.doctor import Finding, write_doctor_json
+    from vistrain.data.doctor_report import Finding, write_doctor_json
     run_dir, _, _ = crafted_run
     page = build_full_report(run_dir).read_text()
     assert "doctor.json" not in page and "Data doctor" not in page
@@ -166,7 +169,14 @@ def test_hand_edited_run_files_do_not_break_the_page(crafted_run):
     (run_dir / "metrics.json").write_text("[1, 2]")                    # not an object
     (run_dir / "model.json").write_text(json.dumps({"classes": [EVIL, 3], "model_name": EVIL}))
     (run_dir / "history.json").write_text("{not json")
+    run = json.loads((run_dir / "run.json").read_text())
+    run.update(seed=EVIL, skipped_files=[{"file": EVIL, "reason": [EVIL]}], versions={EVIL: EVIL})
+    (run_dir / "run.json").write_text(json.dumps(run))
     page = build_full_report(run_dir).read_text()
-    assert EVIL not in page and html.escape(EVIL, quote=True) in page
+    assert EVIL not in page and str(markupsafe.escape(EVIL)) in page
     for sid in SECTIONS:
         assert f'<section id="{sid}">' in page
+    # each damaged file is named, in one line, where the page needed it
+    assert "metrics.json: damaged, expected a JSON object, got list" in page
+    assert "history.json: damaged, not valid JSON" in page
+    assert "could not be built" not in page

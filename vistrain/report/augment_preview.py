@@ -20,6 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vistrain.data.cache import EvalAndTrainPixels
+from vistrain.evaluation.png import new_figure, save_figure
+from vistrain.transforms.preprocess import Preprocess
+from vistrain.transforms.presets import build_augmentation
+
 
 def mixed_label(target: torch.Tensor, classes, min_weight: float = 0.005) -> str:
     """Soft-target row -> ``"0.7 Coat + 0.3 Bag"`` (weights >= ``min_weight``, largest first);
@@ -34,8 +39,6 @@ def mixed_label(target: torch.Tensor, classes, min_weight: float = 0.005) -> str
 
 def _load_pixels(paths, size: int, channels: int = 3):
     """Eval view and train-time view (the larger square when it exists) of each file."""
-    from vistrain.data.cache import EvalAndTrainPixels
-    from vistrain.transforms.preprocess import Preprocess
     fn = EvalAndTrainPixels.for_paths(Preprocess(size=size, channels=channels), paths)
     pairs = [fn(p) for p in paths]
     return (torch.from_numpy(np.stack([e for e, _ in pairs])),
@@ -48,7 +51,6 @@ def augment_grid(paths_or_pixels, labels, classes, cfg_augment, size: int, *, k:
     ``texts`` N lists of 1 + K labels.  ``paths_or_pixels``: image files, or a uint8
     ``(N, C, H, W)`` array/tensor (used as the training view; its centre ``size`` crop as the eval
     view)."""
-    from vistrain.transforms.presets import build_augmentation
     if isinstance(paths_or_pixels, (np.ndarray, torch.Tensor)):
         train = torch.as_tensor(np.asarray(paths_or_pixels), dtype=torch.uint8)
         h, w = train.shape[-2:]
@@ -81,13 +83,11 @@ def augment_preview(paths_or_pixels, labels, classes, cfg_augment, size: int, ou
                     k: int = 8, seed: int = 0) -> Path:
     """Write the preview grid (first ``n`` images x ``k`` augmentations) to ``out_path`` (PNG);
     returns the path.  ``cfg_augment``: an ``AugmentConfig`` (the run's ``augment`` section)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     grid, texts = augment_grid(paths_or_pixels[:n], list(labels)[:n], classes, cfg_augment, size,
                                k=k, seed=seed)
     rows, cols = grid.shape[:2]
-    fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 1.9 * rows), squeeze=False)
+    fig = new_figure((1.7 * cols, 1.9 * rows), layout=None)
+    axes = fig.subplots(rows, cols, squeeze=False)
     for i in range(rows):
         for j in range(cols):
             ax = axes[i][j]
@@ -102,8 +102,4 @@ def augment_preview(paths_or_pixels, labels, classes, cfg_augment, size: int, ou
                  + (f" + {' + '.join(mixing)}" if mixing else "") + f", {size}px, seed {seed}",
                  fontsize=9)
     fig.tight_layout()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=110)
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path, dpi=110)

@@ -1,110 +1,86 @@
-"""``OUT/report.html`` of ``vistrain compare``: curves per setting, final metrics, wall time.
+"""``OUT/report.html`` (and ``compare.html``) of ``vistrain compare``: curves, final metrics, time.
 
-Built from ``OUT/compare.json`` alone (the page :func:`vistrain.workflows.compare.run_compare`
-writes as ``compare.html`` holds the same information).  Self-contained (figures as base64 data
-URIs); every value of ``compare.json`` is HTML-escaped or formatted as a number, so a hand-edited
-or crafted file cannot inject markup, and no path named in it is opened.
+Built from ``compare.json`` alone (read by :attr:`vistrain.rundir.RunFolder.compare`) on the page
+template of :mod:`vistrain.report.page`: every value is autoescaped or formatted as a number, so
+a crafted file cannot inject markup, and no path named in it is opened.
+
+Example:
+    >>> from vistrain.report.compare_report import build_compare_report
+    >>> build_compare_report("runs/cmp").name                      # doctest: +SKIP
+    'report.html'
 """
 from __future__ import annotations
 
-import html
-import json
 import logging
-import tempfile
-from numbers import Real
 from pathlib import Path
 
 from vistrain.errors import RunDirError
 from vistrain.evaluation.compare import plot_compare_curves
-from vistrain.report.build import png_img
-from vistrain.report.norm_axes import plot_norm_axes
+from vistrain.evaluation.png import figure_png
+from vistrain.fsutil import atomic_write_text
+from vistrain.report.norm_axes import norm_axes_figure
+from vistrain.report.page import Section, Table, Text, fmt, note, picture, render_page
+from vistrain.rundir import CompareSummary, RunFolder
 
 log = logging.getLogger("vistrain")
-_CURVE_KEYS = ("epoch", "train_loss", "val_loss", "val_accuracy")
 
 
-def _esc(v) -> str:
-    return html.escape(str(v), quote=True)
-
-
-def _num(v) -> float | None:
-    return float(v) if isinstance(v, Real) and not isinstance(v, bool) else None
-
-
-def _f(v, digits: int = 4) -> str:
-    """A number with ``digits`` decimals, ``n/a`` for None, anything else escaped as text."""
-    if v is None:
-        return "n/a"
-    return f"{v:.{digits}f}" if _num(v) is not None else _esc(v)
-
-
-def load_compare(out: Path) -> dict:
-    """``compare.json`` of ``out``, checked to be a dict with a list of runs."""
-    path = out / "compare.json"
+def curves_blocks(summary: CompareSummary) -> list:
+    """The curves figure per setting, drawn from numbers only (names are legend text)."""
+    clean = {"model": summary.model or "?",
+             "runs": [{"name": r.name, "history": [h.as_dict() for h in r.history if h.epoch is not None]}
+                      for r in summary.runs]}
     try:
-        summary = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise RunDirError(f"{path}: cannot read it ({err}); run `vistrain compare` again") from None
-    if not isinstance(summary, dict) or not isinstance(summary.get("runs"), list):
-        raise RunDirError(f"{path}: not a compare.json of `vistrain compare` (no list of runs)")
-    summary["runs"] = [r for r in summary["runs"] if isinstance(r, dict)]
-    return summary
-
-
-def _curves(summary: dict) -> str:
-    """The curves figure, drawn from numbers only (names are legend text)."""
-    clean = {"model": str(summary.get("model", "?")), "runs": []}
-    for r in summary["runs"]:
-        history = r.get("history") if isinstance(r.get("history"), list) else []
-        rows = [{k: _num(h.get(k)) for k in _CURVE_KEYS} for h in history if isinstance(h, dict)]
-        clean["runs"].append({"name": str(r.get("name", "?")),
-                              "history": [h for h in rows if h["epoch"] is not None]})
-    try:
-        return png_img(plot_compare_curves(clean), "training curves per setting")
+        return [picture(plot_compare_curves(clean), "training curves per setting")]
     except Exception as err:  # a broken history must not lose the page
         log.warning("report: cannot draw the compare curves: %s", err)
-        return f"<p><i>no curves: {_esc(err)}</i></p>"
+        return [note(f"no curves: {err}")]
+
+
+def metrics_table(summary: CompareSummary) -> Table:
+    rows = [[r.name, r.part or "?", "?" if r.n_samples is None else r.n_samples, fmt(r.accuracy, missing="n/a"),
+             fmt(r.macro_f1, missing="n/a"), fmt(r.macro_auc, missing="n/a"),
+             fmt(r.wall_seconds, 1, missing="n/a"), len(r.history)] for r in summary.runs]
+    return Table(["setting", "part", "n", "accuracy", "macro-F1", "macro AUC", "wall time (s)", "epochs"], rows)
+
+
+def compare_sections(summary: CompareSummary) -> list[Section]:
+    sections = [Section("curves", "Curves", curves_blocks(summary)),
+                Section("metrics", "Final metrics", [metrics_table(summary)])]
+    if "norm" in summary.vary:
+        png = figure_png(norm_axes_figure(), dpi=90, bbox_inches="tight")
+        sections.append(Section("normalization", "What each normalization averages over",
+                                [picture(png, "normalization axes")]))
+    return sections
+
+
+def render_summary_page(summary: CompareSummary) -> str:
+    varied = "; ".join(f"{k} = {', '.join(v)}" for k, v in summary.vary.items())
+    same = {True: "yes", False: "NO"}.get(summary.same_split, "?")
+    intro = [Text(f"Data: {summary.data_root or '?'}. Varied: {varied}. Seed {summary.seed or '?'}, split "
+                  f"seed {summary.split_seed or '?'}, {summary.epochs or '?'} epoch(s) per run. Same split "
+                  f"for every run: {same}.")]
+    return render_page("vistrain compare", f"Comparison: {summary.model or '?'}", intro,
+                       compare_sections(summary))
 
 
 def render_compare_report(summary: dict) -> str:
-    """The page (a string) for one ``compare.json``."""
-    rows = "".join(
-        f"<tr><td>{_esc(r.get('name', '?'))}</td><td>{_esc(r.get('part', '?'))}</td>"
-        f"<td>{_esc(r.get('n_samples', '?'))}</td><td>{_f(r.get('accuracy'))}</td>"
-        f"<td>{_f(r.get('macro_f1'))}</td><td>{_f(r.get('macro_auc'))}</td>"
-        f"<td>{_f(r.get('wall_seconds'), 1)}</td>"
-        f"<td>{len(r['history']) if isinstance(r.get('history'), list) else '?'}</td></tr>"
-        for r in summary["runs"])
-    vary = summary.get("vary") if isinstance(summary.get("vary"), dict) else {}
-    varied = "; ".join(f"{_esc(k)} = {_esc(', '.join(map(str, v)) if isinstance(v, list) else v)}"
-                       for k, v in vary.items())
-    same = summary.get("same_split")
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>vistrain compare</title>",
-        "<style>body{font-family:sans-serif;max-width:1300px;margin:auto}table{border-collapse:"
-        "collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-        "td:first-child{text-align:left}img{max-width:100%}</style></head><body>",
-        f"<h1>Comparison: {_esc(summary.get('model', '?'))}</h1>",
-        f"<p>Data: {_esc(summary.get('data_root', '?'))}. Varied: {varied}. Seed "
-        f"{_esc(summary.get('seed', '?'))}, split seed {_esc(summary.get('split_seed', '?'))}, "
-        f"{_esc(summary.get('epochs', '?'))} epoch(s) per run. Same split for every run: "
-        f"<b>{'yes' if same is True else 'NO' if same is False else '?'}</b>.</p>",
-        "<h2>Curves</h2>", _curves(summary),
-        "<h2>Final metrics</h2><table><tr><th>setting</th><th>part</th><th>n</th>"
-        "<th>accuracy</th><th>macro-F1</th><th>macro AUC</th><th>wall time (s)</th>"
-        f"<th>epochs</th></tr>{rows}</table>",
-    ]
-    if "norm" in vary:
-        with tempfile.TemporaryDirectory() as tmp:
-            png = plot_norm_axes(Path(tmp) / "norm_axes.png", dpi=90).read_bytes()
-        parts += ["<h2>What each normalization averages over</h2>", png_img(png, "normalization axes")]
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    """The page (a string) for one ``compare.json`` document (``compare.html`` of the workflow)."""
+    if not isinstance(summary, dict) or not isinstance(summary.get("runs"), list):
+        raise RunDirError("not a compare.json of `vistrain compare` (no list of runs)")
+    return render_summary_page(CompareSummary.from_doc(summary))
+
+
+def render_compare_page(folder: RunFolder) -> str:
+    """The page (a string) of the comparison folder."""
+    if folder.compare is None:
+        raise RunDirError(f"{folder.path}: no compare.json; run `vistrain compare` again")
+    return render_summary_page(folder.compare)
 
 
 def build_compare_report(out_dir) -> Path:
     """Write ``out_dir/report.html`` from ``out_dir/compare.json``; returns its path."""
-    out = Path(out_dir)
-    path = out / "report.html"
-    path.write_text(render_compare_report(load_compare(out)), encoding="utf-8")
+    folder = RunFolder.read(out_dir)
+    path = folder.path / "report.html"
+    atomic_write_text(path, render_compare_page(folder))
     return path

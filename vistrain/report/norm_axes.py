@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vistrain.evaluation.png import new_figure, save_figure
 from vistrain.models.norms import NORM_AXES
 
 PANELS = (("batch", "Batch Norm"), ("layer", "Layer Norm"), ("instance", "Instance Norm"),
@@ -78,15 +79,9 @@ def _label_axes(ax) -> None:
     ax.axis("off")
 
 
-def plot_norm_axes(path: str | Path, dpi: int = 120) -> Path:
-    """Write the 4-panel figure (batch, layer, instance, group norm) to ``path`` (PNG, SVG, PDF
-    by extension) and return the path.  Uses matplotlib's Agg canvas, no global pyplot state."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig = Figure(figsize=(12, 3.0))
-    FigureCanvasAgg(fig)
+def norm_axes_figure():
+    """The 4-panel figure (batch, layer, instance, group norm) as a matplotlib ``Figure``."""
+    fig = new_figure((12, 3.0), layout=None)
     for i, (norm, title) in enumerate(PANELS):
         ax = fig.add_subplot(1, len(PANELS), i + 1)
         _draw_box(ax, shaded_box(norm))
@@ -94,5 +89,9 @@ def plot_norm_axes(path: str | Path, dpi: int = 120) -> Path:
         ax.set_title(f"{title}\naverages over {', '.join(NORM_AXES[norm])}", fontsize=11)
     fig.suptitle("Shaded: the elements normalized by one mean and variance", fontsize=10, y=0.06,
                  va="bottom")
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    return path
+    return fig
+
+
+def plot_norm_axes(path: str | Path, dpi: int = 120) -> Path:
+    """Write :func:`norm_axes_figure` to ``path`` (PNG, SVG, PDF by extension); returns the path."""
+    return save_figure(norm_axes_figure(), path, dpi=dpi, bbox_inches="tight")

@@ -12,11 +12,15 @@ Example:
 """
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
 
 from vistrain.errors import ImageLoadError
+from vistrain.evaluation.png import new_figure, save_figure
+from vistrain.transforms.normalize import denormalize_batch
+from vistrain.transforms.preprocess import pil_to_uint8
 
 CHANNEL_COLOURS = ("tab:red", "tab:green", "tab:blue")
 
@@ -26,13 +30,6 @@ def preview_preprocessing(paths, preprocess, out_path, *, title: str | None = No
 
     Unreadable files are left out (their names go into the figure title); returns ``out_path``.
     """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from vistrain.transforms.normalize import denormalize_batch
-    from vistrain.transforms.preprocess import pil_to_uint8
-
     originals, after, normed, names, skipped = [], [], [], [], []
     for p in paths:
         try:
@@ -50,7 +47,7 @@ def preview_preprocessing(paths, preprocess, out_path, *, title: str | None = No
     if not originals:
         raise ImageLoadError(paths[0] if paths else "?", "none of the sample images could be decoded")
     n = len(originals)
-    fig = plt.figure(figsize=(max(8, 2.2 * n), 7.5), constrained_layout=True)
+    fig = new_figure((max(8, 2.2 * n), 7.5))
     grid = fig.add_gridspec(3, max(n, 2), height_ratios=[1, 1, 1.1])
     for i in range(n):
         for row, (imgs, label) in enumerate(((originals, "decoded"), (after, "model input"))):
@@ -79,13 +76,8 @@ def preview_preprocessing(paths, preprocess, out_path, *, title: str | None = No
     for ax in (ax_before, ax_after):
         ax.legend(fontsize=7)
         ax.set_yticks([])
-    import textwrap
     head = "\n".join(textwrap.wrap(title or preprocess.describe(), 100))
     if skipped:
         head += f"\nunreadable, left out: {', '.join(skipped)}"
     fig.suptitle(head, fontsize=9)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=90)
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path, dpi=90)

@@ -1,0 +1,85 @@
+"""The sections of a run's report on how well it does: metrics, confusion matrix, ROC/PR/reliability.
+
+Pictures the run already wrote (``confusion_matrix.png``... in its folder or ``figures/``) are
+embedded as they are; missing ones are drawn now from ``metrics.json`` / ``predictions.json``.
+
+Example:
+    >>> from vistrain.rundir import RunFolder
+    >>> blocks = metrics_blocks(RunFolder.read("runs/demo"))       # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from vistrain.evaluation.plots import plot_confusion_matrix, plot_pr_curves, plot_reliability, plot_roc_curves
+from vistrain.report.page import Cell, Heading, Table, file_picture, fmt, note
+from vistrain.rundir import PartMetrics, RunFolder
+
+# the figure names a run may hold for each plot, preferred first
+EVAL_FIGURES = {"confusion": ("confusion_matrix_normalized", "confusion_matrix"),
+                "roc": ("roc_curves",), "pr": ("pr_curves",), "reliability": ("reliability",)}
+CI_KEYS = {"accuracy": "accuracy", "balanced accuracy": "balanced_accuracy", "macro F1": "macro_f1",
+           "macro AUC-ROC": "macro_auc_roc"}
+
+
+def metric_rows(m: PartMetrics) -> list[list]:
+    """``[name, value cell]`` rows of one part: accuracies, macro F1/AUC with 95% CI, ECE, top-k."""
+    values = {"accuracy": m.accuracy, "balanced accuracy": m.balanced_accuracy, "macro F1": m.macro_f1,
+              "macro AUC-ROC": m.macro_auc_roc}
+    rows = []
+    for name, v in values.items():
+        ci = m.ci95.get(CI_KEYS[name])
+        detail = f"[{fmt(ci.low)}, {fmt(ci.high)}]" if ci is not None and ci.low is not None else None
+        rows.append([name, Cell(fmt(v), detail=detail)])
+    rows.append(["ECE", fmt(m.ece)])
+    rows += [[f"top-{k} accuracy", fmt(v)] for k, v in m.top_k_accuracy.items() if k != "1"]
+    return rows
+
+
+def metrics_blocks(folder: RunFolder) -> list:
+    if not folder.metrics:
+        return [note("no metrics.json")]
+    out: list = []
+    for part, m in folder.metrics.items():
+        out += [Heading(f"{part} ({m.n_samples} images)"), Table(["metric", "value [95% CI]"], metric_rows(m))]
+        if m.per_class:
+            out.append(Table(["class", "support", "predicted", "precision", "recall", "F1", "AUC-ROC"],
+                             [[r.name, r.support, r.n_predicted, fmt(r.precision), fmt(r.recall), fmt(r.f1),
+                               fmt(r.auc_roc)] for r in m.per_class]))
+    return out
+
+
+def eval_figure_blocks(folder: RunFolder, key: str, draw) -> list:
+    """The run's PNG for plot ``key`` if it wrote one, else ``draw(path)`` now (a temp file)."""
+    for name in EVAL_FIGURES[key]:
+        path = folder.figure_file(name)
+        if path is not None:
+            return [file_picture(path, name)]
+    with tempfile.TemporaryDirectory() as tmp:
+        return [file_picture(draw(Path(tmp) / f"{key}.png"), key)]
+
+
+def confusion_blocks(folder: RunFolder) -> list:
+    part = folder.evaluated_part()
+    m = folder.metrics.get(part) if part else None
+    if m is None or m.confusion_matrix is None:
+        return [note("no predictions to draw a confusion matrix from")]
+    return [Heading(f"{part} part, rows = true class, columns = predicted class", 4),
+            *eval_figure_blocks(folder, "confusion",
+                                lambda p: plot_confusion_matrix(m.confusion_matrix, m.class_names, p))]
+
+
+def roc_pr_reliability_blocks(folder: RunFolder) -> list:
+    part = folder.evaluated_part()
+    m = folder.metrics.get(part) if part else None
+    if m is None or m.reliability is None:
+        return [note("no predictions.json: no ROC / PR / reliability plots")]
+    pred, classes = folder.predictions[part], folder.classes
+    y, p = pred.labels, pred.probs
+    return [Heading("ROC curves (one vs rest)"),
+            *eval_figure_blocks(folder, "roc", lambda q: plot_roc_curves(y, p, classes, q)),
+            Heading("Precision-recall curves"),
+            *eval_figure_blocks(folder, "pr", lambda q: plot_pr_curves(y, p, classes, q)),
+            Heading("Reliability (calibration)"),
+            *eval_figure_blocks(folder, "reliability", lambda q: plot_reliability(m.reliability, q))]

@@ -1,0 +1,260 @@
+"""The sections of a training run's report that describe its data, setup and training.
+
+Each ``*_blocks`` function takes the :class:`~vistrain.rundir.RunFolder` and returns the blocks
+of one section (:mod:`vistrain.report.page`); a section whose inputs are missing says so in a
+note.  Image files named in ``splits.json`` are opened only through
+:meth:`RunFolder.data_file`, which refuses names outside the data root.
+
+Example:
+    >>> from vistrain.rundir import ModelMeta, RunFolder
+    >>> blocks = strategy_blocks(RunFolder.read("runs/demo"))      # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vistrain.errors import VistrainError
+from vistrain.evaluation.curves import overfitting_warning, plot_history
+from vistrain.evaluation.png import new_figure
+from vistrain.report.page import (Bullets, Cell, Heading, Preformatted, Table, Text, figure_picture,
+                                  file_picture, fmt, note)
+from vistrain.report.preprocess_preview import preview_preprocessing
+from vistrain.rundir import ModelMeta, RunFolder
+from vistrain.transforms.presets import build_augmentation, describe
+
+SEVERITY_CSS = {"error": "fail", "warning": "warn"}
+NO_DATA = "no preview: the data folder is not reachable from here"
+
+
+def sample_files(folder: RunFolder, n: int, part: str = "train") -> list[Path]:
+    """Up to ``n`` existing image files of ``part``, one class after the other (a balanced preview).
+
+    The class of a file is its first folder in ``splits.json``; only names inside the data root
+    are returned.
+    """
+    info = folder.splits.parts.get(part)
+    if folder.data_root is None or info is None:
+        return []
+    by_class: dict[str, list[str]] = {}
+    for f in info.files:
+        if isinstance(f, str):
+            by_class.setdefault(Path(f).parts[0] if len(Path(f).parts) > 1 else "", []).append(f)
+    out, i = [], 0
+    while len(out) < n and any(i < len(v) for v in by_class.values()):
+        for files in by_class.values():
+            path = folder.data_file(files[i]) if i < len(files) and len(out) < n else None
+            if path is not None and path.is_file():
+                out.append(path)
+        i += 1
+    return out
+
+
+def data_blocks(folder: RunFolder) -> list:
+    """Class counts per part (table and bar chart), image sizes, skipped files, data doctor."""
+    counts, parts = folder.run.class_counts, folder.splits.parts
+    out: list = []
+    if counts:
+        rows = [[c, n] + [p.counts.get(c, "-") for p in parts.values()] for c, n in counts.items()]
+        rows.append([Cell("total", bold=True), Cell(str(sum(counts.values())), bold=True)]
+                    + [Cell(str(len(p.indices)), bold=True) for p in parts.values()])
+        out += [Table(["class", "images", *parts], rows), figure_picture(class_bar_figure(counts),
+                                                                         "images per class")]
+        lo, hi = min(counts.values()), max(counts.values())
+        if lo and hi / lo >= 3:
+            out.append(Text(f"class imbalance: largest/smallest class = {hi / lo:.1f}x", "warn"))
+    else:
+        out.append(note("no class counts recorded (run.json missing)"))
+    out += image_size_blocks(folder)
+    skipped = folder.run.skipped_files
+    out += [Heading(f"Skipped files ({len(skipped)})")]
+    if skipped:
+        out.append(Table(["file", "reason"], [[s.file, s.reason] for s in skipped[:200]]))
+    if folder.doctor is not None:  # written when the run's quick data checks ran (data.doctor)
+        out += [Heading("Data doctor"), *doctor_blocks(folder)]
+    return out
+
+
+def refused_file_blocks(folder: RunFolder) -> list:
+    """A warning naming the files of splits.json that lie outside the data root (if any)."""
+    bad = folder.refused_files
+    return [Text(f"{len(bad)} file name(s) in splits.json lie outside the data root and were not "
+                 f"opened: {', '.join(bad[:5])}", "warn")] if bad else []
+
+
+def class_bar_figure(counts: dict[str, int]):
+    """A bar chart of images per class (a matplotlib Figure)."""
+    names = list(counts)
+    fig = new_figure((max(4.0, 0.45 * len(names) + 2), 3.0))
+    ax = fig.subplots()
+    ax.bar(range(len(names)), [counts[c] for c in names], color="#4a6fa5")
+    ax.set_xticks(range(len(names)), names, rotation=45 if len(names) > 4 else 0, ha="right", fontsize=8)
+    ax.set(ylabel="images", title="images per class")
+    return fig
+
+
+def image_size_blocks(folder: RunFolder, limit: int = 400) -> list:
+    """Min / median / max width and height of up to ``limit`` images of the split."""
+    if folder.data_root is None:
+        return [note("image sizes: the data folder is not reachable from here")]
+    names = [f for p in folder.splits.parts.values() for f in p.files][:limit]
+    files = [f for f in map(folder.data_file, names) if f is not None]
+    sizes = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                sizes.append(im.size)
+        except Exception:  # unreadable files are listed as skipped already
+            continue
+    if not sizes:
+        return [note("image sizes: no readable image found")]
+    w, h = np.array(sizes).T
+    rows = [[name, int(a.min()), int(np.median(a)), int(a.max())] for name, a in (("width", w), ("height", h))]
+    return [Heading(f"Image sizes ({len(sizes)} of {len(files)} files read)"),
+            Table(["", "min", "median", "max"], rows)]
+
+
+def doctor_blocks(folder: RunFolder) -> list:
+    """The findings of doctor.json: severity, code, message, fix and how many files."""
+    doc = folder.doctor
+    if not doc.findings:
+        return [Text("no findings", "ok")]
+    rows = [[Cell(f.severity, SEVERITY_CSS.get(f.severity, "note")), f.code, f.message, f.fix,
+             "" if f.n_files is None else f.n_files] for f in doc.findings[:200]]
+    return ([Text(doc.source)] if doc.source else []) + [
+        Table(["severity", "code", "finding", "fix", "files"], rows)]
+
+
+def checks_blocks(folder: RunFolder) -> list:
+    if not folder.checks:
+        return [note("no pre-training checks were run (enable with --set train.checks=true or run "
+                     "`vistrain check DATA`)")]
+    rows = [[c.name, Cell(str(c.status), {"PASS": "ok", "FAIL": "fail"}.get(c.status, "note")), c.message]
+            for c in folder.checks]
+    out = [Table(["check", "result", "details"], rows)]
+    if (folder.path / "lr_finder.png").is_file():
+        out += [Heading("Learning-rate range test"),
+                file_picture(folder.path / "lr_finder.png", "learning-rate range test")]
+    return out
+
+
+def preprocessing_blocks(folder: RunFolder) -> list:
+    if folder.meta is None:
+        return [note("no preprocessing record (model.json missing)")]
+    pre = folder.meta.preprocess_record()
+    out = [Text(pre.describe()), Table(["setting", "value"], [[k, v] for k, v in pre.to_dict().items()])]
+    files = sample_files(folder, 6)
+    if not files:
+        return out + [note(NO_DATA)]
+    with tempfile.TemporaryDirectory() as tmp:
+        out.append(file_picture(preview_preprocessing(files, pre, Path(tmp) / "preview.png"),
+                                "preprocessing preview"))
+    return out
+
+
+def augmentation_blocks(folder: RunFolder) -> list:
+    cfg, meta = folder.config(), folder.meta
+    if cfg is None or meta is None:
+        return [note("no augmentation preview: config.yaml or model.json missing")]
+    pre, strategy = meta.preprocess_record(), meta.strategy
+    out: list = [Bullets(describe(cfg.augment, pre.size))]
+    if strategy.get("strategy") == "feature-extraction" and "live" not in str(strategy.get("feature_cache", "")):
+        out.append(note("feature extraction on cached clean features: this augmentation was configured "
+                        "but not applied during training"))
+    files = sample_files(folder, 4)
+    if not files:
+        return out + [note(NO_DATA)]
+    augment, _mix = build_augmentation(cfg.augment, pre.size, max(len(folder.classes), 2))
+    x = torch.stack([pre.pixels(f) for f in files])
+    gen = torch.Generator().manual_seed(0)
+    views = [x] + [augment(x.clone(), generator=gen) for _ in range(5)]
+    return out + [figure_picture(augment_views_figure(views), "augmentation preview")]
+
+
+def augment_views_figure(views: list[torch.Tensor]):
+    """Rows = images, columns = the original then each random view; ``views``: (N, C, H, W) each."""
+    n = len(views[0])
+    fig = new_figure((1.8 * len(views), 1.9 * n))
+    axes = fig.subplots(n, len(views), squeeze=False)
+    for j, v in enumerate(views):
+        v = v.clamp(0, 255).to(torch.uint8) if v.is_floating_point() else v
+        for i in range(n):
+            img = v[i].permute(1, 2, 0).numpy()
+            axes[i, j].imshow(img.repeat(3, axis=2) if img.shape[2] == 1 else img)
+            axes[i, j].axis("off")
+        axes[0, j].set_title("original" if j == 0 else f"sample {j}", fontsize=8)
+    return fig
+
+
+def readable_meta(folder: RunFolder) -> ModelMeta | None:
+    """model.json when it can be used, else None (for sections that do without it; the sections
+    that need it show why it cannot be read)."""
+    try:
+        return folder.meta
+    except VistrainError:
+        return None
+
+
+def strategy_blocks(folder: RunFolder) -> list:
+    meta = readable_meta(folder)
+    rec = (meta.strategy if meta else {}) or folder.run.strategy
+    if not rec:
+        return [note("no strategy record")]
+    out: list = [Text(f"model {meta.model_name if meta else '?'}, strategy {rec.get('strategy', '?')} "
+                      f"(requested: {rec.get('requested', '?')})")]
+    reasoning = rec.get("reasoning")
+    if reasoning:
+        out.append(Heading("Advisor reasoning"))
+        if isinstance(reasoning, list):
+            out.append(Bullets([str(r) for r in reasoning]))
+        elif isinstance(reasoning, dict):
+            out.append(Table(["", ""], [[k, _short(v)] for k, v in reasoning.items()]))
+        else:
+            out.append(Text(str(reasoning)))
+    rest = {k: v for k, v in rec.items() if k not in ("strategy", "requested", "reasoning")}
+    if rest:
+        out.append(Table(["setting", "value"], [[k, _short(v)] for k, v in rest.items()]))
+    return out
+
+
+def _short(v, n: int = 300) -> str:
+    s = v if isinstance(v, str) else json.dumps(v)
+    return s if len(s) <= n else s[:n] + "..."
+
+
+def curves_blocks(folder: RunFolder) -> list:
+    history = [h.as_dict() for h in folder.history]
+    png = folder.path / "curves.png"
+    if png.is_file():
+        out: list = [file_picture(png, "training curves")]
+    elif history:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = [file_picture(plot_history(history, Path(tmp) / "curves.png"), "training curves")]
+    else:
+        return [note("no training history")]
+    if history:
+        warning = overfitting_warning(history)
+        if warning:
+            out.append(Text(warning, "warn"))
+        best = max(folder.history, key=lambda h: -1 if h.val_accuracy is None else h.val_accuracy)
+        out.append(Text(f"{len(history)} epoch(s); best validation accuracy {fmt(best.val_accuracy)} "
+                        f"at epoch {best.epoch}"))
+    return out
+
+
+def reproducibility_blocks(folder: RunFolder) -> list:
+    r, splits = folder.run, folder.splits
+    rows = [["seed", r.seed], ["split seed", r.split_seed], ["split", splits.source or "-"],
+            ["data root", r.data_root], ["images", r.n_images], ["wall time (s)", r.wall_seconds]]
+    for part, info in splits.parts.items():
+        ids = info.indices
+        rows.append([f"{part} indices", f"{len(ids)} ids" + (f", first {ids[:5]}" if ids else "")])
+    meta = readable_meta(folder)
+    versions = r.versions or (meta.versions if meta else {})
+    return [Table(["", ""], rows), Heading("Versions"), Table(["package", "version"], list(versions.items())),
+            Heading("config.yaml"), Preformatted(folder.config_text or "missing")]
