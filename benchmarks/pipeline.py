@@ -151,11 +151,12 @@ def loader_epochs(side: str, items, epochs: int):
 def vistrain_epochs(items, epochs: int, cache_dir: Path, fused: bool = True):
     import numpy as np
     import torch
-    from vistrain.data.cache import EvalAndTrainPixels, build_pixel_caches
+    from vistrain.data.cache_build import build_pixel_caches
+    from vistrain.data.cache_pixels import EvalAndTrainPixels
     from vistrain.data.loader import ArrayBatches
     from vistrain.device import Runtime, keep_freed_host_memory
-    from vistrain.transforms.augment import (AugmentPipeline, ColorJitter, RandomHorizontalFlip,
-                                             RandomResizedCrop)
+    from vistrain.transforms.ops import ColorJitter, RandomHorizontalFlip, RandomResizedCrop
+    from vistrain.transforms.pipeline import AugmentPipeline
     from vistrain.transforms.preprocess import Preprocess
     torch.set_num_threads(WORKERS)
     if HOST_MEMORY == "reuse":  # as `vistrain train --host-memory reuse`

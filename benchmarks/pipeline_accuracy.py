@@ -94,10 +94,11 @@ class TorchvisionPipeline:
 
 class VistrainPipeline:
     def __init__(self, train, test, size, scale, batch, seed, cache_dir: Path, fused: bool = True):
-        from vistrain.data.cache import EvalAndTrainPixels, build_pixel_caches
+        from vistrain.data.cache_build import build_pixel_caches
+        from vistrain.data.cache_pixels import EvalAndTrainPixels
         from vistrain.data.loader import ArrayBatches
-        from vistrain.transforms.augment import (AugmentPipeline, ColorJitter,
-                                                 RandomHorizontalFlip, RandomResizedCrop)
+        from vistrain.transforms.ops import ColorJitter, RandomHorizontalFlip, RandomResizedCrop
+        from vistrain.transforms.pipeline import AugmentPipeline
         from vistrain.transforms.preprocess import Preprocess
         self.pre = Preprocess(size=size, crop_pct=1.0, mean=MEAN, std=STD)
         fn = EvalAndTrainPixels(self.pre)

@@ -9,7 +9,8 @@ import numpy as np
 from PIL import Image
 
 from vistrain.cli.main import main as cli
-from vistrain.data.cache import (build_pixel_cache, cache_entries, cache_limit_bytes, prune_cache)
+from vistrain.data.cache_budget import cache_entries, cache_limit_bytes, prune_cache
+from vistrain.data.cache_build import build_pixel_cache
 from vistrain.transforms.preprocess import Preprocess
 
 

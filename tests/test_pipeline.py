@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vistrain.config import AugmentConfig, TrainConfig
-from vistrain.data.cache import EvalAndTrainPixels, build_pixel_cache, build_pixel_caches
+from vistrain.data.cache_build import build_pixel_cache, build_pixel_caches
+from vistrain.data.cache_pixels import EvalAndTrainPixels, native_train_size
 from vistrain.transforms.preprocess import Preprocess
 
 CALLS = {"n": 0}
@@ -78,8 +79,6 @@ def test_worker_processes_write_the_same_cache(tmp_path):
 def test_small_images_train_at_their_own_size(tmp_path):
     """All images smaller than the 36 px eval resize: the train square stays at the largest
     shorter side (24), resized once from the decode -- never enlarged into the cache."""
-    from PIL import Image
-    from vistrain.data.cache import native_train_size
     paths = [_photo(tmp_path / f"{i}.png", w, h, seed=i) for i, (w, h) in enumerate([(30, 20), (40, 24)])]
     (tmp_path / "bad.png").write_bytes(b"not an image")
     assert native_train_size(paths + [str(tmp_path / "bad.png")], 36) == 24

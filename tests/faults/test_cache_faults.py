@@ -21,11 +21,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vistrain import fsutil
 from vistrain.cli.main import main as cli
-from vistrain.data import cache as cache_mod
+from vistrain.data import cache_budget, cache_build, cache_entry
+from vistrain.data import cache_fingerprint as key_mod
 from vistrain.data import io as image_io
-from vistrain.data.cache import (CacheSpaceError, build_pixel_cache, cache_key, open_array_entry,
-                                 sidecar)
+from vistrain.data.cache_budget import CacheSpaceError
+from vistrain.data.cache_build import build_pixel_cache
+from vistrain.data.cache_entry import open_array_entry, sidecar
+from vistrain.data.cache_fingerprint import cache_key
+from vistrain.data.cache_pixels import EvalAndTrainPixels
 from vistrain.errors import ImageLoadError, VistrainError
 from vistrain.training.features import cached_features
 from vistrain.transforms.preprocess import Preprocess
@@ -113,8 +118,8 @@ def test_multi_worker_decode_without_cache_folder_returns_the_pixels(tmp_path):
 def test_no_room_for_the_pixel_cache_is_one_line_before_decoding(tmp_path, monkeypatch):
     paths = _images(tmp_path / "img", 20)
     cache = tmp_path / "cache"
-    real = cache_mod.shutil.disk_usage
-    monkeypatch.setattr(cache_mod.shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
+    real = cache_budget.shutil.disk_usage
+    monkeypatch.setattr(cache_budget.shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
     with pytest.raises(CacheSpaceError) as err:
         build_pixel_cache(paths, _Pixels(), SHAPE, cache_dir=cache, workers=0, progress=False)
     _assert_one_line_space_error(err.value, cache)
@@ -129,7 +134,7 @@ def test_disk_full_when_reserving_the_file(tmp_path, monkeypatch):
 
     def full(fd, offset, length):
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(cache_mod.os, "posix_fallocate", full, raising=False)
+    monkeypatch.setattr(cache_build.os, "posix_fallocate", full, raising=False)
     with pytest.raises(CacheSpaceError) as err:
         build_pixel_cache(paths, _Pixels(), SHAPE, cache_dir=cache, workers=0, progress=False)
     _assert_one_line_space_error(err.value, cache)
@@ -191,13 +196,13 @@ def test_really_full_filesystem(tmp_path, tiny_tmpfs, monkeypatch):
         with pytest.raises(CacheSpaceError) as err:
             build_pixel_cache(paths, pre.pixels, shape, cache_dir=cache, workers=2, progress=False)
         _assert_one_line_space_error(err.value, cache)
-        real = cache_mod.shutil.disk_usage
-        monkeypatch.setattr(cache_mod.shutil, "disk_usage", lambda p: real(p)._replace(free=10**12))
+        real = cache_budget.shutil.disk_usage
+        monkeypatch.setattr(cache_budget.shutil, "disk_usage", lambda p: real(p)._replace(free=10**12))
         with pytest.raises(CacheSpaceError) as err:
             build_pixel_cache(paths, pre.pixels, shape, cache_dir=cache, workers=2, progress=False)
         _assert_one_line_space_error(err.value, cache)
         assert not _parts(cache)
-        monkeypatch.delattr(cache_mod.os, "posix_fallocate")
+        monkeypatch.delattr(cache_build.os, "posix_fallocate")
         with pytest.raises(CacheSpaceError) as err:
             build_pixel_cache(paths, pre.pixels, shape, cache_dir=cache, workers=2, progress=False)
         _assert_one_line_space_error(err.value, cache)
@@ -208,8 +213,8 @@ def test_really_full_filesystem(tmp_path, tiny_tmpfs, monkeypatch):
 def test_feature_cache_space(tmp_path, monkeypatch, caplog):
     cache = tmp_path / "features"
     feats = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
-    real = cache_mod.shutil.disk_usage
-    monkeypatch.setattr(cache_mod.shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
+    real = cache_budget.shutil.disk_usage
+    monkeypatch.setattr(cache_budget.shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
     computed = []
     with pytest.raises(CacheSpaceError) as err:  # with an estimate: refused before computing
         cached_features(cache, "k", lambda: computed.append(1) or feats, expected_bytes=feats.nbytes)
@@ -298,11 +303,11 @@ def test_large_entry_is_sample_checked_on_open_and_fully_by_verify(tmp_path, mon
     cache = tmp_path / "cache"
     build_pixel_cache(paths, _Pixels(), SHAPE, cache_dir=cache, workers=0, progress=False)
     (npy,) = cache.glob("pixels-*.npy")
-    monkeypatch.setattr(cache_mod, "FULL_VERIFY_BYTES", 0)
-    monkeypatch.setattr(cache_mod, "SAMPLE_BLOCKS", 1)
+    monkeypatch.setattr(cache_entry, "FULL_VERIFY_BYTES", 0)
+    monkeypatch.setattr(cache_entry, "SAMPLE_BLOCKS", 1)
     checked = []
-    real = cache_mod._crc_rows
-    monkeypatch.setattr(cache_mod, "_crc_rows", lambda a, s, e: checked.append(s) or real(a, s, e))
+    real = cache_entry.crc_rows
+    monkeypatch.setattr(cache_entry, "crc_rows", lambda a, s, e: checked.append(s) or real(a, s, e))
     open_array_entry(npy)
     assert 2 <= len(checked) <= 3  # first, last and one random block of 13
     checked.clear()
@@ -373,11 +378,11 @@ def test_every_cache_file_arrives_by_an_atomic_rename(tmp_path, monkeypatch):
     def replace(src, dst):
         renamed.append(Path(dst))
         real(src, dst)
-    monkeypatch.setattr(cache_mod.os, "replace", replace)
+    monkeypatch.setattr(fsutil.os, "replace", replace)  # the os module: every caller
     paths = _images(tmp_path / "img", 70)
     cache = tmp_path / "cache"
     build_pixel_cache(paths, _Pixels(), SHAPE, cache_dir=cache, workers=2, progress=False)
-    cache_mod.EvalAndTrainPixels.for_paths(Preprocess(size=SIZE), paths, cache)  # a sides memo
+    EvalAndTrainPixels.for_paths(Preprocess(size=SIZE), paths, cache)  # a sides memo
     cached_features(cache, "k", lambda: np.ones((70, 4), np.float32))
     files = sorted(p for p in cache.iterdir())
     assert len(files) == 5 and not _parts(cache)  # pixels .npy/.json, sides .json, features .npy/.json
@@ -430,8 +435,8 @@ def test_raising_the_limit_rebuilds_a_cache_that_refused_images(tmp_path):
 def test_fingerprints_read_by_threads_equal_serial_ones(tmp_path, monkeypatch):
     paths = _images(tmp_path / "img", 80)
     serial = cache_key(paths, {"size": SIZE})
-    cache_mod._FINGERPRINTS.clear()
-    monkeypatch.setattr(cache_mod, "SLOW_FILE_S", 0.0)  # every disk counts as slow: threads
+    key_mod._FINGERPRINTS.clear()
+    monkeypatch.setattr(key_mod, "SLOW_FILE_S", 0.0)  # every disk counts as slow: threads
     assert cache_key(paths, {"size": SIZE}) == serial
     assert cache_key(paths + [str(tmp_path / "gone.png")], {"size": SIZE}) != serial
 
@@ -442,7 +447,7 @@ def test_unwritable_cache_folder_is_one_line(tmp_path, monkeypatch, caplog):
 
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
-    monkeypatch.setattr(cache_mod.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(fsutil.tempfile, "mkstemp", read_only)
     with pytest.raises(VistrainError) as err:
         build_pixel_cache(paths, _Pixels(), SHAPE, cache_dir=cache, workers=0, progress=False)
     msg = str(err.value)

@@ -37,9 +37,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vistrain.data.cache import atomic_write_text, cache_key, default_cache_dir, num_workers
+from vistrain.config import ModelConfig
+from vistrain.data.cache_budget import PART, default_cache_dir
+from vistrain.data.cache_decode import num_workers
+from vistrain.data.cache_fingerprint import cache_key
 from vistrain.data.io import load_image
 from vistrain.errors import ImageLoadError
+from vistrain.fsutil import atomic_write_text
+from vistrain.models import create
+from vistrain.transforms.preprocess import Preprocess
 from vistrain.transforms.resize import resize_image
 
 log = logging.getLogger(__name__)
@@ -170,7 +176,6 @@ def _moments(hist: np.ndarray) -> tuple[float, float, int]:
 
 def spec_of(preprocess=None, *, size: int | None = None) -> dict:
     """The spatial preprocessing that changes pixel statistics, as a plain dict."""
-    from vistrain.transforms.preprocess import Preprocess
     pre = preprocess or Preprocess()
     return {"size": pre.size if size is None else int(size), "resize_mode": pre.resize_mode,
             "interpolation": pre.interpolation, "crop_pct": pre.crop_pct, "fill": pre.fill,
@@ -209,7 +214,7 @@ def compute_stats(paths, preprocess=None, *, size: int | None = None, workers: i
     if cache_file is not None:
         try:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(cache_file, json.dumps(res.to_dict()))
+            atomic_write_text(cache_file, json.dumps(res.to_dict()), suffix=PART)
         except OSError as err:  # a full or read-only disk costs the cache entry, not the result
             log.warning("could not cache the statistics in %s (%s); they will be computed again "
                         "next time", cache_file.parent, err.strerror or err)
@@ -248,8 +253,6 @@ def _finish(total: _Partial, spec: dict) -> DatasetStats:
 
 def default_preprocess(model: str | None = None):
     """Spatial preprocessing training would use for ``model`` (default: the config's default)."""
-    from vistrain.config import ModelConfig
-    from vistrain.transforms.preprocess import Preprocess
     name = model or ModelConfig().name
     try:
         import timm
@@ -260,8 +263,7 @@ def default_preprocess(model: str | None = None):
         return Preprocess(size=int(pc.input_size[-1]), interpolation=pc.interpolation or "bicubic",
                           crop_pct=float(pc.crop_pct or 0.875),
                           mean=tuple(pc.mean), std=tuple(pc.std), normalize_mode="model")
-    from vistrain.models import create   # vistrain/ scratch models: their own default config
-    _, pcfg = create(name, 2, pretrained=False)
+    _, pcfg = create(name, 2, pretrained=False)  # vistrain/ scratch models: their own default config
     return Preprocess(size=int(pcfg.input_size[-1]), interpolation=pcfg.interpolation,
                       crop_pct=pcfg.crop_pct, mean=tuple(pcfg.mean), std=tuple(pcfg.std),
                       normalize_mode="model")
