@@ -1,9 +1,11 @@
 """vistrain.data.doctor: hashes, pair classification, split leakage, folds, quick checks."""
 from __future__ import annotations
 
+import ast
 import itertools
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +14,10 @@ from PIL import Image
 from conftest import make_image_folder
 from vistrain.cli.main import main
 from vistrain.config import TrainConfig
-from vistrain.data.doctor import (diagnose, hamming, near_pairs, phash, phash_and_thumb,
-                                  quick_checks, thumb_distance)
+from vistrain.data import doctor
+from vistrain.data.doctor import diagnose, quick_checks
+from vistrain.data.doctor_hash import hamming, near_pairs, phash, phash_and_thumb, thumb_distance
+from vistrain.data.doctor_report import write_doctor_json
 from vistrain.data.scan import scan_folder
 from vistrain.errors import DataError
 from vistrain.data.splits import make_parts
@@ -134,22 +138,20 @@ def test_single_class_and_no_class_folders_are_findings(tmp_path, capsys):
 
 
 def test_doctor_is_in_the_data_layer():
-    """data/doctor.py imports nothing above the data layer (training imports it, not vice versa)."""
-    import ast
-    from pathlib import Path
-
-    import vistrain.data.doctor as doctor
+    """data/doctor*.py import nothing above the data layer (training imports them, not vice versa)."""
     allowed = ("vistrain.errors", "vistrain.fsutil", "vistrain.config", "vistrain.device", "vistrain.progress",
                "vistrain.data", "vistrain.transforms", "vistrain.models")
-    tree = ast.parse(Path(doctor.__file__).read_text())
-    names = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
-    names += [a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names]
-    mine = [n for n in names if n and n.startswith("vistrain")]
-    assert mine and all(n.startswith(allowed) for n in mine), mine
+    modules = sorted(Path(doctor.__file__).parent.glob("doctor*.py"))
+    assert len(modules) >= 2
+    for module in modules:
+        tree = ast.parse(module.read_text())
+        names = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+        names += [a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names]
+        mine = [n for n in names if n and n.startswith("vistrain")]
+        assert all(n.startswith(allowed) for n in mine), (module.name, mine)
 
 
 def test_write_doctor_json_round_trip(tmp_path):
-    from vistrain.data.doctor import write_doctor_json
     root = make_image_folder(tmp_path / "d", classes=("a", "b"), per_class=6)
     shutil.copy(root / "a" / "a_000.png", root / "b" / "same.png")
     findings = quick_checks(scan_folder(root))
