@@ -16,8 +16,10 @@ from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_
                              top_k_accuracy_score)
 from sklearn.preprocessing import label_binarize
 
-from vistrain.evaluation import metrics as M
-from vistrain.evaluation.metrics import compute_metrics, format_folds, format_table, summarize_folds
+from vistrain.evaluation.bootstrap import resample_prep, resample_scores
+from vistrain.evaluation.fold_metrics import format_folds, summarize_folds
+from vistrain.evaluation.metrics import compute_metrics
+from vistrain.evaluation.tables import format_table
 
 TOL = 1e-9
 
@@ -173,9 +175,9 @@ def test_bootstrap_resample_scores_equal_sklearn(k, absent):
     """The vectorised resample scorer gives sklearn's values on each resample (ties included)."""
     y, p, _ = make_data(3, n=150, k=k, absent=absent)
     yp = p.argmax(axis=1)
-    prep = M._resample_prep(y, yp, p)
+    prep = resample_prep(y, yp, p)
     idx = np.random.default_rng(0).integers(0, len(y), size=(4, len(y)))
-    scores = M._resample_scores(idx, prep)
+    scores = resample_scores(idx, prep)
     for r in range(len(idx)):
         yr, pr, ypr = y[idx[r]], p[idx[r]], yp[idx[r]]
         present = np.unique(yr)

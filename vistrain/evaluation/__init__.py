@@ -8,8 +8,8 @@ from __future__ import annotations
 import importlib
 
 _LAZY = {
-    "compute_metrics": "metrics", "format_table": "metrics",
-    "summarize_folds": "metrics", "format_folds": "metrics",
+    "compute_metrics": "metrics", "format_table": "tables",
+    "summarize_folds": "fold_metrics", "format_folds": "fold_metrics",
     "plot_confusion_matrix": "plots", "plot_roc_curves": "plots",
     "plot_pr_curves": "plots", "plot_reliability": "plots",
 }

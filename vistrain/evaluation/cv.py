@@ -44,7 +44,8 @@ import numpy as np
 
 from vistrain.data.splits import stratified_holdout, stratified_kfold
 from vistrain.errors import DataError
-from vistrain.evaluation.metrics import format_folds, format_table
+from vistrain.evaluation.fold_metrics import format_folds
+from vistrain.evaluation.tables import format_table
 
 
 def fold_dir(out: Path, k: int) -> Path:

@@ -42,6 +42,11 @@ Confidence intervals: percentile bootstrap over samples (``n_bootstrap`` resampl
 ``numpy.random.default_rng(seed)``), each resample scored with the same definitions as the point
 estimate; ``n_bootstrap=0`` gives ``None`` bounds.  For binary tasks ``macro_auc_roc`` is the AUC.
 
+The pieces live in :mod:`~vistrain.evaluation.scores` (point estimates, calibration),
+:mod:`~vistrain.evaluation.bootstrap` (intervals), :mod:`~vistrain.evaluation.tables`
+(:func:`format_table`) and :mod:`~vistrain.evaluation.fold_metrics` (:func:`summarize_folds`,
+:func:`format_folds`); this module assembles them into the one dict.
+
 Example::
 
     >>> import numpy as np
@@ -56,17 +61,21 @@ Example::
 """
 from __future__ import annotations
 
-import math
-import warnings
 from typing import Sequence
 
 import numpy as np
 
-__all__ = ["compute_metrics", "format_table", "summarize_folds", "format_folds"]
+from vistrain.evaluation.bootstrap import CI_METRICS, bootstrap_ci
+from vistrain.evaluation.fold_metrics import format_folds, summarize_folds
+from vistrain.evaluation.scores import (auc_roc, calibration, classification_scores, num,
+                                        top_k_accuracy)
+from vistrain.evaluation.tables import format_table
+
+# format_table, summarize_folds and format_folds are gathered here for the callers of this module.
+__all__ = ["compute_metrics", "format_table", "summarize_folds", "format_folds", "CI_METRICS"]
 
 # Row sums of ``probs`` may differ from 1 by this much (float16/float32 softmax round-off).
 PROB_SUM_ATOL = 1e-3
-CI_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc_roc")
 
 
 def compute_metrics(y_true, probs, class_names: Sequence[str], *, k: Sequence[int] = (1, 5),
@@ -97,38 +106,40 @@ def compute_metrics(y_true, probs, class_names: Sequence[str], *, k: Sequence[in
     support = np.bincount(y, minlength=n_classes)
     present = np.flatnonzero(support > 0)
 
-    cls = _classification(y, y_pred, n_classes, present)
-    auc = _auc_roc(y, p, support, names)
-    ece, reliability = _calibration(p.max(axis=1), y_pred == y, ece_bins)
-    per_class = [
-        {"class": names[i], "index": i, "support": int(support[i]),
-         "n_predicted": int(cls["n_predicted"][i]), "precision": _num(cls["precision"][i]),
-         "recall": _num(cls["recall"][i]) if support[i] else None,
-         "f1": _num(cls["f1"][i]) if support[i] else None,
-         "auc_roc": _num(auc["per_class"][i])}
-        for i in range(n_classes)
-    ]
+    cls = classification_scores(y, y_pred, n_classes, present)
+    auc = auc_roc(y, p, support, names)
+    ece, reliability = calibration(p.max(axis=1), y_pred == y, ece_bins)
     return {
         "n_samples": int(n),
         "n_classes": int(n_classes),
         "class_names": names,
         "absent_classes": [names[i] for i in np.flatnonzero(support == 0)],
-        "accuracy": _num(cls["accuracy"]),
-        "balanced_accuracy": _num(cls["balanced_accuracy"]),
-        "top_k_accuracy": _top_k(y, p, k, cls["accuracy"]),
-        "macro": {**cls["macro"], "auc_roc": _num(auc["macro"])},
-        "weighted": {**cls["weighted"], "auc_roc": _num(auc["weighted"])},
-        "per_class": per_class,
-        "auc_roc": {key: (_num(v) if isinstance(v, float) else v)
+        "accuracy": num(cls["accuracy"]),
+        "balanced_accuracy": num(cls["balanced_accuracy"]),
+        "top_k_accuracy": top_k_accuracy(y, p, k, cls["accuracy"]),
+        "macro": {**cls["macro"], "auc_roc": num(auc["macro"])},
+        "weighted": {**cls["weighted"], "auc_roc": num(auc["weighted"])},
+        "per_class": _per_class(names, support, cls, auc),
+        "auc_roc": {key: (num(v) if isinstance(v, float) else v)
                     for key, v in auc.items() if key != "per_class"},
         "confusion_matrix": cls["cm"].tolist(),
         "confusion_matrix_normalized": [[float(v) for v in row] for row in cls["cm_norm"]],
         "ece": ece,
         "reliability": reliability,
-        "ci95": _bootstrap_ci(y, y_pred, p, n_bootstrap, seed),
+        "ci95": bootstrap_ci(y, y_pred, p, n_bootstrap, seed),
         "bootstrap": {"method": "percentile", "level": 0.95,
                       "n_resamples": max(0, int(n_bootstrap)), "seed": int(seed)},
     }
+
+
+def _per_class(names, support, cls, auc) -> list[dict]:
+    """One row per class; recall, F1 (and AUC) of a class absent from y_true are None."""
+    return [{"class": names[i], "index": i, "support": int(support[i]),
+             "n_predicted": int(cls["n_predicted"][i]), "precision": num(cls["precision"][i]),
+             "recall": num(cls["recall"][i]) if support[i] else None,
+             "f1": num(cls["f1"][i]) if support[i] else None,
+             "auc_roc": num(auc["per_class"][i])}
+            for i in range(len(names))]
 
 
 def _validate(y_true, probs, class_names):
@@ -155,362 +166,3 @@ def _validate(y_true, probs, class_names):
         raise ValueError("probs must be finite probabilities whose rows sum to 1 (apply softmax "
                          f"to logits first); row {bad} sums to {sums[bad]:.6g}")
     return y, p, names
-
-
-def _num(x):
-    """A Python float, or None for None/NaN (JSON has no NaN)."""
-    if x is None:
-        return None
-    x = float(x)
-    return None if math.isnan(x) else x
-
-
-# --------------------------------------------------------------------------- point estimates
-
-def _classification(y, y_pred, n_classes, present):
-    """Accuracy, balanced accuracy, per-class/macro/weighted P/R/F1 and confusion matrices."""
-    from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix,
-                                 precision_recall_fscore_support)
-    labels = np.arange(n_classes)
-    prec, rec, f1, _ = precision_recall_fscore_support(y, y_pred, labels=labels, average=None,
-                                                       zero_division=0)
-    averages = {}
-    for avg in ("macro", "weighted"):
-        # labels=present is the absent-class policy: absent classes leave the macro average.
-        ap, ar, af, _ = precision_recall_fscore_support(y, y_pred, labels=present, average=avg,
-                                                        zero_division=0)
-        averages[avg] = {"precision": _num(ap), "recall": _num(ar), "f1": _num(af)}
-    with warnings.catch_warnings():
-        # Predictions of an absent class: sklearn warns, then drops that class from the mean,
-        # which is the policy (balanced accuracy = macro recall over present classes).
-        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
-        balanced = balanced_accuracy_score(y, y_pred)
-    return {
-        "accuracy": accuracy_score(y, y_pred), "balanced_accuracy": balanced,
-        "precision": prec, "recall": rec, "f1": f1,
-        "n_predicted": np.bincount(y_pred, minlength=n_classes),
-        "macro": averages["macro"], "weighted": averages["weighted"],
-        "cm": confusion_matrix(y, y_pred, labels=labels),
-        # normalize="true" divides each row by its support and turns 0/0 rows into zeros.
-        "cm_norm": confusion_matrix(y, y_pred, labels=labels, normalize="true"),
-    }
-
-
-def _auc_roc(y, p, support, names):
-    """ROC AUC: binary from probs[:, 1]; multi-class one-vs-rest over the present classes."""
-    from sklearn.metrics import roc_auc_score
-    n_classes = p.shape[1]
-    binary = n_classes == 2
-    out = {"method": "binary" if binary else "ovr",
-           "positive_class": names[1] if binary else None,
-           "value": None, "macro": None, "weighted": None, "reason": None,
-           "per_class": np.full(n_classes, np.nan)}
-    present = np.flatnonzero(support > 0)
-    if len(present) < 2:
-        out["reason"] = (f"y_true holds a single class ({names[present[0]]}); ROC AUC needs "
-                         "samples of at least two classes")
-        return out
-    if binary:
-        auc = float(roc_auc_score(y, p[:, 1]))
-        out.update(value=auc, macro=auc, weighted=auc, per_class=np.full(2, auc))
-        return out
-    per_class = out["per_class"]
-    for c in present:
-        # Column by column, this is exactly what roc_auc_score(multi_class="ovr") computes; doing
-        # it per class lets absent classes be skipped (sklearn's ovr refuses them outright).
-        per_class[c] = roc_auc_score(y == c, p[:, c])
-    macro = float(per_class[present].mean())
-    out.update(value=macro, macro=macro,
-               weighted=float(np.average(per_class[present], weights=support[present])))
-    return out
-
-
-def _top_k(y, p, ks, accuracy):
-    """{"k": top-k accuracy} for each requested k < K."""
-    from sklearn.metrics import top_k_accuracy_score
-    n_classes = p.shape[1]
-    out = {}
-    for kk in sorted({int(v) for v in ks}):
-        if kk < 1:
-            raise ValueError(f"top-k accuracy needs k >= 1, got {kk}")
-        if kk >= n_classes:
-            continue  # every label is in the top K: always 1, meaningless
-        if n_classes == 2:
-            # Only k=1 gets here; sklearn's binary top-k wants 1-D scores, and top-1 = accuracy.
-            out[str(kk)] = _num(accuracy)
-        else:
-            out[str(kk)] = float(top_k_accuracy_score(y, p, k=kk, labels=np.arange(n_classes)))
-    return out
-
-
-def _calibration(confidence, correct, n_bins):
-    """Expected calibration error and reliability bins of the top-1 confidence.
-
-    Bin ``b`` holds ``edges[b] < confidence <= edges[b+1]`` (bin 0 also holds 0).
-    ``ECE = sum_b (n_b / N) * |accuracy_b - confidence_b|``.
-    """
-    if int(n_bins) < 1:
-        raise ValueError(f"ece_bins must be >= 1, got {n_bins}")
-    edges = np.linspace(0.0, 1.0, int(n_bins) + 1)
-    idx = np.searchsorted(edges[1:-1], confidence, side="left")
-    count = np.bincount(idx, minlength=n_bins)
-    sum_conf = np.bincount(idx, weights=confidence, minlength=n_bins)
-    sum_acc = np.bincount(idx, weights=correct.astype(np.float64), minlength=n_bins)
-    # (n_b/N) * |acc_b - conf_b| == |sum_acc_b - sum_conf_b| / N, and needs no empty-bin care.
-    ece = float(np.abs(sum_acc - sum_conf).sum() / len(confidence))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_conf, mean_acc = sum_conf / count, sum_acc / count
-    return ece, {"edges": edges.tolist(), "confidence": [_num(v) for v in mean_conf],
-                 "accuracy": [_num(v) for v in mean_acc], "count": count.tolist()}
-
-
-# --------------------------------------------------------------------------- bootstrap
-
-# Resamples are scored in chunks of about this many (resample, sample) pairs: bounded memory
-# (~16 MB of float64 per array) whatever N and n_bootstrap are.
-_CHUNK_ELEMS = 2_000_000
-
-
-def _bootstrap_ci(y, y_pred, p, n_bootstrap, seed):
-    """95% percentile-bootstrap intervals of the CI_METRICS; resamples of N samples with
-    replacement.  Resamples where a metric is undefined (e.g. AUC with one class) are skipped."""
-    if int(n_bootstrap) <= 0:
-        return {m: {"low": None, "high": None} for m in CI_METRICS}
-    rng = np.random.default_rng(seed)
-    n = len(y)
-    prep = _resample_prep(y, y_pred, p)
-    draws = {m: [] for m in CI_METRICS}
-    chunk = max(1, _CHUNK_ELEMS // n)
-    for start in range(0, int(n_bootstrap), chunk):
-        idx = rng.integers(0, n, size=(min(chunk, n_bootstrap - start), n))
-        for name, values in _resample_scores(idx, prep).items():
-            draws[name].append(values)
-    out = {}
-    for name in CI_METRICS:
-        values = np.concatenate(draws[name])
-        values = values[~np.isnan(values)]
-        low, high = np.percentile(values, [2.5, 97.5]) if len(values) else (None, None)
-        out[name] = {"low": _num(low), "high": _num(high)}
-    return out
-
-
-def _resample_prep(y, y_pred, p):
-    """What scoring a resample needs, computed once: per AUC class, the ascending score order,
-    the starts of runs of tied scores (None when there are no ties) and the positive mask."""
-    n_classes = p.shape[1]
-    present = np.flatnonzero(np.bincount(y, minlength=n_classes) > 0)
-    # Binary AUC is the AUC of the positive class; multi-class averages OvR over present classes.
-    auc_classes = [1] if n_classes == 2 else list(present)
-    auc = []
-    if len(present) >= 2:
-        for c in auc_classes:
-            order = np.argsort(p[:, c], kind="stable")
-            s = p[order, c]
-            starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-            positive = y[order] == c
-            auc.append((order, None if len(starts) == len(s) else starts, positive,
-                        np.flatnonzero(positive)))
-    return {"y": y, "y_pred": y_pred, "correct": (y == y_pred).astype(np.float64),
-            "n_classes": n_classes, "auc": auc}
-
-
-def _resample_scores(idx, prep):
-    """Scores of resamples ``idx`` (B, N) of sample indices: {metric: (B,) array, NaN where
-    undefined}.  Same definitions as the point estimates (classes absent from a resample leave
-    its macro averages), computed with bincounts instead of a Python loop over resamples."""
-    b, n = idx.shape
-    k = prep["n_classes"]
-    rows = np.arange(b)[:, None]
-    correct = prep["correct"][idx]
-    true_bins = (rows * k + prep["y"][idx]).ravel()
-    support = np.bincount(true_bins, minlength=b * k).reshape(b, k)
-    tp = np.bincount(true_bins, weights=correct.ravel(), minlength=b * k).reshape(b, k)
-    n_pred = np.bincount((rows * k + prep["y_pred"][idx]).ravel(), minlength=b * k).reshape(b, k)
-    present = support > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        recall = np.where(present, tp / support, 0.0)
-        f1 = np.where(present, 2 * tp / (support + n_pred), 0.0)  # = 2PR/(P+R), 0 when tp = 0
-    n_present = present.sum(axis=1)
-    scores = {"accuracy": correct.mean(axis=1), "balanced_accuracy": recall.sum(1) / n_present,
-              "macro_f1": f1.sum(1) / n_present, "macro_auc_roc": np.full(b, np.nan)}
-    if prep["auc"]:
-        # Multiplicity of each sample in each resample: AUC is a weighted Mann-Whitney statistic.
-        w = np.bincount((rows * n + idx).ravel(), minlength=b * n).reshape(b, n).astype(np.int32)
-        aucs = np.stack([_weighted_auc(w, *cls) for cls in prep["auc"]], axis=1)
-        valid = ~np.isnan(aucs)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            scores["macro_auc_roc"] = np.where(valid, aucs, 0.0).sum(1) / valid.sum(1)
-    return scores
-
-
-def _weighted_auc(w, order, starts, positive, pos_cols):
-    """ROC AUC of one class for each row of sample multiplicities ``w`` (B, N) int32:
-    P(score_pos > score_neg) + 0.5 P(tie) over the resample (a weighted Mann-Whitney U).
-
-    ``order`` sorts the scores ascending, ``starts`` begins each run of equal scores (None: no
-    ties), ``positive`` marks the class's samples in sorted order, ``pos_cols`` = its indices.
-    Integer arithmetic keeps it exact (it matches sklearn to ~1e-15) and fast.
-    """
-    # np.take returns C-contiguous rows, unlike w[:, order]: the row cumsum below is ~8x faster.
-    ws = np.take(w, order, axis=1)
-    wn = ws * ~positive
-    if starts is None:
-        # No ties: a positive ties no negative, and wn is 0 at positive columns, so the inclusive
-        # cumsum there counts exactly the negatives scored below it.  Only those columns matter.
-        wp = ws[:, pos_cols].astype(np.int64)
-        twice_num = 2 * np.einsum("ij,ij->i", wp, np.cumsum(wn, axis=1, dtype=w.dtype)[:, pos_cols]
-                                  .astype(np.int64))
-    else:
-        # Merge each run of tied scores; negatives tied with a positive count half.
-        wp = np.add.reduceat(ws - wn, starts, axis=1).astype(np.int64)
-        wn = np.add.reduceat(wn, starts, axis=1).astype(np.int64)
-        twice_num = np.einsum("ij,ij->i", wp, 2 * np.cumsum(wn, axis=1) - wn)
-    den = wp.sum(axis=1) * (w.sum(axis=1) - wp.sum(axis=1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, twice_num / (2.0 * den), np.nan)
-
-
-# --------------------------------------------------------------------------- text output
-
-def _fmt(value, digits=4):
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _fmt_ci(ci):
-    if not ci or ci.get("low") is None:
-        return ""
-    return f"  95% CI [{_fmt(ci['low'])}, {_fmt(ci['high'])}]"
-
-
-def _headline_rows(m):
-    """(label, value, ci) for the summary lines of format_table."""
-    auc = m["auc_roc"]
-    auc_label = (f"AUC-ROC ({auc['positive_class']})" if auc["method"] == "binary"
-                 else "AUC-ROC (macro OvR)")
-    rows = [("accuracy", m["accuracy"], m["ci95"]["accuracy"]),
-            ("balanced accuracy", m["balanced_accuracy"], m["ci95"]["balanced_accuracy"]),
-            ("macro F1", m["macro"]["f1"], m["ci95"]["macro_f1"]),
-            (auc_label, auc["value"], m["ci95"]["macro_auc_roc"])]
-    if auc["method"] == "ovr":
-        rows.append(("AUC-ROC (weighted OvR)", auc["weighted"], None))
-    rows += [(f"top-{k} accuracy", v, None) for k, v in m["top_k_accuracy"].items() if k != "1"]
-    rows.append((f"ECE ({len(m['reliability']['count'])} bins)", m["ece"], None))
-    return rows
-
-
-def format_table(metrics: dict) -> str:
-    """Plain-text report of a :func:`compute_metrics` dict: headline metrics with 95% CIs, then
-    one aligned row per class and the macro / weighted averages.  ``-`` marks undefined values.
-
-    Example::
-
-        >>> m = compute_metrics([0, 1, 1, 0], [[.8, .2], [.3, .7], [.6, .4], [.9, .1]],
-        ...                     ["neg", "pos"], n_bootstrap=0)
-        >>> print(format_table(m))  # doctest: +ELLIPSIS
-        4 samples, 2 classes
-        ...
-    """
-    m = metrics
-    head = f"{m['n_samples']} samples, {m['n_classes']} classes"
-    if m["absent_classes"]:
-        head += ("; absent from the labels (excluded from macro averages): "
-                 + ", ".join(m["absent_classes"]))
-    rows = _headline_rows(m)
-    width = max(len(label) for label, _, _ in rows)
-    lines = [head] + [f"  {label:<{width}}  {_fmt(v)}{_fmt_ci(ci)}" for label, v, ci in rows]
-    if m["auc_roc"]["reason"]:
-        lines.append(f"  AUC-ROC undefined: {m['auc_roc']['reason']}")
-
-    def clip(name):  # keep very long class names from wrecking the alignment
-        return name if len(name) <= 32 else name[:31] + "~"
-
-    names = [clip(r["class"]) for r in m["per_class"]]
-    cw = max([len(n) for n in names] + [len("weighted avg")])
-    cols = ("support", "predicted", "precision", "recall", "f1", "auc_roc")
-    lines += ["", f"{'class':<{cw}}  " + "  ".join(f"{c:>9}" for c in cols)]
-    lines.append("-" * len(lines[-1]))
-    for name, r in zip(names, m["per_class"]):
-        cells = [str(r["support"]), str(r["n_predicted"])] + [
-            _fmt(r[c]) for c in ("precision", "recall", "f1", "auc_roc")]
-        lines.append(f"{name:<{cw}}  " + "  ".join(f"{c:>9}" for c in cells))
-    lines.append("-" * len(lines[-1]))
-    for avg in ("macro", "weighted"):
-        a = m[avg]
-        cells = [str(m["n_samples"]), ""] + [_fmt(a[c]) for c in ("precision", "recall", "f1",
-                                                                  "auc_roc")]
-        lines.append(f"{avg + ' avg':<{cw}}  " + "  ".join(f"{c:>9}" for c in cells))
-    return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- cross-validation
-
-def _headline(m: dict) -> dict:
-    """The scalar metrics summarised across folds, by name (None where undefined)."""
-    out = {"accuracy": m["accuracy"], "balanced_accuracy": m["balanced_accuracy"],
-           "macro_precision": m["macro"]["precision"], "macro_recall": m["macro"]["recall"],
-           "macro_f1": m["macro"]["f1"], "weighted_f1": m["weighted"]["f1"],
-           "macro_auc_roc": m["macro"]["auc_roc"]}
-    out.update({f"top_{k}_accuracy": v for k, v in m["top_k_accuracy"].items() if k != "1"})
-    out["ece"] = m["ece"]
-    return out
-
-
-def summarize_folds(fold_metrics: Sequence[dict]) -> dict:
-    """Mean and sample standard deviation (ddof=1) of headline metrics across CV folds.
-
-    Args:
-        fold_metrics: one :func:`compute_metrics` dict per fold (same class names).
-
-    Returns ``{"n_folds": F, "std_ddof": 1, "metrics": {name: {"mean", "std", "n", "values"}}}``
-    where ``values`` lists the F per-fold values (None where undefined in that fold), ``n``
-    counts the defined ones, mean/std are over those (std is None when n < 2, mean when n = 0).
-    Names: accuracy, balanced_accuracy, macro_precision, macro_recall, macro_f1, weighted_f1,
-    macro_auc_roc, top_<k>_accuracy (k > 1 reported by every fold), ece.
-
-    Example::
-
-        >>> folds = [compute_metrics([0, 1, 1], p, ["a", "b"], n_bootstrap=0)
-        ...          for p in ([[.9, .1], [.2, .8], [.6, .4]], [[.9, .1], [.2, .8], [.4, .6]])]
-        >>> s = summarize_folds(folds)["metrics"]["accuracy"]
-        >>> round(s["mean"], 4), round(s["std"], 4), s["n"]
-        (0.8333, 0.2357, 2)
-    """
-    if not fold_metrics:
-        raise ValueError("summarize_folds needs at least one fold")
-    names = fold_metrics[0]["class_names"]
-    if any(f["class_names"] != names for f in fold_metrics):
-        raise ValueError("all folds must be evaluated on the same class names")
-    heads = [_headline(f) for f in fold_metrics]
-    keys = [key for key in heads[0] if all(key in h for h in heads)]
-    summary = {}
-    for key in keys:
-        values = [h[key] for h in heads]
-        defined = np.array([v for v in values if v is not None], dtype=np.float64)
-        summary[key] = {
-            "mean": float(defined.mean()) if len(defined) else None,
-            "std": float(defined.std(ddof=1)) if len(defined) >= 2 else None,
-            "n": int(len(defined)), "values": values}
-    return {"n_folds": len(fold_metrics), "std_ddof": 1, "metrics": summary}
-
-
-def format_folds(summary: dict) -> str:
-    """Plain-text table of :func:`summarize_folds`: mean ± std and the per-fold values.
-
-    Example::
-
-        >>> print(format_folds({"n_folds": 2, "std_ddof": 1, "metrics": {"accuracy":
-        ...     {"mean": 0.75, "std": 0.05, "n": 2, "values": [0.7, 0.8]}}}))
-        2-fold cross-validation: mean ± sample std (ddof=1) over folds
-        metric    mean ± std         folds
-        accuracy  0.7500 ± 0.0500    0.7000 0.8000
-    """
-    rows = summary["metrics"]
-    width = max([len(name) for name in rows] + [len("metric")])
-    lines = [f"{summary['n_folds']}-fold cross-validation: mean ± sample std "
-             f"(ddof={summary['std_ddof']}) over folds",
-             f"{'metric':<{width}}  {'mean ± std':<17}  folds"]
-    for name, s in rows.items():
-        spread = f"{_fmt(s['mean'])} ± {_fmt(s['std'])}"
-        folds = " ".join(_fmt(v) for v in s["values"])
-        lines.append(f"{name:<{width}}  {spread:<17}  {folds}")
-    return "\n".join(lines)
