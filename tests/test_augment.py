@@ -155,7 +155,7 @@ class TestRandomRotation:
     def test_identity_through_grid_sample_within_one_level(self):
         x = make_batch()
         y = from_work(_grid_sample(to_work(x), torch.eye(3).repeat(len(x), 1, 1),
-                                       (24, 32), "fill", 0.0, "bilinear"), torch.uint8)
+                                   (24, 32), "fill", 0.0, "bilinear"), torch.uint8)
         assert max_diff(x, y) <= 1
 
     @pytest.mark.parametrize("fill", [0.0, 0.5])
@@ -373,7 +373,7 @@ class TestColorJitter:
         op = ColorJitter(0.05, 0.2, 0.2)
         p = op.make_params(x, gen(13))
         ref = adjust_saturation(adjust_contrast(adjust_brightness(x, p["brightness"]),
-                                                    p["contrast"]), p["saturation"])
+                                                p["contrast"]), p["saturation"])
         assert 0.0 < ref.min() and ref.max() < 1.0  # the premise: nothing clipped
         assert max_diff(op.apply(x, p), ref) <= 1e-5
         assert "one colour matrix" in op.describe()
@@ -405,7 +405,7 @@ class TestColorJitter:
         assert 0.5 * change < mean_diff(y, x) < 2.0 * change
         red = torch.tensor([0.8, 0.2, 0.2]).view(1, 3, 1, 1)
         turned = colour_float(red, torch.zeros(1), torch.ones(1), torch.ones(1),
-                                torch.tensor([0.05])).flatten()
+                              torch.tensor([0.05])).flatten()
         assert turned[1] > 0.25 and turned[0] > turned[1] > turned[2]  # red -> towards yellow
         assert torch.equal(hue_matrix(torch.zeros(3)), torch.eye(3, dtype=torch.float64).expand(3, 3, 3))
 
@@ -414,7 +414,7 @@ class TestColorJitter:
         op = ColorJitter(0.2, 0.3, 0.3, 0.05)
         p = op.make_params(x, gen(14))
         a, b = colour_affine(p["brightness"], p["contrast"], p["saturation"], p["hue"],
-                               grayscale(x.mean(dim=(2, 3), keepdim=True)).view(3))
+                             grayscale(x.mean(dim=(2, 3), keepdim=True)).view(3))
         ref = np.clip(np.einsum("nij,njhw->nihw", a.numpy(), x.double().numpy())
                       + b.numpy()[:, :, None, None], 0, 1)
         assert max_diff(op.apply(x, p), torch.from_numpy(ref)) <= 1e-5
@@ -518,14 +518,14 @@ class TestAugmentPipeline:
         centre = (..., slice(6, 18), slice(10, 30))
         assert mean_diff(fused[centre], seq[centre]) < 1.5
         wrong_order = warp(x, compose_thetas([rotation_theta(params[1]["angle"], (30, 44)),
-                                                  crop_theta(params[0]["box"], (30, 44))]),
-                             (24, 40))
+                                              crop_theta(params[0]["box"], (30, 44))]),
+                           (24, 40))
         assert mean_diff(wrong_order[centre], seq[centre]) > 3.0  # the check can tell
 
     def test_analytic_grid_equals_affine_grid(self):
         boxes = torch.tensor([[2.0, 3.0, 10.0, 20.0]] * 2)
         theta = compose_thetas([rotation_theta(torch.tensor([17.0, -40.0]), (20, 36)),
-                                  crop_theta(boxes, (20, 36))])
+                                crop_theta(boxes, (20, 36))])
         ref = F.affine_grid(theta[:, :2], [2, 3, 12, 16], align_corners=False)
         assert max_diff(affine_grid(theta, (12, 16)), ref) <= 1e-6
 

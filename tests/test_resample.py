@@ -57,7 +57,7 @@ class TestCropBoxes:
     def test_flip_before_crop_mirrors_the_box(self):
         boxes = torch.tensor([[2.0, 3.0, 10.0, 20.0]])
         theta = compose_thetas([flip_theta(torch.tensor([True]), torch.tensor([False])),
-                                  crop_theta(boxes, (40, 52))])
+                                crop_theta(boxes, (40, 52))])
         got, gh, gv = crop_boxes(theta, (40, 52))
         assert got.tolist() == [[2, 52 - 3 - 20, 10, 20]] and gh.tolist() == [True]
 
@@ -103,7 +103,7 @@ class TestCropResize:
             ref = ref.flip(-1) if flips[i] else ref.flip(-2)
             assert diff(y[i], ref).max() <= 1
         warped = from_work(_grid_sample(to_work(x), theta, (24, 28), "border", 0.0,
-                                            "bilinear"), torch.uint8)
+                                        "bilinear"), torch.uint8)
         assert diff(y, warped)[..., 6:-6, 6:-6].max() <= 1
 
     def test_uint8_bicubic_without_antialias_goes_through_float(self):
@@ -125,7 +125,7 @@ class TestCropResize:
         params = op.make_params(stripes, gen(0))
         smooth = op.apply(stripes.contiguous(), params)
         aliased = RandomResizedCrop(16, scale=(1.0, 1.0), ratio=(1.0, 1.0),
-                                      antialias=False).apply(stripes.contiguous(), params)
+                                    antialias=False).apply(stripes.contiguous(), params)
         assert diff(smooth, torch.full_like(smooth, 127.5)).max() < 45
         assert diff(aliased, torch.full_like(aliased, 127.5)).max() > 100
 
@@ -180,7 +180,7 @@ class TestApplyNormalized:
         monkeypatch.setattr(pipeline, "crop_resize_dense", lambda *a, **k: calls.append(1) or real(*a, **k))
         x = batch(6, 16, 16)
         pipe = AugmentPipeline([RandomResizedCrop(48, scale=(0.3, 1.0)), RandomHorizontalFlip(),
-                                  ColorJitter(0.2, 0.3, 0.3, 0.05)])
+                                ColorJitter(0.2, 0.3, 0.3, 0.05)])
         params = pipe.make_params(x, gen(9))
         y = pipe.apply_normalized(x, params, 1 / 255, self.MEAN, self.STD)
         assert calls and y.dtype == torch.float32 and y.shape == (6, 3, 48, 48)

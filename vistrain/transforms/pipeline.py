@@ -45,8 +45,9 @@ class AugmentPipeline(BatchOp):
     several).  Fusion samples the original image, so where a later op looks outside an earlier
     crop it sees real pixels rather than fill.  Ops with different (non-None) padding/fill or
     interpolation start a new run.  A run that is a whole-pixel crop with flips (the random
-    resized crop recipe) stays uint8 (:mod:`~vistrain.transforms.functional.resample`, antialiased); the
-    batch turns float at the first op that needs it and back to the input dtype once at the end.
+    resized crop recipe) stays uint8 (:mod:`~vistrain.transforms.functional.resample`,
+    antialiased); the batch turns float at the first op that needs it and back to the input dtype
+    once at the end.
 
     **Order.**  Pointwise colour ops (``pointwise = True``: brightness, contrast, saturation, hue,
     :class:`ColorJitter`) that directly follow a run which *enlarges* the image (more output than
@@ -129,9 +130,9 @@ class AugmentPipeline(BatchOp):
 
         When the last stage crops and *enlarges* a small image (CIFAR's 32 px to 224), the small
         source is normalized first and resampled last, as two batched matrix products
-        (:func:`~vistrain.transforms.functional.resample.crop_resize_dense`): one pass writes the output,
-        and there is no uint8 rounding between augmentation and normalization (so results differ
-        from the two-step call by at most that rounding, half a grey level).
+        (:func:`~vistrain.transforms.functional.resample.crop_resize_dense`): one pass writes the
+        output, and there is no uint8 rounding between augmentation and normalization (so results
+        differ from the two-step call by at most that rounding, half a grey level).
         """
         stages = self._stages(batch_shape(x))
         dense = self._dense_crop(params, stages[-1]) if stages else None
@@ -151,7 +152,8 @@ class AugmentPipeline(BatchOp):
 
     def _dense_crop(self, params: list[Params], stage: "_Stage"):
         """``(boxes, hflip, vflip)`` when ``stage`` is a crop run that only enlarges a source
-        small enough for :func:`~vistrain.transforms.functional.resample.dense_is_cheap`, else None."""
+        small enough for :func:`~vistrain.transforms.functional.resample.dense_is_cheap`, else
+        None."""
         ops = self.ops[stage.i:stage.j]
         if not ops[0].geometric or ops[0].interpolation not in RESIZE_MODES \
                 or not dense_is_cheap(stage.in_hw, stage.out_hw):
