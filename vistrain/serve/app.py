@@ -38,6 +38,7 @@ import threading
 import types
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
+from importlib.util import find_spec
 from pathlib import Path
 from urllib.parse import quote
 
@@ -66,8 +67,9 @@ def require_deploy() -> types.SimpleNamespace:
     """The Starlette pieces the app needs, or a one-line :class:`VistrainError` saying how to
     install them.  Imported here, not at the top: the server's dependencies are an optional extra
     (``vistrain[deploy]``) that ``import vistrain`` and the other verbs must not need."""
+    if not (find_spec("python_multipart") or find_spec("multipart")):  # Starlette parses forms with it
+        raise VistrainError(f"vistrain serve needs python-multipart: {INSTALL_HINT}")
     try:
-        import multipart  # noqa: F401  (python-multipart: Starlette parses forms with it)
         from starlette.applications import Starlette
         from starlette.exceptions import HTTPException
         from starlette.requests import Request

@@ -86,7 +86,8 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
           max_body_mb: float = DEFAULT_MAX_BODY_MB, max_image_pixels: int | None = None,
           device: str = "cpu", decode_threads: int | None = None,
           ready: Callable[[str], None] | None = None) -> None:
-    """Serve the run ``run_dir`` over HTTP until interrupted (Ctrl-C / SIGTERM).
+    """Serve the run ``run_dir`` over HTTP until interrupted (Ctrl-C: returns after a graceful
+    shutdown; SIGTERM: the same shutdown, then the process ends by that signal).
 
     ``max_batch``: most images per model call (1: no batching); ``wait_ms``: how long a request
     waits for others to share its batch; ``max_body_mb``: largest request accepted (413 above);
@@ -122,5 +123,7 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
                             timeout_graceful_shutdown=5)
     try:
         uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn shut down gracefully, then re-raised the Ctrl-C: done
+        log.info("stopped")
     finally:
         sock.close()
