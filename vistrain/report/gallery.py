@@ -25,6 +25,7 @@ from vistrain.artifact import load_model
 from vistrain.evaluation.png import array_png
 from vistrain.interpret.cam import compute_cam, overlay
 from vistrain.report.page import Card, Cards, Heading, Text, note, picture
+from vistrain.report.run_sections import readable_meta
 from vistrain.rundir import RunFolder
 from vistrain.transforms.preprocess import Preprocess
 
@@ -98,8 +99,8 @@ def gallery_items(folder: RunFolder, n_losses: int = 8, n_pairs: int = 2, per_pa
 
 def load_cam_model(folder: RunFolder) -> tuple[nn.Module, Preprocess]:
     """The run's trained model (CPU, eval mode) and its preprocessing; RunDirError when missing."""
-    model, meta = load_model(folder.path)
-    return model, Preprocess.from_dict(meta["preprocess"])
+    model, _ = load_model(folder.path)
+    return model, folder.meta.preprocess_record()
 
 
 def input_and_cam_png(pre: Preprocess, path: Path, model: nn.Module | None = None,
@@ -123,15 +124,9 @@ class _CardPictures:
         try:
             self.model, self.pre = load_cam_model(folder)
         except Exception as err:  # the report must still be written without Grad-CAM
+            meta = readable_meta(folder)  # None: the default preprocessing still shows the images
             self.model, self.error = None, str(err)
-            self.pre = folder.meta.preprocess_record() if self._meta_ok(folder) else Preprocess()
-
-    @staticmethod
-    def _meta_ok(folder: RunFolder) -> bool:
-        try:
-            return folder.meta is not None
-        except Exception:  # a damaged model.json: the default preprocessing shows the images
-            return False
+            self.pre = meta.preprocess_record() if meta else Preprocess()
 
     def __call__(self, it: GalleryItem):
         if it.id in self.done:

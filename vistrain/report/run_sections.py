@@ -163,7 +163,7 @@ def augmentation_blocks(folder: RunFolder) -> list:
         return [note("no augmentation preview: config.yaml or model.json missing")]
     pre, strategy = meta.preprocess_record(), meta.strategy
     out: list = [Bullets(describe(cfg.augment, pre.size))]
-    if strategy.get("strategy") == "feature-extraction" and "live" not in str(strategy.get("feature_cache", "")):
+    if strategy.strategy == "feature-extraction" and "live" not in str(strategy.feature_cache or ""):
         out.append(note("feature extraction on cached clean features: this augmentation was configured "
                         "but not applied during training"))
     files = sample_files(folder, 4)
@@ -202,12 +202,12 @@ def readable_meta(folder: RunFolder) -> ModelMeta | None:
 
 def strategy_blocks(folder: RunFolder) -> list:
     meta = readable_meta(folder)
-    rec = (meta.strategy if meta else {}) or folder.run.strategy
+    rec = (meta.strategy if meta else None) or folder.run.strategy
     if not rec:
         return [note("no strategy record")]
-    out: list = [Text(f"model {meta.model_name if meta else '?'}, strategy {rec.get('strategy', '?')} "
-                      f"(requested: {rec.get('requested', '?')})")]
-    reasoning = rec.get("reasoning")
+    out: list = [Text(f"model {meta.model_name if meta else '?'}, strategy {rec.strategy or '?'} "
+                      f"(requested: {rec.requested or '?'})")]
+    reasoning = rec.reasoning
     if reasoning:
         out.append(Heading("Advisor reasoning"))
         if isinstance(reasoning, list):
@@ -216,9 +216,8 @@ def strategy_blocks(folder: RunFolder) -> list:
             out.append(Table(["", ""], [[k, _short(v)] for k, v in reasoning.items()]))
         else:
             out.append(Text(str(reasoning)))
-    rest = {k: v for k, v in rec.items() if k not in ("strategy", "requested", "reasoning")}
-    if rest:
-        out.append(Table(["setting", "value"], [[k, _short(v)] for k, v in rest.items()]))
+    if rec.settings:
+        out.append(Table(["setting", "value"], [[k, _short(v)] for k, v in rec.settings.items()]))
     return out
 
 

@@ -1,0 +1,208 @@
+"""The typed run folder: what ``vistrain train``, ``cv`` and ``compare`` write, read in one place.
+
+:class:`RunFolder` is the one reader of an output folder.  Each part is loaded on first use and
+cached; a part whose file is absent is ``None`` (or empty), and a part whose file is damaged
+(not JSON, or not the JSON shape vistrain writes) raises a one-line :class:`RunDirError` that
+names the file and the fix.  Fields are coerced, not trusted: a number that is not a number
+becomes ``None``, a name that is not a string becomes its ``str()``, so a hand-edited file cannot
+smuggle objects where text is expected.
+
+Files of a run (``kind == "train"``)::
+
+    model.json          -> meta: ModelMeta (via artifact.read_meta; needs model.safetensors)
+    run.json            -> run: RunRecord            history.json  -> history: list[Epoch]
+    metrics.json        -> metrics: {part: PartMetrics}
+    predictions.json    -> predictions: {part: PartPredictions}
+    splits.json         -> splits: Splits            doctor.json   -> doctor: DoctorRecord
+    checks.json         -> checks: list[CheckRecord] config.yaml   -> config_text / config()
+    *.png (root or figures/) -> figure_file(name)
+
+``cv_metrics.json`` (``kind == "cv"``) -> ``cv``: CvSummary; ``compare.json`` (``kind ==
+"compare"``) -> ``compare``: CompareSummary.
+
+Example:
+    >>> from vistrain.rundir import RunFolder
+    >>> folder = RunFolder.read("runs/demo")                       # doctest: +SKIP
+    >>> folder.kind, folder.meta.model_name, folder.metrics["test"].accuracy  # doctest: +SKIP
+    ('train', 'vistrain/resnet-tiny', 0.93)
+
+The dataclasses of the parts live in :mod:`vistrain.rundir.parts` and are re-exported here.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from functools import cached_property
+from pathlib import Path
+
+from vistrain.artifact import META, read_meta
+from vistrain.config import TrainConfig
+from vistrain.errors import RunDirError
+from vistrain.rundir.parts import (FIXES, RETRAIN, CheckRecord, ClassMetrics, CompareRun, CompareSummary,
+                                   CvFold, CvSummary, DoctorRecord, Epoch, Finding, Interval, ModelMeta,
+                                   PartMetrics, PartPredictions, RunRecord, SkippedFile, Splits, SplitPart,
+                                   Spread, StrategyRecord)
+
+__all__ = ["RunFolder", "output_kind", "CheckRecord", "ClassMetrics", "CompareRun", "CompareSummary",
+           "CvFold", "CvSummary", "DoctorRecord", "Epoch", "Finding", "Interval", "ModelMeta", "PartMetrics",
+           "PartPredictions", "RunRecord", "SkippedFile", "Splits", "SplitPart", "Spread", "StrategyRecord"]
+log = logging.getLogger("vistrain")
+
+
+def output_kind(path: Path) -> str | None:
+    """``"compare"``, ``"cv"`` or ``"train"``: which command wrote the folder (None: none)."""
+    if (path / "compare.json").is_file():
+        return "compare"
+    if (path / "cv_metrics.json").is_file() or (path / "folds.json").is_file():
+        return "cv"
+    if any((path / n).exists() for n in (META, "metrics.json", "run.json")):
+        return "train"
+    return None
+
+
+class RunFolder:
+    """One output folder of vistrain, its parts read lazily (see the module docstring).
+
+    ``refused_files`` collects the names of ``splits.json`` that :meth:`data_file` refused
+    because they lead outside the data root.
+    """
+
+    def __init__(self, path: Path, kind: str | None):
+        self.path, self.kind = path, kind
+        self.refused_files: list[str] = []
+
+    @classmethod
+    def read(cls, path: str | Path) -> RunFolder:
+        """The folder at ``path``; :class:`RunDirError` when it is not a folder."""
+        path = Path(path)
+        if not path.is_dir():
+            raise RunDirError(f"{path}: run directory not found; give the --out folder of `vistrain "
+                              "train`, `vistrain cv` or `vistrain compare`")
+        return cls(path, output_kind(path))
+
+    # -- generic JSON loading
+    def _json(self, name: str, kind: type | tuple = (dict, list)):
+        """The document of ``name``, None when absent; one-line RunDirError when damaged."""
+        path = self.path / name
+        if not path.is_file():
+            return None
+        fix = FIXES.get(name, RETRAIN)
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError) as err:
+            raise RunDirError(f"{path}: damaged, not valid JSON ({' '.join(str(err).split())[:80]}); "
+                              f"{fix}") from None
+        if not isinstance(doc, kind):
+            kinds = kind if isinstance(kind, tuple) else (kind,)
+            want = " or ".join({dict: "object", list: "list"}[k] for k in kinds)
+            raise RunDirError(f"{path}: damaged, expected a JSON {want}, got {type(doc).__name__}; {fix}")
+        return doc
+
+    # -- the parts of a training run
+    @cached_property
+    def meta(self) -> ModelMeta | None:
+        """``model.json`` (None when absent); RunDirError when damaged or the weights are missing."""
+        return ModelMeta.from_doc(read_meta(self.path)) if (self.path / META).is_file() else None
+
+    @cached_property
+    def run(self) -> RunRecord:
+        doc = self._json("run.json", dict)
+        return RunRecord() if doc is None else RunRecord.from_doc(doc)
+
+    @cached_property
+    def history(self) -> list[Epoch]:
+        return [Epoch.from_doc(h) for h in self._json("history.json", list) or [] if isinstance(h, dict)]
+
+    @cached_property
+    def metrics(self) -> dict[str, PartMetrics]:
+        doc = self._json("metrics.json", dict) or {}
+        return {str(k): PartMetrics.from_doc(v) for k, v in doc.items() if isinstance(v, dict)}
+
+    @cached_property
+    def predictions(self) -> dict[str, PartPredictions]:
+        doc = self._json("predictions.json", dict) or {}
+        path = self.path / "predictions.json"
+        return {str(part): PartPredictions.from_doc(p, path, str(part)) for part, p in doc.items()}
+
+    @cached_property
+    def splits(self) -> Splits:
+        return Splits.from_doc(self._json("splits.json", dict) or {})
+
+    @cached_property
+    def doctor(self) -> DoctorRecord | None:
+        doc = self._json("doctor.json", (dict, list))
+        return None if doc is None else DoctorRecord.from_doc(doc, self.path / "doctor.json")
+
+    @cached_property
+    def checks(self) -> list[CheckRecord]:
+        return [CheckRecord.from_doc(c) for c in self._json("checks.json", list) or [] if isinstance(c, dict)]
+
+    @cached_property
+    def config_text(self) -> str | None:
+        path = self.path / "config.yaml"
+        return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
+
+    def config(self) -> TrainConfig | None:
+        """The run's ``config.yaml`` as a :class:`TrainConfig` (None when absent)."""
+        return TrainConfig.load(self.path / "config.yaml") if self.config_text is not None else None
+
+    @cached_property
+    def classes(self) -> list[str]:
+        """Class names: model.json's, else splits.json's (a damaged model.json is skipped)."""
+        try:
+            if self.meta is not None:
+                return self.meta.classes
+        except RunDirError as err:
+            log.warning("%s", err)
+        return self.splits.classes
+
+    def evaluated_part(self) -> str | None:
+        """The part the run was scored on: ``test``, else ``val`` (None: no predictions)."""
+        return next((p for p in ("test", "val") if p in self.predictions), None)
+
+    def figure_file(self, name: str) -> Path | None:
+        """The PNG ``name`` (no suffix) the run wrote, in its root or ``figures/``."""
+        return next((p for p in (self.path / f"{name}.png", self.path / "figures" / f"{name}.png")
+                     if p.is_file()), None)
+
+    # -- the run's data
+    @cached_property
+    def data_root(self) -> Path | None:
+        """The data folder the run was trained on, when it is reachable from here."""
+        root = self.run.data_root
+        return Path(root) if root and Path(root).is_dir() else None
+
+    def data_file(self, rel) -> Path | None:
+        """The file ``rel`` (a name of splits.json) when it resolves inside the data root.
+
+        ``../`` escapes, absolute names and links out of the root give None and are recorded in
+        ``refused_files`` (with a warning), so no file outside the data root is ever opened.
+        """
+        root = self.data_root
+        if root is None or not isinstance(rel, str) or not rel:
+            return None
+        try:
+            base = root.resolve()
+            path = (base / rel).resolve()
+        except (OSError, RuntimeError, ValueError):  # a loop of links, a NUL byte
+            path = None
+        if path is None or not path.is_relative_to(base):
+            if rel not in self.refused_files:
+                self.refused_files.append(rel)
+                log.warning("skipped %r from splits.json: it is outside the data root %s", rel, root)
+            return None
+        return path
+
+    # -- cross-validation and comparison summaries
+    @cached_property
+    def cv(self) -> CvSummary | None:
+        """``cv_metrics.json`` (None when absent: the cross-validation has not finished)."""
+        d = self._json("cv_metrics.json", dict)
+        return None if d is None else CvSummary.from_doc(d, self.path / "cv_metrics.json")
+
+    @cached_property
+    def compare(self) -> CompareSummary | None:
+        """``compare.json`` (None when absent)."""
+        d = self._json("compare.json", dict)
+        return None if d is None else CompareSummary.from_doc(d, self.path / "compare.json")
+
