@@ -21,7 +21,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import io
 import itertools
 import json
 import logging
@@ -30,6 +29,7 @@ from pathlib import Path
 
 from vistrain.config import parse_value, update_section
 from vistrain.errors import VistrainError
+from vistrain.evaluation.png import figure_png, new_figure
 
 log = logging.getLogger("vistrain")
 
@@ -119,11 +119,8 @@ def _base_lr(run: dict) -> float | None:
 # ---- figures and report -----------------------------------------------------------------------
 def plot_compare_curves(summary: dict, path=None):
     """Val accuracy, train loss and val loss per epoch, one line per setting; PNG bytes."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
-    fig = Figure(figsize=(13, 3.8))
-    FigureCanvasAgg(fig)
+    fig = new_figure((13, 3.8), layout=None)
     panels = (("val_accuracy", "validation accuracy"), ("train_loss", "train loss"),
               ("val_loss", "validation loss"))
     axes = [fig.add_subplot(1, 3, i + 1) for i in range(3)]
@@ -142,11 +139,10 @@ def plot_compare_curves(summary: dict, path=None):
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{summary['model']}: same split and seed, one run per setting")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    png = figure_png(fig, dpi=100)
     if path is not None:
-        Path(path).write_bytes(buf.getvalue())
-    return buf.getvalue()
+        Path(path).write_bytes(png)
+    return png
 
 
 def _fmt(value, digits=4) -> str:

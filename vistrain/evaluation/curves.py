@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vistrain.evaluation.png import new_figure, save_figure
+
 
 def overfitting_warning(history: list[dict], window: int = 3) -> str | None:
     """A message when val loss rose over the last ``window`` epochs while train loss fell."""
@@ -23,11 +25,9 @@ def overfitting_warning(history: list[dict], window: int = 3) -> str | None:
 
 def plot_history(history: list[dict], path: str | Path, title: str = "") -> Path:
     """Two panels: loss and accuracy per epoch, train vs validation."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig = new_figure((10, 3.6), layout=None)
+    axes = fig.subplots(1, 2)
     for ax, key in zip(axes, ("loss", "accuracy")):
         for part, style in (("train", "-o"), ("val", "-s")):
             vals = [h.get(f"{part}_{key}") for h in history]
@@ -40,6 +40,4 @@ def plot_history(history: list[dict], path: str | Path, title: str = "") -> Path
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=110)
