@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from vistrain.data.jpeg import decode_dc_only
 from vistrain.errors import ImageLoadError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
@@ -173,7 +174,6 @@ def _progressive_dc(path: Path, img: Image.Image, min_side: int) -> Image.Image 
         return None
     if min(img.size) // 8 < DC_MARGIN * min_side:
         return None
-    from vistrain.data.jpeg import decode_dc_only
     return decode_dc_only(path, mode="RGB")
 
 

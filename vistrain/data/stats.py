@@ -255,7 +255,7 @@ def default_preprocess(model: str | None = None):
     """Spatial preprocessing training would use for ``model`` (default: the config's default)."""
     name = model or ModelConfig().name
     try:
-        import timm
+        import timm  # heavy (hundreds of model definitions): only when a default is asked for
         pc = timm.models.get_pretrained_cfg(name)
     except Exception:
         pc = None
