@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from vistrain.device import cpu_has_native_bf16
 from vistrain.models.scratch import SCRATCH_MODELS, create_scratch
-from vistrain.transforms.functional.erase import erase_float
+from vistrain.transforms.functional.erasing import erase_float
 from vistrain.transforms.ops.sampling import sample_boxes
 
 NORMS_TO_COMPARE = ("batch", "layer", "instance", "group", "none")

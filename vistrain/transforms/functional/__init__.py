@@ -26,7 +26,7 @@ from vistrain.transforms.functional.colour import (
     hsv_to_rgb, hue_float, hue_matrix, posterize_float, rgb_to_hsv, saturation_float,
     sharpness_float, solarize_float,
 )
-from vistrain.transforms.functional.erase import box_mask, erase, erase_float
+from vistrain.transforms.functional.erasing import box_mask, erase, erase_float
 from vistrain.transforms.functional.geometry import (
     INTERPOLATIONS, PADDINGS, affine_grid, compose_thetas, crop_theta, flip_theta, rotation_theta,
     scale_theta, shear_theta, translation_theta, warp, warp_float,

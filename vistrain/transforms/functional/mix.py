@@ -19,7 +19,7 @@ from torch import Tensor
 
 from vistrain.errors import VistrainError
 from vistrain.transforms.functional.batch import from_work, to_work
-from vistrain.transforms.functional.erase import box_mask
+from vistrain.transforms.functional.erasing import box_mask
 
 def soft_targets(targets: Tensor, num_classes: int, label_smoothing: float = 0.0) -> Tensor:
     """(N,) class indices or (N, K) soft targets -> (N, K) float32 rows summing to 1."""

@@ -16,7 +16,7 @@ import torch
 
 from vistrain.errors import VistrainError
 from vistrain.transforms.functional.batch import batch_shape
-from vistrain.transforms.functional.erase import erase_float
+from vistrain.transforms.functional.erasing import erase_float
 from vistrain.transforms.ops.base import BatchOp, Params
 from vistrain.transforms.ops.sampling import check_prob, draw_gate, draw_seeds, sample_boxes, span
 
