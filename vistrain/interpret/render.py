@@ -7,6 +7,7 @@ import numpy as np
 
 from vistrain.errors import VistrainError
 from vistrain.evaluation.png import new_figure, save_figure
+from vistrain.interpret.cam import overlay
 
 
 def save_cam_figure(image_uint8, cams: dict, path, title: str | None = None,
@@ -22,8 +23,6 @@ def save_cam_figure(image_uint8, cams: dict, path, title: str | None = None,
         >>> save_cam_figure(img, {"gradcam": np.random.rand(32, 32)}, "/tmp/cam.png", "cat").name
         'cam.png'
     """
-    from vistrain.interpret.cam import overlay
-
     if not cams:
         raise VistrainError("save_cam_figure needs at least one CAM")
     img = np.asarray(image_uint8)

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from vistrain.evaluation.plots import plot_confusion_matrix, plot_pr_curves, plot_reliability, plot_roc_curves
-from vistrain.report.page import Cell, Heading, Table, file_picture, fmt, note
+from vistrain.report.page import Cell, Heading, Table, Text, file_picture, fmt, note
 from vistrain.rundir import PartMetrics, RunFolder
 
 # the figure names a run may hold for each plot, preferred first
@@ -65,7 +65,7 @@ def confusion_blocks(folder: RunFolder) -> list:
     m = folder.metrics.get(part) if part else None
     if m is None or m.confusion_matrix is None:
         return [note("no predictions to draw a confusion matrix from")]
-    return [Heading(f"{part} part, rows = true class, columns = predicted class", 4),
+    return [Text(f"{part} part, rows = true class, columns = predicted class"),
             *eval_figure_blocks(folder, "confusion",
                                 lambda p: plot_confusion_matrix(m.confusion_matrix, m.class_names, p))]
 

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from vistrain.artifact import load_model
 from vistrain.evaluation.png import array_png
 from vistrain.interpret.cam import compute_cam, overlay
 from vistrain.report.page import Card, Cards, Heading, Text, note, picture
@@ -99,8 +98,7 @@ def gallery_items(folder: RunFolder, n_losses: int = 8, n_pairs: int = 2, per_pa
 
 def load_cam_model(folder: RunFolder) -> tuple[nn.Module, Preprocess]:
     """The run's trained model (CPU, eval mode) and its preprocessing; RunDirError when missing."""
-    model, _ = load_model(folder.path)
-    return model, folder.meta.preprocess_record()
+    return folder.load_model(), folder.meta.preprocess_record()
 
 
 def input_and_cam_png(pre: Preprocess, path: Path, model: nn.Module | None = None,

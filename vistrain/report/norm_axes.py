@@ -44,7 +44,7 @@ def _point(c: float, s: float, n: float) -> tuple[float, float]:
 
 def _draw_box(ax, box: dict[str, tuple[int, int]]) -> None:
     """Draw the three visible faces (front n=0, top s=S, right c=C) cell by cell."""
-    from matplotlib.patches import Polygon
+    from matplotlib.patches import Polygon  # lazy: matplotlib is heavy and only drawing needs it
     n_max, c_max, s_max = SIZES["N"], SIZES["C"], SIZES["S"]
 
     def inside(axis, i):

@@ -35,7 +35,10 @@ import logging
 from functools import cached_property
 from pathlib import Path
 
-from vistrain.artifact import META, read_meta
+import torch
+from torch import nn
+
+from vistrain.artifact import META, load_model, read_meta
 from vistrain.config import TrainConfig
 from vistrain.errors import RunDirError
 from vistrain.rundir.parts import (FIXES, RETRAIN, CheckRecord, ClassMetrics, CompareRun, CompareSummary,
@@ -103,6 +106,11 @@ class RunFolder:
     def meta(self) -> ModelMeta | None:
         """``model.json`` (None when absent); RunDirError when damaged or the weights are missing."""
         return ModelMeta.from_doc(read_meta(self.path)) if (self.path / META).is_file() else None
+
+    def load_model(self, device: str | torch.device = "cpu") -> nn.Module:
+        """The trained model with its weights, in eval mode on ``device`` (see :attr:`meta` for its
+        classes and preprocessing); RunDirError when model.json or the weights are damaged."""
+        return load_model(self.path, device=device)[0]
 
     @cached_property
     def run(self) -> RunRecord:
