@@ -8,11 +8,16 @@ out-of-fold probabilities ``p`` (N, K):
    the model usually is of a class on its own images; a class without images gets ``inf``);
 2. image ``n`` is *confidently* in class ``j`` when ``p[n, j] >= t[j]``; with several such classes,
    the one of highest probability (the paper's tie rule), with none, it is not counted;
-3. the confident joint ``C`` (K, K): ``C[i, j]`` = images labelled ``i`` confidently in ``j``; its
-   off-diagonal members are the candidates, their confident class the suggested label;
-4. a candidate whose predicted class (argmax) is its given label is dropped (as cleanlab does:
-   the model itself agrees with the label);
-5. ranked by a label-quality score, lowest (most suspicious) first: ``self_confidence`` =
+3. the confident joint ``C`` (K, K): ``C[i, j]`` = images labelled ``i`` confidently in ``j``;
+4. the candidates, by ``filter_by``: ``prune_by_noise_rate`` (default, cleanlab's default) scales
+   each row of ``C`` to the number of images labelled ``i`` (``calibrate_joint``: the images
+   confident in no class count too) and, for each ``i != j``, takes the ``round(C_cal[i, j])``
+   images labelled ``i`` of largest margin ``p[n, j] - p[n, i]``; ``confident_learning`` takes
+   the off-diagonal members of ``C`` themselves (fewer, surer);
+5. a candidate whose predicted class (argmax) is its given label is dropped (as cleanlab does:
+   the model itself agrees with the label); the suggested label is the confident class, else the
+   predicted one;
+6. ranked by a label-quality score, lowest (most suspicious) first: ``self_confidence`` =
    ``p[n, y[n]]`` (default), or ``normalized_margin`` = ``(p[n, y[n]] - max_{k != y[n]} p[n, k] + 1) / 2``.
 
 The probabilities must be out-of-fold (``vistrain cv``): a model that trained on an image has
@@ -54,6 +59,7 @@ CSV_NAME = "label_issues.csv"
 PNG_NAME = "label_issues.png"
 CSV_COLUMNS = ("file", "given_label", "suggested_label", "score", "fold")
 RANK_BY = ("self_confidence", "normalized_margin")
+FILTERS = ("prune_by_noise_rate", "confident_learning")
 GALLERY_MAX = 24             # thumbnails in label_issues.png (the csv has them all)
 THUMB_SIDE = 96              # px, longer side of a gallery thumbnail
 # p >= t - EPS: a threshold is a mean of the same floats, rounding must not drop the image that
@@ -66,8 +72,9 @@ class LabelIssues:
     """The ranked candidates of :func:`find_label_issues`, most suspicious first.
 
     ``indices`` (M,) rows of the inputs; ``scores`` (M,) their label-quality score (lower = more
-    suspicious); ``suggested`` (M,) their confident class (never the given one); ``thresholds``
-    (K,); ``confident_joint`` (K, K) counts, rows = given label, columns = confident class.
+    suspicious); ``suggested`` (M,) their confident class, else their predicted class (never the
+    given one); ``thresholds`` (K,); ``confident_joint`` (K, K) counts, rows = given label,
+    columns = confident class (not calibrated).
     """
     indices: np.ndarray
     scores: np.ndarray
@@ -155,11 +162,45 @@ def label_quality(labels, probs, rank_by: str = "self_confidence") -> np.ndarray
     raise VistrainError(f"rank_by {rank_by!r}: use one of {', '.join(RANK_BY)}")
 
 
-def find_label_issues(labels, probs, *, rank_by: str = "self_confidence") -> LabelIssues:
+def calibrate_joint(joint, label_counts) -> np.ndarray:
+    """``joint`` (K, K) with each row scaled to sum to ``label_counts`` (K,) and rounded keeping
+    that sum (largest remainders first); a zero diagonal counts as 1 first, so that a class no
+    image is confidently in keeps a row (both as cleanlab does).
+
+    Example:
+        >>> calibrate_joint([[1, 1], [0, 2]], [4, 3]).tolist()
+        [[2, 2], [0, 3]]
+    """
+    c = np.array(joint, dtype=np.float64)
+    np.fill_diagonal(c, np.maximum(c.diagonal(), 1))
+    c = c / c.sum(axis=1, keepdims=True) * np.asarray(label_counts, dtype=np.float64)[:, None]
+    low = np.floor(c)
+    missing = np.rint(c.sum(axis=1) - low.sum(axis=1))
+    rank = np.argsort(np.argsort(low - c, axis=1, kind="stable"), axis=1)  # 0 = largest remainder
+    return (low + (rank < missing[:, None])).astype(np.int64)
+
+
+def _prune_by_noise_rate(y: np.ndarray, p: np.ndarray, calibrated: np.ndarray) -> np.ndarray:
+    """(N,) bool: for each ``i != j``, the ``calibrated[i, j]`` images labelled ``i`` of largest
+    margin ``p[:, j] - p[:, i]`` (ties at the cut all included, as in cleanlab)."""
+    mask = np.zeros(len(y), dtype=bool)
+    for i, j in zip(*np.nonzero(calibrated)):
+        members = np.flatnonzero(y == i)
+        n = min(int(calibrated[i, j]), len(members))
+        if i == j or n == 0:
+            continue
+        margin = p[members, j] - p[members, i]
+        cut = -np.partition(-margin, n - 1)[n - 1]
+        mask[members[margin >= cut]] = True
+    return mask
+
+
+def find_label_issues(labels, probs, *, filter_by: str = "prune_by_noise_rate",
+                      rank_by: str = "self_confidence") -> LabelIssues:
     """Rank the images whose given label the (out-of-fold) probabilities contradict.
 
     ``labels`` (N,) ints in ``0..K-1``; ``probs`` (N, K).  Returns a :class:`LabelIssues`: the
-    off-diagonal members of the confident joint whose argmax is not their label, ordered by
+    candidates of ``filter_by`` (module docstring) whose argmax is not their label, ordered by
     ``rank_by`` score (lowest first; ties keep the input order).
 
     Example:
@@ -168,26 +209,36 @@ def find_label_issues(labels, probs, *, rank_by: str = "self_confidence") -> Lab
         ([1], [1], [0.2])
     """
     y, p = _check(labels, probs)
+    k = p.shape[1]
     t = confident_thresholds(y, p)
     c = confident_classes(p, t)
-    candidates = np.flatnonzero((c >= 0) & (c != y) & (p.argmax(axis=1) != y))
+    joint = _joint(y, c, k)
+    if filter_by == "confident_learning":
+        mask = (c >= 0) & (c != y)
+    elif filter_by == "prune_by_noise_rate":
+        mask = _prune_by_noise_rate(y, p, calibrate_joint(joint, np.bincount(y, minlength=k)))
+    else:
+        raise VistrainError(f"filter_by {filter_by!r}: use one of {', '.join(FILTERS)}")
+    predicted = p.argmax(axis=1)
+    candidates = np.flatnonzero(mask & (predicted != y))
+    suggested = np.where((c >= 0) & (c != y), c, predicted)[candidates]
     score = label_quality(y, p, rank_by)[candidates]
     order = np.argsort(score, kind="stable")
     return LabelIssues(indices=candidates[order].astype(np.int64), scores=score[order],
-                       suggested=c[candidates][order].astype(np.int64), thresholds=t,
-                       confident_joint=_joint(y, c, p.shape[1]))
+                       suggested=suggested[order].astype(np.int64), thresholds=t,
+                       confident_joint=joint)
 
 
 # ---- the files of a cross-validation ---------------------------------------------------------
 def write_label_issues(out, labels, probs, classes, *, files, folds, root=None,
-                       rank_by: str = "self_confidence") -> dict:
+                       filter_by: str = "prune_by_noise_rate", rank_by: str = "self_confidence") -> dict:
     """Rank the label issues of out-of-fold ``probs`` (N, K) and write ``out/label_issues.csv``,
     plus ``out/label_issues.png`` (the first :data:`GALLERY_MAX`) when there are any and the
     images are under ``root``.
 
     ``files`` (N,) image paths relative to ``root`` (as the csv names them), ``folds`` (N,) the
     fold that held each image out.  Returns the ``label_issues`` entry of ``cv_metrics.json``:
-    ``{"count", "csv", "png" (None without issues), "rank_by", "method"}``.
+    ``{"count", "csv", "png" (None without issues), "filter_by", "rank_by", "method"}``.
 
     Example:
         >>> import tempfile, pathlib
@@ -199,7 +250,7 @@ def write_label_issues(out, labels, probs, classes, *, files, folds, root=None,
         (1, 'cat/b,cat,dog,0.200000,1')
     """
     out = Path(out)
-    found = find_label_issues(labels, probs, rank_by=rank_by)
+    found = find_label_issues(labels, probs, filter_by=filter_by, rank_by=rank_by)
     y = np.asarray(labels)
     rows = [{"file": str(files[i]), "given_label": classes[y[i]], "suggested_label": classes[s],
              "score": f"{v:.6f}", "fold": int(folds[i])}
@@ -217,7 +268,8 @@ def write_label_issues(out, labels, probs, classes, *, files, folds, root=None,
     log.info("label issues: %d image(s) whose out-of-fold predictions contradict the given label "
              "(%s)", len(rows), out / CSV_NAME)
     return {"count": len(rows), "csv": CSV_NAME, "png": PNG_NAME if png.exists() else None,
-            "rank_by": rank_by, "method": "confident learning on the out-of-fold probabilities"}
+            "filter_by": filter_by, "rank_by": rank_by,
+            "method": "confident learning on the out-of-fold probabilities"}
 
 
 def plot_label_issues(paths, rows, path, *, cols: int = 6) -> Path:
@@ -227,7 +279,7 @@ def plot_label_issues(paths, rows, path, *, cols: int = 6) -> Path:
     n = len(rows)
     cols = max(1, min(cols, n))
     nrows = -(-n // cols)
-    fig = new_figure((1.9 * cols, 2.1 * nrows + 0.4))
+    fig = new_figure((max(1.9 * cols, 4.5), 2.1 * nrows + 0.5))
     for k, (p, row) in enumerate(zip(paths, rows)):
         ax = fig.add_subplot(nrows, cols, k + 1)
         ax.set_axis_off()
@@ -239,8 +291,8 @@ def plot_label_issues(paths, rows, path, *, cols: int = 6) -> Path:
             ax.text(0.5, 0.5, f"not readable:\n{err.reason[:30]}", ha="center", va="center", fontsize=6)
         ax.set_title(f"#{k + 1} {row['given_label']} \u2192 {row['suggested_label']}\n"
                      f"score {float(row['score']):.3f}  {Path(row['file']).name[:18]}", fontsize=7)
-    fig.suptitle("likely mislabelled: given \u2192 suggested label (score: out-of-fold probability "
-                 "of the given label)", fontsize=9)
+    fig.suptitle("likely mislabelled, most suspicious first: given \u2192 suggested label\n"
+                 "score = out-of-fold probability of the given label", fontsize=8)
     fsutil.atomic_write_bytes(path, figure_png(fig, dpi=100))
     return Path(path)
 

@@ -1,0 +1,244 @@
+"""Label issues (confident learning on out-of-fold probabilities): the arithmetic against hand
+computations, rankings on synthetic noise, the csv/png files, ``vistrain doctor --labels`` and,
+end to end, ``vistrain cv`` finding labels flipped on purpose in the shipped data."""
+from __future__ import annotations
+
+import csv
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vistrain import fsutil
+from vistrain.errors import RunDirError, VistrainError
+from vistrain.evaluation.label_issues import (CSV_COLUMNS, calibrate_joint, confident_classes,
+                                              confident_joint, confident_thresholds,
+                                              find_label_issues, label_quality, read_label_issues,
+                                              write_label_issues)
+
+from conftest import cli_error, make_image_folder
+
+SHIPPED = Path(__file__).resolve().parents[1] / "examples" / "fashion-mnist-small"
+
+# 3 classes, 8 images; hand computation below
+Y = np.array([0, 0, 0, 1, 1, 1, 2, 2])
+P = np.array([[.8, .1, .1],   # 0: confidently 0
+              [.6, .3, .1],   # 1: confidently 0
+              [.1, .8, .1],   # 2: labelled 0, confidently 1 -> issue
+              [.2, .7, .1],   # 3: confidently 1
+              [.1, .9, .0],   # 4: confidently 1
+              [.3, .4, .3],   # 5: below every threshold, not counted
+              [.1, .1, .8],   # 6: confidently 2
+              [.5, .1, .4]])  # 7: labelled 2, p0 = t0 exactly -> confidently 0 -> issue
+
+
+def test_thresholds_joint_and_issues_by_hand():
+    # t0 = (.8 + .6 + .1) / 3 = .5; t1 = (.7 + .9 + .4) / 3 = .6667; t2 = (.8 + .4) / 2 = .6
+    t = confident_thresholds(Y, P)
+    np.testing.assert_allclose(t, [0.5, 2 / 3, 0.6])
+    assert confident_classes(P, t).tolist() == [0, 0, 1, 1, 1, -1, 2, 0]
+    # rows = given label, columns = confident class
+    assert confident_joint(Y, P).tolist() == [[2, 1, 0], [0, 2, 0], [1, 0, 1]]
+    for filter_by in ("confident_learning", "prune_by_noise_rate"):
+        r = find_label_issues(Y, P, filter_by=filter_by)
+        assert r.indices.tolist() == [2, 7]           # self-confidence .1 before .4
+        assert r.suggested.tolist() == [1, 0]
+        np.testing.assert_allclose(r.scores, [0.1, 0.4])
+    # normalized margin: (.1 - .8 + 1) / 2 = .15, (.4 - .5 + 1) / 2 = .45
+    r = find_label_issues(Y, P, rank_by="normalized_margin")
+    assert r.indices.tolist() == [2, 7]
+    np.testing.assert_allclose(r.scores, [0.15, 0.45])
+
+
+def test_joint_equals_the_loop_of_the_paper_on_random_probabilities():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, size=300)
+    p = rng.dirichlet(np.ones(4) * 0.7, size=300)
+    t = confident_thresholds(y, p)
+    for j in range(4):
+        assert t[j] == pytest.approx(p[y == j, j].mean())
+    expected = np.zeros((4, 4), dtype=int)
+    for yi, row in zip(y, p):
+        confident = [j for j in range(4) if row[j] >= t[j] - 1e-6]
+        if confident:
+            expected[yi, max(confident, key=lambda j: row[j])] += 1
+    assert confident_joint(y, p).tolist() == expected.tolist()
+
+
+def test_tie_rule_and_class_without_images():
+    # several classes above their thresholds: the most probable of those, even when the row's
+    # argmax (class 1) is below its own threshold
+    assert confident_classes([[.45, .5, .05]], [.4, .9, 0.0]).tolist() == [0]
+    t = confident_thresholds([0, 0, 1], [[.9, .05, .05], [.8, .1, .1], [.2, .7, .1]])
+    assert t[2] == np.inf                      # nobody labelled 2: nothing is confidently in it
+    assert confident_classes([[.0, .0, 1.0]], t).tolist() == [-1]
+
+
+def test_prune_by_noise_rate_takes_the_calibrated_count_by_margin():
+    y = np.array([0, 0, 0, 0, 1, 1, 1])
+    p = np.array([[.95, .05], [.45, .55], [.05, .95], [.4, .6], [.1, .9], [.1, .9], [.1, .9]])
+    # t = [.4625, .9]; confidently: 0, none, 1, none, 1, 1, 1 -> joint [[1, 1], [0, 3]]
+    assert confident_joint(y, p).tolist() == [[1, 1], [0, 3]]
+    # row 0 scaled to the 4 images labelled 0: [2, 2] -> the 2 of largest p1 - p0 (.9 and .2)
+    assert calibrate_joint([[1, 1], [0, 3]], [4, 3]).tolist() == [[2, 2], [0, 3]]
+    assert find_label_issues(y, p, filter_by="confident_learning").indices.tolist() == [2]
+    r = find_label_issues(y, p)
+    assert r.indices.tolist() == [2, 3] and r.suggested.tolist() == [1, 1]
+
+
+def test_calibration_keeps_row_totals():
+    rng = np.random.default_rng(1)
+    joint = rng.integers(0, 20, size=(5, 5))
+    counts = rng.integers(30, 60, size=5)
+    cal = calibrate_joint(joint, counts)
+    assert cal.sum(axis=1).tolist() == counts.tolist() and (cal >= 0).all()
+
+
+@pytest.mark.parametrize("rank_by", ["self_confidence", "normalized_margin"])
+def test_flipped_labels_rank_first_on_synthetic_probabilities(rank_by):
+    rng = np.random.default_rng(0)
+    n, k = 1000, 6
+    true = rng.integers(0, k, size=n)
+    logits = rng.normal(0, 1, size=(n, k))
+    logits[np.arange(n), true] += 3.0                 # a decent classifier, ~90 % accurate
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    given = true.copy()
+    flipped = rng.choice(n, size=50, replace=False)
+    given[flipped] = (true[flipped] + rng.integers(1, k, size=50)) % k
+    r = find_label_issues(given, p, rank_by=rank_by)
+    assert np.all(np.diff(r.scores) >= 0)            # most suspicious first
+    assert np.all(r.suggested != given[r.indices])
+    top = set(r.indices[:50].tolist())
+    assert len(top & set(flipped.tolist())) >= 40
+    hit = np.isin(r.indices, flipped)
+    assert (r.suggested[hit] == true[r.indices[hit]]).mean() > 0.9
+
+
+def test_clean_labels_give_no_issue_and_scores():
+    y = np.array([0, 1, 2, 0])
+    p = np.eye(3)[y] * 0.9 + 0.1 / 3
+    r = find_label_issues(y, p)
+    assert r.indices.size == 0 and r.scores.size == 0 and r.suggested.size == 0
+    np.testing.assert_allclose(label_quality(y, p), 0.9 + 0.1 / 3)
+
+
+@pytest.mark.parametrize("labels, probs, match", [
+    ([0, 1], [[.5, .5]], "labels"),
+    ([0, 3], [[.5, .5], [.5, .5]], "0..1"),
+    ([0.5, 1], [[.5, .5], [.5, .5]], "integers"),
+    ([0, 1], [[np.nan, .5], [.5, .5]], "finite"),
+    ([0], [[1.0]], "K >= 2"),
+])
+def test_bad_inputs_are_one_line_errors(labels, probs, match):
+    with pytest.raises(VistrainError, match=match):
+        find_label_issues(labels, probs)
+
+
+def test_bad_options():
+    with pytest.raises(VistrainError, match="rank_by"):
+        find_label_issues(Y, P, rank_by="entropy")
+    with pytest.raises(VistrainError, match="filter_by"):
+        find_label_issues(Y, P, filter_by="both")
+
+
+# ---- files ----------------------------------------------------------------------------------
+def _fake_cv(tmp_path, flip=True) -> tuple[Path, Path, dict]:
+    """A data folder of 3 classes x 6 images and a cv folder whose csv flags ``a/a_002.png``."""
+    data = make_image_folder(tmp_path / "data", per_class=6)
+    out = tmp_path / "cv"
+    out.mkdir()
+    fsutil.write_marker(out, "cv")
+    y = np.repeat(np.arange(3), 6)
+    p = np.full((18, 3), 0.05)
+    p[np.arange(18), y] = 0.9
+    if flip:
+        p[2] = [.05, .9, .05]
+    files = [f"{c}/{c}_{i:03d}.png" for c in "abc" for i in range(6)]
+    entry = write_label_issues(out, y, p, ["a", "b", "c"], files=files,
+                               folds=[i % 3 for i in range(18)], root=data)
+    return data, out, entry
+
+
+def test_csv_and_gallery_round_trip(tmp_path):
+    data, out, entry = _fake_cv(tmp_path)
+    assert entry["count"] == 1 and entry["png"] == "label_issues.png"
+    assert (out / "label_issues.png").stat().st_size > 1000
+    with open(out / "label_issues.csv", newline="") as fh:
+        assert tuple(next(csv.reader(fh))) == CSV_COLUMNS
+    rows = read_label_issues(out)
+    assert rows == [{"file": "a/a_002.png", "given_label": "a", "suggested_label": "b",
+                     "score": 0.05, "fold": 2}]
+    # re-aggregated without issues: an empty csv, and the old gallery is gone
+    entry = write_label_issues(out, [0, 1], [[.9, .1], [.1, .9]], ["a", "b"], files=["x", "y"],
+                               folds=[0, 1], root=data)
+    assert entry["count"] == 0 and entry["png"] is None
+    assert not (out / "label_issues.png").exists() and read_label_issues(out) == []
+
+
+def test_gallery_survives_a_missing_image(tmp_path):
+    data, out, _ = _fake_cv(tmp_path)
+    (data / "a" / "a_002.png").unlink()
+    y, p = np.array([0, 0, 0, 1, 1, 1]), np.array([[.9, .1]] * 2 + [[.1, .9]] * 4)
+    files = ["a/a_000.png", "a/a_001.png", "a/a_002.png", "b/b_000.png", "b/b_001.png", "b/b_002.png"]
+    entry = write_label_issues(out, y, p, ["a", "b"], files=files, folds=[0] * 6, root=data)
+    assert entry["count"] == 1 and (out / "label_issues.png").is_file()
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda f: f.unlink(), "no label_issues.csv"),
+    (lambda f: f.write_text("file,label\nx,y\n"), "damaged .*columns"),
+    (lambda f: f.write_text(",".join(CSV_COLUMNS) + "\na/1.png,a,b,low,0\n"), "damaged .*line 2"),
+    (lambda f: f.write_text(",".join(CSV_COLUMNS) + "\na/1.png,a,b\n"), "damaged .*line 2"),
+    (lambda f: f.write_bytes(b"\xff\xfe\x00bad"), "damaged"),
+])
+def test_missing_or_damaged_csv_is_one_line(tmp_path, damage, match):
+    _, out, _ = _fake_cv(tmp_path)
+    damage(out / "label_issues.csv")
+    with pytest.raises(RunDirError, match=match) as err:
+        read_label_issues(out)
+    assert "\n" not in str(err.value) and "--resume" in str(err.value)
+
+
+# ---- vistrain doctor --labels ---------------------------------------------------------------
+def test_doctor_labels_lists_the_issues_with_the_other_findings(tmp_path, capsys):
+    from vistrain.cli.main import main
+    data, out, _ = _fake_cv(tmp_path)
+    capsys.readouterr()
+    assert main(["doctor", str(data), "--labels", str(out), "--workers", "0"]) == 0
+    text = capsys.readouterr().out
+    assert "[warning] label-issues: 1 image(s)" in text
+    assert "a/a_002.png: a -> b (score 0.050, fold 2)" in text
+    assert "label_issues.png" in text and "[info] imbalance" in text
+    assert main(["doctor", str(data), "--labels", str(out), "--workers", "0", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    found = [f for f in doc["findings"] if f["code"] == "label-issues"]
+    assert found[0]["paths"] == [str(data / "a" / "a_002.png")]
+    assert doc["summary"]["warnings"] >= 1 and doc["ok"] is True
+    # fixed by the user: the listed file has moved away
+    shutil.move(data / "a" / "a_002.png", data / "b" / "a_002.png")
+    assert main(["doctor", str(data), "--labels", str(out), "--workers", "0", "--top", "1"]) == 0
+    assert "1 of them are no longer in" in capsys.readouterr().out
+
+
+def test_doctor_labels_of_a_run_a_bad_folder_and_a_damaged_csv(tmp_path, capsys):
+    from vistrain.cli.main import main
+    data, out, _ = _fake_cv(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    fsutil.write_marker(run, "run")
+    capsys.readouterr()
+    assert main(["doctor", str(data), "--labels", str(run), "--workers", "0"]) == 0
+    text = capsys.readouterr().out
+    note = [line for line in text.splitlines() if "label-issues-need-cv" in line]
+    assert len(note) == 1 and "vistrain cv" in note[0]
+    assert "not an output folder of `vistrain cv`" in cli_error(
+        capsys, ["doctor", str(data), "--labels", str(data), "--workers", "0"])
+    (out / "label_issues.csv").write_text("garbage\n")
+    assert "label_issues.csv: damaged" in cli_error(
+        capsys, ["doctor", str(data), "--labels", str(out), "--workers", "0"])
+    (out / "label_issues.csv").unlink()
+    assert "no label_issues.csv" in cli_error(
+        capsys, ["doctor", str(data), "--labels", str(out), "--workers", "0"])
