@@ -111,7 +111,7 @@ def test_build_two_caches_then_hit(tmp_path):
 # -- training integration ---------------------------------------------------------------------------
 def test_label_smoothing_applied_once_with_mixup():
     from vistrain.training.loop import BatchPipeline
-    from vistrain.training.strategy import build_batch_augmentation
+    from vistrain.training.plan import build_batch_augmentation
     cfg = TrainConfig()
     cfg.augment = AugmentConfig(preset="light", mixup=0.2)
     cfg.optim.label_smoothing = 0.1
@@ -136,11 +136,11 @@ def test_training_augments_train_only_and_records_it(tmp_path, monkeypatch, imag
     """Train-time cache: floor(32 / 0.875) = 36 px squares, or the images' own 32 px when they
     are smaller than that; the random resized crop goes back to 32 either way."""
     from conftest import make_image_folder
-    import vistrain.training.strategy as strategy
+    import vistrain.training.plan as plan
     from vistrain.training.run import run_training
     data = make_image_folder(tmp_path / "data", per_class=8, size=image_size)
     seen = []
-    real = strategy.build_batch_augmentation
+    real = plan.build_batch_augmentation
 
     def spy_build(cfg, pre, num_classes, record):
         augment, mix = real(cfg, pre, num_classes, record)
@@ -150,7 +150,7 @@ def test_training_augments_train_only_and_records_it(tmp_path, monkeypatch, imag
             return augment(x)  # global torch RNG: no generator argument
         return spy, mix
 
-    monkeypatch.setattr(strategy, "build_batch_augmentation", spy_build)
+    monkeypatch.setattr(plan, "build_batch_augmentation", spy_build)
     monkeypatch.setenv("VISTRAIN_CACHE", str(tmp_path / "cache"))
     cfg = TrainConfig()
     cfg.data.root = str(data)
@@ -216,7 +216,8 @@ def test_augment_preview_cli(tmp_path):
     args = parser.parse_args(["augment-preview", str(data), "--preset", "medium", "--mixup", "0.2",
                               "--n", "4", "--k", "2", "--size", "24", "--out", str(tmp_path / "g.png")])
     assert args.func(args) == 0 and (tmp_path / "g.png").stat().st_size > 1000
-    assert sorted(cmd.pick([0, 0, 1, 1, 2], 3, 0)) in ([0, 2, 4], [1, 2, 4], [0, 3, 4], [1, 3, 4])
+    from vistrain.workflows.preview import spread_over_classes
+    assert sorted(spread_over_classes([0, 0, 1, 1, 2], 3, 0)) in ([0, 2, 4], [1, 2, 4], [0, 3, 4], [1, 3, 4])
 
 
 def test_batch_pipeline_fuses_only_a_preprocess_normalization():

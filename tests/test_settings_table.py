@@ -73,6 +73,9 @@ CASES = [
      {"config": CONFIG_FILE, "epochs": 9, "model": "resnet18"}),  # the new model's defaults
     ("config-file-set", ["--config", CONFIG_FILE, "--set", "optim.weight_decay=0"],
      {"config": CONFIG_FILE, "optim": {"weight_decay": 0}}),
+    ("group-regex", ["--group-regex", r"(\w)_", "--set", "data.test_fraction=0.2"],
+     {"group_regex": r"(\w)_", "data": {"test_fraction": 0.2}}),
+    ("groups-file", ["--groups", CONFIG_FILE], {"groups": CONFIG_FILE}),  # any existing file
 ]
 
 

@@ -84,6 +84,8 @@ class DataConfig:
     cache: CacheMode = "auto"           # decoded-pixel cache
     doctor: bool = True                 # run the fast data checks before training
     max_image_pixels: int = 300_000_000  # larger images are refused as decompression bombs
+    groups: str | None = None           # CSV file,group: each group in one split part only
+    group_regex: str | None = None      # or the group from each image's relative path
 
 
 @dataclass
@@ -252,6 +254,8 @@ class TrainConfig:
         model=...``, API arguments applied to a loaded config) follows the new model, while a
         value the user set stays.
         """
+        if self.data.groups:  # the saved config.yaml must find the file from any folder
+            self.data.groups = str(Path(self.data.groups).expanduser().resolve())
         filled = self.__dict__.setdefault("_filled", {})
         scratch = isinstance(self.model.name, str) and self.model.name.startswith(SCRATCH_PREFIX)
         if self.strategy.name is None or self.strategy.name == filled.get("strategy.name"):
@@ -285,6 +289,16 @@ class TrainConfig:
         if d.val_fraction + d.test_fraction >= 1:
             raise VistrainError(f"data.val_fraction={d.val_fraction} + data.test_fraction="
                                 f"{d.test_fraction} leave no training images; their sum must be < 1")
+        if d.groups and d.group_regex:
+            raise VistrainError("data.groups and data.group_regex both given; groups come from one: "
+                                "a CSV file (--groups) or a pattern (--group-regex)")
+        if d.groups and not Path(d.groups).is_file():
+            raise VistrainError(f"data.groups={d.groups!r}: no such file; give a CSV file with columns file,group")
+        if d.group_regex:
+            try:
+                re.compile(d.group_regex)
+            except re.error as err:
+                raise VistrainError(f"data.group_regex={d.group_regex!r}: not a regular expression ({err})") from None
         p = self.preprocess
         if p.normalize == "explicit" and (p.mean is None or p.std is None):
             raise VistrainError("preprocess.normalize='explicit' needs preprocess.mean and "

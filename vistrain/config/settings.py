@@ -109,6 +109,10 @@ SETTINGS: tuple[Setting, ...] = (
             "unreadable files: skip and list them, or stop (default {default})"),
     Setting("max_image_pixels", "data.max_image_pixels",
             "refuse larger images as decompression bombs (default {default})"),
+    Setting("groups", "data.groups", "CSV file (columns file,group): images of one group (patient, "
+            "object, session) stay in one part of every split"),
+    Setting("group_regex", "data.group_regex", "the group of each image from its path relative to the data "
+            "folder: the pattern's first capture group, e.g. '(patient\\d+)_'"),
     Setting("device", "train.device", "auto | cpu | cuda | cuda:N (default {default})"),
     Setting("cpu_amp", "train.cpu_amp", "bfloat16 autocast + channels_last on the CPU (default "
             "{default}; auto = only where the CPU does bf16 natively, e.g. AMX: ~2-5x faster)"),

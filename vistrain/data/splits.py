@@ -2,7 +2,10 @@
 
 Every class keeps its share in every part (to within one image), the same seed gives the same
 split on every machine, and the indices are saved in ``splits.json`` so a run can be audited and
-repeated.
+repeated.  With groups (``data.groups`` / ``data.group_regex``, see :mod:`vistrain.data.groups`)
+every group lies in exactly one part, in hold-out splits and in every fold
+(scikit-learn's ``StratifiedGroupKFold``); the class shares then hold as nearly as the group
+sizes allow.
 
 Example:
     >>> from vistrain.data.splits import stratified_holdout
@@ -18,6 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
+
+from vistrain.data.groups import image_groups
 from vistrain.errors import DataError
 from vistrain.fsutil import atomic_write_json
 
@@ -34,7 +40,6 @@ def _min_per_class_error(labels, classes, needed: int, why: str) -> None:
 def stratified_holdout(labels, *, val_fraction: float, test_fraction: float, seed: int,
                        classes: list[str] | None = None) -> dict[str, list[int]]:
     """Indices ``{"train", "val", "test"}`` (sorted) of a stratified split of ``labels``."""
-    from sklearn.model_selection import train_test_split
     labels = np.asarray(labels)
     idx = np.arange(len(labels))
     parts: dict[str, np.ndarray] = {}
@@ -42,15 +47,15 @@ def stratified_holdout(labels, *, val_fraction: float, test_fraction: float, see
     _min_per_class_error(labels.tolist(), classes, needed, "a stratified train/val/test split")
     rest = idx
     if test_fraction > 0:
-        rest, parts["test"] = _split(rest, labels, test_fraction, seed, train_test_split)
+        rest, parts["test"] = _split(rest, labels, test_fraction, seed)
     if val_fraction > 0:
         frac = val_fraction / (1 - test_fraction)
-        rest, parts["val"] = _split(rest, labels, frac, seed + 1, train_test_split)
+        rest, parts["val"] = _split(rest, labels, frac, seed + 1)
     parts["train"] = rest
     return {k: sorted(int(i) for i in parts.get(k, [])) for k in ("train", "val", "test")}
 
 
-def _split(idx, labels, fraction, seed, train_test_split):
+def _split(idx, labels, fraction, seed):
     n_classes = len(set(labels[idx].tolist()))
     # sklearn needs at least one sample per class on each side.
     n_take = max(n_classes, int(round(fraction * len(idx))))
@@ -63,7 +68,6 @@ def _split(idx, labels, fraction, seed, train_test_split):
 
 def stratified_kfold(labels, k: int, *, seed: int, classes: list[str] | None = None):
     """List of ``(train_indices, test_indices)`` for stratified k-fold; each index is tested once."""
-    from sklearn.model_selection import StratifiedKFold
     if k < 2:
         raise DataError(f"--folds must be at least 2, got {k}")
     _min_per_class_error(list(labels), classes, k, f"{k}-fold cross-validation")
@@ -72,14 +76,69 @@ def stratified_kfold(labels, k: int, *, seed: int, classes: list[str] | None = N
     return [(sorted(map(int, tr)), sorted(map(int, te))) for tr, te in skf.split(dummy, labels)]
 
 
+def _group_split(idx: np.ndarray, labels: np.ndarray, groups: np.ndarray, fraction: float,
+                 seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(rest, taken)`` of ``idx``: about ``fraction`` of it taken as whole groups, stratified
+    by class as far as the groups allow (one fold of ``round(1 / fraction)`` group folds)."""
+    n_splits = max(2, int(round(1 / fraction)))
+    n_groups = len(set(groups[idx].tolist()))
+    if n_groups < n_splits:
+        raise DataError(f"{n_groups} groups are too few to hold out {fraction:.0%} of the images as whole "
+                        f"groups (needs >= {n_splits}); add groups, or lower the val/test fractions")
+    sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    keep, take = next(sgkf.split(np.zeros(len(idx)), labels[idx], groups[idx]))
+    return idx[keep], idx[take]
+
+
+def group_holdout(labels, groups, *, val_fraction: float, test_fraction: float, seed: int,
+                  classes: list[str] | None = None) -> dict[str, list[int]]:
+    """Indices ``{"train", "val", "test"}`` (sorted) with every group of ``groups`` (one per
+    label) in exactly one part, classes stratified as far as the groups allow.
+
+    Example:
+        >>> labels = [0, 1] * 20
+        >>> groups = [f"g{i // 2}" for i in range(40)]          # 20 groups of 2 images
+        >>> s = group_holdout(labels, groups, val_fraction=0.2, test_fraction=0.2, seed=0)
+        >>> sorted(len(v) for v in s.values()), {groups[i] for i in s["test"]} & {groups[i] for i in s["train"]}
+        ([8, 8, 24], set())
+    """
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    _min_per_class_error(labels.tolist(), classes, 1 + (val_fraction > 0) + (test_fraction > 0),
+                         "a stratified train/val/test split")
+    rest, parts = np.arange(len(labels)), {}
+    if test_fraction > 0:
+        rest, parts["test"] = _group_split(rest, labels, groups, test_fraction, seed)
+    if val_fraction > 0:
+        rest, parts["val"] = _group_split(rest, labels, groups, val_fraction / (1 - test_fraction), seed + 1)
+    parts["train"] = rest
+    return {k: sorted(int(i) for i in parts.get(k, [])) for k in ("train", "val", "test")}
+
+
+def stratified_group_kfold(labels, groups, k: int, *, seed: int, classes: list[str] | None = None):
+    """List of ``(train_indices, test_indices)``: k folds with each group in one test fold only."""
+    if k < 2:
+        raise DataError(f"--folds must be at least 2, got {k}")
+    n_groups = len(set(groups))
+    if n_groups < k:
+        raise DataError(f"{n_groups} groups are too few for {k}-fold cross-validation by group; "
+                        "use fewer folds or add groups")
+    sgkf = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    return [(sorted(map(int, tr)), sorted(map(int, te)))
+            for tr, te in sgkf.split(np.zeros(len(labels)), np.asarray(labels), np.asarray(groups))]
+
+
 def split_from_given(given: list[str], labels, *, val_fraction: float, seed: int,
-                     classes=None) -> dict[str, list[int]]:
-    """Use the user's own train/val/test folders; carve val out of train when val/ is absent."""
+                     classes=None, groups=None) -> dict[str, list[int]]:
+    """Use the user's own train/val/test folders; carve val out of train when val/ is absent
+    (by whole groups when ``groups`` gives one per image)."""
     parts = {s: [i for i, g in enumerate(given) if g == s] for s in ("train", "val", "test")}
     if not parts["val"] and val_fraction > 0:
         train = np.asarray(parts["train"])
-        sub = stratified_holdout([labels[i] for i in train], val_fraction=val_fraction,
-                                 test_fraction=0.0, seed=seed, classes=classes)
+        train_labels = [labels[i] for i in train]
+        sub = (group_holdout(train_labels, [groups[i] for i in train], val_fraction=val_fraction,
+                             test_fraction=0.0, seed=seed, classes=classes) if groups is not None else
+               stratified_holdout(train_labels, val_fraction=val_fraction, test_fraction=0.0, seed=seed,
+                                  classes=classes))
         parts["val"] = sorted(int(train[i]) for i in sub["val"])
         parts["train"] = sorted(int(train[i]) for i in sub["train"])
     return parts
@@ -101,10 +160,15 @@ def save_splits(path: Path, index, parts: dict[str, list[int]], *, seed: int, so
 def make_parts(index, data_cfg) -> dict[str, list[int]]:
     """The train/val/test parts of ``index`` (a scanned folder) that training makes: the given
     train/ val/ test/ folders (a validation slice carved out of train/ when there is no val/),
-    else a stratified hold-out; ``data_cfg`` is the config's ``data`` section (fractions, seed)."""
+    else a stratified hold-out; by whole groups when the config names them (``data.groups``,
+    ``data.group_regex``); ``data_cfg`` is the config's ``data`` section (fractions, seed, groups)."""
     d = data_cfg
+    groups = image_groups(index, d)
     if index.given_split:
         return split_from_given(index.given_split, index.labels, val_fraction=d.val_fraction,
-                                seed=d.split_seed, classes=index.classes)
+                                seed=d.split_seed, classes=index.classes, groups=groups)
+    if groups is not None:
+        return group_holdout(index.labels, groups, val_fraction=d.val_fraction,
+                             test_fraction=d.test_fraction, seed=d.split_seed, classes=index.classes)
     return stratified_holdout(index.labels, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
                               seed=d.split_seed, classes=index.classes)

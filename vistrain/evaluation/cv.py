@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vistrain.data.splits import stratified_holdout, stratified_kfold
+from vistrain.data.splits import group_holdout, stratified_group_kfold, stratified_holdout, stratified_kfold
 from vistrain.errors import DataError
 from vistrain.evaluation.fold_metrics import format_folds
 from vistrain.evaluation.tables import format_table
@@ -56,11 +56,13 @@ def fold_finished(path: Path) -> bool:
     return (path / "metrics.json").is_file() and (path / "run.json").is_file()
 
 
-def make_folds(index, k: int, *, seed: int, val_fraction: float) -> dict:
+def make_folds(index, k: int, *, seed: int, val_fraction: float, groups: list[str] | None = None) -> dict:
     """The ``k`` folds of ``index`` as parts ``{"train", "val", "test"[, "given_test"]}``.
 
     Folds are made over the whole index, or over its train+val images when the folder came with
     its own test/ folder (then each fold also gets ``given_test``, the same for every fold).
+    With ``groups`` (one per image, :func:`vistrain.data.groups.image_groups`) each group is in
+    one test fold only and never in both a fold's train and val parts.
     """
     labels = np.asarray(index.labels, dtype=np.int64)
     given = index.given_split
@@ -69,7 +71,10 @@ def make_folds(index, k: int, *, seed: int, val_fraction: float) -> dict:
         given_test = [i for i, g in enumerate(given) if g == "test"]
     else:
         pool, given_test = np.arange(len(labels)), []
-    splits = stratified_kfold(labels[pool].tolist(), k, seed=seed, classes=index.classes)
+    groups = None if groups is None else np.asarray(groups)
+    splits = (stratified_kfold(labels[pool].tolist(), k, seed=seed, classes=index.classes) if groups is None
+              else stratified_group_kfold(labels[pool].tolist(), groups[pool].tolist(), k, seed=seed,
+                                          classes=index.classes))
     folds = []
     for f, (tr, te) in enumerate(splits):
         train_pool = pool[np.asarray(tr, dtype=np.int64)]
@@ -77,8 +82,12 @@ def make_folds(index, k: int, *, seed: int, val_fraction: float) -> dict:
                  "test": sorted(int(pool[i]) for i in te)}
         if val_fraction > 0:
             try:
-                sub = stratified_holdout(labels[train_pool].tolist(), val_fraction=val_fraction,
-                                         test_fraction=0.0, seed=seed + 1 + f, classes=index.classes)
+                sub = (stratified_holdout(labels[train_pool].tolist(), val_fraction=val_fraction,
+                                          test_fraction=0.0, seed=seed + 1 + f, classes=index.classes)
+                       if groups is None else
+                       group_holdout(labels[train_pool].tolist(), groups[train_pool].tolist(),
+                                     val_fraction=val_fraction, test_fraction=0.0, seed=seed + 1 + f,
+                                     classes=index.classes))
             except DataError as err:
                 raise DataError(f"fold {f}: cannot carve a validation slice out of its training part "
                                 f"({err}); use fewer folds, add images, or --set data.val_fraction=0") from None
@@ -89,7 +98,7 @@ def make_folds(index, k: int, *, seed: int, val_fraction: float) -> dict:
         folds.append(parts)
     return {"k": k, "seed": seed, "val_fraction": val_fraction,
             "pool": "train+val (test/ folder held out)" if given_test else "whole data set",
-            "folds": folds}
+            "by_groups": groups is not None, "folds": folds}
 
 
 def format_cv(result: dict, per_class: bool | None = None) -> str:
