@@ -84,7 +84,8 @@ PAIR_SEVERITY = {"conflicting-labels": "error", "leakage": "error", "val-test-ov
                  "duplicate": "warning"}
 PAIR_FIX = {"conflicting-labels": "the same picture is labelled two ways; keep it in one class",
             "leakage": "the same picture is in training and held-out parts, inflating the score; "
-                       "remove one copy",
+                       "remove one copy, or, for several shots of one object (patient, session), "
+                       "keep each object in one part with --groups FILE.csv or --group-regex",
             "val-test-overlap": "the same picture is in val (model selection) and test; remove one copy",
             "duplicate": "copies within one class; remove the extra copies"}
 
