@@ -108,9 +108,12 @@ def test_measured_advice_small_and_large(tiny, monkeypatch, caplog):
 
     monkeypatch.setattr(advisor, "SMALL_TRAIN", 5)
     monkeypatch.setattr(advisor, "SIMILAR_SKILL", -1.0)   # everything "similar": low rate
-    name, why = advise(cfg, model, pre, data, rt)
-    assert name == "finetune" and cfg.optim.lr == 1e-4 and "low rate" in why["lr"]
-    cfg.optim.lr = None
+    a = advisor.advice(cfg, model, pre, data, rt)
+    assert a.strategy == "finetune" and a.lr == 1e-4 and "low rate" in a.reasoning["lr"]
+    assert cfg.optim.lr is None                           # the rate goes to the plan, not the config
     monkeypatch.setattr(advisor, "SIMILAR_SKILL", 2.0)    # nothing "similar": high rate
-    name, why = advise(cfg, model, pre, data, rt)
-    assert name == "finetune" and cfg.optim.lr == 1e-3 and why["similarity"] == "different"
+    a = advisor.advice(cfg, model, pre, data, rt)
+    assert a.strategy == "finetune" and a.lr == 1e-3 and a.reasoning["similarity"] == "different"
+    cfg.optim.lr = 5e-4                                   # a given rate is kept
+    a = advisor.advice(cfg, model, pre, data, rt)
+    assert a.lr is None and a.reasoning["lr"] == "0.0005 (given)"

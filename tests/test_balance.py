@@ -92,7 +92,6 @@ def test_training_records_balance(tmp_path, monkeypatch):
     from vistrain.config import TrainConfig
     from vistrain.training.run import run_training
     monkeypatch.setenv("VISTRAIN_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("vistrain.report.build.build_report", lambda run_dir: None)
     data = make_image_folder(tmp_path / "data", classes=("a", "b"), per_class=6, size=(16, 16))
     make_image_folder(tmp_path / "data", classes=("a",), per_class=30, size=(16, 16), seed=1)
     cfg = TrainConfig.from_dict({"data": {"root": str(data), "balance": "sampler"},

@@ -32,9 +32,9 @@ def make_cfg(root, lr=3e-3):
 
 
 def prepared(root, lr=3e-3):
+    """The run context of ``vistrain check`` (model, preprocessing, data, runtime)."""
     from vistrain.workflows.check import prepare
-    cfg = make_cfg(root, lr)
-    return cfg, *prepare(cfg, progress=False)
+    return prepare(make_cfg(root, lr), progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +43,13 @@ def good(tmp_path_factory):
 
 
 def test_checks_pass_on_learnable_data_and_leave_model_untouched(good, tmp_path):
-    cfg, model, pcfg, pre, data, rt = prepared(good)
+    ctx = prepared(good)
+    model = ctx.model
     before = {k: v.clone() for k, v in model.state_dict().items()}
     torch.manual_seed(123)
     expected_next = torch.rand(3)
     torch.manual_seed(123)
-    results = d.run_checks(cfg, model, pcfg, pre, data, rt, out_dir=tmp_path, lr_steps=15)
+    results = d.run_checks(ctx, out_dir=tmp_path, lr_steps=15)
     assert torch.equal(torch.rand(3), expected_next)  # global RNG stream not consumed
     by = {r.name: r for r in results}
     assert list(by) == ["normalization", "overfit-small-sample", "label-shuffle", "lr-finder"]
@@ -64,10 +65,10 @@ def test_checks_pass_on_learnable_data_and_leave_model_untouched(good, tmp_path)
 
 
 def test_absurd_learning_rate_is_diagnosed(good):
-    cfg, model, pcfg, pre, data, rt = prepared(good, lr=1e3)
-    setup = d.make_setup(cfg, model, pcfg, pre, data, rt)
-    r = d.overfit_small_sample(setup, np.asarray(data.parts["train"]), data.labels(), steps=30,
-                               optim_cfg=cfg.optim)
+    ctx = prepared(good, lr=1e3)
+    setup = d.make_setup(ctx)
+    r = d.overfit_small_sample(setup, np.asarray(ctx.data.parts["train"]), ctx.data.labels(), steps=30,
+                               optim_cfg=ctx.cfg.optim)
     assert r.passed is False
     assert "learning rate too high" in r.message and "lr=1000" in r.message
 
@@ -79,8 +80,8 @@ def test_random_labels_fail_the_label_shuffle_check(tmp_path):
     for f in files:  # every image to a random class folder: the labels carry no information
         dest = root / rng.choice("abc") / ("r_" + f.name)
         shutil.move(str(f), str(dest))
-    cfg, model, pcfg, pre, data, rt = prepared(root)
-    setup = d.make_setup(cfg, model, pcfg, pre, data, rt)
+    ctx = prepared(root)
+    setup, data = d.make_setup(ctx), ctx.data
     r = d.label_shuffle_test(setup, np.asarray(data.parts["train"]), np.asarray(data.parts["val"]),
                              data.labels(), epochs=3, batch_size=16)
     assert r.passed is False, r.line()
@@ -89,7 +90,7 @@ def test_random_labels_fail_the_label_shuffle_check(tmp_path):
 
 
 def _toy_setup(array, make_model, lr=1e-2):
-    return d._Setup("end-to-end (all layers)", make_model, array, lambda ids: np.asarray(ids),
+    return d.CheckSetup("end-to-end (all layers)", make_model, array, lambda ids: np.asarray(ids),
                     lambda x: x.float() / 255, lr)
 
 

@@ -31,10 +31,7 @@ LAYERS = [("errors", "fsutil", "config", "device", "progress"),
           ("predictor", "deploy", "serve", "workflows"),
           ("cli", "__init__", "__main__")]
 
-KNOWN_UPWARD = {
-    ("training/run.py", "vistrain.interpret.diagnostics"),
-    ("training/run.py", "vistrain.report.build"),
-}
+KNOWN_UPWARD: set[tuple[str, str]] = set()
 
 
 def _layer(top: str) -> int | None:

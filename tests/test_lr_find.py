@@ -78,7 +78,8 @@ def test_feature_extraction_range_test_sees_standardized_features(folder, monkey
     from vistrain.training import lrfind
     args = build_parser().parse_args(["lr-find", str(folder), *FEATURES])
     cfg = config_from_args(args, args.data)
-    model, pcfg, pre, data, rt = prepare(cfg, progress=False)
+    ctx = prepare(cfg, progress=False)
+    data = ctx.data
     raw = np.random.default_rng(0).normal(5.0, 3.0, (len(data.index), 16)).astype(np.float32)
     raw[:, 3] = 0.0                                           # a constant dimension
     seen = []
@@ -88,7 +89,7 @@ def test_feature_extraction_range_test_sees_standardized_features(folder, monkey
         seen.append(batches.array[np.asarray(data.parts["train"])])
         return real(model, batches, *args, **kwargs)
     monkeypatch.setattr(lrfind, "lr_range_test", spy)
-    res = lrfind.run_range_test(cfg, model, pcfg, pre, data, rt, steps=5, features=raw)
+    res = lrfind.run_range_test(ctx, steps=5, features=raw)
     z = seen[0]
     np.testing.assert_allclose(z.mean(0), 0, atol=1e-5)
     np.testing.assert_allclose(np.delete(z.std(0), 3), 1, rtol=1e-4)

@@ -10,10 +10,10 @@ from vistrain.config import TrainConfig
 from vistrain.data.loader import ArrayBatches
 from vistrain.device import Runtime
 from vistrain.errors import VistrainError
-from vistrain.training.layers import layer_groups, trainable_groups
+from vistrain.training.layers import bn_policy_hook, layer_groups, trainable_groups
 from vistrain.training.loop import BatchPipeline, train_one_epoch
 from vistrain.training.optim import build_optimizer
-from vistrain.training.strategy import GradualUnfreezer, _bn_hook, unfreeze_plan
+from vistrain.training.plan import GradualUnfreezer, unfreeze_plan
 
 
 def _net():
@@ -127,12 +127,12 @@ def _train_a_bit(net, bn_mode):
     opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.01)
     train_one_epoch(net, ArrayBatches(x, y, batch_size=8), opt,
                     BatchPipeline(normalize=lambda t: t.float() / 255), Runtime.create("cpu"),
-                    on_train_mode=_bn_hook(bn_mode))
+                    on_train_mode=bn_policy_hook(bn_mode))
 
 
 def test_bn_statistics_frozen_in_feature_extraction_live():
     net = _net()
-    for p in net.parameters():  # what train_on_features does before the live path
+    for p in net.parameters():  # what build_plan does before the live feature path
         p.requires_grad_(False)
     _, bn_mode = trainable_groups(TrainConfig(), net, head_only=True, base_lr=1e-3)
     before = _running_stats(net)

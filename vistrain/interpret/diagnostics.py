@@ -17,10 +17,13 @@ Each check returns a :class:`CheckResult` (name, passed, measurements, message):
   (:func:`vistrain.training.lrfind.run_range_test`, the same settings give the same suggestion)
   with a plot; fails when the configured rate is more than 10x away from the suggestion.
 
-The checks mirror the configured strategy: with ``feature-extraction`` the head is trained on the
-frozen backbone's pooled features (the same feature cache as training, so the check costs almost
-nothing extra), otherwise the whole model is trained end to end.  The model passed in is never
-modified: every training check works on a deep copy.
+The checks take their set-up from the training plan (:func:`vistrain.training.plan.build_plan`,
+the function training uses): with ``feature-extraction`` the head is trained on the frozen
+backbone's standardized pooled features (the same feature cache as training, so the check costs
+almost nothing extra), otherwise the plan's model is trained end to end.  Two choices are the
+checks' own: every layer trains (a check of the whole network), without augmentation, and the
+optimizer is training's (:func:`vistrain.training.optim.build_optimizer`) without weight decay.
+The model of the context passed in is never modified: every training check works on a deep copy.
 
 Example:
     >>> from vistrain.interpret.diagnostics import check_normalization
@@ -33,19 +36,26 @@ Example:
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+import random
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vistrain.config import OptimConfig
 from vistrain.errors import VistrainError
-from vistrain.training.features import LinearHead, standardize, standardizer
+from vistrain.evaluation.png import new_figure, save_figure
+from vistrain.training.context import RunContext
+from vistrain.training.features import LinearHead
 from vistrain.training.lrfind import run_range_test, uses_cached_features
-from vistrain.training.strategy import configured_lr, default_lr, run_features
+from vistrain.training.optim import build_optimizer
+from vistrain.training.plan import build_plan, configured_lr, default_lr
 
 log = logging.getLogger("vistrain")
 
@@ -125,15 +135,19 @@ def check_normalization(batch_uint8: torch.Tensor, preprocess, *, mean_tol: floa
 
 # ---- shared training plumbing ----------------------------------------------------------------
 @dataclass
-class _Setup:
-    """What the training checks train: a module over an array, the way the strategy trains."""
-    kind: str                      # "features" or "end-to-end"
-    make_model: object             # () -> fresh nn.Module to train
-    array: np.ndarray              # features (index order) or pixels (rows)
-    positions: object              # index ids -> positions in ``array``
-    normalize: object              # batch -> model input (None for features)
+class CheckSetup:
+    """What the training checks train: a module over an array, taken from the training plan.
+
+    ``array``: ``(N, D)`` float32 standardized features (index order) or ``(N_all, C, S, S)``
+    uint8 pixels (rows); ``positions(ids)`` maps indices into the data set to positions in it.
+    """
+    kind: str                                    # "features ..." or "end-to-end ..."
+    make_model: Callable[[], torch.nn.Module]    # a fresh module to train
+    array: np.ndarray
+    positions: Callable[[np.ndarray], np.ndarray]
+    normalize: Callable | None                   # batch -> model input (None for features)
     lr: float
-    features: np.ndarray | None = None  # (N, D) raw backbone features (kind "features")
+    features: np.ndarray | None = None           # (N, D) raw backbone features (features kind)
 
 
 def _params(model):
@@ -141,19 +155,22 @@ def _params(model):
 
 
 def _optimizer(params, lr, optim_cfg):
-    if optim_cfg is not None and optim_cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=optim_cfg.momentum)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    """Training's optimizer recipe without weight decay (and plain momentum for SGD): the checks
+    measure what the data and rate allow, not the regularisation."""
+    cfg = replace(optim_cfg or OptimConfig(), weight_decay=0.0, nesterov=False)
+    if cfg.name != "sgd":
+        cfg = replace(cfg, name="adamw")
+    return build_optimizer([{"params": params, "lr": lr}], cfg)
 
 
-def _batch(setup: _Setup, pos: np.ndarray, device):
+def _batch(setup: CheckSetup, pos: np.ndarray, device):
     x = torch.from_numpy(np.ascontiguousarray(setup.array[pos])).to(device)
     if setup.normalize is not None:
         x = setup.normalize(x)
     return x.float()
 
 
-def _train(setup: _Setup, model, pos: np.ndarray, labels: np.ndarray, *, epochs: int,
+def _train(setup: CheckSetup, model, pos: np.ndarray, labels: np.ndarray, *, epochs: int,
            batch_size: int, device, optim_cfg=None, seed: int = 0,
            stop_below: float | None = None) -> list[float]:
     """Plain mini-batch training; returns the per-step losses (stops at the first non-finite,
@@ -187,7 +204,7 @@ def _train(setup: _Setup, model, pos: np.ndarray, labels: np.ndarray, *, epochs:
 
 
 @torch.no_grad()
-def _accuracy(setup: _Setup, model, pos: np.ndarray, labels: np.ndarray, device) -> float:
+def _accuracy(setup: CheckSetup, model, pos: np.ndarray, labels: np.ndarray, device) -> float:
     model.eval()
     correct = 0
     for s in range(0, len(pos), 128):
@@ -209,7 +226,7 @@ def _take(ids: np.ndarray, labels: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 # ---- overfit a small sample ------------------------------------------------------------------
-def overfit_small_sample(setup: _Setup, ids: np.ndarray, labels: np.ndarray, *, steps: int = 100,
+def overfit_small_sample(setup: CheckSetup, ids: np.ndarray, labels: np.ndarray, *, steps: int = 100,
                          batch_size: int = 16, n_batches: int = 2, device="cpu", optim_cfg=None,
                          seed: int = 0, loss_target: float = 0.1) -> CheckResult:
     """Can a fresh model memorise ``n_batches x batch_size`` training images within ``steps``?
@@ -307,7 +324,7 @@ def _diagnose(losses, initial, final, acc, moved, lr, conflicts, n) -> str:
 
 
 # ---- label shuffle ---------------------------------------------------------------------------
-def label_shuffle_test(setup: _Setup, train_ids: np.ndarray, val_ids: np.ndarray, labels: np.ndarray,
+def label_shuffle_test(setup: CheckSetup, train_ids: np.ndarray, val_ids: np.ndarray, labels: np.ndarray,
                        *, epochs: int, batch_size: int = 32, device="cpu", optim_cfg=None,
                        seed: int = 0) -> CheckResult:
     """Train briefly on shuffled and on real labels; compare held-out accuracy with chance."""
@@ -350,15 +367,13 @@ def label_shuffle_test(setup: _Setup, train_ids: np.ndarray, val_ids: np.ndarray
 
 
 # ---- learning-rate finder ----------------------------------------------------------------------
-def lr_finder(cfg, model, pcfg, pre, data, rt, *, steps: int = 100, features=None, out_dir=None,
-              progress: bool = False) -> CheckResult:
+def lr_finder(ctx: RunContext, *, steps: int = 100, features=None, out_dir=None) -> CheckResult:
     """The range test of ``vistrain lr-find`` (same settings, same suggestion) plus a plot;
     passes when the configured rate is within 10x of the suggestion.  ``features``: the run's
     ``(N, D)`` cached backbone features when the caller holds them."""
     name = "lr-finder"
     try:
-        res = run_range_test(cfg, model, pcfg, pre, data, rt, steps=steps, features=features,
-                             progress=progress)
+        res = run_range_test(ctx, steps=steps, features=features)
     except VistrainError as err:
         return CheckResult(name, False, {}, f"lr range test failed: {err}")
     lrs, losses = list(map(float, res["lrs"])), list(map(float, res["losses"]))
@@ -377,7 +392,6 @@ def lr_finder(cfg, model, pcfg, pre, data, rt, *, steps: int = 100, features=Non
 
 
 def plot_lr_finder(lrs, losses, suggestion, path, configured=None) -> Path:
-    from vistrain.interpret._utils import new_figure, save_figure
     fig = new_figure((6, 4))
     ax = fig.subplots()
     ax.plot(lrs, losses)
@@ -391,60 +405,59 @@ def plot_lr_finder(lrs, losses, suggestion, path, configured=None) -> Path:
 
 
 # ---- orchestration ---------------------------------------------------------------------------
-def make_setup(cfg, model, pcfg, pre, data, rt, progress: bool = False) -> _Setup:
-    """How the checks train, mirroring ``cfg.strategy`` (see module docstring)."""
-    if uses_cached_features(cfg):
-        feats, _ = run_features(cfg, copy.deepcopy(model).to(rt.device), pcfg, pre, data, rt,
-                                progress=progress)
-        z = standardize(feats, *standardizer(feats[np.asarray(data.parts["train"])]))
-        k = len(data.index.classes)
-        return _Setup("features (frozen backbone, linear head)",
-                      lambda: LinearHead(z.shape[1], k, 0.0).to(rt.device), z,
-                      lambda ids: np.asarray(ids, dtype=np.int64), None,
-                      configured_lr(cfg, pcfg.pretrained), features=feats)
-    base = copy.deepcopy(model).cpu()
-    for p in base.parameters():
-        p.requires_grad_(True)
+def make_setup(ctx: RunContext) -> CheckSetup:
+    """How the checks train: the training plan of ``ctx`` (built on a copy of its model), with
+    every layer trainable end to end (see module docstring)."""
+    cfg, rt, data = ctx.cfg, ctx.rt, ctx.data
+    ids = lambda i: np.asarray(i, dtype=np.int64)  # noqa: E731
+    # the plan's own head (or augmentation) must not move the random draws the checks make
+    with torch.random.fork_rng(devices=[]):
+        if uses_cached_features(cfg):
+            plan = build_plan(ctx.with_model(copy.deepcopy(ctx.model).to(rt.device)), "feature-extraction")
+        else:
+            plan = build_plan(ctx.with_model(copy.deepcopy(ctx.model).cpu()), "finetune")
+    if plan.kind == "features":
+        z, k = plan.array, data.num_classes
+        return CheckSetup("features (frozen backbone, linear head)",
+                          lambda: LinearHead(z.shape[1], k, 0.0).to(rt.device), z, ids, None,
+                          configured_lr(cfg, ctx.pcfg.pretrained), features=plan.features)
+    base = plan.model  # fine-tuning's plan: every layer trainable
     # every layer trains here, so the fine-tuning rate (from scratch: the from-scratch rate)
-    return _Setup("end-to-end (all layers)", lambda: copy.deepcopy(base).to(rt.device), data.pixels,
-                  lambda ids: data.rows[np.asarray(ids, dtype=np.int64)], pre.normalize,
-                  cfg.optim.lr or default_lr("finetune", cfg.optim.name, pcfg.pretrained))
+    return CheckSetup("end-to-end (all layers)", lambda: copy.deepcopy(base).to(rt.device), plan.array,
+                      lambda i: data.rows[ids(i)], plan.pipe.normalize,
+                      cfg.optim.lr or default_lr("finetune", cfg.optim.name, ctx.pcfg.pretrained))
 
 
-def run_checks(cfg, model, pcfg, pre, data, rt, *, out_dir=None, progress: bool = False,
-               overfit_steps: int = 100, shuffle_epochs: int | None = None,
-               max_train: int = 512, max_heldout: int = 256, lr_steps: int = 100,
-               log_results: bool = True) -> list[CheckResult]:
-    """All checks on prepared data (``vistrain.training.run.PreparedData``); logs one line each
-    unless ``log_results`` is False (``vistrain check`` prints them itself).
+def run_checks(ctx: RunContext, *, out_dir=None, overfit_steps: int = 100,
+               shuffle_epochs: int | None = None, max_train: int = 512, max_heldout: int = 256,
+               lr_steps: int = 100, log_results: bool = True) -> list[CheckResult]:
+    """All checks on a prepared run (:func:`vistrain.training.prepare.prepare_context`); logs one
+    line each unless ``log_results`` is False (``vistrain check`` prints them itself).
 
-    ``model`` is left untouched.  ``out_dir`` receives ``checks.json`` and ``lr_finder.png``.
+    ``ctx.model`` is left untouched.  ``out_dir`` receives ``checks.json`` and ``lr_finder.png``.
     """
-    import random
     state = random.getstate(), np.random.get_state()
     try:  # the checks must not change what the training that follows draws
         with torch.random.fork_rng(devices=[]):
-            return _run_checks(cfg, model, pcfg, pre, data, rt, out_dir=out_dir, progress=progress,
-                               overfit_steps=overfit_steps, shuffle_epochs=shuffle_epochs,
-                               max_train=max_train, max_heldout=max_heldout, lr_steps=lr_steps,
-                               log_results=log_results)
+            return _run_checks(ctx, out_dir=out_dir, overfit_steps=overfit_steps,
+                               shuffle_epochs=shuffle_epochs, max_train=max_train,
+                               max_heldout=max_heldout, lr_steps=lr_steps, log_results=log_results)
     finally:
         random.setstate(state[0])
         np.random.set_state(state[1])
 
 
-def _run_checks(cfg, model, pcfg, pre, data, rt, *, out_dir, progress, overfit_steps,
-                shuffle_epochs, max_train, max_heldout, lr_steps, log_results) -> list[CheckResult]:
-    import json
+def _run_checks(ctx: RunContext, *, out_dir, overfit_steps, shuffle_epochs, max_train, max_heldout,
+                lr_steps, log_results) -> list[CheckResult]:
+    cfg, data, rt = ctx.cfg, ctx.data, ctx.rt
     labels = data.labels()
-    train_ids = np.asarray(data.parts["train"], dtype=np.int64)
-    held = "val" if len(data.parts.get("val", [])) else "test"
-    val_ids = np.asarray(data.parts.get(held, []), dtype=np.int64)
+    train_ids = data.part_ids("train")
+    val_ids = data.part_ids("val" if len(data.parts.get("val", [])) else "test")
     seed = cfg.train.seed
     results = []
     first = data.rows[_take(train_ids, labels, 64, seed)]
-    results.append(check_normalization(torch.from_numpy(data.pixels[np.sort(first)]), pre))
-    setup = make_setup(cfg, model, pcfg, pre, data, rt, progress)
+    results.append(check_normalization(torch.from_numpy(data.pixels[np.sort(first)]), ctx.pre))
+    setup = make_setup(ctx)
     features = setup.normalize is None
     results.append(overfit_small_sample(setup, train_ids, labels, steps=overfit_steps,
                                         device=rt.device, optim_cfg=cfg.optim, seed=seed))
@@ -455,8 +468,7 @@ def _run_checks(cfg, model, pcfg, pre, data, rt, *, out_dir, progress, overfit_s
             setup, _take(train_ids, labels, max_train, seed), _take(val_ids, labels, max_heldout, seed),
             labels, epochs=shuffle_epochs or (30 if features else 3),
             batch_size=min(cfg.data.batch_size, 32), device=rt.device, optim_cfg=cfg.optim, seed=seed))
-    results.append(lr_finder(cfg, model, pcfg, pre, data, rt, steps=lr_steps,
-                             features=setup.features, out_dir=out_dir, progress=progress))
+    results.append(lr_finder(ctx, steps=lr_steps, features=setup.features, out_dir=out_dir))
     for r in results if log_results else ():
         (log.info if r.passed is not False else log.warning)("check %s", r.line())
     if out_dir is not None:

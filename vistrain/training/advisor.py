@@ -30,7 +30,8 @@ Thresholds (fixed here, not tuned per data set):
   skill measures what matters, class separability of the features).
 
 A model without pretrained weights has nothing to transfer: every layer is trained (``finetune``)
-and nothing is measured.  The learning rate is set only when ``optim.lr`` was not given.
+and nothing is measured.  The advice's learning rate is set only when ``optim.lr`` was not given;
+it goes to the training plan (:func:`vistrain.training.plan.build_plan`), the config is not changed.
 
 Example (the decision rule alone):
     >>> from vistrain.training.advisor import decide
@@ -43,9 +44,14 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from vistrain.data.loader import ArrayBatches
+from vistrain.device import unwrap
+from vistrain.training.features import extract_features
 
 log = logging.getLogger("vistrain")
 
@@ -128,9 +134,6 @@ class FirstBNStats:
 
 def measure_similarity(model, pre, data, rt, *, sample: int = SAMPLE, seed: int = 0) -> dict:
     """k-NN skill of the frozen features and first-BatchNorm distance on a training sample."""
-    from vistrain.device import unwrap
-    from vistrain.training.features import extract_features
-    from vistrain.data.loader import ArrayBatches
     net = unwrap(model)
     labels_all = data.labels()
     train_pos = np.asarray(data.parts["train"], dtype=np.int64)
@@ -154,15 +157,31 @@ def measure_similarity(model, pre, data, rt, *, sample: int = SAMPLE, seed: int 
             "first_bn_distance": dist, "seconds": round(time.perf_counter() - t, 2)}
 
 
+@dataclass
+class Advice:
+    """The advisor's choice: ``strategy`` (feature-extraction | gradual | finetune), ``reasoning``
+    (what was measured and why, saved in run.json) and ``lr``, the base learning rate to train
+    with (None: ``optim.lr`` or the strategy's default)."""
+    strategy: str
+    reasoning: dict
+    lr: float | None = None
+
+
 def advise(cfg, model, pre, data, rt) -> tuple[str, dict]:
-    """Pick the strategy (and, if unset, ``cfg.optim.lr``); returns ``(name, reasoning)``."""
+    """``(strategy, reasoning)`` of :func:`advice`."""
+    a = advice(cfg, model, pre, data, rt)
+    return a.strategy, a.reasoning
+
+
+def advice(cfg, model, pre, data, rt) -> Advice:
+    """Pick the strategy (and, if ``optim.lr`` is unset, the rate); ``cfg`` is left as it is."""
     n_train = len(data.parts["train"])
     reasoning = {"n_train": n_train, "small_if_below": SMALL_TRAIN,
                  "similar_if_skill_at_least": SIMILAR_SKILL}
     if not _has_pretrained(cfg):
         reasoning["decision"] = "finetune: no pretrained weights, so nothing to transfer; train every layer"
         log.info("advisor: %s", reasoning["decision"])
-        return "finetune", reasoning
+        return Advice("finetune", reasoning)
     m = measure_similarity(model, pre, data, rt, seed=cfg.data.split_seed)
     reasoning.update(m)
     name, rate = decide(n_train, m["skill"])
@@ -175,10 +194,11 @@ def advise(cfg, model, pre, data, rt) -> tuple[str, dict]:
            ("large", "similar"): "enough data to adapt every layer; small corrections at a low rate",
            ("large", "different"): "enough data and the features need to move: every layer at a higher rate"}
     reasoning["size"], reasoning["similarity"] = size, sim
+    lr = None
     if rate is not None:
         chosen = RATES[(rate, cfg.optim.name)] if (rate, cfg.optim.name) in RATES else None
         if cfg.optim.lr is None and chosen is not None:
-            cfg.optim.lr = chosen
+            lr = chosen
             reasoning["lr"] = f"{chosen:g} ({rate} rate for {cfg.optim.name})"
         else:
             reasoning["lr"] = f"{cfg.optim.lr:g} (given)" if cfg.optim.lr else "strategy default"
@@ -189,7 +209,7 @@ def advise(cfg, model, pre, data, rt) -> tuple[str, dict]:
              "stats: %s; %.1fs", m["sample_images"], K, m["knn_loo_accuracy"], m["chance_accuracy"],
              m["skill"], SIMILAR_SKILL, m["first_bn_distance"], m["seconds"])
     log.info("advisor: %s%s", reasoning["decision"], f"; lr {reasoning['lr']}" if "lr" in reasoning else "")
-    return name, reasoning
+    return Advice(name, reasoning, lr)
 
 
 def _has_pretrained(cfg) -> bool:

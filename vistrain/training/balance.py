@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -107,7 +108,6 @@ def apply_balance(mode: str, pipe, train_b: ArrayBatches, num_classes: int, devi
     """``(pipe, train_b)`` with ``mode`` applied (class weights on the loss or balanced batches)."""
     d = decide(mode, train_b.labels[train_b.indices], num_classes)
     if d["applied"] == "weights":
-        from dataclasses import replace
         pipe = replace(pipe, class_weights=torch.tensor(d["class_weights"], dtype=torch.float32,
                                                         device=device))
     elif d["applied"] == "sampler":

@@ -200,7 +200,7 @@ def fit_logistic_regression(features: np.ndarray, labels: np.ndarray, num_classe
                             seed: int = 0, C: float = 1.0) -> LinearHead:
     """Multinomial logistic regression (scikit-learn, L-BFGS) on standardised features, folded
     back into one linear layer so the saved model needs no scikit-learn at inference."""
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression  # lazy: scikit-learn is heavy, used by one head only
     mu, sd = standardizer(features)
     clf = LogisticRegression(C=C, max_iter=2000, random_state=seed)
     clf.fit((features - mu) / sd, labels)

@@ -23,8 +23,11 @@ Example:
 """
 from __future__ import annotations
 
+from typing import Callable
+
 from torch import nn
 
+from vistrain.device import unwrap
 from vistrain.errors import VistrainError
 
 SMALL_DATASET = 1000
@@ -35,7 +38,7 @@ def layer_groups(model: nn.Module) -> list[tuple[str, list[tuple[str, nn.Paramet
     """Ordered ``[(group_name, [(param_name, param), ...]), ...]`` from stem to head."""
     named = dict(model.named_parameters())
     if hasattr(model, "group_matcher"):
-        from timm.models import group_parameters
+        from timm.models import group_parameters  # lazy: timm is heavy, and only timm models get here
         groups = group_parameters(model, model.group_matcher(coarse=True))
         ids = sorted(groups)
         out = []
@@ -134,3 +137,10 @@ def apply_bn_policy(model: nn.Module, bn_mode: str) -> None:
     """Call after ``model.train()``: ``all`` -> every BN in eval mode; ``frozen-layers`` -> the
     BN layers of frozen groups only."""
     set_frozen_bn_eval(model, all_bn=bn_mode == "all")
+
+
+def bn_policy_hook(bn_mode: str | None) -> Callable[[nn.Module], None] | None:
+    """The ``on_train_mode`` hook of the training loop that applies ``bn_mode`` (None: no hook)."""
+    if bn_mode is None:
+        return None
+    return lambda model: apply_bn_policy(unwrap(model), bn_mode)

@@ -37,19 +37,18 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from vistrain.config import OptimConfig
-from vistrain.data.loader import ArrayBatches
 from vistrain.device import unwrap
 from vistrain.errors import VistrainError
-from vistrain.training.features import LinearHead, standardize, standardizer
-from vistrain.training.layers import apply_bn_policy, trainable_groups
-from vistrain.training.loop import BatchPipeline
+from vistrain.evaluation.png import new_figure, save_figure
 from vistrain.training import optim
-from vistrain.training.strategy import build_batch_augmentation, configured_lr, run_features
+from vistrain.training.context import RunContext
+from vistrain.training.plan import TrainingPlan, build_plan, configured_lr
 
 log = logging.getLogger("vistrain")
 
@@ -133,69 +132,51 @@ def uses_cached_features(cfg) -> bool:
     return cfg.strategy.name == "feature-extraction" and cfg.strategy.feature_cache != "live"
 
 
-def run_range_test(cfg, model, pcfg, pre, data, rt, *, steps: int = 100, start_lr: float = 1e-7,
-                   end_lr: float = 10.0, features: np.ndarray | None = None,
-                   progress: bool = False) -> dict:
+def run_range_test(ctx: RunContext, *, steps: int = 100, start_lr: float = 1e-7,
+                   end_lr: float = 10.0, features: np.ndarray | None = None) -> dict:
     """The range test of a run's settings on its training part (``vistrain lr-find`` and ``check``).
 
-    ``model``, ``pcfg``, ``pre``, ``data``: as ``prepare_model_and_data`` makes them; ``model`` is
-    left as found.  Feature extraction trains a fresh linear head on the cached, standardized
-    ``(N, D)`` features (``features``, when the caller holds them already, else the feature cache)
-    with the batch size training uses for it; every other strategy runs through a copy of the
-    model with the run's trainable groups, batch augmentation and BatchNorm policy.  Draws are
+    ``ctx``: as :func:`vistrain.training.prepare.prepare_context` makes it; ``ctx.model`` is left
+    as found (the test trains a copy).  The set-up is the training plan
+    (:func:`~vistrain.training.plan.build_plan`): feature extraction trains a fresh linear head on
+    the cached, standardized ``(N, D)`` features (``features``, when the caller holds them
+    already, else the feature cache) with its batch size; every other strategy runs through the
+    model with the plan's trainable groups, batch augmentation and BatchNorm policy.  Draws are
     seeded with ``train.seed``, so the same settings give the same suggestion.
 
     Returns :func:`lr_range_test`'s dict plus ``trained_as`` and ``configured_lr`` (the base rate
     training would use).
     """
+    cfg = ctx.cfg
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)
-        if uses_cached_features(cfg):
-            if features is None:
-                features, _ = run_features(cfg, model, pcfg, pre, data, rt, progress=progress)
-            result = _head_range_test(cfg, features, data, rt, steps, start_lr, end_lr)
-            result["trained_as"] = "linear head on the cached, standardized backbone features"
-        else:
-            result = _model_range_test(cfg, model, pcfg, pre, data, rt, steps, start_lr, end_lr)
-            result["trained_as"] = ("linear head through the frozen backbone (live features)"
-                                    if cfg.strategy.name == "feature-extraction" else
-                                    "end to end through the model")
-    result["configured_lr"] = configured_lr(cfg, pcfg.pretrained)
+        plan = range_test_plan(ctx, features)
+        batches = plan.train_batches(ctx.rt, cfg.train.seed, drop_last=plan.kind == "features")
+        result = lr_range_test(plan.model, batches, plan.pipe, ctx.rt,
+                               param_groups=plan.groups if plan.kind != "features" else None,
+                               optim_cfg=cfg.optim, steps=steps, start_lr=start_lr, end_lr=end_lr,
+                               on_train_mode=plan.train_mode_hook())
+    result["trained_as"] = ("linear head on the cached, standardized backbone features"
+                            if plan.kind == "features" else
+                            "linear head through the frozen backbone (live features)"
+                            if cfg.strategy.name == "feature-extraction" else
+                            "end to end through the model")
+    result["configured_lr"] = configured_lr(cfg, ctx.pcfg.pretrained)
     return result
 
 
-def _head_range_test(cfg, features, data, rt, steps, start_lr, end_lr) -> dict:
-    train_idx = np.asarray(data.parts["train"], dtype=np.int64)
-    z = standardize(features, *standardizer(features[train_idx]))  # train part only, as in training
-    batch_size = max(cfg.data.batch_size, 64)  # as train_on_features
-    batches = ArrayBatches(z, data.labels(), batch_size=batch_size, indices=train_idx, shuffle=True,
-                           seed=cfg.train.seed, drop_last=len(train_idx) > batch_size)
-    head = LinearHead(z.shape[1], len(data.index.classes), cfg.model.drop_rate).to(rt.device)
-    return lr_range_test(head, batches, BatchPipeline(label_smoothing=cfg.optim.label_smoothing), rt,
-                         optim_cfg=cfg.optim, steps=steps, start_lr=start_lr, end_lr=end_lr)
-
-
-def _model_range_test(cfg, model, pcfg, pre, data, rt, steps, start_lr, end_lr) -> dict:
-    net = rt.prepare_model(copy.deepcopy(model))  # trainable_groups sets requires_grad flags
-    head_only = cfg.strategy.name == "feature-extraction"  # feature_cache=live
-    if head_only:
-        for p in net.parameters():
-            p.requires_grad_(False)
-    groups, bn_mode = trainable_groups(cfg, net, head_only=head_only, base_lr=1.0,
-                                       n_train=len(data.parts["train"]), pretrained=pcfg.pretrained)
-    bn_mode = "all" if head_only else bn_mode
-    augment, mix = build_batch_augmentation(cfg, pre, len(data.index.classes), {})
-    pipe = BatchPipeline(normalize=pre.normalize, augment=augment, mix=mix,
-                         label_smoothing=cfg.optim.label_smoothing)
-    labels = np.zeros(len(data.pixels), np.int64)
-    labels[data.rows] = data.labels()
-    train_pixels = getattr(data, "train_pixels", None) if augment is not None else None
-    batches = ArrayBatches(data.pixels if train_pixels is None else train_pixels, labels,
-                           batch_size=cfg.data.batch_size, indices=data.part_rows("train"),
-                           shuffle=True, seed=cfg.train.seed)
-    return lr_range_test(net, batches, pipe, rt, param_groups=groups, optim_cfg=cfg.optim,
-                         steps=steps, start_lr=start_lr, end_lr=end_lr,
-                         on_train_mode=lambda m: apply_bn_policy(unwrap(m), bn_mode))
+def range_test_plan(ctx: RunContext, features: np.ndarray | None = None) -> TrainingPlan:
+    """The training plan the range test ramps, on a copy of ``ctx.model``, at base rate 1 (only
+    the groups' ratios matter).  Two choices of its own: ``gradual`` ramps every layer at once, as
+    fine-tuning does (its last stages train them all), and a head trained through the frozen
+    backbone (``feature_cache=live``) keeps every BatchNorm in eval mode."""
+    net = ctx.rt.prepare_model(copy.deepcopy(ctx.model))
+    name = ctx.cfg.strategy.name
+    name = "finetune" if name in ("gradual", "auto") else name
+    plan = build_plan(ctx.with_model(net), name, lr=1.0, features=features)
+    if name == "feature-extraction" and plan.kind != "features":
+        plan = replace(plan, bn_mode="all")
+    return plan
 
 
 def suggest(lrs, losses) -> dict:
@@ -216,11 +197,9 @@ def suggest(lrs, losses) -> dict:
 
 
 def plot_lr_find(result: dict, path) -> None:
-    """Smoothed (and raw) loss vs learning rate on a log axis, suggestions marked."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
+    """Smoothed (and raw) loss vs learning rate on a log axis, suggestions marked (a PNG at ``path``)."""
+    fig = new_figure((6, 4), layout="tight")
+    ax = fig.subplots()
     ax.plot(result["lrs"], result["raw_losses"], color="0.8", lw=0.8, label="loss per batch")
     ax.plot(result["lrs"], result["losses"], color="C0", label="smoothed loss")
     if result.get("steepest"):
@@ -237,9 +216,7 @@ def plot_lr_find(result: dict, path) -> None:
         ax.set_ylim(lo - 0.1 * abs(lo), min(max(finite), lo * 4 + 0.5))
     ax.set_title("learning-rate range test")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def check_range(steps: int, start_lr: float, end_lr: float, *, flag: str = "--steps") -> None:

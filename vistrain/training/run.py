@@ -2,13 +2,17 @@
 
 ``run_training(cfg, out_dir)`` scans the folder, decodes every image once into a pixel cache
 (skipping or failing on unreadable files, as configured), makes and saves a stratified split,
-resolves preprocessing from the model's pretrained config, trains with the chosen strategy,
-evaluates on the held-out test part and writes the artifact, metrics, curves and report.
+resolves preprocessing from the model's pretrained config (all in
+:mod:`vistrain.training.prepare`, gathered in a :class:`~vistrain.training.context.RunContext`),
+trains with the chosen strategy (:func:`~vistrain.training.strategy.train_model`: a
+:class:`~vistrain.training.plan.TrainingPlan` run by ``fit``), evaluates on the held-out test part
+and writes the artifact, metrics, curves and figures.  The report and the pre-training checks
+belong to the workflow (:mod:`vistrain.workflows.train`), which calls this.
 
 Example:
-    >>> import vistrain
-    >>> result = vistrain.train("examples/fashion-mnist-small", out="runs/demo")  # doctest: +SKIP
-    >>> round(result.metrics["test"]["accuracy"], 2)                            # doctest: +SKIP
+    >>> from vistrain.training.run import run_training
+    >>> result = run_training(cfg, "runs/demo", progress=False)  # doctest: +SKIP
+    >>> round(result.metrics["test"]["accuracy"], 2)              # doctest: +SKIP
     0.86
 """
 from __future__ import annotations
@@ -16,11 +20,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -28,141 +32,65 @@ import torch
 from vistrain import fsutil
 from vistrain.artifact import save_model, versions
 from vistrain.config import TrainConfig
-from vistrain.data.cache import (EvalAndTrainPixels, build_pixel_caches, cache_key,
-                                 default_cache_dir)
 from vistrain.data.doctor import log_quick_checks, write_doctor_json
 from vistrain.data.io import set_max_image_pixels
 from vistrain.data.loader import ArrayBatches
 from vistrain.data.scan import ImageIndex, scan_folder
-from vistrain.data.splits import make_parts, save_splits
+from vistrain.data.splits import save_splits
 from vistrain.device import Runtime, keep_freed_host_memory, unwrap
-from vistrain.evaluation import curves
 from vistrain.errors import DataError, VistrainError
-from vistrain.transforms.normalize import resolve_normalization
-from vistrain.transforms.preprocess import Preprocess
+from vistrain.evaluation import curves
+from vistrain.evaluation.figures import write_run_figures
+from vistrain.evaluation.metrics import compute_metrics
+from vistrain.training.context import PreparedData, RunContext
+from vistrain.training.loggers import check_logging, write_logs
 from vistrain.training.loop import BatchPipeline, predict
+from vistrain.training.prepare import (dataset_stats, finalize_preprocess, prepare_context,  # noqa: F401
+                                       prepare_data, prepare_model, prepare_pixels, scratch_kwargs,
+                                       seed_everything, spatial_preprocess, wants_train_pixels)
+from vistrain.training.strategy import FitResult, train_model
 
 log = logging.getLogger("vistrain")
 
 
 @dataclass
 class RunResult:
+    """What ``vistrain.train`` returns: the run folder, class names, ``metrics``
+    (``{"val": {...}, "test": {...}}``) and ``history`` (one row per epoch).  ``is_main`` is False
+    on the other processes of a distributed run (they write nothing)."""
     run_dir: Path
     classes: list[str]
-    metrics: dict          # {"test": {...}, "val": {...}}
+    metrics: dict
     history: list[dict]
+    is_main: bool = True
 
 
 @dataclass
-class PreparedData:
-    """Decoded pixels of the usable images and the split, as rows of ``pixels``."""
-    index: ImageIndex
-    pixels: np.ndarray          # (N_all, C, S, S) uint8, rows of unusable files are zero
-    rows: np.ndarray            # row in ``pixels`` of each image of ``index``
-    parts: dict[str, list[int]]  # indices into ``index``
-    pixel_key: str
-    # (N_all, C, T, T) larger train-time pixels (T = floor(size / crop_pct)) for random-resized
-    # crop to see beyond the eval centre crop; None: train on ``pixels`` (see data/cache.py)
-    train_pixels: np.ndarray | None = None
+class RunRecord:
+    """Content of run.json: how a finished run was made (with metrics.json it marks a run as
+    finished).  ``strategy``: the strategy's record (``FitResult.record`` plus the runtime)."""
+    seed: int
+    split_seed: int
+    versions: dict
+    data_root: str
+    data_fingerprint: dict | None
+    n_images: int
+    class_counts: dict[str, int]
+    skipped_files: list[dict]
+    strategy: dict
+    wall_seconds: float
 
-    def labels(self) -> np.ndarray:
-        return np.asarray(self.index.labels, dtype=np.int64)
+    @classmethod
+    def of(cls, cfg: TrainConfig, data: PreparedData, strategy: dict, seconds: float,
+           fingerprint: dict | None = None) -> "RunRecord":
+        return cls(seed=cfg.train.seed, split_seed=cfg.data.split_seed, versions=versions(),
+                   data_root=str(Path(data.index.root).resolve()), data_fingerprint=fingerprint,
+                   n_images=len(data.index), class_counts=data.index.counts(),
+                   skipped_files=[{"file": f, "reason": r} for f, r in data.index.skipped],
+                   strategy=strategy, wall_seconds=round(seconds, 1))
 
-    def part_rows(self, name: str) -> np.ndarray:
-        return self.rows[np.asarray(self.parts[name], dtype=np.int64)]
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def spatial_preprocess(cfg: TrainConfig, pcfg) -> Preprocess:
-    """Resize/crop settings from the config, defaulting to the model's pretrained config."""
-    p = cfg.preprocess
-    return Preprocess(size=p.size or pcfg.input_size[-1], resize_mode=p.resize_mode,
-                      interpolation=p.interpolation or pcfg.interpolation,
-                      crop_pct=p.crop_pct or pcfg.crop_pct, fill=p.fill,
-                      background=tuple(p.background), channels=1 if p.grayscale else 3)
-
-
-def prepare_data(cfg: TrainConfig, spatial: Preprocess, rt: Runtime, progress: bool = True,
-                 index: ImageIndex | None = None, parts: dict | None = None) -> PreparedData:
-    """``parts`` (indices into ``index``, or a function of the index left after skipping
-    unreadable files that returns them) replaces :func:`make_parts`, e.g. one CV fold."""
-    index = index or scan_folder(cfg.data.root)
-    spec = {k: v for k, v in spatial.to_dict().items()
-            if k in ("size", "resize_mode", "interpolation", "crop_pct", "fill", "background", "channels")}
-    cache_dir = None if cfg.data.cache == "off" else default_cache_dir() / "pixels"
-    shape = (spatial.channels, spatial.size, spatial.size)
-    fn, shapes, specs = spatial.pixels, [shape], [spec]
-    if wants_train_pixels(cfg, spatial):
-        fn = EvalAndTrainPixels.for_paths(spatial, index.paths, cache_dir)
-        t = fn.train_size
-        shapes.append((spatial.channels, t, t))
-        specs.append(dict(spec, train_square=t))
-    arrays, bad = build_pixel_caches(index.paths, fn, shapes, specs=specs, cache_dir=cache_dir,
-                                     workers=cfg.data.num_workers, progress=progress and rt.is_main)
-    pixels, train_pixels = arrays[0], (arrays[1] if len(arrays) > 1 else None)
-    rows = np.arange(len(index))
-    if bad:
-        if cfg.data.on_bad_image == "fail":
-            first = next(iter(bad.items()))
-            raise DataError(f"{len(bad)} unreadable image(s), e.g. {first[0]}: {first[1]}; "
-                            "fix or remove them, or use --on-bad-image skip")
-        keep = np.array([i for i, p in enumerate(index.paths) if str(p) not in bad], dtype=np.int64)
-        if isinstance(parts, dict):
-            raise DataError(f"{len(bad)} image(s) became unreadable since the parts were made, e.g. "
-                            f"{next(iter(bad))}; fix or remove them and start again")
-        index, rows = index.drop(set(bad), bad), keep
-        for path, reason in index.skipped:
-            log.warning("skipped %s: %s", path, reason)
-        _check_after_skip(index)
-    parts = parts(index) if callable(parts) else parts if parts is not None else make_parts(index, cfg.data)
-    return PreparedData(index, pixels, rows, parts, cache_key(index.paths, spec),
-                        train_pixels)
-
-
-def wants_train_pixels(cfg: TrainConfig, spatial: Preprocess) -> bool:
-    """A larger train-time cache only helps a random resized crop that trains end to end, and
-    only the ``crop`` resize mode (with crop_pct < 1) discards a border to recover."""
-    end_to_end = cfg.strategy.name != "feature-extraction" or cfg.strategy.feature_cache == "live"
-    return (end_to_end and cfg.augment.preset != "none" and spatial.resize_mode == "crop"
-            and spatial.crop_pct < 1)
-
-
-def _check_after_skip(index: ImageIndex) -> None:
-    empty = [c for c, n in index.counts().items() if n == 0]
-    if empty:
-        raise DataError(f"{index.root}: every image of class(es) {', '.join(empty)} is unreadable")
-
-
-def dataset_stats(pixels: np.ndarray, rows: np.ndarray, chunk: int = 256):
-    """Exact per-channel mean/std (in [0,1] units) over all pixels of ``rows``; float64 sums."""
-    c = pixels.shape[1]
-    s, ss, n = np.zeros(c), np.zeros(c), 0
-    for start in range(0, len(rows), chunk):
-        x = pixels[np.sort(rows[start:start + chunk])].astype(np.float64) / 255.0
-        s += x.sum(axis=(0, 2, 3))
-        ss += (x * x).sum(axis=(0, 2, 3))
-        n += x.shape[0] * x.shape[2] * x.shape[3]
-    mean = s / n
-    return mean.tolist(), np.sqrt(np.maximum(ss / n - mean ** 2, 0)).tolist()
-
-
-def finalize_preprocess(cfg: TrainConfig, spatial: Preprocess, pcfg, data: PreparedData) -> Preprocess:
-    p = cfg.preprocess
-    stats = None
-    needs_stats = p.normalize == "dataset" or (p.normalize == "auto" and not pcfg.pretrained)
-    if needs_stats:
-        stats = dataset_stats(data.pixels, data.part_rows("train"))
-    norm = resolve_normalization(p.normalize, model_mean=pcfg.mean, model_std=pcfg.std,
-                                 dataset_stats=stats, mean=p.mean, std=p.std,
-                                 pretrained=pcfg.pretrained, channels=spatial.channels)
-    extra = {"dataset_stats_from": "train split only"} if norm.mode == "dataset" else {}
-    return replace(spatial, normalize_mode=norm.mode, scale=norm.scale, mean=norm.mean,
-                   std=norm.std, extra=extra)
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 def prepare_run_dir(out: Path, *, overwrite: bool, resume: bool, data_root: str | Path | None = None,
@@ -213,48 +141,10 @@ def check_same_data(run_dir: Path, index: ImageIndex, fingerprint: dict) -> None
                         "sizes differ); restore it, or give --data PATH to an unchanged copy")
 
 
-def prepare_model(cfg: TrainConfig, index: ImageIndex, rt: Runtime, *, quick_checks: bool = False):
-    """Seed, run the quick data checks and build the model; returns ``(model, pretrained_cfg)``."""
-    from vistrain.models import create
-    seed_everything(cfg.train.seed)
-    log.info("data: %d images, %d classes in %s", len(index), len(index.classes), index.root)
-    if quick_checks and rt.is_main:  # fast data checks, logged as warnings
-        log_quick_checks(index, cfg)
-    m = cfg.model
-    model, pcfg = create(m.name, len(index.classes), pretrained=m.pretrained and not m.name.startswith("vistrain/"),
-                         weights=m.weights, drop_rate=m.drop_rate, **scratch_kwargs(cfg))
-    log.info("model: %s, weights: %s", m.name, pcfg.weights_source)
-    return model, pcfg
-
-
-def prepare_pixels(cfg: TrainConfig, pcfg, rt: Runtime, index: ImageIndex, *, progress: bool = True,
-                   parts=None) -> tuple[Preprocess, PreparedData]:
-    """Decode the pixels, split and resolve the preprocessing; returns ``(preprocess, data)``."""
-    spatial = spatial_preprocess(cfg, pcfg)
-    data = prepare_data(cfg, spatial, rt, progress, index=index, parts=parts)
-    pre = finalize_preprocess(cfg, spatial, pcfg, data)
-    log.info("preprocessing: %s", pre.describe())
-    return pre, data
-
-
-def prepare_model_and_data(cfg: TrainConfig, rt: Runtime, *, progress: bool = True,
-                           index: ImageIndex | None = None, parts=None, quick_checks: bool = False):
-    """Seed, scan, build the model, decode the pixels, split and resolve the preprocessing, exactly
-    as training does; ``vistrain check`` and ``lr-find`` start from the same state.
-
-    Returns ``(model, pretrained_cfg, preprocess, prepared_data)``.
-    """
-    cfg.check()
-    set_max_image_pixels(cfg.data.max_image_pixels)
-    index = index or scan_folder(cfg.data.root)
-    model, pcfg = prepare_model(cfg, index, rt, quick_checks=quick_checks)
-    pre, data = prepare_pixels(cfg, pcfg, rt, index, progress=progress, parts=parts)
-    return model, pcfg, pre, data
-
-
 def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = False,
                  resume: bool = False, progress: bool = True, index: ImageIndex | None = None,
-                 parts: dict[str, list[int]] | None = None) -> RunResult:
+                 parts: dict[str, list[int]] | None = None,
+                 before_training: Callable[[RunContext], object] | None = None) -> RunResult:
     """Train per ``cfg`` into ``out_dir`` (see module docstring); returns the test metrics.
 
     Everything that can be checked without decoding an image (every setting, the data folder,
@@ -262,7 +152,8 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
     run directory is touched.  ``index`` and ``parts`` (``{"train", "val", "test", ...}`` indices
     into ``index``) bypass the scan and :func:`make_parts`: ``vistrain cv`` trains each fold this
     way.  Parts other than train/val/test are evaluated too (e.g. the user's test folder next to a
-    fold's test part).
+    fold's test part).  ``before_training(ctx)`` runs once the data is prepared, before the
+    first step, on the main process of a fresh (not resumed) run: the workflow's checks.
     """
     t0 = time.perf_counter()
     cfg.check()
@@ -278,7 +169,6 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
     fingerprint = data_fingerprint(index)
     if resume:
         check_same_data(out, index, fingerprint)
-    from vistrain.training.loggers import check_logging
     check_logging(cfg.logging)  # fail before training, not after it
     findings = log_quick_checks(index, cfg) if cfg.data.doctor and rt.is_main else None
     model, pcfg = prepare_model(cfg, index, rt)
@@ -297,7 +187,8 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
     rt.barrier()
     try:
         return _train_into(cfg, out, rt, model, pcfg, index, parts, resume=resume,
-                           progress=progress, fingerprint=fingerprint, t0=t0)
+                           progress=progress, fingerprint=fingerprint, t0=t0,
+                           before_training=before_training)
     except BaseException as err:
         if rt.is_main:
             _undo_unstarted_run(out, fresh=fresh, existed_empty=existed_empty,
@@ -318,60 +209,53 @@ def _undo_unstarted_run(out: Path, *, fresh: bool, existed_empty: bool, user_err
                 out.mkdir()
 
 
-def _train_into(cfg, out, rt, model, pcfg, index, parts, *, resume, progress, fingerprint, t0):
-    from vistrain.training.strategy import train_model
+def _train_into(cfg, out, rt, model, pcfg, index, parts, *, resume, progress, fingerprint, t0,
+                before_training):
     pre, data = prepare_pixels(cfg, pcfg, rt, index, progress=progress, parts=parts)
-    m = cfg.model
+    ctx = RunContext(cfg, model, pcfg, pre, data, rt, out=out, progress=progress)
     if rt.is_main:
         save_splits(out / "splits.json", data.index, data.parts, seed=cfg.data.split_seed,
                     source="given parts (cross-validation fold)" if parts is not None else
                     "given folders" if data.index.given_split else "stratified hold-out")
-    if cfg.train.checks and rt.is_main and not resume:  # quick diagnostics
-        from vistrain.interpret.diagnostics import run_checks
-        run_checks(cfg, model, pcfg, pre, data, rt, out_dir=out, progress=progress)
-    model = rt.prepare_model(model)
-    history, record = train_model(cfg, model, pcfg, pre, data, rt, out, resume=resume, progress=progress)
+    if before_training is not None and rt.is_main and not resume:
+        before_training(ctx)
+    ctx = ctx.with_model(rt.prepare_model(model))
+    fitted = train_model(ctx, resume=resume)
     if rt.is_main:  # a head fitted without checkpoints (logistic regression) ends the swap here
         fsutil.discard_replaced(out)
-    metrics = final_evaluation(unwrap(model), pre, data, rt, out, progress,
-                               features=record.pop("eval_features", None))
+    metrics = final_evaluation(ctx, features=fitted.features)
     if rt.is_main:
-        save_model(out, unwrap(model), model_name=m.name, classes=data.index.classes, preprocess=pre,
-                   model_kwargs=scratch_kwargs(cfg), pretrained_cfg=pcfg.to_dict(),
-                   extra={"strategy": record})
-        record["runtime"] = rt.describe()
-        write_run_record(out, cfg, data, record, time.perf_counter() - t0, history,
-                         fingerprint=fingerprint)
-        from vistrain.training.loggers import write_logs
-        write_logs(out, cfg.logging, history)
-        from vistrain.report.build import build_report
-        from vistrain.evaluation.figures import write_run_figures
-        write_run_figures(out)
-        build_report(out)
+        _write_run(ctx, fitted, fingerprint, t0)
     rt.barrier()
-    return RunResult(out, data.index.classes, metrics, history)
+    return RunResult(out, data.index.classes, metrics, fitted.history, is_main=rt.is_main)
 
 
-def scratch_kwargs(cfg: TrainConfig) -> dict:
-    if not cfg.model.name.startswith("vistrain/"):
-        return {}
-    return {"norm": cfg.model.norm, "act": cfg.model.act, "init": cfg.model.init,
-            "in_chans": 1 if cfg.preprocess.grayscale else 3,
-            **({"input_size": cfg.preprocess.size} if cfg.preprocess.size else {})}
+def _write_run(ctx: RunContext, fitted: FitResult, fingerprint: dict, t0: float) -> None:
+    """model.safetensors + model.json, run.json, history.json, curves, logs and figures."""
+    cfg, out = ctx.cfg, ctx.out
+    save_model(out, unwrap(ctx.model), model_name=cfg.model.name, classes=ctx.data.index.classes,
+               preprocess=ctx.pre, model_kwargs=scratch_kwargs(cfg), pretrained_cfg=ctx.pcfg.to_dict(),
+               extra={"strategy": fitted.record})
+    strategy = {**fitted.record, "runtime": ctx.rt.describe()}
+    record = RunRecord.of(cfg, ctx.data, strategy, time.perf_counter() - t0, fingerprint)
+    write_run_record(out, record, fitted.history, model_name=cfg.model.name)
+    write_logs(out, cfg.logging, fitted.history)
+    write_run_figures(out)
 
 
-def final_evaluation(model, pre: Preprocess, data: PreparedData, rt: Runtime, out: Path,
-                     progress: bool, features: np.ndarray | None = None) -> dict:
-    """Metrics of the final (best) model on val and test; writes metrics.json and predictions.
+def final_evaluation(ctx: RunContext, features: np.ndarray | None = None) -> dict:
+    """Metrics of the final (best) model ``ctx.model`` on val, test and any other part but train;
+    writes metrics.json and predictions.json into ``ctx.out``.
 
-    With a frozen backbone, ``features`` (cached, aligned with ``data.index``) go through the
-    installed classifier only: the same logits as the full forward pass, without recomputing them.
+    With a frozen backbone, ``features`` (``(N, D)`` cached, aligned with ``ctx.data.index``) go
+    through the installed classifier only: the same logits as the full forward pass, without
+    recomputing them.  Returns ``{"val": {...}, "test": {...}}`` (:func:`compute_metrics`).
     """
-    from vistrain.evaluation.metrics import compute_metrics
+    model, data, rt = unwrap(ctx.model), ctx.data, ctx.rt
     labels = data.labels()
     results, preds = {}, {}
     for part in ("val", "test", *(p for p in data.parts if p not in ("train", "val", "test"))):
-        idx = np.asarray(data.parts.get(part, []), dtype=np.int64)
+        idx = data.part_ids(part)
         if len(idx) == 0:
             continue
         if features is not None:
@@ -381,28 +265,23 @@ def final_evaluation(model, pre: Preprocess, data: PreparedData, rt: Runtime, ou
         else:
             batches = ArrayBatches(data.pixels, np.zeros(len(data.pixels), np.int64), batch_size=64,
                                    indices=data.rows[idx])
-            probs, _ = predict(model, batches, BatchPipeline(normalize=pre.normalize), rt,
-                               desc=f"evaluating {part}", progress=progress)
+            probs, _ = predict(model, batches, BatchPipeline(normalize=ctx.pre.normalize), rt,
+                               desc=f"evaluating {part}", progress=ctx.progress)
         results[part] = compute_metrics(labels[idx], probs, data.index.classes, n_bootstrap=500)
         preds[part] = {"indices": idx.tolist(), "labels": labels[idx].tolist(), "probs": probs.round(6).tolist()}
     if rt.is_main:
-        fsutil.atomic_write_json(out / "metrics.json", results)
-        fsutil.atomic_write_json(out / "predictions.json", preds, indent=None)
+        fsutil.atomic_write_json(ctx.out / "metrics.json", results)
+        fsutil.atomic_write_json(ctx.out / "predictions.json", preds, indent=None)
     return results
 
 
-def write_run_record(out: Path, cfg: TrainConfig, data: PreparedData, record: dict, seconds: float,
-                     history: list[dict], fingerprint: dict | None = None) -> None:
-    info = {"seed": cfg.train.seed, "split_seed": cfg.data.split_seed, "versions": versions(),
-            "data_root": str(Path(data.index.root).resolve()), "data_fingerprint": fingerprint,
-            "n_images": len(data.index),
-            "class_counts": data.index.counts(),
-            "skipped_files": [{"file": f, "reason": r} for f, r in data.index.skipped],
-            "strategy": record, "wall_seconds": round(seconds, 1)}
+def write_run_record(out: Path, record: RunRecord, history: list[dict], *, model_name: str = "") -> None:
+    """history.json, run.json (last: with metrics.json it marks a finished run) and curves.png."""
     fsutil.atomic_write_json(out / "history.json", history)
-    fsutil.atomic_write_json(out / "run.json", info)  # last: with metrics.json it marks a finished run
+    fsutil.atomic_write_json(out / "run.json", record.to_dict())
     if history:
-        curves.plot_history(history, out / "curves.png", title=f"{cfg.model.name} ({record.get('strategy')})")
+        curves.plot_history(history, out / "curves.png",
+                            title=f"{model_name} ({record.strategy.get('strategy')})")
         warning = curves.overfitting_warning(history)
         if warning:
             log.warning(warning)

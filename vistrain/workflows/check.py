@@ -16,8 +16,9 @@ from vistrain.config import TrainConfig
 from vistrain.device import Runtime
 from vistrain.errors import VistrainError
 from vistrain.interpret.diagnostics import CheckResult, run_checks
+from vistrain.training.context import RunContext
 from vistrain.training.lrfind import check_range
-from vistrain.training.run import prepare_model_and_data
+from vistrain.training.prepare import prepare_context
 from vistrain.workflows.common import make_config, show_log_lines
 
 
@@ -44,16 +45,14 @@ def check(data: str | Path | None = None, /, *, out: str | Path | None = None, s
         raise VistrainError(f"--steps {steps!r}: the overfit test needs at least 1 step (default 100)")
     check_range(lr_steps, 1e-7, 10.0, flag="--lr-steps")
     cfg = make_config(data, config, settings)
-    model, pcfg, pre, prepared, rt = prepare(cfg, progress=progress)
-    return run_checks(cfg, model, pcfg, pre, prepared, rt, out_dir=Path(out) if out else None,
-                      progress=progress, overfit_steps=steps, lr_steps=lr_steps,
-                      log_results=log_results)
+    ctx = prepare(cfg, progress=progress)
+    return run_checks(ctx, out_dir=Path(out) if out else None, overfit_steps=steps,
+                      lr_steps=lr_steps, log_results=log_results)
 
 
-def prepare(cfg: TrainConfig, progress: bool = True):
-    """``(model, pretrained_cfg, preprocess, prepared_data, runtime)`` exactly as ``train`` makes
-    them (:func:`vistrain.training.run.prepare_model_and_data`)."""
+def prepare(cfg: TrainConfig, progress: bool = True) -> RunContext:
+    """The run context (model, preprocessing, prepared data, runtime; no output folder) exactly as
+    ``train`` makes it (:func:`vistrain.training.prepare.prepare_context`)."""
     rt = Runtime.create(cfg.train.device, amp=cfg.train.amp, channels_last=cfg.train.channels_last,
                         cpu_amp=cfg.train.cpu_amp)
-    model, pcfg, pre, prepared = prepare_model_and_data(cfg, rt, progress=progress)
-    return model, pcfg, pre, prepared, rt
+    return prepare_context(cfg, rt, progress=progress)

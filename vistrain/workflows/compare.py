@@ -18,8 +18,8 @@ from vistrain.data.scan import scan_folder
 from vistrain.evaluation.compare import (apply_setting, collect_run, parse_vary, setting_name,
                                          settings_product)
 from vistrain.report.compare_report import render_compare_report
-from vistrain.training.run import run_training
 from vistrain.workflows.common import default_out_dir, make_config, show_log_lines
+from vistrain.workflows.train import train_run
 
 log = logging.getLogger("vistrain")
 
@@ -75,7 +75,7 @@ def run_compare(cfg, out_dir, vary: dict[str, list[str]], *, overwrite: bool = F
         name = setting_name(setting)
         log.info("compare %d/%d: %s", k, len(settings), name)
         try:
-            result = run_training(run_cfg, out / name, overwrite=True, progress=progress, index=index)
+            result = train_run(run_cfg, out / name, overwrite=True, progress=progress, index=index)
         except BaseException:
             if not runs:
                 fsutil.restore_replaced(out)

@@ -27,8 +27,9 @@ from vistrain.evaluation.label_issues import write_label_issues
 from vistrain.evaluation.metrics import compute_metrics, summarize_folds
 from vistrain.models import create
 from vistrain.report.cv_report import build_cv_report
-from vistrain.training.run import prepare_data, run_training, scratch_kwargs, spatial_preprocess
+from vistrain.training.prepare import prepare_data, scratch_kwargs, spatial_preprocess
 from vistrain.workflows.common import default_out_dir, make_config, show_log_lines
+from vistrain.workflows.train import train_run
 
 log = logging.getLogger("vistrain")
 
@@ -155,8 +156,8 @@ def run_cv(cfg, out_dir, *, folds: int = 5, fold: int | None = None, resume: boo
                  f", given test {len(parts['given_test'])}" if "given_test" in parts else "")
         cont = resume and (fdir / "checkpoints" / "last.pt").is_file()
         try:
-            run_training(cfg, fdir, overwrite=overwrite or (resume and not cont), resume=cont,
-                         progress=progress, index=index, parts=parts)
+            train_run(cfg, fdir, overwrite=overwrite or (resume and not cont), resume=cont,
+                      progress=progress, index=index, parts=parts)
         except BaseException:
             if not (fdir / "checkpoints" / "last.pt").is_file():  # nothing here can be resumed:
                 fsutil.restore_replaced(out)                      # bring back what was replaced

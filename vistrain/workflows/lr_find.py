@@ -37,9 +37,8 @@ def lr_find(data: str | Path | None = None, /, *, steps: int = 100, start_lr: fl
     show_log_lines()
     check_range(steps, start_lr, end_lr)
     cfg = make_config(data, config, settings)
-    model, pcfg, pre, prepared, rt = prepare(cfg, progress=progress)
-    result = run_range_test(cfg, model, pcfg, pre, prepared, rt, steps=steps, start_lr=start_lr,
-                            end_lr=end_lr, progress=progress)
+    result = run_range_test(prepare(cfg, progress=progress), steps=steps, start_lr=start_lr,
+                            end_lr=end_lr)
     if out is not None:
         plot_lr_find(result, out)
         result["plot"] = str(Path(out).resolve())

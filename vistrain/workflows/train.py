@@ -13,6 +13,9 @@ from typing import Any
 
 from vistrain.config import TrainConfig
 from vistrain.errors import RunDirError
+from vistrain.interpret.diagnostics import run_checks
+from vistrain.report.build import build_report
+from vistrain.training.context import RunContext
 from vistrain.training.run import RunResult, recorded_data_root, run_training
 from vistrain.workflows.common import default_out_dir, make_config, show_log_lines
 
@@ -51,10 +54,34 @@ def train(data: str | Path | None = None, /, *, out: str | Path | None = None, c
                 raise RunDirError(f"{out}: no config.yaml; not a vistrain run directory to resume")
             config = saved
         cfg = resume_config(make_config(data, config, settings), Path(out), data)
-        return run_training(cfg, Path(out), resume=True, progress=progress)
+        return train_run(cfg, Path(out), resume=True, progress=progress)
     cfg = make_config(data, config, settings)
     out = Path(out) if out else default_out_dir(cfg.data.root)
-    return run_training(cfg, out, overwrite=overwrite, progress=progress)
+    return train_run(cfg, out, overwrite=overwrite, progress=progress)
+
+
+def train_run(cfg: TrainConfig, out: Path, **options: Any) -> RunResult:
+    """One training run as every workflow makes it (``train``, each fold of ``cv``, each setting of
+    ``compare``): :func:`vistrain.training.run.run_training` (``options``: its keywords), with the
+    quick checks before the first step when ``train.checks`` is on (checks.json, lr_finder.png in
+    the run folder) and report.html once the run is written.
+
+    Example:
+        >>> from vistrain.workflows.train import train_run
+        >>> result = train_run(cfg, Path("runs/demo"), progress=False)  # doctest: +SKIP
+        >>> (result.run_dir / "report.html").is_file()                  # doctest: +SKIP
+        True
+    """
+    checks = _checks_before_training if cfg.train.checks else None
+    result = run_training(cfg, out, before_training=checks, **options)
+    if result.is_main:
+        build_report(result.run_dir)
+    return result
+
+
+def _checks_before_training(ctx: RunContext) -> None:
+    """``train.checks``: the diagnostics of ``vistrain check`` on the prepared run, logged."""
+    run_checks(ctx, out_dir=ctx.out)
 
 
 def resume_config(cfg: TrainConfig, run_dir: Path, data) -> TrainConfig:

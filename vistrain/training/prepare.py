@@ -1,0 +1,177 @@
+"""Everything before the first training step: seed, model, decoded pixels, split, preprocessing.
+
+``train``, ``check`` and ``lr-find`` start from the same state, made here:
+:func:`prepare_context` returns a :class:`~vistrain.training.context.RunContext`.
+
+Example:
+    >>> from vistrain.config import TrainConfig
+    >>> from vistrain.device import Runtime
+    >>> cfg = TrainConfig.from_dict({"data": {"root": "examples/fashion-mnist-small"}})  # doctest: +SKIP
+    >>> ctx = prepare_context(cfg, Runtime.create("cpu"), progress=False)               # doctest: +SKIP
+    >>> ctx.data.pixels.shape, ctx.pre.describe()                                       # doctest: +SKIP
+    ((2000, 3, 224, 224), 'resize ...')
+"""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from vistrain.config import TrainConfig
+from vistrain.data.cache import EvalAndTrainPixels, build_pixel_caches, cache_key, default_cache_dir
+from vistrain.data.doctor import log_quick_checks
+from vistrain.data.io import set_max_image_pixels
+from vistrain.data.scan import ImageIndex, scan_folder
+from vistrain.data.splits import make_parts
+from vistrain.device import Runtime
+from vistrain.errors import DataError
+from vistrain.models import PretrainedCfg, create
+from vistrain.training.context import PreparedData, RunContext
+from vistrain.transforms.normalize import resolve_normalization
+from vistrain.transforms.preprocess import Preprocess
+
+log = logging.getLogger("vistrain")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def spatial_preprocess(cfg: TrainConfig, pcfg: PretrainedCfg) -> Preprocess:
+    """Resize/crop settings from the config, defaulting to the model's pretrained config."""
+    p = cfg.preprocess
+    return Preprocess(size=p.size or pcfg.input_size[-1], resize_mode=p.resize_mode,
+                      interpolation=p.interpolation or pcfg.interpolation,
+                      crop_pct=p.crop_pct or pcfg.crop_pct, fill=p.fill,
+                      background=tuple(p.background), channels=1 if p.grayscale else 3)
+
+
+def prepare_data(cfg: TrainConfig, spatial: Preprocess, rt: Runtime, progress: bool = True,
+                 index: ImageIndex | None = None, parts: dict | None = None) -> PreparedData:
+    """Decode every image of ``index`` once (pixel cache) and split.  ``parts`` (indices into
+    ``index``, or a function of the index left after skipping unreadable files that returns them)
+    replaces :func:`make_parts`, e.g. one CV fold."""
+    index = index or scan_folder(cfg.data.root)
+    spec = {k: v for k, v in spatial.to_dict().items()
+            if k in ("size", "resize_mode", "interpolation", "crop_pct", "fill", "background", "channels")}
+    cache_dir = None if cfg.data.cache == "off" else default_cache_dir() / "pixels"
+    shape = (spatial.channels, spatial.size, spatial.size)
+    fn, shapes, specs = spatial.pixels, [shape], [spec]
+    if wants_train_pixels(cfg, spatial):
+        fn = EvalAndTrainPixels.for_paths(spatial, index.paths, cache_dir)
+        t = fn.train_size
+        shapes.append((spatial.channels, t, t))
+        specs.append(dict(spec, train_square=t))
+    arrays, bad = build_pixel_caches(index.paths, fn, shapes, specs=specs, cache_dir=cache_dir,
+                                     workers=cfg.data.num_workers, progress=progress and rt.is_main)
+    pixels, train_pixels = arrays[0], (arrays[1] if len(arrays) > 1 else None)
+    rows = np.arange(len(index))
+    if bad:
+        index, rows = _drop_unreadable(cfg, index, bad, given_parts=isinstance(parts, dict))
+    parts = parts(index) if callable(parts) else parts if parts is not None else make_parts(index, cfg.data)
+    return PreparedData(index, pixels, rows, parts, cache_key(index.paths, spec), train_pixels)
+
+
+def _drop_unreadable(cfg: TrainConfig, index: ImageIndex, bad: dict, *, given_parts: bool):
+    """``(index without the unreadable files, their rows in the pixel array)``, or a DataError."""
+    if cfg.data.on_bad_image == "fail":
+        first = next(iter(bad.items()))
+        raise DataError(f"{len(bad)} unreadable image(s), e.g. {first[0]}: {first[1]}; "
+                        "fix or remove them, or use --on-bad-image skip")
+    keep = np.array([i for i, p in enumerate(index.paths) if str(p) not in bad], dtype=np.int64)
+    if given_parts:
+        raise DataError(f"{len(bad)} image(s) became unreadable since the parts were made, e.g. "
+                        f"{next(iter(bad))}; fix or remove them and start again")
+    index = index.drop(set(bad), bad)
+    for path, reason in index.skipped:
+        log.warning("skipped %s: %s", path, reason)
+    empty = [c for c, n in index.counts().items() if n == 0]
+    if empty:
+        raise DataError(f"{index.root}: every image of class(es) {', '.join(empty)} is unreadable")
+    return index, keep
+
+
+def wants_train_pixels(cfg: TrainConfig, spatial: Preprocess) -> bool:
+    """A larger train-time cache only helps a random resized crop that trains end to end, and
+    only the ``crop`` resize mode (with crop_pct < 1) discards a border to recover."""
+    end_to_end = cfg.strategy.name != "feature-extraction" or cfg.strategy.feature_cache == "live"
+    return (end_to_end and cfg.augment.preset != "none" and spatial.resize_mode == "crop"
+            and spatial.crop_pct < 1)
+
+
+def dataset_stats(pixels: np.ndarray, rows: np.ndarray, chunk: int = 256):
+    """Exact per-channel mean/std (in [0,1] units) over all pixels of ``rows``; float64 sums."""
+    c = pixels.shape[1]
+    s, ss, n = np.zeros(c), np.zeros(c), 0
+    for start in range(0, len(rows), chunk):
+        x = pixels[np.sort(rows[start:start + chunk])].astype(np.float64) / 255.0
+        s += x.sum(axis=(0, 2, 3))
+        ss += (x * x).sum(axis=(0, 2, 3))
+        n += x.shape[0] * x.shape[2] * x.shape[3]
+    mean = s / n
+    return mean.tolist(), np.sqrt(np.maximum(ss / n - mean ** 2, 0)).tolist()
+
+
+def finalize_preprocess(cfg: TrainConfig, spatial: Preprocess, pcfg: PretrainedCfg,
+                        data: PreparedData) -> Preprocess:
+    """``spatial`` with the normalization resolved (dataset statistics from the train part only)."""
+    p = cfg.preprocess
+    stats = None
+    needs_stats = p.normalize == "dataset" or (p.normalize == "auto" and not pcfg.pretrained)
+    if needs_stats:
+        stats = dataset_stats(data.pixels, data.part_rows("train"))
+    norm = resolve_normalization(p.normalize, model_mean=pcfg.mean, model_std=pcfg.std,
+                                 dataset_stats=stats, mean=p.mean, std=p.std,
+                                 pretrained=pcfg.pretrained, channels=spatial.channels)
+    extra = {"dataset_stats_from": "train split only"} if norm.mode == "dataset" else {}
+    return replace(spatial, normalize_mode=norm.mode, scale=norm.scale, mean=norm.mean,
+                   std=norm.std, extra=extra)
+
+
+def scratch_kwargs(cfg: TrainConfig) -> dict:
+    """Constructor arguments of a ``vistrain/`` from-scratch network (``{}`` for timm models)."""
+    if not cfg.model.name.startswith("vistrain/"):
+        return {}
+    return {"norm": cfg.model.norm, "act": cfg.model.act, "init": cfg.model.init,
+            "in_chans": 1 if cfg.preprocess.grayscale else 3,
+            **({"input_size": cfg.preprocess.size} if cfg.preprocess.size else {})}
+
+
+def prepare_model(cfg: TrainConfig, index: ImageIndex, rt: Runtime, *, quick_checks: bool = False):
+    """Seed, run the quick data checks and build the model; returns ``(model, pretrained_cfg)``."""
+    seed_everything(cfg.train.seed)
+    log.info("data: %d images, %d classes in %s", len(index), len(index.classes), index.root)
+    if quick_checks and rt.is_main:  # fast data checks, logged as warnings
+        log_quick_checks(index, cfg)
+    m = cfg.model
+    model, pcfg = create(m.name, len(index.classes), pretrained=m.pretrained and not m.name.startswith("vistrain/"),
+                         weights=m.weights, drop_rate=m.drop_rate, **scratch_kwargs(cfg))
+    log.info("model: %s, weights: %s", m.name, pcfg.weights_source)
+    return model, pcfg
+
+
+def prepare_pixels(cfg: TrainConfig, pcfg: PretrainedCfg, rt: Runtime, index: ImageIndex, *,
+                   progress: bool = True, parts=None) -> tuple[Preprocess, PreparedData]:
+    """Decode the pixels, split and resolve the preprocessing; returns ``(preprocess, data)``."""
+    spatial = spatial_preprocess(cfg, pcfg)
+    data = prepare_data(cfg, spatial, rt, progress, index=index, parts=parts)
+    pre = finalize_preprocess(cfg, spatial, pcfg, data)
+    log.info("preprocessing: %s", pre.describe())
+    return pre, data
+
+
+def prepare_context(cfg: TrainConfig, rt: Runtime, *, progress: bool = True,
+                    index: ImageIndex | None = None, parts=None, quick_checks: bool = False) -> RunContext:
+    """Seed, scan, build the model, decode the pixels, split and resolve the preprocessing, exactly
+    as training does (no output folder): what ``vistrain check`` and ``lr-find`` start from."""
+    cfg.check()
+    set_max_image_pixels(cfg.data.max_image_pixels)
+    index = index or scan_folder(cfg.data.root)
+    model, pcfg = prepare_model(cfg, index, rt, quick_checks=quick_checks)
+    pre, data = prepare_pixels(cfg, pcfg, rt, index, progress=progress, parts=parts)
+    return RunContext(cfg, model, pcfg, pre, data, rt, out=None, progress=progress)
