@@ -274,3 +274,9 @@ def test_not_a_run_folder(tmp_path, capsys):
 def test_weights_hash_is_of_the_weights_file(run):
     import hashlib
     assert weights_sha256(run) == hashlib.sha256((run / WEIGHTS).read_bytes()).hexdigest()
+
+
+def test_int8_dynamic_method_needs_no_calibration(run):
+    q = export(run, quantize="int8", quantize_method="dynamic", progress=False)["onnx_int8"]
+    assert q["calibration"] is None and q["quantization"].startswith("int8 dynamic")
+    assert Classifier.from_run(run, engine="onnxruntime-int8").engine == "onnxruntime-int8"
