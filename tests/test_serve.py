@@ -363,8 +363,9 @@ def test_loopback_detection_and_the_non_loopback_warning(run_dir, monkeypatch, c
     assert ran and urls and urls[0].startswith("http://0.0.0.0:")
     ran[0].state.service.close()
     caplog.clear()
-    serve_job.serve(run_dir, host="127.0.0.1", port=0, ready=urls.append)
+    serve_job.serve(run_dir, host="127.0.0.1", port=0, engine="torch", ready=urls.append)
     assert not [r for r in caplog.records if "reachable" in r.getMessage()]
+    assert ran[1].state.service.metadata()["engine"] == "torch"
     ran[1].state.service.close()
 
 
@@ -375,8 +376,9 @@ def test_cli_refuses_bad_options_in_one_line(capsys, run_dir, argv, word):
     assert word in cli_error(capsys, ["serve", str(run_dir), *argv])
 
 
-def test_cli_refuses_a_missing_run(capsys, tmp_path):
+def test_cli_refuses_a_missing_run_and_an_engine_without_export(capsys, tmp_path, run_dir):
     assert "run directory not found" in cli_error(capsys, ["serve", str(tmp_path / "nope"), "--port", "0"])
+    assert "export" in cli_error(capsys, ["serve", str(run_dir), "--engine", "onnxruntime", "--port", "0"])
 
 
 def test_vistrain_serve_end_to_end(run_dir, clf, tmp_path):

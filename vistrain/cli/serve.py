@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 
 from vistrain.cli.common import print_json
+from vistrain.cli.evaluate import add_engine_options
 
 
 def register(sub) -> None:
@@ -30,6 +31,7 @@ def register(sub) -> None:
                    help="refuse larger images as decompression bombs (default 300000000)")
     p.add_argument("--decode-threads", type=int, help="threads decoding uploads (default min(4, CPUs))")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    add_engine_options(p)
     p.add_argument("--json", action="store_true",
                    help="print one JSON document with the address once listening")
     p.set_defaults(func=run)
@@ -48,6 +50,6 @@ def run(args) -> int:
 
     serve(args.run_dir, host=args.host, port=args.port, max_batch=args.max_batch,
           wait_ms=args.wait_ms, max_body_mb=args.max_body_mb,
-          max_image_pixels=args.max_image_pixels, device=args.device,
-          decode_threads=args.decode_threads, ready=ready)
+          max_image_pixels=args.max_image_pixels, device=args.device, engine=args.engine,
+          threads=args.threads, decode_threads=args.decode_threads, ready=ready)
     return 0

@@ -77,22 +77,23 @@ def bind(host: str, port: int) -> socket.socket:
         sock.close()
         raise VistrainError(f"cannot listen on {host}:{port} ({err.strerror}); choose another "
                             "--port (or stop the program using it)") from None
-    sock.set_inheritable(True)
     return sock
 
 
 def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
           max_batch: int = DEFAULT_MAX_BATCH, wait_ms: float = DEFAULT_WAIT_MS,
           max_body_mb: float = DEFAULT_MAX_BODY_MB, max_image_pixels: int | None = None,
-          device: str = "cpu", decode_threads: int | None = None,
-          ready: Callable[[str], None] | None = None) -> None:
+          device: str = "cpu", engine: str = "auto", threads: int | None = None,
+          decode_threads: int | None = None, ready: Callable[[str], None] | None = None) -> None:
     """Serve the run ``run_dir`` over HTTP until interrupted (Ctrl-C: returns after a graceful
     shutdown; SIGTERM: the same shutdown, then the process ends by that signal).
 
     ``max_batch``: most images per model call (1: no batching); ``wait_ms``: how long a request
     waits for others to share its batch; ``max_body_mb``: largest request accepted (413 above);
     ``max_image_pixels``: the decompression-bomb limit (default that of
-    :func:`vistrain.data.io.max_image_pixels`); ``port=0`` takes a free port.  ``ready(url)`` is
+    :func:`vistrain.data.io.max_image_pixels`); ``engine`` / ``threads``: as for
+    :func:`vistrain.workflows.predict.load` (Grad-CAM always uses the torch model); ``port=0``
+    takes a free port.  ``ready(url)`` is
     called once the socket listens (default: a log line).  Endpoints: see :mod:`vistrain.serve.app`.
 
     Example:
@@ -109,7 +110,7 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
         raise VistrainError(f"vistrain serve needs uvicorn: {INSTALL_HINT}") from None
     if max_image_pixels is not None:
         set_max_image_pixels(max_image_pixels)
-    clf = load(run_dir, device=device)
+    clf = load(run_dir, device=device, engine=engine, threads=threads)
     app = create_app(clf, max_batch=max_batch, wait_ms=wait_ms,
                      max_body_bytes=int(max_body_mb * 2**20), decode_threads=decode_threads)
     sock = bind(host, port)
@@ -127,3 +128,8 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
         log.info("stopped")
     finally:
         sock.close()
+
+
+# The public API cannot call it ``vistrain.serve``: that is the name of the package vistrain.serve
+# (importing it would replace the function, see vistrain/__init__.py).
+serve_http = serve

@@ -1,0 +1,213 @@
+"""``vistrain serve`` under load: throughput and latency with dynamic batching and without.
+
+The server runs as a subprocess (``vistrain serve RUN --port 0``) on localhost; ``--clients``
+(32) concurrent clients (asyncio + httpx, one keep-alive connection each) send ``--requests``
+(1,000) POST /predict requests, each a shipped Fashion-MNIST PNG as the raw body, to each of
+two servers of the same run: one with dynamic batching (``--max-batch 32 --wait-ms 5``, the
+defaults) and one without (``--max-batch 1``: one model call per request).  Both run at once
+(an idle server costs no CPU) after a warm-up of two requests per client, and are driven in
+``--rounds`` (4) alternating rounds, so that a change of the machine's load hits both alike.
+Printed per setting: requests answered, errors (must be 0), p50 / p99 latency over all rounds,
+the median over rounds of requests/s, model calls and mean batch size; then the ratios.  A
+round stops issuing requests after its share of ``--max-seconds`` (throughput is then that of
+the requests answered).
+
+The model: ``--run RUN`` (any trained run), else a run written here into a temporary folder with
+``--model`` (tf_efficientnet_lite0, the default of ``vistrain train``) at ``--size`` px, 10
+classes, freshly initialised: serving cost does not depend on the weights' values.
+
+    python benchmarks/serve.py                         # ~3 minutes on 2 CPU cores
+    python benchmarks/serve.py --run runs/demo --requests 2000 --clients 64
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+
+import vistrain
+from vistrain.artifact import save_model
+from vistrain.models import create
+from vistrain.transforms.normalize import resolve_normalization
+from vistrain.transforms.preprocess import Preprocess
+
+SHIPPED = Path(__file__).resolve().parent.parent / "examples" / "fashion-mnist-small"
+
+
+def make_run(out: Path, model_name: str, size: int) -> Path:
+    """A 10-class run of ``model_name`` at ``size`` px with the model's own normalization."""
+    torch.manual_seed(0)
+    scratch = {"input_size": size} if model_name.startswith("vistrain/") else {}
+    model, cfg = create(model_name, 10, pretrained=False, **scratch)
+    norm = resolve_normalization("model", model_mean=cfg.mean, model_std=cfg.std)
+    pre = Preprocess(size=size, interpolation=cfg.interpolation, crop_pct=cfg.crop_pct,
+                     normalize_mode=norm.mode, scale=norm.scale, mean=norm.mean, std=norm.std)
+    classes = sorted(p.name for p in SHIPPED.iterdir() if p.is_dir())
+    save_model(out, model.eval(), model_name=model_name, classes=classes, preprocess=pre,
+               model_kwargs=scratch)
+    return out
+
+
+class Server:
+    """``vistrain serve RUN --port 0 FLAGS`` in a subprocess; ``url`` once /healthz answers."""
+
+    def __init__(self, run: Path, *flags: str, env: dict | None = None):
+        cmd = [sys.executable, "-m", "vistrain.cli.main", "serve", str(run), "--port", "0", *flags]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, **(env or {})})
+        line = self._first_line()
+        if not line.startswith("serving "):
+            self.stop()
+            raise SystemExit(f"vistrain serve did not start: {line!r} {self.proc.stderr.read()[-2000:]}")
+        self.url = line.split(" on ")[1].split(" ")[0]
+        for _ in range(600):
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=5).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        self.stop()
+        raise SystemExit("vistrain serve never answered /healthz")
+
+    def _first_line(self, timeout: float = 180) -> str:
+        out: list[str] = []
+        reader = threading.Thread(target=lambda: out.append(self.proc.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(timeout)
+        return out[0].strip() if out else ""
+
+    def health(self) -> dict:
+        return httpx.get(f"{self.url}/healthz", timeout=30).json()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+async def drive(url: str, bodies: list[bytes], n_requests: int, clients: int,
+                max_seconds: float) -> dict:
+    """``n_requests`` POST /predict from ``clients`` concurrent clients; latencies in seconds."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    next_index = iter(range(n_requests))
+    deadline = time.perf_counter() + max_seconds
+
+    async def client() -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=120) as c:
+            for i in next_index:
+                if time.perf_counter() > deadline:
+                    return
+                t = time.perf_counter()
+                try:
+                    r = await c.post("/predict?top_k=1", content=bodies[i % len(bodies)])
+                    ok = r.status_code == 200 and "top" in r.json()
+                    if not ok:
+                        errors.append(f"{r.status_code} {r.text[:200]}")
+                except httpx.HTTPError as err:
+                    errors.append(f"{type(err).__name__}: {err}")
+                    continue
+                if ok:
+                    latencies.append(time.perf_counter() - t)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return {"latencies": latencies, "errors": errors, "seconds": time.perf_counter() - start}
+
+
+def summarize(max_batch: int, phases: list[dict], calls: int, images: int) -> dict:
+    lat = np.concatenate([np.asarray(p["latencies"]) for p in phases]) * 1000
+    errors = [e for p in phases for e in p["errors"]]
+    return {"max_batch": max_batch, "answered": len(lat), "errors": len(errors),
+            "first_error": errors[0] if errors else "",
+            "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+            "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
+            "rps": statistics.median(len(p["latencies"]) / p["seconds"] for p in phases),
+            "calls": calls, "batch": images / max(calls, 1)}
+
+
+def measure(run: Path, args, bodies: list[bytes]) -> list[dict]:
+    """Both settings, served at once (an idle server costs no CPU) and driven in alternating
+    rounds, so that a change in the machine's load hits both alike."""
+    settings = (args.max_batch, 1)
+    servers = [Server(run, "--max-batch", str(mb), "--wait-ms", str(args.wait_ms)) for mb in settings]
+    try:
+        for server in servers:  # warm-up: first calls allocate, first batches are smaller
+            asyncio.run(drive(server.url, bodies, 2 * args.clients, args.clients, 120))
+        before = [s.health() for s in servers]
+        phases: list[list[dict]] = [[], []]
+        per_round = -(-args.requests // args.rounds)
+        for _ in range(args.rounds):
+            for i, server in enumerate(servers):
+                phases[i].append(asyncio.run(drive(server.url, bodies, per_round, args.clients,
+                                                   args.max_seconds / args.rounds)))
+        after = [s.health() for s in servers]
+    finally:
+        for server in servers:
+            server.stop()
+    return [summarize(mb, ph, a["model_calls"] - b["model_calls"], a["images"] - b["images"])
+            for mb, ph, a, b in zip(settings, phases, after, before)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", help="a trained run (default: a fresh --model run in a temporary folder)")
+    parser.add_argument("--model", default="tf_efficientnet_lite0")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--max-batch", type=int, default=32, help="the batched setting's --max-batch")
+    parser.add_argument("--wait-ms", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds of each setting")
+    parser.add_argument("--max-seconds", type=float, default=80.0,
+                        help="per setting (all rounds); a round stops issuing requests after its share")
+    args = parser.parse_args()
+    bodies = [p.read_bytes() for p in sorted(SHIPPED.rglob("*.png"))[::20]]
+    import fastapi
+    import starlette
+    import uvicorn
+    print(f"# {platform.platform()}, {os.cpu_count()} CPUs, load average "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}; Python {platform.python_version()}, "
+          f"torch {torch.__version__} ({torch.get_num_threads()} threads), vistrain {vistrain.__version__}, "
+          f"starlette {starlette.__version__} (fastapi {fastapi.__version__}), uvicorn {uvicorn.__version__}, "
+          f"httpx {httpx.__version__}")
+    with tempfile.TemporaryDirectory(prefix="vistrain-serve-bench-") as tmp:
+        run = Path(args.run) if args.run else make_run(Path(tmp) / "run", args.model, args.size)
+        print(f"# run {args.run or f'{args.model} at {args.size} px (fresh weights)'}; {args.clients} "
+              f"clients, {args.requests} requests per setting in {args.rounds} alternating rounds (at most "
+              f"{args.max_seconds:.0f} s per setting), "
+              f"{len(bodies)} distinct 28x28 PNGs")
+        rows = measure(run, args, bodies)
+    print(f"{'setting':28s} {'answered':>8s} {'errors':>6s} {'p50 ms':>8s} {'p99 ms':>8s} "
+          f"{'req/s':>7s} {'calls':>6s} {'batch':>6s}")
+    for r in rows:
+        name = (f"batching (max {r['max_batch']}, {args.wait_ms:g} ms)" if r["max_batch"] > 1
+                else "no batching (--max-batch 1)")
+        print(f"{name:28s} {r['answered']:8d} {r['errors']:6d} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} "
+              f"{r['rps']:7.1f} {r['calls']:6d} {r['batch']:6.1f}")
+    print(f"throughput ratio, batching / no batching: {rows[0]['rps'] / rows[1]['rps']:.2f}x; "
+          f"p50 latency ratio: {rows[1]['p50_ms'] / rows[0]['p50_ms']:.2f}x lower with batching")
+    errors = [r["first_error"] for r in rows if r["errors"]]
+    if errors:
+        raise SystemExit(f"errors: {errors}")
+
+
+if __name__ == "__main__":
+    main()
