@@ -176,7 +176,7 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=32, help="the batched setting's --max-batch")
     parser.add_argument("--wait-ms", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=4, help="alternating rounds of each setting")
-    parser.add_argument("--max-seconds", type=float, default=80.0,
+    parser.add_argument("--max-seconds", type=float, default=45.0,
                         help="per setting (all rounds); a round stops issuing requests after its share")
     args = parser.parse_args()
     bodies = [p.read_bytes() for p in sorted(SHIPPED.rglob("*.png"))[::20]]
