@@ -44,5 +44,10 @@ def run(args) -> int:
               f"(run them with --fold K --out {out}, or all with --resume --out {out})")
         return 0
     print(format_cv(result, per_class=True if args.per_class else None))
+    issues = result.get("label_issues")
+    if issues:
+        gallery = f", gallery {issues['png']}" if issues.get("png") else ""
+        print(f"label issues: {issues['count']} likely mislabelled image(s), the out-of-fold "
+              f"predictions contradict their label: {(out / issues['csv']).resolve()}{gallery}")
     print(f"report: {(out / 'report.html').resolve()}")
     return 0
