@@ -137,3 +137,20 @@ def test_train_saves_a_split_without_shared_groups(grouped_folder, tmp_path):
     assert not objects["train"] & objects["test"] and not objects["train"] & objects["val"]
     assert not objects["val"] & objects["test"]
     assert "group_regex" in (out / "config.yaml").read_text()
+
+
+def test_cv_folds_keep_each_group_in_one_part(grouped_folder, tmp_path):
+    out = tmp_path / "cv"
+    code = main(["cv", str(grouped_folder), "--out", str(out), "--folds", "3", "--group-regex", r"(obj\d+)_",
+                 "--model", "vistrain/resnet-tiny", "--epochs", "1", "--batch-size", "8",
+                 "--set", "preprocess.size=16", "--set", "data.num_workers=0", "--set", "data.doctor=false"])
+    assert code == 0
+    folds = json.loads((out / "folds.json").read_text())["folds"]
+    assert len(folds) == 3
+    tested = set()
+    for fold in folds:
+        objects = {name: {f.split("-")[1].split("_")[0] for f in fold[name]["files"]}
+                   for name in ("train", "val", "test")}
+        assert not objects["train"] & objects["test"] and not objects["train"] & objects["val"]
+        assert not objects["val"] & objects["test"] and not objects["test"] & tested
+        tested |= objects["test"]

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from vistrain import fsutil
+from vistrain.data.groups import image_groups
 from vistrain.data.scan import scan_folder
 from vistrain.device import Runtime
 from vistrain.errors import VistrainError
@@ -96,7 +97,7 @@ def _save_folds(out: Path, index, spec: dict) -> None:
                            "files": [str(Path(index.paths[i]).relative_to(index.root)) for i in ids],
                            "counts": {c: counts.get(j, 0) for j, c in enumerate(index.classes)}}
         folds.append(entry)
-    doc = {key: spec[key] for key in ("k", "seed", "val_fraction", "pool")}
+    doc = {key: spec[key] for key in ("k", "seed", "val_fraction", "pool", "by_groups")}
     doc.update({"data_root": str(index.root), "classes": index.classes, "n_images": len(index),
                 "folds": folds})
     _write_json(out / "folds.json", doc, indent=1)
@@ -133,9 +134,11 @@ def run_cv(cfg, out_dir, *, folds: int = 5, fold: int | None = None, resume: boo
     t0 = time.perf_counter()
     # refused before decoding: a missing or unusable data folder, folds it cannot make
     scanned = scan_folder(cfg.data.root)
-    make_folds(scanned, folds, seed=cfg.data.split_seed, val_fraction=cfg.data.val_fraction)
+    make_folds(scanned, folds, seed=cfg.data.split_seed, val_fraction=cfg.data.val_fraction,
+               groups=image_groups(scanned, cfg.data))
     index = _clean_index(cfg, scanned, progress)
-    spec = make_folds(index, folds, seed=cfg.data.split_seed, val_fraction=cfg.data.val_fraction)
+    spec = make_folds(index, folds, seed=cfg.data.split_seed, val_fraction=cfg.data.val_fraction,
+                      groups=image_groups(index, cfg.data))
     _prepare_out(out, cfg, resume=resume, overwrite=overwrite, single_fold=fold is not None)
     try:
         _check_same_folds(out, index, spec)
