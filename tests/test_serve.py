@@ -318,6 +318,31 @@ def test_bad_input_is_a_json_4xx_and_the_server_stays_healthy(app, case):
     assert call(app, "POST", "/predict", content=png_bytes(4)).status_code == 200
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow's notes on damaged TIFF tags
+def test_damaged_files_of_every_format_are_decoded_or_refused_with_4xx(app):
+    """600 seeded mutations (bytes changed, files cut) of six formats: each upload decodes or is a
+    4xx :class:`HTTPProblem`, never another exception (which would be a 500)."""
+    service, rng = app.state.service, np.random.default_rng(0)
+    arr = rng.integers(0, 256, (40, 48, 3)).astype(np.uint8)
+    outcomes = set()
+    for fmt in ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP"):
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, fmt)
+        for _ in range(100):
+            data = bytearray(buf.getvalue())
+            for _ in range(rng.integers(1, 8)):
+                data[rng.integers(0, len(data))] = rng.integers(0, 256)
+            if rng.random() < 0.3:
+                data = data[: rng.integers(1, len(data))]
+            try:
+                service.decode("x", bytes(data))
+                outcomes.add("decoded")
+            except serve_app.HTTPProblem as err:
+                assert 400 <= err.status < 500
+                outcomes.add(err.status)
+    assert {"decoded", 400, 415} <= outcomes
+
+
 def test_body_limit_is_enforced_while_reading(app):
     """A body without Content-Length is refused after about ``LIMIT`` bytes, not read to its end."""
     sent = []
@@ -367,6 +392,20 @@ def test_loopback_detection_and_the_non_loopback_warning(run_dir, monkeypatch, c
     assert not [r for r in caplog.records if "reachable" in r.getMessage()]
     assert ran[1].state.service.metadata()["engine"] == "torch"
     ran[1].state.service.close()
+
+
+def test_cli_json_prints_one_document_with_the_address(run_dir, monkeypatch, capsys):
+    import json
+
+    import uvicorn
+    from vistrain.cli.main import main
+    apps = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: apps.append(self.config.app))
+    assert main(["serve", str(run_dir), "--port", "0", "--max-batch", "4", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["url"].startswith("http://127.0.0.1:") and doc["max_batch"] == 4
+    assert apps[0].state.service.batcher.max_batch == 4
+    apps[0].state.service.close()
 
 
 @pytest.mark.parametrize("argv, word", [
