@@ -11,6 +11,7 @@ import asyncio
 import io
 import os
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -438,6 +439,9 @@ def test_vistrain_serve_end_to_end(run_dir, clf, tmp_path):
                              (png_header_only(30000, 30000), 413), (b"\0" * 300_000, 413)):
             bad = httpx.post(f"{url}/predict", content=body, timeout=30)
             assert bad.status_code == status and "error" in bad.json(), bad.text
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as conn:  # leaves mid-upload
+            conn.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n\x89PNG")
         before = httpx.get(f"{url}/healthz").json()
         results = [None] * 16
         def post(i):

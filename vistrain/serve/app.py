@@ -72,12 +72,13 @@ def require_deploy() -> types.SimpleNamespace:
     try:
         from starlette.applications import Starlette
         from starlette.exceptions import HTTPException
-        from starlette.requests import Request
+        from starlette.requests import ClientDisconnect, Request
         from starlette.responses import HTMLResponse, JSONResponse, Response
         from starlette.routing import Route
     except ImportError as err:
         raise VistrainError(f"vistrain serve needs {err.name or 'starlette'}: {INSTALL_HINT}") from None
     return types.SimpleNamespace(Starlette=Starlette, HTTPException=HTTPException, Request=Request,
+                                 ClientDisconnect=ClientDisconnect,
                                  HTMLResponse=HTMLResponse, JSONResponse=JSONResponse,
                                  Response=Response, Route=Route)
 
@@ -269,6 +270,8 @@ def _endpoint(web, handler):
             return web.JSONResponse({"error": err.message}, status_code=err.status)
         except VistrainError as err:
             return web.JSONResponse({"error": str(err)}, status_code=400)
+        except web.ClientDisconnect:  # the client left mid-upload: nobody reads an answer
+            return web.JSONResponse({"error": "client disconnected"}, status_code=400)
         except Exception as err:
             log.exception("error while answering %s %s", request.method, request.url.path)
             return web.JSONResponse({"error": f"internal error ({type(err).__name__}); see the server "
