@@ -25,7 +25,8 @@ def register(sub) -> None:
                                    "then report per-class counts and imbalance, exact and "
                                    "near-duplicates (within a class, across classes, across the "
                                    "train/val/test split training would make) and classes too small "
-                                   "for the split or for k folds, all in one list. Exit code 1 when "
+                                   "for the split or for k folds, all in one list; with --labels, the "
+                                   "likely mislabelled images `vistrain cv` found. Exit code 1 when "
                                    "there is an error (training would fail or be unsound).")
     p.add_argument("data", help="image folder: DATA/<class>/<image> or DATA/{train,val,test}/<class>/")
     p.add_argument("--folds", type=int,
