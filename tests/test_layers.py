@@ -8,7 +8,7 @@ Layers, low to high; a module may import its own layer and those below it:
     training
     interpret
     report
-    predictor, deploy, serve, workflows
+    predictor, deploy, server, workflows
     cli, vistrain/__init__.py
 
 ``KNOWN_UPWARD`` lists the upward imports that remain, each inside a function and each named in
@@ -28,7 +28,7 @@ LAYERS = [("errors", "fsutil", "config", "device", "progress"),
           ("training",),
           ("interpret",),
           ("report",),
-          ("predictor", "deploy", "serve", "workflows"),
+          ("predictor", "deploy", "server", "workflows"),
           ("cli", "__init__", "__main__")]
 
 KNOWN_UPWARD: set[tuple[str, str]] = set()

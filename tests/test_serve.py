@@ -29,8 +29,8 @@ from PIL import Image
 from conftest import cli_error, make_image_folder
 from vistrain.errors import VistrainError
 from vistrain.predictor import Classifier
-from vistrain.serve import DynamicBatcher, create_app
-from vistrain.serve import app as serve_app
+from vistrain.server import DynamicBatcher, create_app
+from vistrain.server import app as serve_app
 from vistrain.workflows import serve as serve_job
 
 CLASSES = ("cat", "dog", "eel")

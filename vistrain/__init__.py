@@ -9,6 +9,11 @@ itself calls, in ``vistrain/workflows/``)::
     clf = vistrain.load("runs/demo")
     print(clf.predict("examples/fashion-mnist-small/Bag", top_k=3)[0])
     print(vistrain.evaluate("runs/demo", "other_images")["accuracy"])
+    vistrain.export("runs/demo")                 # runs/demo/export/model.onnx, parity checked
+    vistrain.serve("runs/demo", port=8000)       # HTTP API and web page until Ctrl-C
+
+The data verbs are there too: ``stats``, ``preview``, ``augment_preview`` and ``cache_info``
+(``vistrain cache``); ``vistrain doctor`` and ``vistrain report`` stay command-line verbs.
 
 ``train``, ``load``, ``predict``, ``evaluate``, ``cv``, ``compare``, ``explain``, ``check`` and
 ``lr_find`` can be called any number of times in one process.  Their keyword settings are the
@@ -30,10 +35,13 @@ __version__ = "0.1.0"
 # of a module or subpackage of vistrain: importing that module would replace the function.
 _API = {"train": "train", "load": "predict", "predict": "predict", "evaluate": "evaluate",
         "cv": "cv", "compare": "compare", "explain": "explain", "check": "check",
-        "lr_find": "lr_find", "default_out_dir": "common", "make_config": "common"}
+        "lr_find": "lr_find", "export": "export", "serve": "serve", "stats": "stats",
+        "preview": "preview", "augment_preview": "preview", "cache_info": "cache",
+        "default_out_dir": "common", "make_config": "common"}
 
 __all__ = ["train", "load", "predict", "evaluate", "cv", "compare", "explain", "check", "lr_find",
-           "make_config", "__version__"]
+           "export", "serve", "stats", "preview", "augment_preview", "cache_info", "make_config",
+           "__version__"]
 
 
 def __getattr__(name: str):

@@ -21,8 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
-
 from vistrain.data.groups import image_groups
 from vistrain.errors import DataError
 from vistrain.fsutil import atomic_write_json
@@ -56,6 +54,7 @@ def stratified_holdout(labels, *, val_fraction: float, test_fraction: float, see
 
 
 def _split(idx, labels, fraction, seed):
+    from sklearn.model_selection import train_test_split  # heavy (~0.9 s): only when splitting
     n_classes = len(set(labels[idx].tolist()))
     # sklearn needs at least one sample per class on each side.
     n_take = max(n_classes, int(round(fraction * len(idx))))
@@ -68,6 +67,7 @@ def _split(idx, labels, fraction, seed):
 
 def stratified_kfold(labels, k: int, *, seed: int, classes: list[str] | None = None):
     """List of ``(train_indices, test_indices)`` for stratified k-fold; each index is tested once."""
+    from sklearn.model_selection import StratifiedKFold  # heavy (~0.9 s): only when splitting
     if k < 2:
         raise DataError(f"--folds must be at least 2, got {k}")
     _min_per_class_error(list(labels), classes, k, f"{k}-fold cross-validation")
@@ -80,6 +80,7 @@ def _group_split(idx: np.ndarray, labels: np.ndarray, groups: np.ndarray, fracti
                  seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``(rest, taken)`` of ``idx``: about ``fraction`` of it taken as whole groups, stratified
     by class as far as the groups allow (one fold of ``round(1 / fraction)`` group folds)."""
+    from sklearn.model_selection import StratifiedGroupKFold  # heavy (~0.9 s): only when splitting
     n_splits = max(2, int(round(1 / fraction)))
     n_groups = len(set(groups[idx].tolist()))
     if n_groups < n_splits:
@@ -116,6 +117,7 @@ def group_holdout(labels, groups, *, val_fraction: float, test_fraction: float, 
 
 def stratified_group_kfold(labels, groups, k: int, *, seed: int, classes: list[str] | None = None):
     """List of ``(train_indices, test_indices)``: k folds with each group in one test fold only."""
+    from sklearn.model_selection import StratifiedGroupKFold  # heavy (~0.9 s): only when splitting
     if k < 2:
         raise DataError(f"--folds must be at least 2, got {k}")
     n_groups = len(set(groups))

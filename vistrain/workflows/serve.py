@@ -1,6 +1,6 @@
 """``serve``: a trained run as an HTTP service (``vistrain serve``), on uvicorn.
 
-The app (endpoints, dynamic batching, bad-input handling) is :func:`vistrain.serve.create_app`;
+The app (endpoints, dynamic batching, bad-input handling) is :func:`vistrain.server.create_app`;
 this module loads the run, checks the options, binds the socket and runs uvicorn until Ctrl-C.
 It binds 127.0.0.1 unless told otherwise: the server has no authentication, so exposing it to
 other machines is a choice the user makes with ``host=`` (and is warned about).
@@ -21,7 +21,7 @@ from typing import Callable
 
 from vistrain.data.io import set_max_image_pixels
 from vistrain.errors import VistrainError
-from vistrain.serve.app import (DEFAULT_MAX_BATCH, DEFAULT_WAIT_MS, INSTALL_HINT, create_app,
+from vistrain.server.app import (DEFAULT_MAX_BATCH, DEFAULT_WAIT_MS, INSTALL_HINT, create_app,
                                 require_deploy)
 from vistrain.workflows.common import show_log_lines
 from vistrain.workflows.predict import load
@@ -94,7 +94,7 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
     :func:`vistrain.data.io.max_image_pixels`); ``engine`` / ``threads``: as for
     :func:`vistrain.workflows.predict.load` (Grad-CAM always uses the torch model); ``port=0``
     takes a free port.  ``ready(url)`` is
-    called once the socket listens (default: a log line).  Endpoints: see :mod:`vistrain.serve.app`.
+    called once the socket listens (default: a log line).  Endpoints: see :mod:`vistrain.server.app`.
 
     Example:
         >>> import vistrain.workflows.serve as s
@@ -128,8 +128,3 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
         log.info("stopped")
     finally:
         sock.close()
-
-
-# The public API cannot call it ``vistrain.serve``: that is the name of the package vistrain.serve
-# (importing it would replace the function, see vistrain/__init__.py).
-serve_http = serve

@@ -1,8 +1,8 @@
 """``vistrain serve``: a trained run behind HTTP, with dynamic batching and a web page.
 
-* :mod:`vistrain.serve.batcher`: :class:`DynamicBatcher`, concurrent single requests -> model
+* :mod:`vistrain.server.batcher`: :class:`DynamicBatcher`, concurrent single requests -> model
   batches on one worker thread (no HTTP involved; testable alone);
-* :mod:`vistrain.serve.app`: :func:`create_app`, the Starlette app (``/predict``, ``/explain``,
+* :mod:`vistrain.server.app`: :func:`create_app`, the Starlette app (``/predict``, ``/explain``,
   ``/healthz``, ``/metadata``, ``/``);
 * ``page.html``: the web page served at ``/`` (self-contained: inline CSS and JS).
 
@@ -10,7 +10,7 @@ The server itself (uvicorn on a socket) is :func:`vistrain.workflows.serve.serve
 CLI and the API.  Starlette, python-multipart and uvicorn are the optional extra
 ``vistrain[deploy]``; they are imported only when an app is created.
 """
-from vistrain.serve.app import create_app
-from vistrain.serve.batcher import DynamicBatcher
+from vistrain.server.app import create_app
+from vistrain.server.batcher import DynamicBatcher
 
 __all__ = ["create_app", "DynamicBatcher"]

@@ -5,7 +5,7 @@ Endpoints (every error is a JSON ``{"error": "..."}`` with a 4xx status naming t
 * ``POST /predict?top_k=5``: the image as the multipart field ``file`` or as the raw request body;
   answers ``{"image", "top": [{"class", "index", "probability"}, ...]}``, the shape of one
   :meth:`vistrain.predictor.Classifier.predict` result.  Concurrent requests are batched
-  (:class:`~vistrain.serve.batcher.DynamicBatcher`): each request is decoded and preprocessed in a
+  (:class:`~vistrain.server.batcher.DynamicBatcher`): each request is decoded and preprocessed in a
   thread pool, the model runs on one worker thread on up to ``max_batch`` images at a time.
 * ``POST /explain?method=gradcam``: the Grad-CAM overlay of the image on the model input, a PNG
   (:func:`vistrain.interpret.cam.compute_cam` + :func:`~vistrain.interpret.cam.overlay`); the
@@ -50,7 +50,7 @@ from vistrain.artifact import META, read_meta, versions
 from vistrain.errors import ImageLoadError, VistrainError
 from vistrain.interpret.cam import METHODS, compute_cam, find_target_layer, overlay
 from vistrain.predictor import Classifier
-from vistrain.serve.batcher import DynamicBatcher
+from vistrain.server.batcher import DynamicBatcher
 
 log = logging.getLogger(__name__)
 
@@ -281,8 +281,8 @@ def _endpoint(web, handler):
 
 
 def load_page() -> str:
-    """The web page shipped as ``vistrain/serve/page.html`` (package data)."""
-    return resources.files("vistrain.serve").joinpath("page.html").read_text(encoding="utf-8")
+    """The web page shipped as ``vistrain/server/page.html`` (package data)."""
+    return resources.files("vistrain.server").joinpath("page.html").read_text(encoding="utf-8")
 
 
 def create_app(classifier: Classifier, *, max_batch: int = DEFAULT_MAX_BATCH,

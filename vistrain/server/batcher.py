@@ -10,7 +10,7 @@ any wait; a lone request waits at most ``wait_ms``.  ``max_batch=1`` turns batch
 is its own call, no wait).
 
 The model runs on that one worker thread; anything else using the same model (Grad-CAM in
-:mod:`vistrain.serve.app`, which adds a forward hook) shares a lock with ``fn``.
+:mod:`vistrain.server.app`, which adds a forward hook) shares a lock with ``fn``.
 
 Example:
     >>> import numpy as np
