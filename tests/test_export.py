@@ -186,9 +186,12 @@ def test_torchscript_export_equals_torch_at_any_batch_size(run):
 
 def test_int8_accuracy_change_is_reported_and_its_engine_runs(run, data, capsys):
     assert main(["export", str(run), "--quantize", "int8", "--calibration", "12"]) == 0
-    out = capsys.readouterr().out
-    assert "int8 accuracy on 9 test images:" in out and "points), top-1 agreement with fp32" in out
-    q = json.loads((run / "export" / "parity.json").read_text())["onnx_int8"]
+    out = capsys.readouterr()
+    assert "int8 accuracy on 9 test images:" in out.out and "points), top-1 agreement with fp32" in out.out
+    assert "Collecting" not in out.out + out.err and "Increased scale" not in out.out + out.err
+    assert main(["export", str(run), "--quantize", "int8", "--calibration", "12", "--json"]) == 0
+    q = json.loads(capsys.readouterr().out)["onnx_int8"]  # the quantizer's chatter is not on stdout
+    assert q == json.loads((run / "export" / "parity.json").read_text())["onnx_int8"]
     assert q["calibration"] == {"part": "train", "n": 12}
     assert q["accuracy_change"] == pytest.approx(q["accuracy_int8"] - q["accuracy_fp32"])
     assert 0 <= q["top1_agreement_with_fp32"] <= 1 and "static QDQ" in q["quantization"]

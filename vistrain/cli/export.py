@@ -24,7 +24,8 @@ def register(sub) -> None:
     p.add_argument("--format", default="onnx", help="onnx | torchscript")
     p.add_argument("--quantize", metavar="int8", help="also write model.int8.onnx (static int8, "
                    "calibrated on training images) and report its accuracy change")
-    p.add_argument("--calibration", type=int, default=100, help="training images used to calibrate int8")
+    p.add_argument("--calibration", type=int, default=96,
+                   help="training images that calibrate int8 (in batches of 16, a multiple of 16 uses all)")
     p.add_argument("--quantize-method", default="static", help="static | dynamic (int8 method)")
     p.add_argument("--data", metavar="DIR", help="the run's data folder when it moved (where the "
                    "test images for the parity check are)")

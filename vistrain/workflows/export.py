@@ -64,14 +64,14 @@ def check_options(format: str, quantize: str | None, calibration: int, threads: 
 
 
 def export(run_dir: str | Path, *, format: str = "onnx", quantize: str | None = None,
-           data: str | Path | None = None, threads: int | None = None, calibration: int = 100,
+           data: str | Path | None = None, threads: int | None = None, calibration: int = 96,
            quantize_method: str = "static", batch_size: int = 32, progress: bool = True) -> dict:
     """Export the run (``format``: onnx | torchscript), check parity on its test images, and
     return the report that is also written to ``RUN/export/parity.json``.
 
     ``data``: the run's data folder when it moved (its test images are looked up there);
     ``quantize="int8"``: also ``model.int8.onnx``, calibrated on ``calibration`` training images
-    (``quantize_method``: static | dynamic); ``threads``: ONNX Runtime threads (default torch's).
+    (in batches of 16; ``quantize_method``: static | dynamic); ``threads``: ONNX Runtime threads (default torch's).
     Raises :class:`vistrain.deploy.graph.ExportError` when parity fails (nothing is promoted).
 
     Example:
@@ -143,15 +143,15 @@ def _onnx(*, graph, staging, meta, metadata, test, ref, batch_size, threads, qua
     _fail_unless_passed(entry, "the ONNX graph", test, "torchscript")
     entries = {"onnx": entry}
     if quantize:
-        what = quantize_int8(path, staging / INT8_FILE, None if calib is None else calib.pixels,
-                             method=method)
+        what, n_calib = quantize_int8(path, staging / INT8_FILE, None if calib is None else calib.pixels,
+                                      method=method)
         q = OrtEngine(staging / INT8_FILE, name="onnxruntime-int8", threads=threads)
         p8 = batched(q.probabilities, test.pixels, batch_size)
         c, acc, acc8 = compare(probs, p8), accuracy(probs, test.labels), accuracy(p8, test.labels)
         entries["onnx_int8"] = {
             "file": INT8_FILE, "bytes": (staging / INT8_FILE).stat().st_size,
             "engine": "onnxruntime-int8", "quantization": what,
-            "calibration": None if calib is None else {"part": calib.part, "n": len(calib.labels)},
+            "calibration": None if calib is None else {"part": calib.part, "n": n_calib},
             "top1_agreement_with_fp32": c["top1_agreement"], "max_abs_diff": c["max_abs_diff"],
             "accuracy_fp32": acc, "accuracy_int8": acc8, "accuracy_change": acc8 - acc}
     return entries
