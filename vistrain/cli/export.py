@@ -18,7 +18,7 @@ def register(sub) -> None:
                                    "at the model's input size in, class probabilities out, the "
                                    "normalization inside the graph and the class names and resize "
                                    "rule in its metadata. The export is compared with the PyTorch "
-                                   "model on the run's test images (top-1 agreement 100%%, largest "
+                                   "model on the run's test images (top-1 agreement 100 percent, largest "
                                    "probability difference <= 1e-4) and not written if it differs.")
     p.add_argument("run_dir", help="run directory of `vistrain train`")
     p.add_argument("--format", default="onnx", help="onnx | torchscript")
