@@ -283,3 +283,14 @@ def test_int8_dynamic_method_needs_no_calibration(run):
     q = export(run, quantize="int8", quantize_method="dynamic", progress=False)["onnx_int8"]
     assert q["calibration"] is None and q["quantization"].startswith("int8 dynamic")
     assert Classifier.from_run(run, engine="onnxruntime-int8").engine == "onnxruntime-int8"
+
+
+def test_leftovers_of_a_killed_export_are_removed(run):
+    import os
+    old, young = run / "export" / ".staging-old", run / "export" / ".staging-young"
+    for d in (old, young):
+        d.mkdir(parents=True)
+        (d / "model.onnx").write_bytes(b"half")
+    os.utime(old, (0, 0))
+    export(run, progress=False)
+    assert not old.exists() and young.exists()  # young: possibly another export running now

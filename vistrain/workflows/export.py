@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -44,6 +45,16 @@ from vistrain.workflows.common import show_log_lines
 FORMATS = ("onnx", "torchscript")
 QUANTIZE = ("int8",)
 TOLERANCE = 1e-4  # largest probability difference an fp32 export may have from the torch model
+STAGING = ".staging-"
+LEFTOVER_AGE_S = 6 * 3600  # older staging folders are leftovers of a killed export, not a running one
+
+
+def remove_leftovers(out: Path) -> None:
+    """Delete staging folders that an export killed mid-way (``kill -9``, power loss) left in
+    ``out``; a younger one may belong to an export running right now and is kept."""
+    for path in out.glob(f"{STAGING}*"):
+        if path.is_dir() and time.time() - path.stat().st_mtime > LEFTOVER_AGE_S:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def check_options(format: str, quantize: str | None, calibration: int, threads: int | None,
@@ -95,7 +106,8 @@ def export(run_dir: str | Path, *, format: str = "onnx", quantize: str | None = 
     sha = weights_sha256(run_dir)
     graph = InferenceGraph(clf.model, clf.preprocess)
     out.mkdir(exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    remove_leftovers(out)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING, dir=out))
     try:
         job = dict(graph=graph, staging=staging, meta=meta, metadata=graph_metadata(meta, sha),
                    test=test, ref=ref, batch_size=batch_size)
