@@ -294,3 +294,14 @@ def test_leftovers_of_a_killed_export_are_removed(run):
     os.utime(old, (0, 0))
     export(run, progress=False)
     assert not old.exists() and young.exists()  # young: possibly another export running now
+
+
+def test_grey_model_takes_one_channel(tmp_path):
+    torch.manual_seed(0)
+    model, _ = create("vistrain/resnet-tiny", 3, pretrained=False, input_size=32, in_chans=1)
+    pre = Preprocess(size=32, channels=1, normalize_mode="dataset", mean=(0.3,), std=(0.2,))
+    clf = Classifier(model, CLASSES, pre)
+    path = export_onnx(InferenceGraph(model, pre), tmp_path / "grey.onnx", size=32, channels=1, metadata={})
+    x = torch.randint(0, 256, (4, 1, 32, 32), dtype=torch.uint8)
+    got = OrtEngine(path).probabilities(x)
+    assert np.abs(got - torch_probs(clf, x)).max() < 1e-5
