@@ -37,7 +37,8 @@ class SplitImages:
     skipped: dict[str, str]
 
 
-def split_files(run_dir: str | Path, part: str, *, data: str | Path | None = None) -> tuple[str, Path, list[str]]:
+def split_files(run_dir: str | Path, part: str, *,
+                data: str | Path | None = None) -> tuple[str, Path, list[str]]:
     """``(part used, data folder, files relative to it)`` of ``part`` of the run's split; the test
     part falls back to ``val`` when it is empty.  One-line errors for a run without splits.json or
     images that are not where the run (or ``data``) says; a name of splits.json that leads outside

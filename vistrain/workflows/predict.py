@@ -82,5 +82,5 @@ def predict(run_dir: str | Path | None = None, images=(), *, model: str | None =
         log.info("engine: %s (%s)", clf.engine, clf.session.path)
     results = clf.predict(images, top_k=top_k, batch_size=batch_size, progress=progress)
     failed = sum("error" in r for r in results)
-    return {"model": clf.source, "engine": clf.engine, "predictions": results, "n_predicted": len(results) - failed,
-            "n_failed": failed}
+    return {"model": clf.source, "engine": clf.engine, "predictions": results,
+            "n_predicted": len(results) - failed, "n_failed": failed}
