@@ -45,6 +45,7 @@ from vistrain.evaluation.metrics import compute_metrics
 from vistrain.training.context import PreparedData, RunContext
 from vistrain.training.loggers import check_logging, write_logs
 from vistrain.training.loop import BatchPipeline, predict
+# the preparation steps lived here before training/prepare.py; callers still import them from here
 from vistrain.training.prepare import (dataset_stats, finalize_preprocess, prepare_context,  # noqa: F401
                                        prepare_data, prepare_model, prepare_pixels, scratch_kwargs,
                                        seed_everything, spatial_preprocess, wants_train_pixels)

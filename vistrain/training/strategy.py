@@ -41,6 +41,7 @@ from vistrain.training.balance import apply_balance, decide
 from vistrain.training.context import RunContext
 from vistrain.training.loop import BatchPipeline, evaluate, is_better, train_one_epoch
 from vistrain.training.optim import build_optimizer, build_scheduler
+# the learning-rate rules and gradual unfreezing lived here before training/plan.py: still importable
 from vistrain.training.plan import (GRADUAL_LR_FACTOR, GradualUnfreezer, TrainingPlan,  # noqa: F401
                                     build_batch_augmentation, build_plan, configured_lr, default_lr,
                                     unfreeze_plan)
