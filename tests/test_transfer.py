@@ -226,3 +226,32 @@ def test_logreg_head_run_chooses_c_on_validation_and_records_it(tmp_path, monkey
     assert set(scores) == set(LOGREG_C_GRID)
     assert strategy["logreg_c"] in LOGREG_C_GRID and scores[strategy["logreg_c"]] == max(scores.values())
     assert 0.0 <= result.metrics["test"]["accuracy"] <= 1.0 and result.metrics["test"]["n_samples"] > 0
+
+
+def _tiny_context(cfg):
+    """A RunContext over 8 blank 16 px images (6 train, 2 val) and an untrained resnet18."""
+    from vistrain.data.scan import ImageIndex
+    from vistrain.models import PretrainedCfg
+    from vistrain.training.context import PreparedData, RunContext
+    from vistrain.transforms.preprocess import Preprocess
+    index = ImageIndex("d", ["a", "b", "c"], [f"d/{i}.png" for i in range(8)], [i % 3 for i in range(8)])
+    data = PreparedData(index, np.zeros((8, 3, 16, 16), np.uint8), np.arange(8),
+                        {"train": list(range(6)), "val": [6, 7]}, "key")
+    pcfg = PretrainedCfg("resnet18", input_size=(3, 16, 16), pretrained=True)
+    return RunContext(cfg, _net(), pcfg, Preprocess(size=16), data, Runtime.create("cpu"))
+
+
+def test_gradual_plan_leaves_the_config_alone_and_holds_the_recipe():
+    from vistrain.training.plan import build_plan
+    cfg = TrainConfig()
+    cfg.augment.preset, cfg.train.epochs = "none", 3
+    ctx = _tiny_context(cfg)
+    plan = build_plan(ctx, "gradual")
+    assert cfg.strategy.lr_factor is None                       # the ULMFiT default went to a copy
+    assert plan.record["lr_factor"].startswith("2.6")
+    lrs = [g["lr"] for g in plan.groups]
+    assert lrs[-1] == pytest.approx(1e-3) and lrs[-2] == pytest.approx(1e-3 / 2.6)
+    assert plan.kind == "end-to-end" and plan.epochs == 3 and plan.on_epoch_start is not None
+    assert plan.labels[ctx.data.rows].tolist() == ctx.data.labels().tolist()
+    assert plan.parts["train"].tolist() == [0, 1, 2, 3, 4, 5]
+    assert _trainable_names(layer_groups(ctx.model)) == ["head"]  # epoch 1: the head alone
