@@ -107,7 +107,16 @@ def meta_problem(meta) -> str | None:
         return f"{len(classes)} class names for num_classes={n}"
     if len(set(classes)) != len(classes):
         return "classes has repeated names"
+    t = meta.get("calibration", {}).get("temperature", 1.0) if isinstance(meta.get("calibration", {}), dict) else None
+    if not _is_number(t) or not t > 0:
+        return f"calibration.temperature must be a finite number > 0, got {t!r}"
     return preprocess_problem(meta["preprocess"])
+
+
+def temperature(meta: dict) -> float:
+    """The softmax temperature of a checked ``model.json`` (``calibration.temperature``; 1.0 for
+    runs without calibration): probabilities are ``softmax(logits / T)``."""
+    return float(meta.get("calibration", {}).get("temperature", 1.0))
 
 
 def preprocess_problem(pre) -> str | None:

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vistrain.artifact import load_model
+from vistrain.artifact import load_model, temperature
+from vistrain.config import TTA_MODES
 from vistrain.data.io import IMAGE_EXTENSIONS, is_image_file
 from vistrain.deploy.engine import OrtEngine, open_engine
 from vistrain.errors import ImageLoadError, VistrainError
@@ -33,6 +34,7 @@ from vistrain.models import create
 from vistrain.progress import progress_bar
 from vistrain.transforms.normalize import resolve_normalization
 from vistrain.transforms.preprocess import Preprocess
+from vistrain.transforms.tta import tta_views
 
 # (name shown in results, what to decode or None, why it cannot be predicted or None)
 ImageEntry = tuple[str, "str | Path | Image.Image | None", "str | None"]
@@ -76,6 +78,13 @@ def image_entries(images) -> list[ImageEntry]:
     return entries
 
 
+def check_tta(tta: str) -> str:
+    """``tta`` if it is one of :data:`~vistrain.transforms.tta.TTA_MODES`, else a one-line error."""
+    if tta not in TTA_MODES:
+        raise VistrainError(f"tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
+    return tta
+
+
 class Classifier:
     """A model, its class names and its preprocessing; ``predict`` takes files, folders or PIL images.
 
@@ -84,19 +93,24 @@ class Classifier:
     """
 
     def __init__(self, model: torch.nn.Module, classes: list[str], preprocess: Preprocess,
-                 *, source: str = "", device: str = "cpu", session: OrtEngine | None = None):
+                 *, source: str = "", device: str = "cpu", session: OrtEngine | None = None,
+                 temperature: float = 1.0, tta: str = "none"):
         self.model = model.to(device).eval()
         self.classes, self.preprocess, self.source = classes, preprocess, source
         self.device = torch.device(device)
         self.session = session
         self.engine = session.name if session is not None else "torch"
+        self.temperature = float(temperature)  # fitted on the run's validation split
+        self.tta = check_tta(tta)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "cpu", engine: str = "auto",
-                 threads: int | None = None) -> "Classifier":
+                 threads: int | None = None, tta: str = "none") -> "Classifier":
         """The run's classifier; ``engine``: auto | torch | onnxruntime | onnxruntime-int8
         (auto: ONNX Runtime when ``device`` is the CPU and ``RUN/export/model.onnx`` matches the
-        run's weights, else torch); ``threads``: ONNX Runtime threads (default torch's).
+        run's weights, else torch); ``threads``: ONNX Runtime threads (default torch's);
+        ``tta``: test-time augmentation, none | flip | flip+crops (:mod:`vistrain.transforms.tta`).
+        The run's fitted temperature (``model.json`` ``calibration``) scales the logits.
 
         Example:
             >>> clf = Classifier.from_run("runs/demo", engine="auto")   # doctest: +SKIP
@@ -106,10 +120,12 @@ class Classifier:
         model, meta = load_model(run_dir, device=device)
         session = open_engine(run_dir, meta, engine, device=device, threads=threads)
         return cls(model, meta["classes"], Preprocess.from_dict(meta["preprocess"]),
-                   source=str(run_dir), device=device, session=session)
+                   source=str(run_dir), device=device, session=session,
+                   temperature=temperature(meta), tta=tta)
 
     @classmethod
-    def from_pretrained(cls, name: str, *, weights: str | None = None, device: str = "cpu") -> "Classifier":
+    def from_pretrained(cls, name: str, *, weights: str | None = None, device: str = "cpu",
+                        tta: str = "none") -> "Classifier":
         """The pretrained classifier itself (e.g. ImageNet-1k) with the model's own preprocessing."""
         model, cfg = create(name, None, pretrained=True, weights=weights)
         norm = resolve_normalization("model", model_mean=cfg.mean, model_std=cfg.std)
@@ -117,20 +133,25 @@ class Classifier:
                          crop_pct=cfg.crop_pct, normalize_mode=norm.mode, scale=norm.scale,
                          mean=norm.mean, std=norm.std)
         classes = cfg.label_names or [str(i) for i in range(cfg.num_classes)]
-        return cls(model, classes, pre, source=f"{name} ({cfg.weights_source})", device=device)
+        return cls(model, classes, pre, source=f"{name} ({cfg.weights_source})", device=device, tta=tta)
 
     def predict_pixels(self, pixels: list[torch.Tensor]) -> np.ndarray:
         """``(N, K)`` class probabilities of ``N`` uint8 ``(C, S, S)`` images already resized and
         cropped by ``self.preprocess.pixels`` (the entry point of batching callers, e.g. a server)."""
         return self._probabilities(pixels)
 
-    @torch.no_grad()
     def _probabilities(self, pixels: list[torch.Tensor]) -> np.ndarray:
-        """``(N, K)`` softmax of the model on ``N`` uint8 ``(C, S, S)`` images."""
-        if self.session is not None:  # the graph normalizes inside, from the same uint8 pixels
-            return self.session.probabilities(torch.stack(pixels).cpu())
-        x = self.preprocess.normalize(torch.stack(pixels).to(self.device))
-        return self.model(x).float().softmax(1).cpu().numpy()
+        """``(N, K)`` probabilities of ``N`` uint8 ``(C, S, S)`` images: ``softmax(logits / T)``,
+        averaged over the test-time augmentation views when ``tta`` asks for them."""
+        views = tta_views(torch.stack(pixels), self.tta)
+        return np.mean([self._view_probabilities(v) for v in views], axis=0)
+
+    @torch.no_grad()
+    def _view_probabilities(self, x: torch.Tensor) -> np.ndarray:
+        if self.session is not None:  # the graph normalizes and scales by T inside, from uint8
+            return self.session.probabilities(x.cpu())
+        x = self.preprocess.normalize(x.to(self.device))
+        return (self.model(x).float() / self.temperature).softmax(1).cpu().numpy()
 
     def predict_proba(self, images, batch_size: int = 32) -> np.ndarray:
         """``(N, K)`` class probabilities, rows in the order of ``images`` (as for :meth:`predict`).

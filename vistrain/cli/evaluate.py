@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from vistrain.cli.common import print_json
 from vistrain.cli.jobs import job
+from vistrain.config import TTA_MODES
 from vistrain.errors import VistrainError
+from vistrain.evaluation.tables import format_table
 
 
 def register(sub) -> None:
@@ -29,20 +31,23 @@ def add_engine_options(p) -> None:
                    help="auto | torch | onnxruntime | onnxruntime-int8 (auto: ONNX Runtime on the "
                         "CPU when `vistrain export` wrote an up-to-date RUN/export/model.onnx, else torch)")
     p.add_argument("--threads", type=int, help="ONNX Runtime threads (default: torch's thread count)")
+    p.add_argument("--tta", default="none", choices=TTA_MODES,
+                   help="test-time augmentation: average the probabilities of the image and its mirror "
+                        "(flip), and of four corner crops (flip+crops)")
 
 
 def run(args) -> int:
-    from vistrain.evaluation.metrics import format_table
     if args.bootstrap < 0:
         raise VistrainError(f"--bootstrap {args.bootstrap}: must be >= 0 (0: no confidence intervals)")
     metrics = job("evaluate").evaluate(args.run_dir, args.data, bootstrap=args.bootstrap,
                                        out=args.out, device=args.device, progress=not args.json,
-                                       engine=args.engine, threads=args.threads)
+                                       engine=args.engine, threads=args.threads, tta=args.tta)
     if args.json:
         print_json(metrics)
         return 0
     print(format_table(metrics))
-    print(f"engine: {metrics['engine']}")
+    print(f"engine: {metrics['engine']}, test-time augmentation: {metrics['tta']}, "
+          f"temperature: {metrics['temperature']:.3f}")
     for s in metrics["skipped_files"]:
         print(f"skipped {s['file']}: {s['reason']}")
     if args.out:

@@ -67,6 +67,9 @@ Schedule = Literal["cosine", "step", "onecycle", "cyclic", "constant"]
 Monitor = Literal["accuracy", "loss", "val_accuracy", "val_loss"]
 CpuAmp = Literal["off", "auto", "bf16"]
 HostMemory = Literal["system", "reuse"]
+TtaMode = Literal["none", "flip", "flip+crops"]  # test-time augmentation of predict/evaluate
+TTA_MODES: tuple[str, ...] = typing.get_args(TtaMode)
+Calibration = Literal["temperature", "none"]
 
 MAX_SEED = 2 ** 32 - 1   # numpy's legacy seeding takes 0 .. 2**32 - 1
 

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from vistrain import __version__
-from vistrain.artifact import WEIGHTS
+from vistrain.artifact import WEIGHTS, temperature
 from vistrain.errors import VistrainError
 from vistrain.transforms.preprocess import Preprocess
 
@@ -48,14 +48,16 @@ def require(module: str):
 
 
 class InferenceGraph(nn.Module):
-    """``model`` with ``preprocess``'s normalization in front and softmax behind.
+    """``model`` with ``preprocess``'s normalization in front and the temperature-scaled softmax
+    behind.
 
     ``forward(x)``: ``x`` uint8 ``(N, H, W, C)`` -> float32 probabilities ``(N, K)``.
     """
 
-    def __init__(self, model: nn.Module, preprocess: Preprocess):
+    def __init__(self, model: nn.Module, preprocess: Preprocess, temperature: float = 1.0):
         super().__init__()
         self.model = model.eval()
+        self.temperature = float(temperature)  # the run's calibration: softmax(logits / T)
         self.scale = float(preprocess.scale)
         self.register_buffer("mean", torch.tensor(preprocess.mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(preprocess.std, dtype=torch.float32).view(1, -1, 1, 1))
@@ -63,7 +65,7 @@ class InferenceGraph(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.permute(0, 3, 1, 2).to(torch.float32)
         x = (x * self.scale - self.mean) / self.std
-        return self.model(x).float().softmax(1)
+        return (self.model(x).float() / self.temperature).softmax(1)
 
 
 def weights_sha256(run_dir: str | Path) -> str:
@@ -91,5 +93,6 @@ def graph_metadata(meta: dict, sha256: str) -> dict[str, str]:
             "input_shape": json.dumps(["N", size, size, channels]),
             "output": "class probabilities (N, K), softmax, columns in the order of classes",
             "resize": json.dumps(resize), "preprocess": json.dumps(pre),
+            "temperature": json.dumps(temperature(meta)),
             "model_name": meta["model_name"], "vistrain_version": __version__,
             "weights_sha256": sha256}

@@ -19,9 +19,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from vistrain.config import TTA_MODES
 from vistrain.transforms.functional.resample import crop_resize
 
-TTA_MODES = ("none", "flip", "flip+crops")
 CROP_FRACTION = 0.9
 
 

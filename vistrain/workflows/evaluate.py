@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vistrain.artifact import load_model, read_meta
+from vistrain.artifact import load_model, read_meta, temperature
 from vistrain.data.cache import build_pixel_cache
 from vistrain.data.loader import ArrayBatches
 from vistrain.data.scan import ImageIndex, scan_folder
@@ -22,8 +22,9 @@ from vistrain.deploy.parity import batched
 from vistrain.device import Runtime
 from vistrain.errors import DataError
 from vistrain.evaluation.figures import write_eval_figures
+from vistrain.evaluation.calibration import scale_probabilities
 from vistrain.evaluation.metrics import compute_metrics
-from vistrain.predictor import Classifier
+from vistrain.predictor import Classifier, check_tta
 from vistrain.training.loop import BatchPipeline, predict
 from vistrain.transforms.preprocess import Preprocess
 from vistrain.workflows.common import show_log_lines
@@ -31,7 +32,8 @@ from vistrain.workflows.common import show_log_lines
 
 def evaluate(run_dir: str | Path, data: str | Path, *, bootstrap: int = 1000,
              out: str | Path | None = None, batch_size: int = 64, device: str = "auto",
-             progress: bool = True, engine: str = "auto", threads: int | None = None) -> dict:
+             progress: bool = True, engine: str = "auto", threads: int | None = None,
+             tta: str = "none") -> dict:
     """Every metric of the run on the folder ``data`` (``DATA/<class>/<image>``, class folders
     named as the run's classes; a class the run does not know is an error).
 
@@ -39,7 +41,8 @@ def evaluate(run_dir: str | Path, data: str | Path, *, bootstrap: int = 1000,
     precision/recall/F1, AUCs, calibration, ``ci95`` from ``bootstrap`` resamples) plus
     ``skipped_files`` (unreadable images) and ``engine``, the one that computed the probabilities
     (``engine``: auto | torch | onnxruntime | onnxruntime-int8, see
-    :meth:`vistrain.predictor.Classifier.from_run`; ``threads``: ONNX Runtime threads).
+    :meth:`vistrain.predictor.Classifier.from_run`; ``threads``: ONNX Runtime threads), ``tta``
+    (none | flip | flip+crops: test-time augmentation) and ``temperature`` (the run's calibration).
     ``out`` (a folder) receives ``metrics.json``,
     ``predictions.json`` and the figures (confusion matrices, ROC, PR, reliability).
     ``device``: auto (CUDA when there is one) | cpu | cuda | cuda:N.
@@ -54,7 +57,7 @@ def evaluate(run_dir: str | Path, data: str | Path, *, bootstrap: int = 1000,
     read_meta(run_dir)  # a missing or incomplete run fails before the data folder is decoded
     return evaluate_folder(run_dir, data, batch_size=batch_size, progress=progress,
                            n_bootstrap=bootstrap, out_dir=out, device=device, engine=engine,
-                           threads=threads)
+                           threads=threads, tta=tta)
 
 
 def check_classes(index: ImageIndex, classes: list[str]) -> np.ndarray:
@@ -70,7 +73,8 @@ def check_classes(index: ImageIndex, classes: list[str]) -> np.ndarray:
 
 def evaluate_folder(run_dir: str | Path, data: str | Path, *, batch_size: int = 64,
                     progress: bool = True, n_bootstrap: int = 1000, out_dir: str | Path | None = None,
-                    device: str = "auto", engine: str = "auto", threads: int | None = None) -> dict:
+                    device: str = "auto", engine: str = "auto", threads: int | None = None,
+                    tta: str = "none") -> dict:
     """All metrics (see :func:`vistrain.evaluation.metrics.compute_metrics`) of the run on ``data``.
 
     Class folders of ``data`` are matched to the model's classes by name; a folder the model
@@ -78,8 +82,12 @@ def evaluate_folder(run_dir: str | Path, data: str | Path, *, batch_size: int = 
     ``data`` is reported as absent.  With ``out_dir``: metrics.json, predictions.json (files,
     labels, probs) and the figures of :func:`vistrain.evaluation.figures.write_eval_figures`.
     ``device``: auto | cpu | cuda | cuda:N (auto: CUDA when there is one); ``engine``: see
-    :func:`evaluate` (ONNX Runtime gets the same uint8 pixels and normalizes inside its graph).
+    :func:`evaluate` (ONNX Runtime gets the same uint8 pixels and normalizes inside its graph);
+    ``tta``: none | flip | flip+crops, the views' probabilities averaged.  The run's calibration
+    temperature scales the logits as in training's final evaluation; ``metrics`` records
+    ``engine``, ``tta`` and ``temperature``.
     """
+    check_tta(tta)
     # the same predict() and BatchPipeline that training evaluates with
     # itself evaluates with, so the numbers agree exactly
     if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
@@ -96,17 +104,20 @@ def evaluate_folder(run_dir: str | Path, data: str | Path, *, batch_size: int = 
     if len(keep) == 0:
         raise DataError(f"{index.root}: none of its {len(index.paths)} images could be read "
                         f"(first: {next(iter(bad.items()))[0]}: {next(iter(bad.items()))[1]})")
-    if session is None:
+    t = temperature(meta)
+    if session is None and tta == "none":
         rt = Runtime.create(device)
         model = rt.prepare_model(model)
         batches = ArrayBatches(pixels, labels, batch_size=batch_size, indices=keep)
         probs, y = predict(model, batches, BatchPipeline(normalize=pre.normalize), rt, progress=progress)
+        probs = scale_probabilities(probs, t) if t != 1.0 else probs  # as training's final evaluation
     else:
-        clf = Classifier(model, classes, pre, source=str(run_dir), session=session)
+        clf = Classifier(model, classes, pre, source=str(run_dir), session=session, temperature=t, tta=tta,
+                         device=str(Runtime.create(device).device) if session is None else "cpu")
         probs = batched(lambda x: clf.predict_pixels(list(x)), pixels[keep], batch_size)
         y = labels[keep]
     metrics = compute_metrics(y, probs, classes, n_bootstrap=n_bootstrap)
-    metrics["engine"] = session.name if session is not None else "torch"
+    metrics.update(engine=session.name if session is not None else "torch", tta=tta, temperature=t)
     metrics["skipped_files"] = [{"file": f, "reason": r} for f, r in bad.items()]
     if out_dir is not None:
         write_evaluation(Path(out_dir), run_dir, index, keep, classes, y, probs, metrics)

@@ -105,7 +105,7 @@ def export(run_dir: str | Path, *, format: str = "onnx", quantize: str | None = 
              if quantize and quantize_method == "static" else None)
     ref = batched(lambda x: clf.predict_pixels(list(x)), test.pixels, batch_size)
     sha = weights_sha256(run_dir)
-    graph = InferenceGraph(clf.model, clf.preprocess)
+    graph = InferenceGraph(clf.model, clf.preprocess, clf.temperature)
     out.mkdir(exist_ok=True)
     remove_leftovers(out)
     staging = Path(tempfile.mkdtemp(prefix=STAGING, dir=out))

@@ -22,7 +22,7 @@ log = logging.getLogger("vistrain")
 
 
 def load(run_dir: str | Path, device: str = "cpu", *, engine: str = "auto",
-         threads: int | None = None) -> Classifier:
+         threads: int | None = None, tta: str = "none") -> Classifier:
     """A :class:`vistrain.predictor.Classifier` for a finished run directory.
 
     ``engine``: auto | torch | onnxruntime | onnxruntime-int8 (auto: ONNX Runtime on the CPU when
@@ -37,28 +37,28 @@ def load(run_dir: str | Path, device: str = "cpu", *, engine: str = "auto",
         >>> clf.engine                                       # doctest: +SKIP
         'torch'
     """
-    return Classifier.from_run(run_dir, device=device, engine=engine, threads=threads)
+    return Classifier.from_run(run_dir, device=device, engine=engine, threads=threads, tta=tta)
 
 
 def load_classifier(run_dir: str | Path | None = None, *, model: str | None = None,
                     weights: str | None = None, device: str = "cpu", engine: str = "auto",
-                    threads: int | None = None) -> Classifier:
+                    threads: int | None = None, tta: str = "none") -> Classifier:
     """The run's classifier (``engine`` as for :func:`load`), or with ``model`` the pretrained
     (ImageNet) classifier itself (PyTorch: it has no export)."""
     if model:
         if engine not in ("auto", "torch"):
             raise VistrainError(f"--engine {engine} needs a run exported with `vistrain export RUN`; "
                                 "a pretrained --model runs with --engine torch")
-        return Classifier.from_pretrained(model, weights=weights, device=device)
+        return Classifier.from_pretrained(model, weights=weights, device=device, tta=tta)
     if not run_dir:
         raise VistrainError("give a run directory of `vistrain train` (or a pretrained model name)")
-    return Classifier.from_run(run_dir, device=device, engine=engine, threads=threads)
+    return Classifier.from_run(run_dir, device=device, engine=engine, threads=threads, tta=tta)
 
 
 def predict(run_dir: str | Path | None = None, images=(), *, model: str | None = None,
             weights: str | None = None, top_k: int = 5, device: str = "cpu",
             batch_size: int = 32, progress: bool = True, engine: str = "auto",
-            threads: int | None = None) -> dict:
+            threads: int | None = None, tta: str = "none") -> dict:
     """Top-``top_k`` classes of ``images`` (files, folders, PIL images, or a list of them).
 
     Returns ``{"model", "engine", "predictions", "n_predicted", "n_failed"}``; ``engine`` is the
@@ -75,12 +75,12 @@ def predict(run_dir: str | Path | None = None, images=(), *, model: str | None =
     """
     show_log_lines()
     clf = load_classifier(run_dir, model=model, weights=weights, device=device, engine=engine,
-                          threads=threads)
+                          threads=threads, tta=tta)
     if isinstance(images, (list, tuple)) and not images:
         raise VistrainError("no images given: give image files or folders")
     if clf.session is not None:  # on stderr: stdout holds one line per image
         log.info("engine: %s (%s)", clf.engine, clf.session.path)
     results = clf.predict(images, top_k=top_k, batch_size=batch_size, progress=progress)
     failed = sum("error" in r for r in results)
-    return {"model": clf.source, "engine": clf.engine, "predictions": results,
+    return {"model": clf.source, "engine": clf.engine, "tta": clf.tta, "predictions": results,
             "n_predicted": len(results) - failed, "n_failed": failed}
