@@ -235,7 +235,7 @@ def test_json_round_trip(k, absent):
     assert json.loads(json.dumps(m, allow_nan=False)) == m
     assert set(m) == {"n_samples", "n_classes", "class_names", "absent_classes", "accuracy",
                       "balanced_accuracy", "top_k_accuracy", "macro", "weighted", "per_class",
-                      "auc_roc", "confusion_matrix", "confusion_matrix_normalized", "ece",
+                      "auc_roc", "confusion_matrix", "confusion_matrix_normalized", "ece", "nll",
                       "reliability", "ci95", "bootstrap"}
     assert set(m["per_class"][0]) == {"class", "index", "support", "n_predicted", "precision",
                                       "recall", "f1", "auc_roc"}
@@ -321,3 +321,12 @@ def test_package_import_is_light():
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def test_nll_matches_scikit_learn_log_loss():
+    from sklearn.metrics import log_loss
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4), size=50)
+    y = rng.integers(0, 4, size=50)
+    m = compute_metrics(y, probs, list("abcd"), n_bootstrap=0)
+    assert m["nll"] == pytest.approx(log_loss(y, probs, labels=np.arange(4)), rel=1e-9)

@@ -76,6 +76,7 @@ CASES = [
     ("group-regex", ["--group-regex", r"(\w)_", "--set", "data.test_fraction=0.2"],
      {"group_regex": r"(\w)_", "data": {"test_fraction": 0.2}}),
     ("groups-file", ["--groups", CONFIG_FILE], {"groups": CONFIG_FILE}),  # any existing file
+    ("no-calibration", ["--calibration", "none", "--epochs", "2"], {"calibration": "none", "epochs": 2}),
 ]
 
 

@@ -178,6 +178,9 @@ class TrainSection:
     # reuse: glibc keeps freed blocks for the next batch (~9 % faster CPU epochs, ~20 % more peak
     # memory; vistrain.device.keep_freed_host_memory); process-wide, so only on request
     host_memory: HostMemory = "system"
+    # temperature: softmax(logits / T) with T fitted on the validation split (never the test
+    # split) and applied by predict/evaluate/export; none: the raw softmax
+    calibration: Calibration = "temperature"
 
 
 @dataclass

@@ -113,6 +113,9 @@ SETTINGS: tuple[Setting, ...] = (
             "object, session) stay in one part of every split"),
     Setting("group_regex", "data.group_regex", "the group of each image from its path relative to the data "
             "folder: the pattern's first capture group, e.g. '(patient\\d+)_'"),
+    Setting("calibration", "train.calibration", "temperature: fit softmax(logits / T) on the validation "
+            "split (ECE and NLL before/after in metrics.json and the report); none: the raw softmax "
+            "(default {default})"),
     Setting("device", "train.device", "auto | cpu | cuda | cuda:N (default {default})"),
     Setting("cpu_amp", "train.cpu_amp", "bfloat16 autocast + channels_last on the CPU (default "
             "{default}; auto = only where the CPU does bf16 natively, e.g. AMX: ~2-5x faster)"),

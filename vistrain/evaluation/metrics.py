@@ -16,6 +16,7 @@ Key layout (stable; ``metrics.json`` stores exactly this)::
     confusion_matrix             K x K counts, rows = true class, columns = predicted class
     confusion_matrix_normalized  rows divided by their support; a row with no support is all 0
     ece              expected calibration error of the top-1 confidence, ``ece_bins`` equal bins
+    nll              mean negative log-likelihood of the true class (log loss)
     reliability      {edges: B+1 floats, confidence: B, accuracy: B, count: B}; empty bin -> None
     ci95             {accuracy, balanced_accuracy, macro_f1, macro_auc_roc: {low, high}}
     bootstrap        {method: "percentile", level: 0.95, n_resamples, seed}
@@ -125,6 +126,7 @@ def compute_metrics(y_true, probs, class_names: Sequence[str], *, k: Sequence[in
         "confusion_matrix": cls["cm"].tolist(),
         "confusion_matrix_normalized": [[float(v) for v in row] for row in cls["cm_norm"]],
         "ece": ece,
+        "nll": float(-np.log(np.clip(p[np.arange(n), y], 1e-12, 1.0)).mean()),
         "reliability": reliability,
         "ci95": bootstrap_ci(y, y_pred, p, n_bootstrap, seed),
         "bootstrap": {"method": "percentile", "level": 0.95,

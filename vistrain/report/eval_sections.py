@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 
 from vistrain.evaluation.plots import plot_confusion_matrix, plot_pr_curves, plot_reliability, plot_roc_curves
-from vistrain.report.page import Cell, Heading, Table, Text, file_picture, fmt, note
-from vistrain.rundir import PartMetrics, RunFolder
+from vistrain.report.page import Card, Cards, Cell, Heading, Table, Text, file_picture, fmt, note
+from vistrain.rundir import CalibrationMetrics, PartMetrics, RunFolder
 
 # the figure names a run may hold for each plot, preferred first
 EVAL_FIGURES = {"confusion": ("confusion_matrix_normalized", "confusion_matrix"),
@@ -33,6 +33,7 @@ def metric_rows(m: PartMetrics) -> list[list]:
         detail = f"[{fmt(ci.low)}, {fmt(ci.high)}]" if ci is not None and ci.low is not None else None
         rows.append([name, Cell(fmt(v), detail=detail)])
     rows.append(["ECE", fmt(m.ece)])
+    rows.append(["NLL (log loss)", fmt(m.nll)])
     rows += [[f"top-{k} accuracy", fmt(v)] for k, v in m.top_k_accuracy.items() if k != "1"]
     return rows
 
@@ -82,4 +83,21 @@ def roc_pr_reliability_blocks(folder: RunFolder) -> list:
             Heading("Precision-recall curves"),
             *eval_figure_blocks(folder, "pr", lambda q: plot_pr_curves(y, p, classes, q)),
             Heading("Reliability (calibration)"),
-            *eval_figure_blocks(folder, "reliability", lambda q: plot_reliability(m.reliability, q))]
+            *(calibration_blocks(m.calibration, part) if m.calibration is not None else
+              eval_figure_blocks(folder, "reliability", lambda q: plot_reliability(m.reliability, q)))]
+
+
+def calibration_blocks(c: CalibrationMetrics, part: str) -> list:
+    """Temperature scaling in words and the reliability diagrams before and after, side by side."""
+    text = Text(f"Temperature scaling: T = {fmt(c.temperature, 3)}, fitted on the {c.fitted_on or 'val'} "
+                f"part only; the model's probabilities are softmax(logits / T) (predict, evaluate and the "
+                f"export apply it). On the {part} part: ECE {fmt(c.ece_before)} -> {fmt(c.ece_after)}, "
+                f"NLL {fmt(c.nll_before)} -> {fmt(c.nll_after)}; accuracy is unchanged (the argmax is).")
+    cards = []
+    for label, bins in (("before (raw softmax)", c.reliability_before), ("after (temperature-scaled)", c.reliability_after)):
+        if bins is None:
+            cards.append(Card(note("no reliability bins"), label, []))
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            cards.append(Card(file_picture(plot_reliability(bins, Path(tmp) / "r.png"), label), label, []))
+    return [text, Cards(cards)]

@@ -41,12 +41,12 @@ from torch import nn
 from vistrain.artifact import META, load_model, read_meta
 from vistrain.config import TrainConfig
 from vistrain.errors import RunDirError
-from vistrain.rundir.parts import (FIXES, RETRAIN, CheckRecord, ClassMetrics, CompareRun, CompareSummary,
+from vistrain.rundir.parts import (FIXES, RETRAIN, CalibrationMetrics, CheckRecord, ClassMetrics, CompareRun, CompareSummary,
                                    CvFold, CvSummary, DoctorRecord, Epoch, Finding, Interval, ModelMeta,
                                    PartMetrics, PartPredictions, RunRecord, SkippedFile, Splits, SplitPart,
                                    Spread, StrategyRecord)
 
-__all__ = ["RunFolder", "output_kind", "CheckRecord", "ClassMetrics", "CompareRun", "CompareSummary",
+__all__ = ["RunFolder", "output_kind", "CalibrationMetrics", "CheckRecord", "ClassMetrics", "CompareRun", "CompareSummary",
            "CvFold", "CvSummary", "DoctorRecord", "Epoch", "Finding", "Interval", "ModelMeta", "PartMetrics",
            "PartPredictions", "RunRecord", "SkippedFile", "Splits", "SplitPart", "Spread", "StrategyRecord"]
 log = logging.getLogger("vistrain")

@@ -163,6 +163,29 @@ class ClassMetrics:
 
 
 @dataclass(frozen=True)
+class CalibrationMetrics:
+    """A part's ``calibration`` entry: the temperature fitted on val, NLL/ECE and reliability bins
+    of the raw softmax (before) and of the scaled one (after, what ``predict`` gives)."""
+    temperature: float | None
+    fitted_on: str | None
+    nll_before: float | None
+    nll_after: float | None
+    ece_before: float | None
+    ece_after: float | None
+    reliability_before: dict | None
+    reliability_after: dict | None
+
+    @classmethod
+    def from_doc(cls, c) -> CalibrationMetrics | None:
+        if not isinstance(c, dict):
+            return None
+        rel = [c.get(k) if isinstance(c.get(k), dict) else None
+               for k in ("reliability_before", "reliability_after")]
+        return cls(_num(c.get("temperature")), _text(c.get("fitted_on")),
+                   *(_num(c.get(k)) for k in ("nll_before", "nll_after", "ece_before", "ece_after")), *rel)
+
+
+@dataclass(frozen=True)
 class PartMetrics:
     """One part of ``metrics.json`` (a :func:`vistrain.evaluation.metrics.compute_metrics` dict)."""
     n_samples: int | None
@@ -177,6 +200,8 @@ class PartMetrics:
     ci95: dict[str, Interval]
     confusion_matrix: list | None
     reliability: dict | None
+    nll: float | None = None
+    calibration: CalibrationMetrics | None = None
 
     @classmethod
     def from_doc(cls, m: dict) -> PartMetrics:
@@ -192,7 +217,8 @@ class PartMetrics:
                    _num(macro.get("auc_roc")), _num(m.get("ece")),
                    {str(k): _num(v) for k, v in _dict(m.get("top_k_accuracy")).items()}, per_class, ci,
                    cm if isinstance(cm, list) else None,
-                   m.get("reliability") if isinstance(m.get("reliability"), dict) else None)
+                   m.get("reliability") if isinstance(m.get("reliability"), dict) else None,
+                   _num(m.get("nll")), CalibrationMetrics.from_doc(m.get("calibration")))
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from vistrain.data.splits import save_splits
 from vistrain.device import Runtime, keep_freed_host_memory, unwrap
 from vistrain.errors import DataError, VistrainError
 from vistrain.evaluation import curves
+from vistrain.evaluation.calibration import calibration_summary, fit_temperature, scale_probabilities
 from vistrain.evaluation.figures import write_run_figures
 from vistrain.evaluation.metrics import compute_metrics
 from vistrain.training.context import PreparedData, RunContext
@@ -224,56 +225,87 @@ def _train_into(cfg, out, rt, model, pcfg, index, parts, *, resume, progress, fi
     fitted = train_model(ctx, resume=resume)
     if rt.is_main:  # a head fitted without checkpoints (logistic regression) ends the swap here
         fsutil.discard_replaced(out)
-    metrics = final_evaluation(ctx, features=fitted.features)
+    metrics, calibration = final_evaluation(ctx, features=fitted.features)
     if rt.is_main:
-        _write_run(ctx, fitted, fingerprint, t0)
+        _write_run(ctx, fitted, fingerprint, t0, calibration)
     rt.barrier()
     return RunResult(out, data.index.classes, metrics, fitted.history, is_main=rt.is_main)
 
 
-def _write_run(ctx: RunContext, fitted: FitResult, fingerprint: dict, t0: float) -> None:
+def _write_run(ctx: RunContext, fitted: FitResult, fingerprint: dict, t0: float, calibration: dict) -> None:
     """model.safetensors + model.json, run.json, history.json, curves, logs and figures."""
     cfg, out = ctx.cfg, ctx.out
     save_model(out, unwrap(ctx.model), model_name=cfg.model.name, classes=ctx.data.index.classes,
                preprocess=ctx.pre, model_kwargs=scratch_kwargs(cfg), pretrained_cfg=ctx.pcfg.to_dict(),
-               extra={"strategy": fitted.record})
-    strategy = {**fitted.record, "runtime": ctx.rt.describe()}
+               extra={"strategy": fitted.record, "calibration": calibration})
+    strategy = {**fitted.record, "runtime": ctx.rt.describe(), "calibration": calibration}
     record = RunRecord.of(cfg, ctx.data, strategy, time.perf_counter() - t0, fingerprint)
     write_run_record(out, record, fitted.history, model_name=cfg.model.name)
     write_logs(out, cfg.logging, fitted.history)
     write_run_figures(out)
 
 
-def final_evaluation(ctx: RunContext, features: np.ndarray | None = None) -> dict:
+def final_evaluation(ctx: RunContext, features: np.ndarray | None = None) -> tuple[dict, dict]:
     """Metrics of the final (best) model ``ctx.model`` on val, test and any other part but train;
     writes metrics.json and predictions.json into ``ctx.out``.
 
     With a frozen backbone, ``features`` (``(N, D)`` cached, aligned with ``ctx.data.index``) go
     through the installed classifier only: the same logits as the full forward pass, without
-    recomputing them.  Returns ``{"val": {...}, "test": {...}}`` (:func:`compute_metrics`).
+    recomputing them.  The probabilities are calibrated first (:func:`calibrate`: a temperature
+    fitted on val), as ``predict`` will give them; each part's metrics carry ``calibration``
+    (NLL and ECE before and after).  Returns ``({"val": {...}, "test": {...}}, calibration)``.
     """
-    model, data, rt = unwrap(ctx.model), ctx.data, ctx.rt
-    labels = data.labels()
+    labels = ctx.data.labels()
+    parts = ("val", "test", *(p for p in ctx.data.parts if p not in ("train", "val", "test")))
+    raw = {part: (idx, part_probabilities(ctx, part, idx, features))
+           for part in parts if len(idx := ctx.data.part_ids(part))}
+    val = raw.get("val")
+    record = calibrate(ctx.cfg.train.calibration, val[1] if val else None, labels[val[0]] if val else None)
+    t = record.get("temperature", 1.0)
     results, preds = {}, {}
-    for part in ("val", "test", *(p for p in data.parts if p not in ("train", "val", "test"))):
-        idx = data.part_ids(part)
-        if len(idx) == 0:
-            continue
-        if features is not None:
-            with torch.no_grad():  # eval mode: timm's pre-classifier dropout is the identity
-                logits = model.get_classifier()(torch.from_numpy(features[idx]).to(rt.device))
-            probs = logits.float().softmax(1).cpu().numpy()
-        else:
-            batches = ArrayBatches(data.pixels, np.zeros(len(data.pixels), np.int64), batch_size=64,
-                                   indices=data.rows[idx])
-            probs, _ = predict(model, batches, BatchPipeline(normalize=ctx.pre.normalize), rt,
-                               desc=f"evaluating {part}", progress=ctx.progress)
-        results[part] = compute_metrics(labels[idx], probs, data.index.classes, n_bootstrap=500)
-        preds[part] = {"indices": idx.tolist(), "labels": labels[idx].tolist(), "probs": probs.round(6).tolist()}
-    if rt.is_main:
+    for part, (idx, probs) in raw.items():
+        scaled = scale_probabilities(probs, t) if t != 1.0 else probs
+        results[part] = compute_metrics(labels[idx], scaled, ctx.data.index.classes, n_bootstrap=500)
+        if record["method"] == "temperature":
+            results[part]["calibration"] = {"fitted_on": "val", "temperature": t,
+                                            **calibration_summary(probs, labels[idx], t)}
+        preds[part] = {"indices": idx.tolist(), "labels": labels[idx].tolist(), "probs": scaled.round(6).tolist()}
+    if ctx.rt.is_main:
         fsutil.atomic_write_json(ctx.out / "metrics.json", results)
         fsutil.atomic_write_json(ctx.out / "predictions.json", preds, indent=None)
-    return results
+    return results, record
+
+
+def part_probabilities(ctx: RunContext, part: str, idx: np.ndarray, features: np.ndarray | None) -> np.ndarray:
+    """``(len(idx), K)`` softmax of the final model on the images ``idx`` of ``part``."""
+    model, data, rt = unwrap(ctx.model), ctx.data, ctx.rt
+    if features is not None:
+        with torch.no_grad():  # eval mode: timm's pre-classifier dropout is the identity
+            logits = model.get_classifier()(torch.from_numpy(features[idx]).to(rt.device))
+        return logits.float().softmax(1).cpu().numpy()
+    batches = ArrayBatches(data.pixels, np.zeros(len(data.pixels), np.int64), batch_size=64,
+                           indices=data.rows[idx])
+    probs, _ = predict(model, batches, BatchPipeline(normalize=ctx.pre.normalize), rt,
+                       desc=f"evaluating {part}", progress=ctx.progress)
+    return probs
+
+
+MIN_CALIBRATION_IMAGES = 20  # one parameter, but below this the fitted T is mostly noise
+
+
+def calibrate(method: str, val_probs: np.ndarray | None, val_labels: np.ndarray | None) -> dict:
+    """The run's calibration record: ``{"method": "temperature", "temperature", "fitted_on":
+    "val", "n_images"}`` fitted on the validation split only (never on test), or ``{"method":
+    "none", "reason"}`` when switched off or the validation split is too small."""
+    if method == "none":
+        return {"method": "none", "reason": "train.calibration=none"}
+    n = 0 if val_probs is None else len(val_probs)
+    if n < MIN_CALIBRATION_IMAGES:
+        log.info("calibration: skipped, the validation split has %d images (< %d)", n, MIN_CALIBRATION_IMAGES)
+        return {"method": "none", "reason": f"validation split of {n} images (< {MIN_CALIBRATION_IMAGES})"}
+    t = fit_temperature(val_probs, val_labels)
+    log.info("calibration: temperature %.3f fitted on %d validation images (softmax(logits / T))", t, n)
+    return {"method": "temperature", "temperature": round(t, 6), "fitted_on": "val", "n_images": n}
 
 
 def write_run_record(out: Path, record: RunRecord, history: list[dict], *, model_name: str = "") -> None:
