@@ -18,6 +18,10 @@ def register(sub) -> None:
                    "OUT.old-<time> until the new run's first checkpoint)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint, "
                    "on the data it was started on (checked by a fingerprint of its file list)")
+    p.add_argument("--auto-resume", action="store_true",
+                   help="continue --out from its checkpoint when it has one, else start it (for "
+                        "schedulers that rerun the same command, e.g. a Slurm requeue; a process "
+                        "restarted by torchrun --max-restarts does this by itself)")
     p.add_argument("--data", dest="data_path", metavar="PATH",
                    help="with --resume: the run's data moved to PATH (accepted only if its files are "
                         "unchanged); else the same as DATA")
@@ -51,7 +55,8 @@ def run(args) -> int:
         cfg = config_from_args(args, data)
         if args.print_config:
             return _print_config(cfg)
-        result = train(config=cfg, out=args.out, overwrite=args.overwrite, progress=not args.json)
+        result = train(config=cfg, out=args.out, overwrite=args.overwrite, auto_resume=args.auto_resume,
+                       progress=not args.json)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return 0
     report = (result.run_dir / "report.html").resolve()

@@ -120,5 +120,11 @@ def load_resume_checkpoint(folder: str | Path) -> dict | None:
     return state
 
 
+def has_checkpoint(run_dir: str | Path) -> bool:
+    """Whether ``run_dir/checkpoints`` holds a checkpoint to resume from (``last.pt`` or ``prev.pt``)."""
+    folder = Path(run_dir) / "checkpoints"
+    return (folder / "last.pt").is_file() or (folder / PREVIOUS).is_file()
+
+
 def cpu_state(module: torch.nn.Module) -> dict:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}

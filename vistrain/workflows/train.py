@@ -8,6 +8,8 @@ Example:
 """
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +17,17 @@ from vistrain.config import TrainConfig
 from vistrain.errors import RunDirError
 from vistrain.interpret.diagnostics import run_checks
 from vistrain.report.build import build_report
+from vistrain.training.checkpoint import has_checkpoint
 from vistrain.training.context import RunContext
 from vistrain.training.run import RunResult, recorded_data_root, run_training
 from vistrain.workflows.common import default_out_dir, make_config, show_log_lines
 
+log = logging.getLogger("vistrain")
+
 
 def train(data: str | Path | None = None, /, *, out: str | Path | None = None, config=None,
-          overwrite: bool = False, resume: bool = False, progress: bool = True,
-          **settings: Any) -> RunResult:
+          overwrite: bool = False, resume: bool = False, auto_resume: bool = False,
+          progress: bool = True, **settings: Any) -> RunResult:
     """Train a classifier on an image folder; returns a ``RunResult`` (run_dir, classes, metrics,
     history).  Every call is independent: train as often as you like in one process.
 
@@ -33,6 +38,9 @@ def train(data: str | Path | None = None, /, *, out: str | Path | None = None, c
             earlier run's ``config.yaml``); with ``resume`` the run's own config by default.
         overwrite: replace an existing run directory.
         resume: continue the interrupted run ``out`` from its last checkpoint.
+        auto_resume: continue ``out`` when it holds a checkpoint, else start it (a scheduler that
+            restarts the same command, e.g. a Slurm requeue). Under ``torchrun --max-restarts``
+            a restarted process (``TORCHELASTIC_RESTART_COUNT`` > 0) does this by itself.
         progress: progress bars (drawn only on a terminal or in a notebook).
         settings: shortcuts ``model``, ``epochs``, ``strategy``, ``lr``, ``batch_size``, ``seed``,
             ``augment``, ``pretrained``, ``weights``, ``device``, or whole sections as dicts
@@ -45,6 +53,8 @@ def train(data: str | Path | None = None, /, *, out: str | Path | None = None, c
         True
     """
     show_log_lines()
+    if not resume and out is not None and (auto_resume or restarted_by_torchrun()):
+        resume, overwrite = resume_or_restart(Path(out), overwrite)
     if resume:
         if out is None:
             raise RunDirError("resume=True needs out=RUN_DIR, the run to continue")
@@ -58,6 +68,24 @@ def train(data: str | Path | None = None, /, *, out: str | Path | None = None, c
     cfg = make_config(data, config, settings)
     out = Path(out) if out else default_out_dir(cfg.data.root)
     return train_run(cfg, out, overwrite=overwrite, progress=progress)
+
+
+def restarted_by_torchrun() -> bool:
+    """Whether torchrun's elastic agent restarted this process after a failure (``--max-restarts``)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
+
+
+def resume_or_restart(out: Path, overwrite: bool) -> tuple[bool, bool]:
+    """``(resume, overwrite)`` for a run folder that may hold an interrupted run: resume from its
+    checkpoint when there is one; without one, a process restarted by torchrun starts the folder
+    again (it holds this job's own unfinished run), anything else keeps the usual rules."""
+    if has_checkpoint(out):
+        log.info("%s holds a checkpoint: resuming from it", out)
+        return True, False
+    if restarted_by_torchrun() and out.is_dir() and any(out.iterdir()):
+        log.info("%s: restarted before the first checkpoint; starting the run again", out)
+        return False, True
+    return False, overwrite
 
 
 def train_run(cfg: TrainConfig, out: Path, **options: Any) -> RunResult:
