@@ -21,8 +21,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vistrain import __version__
 from vistrain.errors import RunDirError
 from vistrain.fsutil import atomic_write_bytes, atomic_write_json
+from vistrain.models import create
 from vistrain.transforms.preprocess import Preprocess
 from vistrain.transforms.resize import INTERPOLATIONS, RESIZE_MODES
 
@@ -35,8 +37,7 @@ def versions() -> dict[str, str]:
     import PIL
     import timm
     import torchvision
-    import vistrain
-    return {"vistrain": vistrain.__version__, "torch": torch.__version__,
+    return {"vistrain": __version__, "torch": torch.__version__,
             "torchvision": torchvision.__version__, "timm": timm.__version__,
             "numpy": numpy.__version__, "pillow": PIL.__version__,
             "python": platform.python_version()}
@@ -178,7 +179,6 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
 
 def load_model(run_dir: str | Path, *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild the model of a run with its trained weights, in eval mode; returns (model, meta)."""
-    from vistrain.models import create
     run_dir = Path(run_dir)
     meta = read_meta(run_dir)
     try:

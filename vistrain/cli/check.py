@@ -9,6 +9,7 @@ JSON document and nothing else there); exits 1 when a check fails.
 from __future__ import annotations
 
 from vistrain.cli.common import add_train_options, config_from_args, print_json
+from vistrain.cli.jobs import job
 
 
 def register(sub) -> None:
@@ -26,11 +27,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from vistrain.workflows.check import check  # torch loads only when a verb runs
     cfg = config_from_args(args, args.data)
     # the results are printed here, once: not also logged (the log goes to the same terminal)
-    results = check(config=cfg, out=args.out, steps=args.steps, lr_steps=args.lr_steps,
-                    progress=not args.json, log_results=False)
+    results = job("check").check(config=cfg, out=args.out, steps=args.steps, lr_steps=args.lr_steps,
+                                 progress=not args.json, log_results=False)
     if args.json:
         print_json([r.to_dict() for r in results])
     else:

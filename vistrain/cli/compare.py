@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from vistrain.cli.common import add_train_options, config_from_args, print_json
+from vistrain.cli.jobs import job
+from vistrain.evaluation.compare import format_compare_table, parse_vary
 
 
 def register(sub) -> None:
@@ -26,13 +28,12 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from vistrain.evaluation.compare import format_compare_table, parse_vary
-    from vistrain.workflows.compare import DEFAULT_MODEL, compare  # torch loads only when a verb runs
+    work = job("compare")
     parse_vary(args.vary)  # fail on a bad --vary before anything else
     if not args.model and not args.config:
-        args.model = DEFAULT_MODEL
+        args.model = work.DEFAULT_MODEL
     cfg = config_from_args(args, args.data)
-    summary = compare(config=cfg, vary=args.vary, out=args.out, overwrite=args.overwrite,
+    summary = work.compare(config=cfg, vary=args.vary, out=args.out, overwrite=args.overwrite,
                       progress=not args.json)
     if args.json:
         print_json(summary)

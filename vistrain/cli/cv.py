@@ -4,7 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from vistrain.cli.common import add_train_options, config_from_args, print_json
+from vistrain.cli.jobs import job
 from vistrain.errors import VistrainError
+from vistrain.evaluation.cv import format_cv
 
 
 def register(sub) -> None:
@@ -28,12 +30,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from vistrain.evaluation.cv import format_cv
-    from vistrain.workflows.cv import cv  # torch loads only when a verb runs
     if args.out is None and (args.resume or args.fold is not None):
         raise VistrainError("--resume and --fold need --out OUT (the cross-validation folder)")
     cfg = config_from_args(args, args.data)
-    result = cv(config=cfg, folds=args.folds, out=args.out, fold=args.fold, resume=args.resume,
+    result = job("cv").cv(config=cfg, folds=args.folds, out=args.out, fold=args.fold, resume=args.resume,
                 overwrite=args.overwrite, progress=not args.json)
     out = Path(result["out_dir"])
     if args.json:

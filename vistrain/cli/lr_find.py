@@ -16,6 +16,7 @@ import logging
 import math
 
 from vistrain.cli.common import add_train_options, config_from_args, print_json
+from vistrain.cli.jobs import job
 from vistrain.cli.main import DeprecatedAlias
 
 log = logging.getLogger("vistrain")
@@ -39,9 +40,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from vistrain.workflows.lr_find import lr_find  # torch loads only when a verb runs
     cfg = config_from_args(args, args.data)
-    res = lr_find(config=cfg, steps=args.steps, start_lr=args.start_lr, end_lr=args.end_lr,
+    res = job("lr_find").lr_find(config=cfg, steps=args.steps, start_lr=args.start_lr, end_lr=args.end_lr,
                   out=args.out, progress=not args.json)
     if "plot" in res:
         log.info("plot: %s", res["plot"])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from vistrain.cli.common import print_json
+from vistrain.cli.jobs import job
 
 
 def register(sub) -> None:
@@ -15,8 +16,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from vistrain.report.html import build_full_report
-    path = build_full_report(args.run_dir).resolve()
+    path = job("report").build_report(args.run_dir).resolve()
     if args.json:
         print_json({"report": str(path)})
     else:

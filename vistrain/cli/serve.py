@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 
 from vistrain.cli.common import print_json
+from vistrain.cli.jobs import job
 from vistrain.cli.evaluate import add_engine_options
 
 
@@ -38,8 +39,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from vistrain.workflows.serve import serve  # torch and uvicorn load only when the verb runs
-
     def ready(url: str) -> None:
         if args.json:
             print_json({"url": url, "run_dir": args.run_dir, "max_batch": args.max_batch,
@@ -48,7 +47,7 @@ def run(args) -> int:
             print(f"serving {args.run_dir} on {url} (Ctrl-C to stop)")
         sys.stdout.flush()  # a pipe would hold the line back until the server stops
 
-    serve(args.run_dir, host=args.host, port=args.port, max_batch=args.max_batch,
+    job("serve").serve(args.run_dir, host=args.host, port=args.port, max_batch=args.max_batch,
           wait_ms=args.wait_ms, max_body_mb=args.max_body_mb,
           max_image_pixels=args.max_image_pixels, device=args.device, engine=args.engine,
           threads=args.threads, decode_threads=args.decode_threads, ready=ready)

@@ -5,7 +5,9 @@ import os
 from pathlib import Path
 
 from vistrain.cli.common import add_train_options, config_from_args, print_json
+from vistrain.cli.jobs import job
 from vistrain.errors import RunDirError, VistrainError
+from vistrain.evaluation.tables import format_table
 
 
 def register(sub) -> None:
@@ -34,9 +36,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    # torch loads only when a verb runs, so that `vistrain --help` and `--version` stay fast
-    from vistrain.evaluation.metrics import format_table
-    from vistrain.workflows.train import resume_config, train
+    work = job("train")
+    train = work.train
     data = args.data_path or args.data
     if args.data_path and args.data and Path(args.data_path) != Path(args.data):
         raise VistrainError(f"two data folders given ({args.data} and --data {args.data_path}); give one")
@@ -45,7 +46,7 @@ def run(args) -> int:
         if not (run_dir / "config.yaml").is_file():
             raise RunDirError(f"{run_dir}: no config.yaml; not a vistrain run directory to resume")
         args.config = args.config or str(run_dir / "config.yaml")
-        cfg = resume_config(config_from_args(args, data), run_dir, data)
+        cfg = work.resume_config(config_from_args(args, data), run_dir, data)
         if args.print_config:
             return _print_config(cfg)
         result = train(data, config=cfg, out=run_dir, resume=True, progress=not args.json)

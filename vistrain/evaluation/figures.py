@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vistrain.evaluation.plots import plot_confusion_matrix, plot_pr_curves, plot_reliability, plot_roc_curves
+
 log = logging.getLogger("vistrain")
 
 FIGURES = ("confusion_matrix", "confusion_matrix_normalized", "roc_curves", "pr_curves", "reliability")
@@ -36,8 +38,6 @@ def write_eval_figures(run_dir, y_true, probs, classes, metrics: dict, *, prefix
 
     ``prefix`` is prepended to each file name (e.g. ``"oof_"``).
     """
-    from vistrain.evaluation.plots import (plot_confusion_matrix, plot_pr_curves, plot_reliability,
-                                         plot_roc_curves)
     run_dir = Path(run_dir)
     y, p = np.asarray(y_true, dtype=np.int64), np.asarray(probs, dtype=np.float64)
     names = list(classes)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from vistrain.errors import VistrainError
+from vistrain.interpret.cam import overlay
 from vistrain.interpret._utils import (as_batch, eval_mode, is_token_model, model_device_dtype,
                                      new_figure, num_prefix_tokens, save_figure, token_grid)
 
@@ -161,7 +162,6 @@ def plot_attention_heads(maps: torch.Tensor, path, image_uint8=None, title: str 
         >>> plot_attention_heads(torch.rand(3, 4, 4), "/tmp/heads.png").name
         'heads.png'
     """
-    from vistrain.interpret.cam import overlay
 
     maps = torch.as_tensor(maps).float().cpu()
     if maps.ndim != 3:

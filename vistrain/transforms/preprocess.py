@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vistrain.data.io import DEFAULT_BACKGROUND, load_image
+from vistrain.data.io import DEFAULT_BACKGROUND, load_image, to_rgb
 from vistrain.transforms.normalize import normalize_batch
 from vistrain.transforms.resize import resize_image
 
@@ -51,7 +51,6 @@ class Preprocess:
     def load(self, source: str | Path | Image.Image) -> Image.Image:
         """Decode a file (robustly) or convert a PIL image to the working mode."""
         if isinstance(source, Image.Image):
-            from vistrain.data.io import to_rgb
             return to_rgb(source, background=self.background, grayscale=self.channels == 1)
         return load_image(source, background=self.background, min_side=self.size,
                           grayscale=self.channels == 1)
