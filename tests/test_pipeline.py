@@ -221,13 +221,15 @@ def test_augment_preview_cli(tmp_path):
 
 
 def test_batch_pipeline_fuses_only_a_preprocess_normalization():
-    """The one-call augment + normalize path is taken for ``Preprocess.normalize`` and for nothing
-    else, whatever another callable happens to be named."""
+    """The one-call augment + normalize path is taken for an ``AugmentPipeline`` with
+    ``Preprocess.normalize`` and for nothing else, whatever another callable happens to be named."""
     from vistrain.device import Runtime
     from vistrain.training.loop import BatchPipeline
+    from vistrain.transforms.pipeline import AugmentPipeline
 
-    class Recorder:
+    class Recorder(AugmentPipeline):
         def __init__(self):
+            super().__init__([])
             self.calls = []
 
         def __call__(self, x):
@@ -253,4 +255,20 @@ def test_batch_pipeline_fuses_only_a_preprocess_normalization():
 
     aug = Recorder()
     BatchPipeline(normalize=Other().normalize, augment=aug)(x, y, rt, train=True)
+    assert aug.calls == ["augment"]
+
+    class Lookalike:  # has a method named "normalized" but is not an AugmentPipeline
+        def __init__(self):
+            self.calls = []
+
+        def __call__(self, x):
+            self.calls.append("augment")
+            return x
+
+        def normalized(self, x, scale, mean, std):
+            self.calls.append("normalized")
+            return x.float()
+
+    aug = Lookalike()
+    BatchPipeline(normalize=pre.normalize, augment=aug)(x, y, rt, train=True)
     assert aug.calls == ["augment"]

@@ -11,7 +11,8 @@ from vistrain.errors import VistrainError
 from vistrain.models.layers import ACTS, ConvNormAct
 from vistrain.models.norms import NORMS
 from vistrain.models.scratch import (SCRATCH_MODELS, BasicBlock, Bottleneck, ScratchNet, VGGStage,
-                                     create_scratch, layer_groups)
+                                     create_scratch)
+from vistrain.training.layers import layer_groups
 from vistrain.report.norm_axes import plot_norm_axes, shaded_box
 
 
@@ -19,9 +20,10 @@ def conv_weights(module: nn.Module) -> int:
     return sum(m.weight.numel() for m in module.modules() if isinstance(m, nn.Conv2d))
 
 
-def assert_groups_cover_once(model: nn.Module) -> list[list[nn.Module]]:
+def assert_groups_cover_once(model: nn.Module) -> list[tuple[str, list[tuple[str, nn.Parameter]]]]:
+    """The layer groups training uses (gradual unfreezing, discriminative rates), each parameter in one."""
     groups = layer_groups(model)
-    ids = [id(p) for group in groups for module in group for p in module.parameters()]
+    ids = [id(p) for _, params in groups for _, p in params]
     assert len(ids) == len(set(ids)), "a parameter is in two groups"
     assert set(ids) == {id(p) for p in model.parameters()}, "a parameter is in no group"
     return groups
@@ -157,7 +159,8 @@ def test_registered_model_contract(name):
     model.reset_classifier(7)
     assert model(x).shape == (2, 7) and cfg["num_classes"] == 7
     groups = assert_groups_cover_once(model)
-    assert groups[0] == [model.stem] and model.fc in groups[-1]
+    assert all(n.startswith("stem.") for n, _ in groups[0][1])
+    assert {id(p) for p in model.fc.parameters()} <= {id(p) for _, p in groups[-1][1]}
     assert len(groups) == 2 + len(model.stages)
     model.reset_classifier(0)
     assert model(x).shape == (2, model.num_features)
@@ -223,16 +226,18 @@ def test_dropout_only_in_training():
     assert (pre == 0).float().mean() > 0.2          # about half the features dropped
 
 
-def test_layer_groups_fallback_for_timm_and_plain_modules():
+def test_layer_groups_of_timm_models_and_plain_modules():
     import timm                           # timm's tiny test_* models, built in milliseconds
-    groups = assert_groups_cover_once(timm.create_model("test_resnet", num_classes=3))
-    assert len(groups) == 6 and isinstance(groups[-1][-1], nn.Linear)     # stem, 4 stages, head
+    model = timm.create_model("test_resnet", num_classes=3)
+    groups = assert_groups_cover_once(model)
+    assert len(groups) == 6 and [n for _, ps in groups[-1:] for n, _ in ps][-1] == "fc.bias"  # stem, 4 stages, head
     assert_groups_cover_once(timm.create_model("test_efficientnet", num_classes=3))
     vit = timm.create_model("test_vit", num_classes=3)
-    groups = assert_groups_cover_once(vit)   # cls_token / pos_embed live on the root: a ParamHolder
-    assert any(p is vit.cls_token for m in groups[0] for p in m.parameters())
+    groups = assert_groups_cover_once(vit)   # cls_token / pos_embed live on the root
+    assert any(p is vit.cls_token for _, p in groups[0][1])
     plain = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 2, 3), nn.Flatten())
-    assert [len(g) for g in assert_groups_cover_once(plain)] == [1, 1]
+    with pytest.raises(VistrainError, match="neither group_matcher nor layer_groups"):
+        layer_groups(plain)
 
 
 # -- the figure -----------------------------------------------------------------------------------

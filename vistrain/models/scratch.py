@@ -25,14 +25,14 @@ Models follow timm: ``forward_features(x)`` ``(N, in_chans, H, W) -> (N, num_fea
 
 Example:
     >>> import torch
-    >>> from vistrain.models.scratch import create_scratch, layer_groups
+    >>> from vistrain.models.scratch import create_scratch
     >>> model = create_scratch("vistrain/resnet20", num_classes=10)
     >>> x = torch.randn(2, 3, 32, 32)
     >>> model.forward_features(x).shape
     torch.Size([2, 64, 8, 8])
     >>> model(x).shape
     torch.Size([2, 10])
-    >>> [len(group) for group in layer_groups(model)]   # stem, 3 stages, head
+    >>> [len(group) for group in model.layer_groups()]   # stem, 3 stages, head
     [1, 1, 1, 1, 3]
 """
 from __future__ import annotations
@@ -290,68 +290,3 @@ def create_scratch(name: str, num_classes: int, in_chans: int = 3, norm: str = "
     model = ScratchNet(**args)
     model.default_cfg["architecture"] = name
     return model
-
-
-class ParamHolder(nn.Module):
-    """Holds (shares, does not copy) parameters that belong to no child module, e.g. a ViT's
-    ``cls_token``: freezing ``holder.parameters()`` freezes the model's own tensors."""
-
-    def __init__(self, named_params: list[tuple[str, nn.Parameter]]):
-        super().__init__()
-        for name, param in named_params:
-            self.register_parameter(name.replace(".", "_"), param)
-
-
-def layer_groups(model: nn.Module) -> list[list[nn.Module]]:
-    """Split any model into ordered groups ``[stem, stage 1, ..., head]`` of modules.
-
-    Used for gradual unfreezing and discriminative learning rates: every parameter of ``model``
-    appears in exactly one group (``sum(p for g in groups for m in g for p in m.parameters())``
-    covers ``model.parameters()`` once); groups go from input to output.
-
-    - a model with a ``layer_groups()`` method (:class:`ScratchNet`) defines its own;
-    - a timm model is split by its ``group_matcher(coarse=True)`` (stem, one group per stage, then
-      the head), each group holding the largest sub-modules that lie entirely in it;
-    - any other model: one group per top-level child that has parameters.
-
-    Parameters owned directly by a parent module (not by a child) go in a :class:`ParamHolder`.
-
-    Example:
-        >>> import timm
-        >>> groups = layer_groups(timm.create_model("resnet18", num_classes=3))
-        >>> len(groups), groups[-1][-1]
-        (6, Linear(in_features=512, out_features=3, bias=True))
-    """
-    if callable(getattr(model, "layer_groups", None)):
-        return model.layer_groups()
-    if callable(getattr(model, "group_matcher", None)):
-        from timm.models import group_parameters
-        by_group = group_parameters(model, model.group_matcher(coarse=True))
-        group_of = {name: gid for gid, names in by_group.items() for name in names}
-    else:
-        group_of = {}
-        for gid, (child, module) in enumerate(
-                (c, m) for c, m in model.named_children() if any(True for _ in m.parameters())):
-            group_of.update({f"{child}.{n}": gid for n, _ in module.named_parameters()})
-        group_of.update({n: 0 for n, _ in model.named_parameters(recurse=False)})
-    groups: dict[int, list[nn.Module]] = {}
-    _assign(model, "", group_of, groups, is_root=True)
-    return [groups[gid] for gid in sorted(groups)]
-
-
-def _assign(module: nn.Module, prefix: str, group_of: dict[str, int],
-            groups: dict[int, list[nn.Module]], is_root: bool = False) -> None:
-    """Put ``module`` whole in its group if all its parameters share one, else recurse."""
-    ids = {group_of[prefix + n] for n, _ in module.named_parameters()}
-    if not ids:
-        return
-    if len(ids) == 1 and not is_root:
-        groups.setdefault(ids.pop(), []).append(module)
-        return
-    own: dict[int, list] = {}
-    for name, param in module.named_parameters(recurse=False):
-        own.setdefault(group_of[prefix + name], []).append((name, param))
-    for gid, named in own.items():
-        groups.setdefault(gid, []).append(ParamHolder(named))
-    for name, child in module.named_children():
-        _assign(child, f"{prefix}{name}.", group_of, groups)

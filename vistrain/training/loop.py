@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from vistrain.device import Runtime
 from vistrain.errors import TrainingError
 from vistrain.progress import progress_bar
+from vistrain.transforms.pipeline import AugmentPipeline
 from vistrain.transforms.preprocess import Preprocess
 
 
@@ -65,7 +66,7 @@ class BatchPipeline:
     def __call__(self, x, y, rt: Runtime, train: bool):
         x, y = rt.to_device(x), y.to(rt.device, non_blocking=True)
         stats = _normalize_stats(self.normalize)
-        if train and self.augment is not None and stats and hasattr(self.augment, "normalized"):
+        if train and isinstance(self.augment, AugmentPipeline) and stats:
             x = self.augment.normalized(x, *stats)  # one call; see AugmentPipeline.apply_normalized
         else:
             if train and self.augment is not None:

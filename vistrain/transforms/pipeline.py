@@ -203,6 +203,3 @@ class AugmentPipeline(BatchOp):
 
     def describe(self) -> str:
         return "; ".join(self.describe_lines()) or "identity"
-
-
-Compose = AugmentPipeline
