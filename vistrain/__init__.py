@@ -13,8 +13,7 @@ itself calls, in ``vistrain/workflows/``)::
     vistrain.serve("runs/demo", port=8000)       # HTTP API and web page until Ctrl-C
 
 The data verbs are there too: ``stats``, ``preview``, ``augment_preview`` and ``cache_info``
-(``vistrain cache``), and ``build_report`` (``vistrain report``); ``vistrain doctor`` stays a
-command-line verb.
+(``vistrain cache``), ``doctor``, and ``build_report`` (``vistrain report``).
 
 ``train``, ``load``, ``predict``, ``evaluate``, ``cv``, ``compare``, ``explain``, ``check`` and
 ``lr_find`` can be called any number of times in one process.  Their keyword settings are the
@@ -37,13 +36,13 @@ __version__ = "0.1.0"
 _API = {"train": "train", "load": "predict", "predict": "predict", "evaluate": "evaluate",
         "cv": "cv", "compare": "compare", "explain": "explain", "check": "check",
         "lr_find": "lr_find", "export": "export", "serve": "serve", "stats": "stats",
-        "preview": "preview", "augment_preview": "preview", "cache_info": "cache", "build_report": "report",
+        "preview": "preview", "augment_preview": "preview", "cache_info": "cache",
+        "build_report": "report", "doctor": "doctor",
         "default_out_dir": "common", "make_config": "common"}
 
 __all__ = ["train", "load", "predict", "evaluate", "cv", "compare", "explain", "check", "lr_find",
            "export", "serve", "stats", "preview", "augment_preview", "cache_info", "build_report",
-           "make_config",
-           "__version__"]
+           "doctor", "make_config", "__version__"]
 
 
 def __getattr__(name: str):
