@@ -101,3 +101,40 @@ def test_cache_command_reports_and_clears(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "removed 2 entries" in out and "0.00 GB in 0 entries" in out
     assert not list(root.rglob("*.npy"))
+
+
+def _train_tiny(data, out, *extra):
+    from vistrain.cli.main import main
+    return main(["train", str(data), "--out", str(out), "--model", "vistrain/resnet-tiny", "--epochs", "1",
+                 "--batch-size", "8", "--set", "preprocess.size=16", "--set", "data.num_workers=0",
+                 "--set", "data.doctor=false", *extra])
+
+
+def test_a_cache_over_the_budget_is_decoded_into_memory_never_written(tmp_path, monkeypatch):
+    """The estimate comes before any decode: over the budget, nothing is written to the cache
+    folder and run.json says where the pixels went and why."""
+    from conftest import make_image_folder
+    data = make_image_folder(tmp_path / "data", per_class=10)
+    monkeypatch.setenv("VISTRAIN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("VISTRAIN_CACHE_MAX_GB", "0.00001")   # 10 kB: far less than 30 images
+    assert _train_tiny(data, tmp_path / "run") == 0
+    cache = json.loads((tmp_path / "run" / "run.json").read_text())["cache"]
+    assert cache["where"] == "memory" and "over the cache budget" in cache["reason"]
+    assert cache["estimate_bytes"] > 10_000
+    assert not list((tmp_path / "cache").rglob("pixels-*"))
+    monkeypatch.setenv("VISTRAIN_CACHE_MAX_GB", "20")
+    assert _train_tiny(data, tmp_path / "run2") == 0
+    assert json.loads((tmp_path / "run2" / "run.json").read_text())["cache"]["where"] == "disk"
+    assert list((tmp_path / "cache").rglob("pixels-*.npy"))
+
+
+def test_cache_require_stops_before_decoding(tmp_path, monkeypatch, capsys):
+    from conftest import cli_error, make_image_folder
+    data = make_image_folder(tmp_path / "data", per_class=10)
+    monkeypatch.setenv("VISTRAIN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("VISTRAIN_CACHE_MAX_GB", "0.00001")
+    line = cli_error(capsys, ["train", str(data), "--out", str(tmp_path / "run"), "--model",
+                              "vistrain/resnet-tiny", "--set", "preprocess.size=16", "--set", "data.cache=require",
+                              "--set", "data.doctor=false"])
+    assert "over the cache budget" in line and "VISTRAIN_CACHE_MAX_GB" in line
+    assert not (tmp_path / "run").exists() and not list((tmp_path / "cache").rglob("pixels-*"))

@@ -47,7 +47,7 @@ SCRATCH_PREFIX = "vistrain/"   # from-scratch models: vistrain/<name>
 
 OnBadImage = Literal["skip", "fail"]
 Balance = Literal["auto", "weights", "sampler", "none"]
-CacheMode = Literal["auto", "off"]
+CacheMode = Literal["auto", "off", "require"]
 ResizeMode = Literal["crop", "stretch", "letterbox"]
 Interpolation = Literal["nearest", "bilinear", "bicubic", "lanczos"]
 Normalize = Literal["auto", "none", "minmax", "symmetric", "imagenet", "model", "dataset", "explicit"]
@@ -84,7 +84,9 @@ class DataConfig:
     batch_size: int = 32
     num_workers: int = -1               # -1: chosen from the CPU count
     balance: Balance = "auto"
-    cache: CacheMode = "auto"           # decoded-pixel cache
+    # decoded-pixel cache: auto (on disk; in memory when it would pass the cache budget or the
+    # free disk), off (in memory), require (on disk or stop)
+    cache: CacheMode = "auto"
     doctor: bool = True                 # run the fast data checks before training
     max_image_pixels: int = 300_000_000  # larger images are refused as decompression bombs
     groups: str | None = None           # CSV file,group: each group in one split part only

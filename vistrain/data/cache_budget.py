@@ -44,6 +44,25 @@ class CacheSpaceError(VistrainError):
     """The disk holding a cache has no room for it (checked before building, or hit while building)."""
 
 
+class CacheBudgetError(CacheSpaceError):
+    """A new cache entry alone would be larger than the cache budget (``$VISTRAIN_CACHE_MAX_GB``):
+    refused before decoding, instead of building it and evicting everything else."""
+
+
+def human_bytes(n: int) -> str:
+    """``n`` bytes as people read them: ``'4.7 MB'``, ``'35.2 GB'``."""
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
+def check_budget(needed: int, what: str) -> None:
+    """Raise :class:`CacheBudgetError` when ``needed`` bytes exceed the cache budget."""
+    limit = cache_limit_bytes()
+    if limit is not None and needed > limit:
+        raise CacheBudgetError(f"the {what} would take {human_bytes(needed)}, over the cache budget of "
+                               f"{human_bytes(limit)} (VISTRAIN_CACHE_MAX_GB); raise the budget, lower "
+                               "preprocess.size, or train with --set data.cache=off (in memory)")
+
+
 def default_cache_dir() -> Path:
     """``$VISTRAIN_CACHE``, else ``~/.cache/vistrain``: pixel, feature and statistics caches."""
     return Path(os.environ.get("VISTRAIN_CACHE", Path.home() / ".cache" / "vistrain"))

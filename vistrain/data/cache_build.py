@@ -24,8 +24,9 @@ from typing import Callable
 
 import numpy as np
 
-from vistrain.data.cache_budget import (PART, SPACE_ERRNOS, budget_root, ensure_free_space,
-                                        mark_used, npy_bytes, prune_cache, write_error)
+from vistrain.data.cache_budget import (PART, SPACE_ERRNOS, budget_root, check_budget,
+                                        ensure_free_space, mark_used, npy_bytes, prune_cache,
+                                        write_error)
 from vistrain.data.cache_decode import BLOCK_ROWS, decode_all
 from vistrain.data.cache_entry import (CacheDamaged, open_array_entry, remove_entry, sidecar,
                                        unlink_quietly, write_sidecar)
@@ -87,6 +88,7 @@ def _build(paths, pixel_fn, shapes, npys, specs, cache_dir: Path, workers, progr
     needed = sum(npy_bytes((len(paths), *s)) for s in shapes)
     parts: list[Path] = []
     try:
+        check_budget(needed, "pixel cache")
         cache_dir.mkdir(parents=True, exist_ok=True)
         ensure_free_space(cache_dir, needed, "pixel cache")
         outs = [_new_part(npy, (len(paths), *s), parts) for npy, s in zip(npys, shapes)]

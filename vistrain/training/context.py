@@ -40,6 +40,8 @@ class PreparedData:
     # (N_all, C, T, T) larger train-time pixels (T = floor(size / crop_pct)) for random-resized
     # crop to see beyond the eval centre crop; None: train on ``pixels`` (see data/cache.py)
     train_pixels: np.ndarray | None = None
+    # where the pixels live: {"estimate_bytes", "where": "disk" | "memory"[, "reason"]} (run.json)
+    cache: dict | None = None
 
     def labels(self) -> np.ndarray:
         """``(N,)`` int64 label of each image of ``index``."""

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
 import random
 from dataclasses import replace
 
@@ -21,7 +22,10 @@ import numpy as np
 import torch
 
 from vistrain.config import TrainConfig
-from vistrain.data.cache import EvalAndTrainPixels, build_pixel_caches, cache_key, default_cache_dir
+from vistrain.data.cache_budget import CacheSpaceError, default_cache_dir, human_bytes, npy_bytes
+from vistrain.data.cache_build import build_pixel_caches
+from vistrain.data.cache_fingerprint import cache_key
+from vistrain.data.cache_pixels import EvalAndTrainPixels
 from vistrain.data.doctor import log_quick_checks
 from vistrain.data.io import set_max_image_pixels
 from vistrain.data.scan import ImageIndex, scan_folder
@@ -67,14 +71,50 @@ def prepare_data(cfg: TrainConfig, spatial: Preprocess, rt: Runtime, progress: b
         t = fn.train_size
         shapes.append((spatial.channels, t, t))
         specs.append(dict(spec, train_square=t))
-    arrays, bad = build_pixel_caches(index.paths, fn, shapes, specs=specs, cache_dir=cache_dir,
-                                     workers=cfg.data.num_workers, progress=progress and rt.is_main)
+    arrays, bad, where = _decode(cfg, index, fn, shapes, specs, cache_dir, progress=progress and rt.is_main)
     pixels, train_pixels = arrays[0], (arrays[1] if len(arrays) > 1 else None)
     rows = np.arange(len(index))
     if bad:
         index, rows = _drop_unreadable(cfg, index, bad, given_parts=isinstance(parts, dict))
     parts = parts(index) if callable(parts) else parts if parts is not None else make_parts(index, cfg.data)
-    return PreparedData(index, pixels, rows, parts, cache_key(index.paths, spec), train_pixels)
+    return PreparedData(index, pixels, rows, parts, cache_key(index.paths, spec), train_pixels, where)
+
+
+def _decode(cfg: TrainConfig, index: ImageIndex, fn, shapes, specs, cache_dir, *, progress: bool):
+    """``(arrays, bad, where)``: the decoded pixels, in the disk cache (``data.cache`` auto or
+    require) or in memory (``off``; or ``auto`` when the estimate, known before any decode, passes
+    the cache budget or the free disk and fits in half the free memory).  ``where`` records the
+    estimate and the choice for run.json."""
+    needed = sum(npy_bytes((len(index), *s)) for s in shapes)
+    where = {"estimate_bytes": needed, "where": "memory" if cache_dir is None else "disk"}
+    try:
+        arrays, bad = build_pixel_caches(index.paths, fn, shapes, specs=specs, cache_dir=cache_dir,
+                                         workers=cfg.data.num_workers, progress=progress)
+        return arrays, bad, where
+    except CacheSpaceError as err:
+        if cfg.data.cache == "require":
+            raise
+        memory = available_memory_bytes()
+        if needed > memory // 2:
+            raise CacheSpaceError(f"{err}; decoding into memory instead needs {human_bytes(needed)}, more "
+                                  f"than half the free memory ({human_bytes(memory)})") from None
+        log.warning("pixel cache: %s: decoding into memory instead (data.cache=require stops instead)",
+                    str(err).split(";")[0])
+        arrays, bad = build_pixel_caches(index.paths, fn, shapes, specs=specs, cache_dir=None,
+                                         workers=cfg.data.num_workers, progress=progress)
+        return arrays, bad, dict(where, where="memory", reason=str(err))
+
+
+def available_memory_bytes() -> int:
+    """Memory the system can give without swapping (``MemAvailable``; else free pages)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def _drop_unreadable(cfg: TrainConfig, index: ImageIndex, bad: dict, *, given_parts: bool):

@@ -81,6 +81,7 @@ class RunRecord:
     skipped_files: list[dict]
     strategy: dict
     wall_seconds: float
+    cache: dict | None = None   # the pixel cache's size estimate and where it went (disk, memory)
 
     @classmethod
     def of(cls, cfg: TrainConfig, data: PreparedData, strategy: dict, seconds: float,
@@ -89,7 +90,7 @@ class RunRecord:
                    data_root=str(Path(data.index.root).resolve()), data_fingerprint=fingerprint,
                    n_images=len(data.index), class_counts=data.index.counts(),
                    skipped_files=[{"file": f, "reason": r} for f, r in data.index.skipped],
-                   strategy=strategy, wall_seconds=round(seconds, 1))
+                   strategy=strategy, wall_seconds=round(seconds, 1), cache=data.cache)
 
     def to_dict(self) -> dict:
         return asdict(self)
