@@ -108,7 +108,8 @@ def meta_problem(meta) -> str | None:
         return f"{len(classes)} class names for num_classes={n}"
     if len(set(classes)) != len(classes):
         return "classes has repeated names"
-    t = meta.get("calibration", {}).get("temperature", 1.0) if isinstance(meta.get("calibration", {}), dict) else None
+    calibration = meta.get("calibration", {})
+    t = calibration.get("temperature", 1.0) if isinstance(calibration, dict) else calibration
     if not _is_number(t) or not t > 0:
         return f"calibration.temperature must be a finite number > 0, got {t!r}"
     return preprocess_problem(meta["preprocess"])

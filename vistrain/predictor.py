@@ -144,6 +144,8 @@ class Classifier:
         """``(N, K)`` probabilities of ``N`` uint8 ``(C, S, S)`` images: ``softmax(logits / T)``,
         averaged over the test-time augmentation views when ``tta`` asks for them."""
         views = tta_views(torch.stack(pixels), self.tta)
+        if len(views) == 1:  # no test-time augmentation: nothing to average
+            return self._view_probabilities(views[0])
         return np.mean([self._view_probabilities(v) for v in views], axis=0)
 
     @torch.no_grad()

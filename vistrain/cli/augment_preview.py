@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 import argparse
-from vistrain.cli.common import print_json
-from vistrain.cli.jobs import job
+from vistrain.cli.common import job, print_json
 from vistrain.cli.main import DeprecatedAlias
 
 

@@ -1,8 +1,7 @@
 """``vistrain cache``: what the pixel / feature / statistics caches hold; verifying, clearing them."""
 from __future__ import annotations
 
-from vistrain.cli.common import print_json
-from vistrain.cli.jobs import job
+from vistrain.cli.common import job, print_json
 
 
 def register(sub) -> None:

@@ -8,8 +8,7 @@ JSON document and nothing else there); exits 1 when a check fails.
 """
 from __future__ import annotations
 
-from vistrain.cli.common import add_train_options, config_from_args, print_json
-from vistrain.cli.jobs import job
+from vistrain.cli.common import add_train_options, config_from_args, job, print_json
 
 
 def register(sub) -> None:

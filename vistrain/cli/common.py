@@ -1,9 +1,23 @@
-"""Helpers shared by sub-commands: config assembly from flags, printing."""
+"""Helpers shared by sub-commands: config assembly from flags, printing, and :func:`job`, the
+one place the command line imports a workflow (when its verb runs, not before).
+
+Workflows import torch, timm and scikit-learn (~1-2 s).  ``vistrain --help``, ``--version`` and
+argument errors need none of it, so every verb's ``run`` fetches its workflow module through
+:func:`job` instead of importing it at the top of the verb's module: the CLI's only deferred
+import of a vistrain module.
+
+Example:
+    >>> from vistrain.cli.common import job
+    >>> job("stats").stats.__name__
+    'stats'
+"""
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
+from types import ModuleType
 
 from vistrain.config import SECTIONS, TrainConfig, parse_value, update_section
 from vistrain.config.settings import SETTINGS, apply_settings
@@ -55,3 +69,8 @@ def config_from_args(args, data: str | None = None) -> TrainConfig:
 
 def print_json(obj) -> None:
     print(json.dumps(obj, indent=1))
+
+
+def job(name: str) -> ModuleType:
+    """The module ``vistrain.workflows.<name>``, imported on first use (see the module docstring)."""
+    return importlib.import_module(f"vistrain.workflows.{name}")

@@ -5,8 +5,7 @@ With ``--labels CV_DIR`` the likely mislabelled images that ``vistrain cv`` foun
 """
 from __future__ import annotations
 
-from vistrain.cli.common import print_json
-from vistrain.cli.jobs import job
+from vistrain.cli.common import job, print_json
 from vistrain.evaluation.label_issues import CSV_NAME
 
 LABELS_TOP = 10              # label issues printed with --labels (as vistrain.workflows.doctor)

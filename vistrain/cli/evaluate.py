@@ -1,8 +1,7 @@
 """``vistrain evaluate RUN_DIR DATA``: score a labelled folder with a saved model."""
 from __future__ import annotations
 
-from vistrain.cli.common import print_json
-from vistrain.cli.jobs import job
+from vistrain.cli.common import job, print_json
 from vistrain.config import TTA_MODES
 from vistrain.errors import VistrainError
 from vistrain.evaluation.tables import format_table

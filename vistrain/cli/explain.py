@@ -5,8 +5,7 @@ parses the arguments and prints the written PNG paths (``--json``: one JSON docu
 """
 from __future__ import annotations
 
-from vistrain.cli.common import print_json
-from vistrain.cli.jobs import job
+from vistrain.cli.common import job, print_json
 from vistrain.errors import VistrainError
 
 

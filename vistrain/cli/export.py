@@ -8,8 +8,7 @@ reproduce the run is an error and nothing is written.
 """
 from __future__ import annotations
 
-from vistrain.cli.common import print_json
-from vistrain.cli.jobs import job
+from vistrain.cli.common import job, print_json
 
 
 def register(sub) -> None:

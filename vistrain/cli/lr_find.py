@@ -15,8 +15,7 @@ import argparse
 import logging
 import math
 
-from vistrain.cli.common import add_train_options, config_from_args, print_json
-from vistrain.cli.jobs import job
+from vistrain.cli.common import add_train_options, config_from_args, job, print_json
 from vistrain.cli.main import DeprecatedAlias
 
 log = logging.getLogger("vistrain")

@@ -1,8 +1,7 @@
 """``vistrain report RUN_DIR``: (re)write the self-contained ``report.html`` of a run."""
 from __future__ import annotations
 
-from vistrain.cli.common import print_json
-from vistrain.cli.jobs import job
+from vistrain.cli.common import job, print_json
 
 
 def register(sub) -> None:

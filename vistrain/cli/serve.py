@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from vistrain.cli.common import print_json
-from vistrain.cli.jobs import job
+from vistrain.cli.common import job, print_json
 from vistrain.cli.evaluate import add_engine_options
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vistrain.cli.common import add_train_options, config_from_args, print_json
-from vistrain.cli.jobs import job
+from vistrain.cli.common import add_train_options, config_from_args, job, print_json
 from vistrain.errors import RunDirError, VistrainError
 from vistrain.evaluation.tables import format_table
 

@@ -67,6 +67,7 @@ from typing import Sequence
 import numpy as np
 
 from vistrain.evaluation.bootstrap import CI_METRICS, bootstrap_ci
+from vistrain.evaluation.calibration import nll
 from vistrain.evaluation.fold_metrics import format_folds, summarize_folds
 from vistrain.evaluation.scores import (auc_roc, calibration, classification_scores, num,
                                         top_k_accuracy)
@@ -126,7 +127,7 @@ def compute_metrics(y_true, probs, class_names: Sequence[str], *, k: Sequence[in
         "confusion_matrix": cls["cm"].tolist(),
         "confusion_matrix_normalized": [[float(v) for v in row] for row in cls["cm_norm"]],
         "ece": ece,
-        "nll": float(-np.log(np.clip(p[np.arange(n), y], 1e-12, 1.0)).mean()),
+        "nll": nll(p, y),
         "reliability": reliability,
         "ci95": bootstrap_ci(y, y_pred, p, n_bootstrap, seed),
         "bootstrap": {"method": "percentile", "level": 0.95,
