@@ -1,0 +1,267 @@
+"""WebDataset shards: writing, the index, and the streaming loader (order, ranks, resume, memory)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vistrain.config import DataConfig
+from vistrain.data.io import load_image
+from vistrain.data.scan import scan_folder
+from vistrain.data.shards import (ShardBatches, decode_square, expand_braces, is_shard_folder,
+                                  read_shard_index, tar_samples, write_shards)
+from vistrain.data.splits import make_parts
+from vistrain.errors import VistrainError
+
+CLASSES = ("ant", "bee", "cat")
+
+
+def _make_folder(root: Path, n: int, side: int = 8, seed: int = 0) -> Path:
+    """``n`` PNGs of random pixels (unique, so a sample is known by its pixels) in 3 classes;
+    every 5th grey, every 7th RGBA with transparent pixels."""
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        folder = root / CLASSES[i % 3]
+        folder.mkdir(parents=True, exist_ok=True)
+        if i % 5 == 0:
+            img = Image.fromarray(rng.integers(0, 256, (side, side), dtype=np.uint8), "L")
+        elif i % 7 == 0:
+            img = Image.fromarray(rng.integers(0, 256, (side, side, 4), dtype=np.uint8), "RGBA")
+        else:
+            img = Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8), "RGB")
+        img.save(folder / f"{i:05d}.png")
+    return root
+
+
+def _expected(root: Path) -> dict[bytes, str]:
+    """Decoded pixels (as load_image gives them, (3, S, S)) -> file name."""
+    out = {}
+    for p in sorted(root.rglob("*.png")):
+        arr = np.asarray(load_image(p)).transpose(2, 0, 1)
+        out[arr.tobytes()] = p.relative_to(root).as_posix()
+    return out
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    """151 images packed into shards of ~20 KB (several shards), parts from make_parts."""
+    base = tmp_path_factory.mktemp("shards")
+    data = _make_folder(base / "data", 151)
+    index = scan_folder(data)
+    parts = make_parts(index, DataConfig(val_fraction=0.2, test_fraction=0.2))
+    doc = write_shards(index, base / "out", parts=parts, shard_bytes=20_000, workers=0, progress=False)
+    return data, base / "out", doc, parts, index
+
+
+def _collect(loader):
+    return [(x.clone(), y.clone()) for x, y in loader]
+
+
+def _same(a, b) -> bool:
+    return len(a) == len(b) and all((xa == xb).all() and (ya == yb).all() for (xa, ya), (xb, yb) in zip(a, b))
+
+
+def test_round_trip_pixels_equal_for_png(packed):
+    data, out, doc, _, _ = packed
+    expected = _expected(data)
+    seen = []
+    for x, y in ShardBatches(out, size=8, batch_size=16):
+        for xi, yi in zip(x.numpy(), y.tolist()):
+            name = expected[xi.tobytes()]          # bit-identical to load_image's pixels
+            assert CLASSES[yi] == name.split("/")[0]
+            seen.append(name)
+    assert sorted(seen) == sorted(expected.values())
+    assert {s["name"][-4:] for s in doc["shards"]} == {".tar"} and len(doc["shards"]) > 2
+
+
+def test_index_content(packed):
+    data, out, doc, parts, index = packed
+    on_disk = json.loads((out / "index.json").read_text())
+    assert on_disk["format"] == "vistrain-webdataset" and on_disk["version"] == 1
+    assert on_disk["classes"] == list(CLASSES) and on_disk["samples"] == 151
+    assert on_disk["counts"] == {"ant": 51, "bee": 50, "cat": 50}
+    assert sum(sum(c.values()) for c in on_disk["part_counts"].values()) == 151
+    for f, digest in on_disk["sha256"].items():
+        assert hashlib.sha256((data / f).read_bytes()).hexdigest() == digest
+    for s in on_disk["shards"]:
+        tar = out / s["name"]
+        assert tar.stat().st_size == s["bytes"]
+        assert hashlib.sha256(tar.read_bytes()).hexdigest() == s["sha256"]
+    assert on_disk["total_bytes"] == sum(s["bytes"] for s in on_disk["shards"])
+    assert on_disk["source_bytes"] == sum(p.stat().st_size for p in data.rglob("*.png"))
+    si = read_shard_index(out)
+    assert len(si) == 151 and si.counts() == on_disk["counts"] and is_shard_folder(out)
+    assert si.part_counts() == {p: len(ids) for p, ids in parts.items()}
+    # a sample's members: KEY.cls, KEY.json, KEY.png, key = 8 digits
+    with tarfile.open(out / "shard-000000.tar") as tar:
+        names = tar.getnames()[:3]
+    assert [n.split(".")[1] for n in names] == ["cls", "json", "png"] and len(names[0].split(".")[0]) == 8
+
+
+def test_parts_equal_make_parts(packed):
+    data, out, _, parts, index = packed
+    want = {Path(index.paths[i]).relative_to(data).as_posix(): p for p, ids in parts.items() for i in ids}
+    got = {}
+    for shard in sorted(out.glob("*.tar")):
+        for s in tar_samples(shard):
+            got[s["json"]["file"]] = s["json"]["part"]
+            assert CLASSES[s["cls"]] == s["json"]["class"]
+    assert got == want
+    expected = _expected(data)
+    for part in ("train", "val", "test"):
+        names = [expected[x.tobytes()] for xb, _ in ShardBatches(out, size=8, batch_size=32, part=part)
+                 for x in xb.numpy()]
+        assert sorted(names) == sorted(f for f, p in want.items() if p == part)
+
+
+def test_shuffle_is_seeded_and_independent_of_workers(packed):
+    out = packed[1]
+    kw = dict(size=8, batch_size=16, shuffle=True, seed=3, buffer_size=40, streams=4, chunk=8)
+    a = _collect(ShardBatches(out, num_workers=0, **kw))
+    b = _collect(ShardBatches(out, num_workers=2, **kw))
+    assert _same(a, b)
+    other = ShardBatches(out, num_workers=0, **kw)
+    other.set_epoch(1)
+    c = _collect(other)
+    assert not _same(a, c)
+    assert sorted(x.tobytes() for xb, _ in a for x in xb.numpy()) == \
+        sorted(x.tobytes() for xb, _ in c for x in xb.numpy())
+
+
+def test_ranks_and_workers_cover_every_sample_once(packed):
+    data, out = packed[0], packed[1]
+    expected = _expected(data)
+    seen, lengths = Counter(), []
+    for rank in range(2):
+        loader = ShardBatches(out, size=8, batch_size=10, shuffle=True, seed=1, rank=rank,
+                              world_size=2, num_workers=2, streams=4, chunk=8, buffer_size=30)
+        batches = _collect(loader)
+        lengths.append((len(batches), len(loader)))
+        seen.update(expected[x.tobytes()] for xb, _ in batches for x in xb.numpy())
+    assert lengths[0] == lengths[1] == (8, 8)                    # 76 samples each: equal steps
+    assert set(seen) == set(expected.values())
+    assert sum(seen.values()) == 152 and sorted(seen.values())[-1] == 2  # one padding repeat
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_exact_resume(packed, workers):
+    out = packed[1]
+    kw = dict(size=8, batch_size=8, shuffle=True, seed=5, buffer_size=25, streams=4, chunk=4,
+              num_workers=workers)
+    full = ShardBatches(out, **kw)
+    full.set_epoch(2)
+    want = _collect(full)
+    interrupted = ShardBatches(out, **kw)
+    interrupted.set_epoch(2)
+    it = iter(interrupted)
+    for _ in range(7):
+        next(it)
+    state = interrupted.state_dict()
+    del it
+    assert state == {"epoch": 2, "batches_done": 7}
+    resumed = ShardBatches(out, **kw)
+    resumed.load_state_dict(state)
+    assert _same(_collect(resumed), want[7:])
+
+
+def test_memory_is_bounded_by_buffer_not_data(tmp_path):
+    held = []
+    for n in (120, 480):
+        data = _make_folder(tmp_path / f"d{n}", n, seed=n)
+        write_shards(scan_folder(data), tmp_path / f"s{n}", shard_bytes=15_000, workers=0, progress=False)
+        loader = ShardBatches(tmp_path / f"s{n}", size=8, batch_size=8, shuffle=True, buffer_size=20,
+                              streams=4, chunk=4, num_workers=2)
+        assert sum(len(y) for _, y in loader) == n
+        held.append(loader.max_held)
+    assert all(h <= 20 + (4 + 1) * 4 for h in held), held
+
+
+def test_unreadable_file_skipped_and_listed(tmp_path):
+    data = _make_folder(tmp_path / "data", 12)
+    (data / "bee" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (data / "cat" / "empty.png").write_bytes(b"")
+    doc = write_shards(scan_folder(data), tmp_path / "out", workers=0, progress=False)
+    assert doc["samples"] == 12
+    assert sorted(s["file"] for s in doc["skipped"]) == ["bee/broken.png", "cat/empty.png"]
+    assert all(s["reason"] for s in doc["skipped"])
+
+
+def test_overwrite_rules(tmp_path):
+    data = _make_folder(tmp_path / "data", 9)
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep")
+    with pytest.raises(VistrainError, match="not a shard folder"):
+        write_shards(scan_folder(data), other, workers=0, progress=False, overwrite=True)
+    assert (other / "notes.txt").read_text() == "keep"
+    out = tmp_path / "out"
+    write_shards(scan_folder(data), out, workers=0, progress=False)
+    with pytest.raises(VistrainError, match="--overwrite"):
+        write_shards(scan_folder(data), out, workers=0, progress=False)
+    write_shards(scan_folder(data), out, workers=0, progress=False, overwrite=True, seed=1)
+    assert read_shard_index(out).meta["seed"] == 1
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporaries left
+    with pytest.raises(VistrainError, match="inside the data folder"):
+        write_shards(scan_folder(data), data / "shards", workers=0, progress=False)
+
+
+def test_resize_jpeg_and_grey_channels(tmp_path):
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (tmp_path / "data" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (60, 90, 3), dtype=np.uint8)).save(
+                tmp_path / "data" / c / f"{i}.jpg", quality=90)
+    doc = write_shards(scan_folder(tmp_path / "data"), tmp_path / "out", source_size=30, workers=0,
+                       progress=False)
+    assert doc["largest_shorter_side"] == 30 and doc["encoding"] == "auto"
+    s = next(tar_samples(tmp_path / "out" / "shard-000000.tar"))
+    assert Image.open(__import__("io").BytesIO(s["image"])).size == (45, 30)  # shorter side 30, JPEG
+    x, _ = next(iter(ShardBatches(tmp_path / "out", size=16, batch_size=6, channels=1)))
+    assert tuple(x.shape) == (6, 1, 16, 16)
+    native = write_shards(scan_folder(tmp_path / "data"), tmp_path / "native", source_size=None,
+                          workers=0, progress=False)   # untouched JPEGs are stored byte for byte
+    assert native["total_bytes"] < 1.2 * native["source_bytes"] + 6 * 3 * 1024
+
+
+def test_shard_lists_and_brace_patterns(packed):
+    out = packed[1]
+    n = len(list(out.glob("shard-*.tar")))
+    pattern = str(out / f"shard-{{000000..{n - 1:06d}}}.tar")
+    assert expand_braces(pattern) == [str(p) for p in sorted(out.glob("shard-*.tar"))]
+    assert len(read_shard_index(pattern)) == 151
+    two = read_shard_index([out / "shard-000001.tar", out / "shard-000000.tar"])
+    assert len(two) == sum(s.samples for s in two.shards) and two.shards[0].name == "shard-000001.tar"
+    bare = tmp = out.parent / "bare"
+    bare.mkdir(exist_ok=True)
+    for p in out.glob("shard-*.tar"):
+        (tmp / p.name).write_bytes(p.read_bytes())
+    scanned = read_shard_index(sorted(bare.glob("*.tar")))   # no index.json: read from the shards
+    assert scanned.classes == list(CLASSES) and len(scanned) == 151
+    assert scanned.part_counts() == read_shard_index(out).part_counts()
+    assert sum(len(y) for _, y in ShardBatches(scanned, size=8, batch_size=7, part="train")) == \
+        scanned.part_counts()["train"]
+
+
+def test_decode_square_centre_crop():
+    import io
+    arr = np.zeros((10, 30, 3), np.uint8)
+    arr[:, 10:20] = 255
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    out = decode_square(buf.getvalue(), 10, resample=Image.Resampling.NEAREST)
+    assert out.shape == (3, 10, 10) and (out == 255).all()
+
+
+def test_readable_by_webdataset(packed):
+    wds = pytest.importorskip("webdataset")
+    out = packed[1]
+    urls = [str(p) for p in sorted(out.glob("shard-*.tar"))]
+    samples = list(wds.WebDataset(urls, shardshuffle=False).decode("rgb8").to_tuple("png", "cls", "json"))
+    assert len(samples) == 151 and all(meta["class"] == CLASSES[int(c)] for _, c, meta in samples)

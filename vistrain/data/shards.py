@@ -1,0 +1,46 @@
+"""WebDataset shards: the storage format for data sets larger than the pixel cache.
+
+The pixel cache (:mod:`vistrain.data.cache`) stores every image decoded, ``C*S*S`` bytes each,
+and is memory-mapped: ideal while it fits on the disk and, better, in the page cache.  Beyond
+that, ``vistrain pack DATA --out SHARDS`` writes the images *encoded* (PNG, or JPEG for JPEG
+sources), pre-shrunk to the training source size, into tar files of ~256 MB that are read
+sequentially and decoded on the fly by worker processes.
+
+This module gathers the public names of three modules:
+
+* :mod:`~vistrain.data.shards_write`: :func:`write_shards` (an :class:`ImageIndex` -> shards +
+  ``index.json``, atomically; unreadable files skipped and listed);
+* :mod:`~vistrain.data.shards_index`: the format; :func:`read_shard_index` ->
+  :class:`ShardIndex` (classes, counts per class and part, labels and parts by key, shards with
+  bytes and sha256: everything a trainer needs without opening a shard), :func:`is_shard_folder`,
+  :func:`expand_braces`;
+* :mod:`~vistrain.data.shards_stream`: :class:`ShardBatches`, the streaming loader with
+  :class:`~vistrain.data.loader.ArrayBatches`'s contract (uint8 ``(B, C, S, S)`` + int64 labels,
+  ``set_epoch``, ``len``, rank/world_size, drop_last), a seeded shuffle buffer, a part filter and
+  exact resume (``state_dict`` / ``load_state_dict``).
+
+Example:
+    >>> from vistrain.data.scan import scan_folder
+    >>> from vistrain.data.shards import ShardBatches, read_shard_index, write_shards
+    >>> write_shards(scan_folder("examples/fashion-mnist-small"), "/tmp/fm")  # doctest: +SKIP
+    >>> read_shard_index("/tmp/fm").counts("train")["Bag"]                    # doctest: +SKIP
+    200
+    >>> for x, y in ShardBatches("/tmp/fm", size=28, batch_size=64, part="train",
+    ...                          shuffle=True, num_workers=2):                 # doctest: +SKIP
+    ...     x.shape, x.dtype, y.dtype
+    (torch.Size([64, 3, 28, 28]), torch.uint8, torch.int64)
+"""
+from __future__ import annotations
+
+from vistrain.data.shards_index import (FORMAT, INDEX, PARTS, VERSION, ShardIndex, ShardInfo,
+                                        expand_braces, is_shard_folder, read_shard_index,
+                                        scan_shards)
+from vistrain.data.shards_stream import BufferOrder, ShardBatches, decode_square, tar_samples
+from vistrain.data.shards_write import ENCODINGS, write_shards
+
+__all__ = [
+    "FORMAT", "INDEX", "PARTS", "VERSION", "ShardIndex", "ShardInfo", "expand_braces",
+    "is_shard_folder", "read_shard_index", "scan_shards",
+    "BufferOrder", "ShardBatches", "decode_square", "tar_samples",
+    "ENCODINGS", "write_shards",
+]
