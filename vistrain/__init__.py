@@ -37,12 +37,12 @@ _API = {"train": "train", "load": "predict", "predict": "predict", "evaluate": "
         "cv": "cv", "compare": "compare", "explain": "explain", "check": "check",
         "lr_find": "lr_find", "export": "export", "serve": "serve", "stats": "stats",
         "preview": "preview", "augment_preview": "preview", "cache_info": "cache",
-        "build_report": "report", "doctor": "doctor",
+        "build_report": "report", "doctor": "doctor", "pack": "pack",
         "default_out_dir": "common", "make_config": "common"}
 
 __all__ = ["train", "load", "predict", "evaluate", "cv", "compare", "explain", "check", "lr_find",
            "export", "serve", "stats", "preview", "augment_preview", "cache_info", "build_report",
-           "doctor", "make_config", "__version__"]
+           "doctor", "pack", "make_config", "__version__"]
 
 
 def __getattr__(name: str):

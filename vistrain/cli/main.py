@@ -27,7 +27,7 @@ from vistrain.errors import VistrainError
 # Sub-command modules, in the order they appear in --help.
 COMMANDS = [
     "train", "predict", "evaluate", "cv", "check", "stats", "doctor", "preview", "lr-find",
-    "augment-preview", "explain", "report", "compare", "cache", "export", "serve",
+    "augment-preview", "explain", "report", "compare", "cache", "pack", "export", "serve",
 ]
 
 
