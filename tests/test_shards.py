@@ -265,3 +265,17 @@ def test_readable_by_webdataset(packed):
     urls = [str(p) for p in sorted(out.glob("shard-*.tar"))]
     samples = list(wds.WebDataset(urls, shardshuffle=False).decode("rgb8").to_tuple("png", "cls", "json"))
     assert len(samples) == 151 and all(meta["class"] == CLASSES[int(c)] for _, c, meta in samples)
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
+def test_tar_reader_handles_long_names(tmp_path, fmt):
+    import io
+    from vistrain.data.shards_stream import tar_members
+    name = "d" * 120 + "/00000001.json" if fmt != tarfile.USTAR_FORMAT else "d" * 90 + "/00000001.json"
+    with tarfile.open(tmp_path / "t.tar", "w", format=fmt) as tar:
+        for n, data in ((name, b"{}"), ("x/00000002.cls", b"7" * 700)):
+            info = tarfile.TarInfo(n)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with open(tmp_path / "t.tar", "rb") as fh:
+        assert list(tar_members(fh)) == [(name, b"{}"), ("x/00000002.cls", b"7" * 700)]

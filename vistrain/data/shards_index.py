@@ -66,7 +66,8 @@ class ShardIndex:
 
     ``labels[k]`` / ``parts[k]`` are the class index / part (``"train"|"val"|"test"``) of the
     sample with key ``k``, relative to ``first_key`` of the first shard of ``shards``;
-    ``meta`` is the whole index document (empty when built from the shards).
+    ``meta`` is the index document without its per-sample tables (``sha256``, ``labels``,
+    ``parts``) and shard list (empty when built from the shards).
     """
     root: Path | None
     classes: list[str]
@@ -169,7 +170,10 @@ def _from_document(folder: Path, doc: dict) -> ShardIndex:
     shards = [ShardInfo(folder / s["name"], s["samples"], s["first_key"], dict(s["parts"]),
                         s["bytes"], s["sha256"], s.get("offsets", []), s.get("seek_every", 0))
               for s in doc["shards"]]
-    return ShardIndex(folder, list(doc["classes"]), shards, list(doc["labels"]), doc["parts"], doc)
+    # the per-file sha256 table is O(samples) strings: left out of ``meta`` (read it from the
+    # file when needed), so a loader and its forked workers do not carry it
+    meta = {k: v for k, v in doc.items() if k not in ("sha256", "labels", "parts", "shards")}
+    return ShardIndex(folder, list(doc["classes"]), shards, list(doc["labels"]), doc["parts"], meta)
 
 
 def _subset(index: ShardIndex, paths: list[Path]) -> ShardIndex:
