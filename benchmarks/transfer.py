@@ -90,20 +90,15 @@ def naive_epoch_seconds(cfg, n_images: int) -> tuple[float, int]:
 
 
 def run_advisor(root: Path, size: int, cpu_amp: str) -> dict:
+    """What ``strategy=auto`` measures and chooses on ``root`` (no budget: the rule alone)."""
     from vistrain.data.scan import scan_folder
     from vistrain.device import Runtime
-    from vistrain.models import create
-    from vistrain.training.advisor import advise
-    from vistrain.training.run import finalize_preprocess, prepare_data, spatial_preprocess
+    from vistrain.training.auto import choose_recipe
     cfg = config(root, "auto", size, 1, cpu_amp)
+    cfg.train.budget = None
     rt = Runtime.create("cpu", cpu_amp=cfg.train.cpu_amp)
-    index = scan_folder(root)
-    model, pcfg = create(cfg.model.name, len(index.classes), pretrained=True)
-    spatial = spatial_preprocess(cfg, pcfg)
-    data = prepare_data(cfg, spatial, rt, progress=False, index=index)
-    pre = finalize_preprocess(cfg, spatial, pcfg, data)
-    name, reasoning = advise(cfg, model, pre, data, rt)
-    return {"strategy": name, **reasoning}
+    _, reasoning = choose_recipe(cfg, scan_folder(root), rt)
+    return {"strategy": reasoning.get("chosen"), **reasoning}
 
 
 def main():

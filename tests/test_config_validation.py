@@ -100,7 +100,7 @@ def test_scratch_models_default_to_finetune_in_the_config_itself():
     cfg = TrainConfig.from_dict({"model": {"name": "vistrain/resnet20"},
                                  "strategy": {"name": "gradual"}}).check()
     assert cfg.strategy.name == "gradual"
-    assert TrainConfig().check().strategy.name == "feature-extraction"
+    assert TrainConfig().check().strategy.name == "auto"
     cfg = TrainConfig()  # the API's order: defaults, then the user's settings, then check()
     cfg.model.name = "vistrain/resnet-tiny"
     assert cfg.check().strategy.name == "finetune"
@@ -112,7 +112,7 @@ def test_resolve_follows_a_model_changed_later_but_keeps_user_choices():
     base = TrainConfig.from_dict({"model": {"name": "vistrain/resnet-tiny"}}).check()
     to_timm = copy.deepcopy(base)
     to_timm.model.name = "resnet18"
-    assert (to_timm.check().strategy.name, to_timm.model.pretrained) == ("feature-extraction", True)
+    assert (to_timm.check().strategy.name, to_timm.model.pretrained) == ("auto", True)
     to_scratch = TrainConfig().check()
     to_scratch.model.name = "vistrain/resnet20"
     assert (to_scratch.check().strategy.name, to_scratch.model.pretrained) == ("finetune", False)

@@ -77,6 +77,8 @@ CASES = [
      {"group_regex": r"(\w)_", "data": {"test_fraction": 0.2}}),
     ("groups-file", ["--groups", CONFIG_FILE], {"groups": CONFIG_FILE}),  # any existing file
     ("no-calibration", ["--calibration", "none", "--epochs", "2"], {"calibration": "none", "epochs": 2}),
+    ("budget-minutes", ["--budget", "4.5"], {"budget": 4.5}),
+    ("no-budget", ["--budget", "none", "--strategy", "auto"], {"budget": "none", "strategy": "auto"}),
 ]
 
 
@@ -124,7 +126,7 @@ def test_every_setting_is_covered_by_the_cases():
 def test_scratch_and_pretrained_models_get_their_defaults(folder, capsys):
     data, _ = folder
     for model, strategy, pretrained in (("vistrain/resnet20", "finetune", False),
-                                        ("resnet18", "feature-extraction", True)):
+                                        ("resnet18", "auto", True)):
         cfg = yaml.safe_load(printed(capsys, ["train", str(data), "--model", model, "--print-config"]))
         assert (cfg["strategy"]["name"], cfg["model"]["pretrained"]) == (strategy, pretrained)
         api = vistrain.make_config(data, model=model)

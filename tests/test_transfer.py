@@ -217,7 +217,7 @@ def test_logreg_head_run_chooses_c_on_validation_and_records_it(tmp_path, monkey
     cfg.data.root = str(make_image_folder(tmp_path / "data", per_class=10))
     cfg.data.num_workers = 0
     cfg.model.name, cfg.model.pretrained = "resnet18", False
-    cfg.strategy.head = "logreg"
+    cfg.strategy.name, cfg.strategy.head = "feature-extraction", "logreg"
     cfg.preprocess.size = 32
     cfg.train.device = "cpu"
     result = run_training(cfg, tmp_path / "run", progress=False)

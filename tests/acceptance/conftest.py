@@ -8,7 +8,8 @@ printed table, one ``error:`` line and no traceback for every user error.
 
 Trained runs are expensive, so they are session fixtures shared by the tests:
 
-* ``fe_run``: the default strategy (frozen EfficientNet-Lite0, features cached) on all 2,000 images;
+* ``fe_run``: the default strategy (auto, which keeps the frozen EfficientNet-Lite0 there,
+  features cached) on all 2,000 images;
 * ``finetune_run`` / ``gradual_run``: Lite0 at 64 px on the 500-image subset, 2 data workers;
 * ``scratch_run``: the smallest from-scratch network, ``vistrain/vgg-tiny``, at 28 px;
 * ``cv_out`` / ``compare_out``: a 3-fold cross-validation and a two-setting comparison.
@@ -89,7 +90,7 @@ def _train(runs: Path, name: str, data: Path, n_images: int, epochs: int, *flags
 
 @pytest.fixture(scope="session")
 def fe_run(acc_env, shipped, runs) -> Run:
-    """The default strategy (frozen Lite0, cached features) on all 2,000 images, default workers."""
+    """The default strategy (auto: frozen Lite0, cached features) on all 2,000 images, default workers."""
     return _train(runs, "fe", shipped, 2000, 5)
 
 

@@ -19,6 +19,11 @@ def test_cv_three_folds_on_2000_images(cv_out, shipped):
             assert (out / f"fold-{k}" / name).is_file(), f"fold-{k}/{name}"
     for name in ("folds.json", "cv_metrics.json", "oof_predictions.json", "report.html"):
         assert (out / name).is_file(), name
+    # strategy auto chose one recipe for every fold, recorded once
+    auto = json.loads((out / "strategy_auto.json").read_text())
+    strategies = {json.loads((out / f"fold-{k}" / "run.json").read_text())["strategy"]["strategy"]
+                  for k in range(3)}
+    assert strategies == {auto["chosen"]}
     cvm = json.loads((out / "cv_metrics.json").read_text())
     assert cvm["n_folds"] == 3 and cvm["classes"] == CLASSES
     assert cvm["class_counts"] == {c: 200 for c in CLASSES}

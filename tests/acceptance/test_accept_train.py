@@ -18,7 +18,7 @@ def _config(run_dir):
 
 def test_feature_extraction_default_on_2000_images(fe_run):
     info = check_run_dir(fe_run.dir, fe_run.res, n_images=2000, epochs=fe_run.epochs)
-    cfg = _config(fe_run.dir)
+    cfg = _config(fe_run.dir)  # the recipe strategy auto chose, saved as concrete settings
     assert cfg["strategy"]["name"] == "feature-extraction" and cfg["model"]["name"] == "tf_efficientnet_lite0"
     assert cfg["data"]["num_workers"] == -1  # the default worker count
     assert info["meta"]["preprocess"]["size"] == 224
@@ -27,6 +27,23 @@ def test_feature_extraction_default_on_2000_images(fe_run):
     assert test["n_samples"] == 300 and test["accuracy"] >= 0.75, test["accuracy"]
     for fig in ("confusion_matrix.png", "roc_curves.png", "pr_curves.png", "reliability.png"):
         assert (fe_run.dir / fig).stat().st_size > 1000, fig
+
+
+def test_default_strategy_auto_measures_and_explains(fe_run):
+    """The default is strategy auto; on the shipped data (140 training images per class, 28 px,
+    features separating the classes) it keeps the frozen features, and says why."""
+    strategy = json.loads((fe_run.dir / "run.json").read_text())["strategy"]
+    assert strategy["requested"] == "auto" and strategy["strategy"] == "feature-extraction"
+    why = strategy["reasoning"]
+    assert why["chosen"] == "feature-extraction" and why["native_size"] == 28 and why["grey"] is True
+    assert why["n_train"] == 1400 and why["budget_minutes"] == 15.0
+    m = why["measurements"]
+    assert m["skill"] >= 0.5 and m["feature_images_per_second"] > 0 and m["sample_images"] == 200
+    assert why["candidates"][0]["recipe"] == "feature-extraction" and why["candidates"][0]["fits"]
+    assert any(line.startswith("chosen: feature-extraction") for line in why["plain"])
+    assert "auto: chosen: feature-extraction" in fe_run.res.stderr
+    html = (fe_run.dir / "report.html").read_text(encoding="utf-8")
+    assert "Why this recipe (strategy auto)" in html and "images/s" in html
 
 
 def test_finetune_with_two_workers(finetune_run):

@@ -18,7 +18,7 @@ Example:
     >>> from vistrain.config import TrainConfig, choices
     >>> cfg = TrainConfig.from_dict({"train": {"epochs": 3}, "model": {"name": "resnet18"}})
     >>> cfg.train.epochs, cfg.optim.name, cfg.check().strategy.name
-    (3, 'adamw', 'feature-extraction')
+    (3, 'adamw', 'auto')
     >>> TrainConfig.from_dict({"model": {"name": "vistrain/resnet20"}}).check().strategy.name
     'finetune'
     >>> choices("data.on_bad_image")
@@ -134,7 +134,7 @@ class ModelConfig:
 
 @dataclass
 class StrategyConfig:
-    # None: finetune for from-scratch vistrain/<name> models, feature-extraction otherwise
+    # None: finetune for from-scratch vistrain/<name> models (nothing to transfer), auto otherwise
     name: Strategy | None = None
     feature_cache: FeatureCache = "clean"  # clean (cached, un-augmented) | live (augmented each epoch)
     head: Head = "linear"
@@ -183,6 +183,9 @@ class TrainSection:
     # temperature: softmax(logits / T) with T fitted on the validation split (never the test
     # split) and applied by predict/evaluate/export; none: the raw softmax
     calibration: Calibration = "temperature"
+    # minutes of wall clock that strategy=auto plans the run into (None: no limit); the epochs
+    # are cut to fit, and training stops at the budget if the estimate was short
+    budget: float | None = 15.0
 
 
 @dataclass
@@ -233,6 +236,7 @@ RANGES: dict[str, tuple[Any, str]] = {
     "schedule.min_lr_ratio": (lambda v: 0 <= v <= 1, "a ratio in [0, 1]"),
     "train.epochs": (lambda v: v >= 1, "a whole number >= 1"),
     "train.seed": (lambda v: 0 <= v <= MAX_SEED, f"a whole number in [0, {MAX_SEED}]"),
+    "train.budget": (lambda v: v > 0 and math.isfinite(v), "minutes > 0, or null for no limit"),
     "train.patience": (lambda v: v >= 1, "a whole number of epochs >= 1, or null (no early stopping)"),
     "train.device": (lambda v: re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None,
                      "auto, cpu, cuda or cuda:N"),
@@ -257,7 +261,8 @@ class TrainConfig:
 
         ``strategy.name`` left unset (None) becomes ``finetune`` for a from-scratch
         ``vistrain/<name>`` model (its random features are worthless frozen; such a model also
-        gets ``pretrained=False``) and ``feature-extraction`` for any other model.  What resolve
+        gets ``pretrained=False``) and ``auto`` for any other model (the recipe chosen by
+        measurement within ``train.budget``: :mod:`vistrain.training.auto`).  What resolve
         filled in is remembered, so resolving again after the model changed (``compare --vary
         model=...``, API arguments applied to a loaded config) follows the new model, while a
         value the user set stays.
@@ -267,7 +272,7 @@ class TrainConfig:
         filled = self.__dict__.setdefault("_filled", {})
         scratch = isinstance(self.model.name, str) and self.model.name.startswith(SCRATCH_PREFIX)
         if self.strategy.name is None or self.strategy.name == filled.get("strategy.name"):
-            self.strategy.name = filled["strategy.name"] = "finetune" if scratch else "feature-extraction"
+            self.strategy.name = filled["strategy.name"] = "finetune" if scratch else "auto"
         if scratch and self.model.pretrained is True:
             self.model.pretrained, filled["model.pretrained"] = False, False
         elif not scratch and filled.get("model.pretrained") is False and self.model.pretrained is False:

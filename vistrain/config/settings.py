@@ -50,6 +50,7 @@ class Setting:
     help: str
     flag: str = ""           # default: --<name, with - for _>
     const: Any = None
+    parse: str = ""          # "minutes": a number, or "none" for None (no limit)
 
     @property
     def option(self) -> str:
@@ -60,8 +61,11 @@ class Setting:
         return choices(self.key)
 
     @property
-    def type(self) -> type:
-        """The field's type without ``None``; str for a choice."""
+    def type(self):
+        """The command line's parser of a value: the field's type without ``None``, str for a
+        choice, :func:`minutes_or_none` for ``parse="minutes"``."""
+        if self.parse == "minutes":
+            return minutes_or_none
         hint = type_hint(self.key)
         if type(None) in typing.get_args(hint):  # X | None
             hint = next(a for a in typing.get_args(hint) if a is not type(None))
@@ -78,7 +82,34 @@ class Setting:
 
     def apply(self, cfg: "TrainConfig", value) -> None:
         section, _, name = self.key.partition(".")
-        setattr(getattr(cfg, section), name, value)
+        if self.parse == "minutes":
+            value = minutes_or_none(value)
+        setattr(getattr(cfg, section), name, NO_LIMIT_VALUE if value is NO_LIMIT else value)
+
+
+class _NoLimit:
+    """``--budget none`` (``budget="none"``): no limit, distinct from None ("not given")."""
+
+    def __repr__(self) -> str:
+        return "'none'"
+
+
+NO_LIMIT, NO_LIMIT_VALUE = _NoLimit(), None
+
+
+def minutes_or_none(value):
+    """``"none"`` -> :data:`NO_LIMIT`; a number (or its text) -> float minutes.
+
+    Example:
+        >>> minutes_or_none("2.5"), minutes_or_none("none"), minutes_or_none(15)
+        (2.5, 'none', 15.0)
+    """
+    if value is NO_LIMIT or (isinstance(value, str) and value.strip().lower() in ("none", "null", "off")):
+        return NO_LIMIT
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise VistrainError(f"budget={value!r}: give minutes (a number > 0) or none") from None
 
 
 # Order: as ``--help`` lists them.  A new entry is a new flag and a new keyword at once.
@@ -86,7 +117,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("model", "model.name", "timm model name or vistrain/<name> (default {default})"),
     Setting("epochs", "train.epochs", "number of epochs (>= 1; default {default})"),
     Setting("strategy", "strategy.name",
-            "default: finetune for vistrain/<name> models, feature-extraction otherwise"),
+            "default: auto (measure, then pick feature extraction, gradual unfreezing, fine-tuning or "
+            "a from-scratch network, and the input size, within --budget); finetune for vistrain/<name> models"),
+    Setting("budget", "train.budget", "wall-clock minutes that --strategy auto plans the run into, "
+            "or none for no limit (default {default})", parse="minutes"),
     Setting("lr", "optim.lr", "base learning rate (default: chosen by strategy)"),
     Setting("batch_size", "data.batch_size", "images per batch (default {default})"),
     Setting("seed", "train.seed", "seed of initialisation and shuffling (default {default}; the "

@@ -208,8 +208,17 @@ def strategy_blocks(folder: RunFolder) -> list:
     out: list = [Text(f"model {meta.model_name if meta else '?'}, strategy {rec.strategy or '?'} "
                       f"(requested: {rec.requested or '?'})")]
     reasoning = rec.reasoning
-    if reasoning:
-        out.append(Heading("Advisor reasoning"))
+    if isinstance(reasoning, dict) and reasoning.get("plain"):  # strategy auto: what it measured, why
+        out.append(Heading("Why this recipe (strategy auto)"))
+        out.append(Bullets([str(r) for r in reasoning["plain"]]))
+        cands = reasoning.get("candidates") or []
+        if cands:
+            out.append(Table(["candidate", "model", "input px", "images/s", "epochs", "est. seconds", "fits budget"],
+                             [[c.get("recipe"), c.get("model"), c.get("size"), c.get("images_per_second"),
+                               c.get("epochs") if c.get("recipe") != "feature-extraction" else "-",
+                               c.get("seconds"), "yes" if c.get("fits") else "no"] for c in cands]))
+    elif reasoning:
+        out.append(Heading("Strategy reasoning"))
         if isinstance(reasoning, list):
             out.append(Bullets([str(r) for r in reasoning]))
         elif isinstance(reasoning, dict):

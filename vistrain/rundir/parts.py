@@ -55,7 +55,7 @@ def _len(v) -> int | None:
 @dataclass(frozen=True)
 class StrategyRecord:
     """How the model was trained (``strategy`` of model.json / run.json): the strategy applied, the
-    one requested, the advisor's reasoning (text, list or mapping) and every other setting."""
+    one requested, the reasoning of strategy auto (text, list or mapping) and every other setting."""
     strategy: str | None = None
     requested: str | None = None
     reasoning: object = None

@@ -2,7 +2,7 @@
 
 :class:`PreparedData` holds the decoded pixels and the split; :class:`RunContext` bundles it with
 the settings, the model, its pretrained config, the resolved preprocessing, the runtime and the
-output folder -- the one argument that strategies, diagnostics, the LR finder and the advisor
+output folder -- the one argument that strategies, diagnostics, the LR finder and strategy auto
 receive, instead of ``(cfg, model, pcfg, pre, data, rt, out)`` travelling as seven.
 
 Example:
@@ -76,7 +76,20 @@ class RunContext:
     rt: Runtime
     out: Path | None = None
     progress: bool = True
+    # strategy=auto: the reasoning of the choice (run.json), and the time.monotonic() at which
+    # training stops because the budget is spent (None: no limit)
+    auto: dict | None = None
+    deadline: float | None = None
 
     def with_model(self, model: nn.Module) -> "RunContext":
         """The same context around another module (e.g. a deep copy the checks may train)."""
         return replace(self, model=model)
+
+
+def spatial_preprocess(cfg: TrainConfig, pcfg: PretrainedCfg) -> Preprocess:
+    """Resize/crop settings from the config, defaulting to the model's pretrained config."""
+    p = cfg.preprocess
+    return Preprocess(size=p.size or pcfg.input_size[-1], resize_mode=p.resize_mode,
+                      interpolation=p.interpolation or pcfg.interpolation,
+                      crop_pct=p.crop_pct or pcfg.crop_pct, fill=p.fill,
+                      background=tuple(p.background), channels=1 if p.grayscale else 3)

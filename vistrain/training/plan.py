@@ -117,7 +117,7 @@ def default_lr(strategy: str, optimizer: str, pretrained: bool = True) -> float:
 
 def configured_lr(cfg, pretrained: bool) -> float:
     """The base learning rate a run of ``cfg`` trains with: ``optim.lr``, else :func:`default_lr`
-    of its strategy (``auto`` counted as fine-tuning, the advisor's choice when nothing transfers)."""
+    of its strategy (``auto`` counted as fine-tuning, its choice when nothing transfers)."""
     kind = cfg.strategy.name if cfg.strategy.name in ("feature-extraction", "gradual") else "finetune"
     return cfg.optim.lr or default_lr(kind, cfg.optim.name, pretrained)
 
@@ -126,7 +126,7 @@ def build_plan(ctx: RunContext, strategy: str, *, lr: float | None = None,
                features: np.ndarray | None = None) -> TrainingPlan:
     """The plan of ``strategy`` (``feature-extraction``, ``finetune`` or ``gradual``, not ``auto``)
     on ``ctx``.  ``lr`` replaces the base rate (``optim.lr``, else :func:`default_lr`), e.g. the
-    advisor's; ``features``: the ``(N, D)`` backbone features when the caller holds them."""
+    auto recipe's; ``features``: the ``(N, D)`` backbone features when the caller holds them."""
     cfg = ctx.cfg
     if strategy == "feature-extraction":
         for p in ctx.model.parameters():

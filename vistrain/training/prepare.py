@@ -33,7 +33,8 @@ from vistrain.data.splits import make_parts
 from vistrain.device import Runtime
 from vistrain.errors import DataError
 from vistrain.models import PretrainedCfg, create
-from vistrain.training.context import PreparedData, RunContext
+from vistrain.training.auto import choose_recipe
+from vistrain.training.context import PreparedData, RunContext, spatial_preprocess  # noqa: F401
 from vistrain.transforms.normalize import resolve_normalization
 from vistrain.transforms.preprocess import Preprocess
 
@@ -44,15 +45,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def spatial_preprocess(cfg: TrainConfig, pcfg: PretrainedCfg) -> Preprocess:
-    """Resize/crop settings from the config, defaulting to the model's pretrained config."""
-    p = cfg.preprocess
-    return Preprocess(size=p.size or pcfg.input_size[-1], resize_mode=p.resize_mode,
-                      interpolation=p.interpolation or pcfg.interpolation,
-                      crop_pct=p.crop_pct or pcfg.crop_pct, fill=p.fill,
-                      background=tuple(p.background), channels=1 if p.grayscale else 3)
 
 
 def prepare_data(cfg: TrainConfig, spatial: Preprocess, rt: Runtime, progress: bool = True,
@@ -212,6 +204,16 @@ def prepare_context(cfg: TrainConfig, rt: Runtime, *, progress: bool = True,
     cfg.check()
     set_max_image_pixels(cfg.data.max_image_pixels)
     index = index or scan_folder(cfg.data.root)
+    cfg, auto = resolve_auto(cfg, index, rt, parts=parts)
     model, pcfg = prepare_model(cfg, index, rt, quick_checks=quick_checks)
     pre, data = prepare_pixels(cfg, pcfg, rt, index, progress=progress, parts=parts)
-    return RunContext(cfg, model, pcfg, pre, data, rt, out=None, progress=progress)
+    return RunContext(cfg, model, pcfg, pre, data, rt, out=None, progress=progress, auto=auto)
+
+
+def resolve_auto(cfg: TrainConfig, index: ImageIndex, rt: Runtime, *, parts=None,
+                 started: float | None = None) -> tuple[TrainConfig, dict | None]:
+    """``(cfg, None)``, or for ``strategy=auto`` ``(config of the recipe chosen by measurement,
+    its reasoning)`` (:func:`vistrain.training.auto.choose_recipe`); ``cfg`` is not changed."""
+    if cfg.strategy.name != "auto":
+        return cfg, None
+    return choose_recipe(cfg, index, rt, parts=parts, started=started)

@@ -43,13 +43,15 @@ from vistrain.evaluation import curves
 from vistrain.evaluation.calibration import calibration_summary, fit_temperature, scale_probabilities
 from vistrain.evaluation.figures import write_run_figures
 from vistrain.evaluation.metrics import compute_metrics
+from vistrain.training.auto import budget_deadline
 from vistrain.training.context import PreparedData, RunContext
 from vistrain.training.loggers import check_logging, write_logs
 from vistrain.training.loop import BatchPipeline, predict
 # the preparation steps lived here before training/prepare.py; callers still import them from here
 from vistrain.training.prepare import (dataset_stats, finalize_preprocess, prepare_context,  # noqa: F401
-                                       prepare_data, prepare_model, prepare_pixels, scratch_kwargs,
-                                       seed_everything, spatial_preprocess, wants_train_pixels)
+                                       prepare_data, prepare_model, prepare_pixels, resolve_auto,
+                                       scratch_kwargs, seed_everything, spatial_preprocess,
+                                       wants_train_pixels)
 from vistrain.training.strategy import FitResult, train_model
 
 log = logging.getLogger("vistrain")
@@ -158,7 +160,7 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
     fold's test part).  ``before_training(ctx)`` runs once the data is prepared, before the
     first step, on the main process of a fresh (not resumed) run: the workflow's checks.
     """
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.monotonic()
     cfg.check()
     set_max_image_pixels(cfg.data.max_image_pixels)
     out = Path(out_dir)
@@ -174,6 +176,12 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
         check_same_data(out, index, fingerprint)
     check_logging(cfg.logging)  # fail before training, not after it
     findings = log_quick_checks(index, cfg) if cfg.data.doctor and rt.is_main else None
+    cfg, auto = resolve_auto(cfg, index, rt, parts=parts, started=started)  # before the run dir
+    deadline = budget_deadline(cfg, started) if auto is not None else None
+    if auto is not None and cfg.train.cpu_amp != "off" and rt.amp_dtype is None:  # the recipe's precision
+        rt = Runtime.create(cfg.train.device, amp=cfg.train.amp, channels_last=cfg.train.channels_last,
+                            cpu_amp=cfg.train.cpu_amp)
+        log.info("runtime: %s", rt.describe())
     model, pcfg = prepare_model(cfg, index, rt)
     existed_empty = out.is_dir() and not any(out.iterdir())
     fresh = not resume and (existed_empty or not out.exists())
@@ -191,7 +199,7 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
     try:
         return _train_into(cfg, out, rt, model, pcfg, index, parts, resume=resume,
                            progress=progress, fingerprint=fingerprint, t0=t0,
-                           before_training=before_training)
+                           before_training=before_training, auto=auto, deadline=deadline)
     except BaseException as err:
         if rt.is_main:
             _undo_unstarted_run(out, fresh=fresh, existed_empty=existed_empty,
@@ -213,9 +221,10 @@ def _undo_unstarted_run(out: Path, *, fresh: bool, existed_empty: bool, user_err
 
 
 def _train_into(cfg, out, rt, model, pcfg, index, parts, *, resume, progress, fingerprint, t0,
-                before_training):
+                before_training, auto, deadline):
     pre, data = prepare_pixels(cfg, pcfg, rt, index, progress=progress, parts=parts)
-    ctx = RunContext(cfg, model, pcfg, pre, data, rt, out=out, progress=progress)
+    ctx = RunContext(cfg, model, pcfg, pre, data, rt, out=out, progress=progress, auto=auto,
+                     deadline=deadline)
     if rt.is_main:
         save_splits(out / "splits.json", data.index, data.parts, seed=cfg.data.split_seed,
                     source="given parts (cross-validation fold)" if parts is not None else

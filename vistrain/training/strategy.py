@@ -12,7 +12,8 @@
   start (frozen parameters get no gradient, and AdamW/SGD skip parameters whose ``grad`` is None,
   weight decay included); unless ``lr_factor``/``group_lrs`` are given, discriminative rates with
   ULMFiT's factor 2.6 are used.  The schedule actually followed is in the run record.
-* ``auto``: the advisor (:mod:`vistrain.training.advisor`) picks one of these.
+* ``auto``: :mod:`vistrain.training.auto` picks one of these (or a from-scratch network) by
+  measurement before the data is prepared; ``ctx.auto`` holds its reasoning.
 
 What each strategy does is a :class:`~vistrain.training.plan.TrainingPlan`
 (:func:`~vistrain.training.plan.build_plan`); :func:`fit` runs any plan, with best-checkpointing,
@@ -26,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,7 +38,6 @@ from vistrain.config import choices
 from vistrain.device import unwrap
 from vistrain.errors import VistrainError
 from vistrain.training import checkpoint as ckpt
-from vistrain.training.advisor import advice
 from vistrain.training.balance import apply_balance, decide
 from vistrain.training.context import RunContext
 from vistrain.training.loop import BatchPipeline, evaluate, is_better, train_one_epoch
@@ -66,17 +67,18 @@ class FitResult:
 
 
 def train_model(ctx: RunContext, *, resume: bool = False) -> FitResult:
-    """Resolve ``ctx.cfg.strategy.name`` (the advisor for ``auto``), build its plan and fit it."""
+    """Resolve ``ctx.cfg.strategy.name`` (``auto`` is resolved before, by :mod:`vistrain.training.auto`), build its plan and fit it."""
     cfg, data = ctx.cfg, ctx.data
     name = cfg.strategy.name
     if name not in STRATEGIES:
         raise VistrainError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
-    record = {"requested": name}
+    if name == "auto":
+        raise VistrainError("strategy auto is resolved before the data is prepared "
+                            "(vistrain.training.prepare.resolve_auto); prepare the run with it")
+    record = {"requested": "auto" if ctx.auto else name}
+    if ctx.auto:
+        record["reasoning"] = ctx.auto
     record["balance"] = decide(cfg.data.balance, data.labels()[data.part_ids("train")], data.num_classes)
-    lr = None
-    if name == "auto":  # the advice's rate goes to the plan; the config stays as given
-        chosen = advice(cfg, ctx.model, ctx.pre, data, ctx.rt)
-        name, record["reasoning"], lr = chosen.strategy, chosen.reasoning, chosen.lr
     if name != "feature-extraction" and not ctx.pcfg.pretrained:
         log.info("training from scratch: every layer trainable")
     elif name == "feature-extraction" and not ctx.pcfg.pretrained:
@@ -85,7 +87,7 @@ def train_model(ctx: RunContext, *, resume: bool = False) -> FitResult:
                     "are random, so only a linear head on noise is trained; use strategy finetune "
                     "(the CLI's default for vistrain/ models) or pretrained weights")
     record["strategy"] = name
-    plan = build_plan(ctx, name, lr=lr)
+    plan = build_plan(ctx, name)
     result = fit(plan, ctx, resume=resume)
     return FitResult(result.history, {**record, **result.record}, result.features)
 
@@ -155,9 +157,24 @@ def _epochs(plan: TrainingPlan, ctx: RunContext, resume: bool) -> list[dict]:
         if cfg.train.patience and bad_epochs >= cfg.train.patience:
             log.info("early stopping: val %s did not improve for %d epochs", monitor, bad_epochs)
             break
+        if _budget_spent(ctx, rt) and epoch + 1 < epochs:
+            log.warning("budget: %g minutes spent after epoch %d of %d; stopping with the best "
+                        "epoch so far (--budget none lifts the limit)", cfg.train.budget, epoch + 1, epochs)
+            plan.record["stopped_by_budget"] = {"after_epoch": epoch + 1, "of": epochs}
+            break
     if best_state is not None:
         unwrap(model).load_state_dict(best_state)
     return history
+
+
+def _budget_spent(ctx: RunContext, rt) -> bool:
+    """Whether the auto recipe's budget is spent (rank 0's clock decides for every rank)."""
+    if ctx.deadline is None:
+        return False
+    spent = torch.tensor([float(time.monotonic() >= ctx.deadline)], device=rt.device)
+    if rt.distributed:
+        torch.distributed.broadcast(spent, src=0)
+    return bool(spent.item())
 
 
 def monitored_metric(monitor: str) -> str:

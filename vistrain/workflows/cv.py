@@ -28,7 +28,7 @@ from vistrain.evaluation.label_issues import write_label_issues
 from vistrain.evaluation.metrics import compute_metrics, summarize_folds
 from vistrain.models import create
 from vistrain.report.cv_report import build_cv_report
-from vistrain.training.prepare import prepare_data, scratch_kwargs, spatial_preprocess
+from vistrain.training.prepare import prepare_data, resolve_auto, scratch_kwargs, spatial_preprocess
 from vistrain.workflows.common import default_out_dir, make_config, show_log_lines
 from vistrain.workflows.train import train_run
 
@@ -80,11 +80,14 @@ def _clean_index(cfg, index, progress: bool):
     m = cfg.model
     _, pcfg = create(m.name, len(index.classes), pretrained=m.pretrained and not m.name.startswith("vistrain/"),
                      weights=m.weights, drop_rate=m.drop_rate, **scratch_kwargs(cfg))
-    rt = Runtime.create(cfg.train.device, amp=cfg.train.amp, channels_last=cfg.train.channels_last,
-                        cpu_amp=cfg.train.cpu_amp)
-    data = prepare_data(cfg, spatial_preprocess(cfg, pcfg), rt, progress, index=index,
+    data = prepare_data(cfg, spatial_preprocess(cfg, pcfg), _runtime(cfg), progress, index=index,
                         parts=lambda ix: {})
     return data.index
+
+
+def _runtime(cfg) -> Runtime:
+    return Runtime.create(cfg.train.device, amp=cfg.train.amp, channels_last=cfg.train.channels_last,
+                          cpu_amp=cfg.train.cpu_amp)
 
 
 def _save_folds(out: Path, index, spec: dict) -> None:
@@ -134,8 +137,11 @@ def run_cv(cfg, out_dir, *, folds: int = 5, fold: int | None = None, resume: boo
     t0 = time.perf_counter()
     # refused before decoding: a missing or unusable data folder, folds it cannot make
     scanned = scan_folder(cfg.data.root)
-    make_folds(scanned, folds, seed=cfg.data.split_seed, val_fraction=cfg.data.val_fraction,
-               groups=image_groups(scanned, cfg.data))
+    first = make_folds(scanned, folds, seed=cfg.data.split_seed, val_fraction=cfg.data.val_fraction,
+                       groups=image_groups(scanned, cfg.data))["folds"][0]
+    # strategy auto: one recipe for every fold (chosen on the first fold's training part), so
+    # that the folds' mean and spread describe one recipe
+    cfg, auto = resolve_auto(cfg, scanned, _runtime(cfg), parts=first)
     index = _clean_index(cfg, scanned, progress)
     spec = make_folds(index, folds, seed=cfg.data.split_seed, val_fraction=cfg.data.val_fraction,
                       groups=image_groups(index, cfg.data))
@@ -147,6 +153,8 @@ def run_cv(cfg, out_dir, *, folds: int = 5, fold: int | None = None, resume: boo
         raise
     _save_folds(out, index, spec)
     cfg.save(out / "config.yaml")
+    if auto is not None:
+        fsutil.atomic_write_json(out / "strategy_auto.json", auto)
     todo = [fold] if fold is not None else list(range(folds))
     for k in todo:
         fdir = fold_dir(out, k)

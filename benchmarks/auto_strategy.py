@@ -1,0 +1,89 @@
+"""The default ``--strategy auto`` against the frozen-feature head, on small grey images of another domain.
+
+Data: a stratified sample of ``--per-class`` Fashion-MNIST images per class (default 1,000: 10,000
+28x28 grey PNGs; ``python /work/shared/datasets/fetch.py fashion-mnist``) written as an image
+folder, the way a user's data arrives.  Both runs train on the same folder with the same split
+(vistrain's stratified hold-out, ``data.split_seed`` 0: 70 % train, 15 % val, 15 % test) and seed:
+
+* ``auto``: ``vistrain train DATA`` with the defaults (``--strategy auto``, ``--budget 15``);
+* ``feature-extraction``: ``vistrain train DATA --strategy feature-extraction`` (the default before
+  ``auto`` was: frozen EfficientNet-Lite0 at 224 px, a new linear head).
+
+Printed: what auto chose and why, test accuracy (with its 95 % bootstrap interval), wall time of
+each, and the ratios.  Caches are off (``data.cache=off``) so that neither run reuses the
+other's decoded pixels or features: each pays its full cost, as a first run does.
+
+    python benchmarks/auto_strategy.py --out /tmp/auto-bench
+    python benchmarks/auto_strategy.py --per-class 200 --out /tmp/auto-bench-small   # 2,000 images
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import vistrain
+
+DEFAULT_DATA = Path.home() / ".cache" / "vision-data" / "fashion-mnist.npz"
+
+
+def write_folder(npz: Path, per_class: int, out: Path, seed: int = 0) -> Path:
+    """``per_class`` images of each class of the npz as ``out/<class>/<n>.png``."""
+    if not npz.is_file():
+        raise SystemExit(f"{npz}: not found; run `python /work/shared/datasets/fetch.py fashion-mnist`")
+    data = np.load(npz, allow_pickle=False)
+    x, y, classes = data["x"], data["y"], [str(c).replace("/", "_") for c in data["classes"]]
+    rng = np.random.default_rng(seed)
+    if (out / ".complete").is_file():
+        return out
+    for k, name in enumerate(classes):
+        (out / name).mkdir(parents=True, exist_ok=True)
+        for i in rng.choice(np.flatnonzero(y == k), per_class, replace=False):
+            Image.fromarray(x[i]).save(out / name / f"{i:05d}.png")
+    (out / ".complete").write_text("")
+    return out
+
+
+def run(data: Path, out: Path, **settings) -> dict:
+    t = time.perf_counter()
+    r = vistrain.train(data, out=out, overwrite=True, progress=False, data={"cache": "off"}, **settings)
+    seconds = time.perf_counter() - t
+    run_json = json.loads((r.run_dir / "run.json").read_text())
+    test = r.metrics["test"]
+    return {"accuracy": test["accuracy"], "ci": (test.get("ci95") or {}).get("accuracy"),
+            "seconds": round(seconds, 1), "strategy": run_json["strategy"].get("strategy"),
+            "epochs_run": len(r.history), "reasoning": run_json["strategy"].get("reasoning")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--per-class", type=int, default=1000)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    folder = write_folder(args.data, args.per_class, args.out / f"fmnist-{args.per_class}")
+    auto = run(folder, args.out / "auto")
+    frozen = run(folder, args.out / "feature-extraction", strategy="feature-extraction")
+    print(f"\nmachine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; "
+          f"torch {torch.__version__}, vistrain {vistrain.__version__}; {time.strftime('%Y-%m-%d')}")
+    for line in (auto["reasoning"] or {}).get("plain", []):
+        print("  auto:", line)
+    print(f"\n{'run':<20} {'strategy':<20} {'test acc':>9} {'95% CI':>16} {'epochs':>7} {'seconds':>8}")
+    for name, r in (("auto (default)", auto), ("feature-extraction", frozen)):
+        ci = r["ci"]
+        ci_text = f"{ci[0]:.3f}-{ci[1]:.3f}" if isinstance(ci, (list, tuple)) else "-"
+        print(f"{name:<20} {r['strategy']:<20} {r['accuracy']:>9.4f} {ci_text:>16} {r['epochs_run']:>7} "
+              f"{r['seconds']:>8.1f}")
+    print(f"\naccuracy auto - frozen: {auto['accuracy'] - frozen['accuracy']:+.4f}; "
+          f"time auto / frozen: {auto['seconds'] / frozen['seconds']:.2f}x")
+    (args.out / "result.json").write_text(json.dumps({"auto": auto, "feature-extraction": frozen}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
