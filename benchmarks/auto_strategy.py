@@ -77,7 +77,7 @@ def main() -> None:
     print(f"\n{'run':<20} {'strategy':<20} {'test acc':>9} {'95% CI':>16} {'epochs':>7} {'seconds':>8}")
     for name, r in (("auto (default)", auto), ("feature-extraction", frozen)):
         ci = r["ci"]
-        ci_text = f"{ci[0]:.3f}-{ci[1]:.3f}" if isinstance(ci, (list, tuple)) else "-"
+        ci_text = f"{ci['low']:.3f}-{ci['high']:.3f}" if isinstance(ci, dict) else "-"
         print(f"{name:<20} {r['strategy']:<20} {r['accuracy']:>9.4f} {ci_text:>16} {r['epochs_run']:>7} "
               f"{r['seconds']:>8.1f}")
     print(f"\naccuracy auto - frozen: {auto['accuracy'] - frozen['accuracy']:+.4f}; "
