@@ -178,3 +178,17 @@ def test_auto_run_records_its_reasoning_and_stops_at_the_budget(small_grey, tmp_
     assert saved.strategy.name == "finetune" and saved.model.name == auto.SCRATCH_MODEL  # resumable as chosen
     html = (r.run_dir / "report.html").read_text()
     assert "Why this recipe (strategy auto)" in html and "pretraining adds" in html
+
+
+def test_similarity_is_measured_once_per_data_and_model(small_grey, tmp_path, monkeypatch):
+    monkeypatch.setenv("VISTRAIN_CACHE", str(tmp_path / "cache"))
+    cfg = TrainConfig.from_dict({"data": {"root": str(small_grey)}, "train": {"epochs": 3}}).check()
+    index, rt = scan_folder(small_grey), Runtime.create("cpu")
+    _, first = choose_recipe(cfg, index, rt)
+    assert "cached" not in first["measurements"]
+    loads = []
+    monkeypatch.setattr(auto.PretrainedModel, "load", lambda self: loads.append(1) or 1 / 0)
+    _, second = choose_recipe(cfg, index, rt)
+    assert second["measurements"]["cached"] is True and not loads  # the model was not even loaded
+    assert second["chosen"] == first["chosen"] and any("cached" in line for line in second["plain"])
+    assert list((tmp_path / "cache" / "similarity").glob("similarity-*.json"))

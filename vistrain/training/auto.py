@@ -52,6 +52,8 @@ Example (the ranking rule alone):
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 import logging
 import os
 import time
@@ -62,7 +64,10 @@ import torch
 import torch.distributed as dist
 from PIL import Image
 
+from vistrain import fsutil
 from vistrain.config import TrainConfig
+from vistrain.data.cache_budget import default_cache_dir, mark_used
+from vistrain.data.cache_fingerprint import cache_key
 from vistrain.data.loader import ArrayBatches
 from vistrain.data.scan import ImageIndex
 from vistrain.data.splits import make_parts
@@ -94,6 +99,7 @@ BUDGET_SHARE = 0.9       # of train.budget planned; the rest is slack for the re
 # optimizer step added 32-38 % (vistrain/resnet20 at 28 px on 1,400 and 7,000 images, 2 vCPUs)
 EPOCH_OVERHEAD = 1.35
 PIXEL_KNN_SIZE = 32
+SIMILARITY_VERSION = 1   # bump when measure() changes what it returns
 
 
 @dataclass
@@ -178,27 +184,74 @@ def _choose(cfg: TrainConfig, index: ImageIndex, rt: Runtime, parts, started: fl
     pick = train_ids[stratified_sample(labels[train_ids], SAMPLE, cfg.data.split_seed)]
     paths = [index.paths[i] for i in pick]
     native, grey = profile_images(paths)
-    model, pcfg = create(m.name, len(index.classes), pretrained=True, weights=m.weights, drop_rate=m.drop_rate)
-    sim = measure(cfg, model, pcfg, paths, labels[pick], rt)
+    pretrained = PretrainedModel(cfg, len(index.classes))
+    sim = cached_similarity(cfg, paths, labels[pick], rt, pretrained)
     n_train = len(train_ids)
-    n_eval = len(index) - n_train
     per_class = n_train / max(1, len(index.classes))
     order, why = ranking(native, per_class, sim["skill"], sim["feature_gain"])
     budget_s = None if cfg.train.budget is None else cfg.train.budget * 60 * BUDGET_SHARE
-    spent = time.monotonic() - started
-    measured, cands = {}, []
+    spent, cands = time.monotonic() - started, []
     for recipe in order:  # measured in rank order, until one fits
-        cands.append(_candidate(recipe, cfg, model, pcfg, native, grey, n_train, n_eval, len(index),
-                                sim, rt, budget_s, spent, measured))
+        cands.append(_candidate(recipe, cfg, pretrained, native, grey, n_train, len(index), sim, rt,
+                                budget_s, spent))
         if cands[-1].fits:
             break
     chosen = next((c for c in cands if c.fits), cands[-1])
-    changes = _changes(cfg, chosen, pcfg, sim, rt)
+    changes = _changes(cfg, chosen, sim, rt)
     reasoning = _reasoning(cfg, chosen, cands, why, native, grey, n_train, sim, budget_s, changes,
                            time.perf_counter() - t0, order)
     for line in reasoning["plain"]:
         log.info("auto: %s", line)
     return changes, reasoning
+
+
+class PretrainedModel:
+    """The configured pretrained model, loaded on first use (a cached similarity and a recipe
+    that needs no throughput of it never load it); ``train_ips(size)`` is measured once per size."""
+
+    def __init__(self, cfg: TrainConfig, num_classes: int):
+        self.cfg, self.num_classes, self._loaded, self._ips = cfg, num_classes, None, {}
+
+    def load(self):
+        """``(model, pretrained_cfg)``."""
+        if self._loaded is None:
+            m = self.cfg.model
+            self._loaded = create(m.name, self.num_classes, pretrained=True, weights=m.weights,
+                                  drop_rate=m.drop_rate)
+        return self._loaded
+
+    def train_ips(self, size: int, rt: Runtime) -> float:
+        if size not in self._ips:
+            self._ips[size] = train_images_per_second(self.load()[0], size, 3, rt)
+        return self._ips[size]
+
+
+def cached_similarity(cfg: TrainConfig, paths: list, labels: np.ndarray, rt: Runtime,
+                      pretrained: PretrainedModel) -> dict:
+    """:func:`measure` of the sample, kept in the cache (``similarity`` entries, keyed by the
+    sample's files, labels, the model, its weights and the preprocessing): a second run on the
+    same data and model does not measure again.  ``data.cache=off`` always measures."""
+    m = cfg.model
+    spec = {"what": "similarity", "version": SIMILARITY_VERSION, "model": m.name, "weights": m.weights,
+            "preprocess": dataclasses.asdict(cfg.preprocess), "labels": labels.tolist()}
+    path = None if cfg.data.cache == "off" else \
+        default_cache_dir() / "similarity" / f"similarity-{cache_key(paths, spec)}.json"
+    if path is not None and path.is_file():
+        try:
+            sim = json.loads(path.read_text())
+            mark_used(path)
+            return dict(sim, cached=True)
+        except (OSError, ValueError):
+            pass  # damaged: measured again and rewritten
+    model, pcfg = pretrained.load()
+    sim = measure(cfg, model, pcfg, paths, labels, rt)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fsutil.atomic_write_json(path, sim)
+        except OSError as err:  # a read-only or full cache only costs the next run the measurement
+            log.warning("auto: similarity not cached (%s)", err)
+    return sim
 
 
 def _train_ids(cfg: TrainConfig, index: ImageIndex, parts) -> np.ndarray:
@@ -270,7 +323,8 @@ def measure(cfg: TrainConfig, model, pcfg, paths: list, labels: np.ndarray, rt: 
     chance = float(counts.max() / counts.sum())
     skill = _skill(knn_loo_accuracy(feats, labels), chance)
     pixel_skill = _skill(knn_loo_accuracy(raw, labels), chance)
-    return {"sample_images": int(len(pixels)), "knn_k": K, "chance_accuracy": round(chance, 4),
+    return {"sample_images": int(len(pixels)), "input_size": int(pcfg.input_size[-1]),
+            "knn_k": K, "chance_accuracy": round(chance, 4),
             "skill": round(skill, 4), "pixel_skill": round(pixel_skill, 4),
             "feature_gain": round(skill - pixel_skill, 4), "first_bn_distance": bn_stats.distance(),
             "feature_images_per_second": round(forward_ips, 1),
@@ -311,26 +365,24 @@ def train_images_per_second(model: torch.nn.Module, size: int, channels: int, rt
     return batch / float(min(times[1:]))
 
 
-def _candidate(recipe, cfg, model, pcfg, native, grey, n_train, n_eval, n_all, sim, rt,
-               budget_s, spent, measured: dict) -> Candidate:
+def _candidate(recipe, cfg, pretrained: PretrainedModel, native, grey, n_train, n_all, sim, rt,
+               budget_s, spent) -> Candidate:
+    n_eval = n_all - n_train
     decode = n_all / max(sim["decode_images_per_second"] * _decode_workers(cfg), 1e-6)
-    if recipe == "feature-extraction":
-        size, ips = pcfg.input_size[-1], sim["feature_images_per_second"]
+    if recipe == "feature-extraction":  # one frozen forward pass; the head's epochs cost ~nothing
+        size, ips = sim["input_size"], sim["feature_images_per_second"]
         seconds = decode + n_all / ips
         fits = budget_s is None or spent + seconds <= budget_s
         return Candidate(recipe, cfg.model.name, size, False, round(ips, 1), cfg.train.epochs,
-                         round(seconds, 1), fits)  # epochs of the head: seconds, not counted
+                         round(seconds, 1), fits)
     if recipe == "scratch":
         name = SCRATCH_MODEL_LARGE if n_train >= LARGE_TRAIN else SCRATCH_MODEL
         size, chans = native, 1 if grey else 3
         net, _ = create(name, 2, pretrained=False, in_chans=chans, input_size=size)
         ips = train_images_per_second(net, size, chans, _scratch_runtime(cfg, rt), batch=64)
-    else:
-        name, size, chans = cfg.model.name, finetune_size(native, pcfg.input_size[-1]), 3
-        key = ("pretrained", size)  # gradual trains the same network: one measurement for both
-        if key not in measured:
-            measured[key] = train_images_per_second(model, size, chans, rt)
-        ips = measured[key]
+    else:  # finetune, gradual: the same network and size (gradual's cost is bounded by finetune's)
+        name, size = cfg.model.name, finetune_size(native, sim["input_size"])
+        ips = pretrained.train_ips(size, rt)
     eval_ips = 3 * ips  # a forward pass costs about a third of forward + backward
     n_val = max(0, round(n_eval / 2))
     epoch_s = (n_train / ips + n_val / eval_ips) * EPOCH_OVERHEAD
@@ -355,7 +407,7 @@ def _scratch_runtime(cfg: TrainConfig, rt: Runtime) -> Runtime:
     return fast_runtime(rt) if cfg.train.cpu_amp == "off" else rt
 
 
-def _changes(cfg: TrainConfig, c: Candidate, pcfg, sim: dict, rt: Runtime) -> dict:
+def _changes(cfg: TrainConfig, c: Candidate, sim: dict, rt: Runtime) -> dict:
     """The settings that make the chosen candidate."""
     changes = {"train.epochs": c.epochs}
     if c.recipe == "scratch":
@@ -365,7 +417,7 @@ def _changes(cfg: TrainConfig, c: Candidate, pcfg, sim: dict, rt: Runtime) -> di
             changes["train.cpu_amp"] = "auto"
         return changes
     changes["strategy.name"] = c.recipe
-    if c.size != pcfg.input_size[-1]:
+    if c.size != sim["input_size"]:
         changes["preprocess.size"] = c.size
     if c.recipe == "finetune" and cfg.optim.lr is None:
         rate = "low" if sim["skill"] >= SIMILAR_SKILL else "high"
@@ -382,7 +434,8 @@ def _reasoning(cfg, chosen, cands, why, native, grey, n_train, sim, budget_s, ch
              + (", grey" if grey else "") + ".",
              f"similarity to {cfg.model.name}'s pretraining: 5-NN skill {sim['skill']:.2f} on its frozen "
              f"features vs {sim['pixel_skill']:.2f} on raw pixels; pretraining adds {sim['feature_gain']:.2f} "
-             f"({'far' if sim['feature_gain'] < FAR_GAIN else 'near'}; far when below {FAR_GAIN}).",
+             f"({'far' if sim['feature_gain'] < FAR_GAIN else 'near'}; far when below {FAR_GAIN})"
+             + (" [measured by an earlier run on these files, cached]." if sim.get("cached") else "."),
              f"ranking: {why}.",
              *(f"candidate {c.recipe} ({c.model} at {c.size} px{', grey' if c.grey else ''}): "
                f"{c.images_per_second:g} images/s, "
