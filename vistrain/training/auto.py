@@ -429,7 +429,7 @@ def _changes(cfg: TrainConfig, c: Candidate, sim: dict, rt: Runtime) -> dict:
 def _reasoning(cfg, chosen, cands, why, native, grey, n_train, sim, budget_s, changes, seconds,
                ranking_order) -> dict:
     """What was measured and why this recipe, as data and as plain sentences (run.json, report)."""
-    budget = "no budget" if budget_s is None else f"{cfg.train.budget:g} min budget ({budget_s / 60:.1f} planned)"
+    budget = "" if budget_s is None else f"{cfg.train.budget:g} min budget ({budget_s / 60:.1f} planned)"
     plain = [f"data: {n_train} training images, median shorter side {native} px"
              + (", grey" if grey else "") + ".",
              f"similarity to {cfg.model.name}'s pretraining: 5-NN skill {sim['skill']:.2f} on its frozen "
@@ -441,7 +441,8 @@ def _reasoning(cfg, chosen, cands, why, native, grey, n_train, sim, budget_s, ch
                f"{c.images_per_second:g} images/s, "
                + ("one forward pass" if c.recipe == "feature-extraction" else f"{c.epochs} epochs")
                + f" ~{_minutes(c.seconds)}{'' if c.fits else ', does not fit the budget'}" for c in cands),
-             f"chosen: {chosen.recipe} ({_describe(changes)}) within the {budget}; measuring took "
+             f"chosen: {chosen.recipe} ({_describe(changes)}) "
+             f"{'with no budget' if budget_s is None else 'within the ' + budget}; measuring took "
              f"{seconds:.0f} s."]
     skipped = [r for r in ranking_order if r not in {c.recipe for c in cands}]
     if skipped:
