@@ -197,7 +197,10 @@ class RunFolder:
         if path is None or not path.is_relative_to(base):
             if rel not in self.refused_files:
                 self.refused_files.append(rel)
-                log.warning("skipped %r from splits.json: it is outside the data root %s", rel, root)
+                if len(self.refused_files) == 1:  # one line, not one per file (a folder of links)
+                    log.warning("skipped %r from splits.json: it is outside the data root %s (links "
+                                "out of the root are not followed; later ones are counted in the "
+                                "report, not listed here)", rel, root)
             return None
         return path
 
