@@ -104,6 +104,12 @@ def test_budget_flag_on_the_command_line(tmp_path, capsys):
     assert "budget: null" in capsys.readouterr().out
     assert main(["train", str(data), "--budget", "2", "--print-config"]) == 0
     assert "budget: 2.0" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:  # argparse's usage error: one line, no traceback
+        main(["train", str(data), "--budget", "soon", "--print-config"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err
+    assert [line for line in err.splitlines() if "error:" in line] == [
+        "vistrain train: error: argument --budget: budget='soon': give minutes (a number > 0) or none"]
 
 
 def test_apply_choice_copies_and_validates():

@@ -73,6 +73,12 @@ class Runtime:
             amp_dtype = torch.bfloat16
         return cls(dev, amp_dtype, channels_last and use_cuda or cpu_bf16, rank, world, local)
 
+    @classmethod
+    def for_train(cls, train) -> "Runtime":
+        """:meth:`create` from a config's ``train`` section (device, amp, channels_last, cpu_amp)."""
+        return cls.create(train.device, amp=train.amp, channels_last=train.channels_last,
+                          cpu_amp=train.cpu_amp)
+
     @property
     def precision(self) -> str:
         """``"float32"``, ``"bfloat16"`` or ``"float16"``: the dtype autocast computes in."""

@@ -19,6 +19,7 @@ Example:
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import typing
 from dataclasses import dataclass
@@ -63,9 +64,9 @@ class Setting:
     @property
     def type(self):
         """The command line's parser of a value: the field's type without ``None``, str for a
-        choice, :func:`minutes_or_none` for ``parse="minutes"``."""
+        choice, :func:`minutes_arg` for ``parse="minutes"``."""
         if self.parse == "minutes":
-            return minutes_or_none
+            return minutes_arg
         hint = type_hint(self.key)
         if type(None) in typing.get_args(hint):  # X | None
             hint = next(a for a in typing.get_args(hint) if a is not type(None))
@@ -110,6 +111,14 @@ def minutes_or_none(value):
         return float(value)
     except (TypeError, ValueError):
         raise VistrainError(f"budget={value!r}: give minutes (a number > 0) or none") from None
+
+
+def minutes_arg(text: str):
+    """:func:`minutes_or_none` for argparse: a bad value is argparse's one-line usage error."""
+    try:
+        return minutes_or_none(text)
+    except VistrainError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 # Order: as ``--help`` lists them.  A new entry is a new flag and a new keyword at once.

@@ -55,7 +55,6 @@ import copy
 import dataclasses
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, replace
 
@@ -67,16 +66,18 @@ from PIL import Image
 from vistrain import fsutil
 from vistrain.config import TrainConfig
 from vistrain.data.cache_budget import default_cache_dir, mark_used
+from vistrain.data.cache_decode import num_workers
 from vistrain.data.cache_fingerprint import cache_key
 from vistrain.data.loader import ArrayBatches
 from vistrain.data.scan import ImageIndex
 from vistrain.data.splits import make_parts
+from vistrain.data.stats import GREY_MODES
 from vistrain.device import Runtime, cpu_has_native_bf16, unwrap
 from vistrain.models import create
 from vistrain.training.context import spatial_preprocess
 from vistrain.training.features import extract_features
 from vistrain.training.similarity import (K, RATES, SIMILAR_SKILL, FirstBNStats, knn_loo_accuracy,
-                                          stratified_sample)
+                                          skill_over_chance, stratified_sample)
 from vistrain.transforms.normalize import resolve_normalization
 from vistrain.transforms.preprocess import Preprocess
 
@@ -267,7 +268,7 @@ def profile_images(paths: list) -> tuple[int, bool]:
         try:
             with Image.open(p) as im:
                 sides.append(min(im.size))
-                grey.append(im.mode in ("L", "I;16", "I", "1", "LA") or _rgb_is_grey(im))
+                grey.append(im.mode in GREY_MODES or _rgb_is_grey(im))
         except OSError:
             continue
     if not sides:
@@ -321,12 +322,12 @@ def measure(cfg: TrainConfig, model, pcfg, paths: list, labels: np.ndarray, rt: 
     raw = (raw - raw.mean(1, keepdims=True)) / np.maximum(raw.std(1, keepdims=True), 1e-6)
     _, counts = np.unique(labels, return_counts=True)
     chance = float(counts.max() / counts.sum())
-    skill = _skill(knn_loo_accuracy(feats, labels), chance)
-    pixel_skill = _skill(knn_loo_accuracy(raw, labels), chance)
+    feature_skill = skill_over_chance(knn_loo_accuracy(feats, labels), chance)
+    pixel_skill = skill_over_chance(knn_loo_accuracy(raw, labels), chance)
     return {"sample_images": int(len(pixels)), "input_size": int(pcfg.input_size[-1]),
             "knn_k": K, "chance_accuracy": round(chance, 4),
-            "skill": round(skill, 4), "pixel_skill": round(pixel_skill, 4),
-            "feature_gain": round(skill - pixel_skill, 4), "first_bn_distance": bn_stats.distance(),
+            "skill": round(feature_skill, 4), "pixel_skill": round(pixel_skill, 4),
+            "feature_gain": round(feature_skill - pixel_skill, 4), "first_bn_distance": bn_stats.distance(),
             "feature_images_per_second": round(forward_ips, 1),
             "decode_images_per_second": round(decode_ips, 1)}
 
@@ -337,10 +338,6 @@ def fast_runtime(rt: Runtime) -> Runtime:
     if rt.device.type != "cpu" or rt.amp_dtype is not None or not cpu_has_native_bf16():
         return rt
     return replace(rt, amp_dtype=torch.bfloat16, channels_last=True)
-
-
-def _skill(acc: float, chance: float) -> float:
-    return (acc - chance) / max(1e-12, 1 - chance)
 
 
 def train_images_per_second(model: torch.nn.Module, size: int, channels: int, rt: Runtime, *,
@@ -368,7 +365,7 @@ def train_images_per_second(model: torch.nn.Module, size: int, channels: int, rt
 def _candidate(recipe, cfg, pretrained: PretrainedModel, native, grey, n_train, n_all, sim, rt,
                budget_s, spent) -> Candidate:
     n_eval = n_all - n_train
-    decode = n_all / max(sim["decode_images_per_second"] * _decode_workers(cfg), 1e-6)
+    decode = n_all / max(sim["decode_images_per_second"] * max(1, num_workers(cfg.data.num_workers)), 1e-6)
     if recipe == "feature-extraction":  # one frozen forward pass; the head's epochs cost ~nothing
         size, ips = sim["input_size"], sim["feature_images_per_second"]
         seconds = decode + n_all / ips
@@ -394,11 +391,6 @@ def _candidate(recipe, cfg, pretrained: PretrainedModel, native, grey, n_train, 
     epochs = max(epochs, 1)
     return Candidate(recipe, name, size, grey and recipe == "scratch", round(ips, 1), epochs,
                      round(fixed + epochs * epoch_s, 1), fits)
-
-
-def _decode_workers(cfg: TrainConfig) -> int:
-    w = cfg.data.num_workers
-    return max(1, os.cpu_count() or 1) if w < 0 else max(1, w)
 
 
 def _scratch_runtime(cfg: TrainConfig, rt: Runtime) -> Runtime:

@@ -167,8 +167,7 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
     fsutil.check_output_location(out, data_folder=index.root if index else cfg.data.root)
     if cfg.train.host_memory == "reuse":  # asked for: it changes the whole process's allocator
         keep_freed_host_memory()
-    rt = Runtime.create(cfg.train.device, amp=cfg.train.amp, channels_last=cfg.train.channels_last,
-                        cpu_amp=cfg.train.cpu_amp)
+    rt = Runtime.for_train(cfg.train)
     log.info("runtime: %s", rt.describe())
     index = index or scan_folder(cfg.data.root)
     fingerprint = data_fingerprint(index)
@@ -179,8 +178,7 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
     cfg, auto = resolve_auto(cfg, index, rt, parts=parts, started=started)  # before the run dir
     deadline = budget_deadline(cfg, started) if auto is not None else None
     if auto is not None and cfg.train.cpu_amp != "off" and rt.amp_dtype is None:  # the recipe's precision
-        rt = Runtime.create(cfg.train.device, amp=cfg.train.amp, channels_last=cfg.train.channels_last,
-                            cpu_amp=cfg.train.cpu_amp)
+        rt = Runtime.for_train(cfg.train)
         log.info("runtime: %s", rt.describe())
     model, pcfg = prepare_model(cfg, index, rt)
     existed_empty = out.is_dir() and not any(out.iterdir())

@@ -42,6 +42,11 @@ def stratified_sample(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.concatenate(out))
 
 
+def skill_over_chance(accuracy: float, chance: float) -> float:
+    """``(accuracy - chance) / (1 - chance)``: 0 = no better than chance, 1 = perfect."""
+    return (accuracy - chance) / max(1e-12, 1 - chance)
+
+
 def knn_loo_accuracy(feats: np.ndarray, labels: np.ndarray, k: int = K) -> float:
     """Leave-one-out k-NN accuracy with cosine similarity (ties: the nearest neighbour's vote wins)."""
     z = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)

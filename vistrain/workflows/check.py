@@ -53,6 +53,5 @@ def check(data: str | Path | None = None, /, *, out: str | Path | None = None, s
 def prepare(cfg: TrainConfig, progress: bool = True) -> RunContext:
     """The run context (model, preprocessing, prepared data, runtime; no output folder) exactly as
     ``train`` makes it (:func:`vistrain.training.prepare.prepare_context`)."""
-    rt = Runtime.create(cfg.train.device, amp=cfg.train.amp, channels_last=cfg.train.channels_last,
-                        cpu_amp=cfg.train.cpu_amp)
+    rt = Runtime.for_train(cfg.train)
     return prepare_context(cfg, rt, progress=progress)

@@ -80,14 +80,9 @@ def _clean_index(cfg, index, progress: bool):
     m = cfg.model
     _, pcfg = create(m.name, len(index.classes), pretrained=m.pretrained and not m.name.startswith("vistrain/"),
                      weights=m.weights, drop_rate=m.drop_rate, **scratch_kwargs(cfg))
-    data = prepare_data(cfg, spatial_preprocess(cfg, pcfg), _runtime(cfg), progress, index=index,
+    data = prepare_data(cfg, spatial_preprocess(cfg, pcfg), Runtime.for_train(cfg.train), progress, index=index,
                         parts=lambda ix: {})
     return data.index
-
-
-def _runtime(cfg) -> Runtime:
-    return Runtime.create(cfg.train.device, amp=cfg.train.amp, channels_last=cfg.train.channels_last,
-                          cpu_amp=cfg.train.cpu_amp)
 
 
 def _save_folds(out: Path, index, spec: dict) -> None:
@@ -141,8 +136,8 @@ def run_cv(cfg, out_dir, *, folds: int = 5, fold: int | None = None, resume: boo
                        groups=image_groups(scanned, cfg.data))["folds"][0]
     # strategy auto: one recipe for every fold (chosen on the first fold's training part), so
     # that the folds' mean and spread describe one recipe
-    cfg, auto = resolve_auto(cfg, scanned, _runtime(cfg), parts=first)
-    index = _clean_index(cfg, scanned, progress)
+    cfg, auto = resolve_auto(cfg, scanned, Runtime.for_train(cfg.train), parts=first)
+    index = _clean_index(cfg, scanned, progress)  # with the chosen recipe's runtime
     spec = make_folds(index, folds, seed=cfg.data.split_seed, val_fraction=cfg.data.val_fraction,
                       groups=image_groups(index, cfg.data))
     _prepare_out(out, cfg, resume=resume, overwrite=overwrite, single_fold=fold is not None)
