@@ -71,13 +71,16 @@ class ShardBatches:
         channels: 3 (RGB; grey images are repeated) or 1 (grey, like ``data.grayscale``).
         num_workers: decode processes (0: in this process); at most ``streams`` are used.
         streams, chunk: the fixed reading plan (see the module docstring); they shape the order.
+        decode: image bytes -> ``(C, size, size)`` uint8 array, run in the workers (picklable);
+            default :func:`decode_square` (the train square).  Evaluation passes the run's exact
+            :class:`~vistrain.transforms.preprocess.Preprocess` (:class:`PreprocessDecoder`).
     """
 
     def __init__(self, source, *, size: int, batch_size: int, part: str | None = None,
                  shuffle: bool = False, seed: int = 0, buffer_size: int = 2000,
                  drop_last: bool = False, rank: int = 0, world_size: int = 1, num_workers: int = 0,
                  channels: int = 3, interpolation: str = "bicubic", streams: int = 16,
-                 chunk: int = 32, prefetch: int = 2, pin_memory: bool = False):
+                 chunk: int = 32, prefetch: int = 2, pin_memory: bool = False, decode=None):
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, not {channels}")
         self.index: ShardIndex = read_shard_index(source)
@@ -86,6 +89,7 @@ class ShardBatches:
         self.rank, self.world_size, self.channels = rank, world_size, channels
         self.num_workers, self.interpolation = min(int(num_workers), streams), interpolation
         self.streams, self.chunk, self.prefetch, self.pin_memory = streams, chunk, prefetch, pin_memory
+        self.decode = decode or SquareDecoder(self.size, channels, interpolation)
         self.counts = self.index.shard_part_counts(part)
         if sum(self.counts) == 0:
             raise DataError(f"{self.index.root or 'the shards'}: no samples of part {part!r}; "
@@ -259,8 +263,7 @@ class _ShardStream(IterableDataset):
         self.shard_parts = [index.shard_parts(k) for k in range(len(index.shards))]
         self.plan, self.chunk, self.part = owner.plan(), owner.chunk, owner.part
         self.lengths = [sum(b - a for _, a, b in segs) for segs in self.plan]
-        self.size, self.channels = owner.size, owner.channels
-        self.resample = pil_interpolation(owner.interpolation)
+        self.size, self.channels, self.decode = owner.size, owner.channels, owner.decode
         self.read, self.keep = read, keep
 
     def __iter__(self):
@@ -293,7 +296,7 @@ class _ShardStream(IterableDataset):
             p = start + j
             if p >= self.read or p in self.keep:
                 pos.append(p)
-                xs.append(decode_square(sample[0], self.size, self.channels, self.resample))
+                xs.append(self.decode(sample[0]))
                 ys.append(sample[1])
             if j == self.chunk - 1 or i == self.lengths[g] - 1:
                 yield _pack(pos, xs, ys, self.channels, self.size)
@@ -403,6 +406,28 @@ def _long_name(kind: bytes, data: bytes) -> str | None:
         if kv.startswith("path="):
             return kv[5:]
     return None
+
+
+class SquareDecoder:
+    """Picklable ``bytes -> (C, size, size)`` uint8: :func:`decode_square` with fixed settings."""
+
+    def __init__(self, size: int, channels: int = 3, interpolation: str = "bicubic"):
+        self.size, self.channels, self.interpolation = size, channels, interpolation
+
+    def __call__(self, data: bytes) -> np.ndarray:
+        return decode_square(data, self.size, self.channels, pil_interpolation(self.interpolation))
+
+
+class PreprocessDecoder:
+    """Picklable ``bytes -> (C, S, S)`` uint8: a run's :meth:`Preprocess.pixels` on the image
+    bytes, the evaluation pixels the pixel cache would hold."""
+
+    def __init__(self, pre):
+        self.pre = pre
+
+    def __call__(self, data: bytes) -> np.ndarray:
+        with Image.open(io.BytesIO(data)) as img:
+            return self.pre.pixels(img).numpy()
 
 
 def decode_square(data: bytes, size: int, channels: int = 3, resample=Image.Resampling.BICUBIC) -> np.ndarray:
