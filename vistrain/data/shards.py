@@ -3,8 +3,10 @@
 The pixel cache (:mod:`vistrain.data.cache`) stores every image decoded, ``C*S*S`` bytes each,
 and is memory-mapped: ideal while it fits on the disk and, better, in the page cache.  Beyond
 that, ``vistrain pack DATA --out SHARDS`` writes the images *encoded* (PNG, or JPEG for JPEG
-sources), pre-shrunk to the training source size, into tar files of ~256 MB that are read
-sequentially and decoded on the fly by worker processes.
+sources), pre-shrunk to the training source size, into tar files of ~256 MB (gzipped,
+``.tar.gz``, when the images are small) that are read sequentially and decoded on the fly by
+worker processes.  Shards are read from local paths or fsspec URLs (``s3://bucket/shards/``,
+``https://host/shards/shard-{000000..000009}.tar``, ``memory://...``).
 
 This module gathers the public names of three modules:
 
@@ -13,7 +15,8 @@ This module gathers the public names of three modules:
 * :mod:`~vistrain.data.shards_index`: the format; :func:`read_shard_index` ->
   :class:`ShardIndex` (classes, counts per class and part, labels and parts by key, shards with
   bytes and sha256: everything a trainer needs without opening a shard), :func:`is_shard_folder`,
-  :func:`expand_braces`;
+  :func:`is_shard_source` (shards rather than an image folder?), :func:`is_url`,
+  :func:`expand_braces`, :func:`open_shard`;
 * :mod:`~vistrain.data.shards_stream`: :class:`ShardBatches`, the streaming loader with
   :class:`~vistrain.data.loader.ArrayBatches`'s contract (uint8 ``(B, C, S, S)`` + int64 labels,
   ``set_epoch``, ``len``, rank/world_size, drop_last), a seeded shuffle buffer, a part filter and
@@ -33,14 +36,14 @@ Example:
 from __future__ import annotations
 
 from vistrain.data.shards_index import (FORMAT, INDEX, PARTS, VERSION, ShardIndex, ShardInfo,
-                                        expand_braces, is_shard_folder, read_shard_index,
-                                        scan_shards)
+                                        expand_braces, is_shard_folder, is_shard_source, is_url,
+                                        open_shard, read_shard_index, scan_shards)
 from vistrain.data.shards_stream import BufferOrder, ShardBatches, decode_square, tar_samples
-from vistrain.data.shards_write import ENCODINGS, write_shards
+from vistrain.data.shards_write import COMPRESSIONS, ENCODINGS, write_shards
 
 __all__ = [
     "FORMAT", "INDEX", "PARTS", "VERSION", "ShardIndex", "ShardInfo", "expand_braces",
-    "is_shard_folder", "read_shard_index", "scan_shards",
+    "is_shard_folder", "is_shard_source", "is_url", "open_shard", "read_shard_index", "scan_shards",
     "BufferOrder", "ShardBatches", "decode_square", "tar_samples",
-    "ENCODINGS", "write_shards",
+    "COMPRESSIONS", "ENCODINGS", "write_shards",
 ]

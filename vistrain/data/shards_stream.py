@@ -53,7 +53,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from vistrain.data.io import to_rgb
-from vistrain.data.shards_index import IMAGE_EXTS, ShardIndex, part_code, read_shard_index
+from vistrain.data.shards_index import IMAGE_EXTS, ShardIndex, open_shard, part_code, read_shard_index
 from vistrain.errors import DataError
 from vistrain.transforms.resize import center_crop, pil_interpolation, resize_shorter_side
 
@@ -303,31 +303,38 @@ class _ShardStream(IterableDataset):
                 pos, xs, ys = [], [], []
 
     def _samples(self, g: int):
-        """``(image bytes, label)`` of sub-stream ``g``'s samples, in order."""
+        """``(image bytes, label)`` of sub-stream ``g``'s samples, in order.  A sample's part is
+        the index's letter at its position in the shard (the tars need no ``.json`` member)."""
+        code = part_code(self.part) if self.part else None
         for shard, first, stop in self.plan[g]:
-            offset, j = self._seek(shard, first)
+            offset, i, j = self._seek(shard, first)
+            letters = self.shard_parts[shard]
             for sample in tar_samples(self.paths[shard], offset):
-                if self.part is not None and sample["json"].get("part") != self.part:
-                    continue
                 if j >= stop:
                     break
+                if i >= len(letters):
+                    raise DataError(f"{self.paths[shard]}: more samples than index.json lists; "
+                                    "the shards changed since it was written: pack again")
+                i += 1
+                if code is not None and letters[i - 1] != code:
+                    continue
                 if j >= first:
                     yield sample["image"], sample["cls"]
                 j += 1
 
-
-    def _seek(self, shard: int, first: int) -> tuple[int, int]:
-        """``(byte offset, samples of part before it)``: the last seek point at or before the
-        ``first``-th sample of ``part`` in ``shard`` (0, 0 without seek points)."""
+    def _seek(self, shard: int, first: int) -> tuple[int, int, int]:
+        """``(byte offset, sample number there, samples of part before it)``: the last seek point
+        at or before the ``first``-th sample of ``part`` in ``shard`` (0, 0, 0 without seek
+        points)."""
         every, offsets = self.seeks[shard]
         if not every or not offsets or first == 0:
-            return 0, 0
+            return 0, 0, 0
         letters = self.shard_parts[shard]
         code = part_code(self.part) if self.part else None
         raw = first if code is None else _nth(letters, code, first)
         k = min(raw // every, len(offsets) - 1)
         before = k * every if code is None else letters.count(code, 0, k * every)
-        return offsets[k], before
+        return offsets[k], k * every, before
 
 
 def _nth(letters: str, code: str, n: int) -> int:
@@ -346,14 +353,17 @@ def _pack(pos, xs, ys, channels: int, size: int):
 
 def tar_samples(path, offset: int = 0):
     """Yield ``{"key", "cls": int, "json": dict, "image": bytes}`` per sample of one shard from
-    byte ``offset`` (a member header) on, reading the tar as a stream (one sample in memory)."""
+    byte ``offset`` (a seek point of index.json) on, reading the tar as a stream (one sample in
+    memory).  ``path``: a local ``.tar``/``.tar.gz`` or an fsspec URL (opened here, so in the
+    worker that reads it); ``json`` is ``{}`` without a ``.json`` member (vistrain's shards since
+    format version 2); samples without ``.cls`` are skipped, as :func:`scan_shards` counts them."""
     sample: dict = {}
-    with open(path, "rb", buffering=1 << 20) as fh:
-        fh.seek(offset)
+    with open_shard(path, offset) as fh:
         for name, data in tar_members(fh):
             key, _, ext = name.rpartition("/")[2].partition(".")
             if sample and key != sample["key"]:
-                yield sample
+                if "cls" in sample:
+                    yield sample
                 sample = {}
             sample.setdefault("key", key)
             sample.setdefault("json", {})
@@ -363,19 +373,21 @@ def tar_samples(path, offset: int = 0):
                 sample["json"] = json.loads(data)
             elif ext.lower() in IMAGE_EXTS:
                 sample["image"] = data
-    if sample:
+    if "cls" in sample:
         yield sample
 
 
 def tar_members(fh):
     """Yield ``(name, bytes)`` of the regular files of a tar stream (ustar, pax and GNU long
     names), one at a time.  A small header parser instead of :mod:`tarfile`, whose per-member
-    Python work costs as much as decoding a 32 px PNG."""
+    Python work costs as much as decoding a 32 px PNG.  Reads only (no seek): ``fh`` may be a
+    decompressor or a network stream."""
     long_name = None
     while len(header := fh.read(512)) == 512 and header.strip(b"\0"):
         size = _octal(header[124:136])
         data = fh.read(size)
-        fh.seek(-size % 512, 1)
+        if size % 512:
+            fh.read(-size % 512)
         kind = header[156:157]
         if kind in (b"x", b"L"):  # pax extended header / GNU long name: names the next member
             long_name = _long_name(kind, data)
