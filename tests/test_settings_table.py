@@ -48,6 +48,7 @@ CASES = [
      {"model": "vistrain/resnet20", "norm": "group", "act": "gelu", "init": "xavier"}),
     ("bad-images", ["--on-bad-image", "fail", "--max-image-pixels", "1000"],
      {"on_bad_image": "fail", "max_image_pixels": 1000}),
+    ("cache-stream", ["--cache", "stream"], {"cache": "stream"}),
     ("device", ["--device", "cpu", "--cpu-amp", "bf16", "--host-memory", "reuse"],
      {"device": "cpu", "cpu_amp": "bf16", "host_memory": "reuse"}),
     ("set-optim-bool", ["--set", "optim.name=sgd", "--set", "optim.momentum=0.8",

@@ -67,7 +67,10 @@ def image_entries(images) -> list[ImageEntry]:
                                 "paths or PIL images")
         elif Path(item).is_dir():
             found = folder_images(Path(item))
-            if not found:
+            if not found and any(Path(item).glob("*.tar*")):
+                entries.append((str(item), None, "folder holds shards (tar files), not images; "
+                                "predict the image files themselves"))
+            elif not found:
                 entries.append((str(item), None, "folder holds no image files "
                                 f"({', '.join(sorted(IMAGE_EXTENSIONS))})"))
             entries.extend((str(p), p, None) for p in found)

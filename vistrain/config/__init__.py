@@ -47,7 +47,7 @@ SCRATCH_PREFIX = "vistrain/"   # from-scratch models: vistrain/<name>
 
 OnBadImage = Literal["skip", "fail"]
 Balance = Literal["auto", "weights", "sampler", "none"]
-CacheMode = Literal["auto", "off", "require"]
+CacheMode = Literal["auto", "off", "require", "stream"]
 ResizeMode = Literal["crop", "stretch", "letterbox"]
 Interpolation = Literal["nearest", "bilinear", "bicubic", "lanczos"]
 Normalize = Literal["auto", "none", "minmax", "symmetric", "imagenet", "model", "dataset", "explicit"]
@@ -84,8 +84,9 @@ class DataConfig:
     batch_size: int = 32
     num_workers: int = -1               # -1: chosen from the CPU count
     balance: Balance = "auto"
-    # decoded-pixel cache: auto (on disk; in memory when it would pass the cache budget or the
-    # free disk), off (in memory), require (on disk or stop)
+    # decoded-pixel cache: auto (on disk; when it would pass the cache budget or the free disk:
+    # in memory if it fits, else streamed from the files), off (in memory), require (on disk or
+    # stop), stream (no cache: decoded per batch)
     cache: CacheMode = "auto"
     doctor: bool = True                 # run the fast data checks before training
     max_image_pixels: int = 300_000_000  # larger images are refused as decompression bombs

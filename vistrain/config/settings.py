@@ -152,6 +152,9 @@ SETTINGS: tuple[Setting, ...] = (
             "unreadable files: skip and list them, or stop (default {default})"),
     Setting("max_image_pixels", "data.max_image_pixels",
             "refuse larger images as decompression bombs (default {default})"),
+    Setting("cache", "data.cache", "decoded pixels: auto (cached on disk; past the cache budget or the "
+            "free disk, in memory or streamed), require (on disk or stop), stream (decoded per batch, "
+            "no cache), off (in memory) (default {default})"),
     Setting("groups", "data.groups", "CSV file (columns file,group): images of one group (patient, "
             "object, session) stay in one part of every split"),
     Setting("group_regex", "data.group_regex", "the group of each image from its path relative to the data "

@@ -39,6 +39,9 @@ class ImageIndex:
     labels: list[int]
     given_split: list[str] | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    # WebDataset shards (a ShardIndex) when the data set is read from them: ``paths`` then name
+    # the samples (``SHARDS/<key>``) and ``given_split`` is the split fixed when they were packed
+    shards: object | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -137,6 +140,9 @@ def _check_classes(root: Path, per_class: dict[str, list[Path]], min_classes: in
         loose = [p for p in root.iterdir() if p.is_file() and is_image_file(p)] if root.is_dir() else []
         hint = (f" ({len(loose)} images lie directly in it: move them into one sub-folder per class)"
                 if loose else "")
+        if (root / "index.json").is_file() and any(root.glob("*.tar*")):
+            raise DataError(f"{root}: holds WebDataset shards (`vistrain pack`), which `vistrain train` "
+                            "reads; for this command give the image folder they were packed from")
         raise DataError(f"{root}: no class sub-folders found{hint}; expected DATA/<class>/<image>")
     empty = [name for name, files in per_class.items() if not files]
     if empty:

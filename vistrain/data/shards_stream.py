@@ -132,6 +132,28 @@ class ShardBatches:
         self.batches_done = skip
         yield from self._batches(order, stream, skip * self.batch_size, n_emit)
 
+    def emitted(self) -> np.ndarray:
+        """``(n,)`` int64: which sample of ``part`` each sample this rank yields this epoch is, in
+        the order yielded, as its number among the part's samples in shard order.
+
+        The stream interleaves its sub-streams' chunks, so even unshuffled the order is not the
+        shards' order: what needs results per sample (features, predictions) puts them back in
+        order with this.  Without ``shuffle`` only (the shard order is then the shards' own).
+        """
+        if self.shuffle:
+            raise ValueError("emitted() is defined for unshuffled reading only")
+        lengths = [sum(b - a for _, a, b in segs) for segs in self.plan()]
+        total, first = sum(self.counts), self.rank * self.samples_per_rank()
+        seq = np.empty(sum(lengths), np.int64)
+        for g, n in enumerate(lengths):
+            i = np.arange(n)
+            starts = np.asarray([chunk_start(lengths, self.chunk, g, q) for q in range(-(-n // self.chunk))],
+                                np.int64)
+            seq[starts[i // self.chunk] + i % self.chunk] = (first + i) % total
+            first += n
+        n_emit = len(self) * self.batch_size if self.drop_last else self.samples_per_rank()
+        return seq[:n_emit]
+
     # ---- internals -------------------------------------------------------------------------------
     def plan(self) -> list[list[tuple[int, int, int]]]:
         """This rank's sub-streams for the current epoch: ``[(shard, first, stop), ...]`` each,
@@ -185,6 +207,18 @@ class ShardBatches:
 
 def _one_thread(_worker_id: int) -> None:
     torch.set_num_threads(1)  # one decode per process: no oversubscription
+
+
+def chunk_start(lengths: list[int], chunk: int, g: int, q: int) -> int:
+    """Stream position of the first sample of chunk ``q`` of sub-stream ``g`` (sub-streams of
+    ``lengths`` samples, their chunks taken round-robin).
+
+    Example:
+        >>> chunk_start([3, 2], 2, 0, 1), chunk_start([3, 2], 2, 1, 0)
+        (4, 2)
+    """
+    before = sum(min(n, q * chunk) for n in lengths)
+    return before + sum(min(chunk, max(0, n - q * chunk)) for n in lengths[:g])
 
 
 def _segments(ids: list[int], cum: list[int], a: int, b: int) -> list[tuple[int, int, int]]:
@@ -281,10 +315,7 @@ class _ShardStream(IterableDataset):
                     yield out
 
     def _chunk_start(self, g: int, q: int) -> int:
-        """Stream position of the first sample of chunk ``q`` of sub-stream ``g``."""
-        c = self.chunk
-        before = sum(min(n, q * c) for n in self.lengths)
-        return before + sum(min(c, max(0, n - q * c)) for n in self.lengths[:g])
+        return chunk_start(self.lengths, self.chunk, g, q)
 
     def _stream_chunks(self, g: int):
         """One chunk (possibly empty after a resume) per ``chunk`` samples of sub-stream ``g``."""

@@ -436,6 +436,8 @@ def run_checks(ctx: RunContext, *, out_dir=None, overfit_steps: int = 100,
 
     ``ctx.model`` is left untouched.  ``out_dir`` receives ``checks.json`` and ``lr_finder.png``.
     """
+    if ctx.data.stream is not None:
+        ctx = _sampled(ctx, max_train, max_heldout)
     state = random.getstate(), np.random.get_state()
     try:  # the checks must not change what the training that follows draws
         with torch.random.fork_rng(devices=[]):
@@ -445,6 +447,18 @@ def run_checks(ctx: RunContext, *, out_dir=None, overfit_steps: int = 100,
     finally:
         random.setstate(state[0])
         np.random.set_state(state[1])
+
+
+def _sampled(ctx: RunContext, max_train: int, max_heldout: int) -> RunContext:
+    """Streamed data reduced to the images the checks use (``max_train`` training and
+    ``max_heldout`` held-out ones, class-balanced), decoded into memory."""
+    data, labels, seed = ctx.data, ctx.data.labels(), ctx.cfg.train.seed
+    held = "val" if len(data.parts.get("val", [])) else "test"
+    parts = {"train": _take(data.part_ids("train"), labels, max_train, seed),
+             "val": _take(data.part_ids(held), labels, max_heldout, seed)}
+    log.info("checks: %d training and %d held-out images of the streamed data, decoded into memory",
+             len(parts["train"]), len(parts["val"]))
+    return replace(ctx, data=data.materialize(parts))
 
 
 def _run_checks(ctx: RunContext, *, out_dir, overfit_steps, shuffle_epochs, max_train, max_heldout,

@@ -56,6 +56,7 @@ import dataclasses
 import json
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -71,6 +72,7 @@ from vistrain.data.cache_fingerprint import cache_key
 from vistrain.data.loader import ArrayBatches
 from vistrain.data.scan import ImageIndex
 from vistrain.data.splits import make_parts
+from vistrain.data.stream import open_images, shards_digest
 from vistrain.data.stats import GREY_MODES
 from vistrain.device import Runtime, cpu_has_native_bf16, unwrap
 from vistrain.models import create
@@ -183,10 +185,12 @@ def _choose(cfg: TrainConfig, index: ImageIndex, rt: Runtime, parts, started: fl
     train_ids = _train_ids(cfg, index, parts)
     labels = np.asarray(index.labels, np.int64)
     pick = train_ids[stratified_sample(labels[train_ids], SAMPLE, cfg.data.split_seed)]
-    paths = [index.paths[i] for i in pick]
+    paths = open_images(index, pick)  # files, or images read from shards
     native, grey = profile_images(paths)
     pretrained = PretrainedModel(cfg, len(index.classes))
-    sim = cached_similarity(cfg, paths, labels[pick], rt, pretrained)
+    key = None if index.shards is None else \
+        shards_digest(index.shards) + ",".join(str(i) for i in pick)
+    sim = cached_similarity(cfg, paths, labels[pick], rt, pretrained, sample_key=key)
     n_train = len(train_ids)
     per_class = n_train / max(1, len(index.classes))
     order, why = ranking(native, per_class, sim["skill"], sim["feature_gain"])
@@ -228,15 +232,17 @@ class PretrainedModel:
 
 
 def cached_similarity(cfg: TrainConfig, paths: list, labels: np.ndarray, rt: Runtime,
-                      pretrained: PretrainedModel) -> dict:
+                      pretrained: PretrainedModel, sample_key: str | None = None) -> dict:
     """:func:`measure` of the sample, kept in the cache (``similarity`` entries, keyed by the
     sample's files, labels, the model, its weights and the preprocessing): a second run on the
-    same data and model does not measure again.  ``data.cache=off`` always measures."""
+    same data and model does not measure again.  ``data.cache=off`` always measures.  ``paths``
+    may be opened images (shards); ``sample_key`` then names them in the key instead of files."""
     m = cfg.model
     spec = {"what": "similarity", "version": SIMILARITY_VERSION, "model": m.name, "weights": m.weights,
-            "preprocess": dataclasses.asdict(cfg.preprocess), "labels": labels.tolist()}
-    path = None if cfg.data.cache == "off" else \
-        default_cache_dir() / "similarity" / f"similarity-{cache_key(paths, spec)}.json"
+            "preprocess": dataclasses.asdict(cfg.preprocess), "labels": labels.tolist(),
+            "sample": sample_key}
+    key = cache_key([] if sample_key else paths, spec)
+    path = None if cfg.data.cache == "off" else default_cache_dir() / "similarity" / f"similarity-{key}.json"
     if path is not None and path.is_file():
         try:
             sim = json.loads(path.read_text())
@@ -266,7 +272,7 @@ def profile_images(paths: list) -> tuple[int, bool]:
     sides, grey = [], []
     for p in paths:
         try:
-            with Image.open(p) as im:
+            with (nullcontext(p) if isinstance(p, Image.Image) else Image.open(p)) as im:
                 sides.append(min(im.size))
                 grey.append(im.mode in GREY_MODES or _rgb_is_grey(im))
         except OSError:

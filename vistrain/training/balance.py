@@ -57,8 +57,10 @@ def imbalance_ratio(counts) -> float:
     return float(present.max() / present.min()) if len(present) else 1.0
 
 
-def decide(mode: str, train_labels, num_classes: int) -> dict:
-    """What ``data.balance = mode`` means for these training labels (JSON-serialisable)."""
+def decide(mode: str, train_labels, num_classes: int, streamed: bool = False) -> dict:
+    """What ``data.balance = mode`` means for these training labels (JSON-serialisable).
+    ``streamed``: the pixels are streamed, so ``sampler`` becomes ``weights`` (it needs the
+    pixel cache's random access; class weights balance the expected loss the same way)."""
     if mode not in MODES:
         raise VistrainError(f"data.balance={mode!r}: choose one of {', '.join(MODES)}, "
                             "e.g. --set data.balance=weights")
@@ -70,6 +72,10 @@ def decide(mode: str, train_labels, num_classes: int) -> dict:
     if mode == "auto":
         out["reason"] = (f"imbalance ratio {ratio:.2f} {'>' if applied == 'weights' else '<='} "
                          f"{AUTO_RATIO:g}")
+    if applied == "sampler" and streamed:
+        applied = out["applied"] = "weights"
+        out.update(streamed=True, reason="balanced sampling needs the pixel cache's random access; "
+                   "the streamed data gets class weights on the loss instead")
     if applied == "weights":
         out["class_weights"] = class_weights(counts).tolist()
     return out
@@ -104,9 +110,17 @@ def balanced_batches(batches: ArrayBatches) -> BalancedBatches:
                            class_of_index=batches.labels[batches.indices])
 
 
-def apply_balance(mode: str, pipe, train_b: ArrayBatches, num_classes: int, device=None):
-    """``(pipe, train_b)`` with ``mode`` applied (class weights on the loss or balanced batches)."""
-    d = decide(mode, train_b.labels[train_b.indices], num_classes)
+def apply_balance(mode: str, pipe, train_b, num_classes: int, device=None, train_labels=None):
+    """``(pipe, train_b)`` with ``mode`` applied (class weights on the loss or balanced batches).
+
+    ``train_labels``: the training part's labels, for batches that do not carry them (streams).
+    Balanced sampling draws images at random from the pixel cache; streamed data (read in
+    sequence, or decoded per batch) gets the class weights instead, which balance the expected
+    loss the same way, and the record says so."""
+    labels = train_b.labels[train_b.indices] if train_labels is None else np.asarray(train_labels)
+    d = decide(mode, labels, num_classes, streamed=getattr(train_b, "array", None) is None)
+    if d.get("streamed"):
+        log.info("class balance: %s", d["reason"])
     if d["applied"] == "weights":
         pipe = replace(pipe, class_weights=torch.tensor(d["class_weights"], dtype=torch.float32,
                                                         device=device))

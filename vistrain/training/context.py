@@ -16,6 +16,7 @@ Example:
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from torch import nn
 
 from vistrain.config import TrainConfig
 from vistrain.data.scan import ImageIndex
+from vistrain.data.stream import PixelStream
 from vistrain.device import Runtime
 from vistrain.models import PretrainedCfg
 from vistrain.transforms.preprocess import Preprocess
@@ -40,8 +42,12 @@ class PreparedData:
     # (N_all, C, T, T) larger train-time pixels (T = floor(size / crop_pct)) for random-resized
     # crop to see beyond the eval centre crop; None: train on ``pixels`` (see data/cache.py)
     train_pixels: np.ndarray | None = None
-    # where the pixels live: {"estimate_bytes", "where": "disk" | "memory"[, "reason"]} (run.json)
+    # where the pixels live: {"estimate_bytes", "where": "disk" | "memory" | "stream" |
+    # "shards"[, "reason"]} (run.json)
     cache: dict | None = None
+    # the pixels decoded per batch instead of cached (then ``pixels`` is None and ``rows`` is
+    # ``arange(N)``): image files past the cache budget, or shards
+    stream: PixelStream | None = None
 
     def labels(self) -> np.ndarray:
         """``(N,)`` int64 label of each image of ``index``."""
@@ -58,6 +64,19 @@ class PreparedData:
     @property
     def num_classes(self) -> int:
         return len(self.index.classes)
+
+    def materialize(self, parts: dict[str, np.ndarray]) -> "PreparedData":
+        """Streamed data restricted to ``parts`` (indices into ``index``) with their evaluation
+        pixels decoded into memory: what the checks, which pick a few hundred images at random,
+        work on.  Cached data is returned as it is."""
+        if self.stream is None:
+            return self
+        ids = np.unique(np.concatenate([np.asarray(v, np.int64) for v in parts.values()]))
+        where = {int(i): j for j, i in enumerate(ids)}
+        sub = {k: [where[int(i)] for i in v] for k, v in parts.items()}
+        key = f"{self.pixel_key}-{hashlib.sha256(ids.tobytes()).hexdigest()[:12]}"
+        return PreparedData(self.index.subset(ids), self.stream.take(ids), np.arange(len(ids)), sub,
+                            key, cache={"where": "memory", "reason": "a sample of the streamed data"})
 
 
 @dataclass

@@ -38,6 +38,7 @@ from torch import nn
 
 from vistrain.data.cache import default_cache_dir
 from vistrain.data.loader import ArrayBatches
+from vistrain.data.stream import PixelStream, in_order
 from vistrain.device import Runtime, unwrap
 from vistrain.errors import VistrainError
 from vistrain.training.context import RunContext
@@ -85,17 +86,31 @@ class TrainingPlan:
     finish: Callable[[nn.Module], None] | None = None
     features: np.ndarray | None = None
     record: dict = field(default_factory=dict)
+    # streamed pixels (``array`` is None, positions are indices into the data set); the train
+    # part is decoded as the train square when ``stream_train_square``
+    stream: PixelStream | None = None
+    stream_train_square: bool = False
 
-    def train_batches(self, rt: Runtime, seed: int, *, drop_last: bool = True) -> ArrayBatches:
+    def train_batches(self, rt: Runtime, seed: int, *, drop_last: bool = True):
         """Shuffled batches of the train part (``train_array`` when set); ``drop_last`` drops
         a last partial batch when there is more than one batch."""
         idx = self.parts["train"]
+        drop = drop_last and len(idx) > self.batch_size
+        if self.stream is not None:
+            return self.stream.batches(idx, part="train", train=self.stream_train_square,
+                                       batch_size=self.batch_size, shuffle=True, seed=seed, drop_last=drop,
+                                       rank=rt.rank, world_size=rt.world_size,
+                                       pin_memory=rt.device.type == "cuda")
         return ArrayBatches(self.array if self.train_array is None else self.train_array, self.labels,
                             batch_size=self.batch_size, indices=idx, shuffle=True, seed=seed,
-                            drop_last=drop_last and len(idx) > self.batch_size, rank=rt.rank,
-                            world_size=rt.world_size, pin_memory=rt.device.type == "cuda")
+                            drop_last=drop, rank=rt.rank, world_size=rt.world_size,
+                            pin_memory=rt.device.type == "cuda")
 
-    def val_batches(self) -> ArrayBatches:
+    def val_batches(self):
+        if self.stream is not None:
+            if not len(self.parts["val"]):
+                return []
+            return self.stream.batches(self.parts["val"], part="val", batch_size=max(self.batch_size, 64))
         return ArrayBatches(self.array, self.labels, batch_size=max(self.batch_size, 64),
                             indices=self.parts["val"])
 
@@ -147,19 +162,31 @@ def run_features(ctx: RunContext) -> tuple[np.ndarray, bool]:
     """``(N, D)`` pooled backbone features of every indexed image (index order) and whether they
     came from the feature cache.  ``ctx.model`` is set to eval / channels_last."""
     data, rt = ctx.data, ctx.rt
-    batches = ArrayBatches(data.pixels, np.zeros(len(data.pixels), np.int64), batch_size=64,
-                           indices=data.rows, pin_memory=rt.device.type == "cuda")
+    pin = rt.device.type == "cuda"
+    if data.stream is not None:  # every image; the stream's order is put back to index order
+        batches, order = data.stream.eval_batches(data.rows, batch_size=64, pin_memory=pin)
+    else:
+        batches = ArrayBatches(data.pixels, np.zeros(len(data.pixels), np.int64), batch_size=64,
+                               indices=data.rows, pin_memory=pin)
+        order = data.rows
+
+    def compute() -> np.ndarray:
+        feats = extract_features(ctx.model, batches, ctx.pre.normalize, rt, progress=ctx.progress and rt.is_main)
+        return feats if order is data.rows else in_order(feats, order, data.rows)
+
     key = run_feature_key(ctx.cfg, ctx.pcfg, ctx.pre, data, rt)
     cache_dir = None if ctx.cfg.data.cache == "off" else default_cache_dir() / "features"
     dim = getattr(ctx.model, "num_features", None)  # float32 features: room checked before computing
-    return cached_features(cache_dir, key, lambda: extract_features(
-        ctx.model, batches, ctx.pre.normalize, rt, progress=ctx.progress and rt.is_main),
-        rows=len(data.rows), expected_bytes=len(data.rows) * dim * 4 if dim else None)
+    return cached_features(cache_dir, key, compute, rows=len(data.rows),
+                           expected_bytes=len(data.rows) * dim * 4 if dim else None)
 
 
 def _feature_plan(ctx: RunContext, lr: float | None, features: np.ndarray | None) -> TrainingPlan:
     cfg, data, rt = ctx.cfg, ctx.data, ctx.rt
     record = {"feature_cache": "clean (cached, un-augmented)"}
+    dim = getattr(ctx.model, "num_features", None)
+    if dim:  # float32 (N, D): known, and checked against the free disk, before computing
+        record["feature_cache_estimate_bytes"] = len(data.rows) * dim * 4
     if features is None:
         t = time.perf_counter()
         features, hit = run_features(ctx)
@@ -232,6 +259,8 @@ def _end_to_end_plan(ctx: RunContext, strategy: str, lr: float | None) -> Traini
     augment, mix = build_batch_augmentation(cfg, ctx.pre, data.num_classes, record)
     pipe = BatchPipeline(normalize=ctx.pre.normalize, augment=augment, mix=mix,
                          label_smoothing=cfg.optim.label_smoothing)
+    if data.stream is not None:
+        return _streamed_plan(ctx, model, groups, pipe, bn_mode, hook, record, augment is not None)
     train_pixels = data.train_pixels if augment is not None else None
     if train_pixels is not None:
         record["train_pixels"] = (f"train images cached at {train_pixels.shape[-1]}px (shorter side + "
@@ -242,6 +271,20 @@ def _end_to_end_plan(ctx: RunContext, strategy: str, lr: float | None) -> Traini
                         {"train": data.part_rows("train"), "val": data.part_rows("val")},
                         cfg.data.batch_size, cfg.train.epochs, train_array=train_pixels,
                         bn_mode=bn_mode, on_epoch_start=hook, record=record)
+
+
+def _streamed_plan(ctx: RunContext, model, groups, pipe, bn_mode, hook, record, augmenting: bool):
+    """The end-to-end plan over streamed pixels: the same recipe, batches decoded per step."""
+    cfg, data = ctx.cfg, ctx.data
+    square = augmenting and data.stream.train_size is not None
+    record["pixels"] = data.stream.describe()
+    if square:
+        record["train_pixels"] = (f"train images decoded at {data.stream.train_size}px (shorter side + "
+                                  f"centre square), random resized crop to {ctx.pre.size}; eval: {ctx.pre.describe()}")
+    return TrainingPlan("end-to-end", model, groups, pipe, None, data.labels(),
+                        {"train": data.part_ids("train"), "val": data.part_ids("val")},
+                        cfg.data.batch_size, cfg.train.epochs, bn_mode=bn_mode, on_epoch_start=hook,
+                        record=record, stream=data.stream, stream_train_square=square)
 
 
 def build_batch_augmentation(cfg, pre, num_classes, record):

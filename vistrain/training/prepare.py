@@ -13,6 +13,8 @@ Example:
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import random
@@ -24,12 +26,14 @@ import torch
 from vistrain.config import TrainConfig
 from vistrain.data.cache_budget import CacheSpaceError, default_cache_dir, human_bytes, npy_bytes
 from vistrain.data.cache_build import build_pixel_caches
+from vistrain.data.cache_decode import num_workers
 from vistrain.data.cache_fingerprint import cache_key
 from vistrain.data.cache_pixels import EvalAndTrainPixels
 from vistrain.data.doctor import log_quick_checks
 from vistrain.data.io import set_max_image_pixels
-from vistrain.data.scan import ImageIndex, scan_folder
+from vistrain.data.scan import ImageIndex
 from vistrain.data.splits import make_parts
+from vistrain.data.stream import FolderStream, ShardStream, open_index, shards_digest, unreadable_headers
 from vistrain.device import Runtime
 from vistrain.errors import DataError
 from vistrain.models import PretrainedCfg, create
@@ -37,6 +41,7 @@ from vistrain.training.auto import choose_recipe
 from vistrain.training.context import PreparedData, RunContext, spatial_preprocess  # noqa: F401
 from vistrain.transforms.normalize import resolve_normalization
 from vistrain.transforms.preprocess import Preprocess
+from vistrain.transforms.resize import crop_scale_size
 
 log = logging.getLogger("vistrain")
 
@@ -51,10 +56,15 @@ def prepare_data(cfg: TrainConfig, spatial: Preprocess, rt: Runtime, progress: b
                  index: ImageIndex | None = None, parts: dict | None = None) -> PreparedData:
     """Decode every image of ``index`` once (pixel cache) and split.  ``parts`` (indices into
     ``index``, or a function of the index left after skipping unreadable files that returns them)
-    replaces :func:`make_parts`, e.g. one CV fold."""
-    index = index or scan_folder(cfg.data.root)
+    replaces :func:`make_parts`, e.g. one CV fold.  Shards, ``data.cache=stream`` and a cache
+    that would pass its budget (too large for memory too) give streamed data instead."""
+    index = index or open_index(cfg.data.root)
+    if index.shards is not None:
+        return _shard_data(cfg, spatial, index, parts)
     spec = {k: v for k, v in spatial.to_dict().items()
             if k in ("size", "resize_mode", "interpolation", "crop_pct", "fill", "background", "channels")}
+    if cfg.data.cache == "stream":
+        return _folder_stream(cfg, spatial, index, parts, spec, {"where": "stream", "reason": "data.cache=stream"})
     cache_dir = None if cfg.data.cache == "off" else default_cache_dir() / "pixels"
     shape = (spatial.channels, spatial.size, spatial.size)
     fn, shapes, specs = spatial.pixels, [shape], [spec]
@@ -63,7 +73,10 @@ def prepare_data(cfg: TrainConfig, spatial: Preprocess, rt: Runtime, progress: b
         t = fn.train_size
         shapes.append((spatial.channels, t, t))
         specs.append(dict(spec, train_square=t))
-    arrays, bad, where = _decode(cfg, index, fn, shapes, specs, cache_dir, progress=progress and rt.is_main)
+    decoded = _decode(cfg, index, fn, shapes, specs, cache_dir, progress=progress and rt.is_main)
+    if decoded[0] is None:  # past the cache budget and too large for memory
+        return _folder_stream(cfg, spatial, index, parts, spec, decoded[2])
+    arrays, bad, where = decoded
     pixels, train_pixels = arrays[0], (arrays[1] if len(arrays) > 1 else None)
     rows = np.arange(len(index))
     if bad:
@@ -75,8 +88,9 @@ def prepare_data(cfg: TrainConfig, spatial: Preprocess, rt: Runtime, progress: b
 def _decode(cfg: TrainConfig, index: ImageIndex, fn, shapes, specs, cache_dir, *, progress: bool):
     """``(arrays, bad, where)``: the decoded pixels, in the disk cache (``data.cache`` auto or
     require) or in memory (``off``; or ``auto`` when the estimate, known before any decode, passes
-    the cache budget or the free disk and fits in half the free memory).  ``where`` records the
-    estimate and the choice for run.json."""
+    the cache budget or the free disk and fits in a quarter of the free memory); ``(None, None,
+    where)`` when it fits nowhere: the images are then streamed.  ``where`` records the estimate
+    and the choice for run.json."""
     needed = sum(npy_bytes((len(index), *s)) for s in shapes)
     where = {"estimate_bytes": needed, "where": "memory" if cache_dir is None else "disk"}
     try:
@@ -86,15 +100,59 @@ def _decode(cfg: TrainConfig, index: ImageIndex, fn, shapes, specs, cache_dir, *
     except CacheSpaceError as err:
         if cfg.data.cache == "require":
             raise
+        reason = str(err).split(";")[0]
         memory = available_memory_bytes()
-        if needed > memory // 2:
-            raise CacheSpaceError(f"{err}; decoding into memory instead needs {human_bytes(needed)}, more "
-                                  f"than half the free memory ({human_bytes(memory)})") from None
-        log.warning("pixel cache: %s: decoding into memory instead (data.cache=require stops instead)",
-                    str(err).split(";")[0])
+        if needed > memory // 4:
+            log.warning("pixel cache: %s, and %s is more than a quarter of the free memory (%s): "
+                        "streaming the images from the folder instead, decoded per batch "
+                        "(data.cache=require stops instead)", reason, human_bytes(needed), human_bytes(memory))
+            return None, None, dict(where, where="stream", reason=f"{err}; free memory {human_bytes(memory)}")
+        log.warning("pixel cache: %s: decoding into memory instead (data.cache=require stops instead)", reason)
         arrays, bad = build_pixel_caches(index.paths, fn, shapes, specs=specs, cache_dir=None,
                                          workers=cfg.data.num_workers, progress=progress)
         return arrays, bad, dict(where, where="memory", reason=str(err))
+
+
+def _folder_stream(cfg: TrainConfig, spatial: Preprocess, index: ImageIndex, parts, spec: dict,
+                   where: dict) -> PreparedData:
+    """The images decoded per batch from their files (:class:`FolderStream`); unreadable files
+    are found first from their headers (skipped or fatal, as ``data.on_bad_image`` says)."""
+    workers = num_workers(cfg.data.num_workers)
+    bad = unreadable_headers(index.paths, workers)
+    if bad:
+        index, _ = _drop_unreadable(cfg, index, bad, given_parts=isinstance(parts, dict))
+    train_size = None
+    if wants_train_pixels(cfg, spatial):
+        cache_dir = None if cfg.data.cache == "off" else default_cache_dir() / "pixels"
+        train_size = EvalAndTrainPixels.for_paths(spatial, index.paths, cache_dir).train_size
+    stream = FolderStream(index.paths, index.labels, spatial, train_size, workers)
+    parts = parts(index) if callable(parts) else parts if parts is not None else make_parts(index, cfg.data)
+    log.info("pixels: %s", stream.describe())
+    return PreparedData(index, None, np.arange(len(index)), parts, cache_key(index.paths, spec),
+                        cache=where, stream=stream)
+
+
+def _shard_data(cfg: TrainConfig, spatial: Preprocess, index: ImageIndex, parts) -> PreparedData:
+    """Data read from shards: the parts they were packed with, pixels streamed (:class:`ShardStream`)."""
+    if parts is not None:
+        raise DataError(f"{index.root}: shards hold the split fixed when they were packed; "
+                        "cross-validation needs the image folder (vistrain cv DATA)")
+    shards = index.shards
+    parts = {p: [i for i, g in enumerate(index.given_split) if g == p] for p in ("train", "val", "test")}
+    if not parts["train"]:
+        raise DataError(f"{index.root}: the shards hold no training samples ({shards.part_counts()}); "
+                        "pack the folder again with a training part")
+    stream = ShardStream(shards, spatial, None, num_workers(cfg.data.num_workers))
+    if wants_train_pixels(cfg, spatial):
+        scale = crop_scale_size(spatial.size, spatial.crop_pct)
+        largest = shards.meta.get("largest_shorter_side") or stream.largest_side(parts["train"][:64])
+        stream.train_size = min(scale, largest or scale)  # as the cache: no enlarged train squares
+    log.info("pixels: %s", stream.describe())
+    spec = json.dumps(spatial.to_dict(), sort_keys=True, default=str) + shards_digest(shards)
+    key = hashlib.sha256(spec.encode()).hexdigest()[:24]
+    where = {"where": "shards", "shards": len(shards.shards),
+             "shard_bytes": sum(s.bytes for s in shards.shards), "parts": shards.part_counts()}
+    return PreparedData(index, None, np.arange(len(index)), parts, key, cache=where, stream=stream)
 
 
 def available_memory_bytes() -> int:
@@ -138,10 +196,21 @@ def wants_train_pixels(cfg: TrainConfig, spatial: Preprocess) -> bool:
 
 def dataset_stats(pixels: np.ndarray, rows: np.ndarray, chunk: int = 256):
     """Exact per-channel mean/std (in [0,1] units) over all pixels of ``rows``; float64 sums."""
-    c = pixels.shape[1]
-    s, ss, n = np.zeros(c), np.zeros(c), 0
-    for start in range(0, len(rows), chunk):
-        x = pixels[np.sort(rows[start:start + chunk])].astype(np.float64) / 255.0
+    return _stats_of(pixels[np.sort(rows[start:start + chunk])] for start in range(0, len(rows), chunk))
+
+
+def stream_stats(stream, ids: np.ndarray, part: str = "train"):
+    """:func:`dataset_stats` of streamed data: the same sums, over the decoded batches of ``ids``."""
+    return _stats_of(x.numpy() for x, _ in stream.batches(ids, part=part, batch_size=256))
+
+
+def _stats_of(batches):
+    s = ss = None
+    n = 0
+    for batch in batches:
+        x = batch.astype(np.float64) / 255.0
+        if s is None:
+            s, ss = np.zeros(x.shape[1]), np.zeros(x.shape[1])
         s += x.sum(axis=(0, 2, 3))
         ss += (x * x).sum(axis=(0, 2, 3))
         n += x.shape[0] * x.shape[2] * x.shape[3]
@@ -156,7 +225,8 @@ def finalize_preprocess(cfg: TrainConfig, spatial: Preprocess, pcfg: PretrainedC
     stats = None
     needs_stats = p.normalize == "dataset" or (p.normalize == "auto" and not pcfg.pretrained)
     if needs_stats:
-        stats = dataset_stats(data.pixels, data.part_rows("train"))
+        stats = dataset_stats(data.pixels, data.part_rows("train")) if data.stream is None else \
+            stream_stats(data.stream, data.part_ids("train"))
     norm = resolve_normalization(p.normalize, model_mean=pcfg.mean, model_std=pcfg.std,
                                  dataset_stats=stats, mean=p.mean, std=p.std,
                                  pretrained=pcfg.pretrained, channels=spatial.channels)
@@ -178,7 +248,7 @@ def prepare_model(cfg: TrainConfig, index: ImageIndex, rt: Runtime, *, quick_che
     """Seed, run the quick data checks and build the model; returns ``(model, pretrained_cfg)``."""
     seed_everything(cfg.train.seed)
     log.info("data: %d images, %d classes in %s", len(index), len(index.classes), index.root)
-    if quick_checks and rt.is_main:  # fast data checks, logged as warnings
+    if quick_checks and rt.is_main and index.shards is None:  # fast data checks, logged as warnings
         log_quick_checks(index, cfg)
     m = cfg.model
     model, pcfg = create(m.name, len(index.classes), pretrained=m.pretrained and not m.name.startswith("vistrain/"),
@@ -203,7 +273,7 @@ def prepare_context(cfg: TrainConfig, rt: Runtime, *, progress: bool = True,
     as training does (no output folder): what ``vistrain check`` and ``lr-find`` start from."""
     cfg.check()
     set_max_image_pixels(cfg.data.max_image_pixels)
-    index = index or scan_folder(cfg.data.root)
+    index = index or open_index(cfg.data.root)
     cfg, auto = resolve_auto(cfg, index, rt, parts=parts)
     model, pcfg = prepare_model(cfg, index, rt, quick_checks=quick_checks)
     pre, data = prepare_pixels(cfg, pcfg, rt, index, progress=progress, parts=parts)

@@ -35,7 +35,8 @@ from vistrain.config import TrainConfig
 from vistrain.data.doctor import log_quick_checks, write_doctor_json
 from vistrain.data.io import set_max_image_pixels
 from vistrain.data.loader import ArrayBatches
-from vistrain.data.scan import ImageIndex, scan_folder
+from vistrain.data.scan import ImageIndex
+from vistrain.data.stream import in_order, open_index, shards_digest
 from vistrain.data.splits import save_splits
 from vistrain.device import Runtime, keep_freed_host_memory, unwrap
 from vistrain.errors import DataError, VistrainError
@@ -110,9 +111,22 @@ def prepare_run_dir(out: Path, *, overwrite: bool, resume: bool, data_root: str 
     return Path(out)
 
 
+def quick_checks(index: ImageIndex, cfg: TrainConfig):
+    """The fast data checks (:func:`log_quick_checks`) of an image folder; None for shards, whose
+    files were checked when packed (``vistrain doctor DATA`` checks the folder itself)."""
+    if index.shards is not None:
+        log.info("data checks: not run on shards (they read the image files); run `vistrain doctor` "
+                 "on the folder they were packed from")
+        return None
+    return log_quick_checks(index, cfg)
+
+
 def data_fingerprint(index: ImageIndex) -> dict:
     """What a resumed run checks its data against: the sha256 of the sorted ``relative path, size``
-    lines of every file in ``index`` (``{"sha256": hex, "n_files": N}``)."""
+    lines of every file in ``index`` (``{"sha256": hex, "n_files": N}``); for shards, of each
+    shard's name, size and sha256 (as ``index.json`` records them)."""
+    if index.shards is not None:
+        return {"sha256": shards_digest(index.shards), "n_files": len(index.shards.shards)}
     root = Path(index.root)
     lines = sorted(f"{Path(p).relative_to(root).as_posix()}\t{Path(p).stat().st_size}\n"
                    for p in index.paths)
@@ -169,12 +183,12 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
         keep_freed_host_memory()
     rt = Runtime.for_train(cfg.train)
     log.info("runtime: %s", rt.describe())
-    index = index or scan_folder(cfg.data.root)
+    index = index or open_index(cfg.data.root)
     fingerprint = data_fingerprint(index)
     if resume:
         check_same_data(out, index, fingerprint)
     check_logging(cfg.logging)  # fail before training, not after it
-    findings = log_quick_checks(index, cfg) if cfg.data.doctor and rt.is_main else None
+    findings = quick_checks(index, cfg) if cfg.data.doctor and rt.is_main else None
     cfg, auto = resolve_auto(cfg, index, rt, parts=parts, started=started)  # before the run dir
     deadline = budget_deadline(cfg, started) if auto is not None else None
     if auto is not None and cfg.train.cpu_amp != "off" and rt.amp_dtype is None:  # the recipe's precision
@@ -291,11 +305,15 @@ def part_probabilities(ctx: RunContext, part: str, idx: np.ndarray, features: np
         with torch.no_grad():  # eval mode: timm's pre-classifier dropout is the identity
             logits = model.get_classifier()(torch.from_numpy(features[idx]).to(rt.device))
         return logits.float().softmax(1).cpu().numpy()
-    batches = ArrayBatches(data.pixels, np.zeros(len(data.pixels), np.int64), batch_size=64,
-                           indices=data.rows[idx])
+    order = None
+    if data.stream is not None:
+        batches, order = data.stream.eval_batches(idx, part=part, batch_size=64)
+    else:
+        batches = ArrayBatches(data.pixels, np.zeros(len(data.pixels), np.int64), batch_size=64,
+                               indices=data.rows[idx])
     probs, _ = predict(model, batches, BatchPipeline(normalize=ctx.pre.normalize), rt,
                        desc=f"evaluating {part}", progress=ctx.progress)
-    return probs
+    return probs if order is None else in_order(probs, order, idx)
 
 
 MIN_CALIBRATION_IMAGES = 20  # one parameter, but below this the fitted T is mostly noise

@@ -78,7 +78,8 @@ def train_model(ctx: RunContext, *, resume: bool = False) -> FitResult:
     record = {"requested": "auto" if ctx.auto else name}
     if ctx.auto:
         record["reasoning"] = ctx.auto
-    record["balance"] = decide(cfg.data.balance, data.labels()[data.part_ids("train")], data.num_classes)
+    record["balance"] = decide(cfg.data.balance, data.labels()[data.part_ids("train")], data.num_classes,
+                                streamed=data.stream is not None and name != "feature-extraction")
     if name != "feature-extraction" and not ctx.pcfg.pretrained:
         log.info("training from scratch: every layer trainable")
     elif name == "feature-extraction" and not ctx.pcfg.pretrained:
@@ -114,7 +115,8 @@ def fit(plan: TrainingPlan, ctx: RunContext, *, resume: bool = False) -> FitResu
 def _epochs(plan: TrainingPlan, ctx: RunContext, resume: bool) -> list[dict]:
     cfg, rt, out, model = ctx.cfg, ctx.rt, ctx.out, plan.model
     train_b, val_b = plan.train_batches(rt, cfg.train.seed), plan.val_batches()
-    pipe, train_b = apply_balance(cfg.data.balance, plan.pipe, train_b, ctx.data.num_classes, rt.device)
+    pipe, train_b = apply_balance(cfg.data.balance, plan.pipe, train_b, ctx.data.num_classes, rt.device,
+                                  train_labels=plan.labels[plan.parts["train"]])
     optimizer = build_optimizer(plan.groups, cfg.optim, unwrap(model))
     epochs = plan.epochs
     scheduler = build_scheduler(optimizer, cfg.schedule, len(train_b), epochs)

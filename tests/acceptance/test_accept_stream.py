@@ -1,0 +1,66 @@
+"""Training on streamed pixels: from ``vistrain pack`` shards and from a folder with ``--cache stream``,
+to the accuracy of the cached folder on the same split."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .acceptlib import SCRATCH, TWO_WORKERS, assert_ok, assert_user_error, check_run_dir, vistrain
+
+
+@pytest.fixture(scope="module")
+def shards(shipped, tmp_path_factory):
+    out = tmp_path_factory.mktemp("packed") / "shards"
+    assert_ok(vistrain("pack", shipped, "--out", out, "--workers", 2, "--shard-mb", 0.25))
+    return out
+
+
+def _test_files(run_dir, names):
+    parts = json.loads((run_dir / "splits.json").read_text())["parts"]
+    return sorted(names[i] for i in parts["test"]["indices"])
+
+
+def test_default_training_from_shards_matches_the_folder(fe_run, shards, tmp_path):
+    out = tmp_path / "run"
+    res = assert_ok(vistrain("train", shards, "--out", out, "--epochs", fe_run.epochs))
+    info = check_run_dir(out, res, n_images=2000, epochs=fe_run.epochs)
+    run = info["run"]
+    assert run["cache"]["where"] == "shards" and run["cache"]["parts"] == {"train": 1400, "val": 300, "test": 300}
+    assert run["strategy"]["strategy"] == "feature-extraction"
+    assert "streamed from" in res.stderr
+    # the same 300 test images as the folder's run (pack splits as training does) ...
+    files = json.loads((shards / "index.json").read_text())["files"]
+    folder_test = json.loads((fe_run.dir / "splits.json").read_text())["parts"]["test"]["files"]
+    assert _test_files(out, files) == sorted(folder_test)
+    # ... to the same accuracy: the pixels are the same, so the frozen features are too
+    acc, ref = info["metrics"]["test"]["accuracy"], json.loads((fe_run.dir / "metrics.json").read_text())["test"]["accuracy"]
+    assert abs(acc - ref) <= 0.02, (acc, ref)
+
+
+def test_from_scratch_streamed_from_shards_and_from_the_folder(scratch_run, shards, shipped, tmp_path):
+    ref = json.loads((scratch_run.dir / "metrics.json").read_text())["test"]["accuracy"]
+    for name, data, extra in (("shards", shards, []), ("stream", shipped, ["--cache", "stream"])):
+        out = tmp_path / name
+        res = assert_ok(vistrain("train", data, "--out", out, "--epochs", scratch_run.epochs,
+                                 *SCRATCH, *TWO_WORKERS, *extra))
+        info = check_run_dir(out, res, n_images=2000, epochs=scratch_run.epochs)
+        assert info["run"]["cache"]["where"] == name, info["run"]["cache"]
+        # another batch order and other augmentation draws than the cached run: run-to-run noise
+        acc = info["metrics"]["test"]["accuracy"]
+        assert abs(acc - ref) <= 0.08, (name, acc, ref)
+
+
+def test_cache_require_over_budget_refuses_before_decoding(subset, tmp_path, acc_env):
+    env = {"VISTRAIN_CACHE": str(tmp_path / "cache"), "VISTRAIN_CACHE_MAX_GB": "0.0001"}
+    line = assert_user_error(vistrain("train", subset, "--out", tmp_path / "run", "--cache", "require",
+                                      *SCRATCH, env=env))
+    assert "budget" in line or "VISTRAIN_CACHE_MAX_GB" in line, line
+    assert not list((tmp_path / "cache").rglob("*.npy")) and not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_folder_commands_name_the_shards(shards, fe_run):
+    line = assert_user_error(vistrain("evaluate", fe_run.dir, shards))
+    assert "WebDataset shards" in line and "image folder" in line
+    line = assert_user_error(vistrain("cv", shards, "--folds", 2))
+    assert "WebDataset shards" in line
