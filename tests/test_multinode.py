@@ -127,3 +127,22 @@ def test_killed_worker_is_restarted_and_resumes_to_the_same_weights(data, single
     history = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
     assert max_weight_difference(out, single_run) < 1e-5
+
+
+def test_two_nodes_train_from_shards(data):
+    """The shards are split across the two ranks (each reads half of every epoch); one run
+    folder, written by rank 0, as from the folder."""
+    from vistrain.workflows.pack import pack
+    shards, out = data.parent / "shards", data.parent / "two-nodes-shards"
+    pack(data, out=shards, workers=0, progress=False, shard_mb=0.01)
+    port = free_port()
+    at = FLAGS.index("data.cache=off")
+    flags = FLAGS[:at - 1] + FLAGS[at + 1:]  # shards are never cached
+    args = ["train", str(shards), "--out", str(out), "--batch-size", "4", *flags]
+    nodes = [torchrun_node(port, args) for _ in range(2)]
+    logs = [node.communicate(timeout=400)[0] for node in nodes]
+    assert all(node.returncode == 0 for node in nodes), "\n----\n".join(log[-3000:] for log in logs)
+    run = json.loads((out / "run.json").read_text())
+    assert run["cache"]["where"] == "shards" and (out / "checkpoints" / "last.pt").is_file()
+    assert [h["epoch"] for h in json.loads((out / "history.json").read_text())] == [1, 2]
+    assert json.loads((out / "metrics.json").read_text())["test"]["accuracy"] > 0.5  # chance: 1/3

@@ -64,3 +64,12 @@ def test_folder_commands_name_the_shards(shards, fe_run):
     assert "WebDataset shards" in line and "image folder" in line
     line = assert_user_error(vistrain("cv", shards, "--folds", 2))
     assert "WebDataset shards" in line
+
+
+def test_shards_by_url_resume_from_anywhere(shards, tmp_path):
+    url, out = shards.as_uri(), tmp_path / "run"
+    assert_ok(vistrain("train", url, "--out", out, "--epochs", 1, *SCRATCH))
+    assert json.loads((out / "run.json").read_text())["data_root"] == url  # not CWD/file:/...
+    res = assert_ok(vistrain("train", "--resume", out, "--epochs", 2, cwd=tmp_path))
+    assert "resumed from epoch 1" in res.stderr
+    assert [h["epoch"] for h in json.loads((out / "history.json").read_text())] == [1, 2]

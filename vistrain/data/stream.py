@@ -49,7 +49,8 @@ from torch.utils.data import DataLoader, Dataset
 from vistrain.data.cache_pixels import EvalAndTrainPixels
 from vistrain.data.loader import ArrayBatches
 from vistrain.data.scan import ImageIndex, scan_folder
-from vistrain.data.shards_index import PART_CODES, ShardIndex, is_shard_source, part_code, read_shard_index
+from vistrain.data.shards_index import (PART_CODES, ShardIndex, is_shard_source, is_url, part_code,
+                                        read_shard_index)
 from vistrain.data.shards_stream import PreprocessDecoder, ShardBatches, SquareDecoder, tar_samples
 from vistrain.errors import DataError
 
@@ -328,11 +329,25 @@ def _header_problem(path: str) -> str:
     return ""
 
 
-def shard_sample_names(index: ShardIndex) -> list[Path]:
-    """One path-like name per sample (``SHARDS/<key>``), for the records that name images."""
-    root = Path(index.root) if index.root is not None else Path(index.shards[0].path).parent
+def shard_sample_names(index: ShardIndex, root=None) -> list[Path]:
+    """One path-like name per sample (``ROOT/<key>``), for the records that name images."""
+    root = Path(root or index.root or Path(index.shards[0].path).parent)
     first = index.shards[0].first_key
     return [root / f"{first + i:08d}" for i in range(len(index.labels))]
+
+
+def location(source) -> str:
+    """What records name a data source by: a local folder absolute, a URL or a shard pattern
+    as given (``Path.resolve`` would turn ``s3://b/x`` into ``CWD/s3:/b/x``).
+
+    Example:
+        >>> location("s3://bucket/shards"), location("/d/shard-{0..3}.tar")
+        ('s3://bucket/shards', '/d/shard-{0..3}.tar')
+    """
+    text = str(source)
+    if is_url(text) or "{" in text:
+        return text
+    return str(Path(text).expanduser().resolve())
 
 
 def open_index(source) -> ImageIndex:
@@ -345,5 +360,7 @@ def open_index(source) -> ImageIndex:
     if not shards.labels:
         raise DataError(f"{source}: the shards hold no samples; pack a folder with images")
     given = [PART_CODES[c] for c in shards.parts]
-    return ImageIndex(shards.root or Path(shards.shards[0].path).parent, list(shards.classes),
-                      shard_sample_names(shards), list(shards.labels), given, shards=shards)
+    root = location(source) if isinstance(source, (str, Path)) else \
+        shards.root or Path(shards.shards[0].path).parent  # a list: their folder
+    return ImageIndex(root, list(shards.classes), shard_sample_names(shards, root), list(shards.labels),
+                      given, shards=shards)

@@ -36,7 +36,7 @@ from vistrain.data.doctor import log_quick_checks, write_doctor_json
 from vistrain.data.io import set_max_image_pixels
 from vistrain.data.loader import ArrayBatches
 from vistrain.data.scan import ImageIndex
-from vistrain.data.stream import in_order, open_index, shards_digest
+from vistrain.data.stream import in_order, location, open_index, shards_digest
 from vistrain.data.splits import save_splits
 from vistrain.device import Runtime, keep_freed_host_memory, unwrap
 from vistrain.errors import DataError, VistrainError
@@ -90,7 +90,7 @@ class RunRecord:
     def of(cls, cfg: TrainConfig, data: PreparedData, strategy: dict, seconds: float,
            fingerprint: dict | None = None) -> "RunRecord":
         return cls(seed=cfg.train.seed, split_seed=cfg.data.split_seed, versions=versions(),
-                   data_root=str(Path(data.index.root).resolve()), data_fingerprint=fingerprint,
+                   data_root=location(data.index.root), data_fingerprint=fingerprint,
                    n_images=len(data.index), class_counts=data.index.counts(),
                    skipped_files=[{"file": f, "reason": r} for f, r in data.index.skipped],
                    strategy=strategy, wall_seconds=round(seconds, 1), cache=data.cache)
@@ -104,7 +104,7 @@ def prepare_run_dir(out: Path, *, overwrite: bool, resume: bool, data_root: str 
     """Create (or check, for ``resume``) the run directory; see :func:`fsutil.prepare_output_dir`:
     ``--overwrite`` replaces only a vistrain run, moved aside until the new one has a checkpoint,
     and never the data folder, a folder around it, the home folder or the filesystem root."""
-    info = {} if fingerprint is None else {"data_root": str(Path(data_root).resolve()),
+    info = {} if fingerprint is None else {"data_root": location(data_root),
                                           "data_fingerprint": fingerprint}
     fsutil.prepare_output_dir(out, kind="run", overwrite=overwrite, resume=resume,
                               data_folder=data_root, **info)
@@ -201,10 +201,10 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
         prepare_run_dir(out, overwrite=overwrite, resume=resume, data_root=index.root,
                         fingerprint=fingerprint)
         if resume:  # pins the run to this copy of the data from now on (e.g. one given by --data)
-            fsutil.update_marker(out, data_root=str(Path(index.root).resolve()),
+            fsutil.update_marker(out, data_root=location(index.root),
                                  data_fingerprint=fingerprint)
         # written before decoding: a run killed at any point after this can be resumed
-        replace(cfg, data=replace(cfg.data, root=str(Path(index.root).resolve()))).save(out / "config.yaml")
+        replace(cfg, data=replace(cfg.data, root=location(index.root))).save(out / "config.yaml")
         if findings is not None:
             write_doctor_json(out, findings)
     rt.barrier()

@@ -17,6 +17,7 @@ from typing import Any
 
 from vistrain.config import TrainConfig
 from vistrain.config.settings import apply_settings
+from vistrain.data.stream import location
 from vistrain.errors import VistrainError
 
 
@@ -88,7 +89,7 @@ def make_config(data=None, /, config=None, settings: dict[str, Any] | None = Non
         settings["data"] = keyword  # a dict: the data section, applied with the others
     apply_settings(cfg, settings)
     if data is not None:
-        cfg.data.root = str(Path(data).expanduser().resolve())
+        cfg.data.root = location(data)
     if not cfg.data.root:
         raise VistrainError("no data folder given: pass the image folder DATA/<class>/<image>")
     return cfg.check()
