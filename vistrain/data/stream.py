@@ -16,8 +16,10 @@ Both give what training needs, with the contract of :class:`~vistrain.data.loade
   order unless shuffled); ``train=True`` decodes the *train square* (shorter side ``T`` + centre
   square, the view the cache's train pixels hold, for the random resized crop), ``train=False``
   the exact evaluation pixels of :meth:`Preprocess.pixels`;
+* ``eval_batches(ids, part=...)``: unshuffled evaluation batches and the ids in the order they
+  hold them (shards interleave sub-streams): :func:`in_order` puts per-sample results back;
 * ``take(ids)``: those images' evaluation pixels as one in-memory array (the checks' few hundred
-  images, the strategy measurement's sample);
+  images);
 * ``images(ids)``: what :func:`PIL.Image.open` accepts for each (a path, or the bytes in a shard).
 
 Memory is bounded whatever the data-set size: a few batches in flight per worker (folders) or the
@@ -238,15 +240,12 @@ class ShardStream(PixelStream):
 
     def take(self, ids) -> np.ndarray:
         decode = PreprocessDecoder(self.pre)
-        data = self.sample_bytes(ids)
+        data = read_samples(self.index, ids)
         return np.stack([decode(b) for b in data]) if data else \
             np.zeros((0, self.pre.channels, self.pre.size, self.pre.size), np.uint8)
 
     def images(self, ids) -> list:
         return [Image.open(io.BytesIO(b)) for b in read_samples(self.index, ids)]
-
-    def sample_bytes(self, ids) -> list[bytes]:
-        return read_samples(self.index, ids)
 
     def largest_side(self, ids) -> int:
         """The largest shorter side among the images ``ids`` (headers only; 0 when none)."""
