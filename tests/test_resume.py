@@ -49,3 +49,52 @@ def test_resume_after_kill_gives_identical_weights(tmp_path, monkeypatch):
         assert torch.equal(a["best_state"][k], b["best_state"][k]), k
     assert [h["train_loss"] for h in full.history] == [h["train_loss"] for h in resumed.history]
     assert [h["lr"] for h in full.history] == [h["lr"] for h in resumed.history]
+
+
+@pytest.mark.parametrize("source", ["memory", "stream", "shards"])
+def test_resume_within_an_epoch_gives_identical_weights(tmp_path, monkeypatch, source):
+    """``train.checkpoint_minutes``: a run killed after batch 2 of epoch 2 resumes at batch 3 (the
+    pixel array, files decoded per batch, or shards) and ends as the uninterrupted run."""
+    from conftest import make_image_folder
+    from vistrain.workflows.pack import pack
+    root = make_image_folder(tmp_path / "data", per_class=20)  # 42 training images: 5 batches
+    if source == "shards":
+        root = tmp_path / "shards"
+        pack(tmp_path / "data", out=root, workers=0, progress=False, shard_mb=0.01)
+
+    def cfg():
+        c = _cfg(root)
+        c.data.cache = {"memory": "off", "stream": "stream", "shards": "auto"}[source]
+        c.data.num_workers = 0
+        c.train.checkpoint_minutes = 1e-9  # after every step
+        c.model.name = "vistrain/resnet-tiny"
+        return c
+    full = run_training(cfg(), tmp_path / "full", progress=False)
+
+    real, calls = strategy.train_one_epoch, {"n": 0}
+
+    def dies_in_second(model, batches, *a, **k):
+        calls["n"] += 1
+        if calls["n"] != 2:
+            return real(model, batches, *a, **k)
+
+        def two_then_die():
+            for i, batch in enumerate(batches):
+                if i == 2:
+                    raise KeyboardInterrupt
+                yield batch
+        return real(model, two_then_die(), *a, **k)
+    monkeypatch.setattr(strategy, "train_one_epoch", dies_in_second)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg(), tmp_path / "killed", progress=False)
+    saved = load_checkpoint(tmp_path / "killed/checkpoints/last.pt")
+    assert saved["epoch"] == 1 and saved["within"]["batches_done"] == 2
+    monkeypatch.setattr(strategy, "train_one_epoch", real)
+    resumed = run_training(cfg(), tmp_path / "killed", resume=True, progress=False)
+
+    a = load_checkpoint(tmp_path / "full/checkpoints/last.pt")
+    b = load_checkpoint(tmp_path / "killed/checkpoints/last.pt")
+    assert a["epoch"] == b["epoch"] == 2 and "within" not in b or b["within"]["batches_done"] > 0
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert [h["train_loss"] for h in full.history] == [h["train_loss"] for h in resumed.history]

@@ -187,6 +187,9 @@ class TrainSection:
     # minutes of wall clock that strategy=auto plans the run into (None: no limit); the epochs
     # are cut to fit, and training stops at the budget if the estimate was short
     budget: float | None = 15.0
+    # also checkpoint within an epoch every this many minutes (None: at epoch ends only); a
+    # resumed run continues from that batch, e.g. an epoch of streamed shards that takes hours
+    checkpoint_minutes: float | None = None
 
 
 @dataclass
@@ -238,6 +241,7 @@ RANGES: dict[str, tuple[Any, str]] = {
     "train.epochs": (lambda v: v >= 1, "a whole number >= 1"),
     "train.seed": (lambda v: 0 <= v <= MAX_SEED, f"a whole number in [0, {MAX_SEED}]"),
     "train.budget": (lambda v: v > 0 and math.isfinite(v), "minutes > 0, or null for no limit"),
+    "train.checkpoint_minutes": (lambda v: v > 0 and math.isfinite(v), "minutes > 0, or null (epoch ends only)"),
     "train.patience": (lambda v: v >= 1, "a whole number of epochs >= 1, or null (no early stopping)"),
     "train.device": (lambda v: re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None,
                      "auto, cpu, cuda or cuda:N"),

@@ -35,10 +35,19 @@ class ArrayBatches:
         self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
         self.rank, self.world_size = rank, world_size
         self.pin_memory, self.prefetch = pin_memory, prefetch
-        self.epoch = 0
+        self.epoch, self.skip = 0, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def load_state_dict(self, state: dict) -> None:
+        """The next iteration continues epoch ``state["epoch"]`` after ``batches_done`` batches
+        (a run resumed from a checkpoint taken within an epoch)."""
+        self.epoch, self.skip = int(state["epoch"]), int(state["batches_done"])
+
+    def _first_batch(self) -> int:
+        skip, self.skip = self.skip, 0  # for one iteration only
+        return skip
 
     def epoch_indices(self) -> np.ndarray:
         idx = self.indices
@@ -57,7 +66,7 @@ class ArrayBatches:
     def _batches(self):
         idx = self.epoch_indices()
         stop = len(idx) - (len(idx) % self.batch_size if self.drop_last else 0)
-        for start in range(0, stop, self.batch_size):
+        for start in range(self._first_batch() * self.batch_size, stop, self.batch_size):
             b = idx[start:start + self.batch_size]
             order = np.argsort(b)  # sorted reads are sequential on a memmap
             # Put back in epoch order with numpy, not torch: a torch op here would start a second

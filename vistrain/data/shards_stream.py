@@ -200,8 +200,12 @@ class ShardBatches:
     def _chunks(self, stream: "_ShardStream"):
         if self.num_workers <= 0:
             return iter(stream)
+        # a generator of its own: a DataLoader draws its workers' base seed from the global RNG
+        # otherwise, and a run resumed mid-epoch (which restores that RNG) would then draw other
+        # augmentations than the uninterrupted run
         loader = DataLoader(stream, batch_size=None, num_workers=self.num_workers,
-                            prefetch_factor=self.prefetch, worker_init_fn=_one_thread)
+                            prefetch_factor=self.prefetch, worker_init_fn=_one_thread,
+                            generator=torch.Generator())
         return iter(loader)
 
 

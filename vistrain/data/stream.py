@@ -150,13 +150,15 @@ class FolderBatches(ArrayBatches):
     def _batches(self):
         idx = self.epoch_indices()
         stop = len(idx) - (len(idx) % self.batch_size if self.drop_last else 0)
-        cuts = [idx[s:s + self.batch_size].tolist() for s in range(0, stop, self.batch_size)]
+        first = self._first_batch() * self.batch_size
+        cuts = [idx[s:s + self.batch_size].tolist() for s in range(first, stop, self.batch_size)]
         if not cuts:
             return
         loader = DataLoader(self.dataset, batch_sampler=cuts, num_workers=self.num_workers,
                             collate_fn=_stack, pin_memory=self.pin_memory,
                             worker_init_fn=_one_thread if self.num_workers else None,
-                            prefetch_factor=4 if self.num_workers else None)
+                            prefetch_factor=4 if self.num_workers else None,
+                            generator=torch.Generator())  # not the global RNG: see ShardBatches
         for b, (x, bad) in zip(cuts, loader):
             if bad:
                 raise DataError(f"unreadable image while streaming: {bad[0]}; remove or fix it "

@@ -96,17 +96,24 @@ class BatchPipeline:
 
 def train_one_epoch(model, batches, optimizer, pipeline: BatchPipeline, rt: Runtime, *,
                     scheduler=None, scaler=None, grad_clip: float | None = None,
-                    desc: str = "train", progress: bool = False, on_train_mode=None) -> dict:
+                    desc: str = "train", progress: bool = False, on_train_mode=None,
+                    resume: dict | None = None, checkpoint=None, checkpoint_every_s: float | None = None) -> dict:
     """One pass over ``batches``; returns ``{"loss", "accuracy", "seconds"}`` (global under DDP).
 
     ``on_train_mode(model)`` runs right after ``model.train()`` (e.g. to keep frozen BatchNorm
-    layers in eval mode).
+    layers in eval mode).  ``checkpoint(position)`` is called on the main process every
+    ``checkpoint_every_s`` seconds, after a step, with ``{"batches_done", "totals", "seconds"}``;
+    ``resume`` is such a position, to continue an epoch whose ``batches`` already skip the
+    batches done (under DDP the totals before it are the main process's share).
     """
     model.train()
     if on_train_mode is not None:
         on_train_mode(model)
-    start = time.perf_counter()
+    done, before = (resume["batches_done"], resume["seconds"]) if resume else (0, 0.0)
+    start = last_save = time.perf_counter()
     totals = torch.zeros(3, dtype=torch.float64, device=rt.device)  # loss sum, correct, count
+    if resume and rt.is_main:
+        totals += torch.tensor(resume["totals"], dtype=torch.float64, device=rt.device)
     scaler = scaler or rt.grad_scaler()
     for x, y in progress_bar(batches, desc=desc, leave=False, enabled=progress and rt.is_main):
         x, y, target = pipeline(x, y, rt, train=True)
@@ -128,9 +135,14 @@ def train_one_epoch(model, batches, optimizer, pipeline: BatchPipeline, rt: Runt
         n = y.shape[0]
         totals += torch.tensor([loss.item() * n, (logits.argmax(1) == y).sum().item(), n],
                                dtype=torch.float64, device=rt.device)
+        done += 1
+        now = time.perf_counter()
+        if checkpoint is not None and checkpoint_every_s and rt.is_main and now - last_save >= checkpoint_every_s:
+            checkpoint({"batches_done": done, "totals": totals.tolist(), "seconds": before + now - start})
+            last_save = time.perf_counter()
     loss_sum, correct, count = rt.all_reduce_sum(totals).tolist()
     return {"loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1),
-            "seconds": time.perf_counter() - start}
+            "seconds": before + time.perf_counter() - start}
 
 
 @torch.no_grad()

@@ -122,20 +122,38 @@ def _epochs(plan: TrainingPlan, ctx: RunContext, resume: bool) -> list[dict]:
     scheduler = build_scheduler(optimizer, cfg.schedule, len(train_b), epochs)
     train_model_ = rt.wrap_ddp(model)
     state = _resume_state(out, model, optimizer, scheduler) if resume else None
-    history, best, best_state, bad_epochs, start_epoch = [], None, None, 0, 0
+    history, best, best_state, bad_epochs, start_epoch, within = [], None, None, 0, 0, None
     if state:
         history, best, best_state = state["history"], state["best"], state["best_state"]
-        bad_epochs, start_epoch = state["bad_epochs"], state["epoch"] + 1
+        within = state.get("within")  # a checkpoint taken during epoch state["epoch"]
+        bad_epochs, start_epoch = state["bad_epochs"], state["epoch"] + (0 if within else 1)
         torch.set_rng_state(state["rng"])
-        log.info("resumed from epoch %d", start_epoch)
+        if within:
+            log.info("resumed in epoch %d after batch %d of %d", start_epoch + 1, within["batches_done"],
+                     len(train_b))
+        else:
+            log.info("resumed from epoch %d", start_epoch)
     monitor = monitored_metric(cfg.train.monitor)
+    every = cfg.train.checkpoint_minutes * 60 if cfg.train.checkpoint_minutes else None
     for epoch in range(start_epoch, epochs):
         train_b.set_epoch(epoch)
+        resume_at = within if epoch == start_epoch else None
+        if resume_at:
+            train_b.load_state_dict({"epoch": epoch, "batches_done": resume_at["batches_done"]})
         if plan.on_epoch_start is not None and plan.on_epoch_start(epoch) and rt.distributed:
             train_model_ = rt.wrap_ddp(unwrap(model))
+
+        def save_within(position, epoch=epoch):
+            ckpt.save_checkpoint(out / "checkpoints" / "last.pt", {
+                "model": ckpt.cpu_state(unwrap(model)), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "epoch": epoch, "within": position,
+                "history": history, "best": best, "best_state": best_state, "bad_epochs": bad_epochs,
+                "rng": torch.get_rng_state()})
+
         tr = train_one_epoch(train_model_, train_b, optimizer, pipe, rt, scheduler=scheduler,
                              grad_clip=cfg.optim.grad_clip, desc=f"epoch {epoch + 1}/{epochs}",
-                             progress=ctx.progress, on_train_mode=plan.train_mode_hook())
+                             progress=ctx.progress, on_train_mode=plan.train_mode_hook(),
+                             resume=resume_at, checkpoint=save_within, checkpoint_every_s=every)
         va = evaluate(model, val_b, BatchPipeline(normalize=pipe.normalize), rt)
         row = {"epoch": epoch + 1, "train_loss": tr["loss"], "train_accuracy": tr["accuracy"],
                "val_loss": va["loss"], "val_accuracy": va["accuracy"],
