@@ -21,21 +21,23 @@ def _test_files(run_dir, names):
     return sorted(names[i] for i in parts["test"]["indices"])
 
 
-def test_default_training_from_shards_matches_the_folder(fe_run, shards, tmp_path):
-    out = tmp_path / "run"
-    res = assert_ok(vistrain("train", shards, "--out", out, "--epochs", fe_run.epochs))
-    info = check_run_dir(out, res, n_images=2000, epochs=fe_run.epochs)
-    run = info["run"]
-    assert run["cache"]["where"] == "shards" and run["cache"]["parts"] == {"train": 1400, "val": 300, "test": 300}
-    assert run["strategy"]["strategy"] == "feature-extraction"
-    assert "streamed from" in res.stderr
-    # the same 300 test images as the folder's run (pack splits as training does) ...
+def test_frozen_features_from_shards_match_the_folder(shards, shipped, tmp_path):
+    """The shipped data's recipe (frozen Lite0, a new head) named outright: strategy auto's
+    choice depends on the measured speed, which other load on the machine changes."""
+    flags = ["--strategy", "feature-extraction", "--epochs", 5]
+    runs = {}
+    for name, data in (("folder", shipped), ("shards", shards)):
+        res = assert_ok(vistrain("train", data, "--out", tmp_path / name, *flags))
+        runs[name] = check_run_dir(tmp_path / name, res, n_images=2000, epochs=5)
+    cache = runs["shards"]["run"]["cache"]
+    assert cache["where"] == "shards" and cache["parts"] == {"train": 1400, "val": 300, "test": 300}
+    assert runs["folder"]["run"]["cache"]["where"] in ("disk", "memory")
+    # the same 300 test images (pack splits as training does) ...
     files = json.loads((shards / "index.json").read_text())["files"]
-    folder_test = json.loads((fe_run.dir / "splits.json").read_text())["parts"]["test"]["files"]
-    assert _test_files(out, files) == sorted(folder_test)
+    assert _test_files(tmp_path / "shards", files) == sorted(runs["folder"]["splits"]["parts"]["test"]["files"])
     # ... to the same accuracy: the pixels are the same, so the frozen features are too
-    acc, ref = info["metrics"]["test"]["accuracy"], json.loads((fe_run.dir / "metrics.json").read_text())["test"]["accuracy"]
-    assert abs(acc - ref) <= 0.02, (acc, ref)
+    acc, ref = (runs[k]["metrics"]["test"]["accuracy"] for k in ("shards", "folder"))
+    assert abs(acc - ref) <= 0.02 and acc >= 0.75, (acc, ref)
 
 
 def test_from_scratch_streamed_from_shards_and_from_the_folder(scratch_run, shards, shipped, tmp_path):
