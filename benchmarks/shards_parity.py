@@ -46,24 +46,11 @@ import sys
 import time
 from pathlib import Path
 
+from calibration_probe import link_subset  # this folder: run as python benchmarks/shards_parity.py
+from vistrain.data.shards_index import PART_CODES
+
 DEFAULT_ROOT = Path.home() / ".cache" / "vision-data" / "cifar10"
 SOURCES = ("folder", "shards")
-PART_OF_CODE = {"t": "train", "v": "val", "e": "test"}
-
-
-def link_subset(root: Path, out: Path, per_class: dict[str, int]) -> Path:
-    """``out/{part}/<class>/`` symlinks to the first ``per_class[part]`` files of each class."""
-    for part, n in per_class.items():
-        if not (root / part).is_dir():
-            raise SystemExit(f"{root / part}: not found; run "
-                             f"`python /work/shared/datasets/fetch.py cifar10 --root {root.parent}`")
-        for cls in sorted(p.name for p in (root / part).iterdir() if p.is_dir()):
-            dst = out / part / cls
-            dst.mkdir(parents=True, exist_ok=True)
-            for f in sorted((root / part / cls).iterdir())[:n]:
-                if not (dst / f.name).is_symlink():
-                    os.symlink(f, dst / f.name)
-    return out
 
 
 def vistrain_cli() -> list[str]:
@@ -76,9 +63,9 @@ def shard_parts(shards: Path) -> tuple[dict[str, set[str]], list[str]]:
     index = json.loads((shards / "index.json").read_text())
     files, codes = index["files"], index["parts"]
     assert len(files) == len(codes) == index["samples"], "index.json: files / parts / samples differ"
-    parts: dict[str, set[str]] = {p: set() for p in PART_OF_CODE.values()}
+    parts: dict[str, set[str]] = {p: set() for p in PART_CODES.values()}
     for f, c in zip(files, codes):
-        parts[PART_OF_CODE[c]].add(f)
+        parts[PART_CODES[c]].add(f)
     return parts, files
 
 
@@ -92,7 +79,7 @@ def run_parts(run: Path, files: list[str]) -> dict[str, set[str]]:
 
 def compare_parts(shards: dict[str, set[str]], run: dict[str, set[str]], what: str) -> bool:
     same = True
-    for part in PART_OF_CODE.values():
+    for part in PART_CODES.values():
         a, b = shards.get(part, set()), run.get(part, set())
         if a != b:
             same = False
@@ -100,7 +87,7 @@ def compare_parts(shards: dict[str, set[str]], run: dict[str, set[str]], what: s
                   f"{len(a - b)} only in the shards, {len(b - a)} only in the run", flush=True)
     if same:
         print(f"  split check ({what}): identical file lists, "
-              + ", ".join(f"{p} {len(shards[p])}" for p in PART_OF_CODE.values()), flush=True)
+              + ", ".join(f"{p} {len(shards[p])}" for p in PART_CODES.values()), flush=True)
     return same
 
 

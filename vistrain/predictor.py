@@ -28,6 +28,7 @@ from PIL import Image
 from vistrain.artifact import load_model, temperature
 from vistrain.config import TTA_MODES
 from vistrain.data.io import IMAGE_EXTENSIONS, is_image_file
+from vistrain.data.shards_index import is_shard_folder
 from vistrain.deploy.engine import OrtEngine, open_engine
 from vistrain.errors import ImageLoadError, VistrainError
 from vistrain.models import create
@@ -67,7 +68,7 @@ def image_entries(images) -> list[ImageEntry]:
                                 "paths or PIL images")
         elif Path(item).is_dir():
             found = folder_images(Path(item))
-            if not found and any(Path(item).glob("*.tar*")):
+            if not found and is_shard_folder(item):
                 entries.append((str(item), None, "folder holds shards (tar files), not images; "
                                 "predict the image files themselves"))
             elif not found:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vistrain.data.io import is_image_file
+from vistrain.data.shards_index import is_shard_folder
 from vistrain.errors import DataError
 
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -140,7 +141,7 @@ def _check_classes(root: Path, per_class: dict[str, list[Path]], min_classes: in
         loose = [p for p in root.iterdir() if p.is_file() and is_image_file(p)] if root.is_dir() else []
         hint = (f" ({len(loose)} images lie directly in it: move them into one sub-folder per class)"
                 if loose else "")
-        if (root / "index.json").is_file() and any(root.glob("*.tar*")):
+        if is_shard_folder(root):
             raise DataError(f"{root}: holds WebDataset shards (`vistrain pack`), which `vistrain train` "
                             "reads; for this command give the image folder they were packed from")
         raise DataError(f"{root}: no class sub-folders found{hint}; expected DATA/<class>/<image>")

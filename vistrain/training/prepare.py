@@ -13,8 +13,6 @@ Example:
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import random
@@ -148,11 +146,20 @@ def _shard_data(cfg: TrainConfig, spatial: Preprocess, index: ImageIndex, parts)
         largest = shards.meta.get("largest_shorter_side") or stream.largest_side(parts["train"][:64])
         stream.train_size = min(scale, largest or scale)  # as the cache: no enlarged train squares
     log.info("pixels: %s", stream.describe())
-    spec = json.dumps(spatial.to_dict(), sort_keys=True, default=str) + shards_digest(shards)
-    key = hashlib.sha256(spec.encode()).hexdigest()[:24]
+    key = cache_key([], {"preprocess": spatial.to_dict(), "shards": shards_digest(shards)})
     where = {"where": "shards", "shards": len(shards.shards),
              "shard_bytes": sum(s.bytes for s in shards.shards), "parts": shards.part_counts()}
     return PreparedData(index, None, np.arange(len(index)), parts, key, cache=where, stream=stream)
+
+
+def run_quick_checks(index: ImageIndex, cfg: TrainConfig):
+    """The fast data checks (:func:`log_quick_checks`) of an image folder; None for shards, whose
+    files were checked when packed (``vistrain doctor DATA`` checks the folder itself)."""
+    if index.shards is not None:
+        log.info("data checks: not run on shards (they read the image files); run `vistrain doctor` "
+                 "on the folder they were packed from")
+        return None
+    return log_quick_checks(index, cfg)
 
 
 def available_memory_bytes() -> int:
@@ -248,8 +255,8 @@ def prepare_model(cfg: TrainConfig, index: ImageIndex, rt: Runtime, *, quick_che
     """Seed, run the quick data checks and build the model; returns ``(model, pretrained_cfg)``."""
     seed_everything(cfg.train.seed)
     log.info("data: %d images, %d classes in %s", len(index), len(index.classes), index.root)
-    if quick_checks and rt.is_main and index.shards is None:  # fast data checks, logged as warnings
-        log_quick_checks(index, cfg)
+    if quick_checks and rt.is_main:  # fast data checks, logged as warnings
+        run_quick_checks(index, cfg)
     m = cfg.model
     model, pcfg = create(m.name, len(index.classes), pretrained=m.pretrained and not m.name.startswith("vistrain/"),
                          weights=m.weights, drop_rate=m.drop_rate, **scratch_kwargs(cfg))

@@ -32,7 +32,7 @@ import torch
 from vistrain import fsutil
 from vistrain.artifact import save_model, versions
 from vistrain.config import TrainConfig
-from vistrain.data.doctor import log_quick_checks, write_doctor_json
+from vistrain.data.doctor import write_doctor_json
 from vistrain.data.io import set_max_image_pixels
 from vistrain.data.loader import ArrayBatches
 from vistrain.data.scan import ImageIndex
@@ -48,6 +48,7 @@ from vistrain.training.auto import budget_deadline
 from vistrain.training.context import PreparedData, RunContext
 from vistrain.training.loggers import check_logging, write_logs
 from vistrain.training.loop import BatchPipeline, predict
+from vistrain.training.prepare import run_quick_checks
 # the preparation steps lived here before training/prepare.py; callers still import them from here
 from vistrain.training.prepare import (dataset_stats, finalize_preprocess, prepare_context,  # noqa: F401
                                        prepare_data, prepare_model, prepare_pixels, resolve_auto,
@@ -109,16 +110,6 @@ def prepare_run_dir(out: Path, *, overwrite: bool, resume: bool, data_root: str 
     fsutil.prepare_output_dir(out, kind="run", overwrite=overwrite, resume=resume,
                               data_folder=data_root, **info)
     return Path(out)
-
-
-def quick_checks(index: ImageIndex, cfg: TrainConfig):
-    """The fast data checks (:func:`log_quick_checks`) of an image folder; None for shards, whose
-    files were checked when packed (``vistrain doctor DATA`` checks the folder itself)."""
-    if index.shards is not None:
-        log.info("data checks: not run on shards (they read the image files); run `vistrain doctor` "
-                 "on the folder they were packed from")
-        return None
-    return log_quick_checks(index, cfg)
 
 
 def data_fingerprint(index: ImageIndex) -> dict:
@@ -188,7 +179,7 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
     if resume:
         check_same_data(out, index, fingerprint)
     check_logging(cfg.logging)  # fail before training, not after it
-    findings = quick_checks(index, cfg) if cfg.data.doctor and rt.is_main else None
+    findings = run_quick_checks(index, cfg) if cfg.data.doctor and rt.is_main else None
     cfg, auto = resolve_auto(cfg, index, rt, parts=parts, started=started)  # before the run dir
     deadline = budget_deadline(cfg, started) if auto is not None else None
     if auto is not None and cfg.train.cpu_amp != "off" and rt.amp_dtype is None:  # the recipe's precision

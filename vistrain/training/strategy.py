@@ -143,17 +143,19 @@ def _epochs(plan: TrainingPlan, ctx: RunContext, resume: bool) -> list[dict]:
         if plan.on_epoch_start is not None and plan.on_epoch_start(epoch) and rt.distributed:
             train_model_ = rt.wrap_ddp(unwrap(model))
 
-        def save_within(position, epoch=epoch):
-            ckpt.save_checkpoint(out / "checkpoints" / "last.pt", {
-                "model": ckpt.cpu_state(unwrap(model)), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "epoch": epoch, "within": position,
-                "history": history, "best": best, "best_state": best_state, "bad_epochs": bad_epochs,
-                "rng": torch.get_rng_state()})
+        def save(within=None, epoch=epoch):
+            """last.pt after ``epoch`` (0-based), or within it at position ``within``."""
+            state = {"model": ckpt.cpu_state(unwrap(model)), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
+                     "best": best, "best_state": best_state, "bad_epochs": bad_epochs,
+                     "rng": torch.get_rng_state()}
+            ckpt.save_checkpoint(out / "checkpoints" / "last.pt", state if within is None else
+                                 dict(state, within=within))
 
         tr = train_one_epoch(train_model_, train_b, optimizer, pipe, rt, scheduler=scheduler,
                              grad_clip=cfg.optim.grad_clip, desc=f"epoch {epoch + 1}/{epochs}",
                              progress=ctx.progress, on_train_mode=plan.train_mode_hook(),
-                             resume=resume_at, checkpoint=save_within, checkpoint_every_s=every)
+                             resume=resume_at, checkpoint=save, checkpoint_every_s=every)
         va = evaluate(model, val_b, BatchPipeline(normalize=pipe.normalize), rt)
         row = {"epoch": epoch + 1, "train_loss": tr["loss"], "train_accuracy": tr["accuracy"],
                "val_loss": va["loss"], "val_accuracy": va["accuracy"],
@@ -167,11 +169,7 @@ def _epochs(plan: TrainingPlan, ctx: RunContext, resume: bool) -> list[dict]:
             bad_epochs += 1
         if rt.is_main:
             _log_epoch(row, epochs)
-            ckpt.save_checkpoint(out / "checkpoints" / "last.pt", {
-                "model": ckpt.cpu_state(unwrap(model)), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
-                "best": best, "best_state": best_state, "bad_epochs": bad_epochs,
-                "rng": torch.get_rng_state()})
+            save()
             if epoch == start_epoch:  # resumable now: a run this one replaced is no longer needed
                 fsutil.discard_replaced(out)
         if cfg.train.patience and bad_epochs >= cfg.train.patience:
