@@ -502,6 +502,9 @@ def _check_index(index: ShardIndex) -> None:
             raise ValueError(f"shard {s.name}: keys or part counts do not add up")
         if s.sha256 is not None and not isinstance(s.sha256, str):
             raise ValueError(f"shard {s.name}: sha256 is not a string")
+        if s.offsets and (s.seek_every <= 0 or s.offsets[0] != 0 or sorted(set(s.offsets)) != s.offsets
+                          or len(s.offsets) != -(-s.samples // s.seek_every)):
+            raise ValueError(f"shard {s.name}: seek offsets do not fit its samples")
         first += s.samples
 
 

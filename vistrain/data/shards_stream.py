@@ -366,7 +366,7 @@ class _ShardStream(IterableDataset):
                 yield from self._segment(shard, first, stop)
             except DataError:
                 raise
-            except (OSError, ValueError, EOFError, zlib.error, UnicodeDecodeError) as err:
+            except (OSError, ValueError, EOFError, zlib.error, KeyError, IndexError) as err:
                 raise DataError(damaged(self.paths[shard], err)) from None
 
     def _segment(self, shard: int, first: int, stop: int):
@@ -443,7 +443,7 @@ def _decoded(decode, sample) -> np.ndarray:
     """``decode(image bytes)``, a one-line :class:`DataError` naming the shard if it fails."""
     try:
         return decode(sample[0])
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+    except Exception as err:  # any failure of Pillow's decoders on damaged bytes: name the shard
         raise DataError(damaged(sample[2], err)) from None
 
 
@@ -486,7 +486,7 @@ def tar_members(fh):
     long_name = None
     while len(header := fh.read(512)) == 512 and header.strip(b"\0"):
         size = _octal(header[124:136])
-        data = fh.read(size)
+        data = _read_at_most(fh, size)
         if len(data) < size:
             raise EOFError(f"the tar ends inside a member ({len(data)} of {size} bytes)")
         if size % 512:
@@ -499,6 +499,18 @@ def tar_members(fh):
         long_name = None
         if kind in (b"0", b"\0", b"7"):
             yield name, data
+
+
+def _read_at_most(fh, size: int) -> bytes:
+    """``size`` bytes of ``fh`` (fewer at its end), read 1 MiB at a time: a damaged header may
+    claim gigabytes, which one ``read(size)`` would allocate before finding the end."""
+    if size <= 1 << 20:
+        return fh.read(size)
+    parts, left = [], size
+    while left > 0 and (got := fh.read(min(left, 1 << 20))):
+        parts.append(got)
+        left -= len(got)
+    return b"".join(parts)
 
 
 def _octal(field: bytes) -> int:
