@@ -30,6 +30,7 @@ from vistrain.transforms.resize import INTERPOLATIONS, RESIZE_MODES
 
 FORMAT_VERSION = 1
 META, WEIGHTS = "model.json", "model.safetensors"
+TEMPERATURE_RANGE = (0.01, 100.0)   # what a model.json's calibration.temperature may hold
 
 
 def versions() -> dict[str, str]:
@@ -110,8 +111,11 @@ def meta_problem(meta) -> str | None:
         return "classes has repeated names"
     calibration = meta.get("calibration", {})
     t = calibration.get("temperature", 1.0) if isinstance(calibration, dict) else calibration
-    if not _is_number(t) or not t > 0:
-        return f"calibration.temperature must be a finite number > 0, got {t!r}"
+    # fitting searches T in [0.05, 20] (evaluation.calibration.LOG_T_BOUNDS); far outside it, T
+    # is damage, and a T near 0 turns the logits into infinities and the probabilities into NaN
+    if not _is_number(t) or not TEMPERATURE_RANGE[0] <= t <= TEMPERATURE_RANGE[1]:
+        return (f"calibration.temperature must be a finite number from {TEMPERATURE_RANGE[0]} to "
+                f"{TEMPERATURE_RANGE[1]}, got {t!r}")
     return preprocess_problem(meta["preprocess"])
 
 
