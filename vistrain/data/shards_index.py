@@ -541,7 +541,7 @@ def scan_shards(paths: list) -> ShardIndex:
     shards, labels, parts, names = [], [], [], {}
     for p in paths:
         first = len(labels)
-        for meta, label in _sample_labels(p):
+        for meta, label in _guarded(p, _sample_labels(p)):
             labels.append(label)
             parts.append(part_code(meta.get("part", "train")))
             if "class" in meta:
@@ -552,6 +552,18 @@ def scan_shards(paths: list) -> ShardIndex:
     n_classes = max(labels, default=-1) + 1
     classes = [names.get(i, str(i)) for i in range(n_classes)]
     return ShardIndex(None, classes, shards, labels, "".join(parts))
+
+
+def _guarded(path, samples):
+    """``samples`` (a generator reading the shard ``path``), damage of any kind one line."""
+    try:
+        yield from samples
+    except DataError:
+        raise
+    except (tarfile.TarError, OSError, ValueError, EOFError, zlib.error, KeyError, AttributeError) as err:
+        reason = " ".join(str(err).split())[:100]
+        raise DataError(f"{path}: damaged shard ({type(err).__name__}: {reason}); pack the data again "
+                        "with `vistrain pack`") from None
 
 
 def _sample_labels(path):
