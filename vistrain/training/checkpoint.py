@@ -29,8 +29,8 @@ from pathlib import Path
 
 import torch
 
-from vistrain.errors import RunDirError
 from vistrain import fsutil
+from vistrain.errors import RunDirError
 from vistrain.fsutil import atomic_write_bytes
 
 log = logging.getLogger("vistrain")

@@ -145,11 +145,14 @@ def content_digest(paths: list[Path]) -> str:
     step = max(1, -(-len(paths) // CONTENT_FILES))
     h = hashlib.sha256()
     for p in paths[::step]:
-        with open(p, "rb") as fh:
-            h.update(fh.read(CONTENT_BYTES))
-            if fh.seek(0, os.SEEK_END) > 2 * CONTENT_BYTES:
-                fh.seek(-CONTENT_BYTES, os.SEEK_END)
+        try:
+            with open(p, "rb") as fh:
                 h.update(fh.read(CONTENT_BYTES))
+                if fh.seek(0, os.SEEK_END) > 2 * CONTENT_BYTES:
+                    fh.seek(-CONTENT_BYTES, os.SEEK_END)
+                    h.update(fh.read(CONTENT_BYTES))
+        except OSError as err:  # unreadable now: that it is unreadable is part of the fingerprint
+            h.update(f"\0{type(err).__name__}\0".encode())
     return h.hexdigest()
 
 
