@@ -9,6 +9,7 @@ any offset, bit flips, zeroed ranges, garbage, an empty file.  One tiny run is t
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -138,7 +139,7 @@ def _rewrite_tar(path: Path, edit) -> None:
         for name, data in members.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
-            tar.addfile(info, __import__("io").BytesIO(data))
+            tar.addfile(info, io.BytesIO(data))
 
 
 def test_images_swapped_across_classes_stop_the_stream(world, tmp_path):
@@ -342,6 +343,14 @@ def test_damaged_weights_or_temperature_never_give_nan(world, run_copy, tmp_path
         assert "NaN" not in capsys.readouterr().out
     with pytest.raises(VistrainError):
         create_app(Classifier.from_run(run_copy))
+
+
+def test_explanations_of_damaged_weights_are_one_line(world, run_copy, tmp_path):
+    from vistrain.workflows.explain import explain
+    _negative_variance(run_copy)
+    with pytest.raises(DamagedModelError) as err:
+        explain(run_copy, [sorted(world["data"].rglob("*.png"))[0]], out=tmp_path / "ex")
+    assert "model.safetensors gives non-finite probabilities" in one_line(err.value)
 
 
 @FEW

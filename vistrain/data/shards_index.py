@@ -480,8 +480,9 @@ def _from_document(folder, doc: dict) -> ShardIndex:
         index = _index_of(folder, doc)
         _check_index(index)
     except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise DataError(f"{_join(folder, INDEX)}: damaged or edited ({type(err).__name__}: "
-                        f"{' '.join(str(err).split())[:100]}); pack the data again with `vistrain pack`") from None
+        reason = " ".join(str(err).split())[:100]
+        raise DataError(f"{_join(folder, INDEX)}: damaged or edited ({type(err).__name__}: {reason}); "
+                        "pack the data again with `vistrain pack`") from None
     return index
 
 
