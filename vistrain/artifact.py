@@ -30,6 +30,7 @@ from vistrain.transforms.resize import INTERPOLATIONS, RESIZE_MODES
 
 FORMAT_VERSION = 1
 META, WEIGHTS = "model.json", "model.safetensors"
+TEMPERATURE_RANGE = (0.01, 100.0)   # what a model.json's calibration.temperature may hold
 
 
 def versions() -> dict[str, str]:
@@ -110,8 +111,11 @@ def meta_problem(meta) -> str | None:
         return "classes has repeated names"
     calibration = meta.get("calibration", {})
     t = calibration.get("temperature", 1.0) if isinstance(calibration, dict) else calibration
-    if not _is_number(t) or not t > 0:
-        return f"calibration.temperature must be a finite number > 0, got {t!r}"
+    # fitting searches T in [0.05, 20] (evaluation.calibration.LOG_T_BOUNDS); far outside it, T
+    # is damage, and a T near 0 turns the logits into infinities and the probabilities into NaN
+    if not _is_number(t) or not TEMPERATURE_RANGE[0] <= t <= TEMPERATURE_RANGE[1]:
+        return (f"calibration.temperature must be a finite number from {TEMPERATURE_RANGE[0]} to "
+                f"{TEMPERATURE_RANGE[1]}, got {t!r}")
     return preprocess_problem(meta["preprocess"])
 
 
@@ -207,3 +211,30 @@ def _state_mismatch(model: nn.Module, state: dict) -> tuple[list[str], list[str]
     unexpected = [k for k in state if k not in own]
     wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
     return missing, unexpected, wrong
+
+
+class DamagedModelError(RunDirError):
+    """A run's model gives non-finite probabilities (damaged weights, a broken temperature)."""
+
+
+def check_finite_probabilities(probs, artifact: str | Path):
+    """``probs`` unchanged when every value is finite, else a one-line :class:`DamagedModelError`
+    naming ``artifact`` (the file that computed them: ``RUN/model.safetensors`` or an export).
+
+    Every probability that leaves vistrain (predict, evaluate, the server, explanations) passes
+    here: finite but damaged weights (a negative BatchNorm variance, a huge scale) or a temperature
+    near 0 turn into ``nan`` only at the softmax, and a ``nan%`` must never be a result.
+
+    Example:
+        >>> import numpy as np
+        >>> check_finite_probabilities(np.array([[0.25, 0.75]]), "runs/demo/model.safetensors").shape
+        (1, 2)
+    """
+    values = probs.detach().float().cpu().numpy() if isinstance(probs, torch.Tensor) else probs
+    finite = torch.isfinite(torch.as_tensor(values))
+    if not bool(finite.all()):
+        bad = int((~finite).reshape(finite.shape[0], -1).any(1).sum()) if finite.ndim else 1
+        raise DamagedModelError(f"{artifact} gives non-finite probabilities for {bad} of "
+                                f"{finite.shape[0] if finite.ndim else 1} images (damaged weights or "
+                                "temperature); retrain or restore the run")
+    return probs

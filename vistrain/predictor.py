@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vistrain.artifact import load_model, temperature
+from vistrain.artifact import WEIGHTS, check_finite_probabilities, load_model, temperature
 from vistrain.config import TTA_MODES
 from vistrain.data.io import IMAGE_EXTENSIONS, is_image_file
 from vistrain.data.shards_index import is_shard_folder
@@ -149,8 +149,19 @@ class Classifier:
         averaged over the test-time augmentation views when ``tta`` asks for them."""
         views = tta_views(torch.stack(pixels), self.tta)
         if len(views) == 1:  # no test-time augmentation: nothing to average
-            return self._view_probabilities(views[0])
-        return np.mean([self._view_probabilities(v) for v in views], axis=0)
+            return check_finite_probabilities(self._view_probabilities(views[0]), self.artifact)
+        return check_finite_probabilities(np.mean([self._view_probabilities(v) for v in views], axis=0),
+                                          self.artifact)
+
+    @property
+    def artifact(self) -> str:
+        """The file that computes the probabilities: the export in use, else the run's weights."""
+        return str(self.session.path) if self.session is not None else self.weights_file
+
+    @property
+    def weights_file(self) -> str:
+        """The run's ``model.safetensors`` (or the pretrained model's name): what ``model`` holds."""
+        return str(Path(self.source) / WEIGHTS) if Path(self.source).is_dir() else self.source
 
     @torch.no_grad()
     def _view_probabilities(self, x: torch.Tensor) -> np.ndarray:

@@ -68,7 +68,12 @@ def config_from_args(args, data: str | None = None) -> TrainConfig:
 
 
 def print_json(obj) -> None:
-    print(json.dumps(obj, indent=1))
+    try:  # NaN/Infinity are not JSON: a result holding one is refused, never printed
+        text = json.dumps(obj, indent=1, allow_nan=False)
+    except ValueError as err:
+        raise VistrainError(f"the result holds a non-finite number ({err}); the run's model or data "
+                            "is damaged: retrain or restore the run") from None
+    print(text)
 
 
 def job(name: str) -> ModuleType:

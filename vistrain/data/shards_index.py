@@ -34,6 +34,7 @@ Example:
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -174,17 +175,53 @@ def url_fs(url: str):
 
 
 @contextmanager
-def open_shard(path, offset: int = 0):
+def open_shard(path, offset: int = 0, sha256: str | None = None):
     """A binary stream of ``path``'s tar bytes from ``offset`` (a seek point of index.json: a
     member header, or for ``.tar.gz`` a full-flush point of the compressed file), decompressed for
     ``.tar.gz``.  Local files: plain :func:`open`; URLs: fsspec, seeking where the filesystem can,
     else reading from 0 and skipping.
 
+    ``sha256`` (read from offset 0 only): the file's bytes are hashed as they are read, and when
+    the ``with`` block ends normally (also after a ``break``) the rest of the file is read and the
+    digest compared: streaming pays one sha256 pass over bytes it reads anyway.
+
     Raises:
-        DataError: no such file, or the URL cannot be opened (one line, with the fix).
+        DataError: no such file, a directory, the URL cannot be opened, or (with ``sha256``) the
+            file's bytes differ from those packed (one line naming the shard, with the fix).
     """
     with _open_raw(path, offset) as fh:
-        yield _Inflate(fh, gzip_header=offset == 0) if is_gzip_name(path) else fh
+        raw = _Hashing(fh) if sha256 and offset == 0 else fh
+        yield _Inflate(raw, gzip_header=offset == 0) if is_gzip_name(path) else raw
+        if raw is not fh:
+            raw.verify(path, sha256)
+
+
+class _Hashing(io.RawIOBase):
+    """A read-only file that feeds every byte read from ``fh`` to a sha256."""
+
+    def __init__(self, fh):
+        self.fh, self.hash = fh, hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.fh.read(n)
+        self.hash.update(data)
+        return data
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def verify(self, path, want: str) -> None:
+        """Read the rest of the file, then compare its sha256 with ``want`` (DataError if not)."""
+        while self.read(1 << 20):
+            pass
+        if self.hash.hexdigest() != want:
+            raise DataError(f"{path}: damaged shard (its sha256 differs from the one in {INDEX}: "
+                            "the file was changed after packing); pack the data again with `vistrain pack`")
 
 
 @contextmanager
@@ -194,6 +231,9 @@ def _open_raw(path, offset: int):
             fh = open(path, "rb", buffering=1 << 20)
         except FileNotFoundError:
             raise DataError(f"{path}: no such shard; pack the data again or fix the path") from None
+        except OSError as err:  # a directory, no permission, an I/O error
+            raise DataError(f"{path}: cannot read the shard ({type(err).__name__}: {err.strerror or err}); "
+                            "pack the data again with `vistrain pack`") from None
         with fh:
             fh.seek(offset)
             yield fh
@@ -436,6 +476,40 @@ def _load_index(folder) -> dict:
 
 
 def _from_document(folder, doc: dict) -> ShardIndex:
+    try:
+        index = _index_of(folder, doc)
+        _check_index(index)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        reason = " ".join(str(err).split())[:100]
+        raise DataError(f"{_join(folder, INDEX)}: damaged or edited ({type(err).__name__}: {reason}); "
+                        "pack the data again with `vistrain pack`") from None
+    return index
+
+
+def _check_index(index: ShardIndex) -> None:
+    """ValueError unless the index's tables agree with each other: one label and one part
+    letter per sample, labels naming classes, keys contiguous, part counts adding up."""
+    n, k = len(index), len(index.classes)
+    if len(index.labels) != n or len(index.parts) != n:
+        raise ValueError(f"{len(index.labels)} labels and {len(index.parts)} parts for {n} samples")
+    if any(not isinstance(y, int) or not 0 <= y < k for y in index.labels):
+        raise ValueError(f"a label outside 0..{k - 1}")
+    if set(index.parts) - set(PART_CODES):
+        raise ValueError(f"part letters other than {''.join(PART_CODES)}")
+    first = index.shards[0].first_key if index.shards else 0
+    for k, s in enumerate(index.shards):
+        own = Counter(index.shard_parts(k))
+        if s.first_key != first or any(s.parts.get(p, 0) != own.get(c, 0) for c, p in PART_CODES.items()):
+            raise ValueError(f"shard {s.name}: keys or part counts do not add up")
+        if s.sha256 is not None and not isinstance(s.sha256, str):
+            raise ValueError(f"shard {s.name}: sha256 is not a string")
+        if s.offsets and (s.seek_every <= 0 or s.offsets[0] != 0 or sorted(set(s.offsets)) != s.offsets
+                          or len(s.offsets) != -(-s.samples // s.seek_every)):
+            raise ValueError(f"shard {s.name}: seek offsets do not fit its samples")
+        first += s.samples
+
+
+def _index_of(folder, doc: dict) -> ShardIndex:
     shards = [ShardInfo(_join(folder, s["name"]), s["samples"], s["first_key"], dict(s["parts"]),
                         s["bytes"], s["sha256"], s.get("offsets", []), s.get("seek_every", 0))
               for s in doc["shards"]]
@@ -468,7 +542,7 @@ def scan_shards(paths: list) -> ShardIndex:
     shards, labels, parts, names = [], [], [], {}
     for p in paths:
         first = len(labels)
-        for meta, label in _sample_labels(p):
+        for meta, label in _guarded(p, _sample_labels(p)):
             labels.append(label)
             parts.append(part_code(meta.get("part", "train")))
             if "class" in meta:
@@ -479,6 +553,18 @@ def scan_shards(paths: list) -> ShardIndex:
     n_classes = max(labels, default=-1) + 1
     classes = [names.get(i, str(i)) for i in range(n_classes)]
     return ShardIndex(None, classes, shards, labels, "".join(parts))
+
+
+def _guarded(path, samples):
+    """``samples`` (a generator reading the shard ``path``), damage of any kind one line."""
+    try:
+        yield from samples
+    except DataError:
+        raise
+    except (tarfile.TarError, OSError, ValueError, EOFError, zlib.error, KeyError, AttributeError) as err:
+        reason = " ".join(str(err).split())[:100]
+        raise DataError(f"{path}: damaged shard ({type(err).__name__}: {reason}); pack the data again "
+                        "with `vistrain pack`") from None
 
 
 def _sample_labels(path):

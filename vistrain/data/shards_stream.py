@@ -44,6 +44,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import zlib
 from bisect import bisect_right
 from itertools import count
 
@@ -180,7 +181,7 @@ class ShardBatches:
                 for j in range(n):
                     p = order.next()
                     while p not in held:
-                        self._receive(next(chunks), held)
+                        self._receive(_next_chunk(chunks), held)
                     x[j], y[j] = held.pop(p)
                 self.batches_done += 1  # counted when handed out: a checkpoint after it resumes past it
                 yield self._tensors(x, y)
@@ -207,6 +208,19 @@ class ShardBatches:
                             prefetch_factor=self.prefetch, worker_init_fn=_one_thread,
                             generator=torch.Generator())
         return iter(loader)
+
+
+def _next_chunk(chunks):
+    """The next chunk; a DataError raised in a DataLoader worker (which torch re-raises with the
+    worker's traceback in its message) becomes the worker's own one-line message again."""
+    try:
+        return next(chunks)
+    except DataError as err:
+        lines = [ln for ln in str(err).splitlines() if ln.strip()]
+        if len(lines) <= 1:
+            raise
+        last = lines[-1]
+        raise DataError(last.split("Error: ", 1)[1] if last.startswith("vistrain.") else last) from None
 
 
 def _one_thread(_worker_id: int) -> None:
@@ -297,6 +311,11 @@ class _ShardStream(IterableDataset):
     def __init__(self, owner: ShardBatches, read: int, keep: set[int]):
         index = owner.index
         self.paths = [str(s.path) for s in index.shards]
+        self.sha256 = [s.sha256 for s in index.shards]
+        # the labels come from index.json (what counts, class weights and splits use); a
+        # shard's .cls members are checked against them, so the two can never silently differ
+        self.shard_labels = [np.asarray(index.labels[a:a + s.samples], np.int64)
+                             for a, s in zip(_starts(index), index.shards)]
         self.seeks = [(s.seek_every, s.offsets) for s in index.shards]
         self.shard_parts = [index.shard_parts(k) for k in range(len(index.shards))]
         self.plan, self.chunk, self.part = owner.plan(), owner.chunk, owner.part
@@ -331,31 +350,53 @@ class _ShardStream(IterableDataset):
             p = start + j
             if p >= self.read or p in self.keep:
                 pos.append(p)
-                xs.append(self.decode(sample[0]))
+                xs.append(_decoded(self.decode, sample))
                 ys.append(sample[1])
             if j == self.chunk - 1 or i == self.lengths[g] - 1:
                 yield _pack(pos, xs, ys, self.channels, self.size)
                 pos, xs, ys = [], [], []
 
     def _samples(self, g: int):
-        """``(image bytes, label)`` of sub-stream ``g``'s samples, in order.  A sample's part is
-        the index's letter at its position in the shard (the tars need no ``.json`` member)."""
-        code = part_code(self.part) if self.part else None
+        """``(image bytes, label, shard path)`` of sub-stream ``g``'s samples, in order.  A sample's
+        part is the index's letter at its position in the shard (the tars need no ``.json``
+        member).  A shard read from its start is hashed on the way and checked against its
+        sha256 when its segment ends; damage of any kind is a one-line :class:`DataError`."""
         for shard, first, stop in self.plan[g]:
-            offset, i, j = self._seek(shard, first)
-            letters = self.shard_parts[shard]
-            for sample in tar_samples(self.paths[shard], offset):
+            try:
+                yield from self._segment(shard, first, stop)
+            except DataError:
+                raise
+            except (OSError, ValueError, EOFError, zlib.error, KeyError, IndexError) as err:
+                raise DataError(damaged(self.paths[shard], err)) from None
+
+    def _segment(self, shard: int, first: int, stop: int):
+        """The samples ``first .. stop - 1`` of ``part`` in ``shard`` (see :meth:`_samples`)."""
+        code = part_code(self.part) if self.part else None
+        path, letters, labels = self.paths[shard], self.shard_parts[shard], self.shard_labels[shard]
+        offset, i, j = self._seek(shard, first)
+        with open_shard(path, offset, sha256=self.sha256[shard]) as fh:
+            for sample in stream_samples(fh):
                 if j >= stop:
                     break
                 if i >= len(letters):
-                    raise DataError(f"{self.paths[shard]}: more samples than index.json lists; "
-                                    "the shards changed since it was written: pack again")
+                    raise DataError(f"{path}: more samples than index.json lists; "
+                                    "the shards changed since it was written: pack the data again")
                 i += 1
+                if sample["cls"] != labels[i - 1]:
+                    raise DataError(f"{path}: sample {sample['key']} has class {sample['cls']} in the shard "
+                                    f"but {labels[i - 1]} in index.json; the index and the shard disagree: "
+                                    "pack the data again with `vistrain pack`")
                 if code is not None and letters[i - 1] != code:
                     continue
                 if j >= first:
-                    yield sample["image"], sample["cls"]
+                    if "image" not in sample:
+                        raise DataError(f"{path}: sample {sample['key']} has no image member; "
+                                        "pack the data again with `vistrain pack`")
+                    yield sample["image"], sample["cls"], path
                 j += 1
+        if j < stop:
+            raise DataError(f"{path}: {j} samples where index.json lists {stop}; the shard is truncated "
+                            "or changed: pack the data again with `vistrain pack`")
 
     def _seek(self, shard: int, first: int) -> tuple[int, int, int]:
         """``(byte offset, sample number there, samples of part before it)``: the last seek point
@@ -386,28 +427,53 @@ def _pack(pos, xs, ys, channels: int, size: int):
             torch.as_tensor(np.asarray(ys, np.int64)))
 
 
+def _starts(index: ShardIndex) -> list[int]:
+    """Position of each shard's first sample in ``index.labels``."""
+    return [s.first_key - index.shards[0].first_key for s in index.shards]
+
+
+def damaged(path, err: BaseException) -> str:
+    """The one-line message of a shard whose bytes cannot be parsed or decoded."""
+    reason = " ".join(str(err).split())[:100]
+    return (f"{path}: damaged shard ({type(err).__name__}: {reason}); "
+            "pack the data again with `vistrain pack`")
+
+
+def _decoded(decode, sample) -> np.ndarray:
+    """``decode(image bytes)``, a one-line :class:`DataError` naming the shard if it fails."""
+    try:
+        return decode(sample[0])
+    except Exception as err:  # any failure of Pillow's decoders on damaged bytes: name the shard
+        raise DataError(damaged(sample[2], err)) from None
+
+
 def tar_samples(path, offset: int = 0):
     """Yield ``{"key", "cls": int, "json": dict, "image": bytes}`` per sample of one shard from
     byte ``offset`` (a seek point of index.json) on, reading the tar as a stream (one sample in
     memory).  ``path``: a local ``.tar``/``.tar.gz`` or an fsspec URL (opened here, so in the
     worker that reads it); ``json`` is ``{}`` without a ``.json`` member (vistrain's shards since
     format version 2); samples without ``.cls`` are skipped, as :func:`scan_shards` counts them."""
-    sample: dict = {}
     with open_shard(path, offset) as fh:
-        for name, data in tar_members(fh):
-            key, _, ext = name.rpartition("/")[2].partition(".")
-            if sample and key != sample["key"]:
-                if "cls" in sample:
-                    yield sample
-                sample = {}
-            sample.setdefault("key", key)
-            sample.setdefault("json", {})
-            if ext == "cls":
-                sample["cls"] = int(data.decode().strip())
-            elif ext == "json":
-                sample["json"] = json.loads(data)
-            elif ext.lower() in IMAGE_EXTS:
-                sample["image"] = data
+        yield from stream_samples(fh)
+
+
+def stream_samples(fh):
+    """The samples of :func:`tar_samples` out of an open tar stream ``fh``."""
+    sample: dict = {}
+    for name, data in tar_members(fh):
+        key, _, ext = name.rpartition("/")[2].partition(".")
+        if sample and key != sample["key"]:
+            if "cls" in sample:
+                yield sample
+            sample = {}
+        sample.setdefault("key", key)
+        sample.setdefault("json", {})
+        if ext == "cls":
+            sample["cls"] = int(data.decode().strip())
+        elif ext == "json":
+            sample["json"] = json.loads(data)
+        elif ext.lower() in IMAGE_EXTS:
+            sample["image"] = data
     if "cls" in sample:
         yield sample
 
@@ -420,7 +486,9 @@ def tar_members(fh):
     long_name = None
     while len(header := fh.read(512)) == 512 and header.strip(b"\0"):
         size = _octal(header[124:136])
-        data = fh.read(size)
+        data = _read_at_most(fh, size)
+        if len(data) < size:
+            raise EOFError(f"the tar ends inside a member ({len(data)} of {size} bytes)")
         if size % 512:
             fh.read(-size % 512)
         kind = header[156:157]
@@ -431,6 +499,18 @@ def tar_members(fh):
         long_name = None
         if kind in (b"0", b"\0", b"7"):
             yield name, data
+
+
+def _read_at_most(fh, size: int) -> bytes:
+    """``size`` bytes of ``fh`` (fewer at its end), read 1 MiB at a time: a damaged header may
+    claim gigabytes, which one ``read(size)`` would allocate before finding the end."""
+    if size <= 1 << 20:
+        return fh.read(size)
+    parts, left = [], size
+    while left > 0 and (got := fh.read(min(left, 1 << 20))):
+        parts.append(got)
+        left -= len(got)
+    return b"".join(parts)
 
 
 def _octal(field: bytes) -> int:

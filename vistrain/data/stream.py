@@ -40,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -53,7 +54,7 @@ from vistrain.data.loader import ArrayBatches
 from vistrain.data.scan import ImageIndex, scan_folder
 from vistrain.data.shards_index import (PART_CODES, ShardIndex, is_shard_source, is_url, part_code,
                                         read_shard_index)
-from vistrain.data.shards_stream import PreprocessDecoder, ShardBatches, SquareDecoder, tar_samples
+from vistrain.data.shards_stream import PreprocessDecoder, ShardBatches, SquareDecoder, damaged, tar_samples
 from vistrain.errors import DataError
 
 
@@ -281,18 +282,29 @@ def read_samples(shards: ShardIndex, ids) -> list[bytes]:
             block = min(wanted[0] // shard.seek_every, len(shard.offsets) - 1) if seekable else 0
             j = block * shard.seek_every if seekable else 0
             last = min(wanted[-1], (block + 1) * shard.seek_every - 1) if seekable else wanted[-1]
-            for sample in tar_samples(shard.path, shard.offsets[block] if seekable else 0):
-                if j in wanted:
-                    found[a + j] = sample["image"]
-                if j >= last:
-                    break
-                j += 1
+            try:
+                for sample in tar_samples(shard.path, shard.offsets[block] if seekable else 0):
+                    if j in wanted:
+                        found[a + j] = _checked_image(sample, shards.labels[a + j], shard.path)
+                    if j >= last:
+                        break
+                    j += 1
+            except (OSError, ValueError, EOFError, zlib.error, UnicodeDecodeError, IndexError) as err:
+                raise DataError(damaged(shard.path, err)) from None
             wanted = [w for w in wanted if w > last]
     missing = [i for i in ids if i not in found]
     if missing:
         raise DataError(f"{shards.root}: sample {missing[0]} not found in its shard; the shards "
                         "changed since index.json was written: pack again")
     return [found[i] for i in ids]
+
+
+def _checked_image(sample: dict, label: int, path) -> bytes:
+    """The sample's image bytes, after checking its ``.cls`` against index.json's ``label``."""
+    if sample["cls"] != label or "image" not in sample:
+        raise DataError(f"{path}: sample {sample['key']} disagrees with index.json (class "
+                        f"{sample['cls']} vs {label}, or no image); pack the data again with `vistrain pack`")
+    return sample["image"]
 
 
 def shards_digest(shards: ShardIndex) -> str:

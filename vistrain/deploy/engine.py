@@ -27,6 +27,7 @@ import torch
 
 from vistrain.deploy.graph import (EXPORT_DIR, INPUT_NAME, INT8_FILE, ONNX_FILE, OUTPUT_NAME, require,
                                    weights_sha256)
+from vistrain.deploy.onnx_export import graph_problem
 from vistrain.errors import VistrainError
 
 log = logging.getLogger("vistrain")
@@ -71,6 +72,17 @@ def stale_reason(metadata: dict[str, str], run_dir: str | Path, meta: dict) -> s
     return None
 
 
+def _reason(err: BaseException) -> str:
+    return f"{type(err).__name__}: {' '.join(str(err).split())[:120]}"
+
+
+def _graph_problem(path: Path, metadata: dict[str, str]) -> str | None:
+    try:
+        return graph_problem(path, metadata)
+    except Exception as err:  # a file ONNX Runtime loads but onnx cannot parse
+        return f"unreadable graph ({_reason(err)})"
+
+
 def _is_cpu(device) -> bool:
     if str(device) == "auto":
         return not torch.cuda.is_available()
@@ -98,7 +110,11 @@ def open_engine(run_dir: str | Path, meta: dict, engine: str = "auto", *, device
             sess = OrtEngine(path, name=name, threads=threads)
         except VistrainError:  # onnxruntime not installed: torch is the engine
             return None
-        reason = stale_reason(sess.metadata, run_dir, meta)
+        except Exception as err:  # a garbage or truncated file: the weights still predict
+            log.warning("%s is damaged (%s): predicting with torch; run `vistrain export %s` again",
+                        path, _reason(err), run_dir)
+            return None
+        reason = stale_reason(sess.metadata, run_dir, meta) or _graph_problem(path, sess.metadata)
         if reason:
             log.warning("%s is stale (%s): predicting with torch; run `vistrain export %s` again",
                         path, reason, run_dir)
@@ -110,8 +126,14 @@ def open_engine(run_dir: str | Path, meta: dict, engine: str = "auto", *, device
     if not path.is_file():
         raise VistrainError(f"{path} not found; create it with `vistrain export {run_dir}{how}` "
                             "or use --engine torch")
-    sess = OrtEngine(path, name=name, threads=threads)
-    reason = stale_reason(sess.metadata, run_dir, meta)
+    try:
+        sess = OrtEngine(path, name=name, threads=threads)
+    except VistrainError:
+        raise
+    except Exception as err:  # ONNX Runtime's own errors on a garbage or truncated file
+        raise VistrainError(f"{path} is damaged ({_reason(err)}); run `vistrain export {run_dir}{how}` "
+                            "again or use --engine torch") from None
+    reason = stale_reason(sess.metadata, run_dir, meta) or _graph_problem(path, sess.metadata)
     if reason:
         raise VistrainError(f"{path} is stale ({reason}); run `vistrain export {run_dir}{how}` "
                             "again or use --engine torch")

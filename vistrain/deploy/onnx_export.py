@@ -11,6 +11,7 @@ Example:
 """
 from __future__ import annotations
 
+import hashlib
 import warnings
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from vistrain.deploy.graph import INPUT_NAME, OUTPUT_NAME, ExportError, InferenceGraph, require
+from vistrain.errors import VistrainError
 
 OPSET = 17
 
@@ -42,10 +44,41 @@ def export_onnx(graph: InferenceGraph, path: str | Path, *, size: int, channels:
     model.doc_string = ("input: uint8 (N, H, W, C) pixels resized and cropped as metadata 'resize' "
                         "says; output: class probabilities (N, K), names in metadata 'classes'")
     del model.metadata_props[:]
-    for key, value in metadata.items():
+    for key, value in {**metadata, GRAPH_KEY: graph_sha256(model)}.items():
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(path))
     return path
+
+
+GRAPH_KEY = "graph_sha256"   # metadata key: sha256 of the graph (nodes and initializers) at export
+
+
+def graph_sha256(model) -> str:
+    """sha256 of an ONNX ``ModelProto``'s graph (its nodes and initializers, not the metadata),
+    serialized deterministically: what binds an export to the weights it was made from, so a
+    graph changed after export (with its metadata intact) is recognised.
+
+    Example:
+        >>> import onnx
+        >>> len(graph_sha256(onnx.ModelProto()))
+        64
+    """
+    return hashlib.sha256(model.graph.SerializeToString(deterministic=True)).hexdigest()
+
+
+def graph_problem(path: str | Path, metadata: dict[str, str]) -> str | None:
+    """Why the graph in ``path`` is not the one exported (None when it is, or when the export
+    records no graph hash: older exports, and int8 graphs, which are rewritten after export)."""
+    want = metadata.get(GRAPH_KEY)
+    if not want or "quantization" in metadata:
+        return None
+    try:
+        onnx = require("onnx")
+    except VistrainError:
+        return None  # onnx not installed: only ONNX Runtime's own load checks the file
+    if graph_sha256(onnx.load(str(path))) != want:
+        return "its graph differs from the one exported (the file was changed after export)"
+    return None
 
 
 def check_onnx(path: str | Path, *, size: int, channels: int, num_classes: int) -> None:

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vistrain.artifact import META, read_meta, versions
+from vistrain.artifact import META, DamagedModelError, check_finite_probabilities, read_meta, versions
 from vistrain.errors import ImageLoadError, VistrainError
 from vistrain.interpret.cam import METHODS, compute_cam, find_target_layer, overlay
 from vistrain.predictor import Classifier
@@ -236,7 +236,7 @@ class Service:
             if self._cam_layer is None:  # found once: the search runs a probe forward pass
                 self._cam_layer = find_target_layer(clf.model, (pre.channels, pre.size, pre.size))[0]
             cams, logits = compute_cam(clf.model, x, method=method, target_layer=self._cam_layer)
-        probs = logits.float().softmax(1)[0]
+        probs = check_finite_probabilities(logits.float().softmax(1)[0], clf.weights_file)
         pred = int(probs.argmax())
         blend = overlay(pixels.permute(1, 2, 0).numpy(), cams[0].cpu())
         buf = io.BytesIO()
@@ -268,6 +268,8 @@ def _endpoint(web, handler):
             out = await handler(request)
         except HTTPProblem as err:
             return web.JSONResponse({"error": err.message}, status_code=err.status)
+        except DamagedModelError as err:  # the server's model, not the request, is at fault
+            return web.JSONResponse({"error": str(err)}, status_code=500)
         except VistrainError as err:
             return web.JSONResponse({"error": str(err)}, status_code=400)
         except web.ClientDisconnect:  # the client left mid-upload: nobody reads an answer
@@ -285,6 +287,14 @@ def load_page() -> str:
     return resources.files("vistrain.server").joinpath("page.html").read_text(encoding="utf-8")
 
 
+def probe_model(clf: Classifier) -> None:
+    """One prediction on a grey image before serving: a model whose probabilities are not finite
+    (damaged weights or temperature) stops the server at its start with one line, rather than
+    answering every request with an error."""
+    pre = clf.preprocess
+    clf.predict_pixels([torch.full((pre.channels, pre.size, pre.size), 128, dtype=torch.uint8)])
+
+
 def create_app(classifier: Classifier, *, max_batch: int = DEFAULT_MAX_BATCH,
                wait_ms: float = DEFAULT_WAIT_MS, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                decode_threads: int | None = None):
@@ -297,6 +307,7 @@ def create_app(classifier: Classifier, *, max_batch: int = DEFAULT_MAX_BATCH,
     the app shuts down.
     """
     web = require_deploy()
+    probe_model(classifier)
     service = Service(classifier, max_batch=max_batch, wait_ms=wait_ms,
                       max_body_bytes=max_body_bytes, decode_threads=decode_threads)
     page = load_page()

@@ -9,6 +9,10 @@ File format: the bytes of ``torch.save(state)`` followed by a fixed-length trail
 overwritten or bit-flipped file is detected before it is unpickled.  Files without the trailer
 (written by older versions) still load, unchecked.
 
+A checkpoint carries its run's id (``run_id``: the run folder's marker holds it, see
+:func:`run_identity`), so a checkpoint copied in from another run is refused on resume;
+checkpoints of older versions, without an id, still load with a warning.
+
 Each save first keeps the current ``last.pt`` as ``prev.pt`` (a hard link, else a copy), then
 replaces ``last.pt`` atomically; :func:`load_resume_checkpoint` falls back to ``prev.pt`` (one epoch
 earlier) with a warning when ``last.pt`` is damaged.
@@ -20,10 +24,12 @@ import io
 import logging
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 import torch
 
+from vistrain import fsutil
 from vistrain.errors import RunDirError
 from vistrain.fsutil import atomic_write_bytes
 
@@ -42,6 +48,9 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     """Write ``state`` to ``path`` (checksummed, atomic, fsynced), keeping the old file as prev.pt."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    run_id = run_identity(path.parent.parent)   # RUN/checkpoints/last.pt
+    if run_id is not None:
+        state = dict(state, run_id=run_id)
     buf = io.BytesIO()
     torch.save(state, buf)
     body = buf.getvalue()
@@ -94,12 +103,51 @@ def load_checkpoint(path: str | Path) -> dict | None:
     return state
 
 
+def run_identity(run_dir: str | Path) -> str | None:
+    """The id of the run in ``run_dir``: ``run_id`` of its marker (set by :func:`assign_run_id`;
+    the marker's own ``id`` where there is one), or None for a folder without either."""
+    marker = fsutil.read_marker(run_dir) or {}
+    found = marker.get("run_id") or marker.get("id")
+    return str(found) if found else None
+
+
+def assign_run_id(run_dir: str | Path) -> str:
+    """Give the run in ``run_dir`` an id once (kept by later calls): the marker's ``id`` when it
+    has one, else a new random one; returns it.  Every checkpoint saved there carries it."""
+    marker = fsutil.read_marker(run_dir) or {}
+    if marker.get("run_id"):
+        return str(marker["run_id"])
+    run_id = str(marker.get("id") or uuid.uuid4().hex)
+    fsutil.update_marker(run_dir, run_id=run_id)
+    return run_id
+
+
+def check_run_id(state: dict, path: Path) -> dict:
+    """``state`` when it was saved by the run that owns ``path``'s folder; a checkpoint of
+    another run is a one-line :class:`CheckpointError`, one without an id (older) a warning."""
+    run_dir = path.parent.parent
+    want, got = run_identity(run_dir), state.get("run_id")
+    if got is None or want is None:
+        log.warning("%s records no run id (an older checkpoint or run); cannot check that it "
+                    "belongs to %s", path, run_dir)
+    elif got != want:
+        raise CheckpointError(f"{path}: a checkpoint of another run (run id {got}, this run is "
+                              f"{want}); resume the run it came from, or start again with --overwrite")
+    return state
+
+
 def load_resume_checkpoint(folder: str | Path) -> dict | None:
-    """The newest usable checkpoint in ``folder`` (``last.pt``, else ``prev.pt``); None if none.
+    """The newest usable checkpoint in ``folder`` (``last.pt``, else ``prev.pt``) of the run that
+    owns ``folder`` (see :func:`check_run_id`); None if none.
 
     A damaged ``last.pt`` with a usable ``prev.pt`` gives a warning and ``prev.pt``'s state (one
     epoch earlier); with no usable previous one, a one-line :class:`CheckpointError`.
     """
+    state = _newest_checkpoint(Path(folder))
+    return None if state is None else check_run_id(state, Path(folder) / "last.pt")
+
+
+def _newest_checkpoint(folder: Path) -> dict | None:
     folder = Path(folder)
     last, prev = folder / "last.pt", folder / PREVIOUS
     try:

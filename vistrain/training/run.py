@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, replace
@@ -44,6 +45,7 @@ from vistrain.evaluation import curves
 from vistrain.evaluation.calibration import calibration_summary, fit_temperature, scale_probabilities
 from vistrain.evaluation.figures import write_run_figures
 from vistrain.evaluation.metrics import compute_metrics
+from vistrain.training import checkpoint as ckpt
 from vistrain.training.auto import budget_deadline
 from vistrain.training.context import PreparedData, RunContext
 from vistrain.training.loggers import check_logging, write_logs
@@ -114,15 +116,44 @@ def prepare_run_dir(out: Path, *, overwrite: bool, resume: bool, data_root: str 
 
 def data_fingerprint(index: ImageIndex) -> dict:
     """What a resumed run checks its data against: the sha256 of the sorted ``relative path, size``
-    lines of every file in ``index`` (``{"sha256": hex, "n_files": N}``); for shards, of each
-    shard's name, size and sha256 (as ``index.json`` records them)."""
+    lines of every file in ``index`` (``{"sha256": hex, "n_files": N, "content": hex}``), and
+    ``content``, a digest of the files' bytes (:func:`content_digest`), so that an image replaced
+    by another of the same size is noticed too; for shards, of each shard's name, size and sha256
+    (as ``index.json`` records them: the shards' bytes are checked against them as they stream)."""
     if index.shards is not None:
         return {"sha256": shards_digest(index.shards), "n_files": len(index.shards.shards)}
     root = Path(index.root)
-    lines = sorted(f"{Path(p).relative_to(root).as_posix()}\t{Path(p).stat().st_size}\n"
-                   for p in index.paths)
+    rel = sorted((Path(p).relative_to(root).as_posix(), Path(p)) for p in index.paths)
+    lines = [f"{name}\t{p.stat().st_size}\n" for name, p in rel]
     return {"sha256": hashlib.sha256("".join(lines).encode("utf-8")).hexdigest(),
-            "n_files": len(lines)}
+            "n_files": len(lines), "content": content_digest([p for _, p in rel])}
+
+
+CONTENT_FILES = 4096      # files whose bytes the content digest reads (all of a smaller set)
+CONTENT_BYTES = 1 << 16   # bytes read from each end of a file
+
+
+def content_digest(paths: list[Path]) -> str:
+    """sha256 over the first and last 64 KiB of every file of ``paths`` (in the order given), or
+    of 4,096 of them evenly spaced when there are more: a resume notices changed image bytes at
+    the cost of reading a few MB, not the whole data set.
+
+    Example:
+        >>> len(content_digest([]))
+        64
+    """
+    step = max(1, -(-len(paths) // CONTENT_FILES))
+    h = hashlib.sha256()
+    for p in paths[::step]:
+        try:
+            with open(p, "rb") as fh:
+                h.update(fh.read(CONTENT_BYTES))
+                if fh.seek(0, os.SEEK_END) > 2 * CONTENT_BYTES:
+                    fh.seek(-CONTENT_BYTES, os.SEEK_END)
+                    h.update(fh.read(CONTENT_BYTES))
+        except OSError as err:  # unreadable now: that it is unreadable is part of the fingerprint
+            h.update(f"\0{type(err).__name__}\0".encode())
+    return h.hexdigest()
 
 
 def recorded_data_root(run_dir: str | Path) -> str | None:
@@ -149,6 +180,10 @@ def check_same_data(run_dir: Path, index: ImageIndex, fingerprint: dict) -> None
         raise DataError(f"{index.root}: not the data {run_dir} was trained on ({was}: "
                         f"{want.get('n_files')} files; here: {fingerprint['n_files']} files, names or "
                         "sizes differ); restore it, or give --data PATH to an unchanged copy")
+    if want.get("content") and fingerprint.get("content") and want["content"] != fingerprint["content"]:
+        raise DataError(f"{index.root}: not the data {run_dir} was trained on (same file names and "
+                        "sizes, but the contents of some images differ); restore it, or give "
+                        "--data PATH to an unchanged copy")
 
 
 def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = False,
@@ -194,6 +229,7 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
         if resume:  # pins the run to this copy of the data from now on (e.g. one given by --data)
             fsutil.update_marker(out, data_root=location(index.root),
                                  data_fingerprint=fingerprint)
+        ckpt.assign_run_id(out)  # its checkpoints carry it: one copied from another run is refused
         # written before decoding: a run killed at any point after this can be resumed
         replace(cfg, data=replace(cfg.data, root=location(index.root))).save(out / "config.yaml")
         if findings is not None:

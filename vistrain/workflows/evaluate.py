@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vistrain.artifact import load_model, read_meta, temperature
+from vistrain.artifact import WEIGHTS, check_finite_probabilities, load_model, read_meta, temperature
 from vistrain.data.cache import build_pixel_cache
 from vistrain.data.loader import ArrayBatches
 from vistrain.data.scan import ImageIndex, scan_folder
@@ -111,6 +111,7 @@ def evaluate_folder(run_dir: str | Path, data: str | Path, *, batch_size: int = 
         batches = ArrayBatches(pixels, labels, batch_size=batch_size, indices=keep)
         probs, y = predict(model, batches, BatchPipeline(normalize=pre.normalize), rt, progress=progress)
         probs = scale_probabilities(probs, t) if t != 1.0 else probs  # as training's final evaluation
+        probs = check_finite_probabilities(probs, Path(run_dir) / WEIGHTS)
     else:
         clf = Classifier(model, classes, pre, source=str(run_dir), session=session, temperature=t, tta=tta,
                          device=str(Runtime.create(device).device) if session is None else "cpu")

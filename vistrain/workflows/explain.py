@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vistrain.artifact import check_finite_probabilities
 from vistrain.errors import VistrainError
 from vistrain.interpret._utils import is_token_model
 from vistrain.interpret.attention import attention_maps, attention_rollout, plot_attention_heads
@@ -104,7 +105,7 @@ def explain_each(clf: Classifier, images, out: Path, *, method: str = "gradcam",
         hwc = np.repeat(hwc, 3, axis=2) if hwc.shape[2] == 1 else hwc
         x = pre.normalize(pix[None].to(clf.device))
         cams, logits = compute_cam(model, x, target_class=cls, method=method, target_layer=layer)
-        probs = logits.float().softmax(1)[0]
+        probs = check_finite_probabilities(logits.float().softmax(1)[0], clf.weights_file)
         pred = int(probs.argmax())
         shown = pred if cls is None else cls
         title = (f"{classes[shown]} (p={float(probs[shown]):.3f})"
