@@ -74,3 +74,4 @@ def print_json(obj) -> None:
 def job(name: str) -> ModuleType:
     """The module ``vistrain.workflows.<name>``, imported on first use (see the module docstring)."""
     return importlib.import_module(f"vistrain.workflows.{name}")
+

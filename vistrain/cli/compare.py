@@ -23,12 +23,15 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print compare.json as one JSON document "
                    "instead of a table")
     add_train_options(p)
+    for action in p._actions:  # compare's own default model, not train's
+        if action.dest == "model":
+            action.help = "timm model name or vistrain/<name> (default vistrain/resnet-tiny)"
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    parse_vary(args.vary)  # fail on a bad --vary before anything else (torch included)
     work = job("compare")
-    parse_vary(args.vary)  # fail on a bad --vary before anything else
     if not args.model and not args.config:
         args.model = work.DEFAULT_MODEL
     cfg = config_from_args(args, args.data)
