@@ -127,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     # the first word that is not an option is the verb (the top-level options take no value)
     parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
     args = parser.parse_args(argv)
+    # a file name that is not UTF-8 (os.fsdecode's surrogates) prints as its own bytes, not a crash
+    sys.stdout.reconfigure(errors="surrogateescape")
+    sys.stderr.reconfigure(errors="backslashreplace")
     # log lines go to stderr: stdout holds only the verb's result (one JSON document with --json)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(message)s", stream=sys.stderr)

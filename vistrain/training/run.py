@@ -121,7 +121,7 @@ def data_fingerprint(index: ImageIndex) -> dict:
     root = Path(index.root)
     lines = sorted(f"{Path(p).relative_to(root).as_posix()}\t{Path(p).stat().st_size}\n"
                    for p in index.paths)
-    return {"sha256": hashlib.sha256("".join(lines).encode("utf-8")).hexdigest(),
+    return {"sha256": hashlib.sha256("".join(lines).encode("utf-8", "surrogateescape")).hexdigest(),
             "n_files": len(lines)}
 
 
