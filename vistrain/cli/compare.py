@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from vistrain.cli.common import add_train_options, config_from_args, job, print_json
-from vistrain.evaluation.compare import format_compare_table, parse_vary
 
 
 def register(sub) -> None:
@@ -30,6 +29,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    # numpy and PIL come with this module: imported when the verb runs, not for --help
+    from vistrain.evaluation.compare import format_compare_table, parse_vary
     parse_vary(args.vary)  # fail on a bad --vary before anything else (torch included)
     work = job("compare")
     if not args.model and not args.config:
