@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import errno
+import io
 import os
 import shutil
 import signal
@@ -128,9 +129,9 @@ def no_space_error(err: BaseException) -> OSError | None:
 
 def no_space_line(err: OSError) -> str:
     """``no space left on MOUNT while writing FILE; free N MB ...``.  The file is the error's own
-    name, else the target of the :mod:`vistrain.fsutil` write it happened in (a failed ``write()``
-    carries no name); N is at least 100 MB, or the size of the file being replaced when larger."""
-    target = err.filename or _fsutil_target(err.__traceback__)
+    name, else found in its traceback (:func:`_written_file`: a failed ``write()`` carries no
+    name); N is at least 100 MB, or the size of the file being replaced when larger."""
+    target = err.filename or _written_file(err.__traceback__)
     where = Path(target).absolute().parent if target else Path.cwd()
     while not where.exists() and where != where.parent:
         where = where.parent
@@ -148,12 +149,22 @@ def no_space_line(err: OSError) -> str:
             f"({free_mb} MB free now) and rerun")
 
 
-def _fsutil_target(tb) -> str | None:
-    """``path`` of the innermost :mod:`vistrain.fsutil` frame of a traceback, if any."""
-    found = None
+def _written_file(tb) -> str | None:
+    """The file a failed write was writing, from its traceback: ``path`` of the innermost
+    :mod:`vistrain.fsutil` frame (every atomic write), else the innermost open file object in a
+    frame's locals or on its ``self`` (a shard being written)."""
+    frames = []
     while tb is not None:
-        frame = tb.tb_frame
-        if frame.f_globals.get("__name__") == "vistrain.fsutil" and "path" in frame.f_locals:
-            found = str(frame.f_locals["path"])
+        frames.append(tb.tb_frame)
         tb = tb.tb_next
-    return found
+    for frame in reversed(frames):
+        if frame.f_globals.get("__name__") == "vistrain.fsutil" and "path" in frame.f_locals:
+            return str(frame.f_locals["path"])
+    for frame in reversed(frames):
+        values = list(frame.f_locals.values())
+        values += list(getattr(frame.f_locals.get("self"), "__dict__", {}).values())
+        for value in values:
+            name = getattr(value, "name", None) if isinstance(value, io.IOBase) else None
+            if isinstance(name, (str, os.PathLike)):
+                return os.fspath(name)
+    return None

@@ -121,9 +121,9 @@ def build_parser(verb: str | None = None) -> TopParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv == ["--version"]:  # answered before any verb module is imported
+    if argv == ["--version"]:  # answered before any verb module is imported; exits as argparse does
         print(f"vistrain {__version__}")
-        return 0
+        raise SystemExit(0)
     # the first word that is not an option is the verb (the top-level options take no value)
     parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
     args = parser.parse_args(argv)

@@ -25,7 +25,7 @@ from vistrain.errors import DataError
 
 # A pattern is the user's: one with nested repeats ('^(a+)+$') backtracks exponentially on a long
 # name.  The `regex` package (re-compatible syntax, version V0) stops a match after a time limit.
-MATCH_LIMIT_S = 1.0    # one name; a sane pattern takes microseconds on a path
+MATCH_LIMIT_S = 0.5    # one name (CPU seconds); a sane pattern takes microseconds on a path
 TOTAL_LIMIT_S = 30.0   # all names together
 
 
@@ -46,7 +46,7 @@ def groups_from_regex(pattern: str, names: list[str]) -> list[str]:
         try:
             m = rx.search(name, timeout=limit)
         except TimeoutError:
-            raise DataError(f"--group-regex {pattern!r} took over {limit:.3g} s on {name!r} (a pattern "
+            raise DataError(f"--group-regex '{pattern}' took over {limit:.3g} s on {name!r} (a pattern "
                             "with nested repeats such as (a+)+ backtracks without end); simplify it, "
                             "e.g. (a+) instead of (a+)+, or give --groups FILE.csv") from None
         if m is None:
