@@ -243,3 +243,42 @@ def test_oversized_headers_answer_json(tmp_path):
     head, _, body = reply.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400") and b"content-type: application/json" in head.lower()
     assert "KiB" in json.loads(body)["error"]
+
+
+# ---- temporaries of a killed run ----------------------------------------------------------------
+DEAD_PID = 999_999_999  # no process has it
+
+
+def left_behind(path: Path, is_dir: bool = False) -> Path:
+    """A temporary entry written before this test process started (as by a killed run)."""
+    from vistrain.data.leftovers import STARTED
+    path.mkdir() if is_dir else path.write_bytes(b"half")
+    os.utime(path, (STARTED - 60, STARTED - 60))
+    return path
+
+
+def test_pack_removes_the_staging_folder_of_a_killed_pack(capsys, tmp_path):
+    data = make_image_folder(tmp_path / "data", per_class=4, size=(16, 16))
+    dead = left_behind(tmp_path / f".shards.{DEAD_PID}-abc_12.part", is_dir=True)
+    live = left_behind(tmp_path / f".shards.{os.getpid()}-abc_12.part", is_dir=True)
+    other = left_behind(tmp_path / f".other.{DEAD_PID}-abc_12.part", is_dir=True)
+    assert main(["pack", str(data), "--out", str(tmp_path / "shards"), "--workers", "1", "--json"]) == 0
+    assert not dead.exists() and live.exists() and other.exists()
+
+
+def test_export_removes_the_staging_folder_of_a_killed_export(tmp_path):
+    from vistrain.workflows.export import remove_leftovers
+    dead = left_behind(tmp_path / f".staging-{DEAD_PID}-k3j_x", is_dir=True)
+    live = left_behind(tmp_path / f".staging-{os.getpid()}-k3j_x", is_dir=True)
+    young = tmp_path / f".staging-{DEAD_PID}-young"
+    young.mkdir()  # written after this process started: not this cleaner's to judge
+    remove_leftovers(tmp_path)
+    assert not dead.exists() and live.exists() and young.exists()
+
+
+def test_cache_removes_the_part_files_of_a_killed_build(tmp_path):
+    from vistrain.data.cache_budget import part_suffix, prune_cache
+    dead = left_behind(tmp_path / f"pixels-abc.npy.x1y2z3.{DEAD_PID}.part")
+    live = left_behind(tmp_path / f"pixels-def.npy.x1y2z3{part_suffix()}")
+    prune_cache(tmp_path, limit_bytes=None)
+    assert not dead.exists() and live.exists()
