@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from vistrain.errors import DataError, RunDirError, VistrainError
@@ -42,7 +43,9 @@ def run_verb(args) -> int:
     :func:`no_space_line`) and a closed stdout pipe (``vistrain stats DATA | head -1``: quiet,
     exit 141 as the shell reports SIGPIPE).  ``-v`` re-raises instead, with the traceback.
     """
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    # signal handlers belong to the main thread; main() called from another one keeps the default
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main else None
     try:
         check_inputs(args)
         code = int(args.func(args) or 0)
@@ -63,7 +66,8 @@ def run_verb(args) -> int:
             raise
         return _fail(no_space_line(full), 2)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _fail(line: str, code: int) -> int:
