@@ -3,8 +3,9 @@ one place the command line imports a workflow (when its verb runs, not before).
 
 Workflows import torch, timm and scikit-learn (~1-2 s).  ``vistrain --help``, ``--version`` and
 argument errors need none of it, so every verb's ``run`` fetches its workflow module through
-:func:`job` instead of importing it at the top of the verb's module: the CLI's only deferred
-import of a vistrain module.
+:func:`job` instead of importing it at the top of the verb's module.  The only other deferred
+imports are the table printers of ``cv`` and ``compare`` (their modules load numpy and PIL);
+tests/test_cli_front.py holds the front free of torch and numpy.
 
 Example:
     >>> from vistrain.cli.common import job
@@ -79,3 +80,4 @@ def print_json(obj) -> None:
 def job(name: str) -> ModuleType:
     """The module ``vistrain.workflows.<name>``, imported on first use (see the module docstring)."""
     return importlib.import_module(f"vistrain.workflows.{name}")
+

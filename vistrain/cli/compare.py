@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from vistrain.cli.common import add_train_options, config_from_args, job, print_json
-from vistrain.evaluation.compare import format_compare_table, parse_vary
 
 
 def register(sub) -> None:
@@ -23,12 +22,17 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print compare.json as one JSON document "
                    "instead of a table")
     add_train_options(p)
+    for action in p._actions:  # compare's own default model, not train's
+        if action.dest == "model":
+            action.help = "timm model name or vistrain/<name> (default vistrain/resnet-tiny)"
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    # numpy and PIL come with this module: imported when the verb runs, not for --help
+    from vistrain.evaluation.compare import format_compare_table, parse_vary
+    parse_vary(args.vary)  # fail on a bad --vary before anything else (torch included)
     work = job("compare")
-    parse_vary(args.vary)  # fail on a bad --vary before anything else
     if not args.model and not args.config:
         args.model = work.DEFAULT_MODEL
     cfg = config_from_args(args, args.data)

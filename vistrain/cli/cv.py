@@ -5,7 +5,6 @@ from pathlib import Path
 
 from vistrain.cli.common import add_train_options, config_from_args, job, print_json
 from vistrain.errors import VistrainError
-from vistrain.evaluation.cv import format_cv
 
 
 def register(sub) -> None:
@@ -32,7 +31,10 @@ def run(args) -> int:
     if args.out is None and (args.resume or args.fold is not None):
         raise VistrainError("--resume and --fold need --out OUT (the cross-validation folder)")
     cfg = config_from_args(args, args.data)
-    result = job("cv").cv(config=cfg, folds=args.folds, out=args.out, fold=args.fold, resume=args.resume,
+    work = job("cv")
+    # the folder fixed here, so that an interrupted run's message can name it
+    args.out = args.out or str(work.default_out_dir(cfg.data.root, f"-cv{args.folds}"))
+    result = work.cv(config=cfg, folds=args.folds, out=args.out, fold=args.fold, resume=args.resume,
                 overwrite=args.overwrite, progress=not args.json)
     out = Path(result["out_dir"])
     if args.json:
@@ -42,6 +44,8 @@ def run(args) -> int:
         print(f"folds finished: {result['finished']}; missing: {result['missing']} "
               f"(run them with --fold K --out {out}, or all with --resume --out {out})")
         return 0
+    # numpy: imported once the folds ran, not for --help or an argument error
+    from vistrain.evaluation.cv import format_cv
     print(format_cv(result, per_class=True if args.per_class else None))
     issues = result.get("label_issues")
     if issues:

@@ -6,7 +6,10 @@ With ``--labels CV_DIR`` the likely mislabelled images that ``vistrain cv`` foun
 from __future__ import annotations
 
 from vistrain.cli.common import job, print_json
-from vistrain.evaluation.label_issues import CSV_NAME
+
+# vistrain.evaluation.label_issues.CSV_NAME, spelled out: that module imports numpy and PIL, which
+# `vistrain doctor --help` must not wait for (a test holds the two equal)
+CSV_NAME = "label_issues.csv"
 
 LABELS_TOP = 10              # label issues printed with --labels (as vistrain.workflows.doctor)
 

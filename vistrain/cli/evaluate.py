@@ -11,7 +11,7 @@ def register(sub) -> None:
     p = sub.add_parser("evaluate", help="score a labelled image folder with a trained run",
                        description="Predict every image of DATA/<class>/<image> with the run's "
                                    "exact preprocessing and print accuracy, per-class metrics and "
-                                   "95%% bootstrap confidence intervals. Class folders must be "
+                                   "95% bootstrap confidence intervals. Class folders must be "
                                    "named as the run's classes.")
     p.add_argument("run_dir", help="run directory of `vistrain train`")
     p.add_argument("data", help="image folder DATA/<class>/<image> with the run's class names")

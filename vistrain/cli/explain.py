@@ -26,7 +26,7 @@ def register(sub) -> None:
     p.add_argument("--list-layers", action="store_true", help="print the layers with spatial outputs and exit")
     p.add_argument("--feature-maps", action="store_true", help="also write an early-vs-late feature-map grid")
     p.add_argument("--json", action="store_true", help="print one JSON document")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--device", default="auto", help="auto (CUDA when there is one) | cpu | cuda | cuda:N")
     p.set_defaults(func=run)
 
 

@@ -22,7 +22,7 @@ import logging
 import sys
 
 from vistrain import __version__
-from vistrain.errors import VistrainError
+from vistrain.cli.failures import run_verb
 
 # Sub-command modules, in the order they appear in --help.
 COMMANDS = [
@@ -47,18 +47,44 @@ def _shows_default(action: argparse.Action) -> bool:
     return not (default is None or default is False or default is argparse.SUPPRESS or default == [])
 
 
-class SubcommandParser(argparse.ArgumentParser):
+class OneLineErrors:
+    """argparse errors as one line ``error: <problem>; see `vistrain VERB --help```, exit 2.
+
+    argparse prints the whole usage (dozens of lines for ``train``) before its message; the
+    message itself already names the flag, the bad value and the allowed values or type, e.g.
+    ``argument --epochs: invalid int value: 'abc'``."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message.strip()}; see `{self.prog} --help`\n")
+
+
+class SubcommandParser(OneLineErrors, argparse.ArgumentParser):
     """The parser class of every verb: :class:`HelpFormatter` unless the verb asks otherwise, and
-    an option given without help still shows its default (argparse prints no line for it)."""
+    an option given without help still shows its default (argparse prints no line for it).
+    ``-v``/``--verbose`` works after the verb too (``vistrain train DATA -v``)."""
 
     def __init__(self, *args, formatter_class=HelpFormatter, **kwargs):
         super().__init__(*args, formatter_class=formatter_class, **kwargs)
+        # SUPPRESS: not given after the verb keeps the value given before it
+        self.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                          help="debug logging and full tracebacks")
 
     def add_argument(self, *args, **kwargs):
         action = super().add_argument(*args, **kwargs)
         if action.help is None and action.option_strings and _shows_default(action):
             action.help = "default: %(default)s"
         return action
+
+
+class TopParser(OneLineErrors, argparse.ArgumentParser):
+    """The ``vistrain`` parser: an error after the verb names the verb's ``--help``."""
+
+    verb: str | None = None
+
+    def error(self, message: str):
+        if self.verb:
+            self.exit(2, f"error: {message.strip()}; see `vistrain {self.verb} --help`\n")
+        super().error(message)
 
 
 class DeprecatedAlias(argparse.Action):
@@ -77,39 +103,40 @@ class DeprecatedAlias(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser(verb: str | None = None) -> TopParser:
+    """The ``vistrain`` parser; with a known ``verb`` only that verb's module is imported (its
+    ``--help``, its errors and its run need no other), else every verb's (``vistrain --help``)."""
+    parser = TopParser(
         prog="vistrain",
         description="Train, evaluate and explain image classifiers from a folder of images.",
     )
     parser.add_argument("--version", action="version", version=f"vistrain {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=SubcommandParser)
-    for name in COMMANDS:
+    for name in [verb] if verb in COMMANDS else COMMANDS:
         importlib.import_module(f"vistrain.cli.{name.replace('-', '_')}").register(sub)
+    parser.verb = verb if verb in COMMANDS else None
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv == ["--version"]:  # answered before any verb module is imported; exits as argparse does
+        print(f"vistrain {__version__}")
+        raise SystemExit(0)
+    # the first word that is not an option is the verb (the top-level options take no value)
+    parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
     args = parser.parse_args(argv)
+    # a file name that is not UTF-8 (os.fsdecode's surrogates) prints as its own bytes, not a crash
+    sys.stdout.reconfigure(errors="surrogateescape")
+    sys.stderr.reconfigure(errors="backslashreplace")
     # log lines go to stderr: stdout holds only the verb's result (one JSON document with --json)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(message)s", stream=sys.stderr)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        return int(args.func(args) or 0)
-    except VistrainError as err:
-        if args.verbose:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        print("interrupted: the last checkpoint is kept; resume with `vistrain train --resume RUN_DIR`",
-              file=sys.stderr)
-        return 130
+    return run_verb(args)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ def register(sub) -> None:
     p.add_argument("--top-k", type=int, default=5,
                    help="classes shown per image, 1 to the number of classes (more: all of them)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--device", default="auto", help="auto (CUDA when there is one) | cpu | cuda | cuda:N")
     add_engine_options(p)
     p.set_defaults(func=run)
 

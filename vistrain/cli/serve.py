@@ -30,7 +30,7 @@ def register(sub) -> None:
     p.add_argument("--max-image-pixels", type=int,
                    help="refuse larger images as decompression bombs (default 300000000)")
     p.add_argument("--decode-threads", type=int, help="threads decoding uploads (default min(4, CPUs))")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--device", default="auto", help="auto (CUDA when there is one) | cpu | cuda | cuda:N")
     add_engine_options(p)
     p.add_argument("--json", action="store_true",
                    help="print one JSON document with the address once listening")

@@ -35,8 +35,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    work = job("train")
-    train = work.train
     data = args.data_path or args.data
     if args.data_path and args.data and Path(args.data_path) != Path(args.data):
         raise VistrainError(f"two data folders given ({args.data} and --data {args.data_path}); give one")
@@ -45,18 +43,23 @@ def run(args) -> int:
         if not (run_dir / "config.yaml").is_file():
             raise RunDirError(f"{run_dir}: no config.yaml; not a vistrain run directory to resume")
         args.config = args.config or str(run_dir / "config.yaml")
-        cfg = work.resume_config(config_from_args(args, data), run_dir, data)
+        cfg = config_from_args(args, data)  # a bad value fails here, before torch loads
+        work = job("train")
+        cfg = work.resume_config(cfg, run_dir, data)
         if args.print_config:
             return _print_config(cfg)
-        result = train(data, config=cfg, out=run_dir, resume=True, progress=not args.json)
+        result = work.train(data, config=cfg, out=run_dir, resume=True, progress=not args.json)
     else:
         if not data:
             raise VistrainError("give the image folder: vistrain train DATA")
         cfg = config_from_args(args, data)
         if args.print_config:
             return _print_config(cfg)
-        result = train(config=cfg, out=args.out, overwrite=args.overwrite, auto_resume=args.auto_resume,
-                       progress=not args.json)
+        work = job("train")
+        # the folder fixed here, so that an interrupted run's message can name it
+        args.out = args.out or str(work.default_out_dir(cfg.data.root))
+        result = work.train(config=cfg, out=args.out, overwrite=args.overwrite,
+                            auto_resume=args.auto_resume, progress=not args.json)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return 0
     report = (result.run_dir / "report.html").resolve()

@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 import typing
@@ -407,8 +408,15 @@ def type_hint(key: str):
     """The type of setting ``SECTION.FIELD``, e.g. ``int | None`` for ``"preprocess.size"``;
     None for an unknown key."""
     section, _, name = key.partition(".")
+    return _section_hints(section).get(name)
+
+
+@functools.lru_cache(maxsize=None)
+def _section_hints(section: str) -> dict:
+    """``{field: type}`` of one config section, resolved once: every CLI flag asks for its type and
+    choices, and resolving the string annotations each time made ``vistrain --help`` slow."""
     cls = type(getattr(TrainConfig(), section, None))
-    return typing.get_type_hints(cls).get(name) if dataclasses.is_dataclass(cls) else None
+    return typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
 
 
 def _literal_values(hint) -> tuple:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import shutil
 import stat
 import time
@@ -30,6 +31,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from vistrain.data.leftovers import left_by_dead_writer
 from vistrain.errors import VistrainError
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,14 @@ log = logging.getLogger(__name__)
 DEFAULT_CACHE_MAX_GB = 20.0
 PART = ".part"             # the temporary-name suffix of every cache file being written
 PART_MAX_AGE_S = 6 * 3600  # a ".part" file untouched this long belongs to a build that was killed
+# a ".part" file names its writer (see part_suffix): when that process is gone, the build is too
+PART_OF_WRITER = re.compile(r".+\.(?P<pid>\d+)\.part")
+
+
+def part_suffix() -> str:
+    """The temporary-name suffix of a cache file this process writes, ``.<pid>.part``: the next
+    run removes it at once when this process was killed (:func:`prune_cache`)."""
+    return f".{os.getpid()}{PART}"
 SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -140,7 +150,7 @@ def prune_cache(root: Path, limit_bytes: int | None = -1, keep=()) -> list[Cache
     for e in entries:  # oldest first
         if any(f.resolve() in keep for f in e.files):
             continue
-        stale_part = e.partial and now - e.last_used > PART_MAX_AGE_S
+        stale_part = e.partial and (now - e.last_used > PART_MAX_AGE_S or _writer_gone(e))
         if not stale_part and (e.partial or limit is None or total <= limit):
             continue
         for f in e.files:
@@ -155,6 +165,14 @@ def prune_cache(root: Path, limit_bytes: int | None = -1, keep=()) -> list[Cache
                  root, len(removed), sum(e.size for e in removed) / 1e9,
                  "no limit" if limit is None else f"{limit / 1e9:g} GB (VISTRAIN_CACHE_MAX_GB)")
     return removed
+
+
+def _writer_gone(entry: CacheEntry) -> bool:
+    """Every ``.part`` file of ``entry`` was left by a process that no longer runs."""
+    try:
+        return all(left_by_dead_writer(f, PART_OF_WRITER) for f in entry.files if PART in f.name)
+    except OSError:  # a file went meanwhile: its build finished or was cleaned by another run
+        return False
 
 
 def budget_root(cache_dir: Path) -> Path:

@@ -24,9 +24,9 @@ from typing import Callable
 
 import numpy as np
 
-from vistrain.data.cache_budget import (PART, SPACE_ERRNOS, budget_root, check_budget,
+from vistrain.data.cache_budget import (SPACE_ERRNOS, budget_root, check_budget,
                                         ensure_free_space, mark_used, npy_bytes, prune_cache,
-                                        write_error)
+                                        part_suffix, write_error)
 from vistrain.data.cache_decode import BLOCK_ROWS, decode_all
 from vistrain.data.cache_entry import (CacheDamaged, open_array_entry, remove_entry, sidecar,
                                        unlink_quietly, write_sidecar)
@@ -122,7 +122,7 @@ def _open_pixel_entry(npy: Path, shape) -> tuple[np.ndarray, dict] | None:
 def _new_part(npy: Path, shape, parts: list) -> np.memmap:
     """An ``(N, C, S, S)`` zero-filled memory map of a new ``.part`` file next to ``npy`` (added to
     ``parts``), with its disk blocks reserved."""
-    tmp = temp_beside(npy, PART)
+    tmp = temp_beside(npy, part_suffix())
     parts.append(tmp)
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
     if hasattr(os, "posix_fallocate"):

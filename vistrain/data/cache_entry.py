@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vistrain.data.cache_budget import PART
+from vistrain.data.cache_budget import PART, part_suffix
 from vistrain.fsutil import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def write_sidecar(npy: Path, arr_file: Path, shape, dtype, block_rows: int, chec
     meta = {"format": ENTRY_FORMAT, "shape": list(shape), "dtype": np.dtype(dtype).str,
             "file_bytes": os.path.getsize(arr_file), "block_rows": int(block_rows),
             "checksums": [int(c) for c in checksums], **extra}
-    atomic_write_text(sidecar(npy), json.dumps(meta), suffix=PART)
+    atomic_write_text(sidecar(npy), json.dumps(meta), suffix=part_suffix())
 
 
 def save_array_entry(npy, arr: np.ndarray, extra: dict | None = None) -> None:
@@ -82,7 +82,7 @@ def save_array_entry(npy, arr: np.ndarray, extra: dict | None = None) -> None:
     npy = Path(npy)
     arr = np.ascontiguousarray(arr)
     rows = max(1, (1 << 20) // max(1, arr[:1].nbytes))  # blocks of ~1 MiB
-    with atomic_path(npy, suffix=PART) as tmp:
+    with atomic_path(npy, suffix=part_suffix()) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, arr)
         write_sidecar(npy, tmp, arr.shape, arr.dtype, rows, block_checksums(arr, rows), extra or {})

@@ -124,5 +124,6 @@ def cache_key(paths, spec: dict, *, strict: bool | None = None) -> str:
                                    "strict": strict, **spec}, sort_keys=True, default=str).encode())
     paths = [str(p) for p in paths]
     for p, fingerprint in zip(paths, _fingerprints(paths, strict)):
-        h.update(f"{p}\0{fingerprint}\n".encode())
+        # surrogateescape: a name that is not UTF-8 (os.fsdecode's surrogates) hashes as its bytes
+        h.update(f"{p}\0{fingerprint}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:24]

@@ -15,11 +15,18 @@ Example:
 from __future__ import annotations
 
 import csv
-import re
+import time
 from collections import Counter
 from pathlib import Path
 
+import regex
+
 from vistrain.errors import DataError
+
+# A pattern is the user's: one with nested repeats ('^(a+)+$') backtracks exponentially on a long
+# name.  The `regex` package (re-compatible syntax, version V0) stops a match after a time limit.
+MATCH_LIMIT_S = 0.5    # one name (CPU seconds); a sane pattern takes microseconds on a path
+TOTAL_LIMIT_S = 30.0   # all names together
 
 
 def relative_names(index) -> list[str]:
@@ -29,11 +36,19 @@ def relative_names(index) -> list[str]:
 
 def groups_from_regex(pattern: str, names: list[str]) -> list[str]:
     """The group of each of ``names`` (relative paths): the pattern's first capture group, or the
-    whole match when it has none.  A name the pattern does not match is an error."""
-    rx = re.compile(pattern)
+    whole match when it has none.  A name the pattern does not match is an error, and so is a
+    pattern that takes over :data:`MATCH_LIMIT_S` on one name (or :data:`TOTAL_LIMIT_S` on all)."""
+    rx = regex.compile(pattern, flags=regex.V0)
     groups, unmatched = [], []
+    deadline = time.monotonic() + TOTAL_LIMIT_S
     for name in names:
-        m = rx.search(name)
+        limit = min(MATCH_LIMIT_S, max(deadline - time.monotonic(), 0.001))
+        try:
+            m = rx.search(name, timeout=limit)
+        except TimeoutError:
+            raise DataError(f"--group-regex '{pattern}' took over {limit:.3g} s on {name!r} (a pattern "
+                            "with nested repeats such as (a+)+ backtracks without end); simplify it, "
+                            "e.g. (a+) instead of (a+)+, or give --groups FILE.csv") from None
         if m is None:
             unmatched.append(name)
             continue

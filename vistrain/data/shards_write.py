@@ -37,6 +37,7 @@ import hashlib
 import io
 import multiprocessing as mp
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -51,6 +52,7 @@ from PIL import Image
 
 from vistrain.data.cache_decode import num_workers
 from vistrain.data.io import DEFAULT_BACKGROUND, load_image
+from vistrain.data.leftovers import pid_tag, remove_dead
 from vistrain.data.scan import ImageIndex
 from vistrain.data.shards_index import FORMAT, INDEX, VERSION, is_shard_folder, part_code
 from vistrain.errors import DataError, ImageLoadError, VistrainError
@@ -101,7 +103,10 @@ def write_shards(index: ImageIndex, out_dir, *, parts: dict[str, list[int]] | No
     part_of = _part_of_index(index, parts)
     order = np.random.default_rng(seed).permutation(len(index)).tolist()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".part", dir=out_dir.parent))
+    # the staging folder of a pack killed earlier (kill -9) goes now; the writer's pid is in its name
+    remove_dead(out_dir.parent, re.compile(rf"\.{re.escape(out_dir.name)}\.(?P<pid>\d+)-\w+\.part"))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.{pid_tag()}-", suffix=".part",
+                                dir=out_dir.parent))
     try:
         compress, rows = _choose_compress(compress, _encoded(index, order, job, workers, progress))
         writer = _ShardWriter(tmp, shard_bytes, gzip=compress == "gzip")

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from vistrain.config import parse_value, update_section
 from vistrain.errors import VistrainError
+from vistrain.fsutil import atomic_write_bytes
 from vistrain.evaluation.png import figure_png, new_figure
 
 log = logging.getLogger("vistrain")
@@ -141,7 +142,7 @@ def plot_compare_curves(summary: dict, path=None):
     fig.tight_layout()
     png = figure_png(fig, dpi=100)
     if path is not None:
-        Path(path).write_bytes(png)
+        atomic_write_bytes(path, png)
     return png
 
 

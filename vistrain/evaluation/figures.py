@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from vistrain.evaluation.plots import plot_confusion_matrix, plot_pr_curves, plot_reliability, plot_roc_curves
+from vistrain.fsutil import atomic_write_json
 
 log = logging.getLogger("vistrain")
 
@@ -69,7 +70,7 @@ def write_run_figures(run_dir) -> dict[str, Path]:
         return {}
     m = metrics[part]
     figs = write_eval_figures(run_dir, preds[part]["labels"], preds[part]["probs"], m["class_names"], m)
-    (run_dir / "figures.json").write_text(json.dumps(
-        {"part": part, "n_samples": m["n_samples"], "files": {k: v.name for k, v in figs.items()}}, indent=1))
+    atomic_write_json(run_dir / "figures.json", {"part": part, "n_samples": m["n_samples"],
+                                                 "files": {k: v.name for k, v in figs.items()}}, indent=1)
     log.info("figures (%s part): %s", part, ", ".join(v.name for v in figs.values()))
     return figs

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vistrain.fsutil import atomic_path
+
 
 def new_figure(figsize: tuple[float, float], *, layout: str | None = "constrained"):
     """A ``Figure`` of ``figsize`` inches (width, height) on its own Agg canvas."""
@@ -44,7 +46,9 @@ def save_figure(fig, path, dpi: int = 100, **savefig) -> Path:
     """Write ``fig`` to ``path`` (format by suffix; parent folders created); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, **savefig)
+    savefig.setdefault("format", path.suffix.lstrip(".") or "png")  # the temporary name has no suffix
+    with atomic_path(path) as tmp:  # a full disk leaves no truncated PNG
+        fig.savefig(tmp, dpi=dpi, **savefig)
     return path
 
 

@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from vistrain.config import OptimConfig
 from vistrain.errors import VistrainError
 from vistrain.evaluation.png import new_figure, save_figure
+from vistrain.fsutil import atomic_write_text
 from vistrain.training.context import RunContext
 from vistrain.training.features import LinearHead
 from vistrain.training.lrfind import run_range_test, uses_cached_features
@@ -487,6 +488,6 @@ def _run_checks(ctx: RunContext, *, out_dir, overfit_steps, shuffle_epochs, max_
         (log.info if r.passed is not False else log.warning)("check %s", r.line())
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        (Path(out_dir) / "checks.json").write_text(json.dumps([r.to_dict() for r in results], indent=1,
-                                                              default=str))
+        atomic_write_text(Path(out_dir) / "checks.json",
+                          json.dumps([r.to_dict() for r in results], indent=1, default=str))
     return results

@@ -23,7 +23,7 @@ import logging
 from pathlib import Path
 
 from vistrain.errors import RunDirError, VistrainError
-from vistrain.fsutil import atomic_write_text
+from vistrain.fsutil import atomic_write_bytes
 from vistrain.report import eval_sections, run_sections
 from vistrain.report.compare_report import render_compare_page
 from vistrain.report.cv_report import render_cv_page
@@ -114,5 +114,6 @@ def build_full_report(run_dir: str | Path) -> Path:
                           "compare.json; not a vistrain run directory (train one with `vistrain "
                           "train DATA --out DIR`)")
     out = folder.path / "report.html"
-    atomic_write_text(out, page)
+    # a file name that is not UTF-8 (os.fsdecode's surrogates) shows as \\udcff, not a crash
+    atomic_write_bytes(out, page.encode("utf-8", "backslashreplace"))
     return out

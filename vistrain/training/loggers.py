@@ -19,9 +19,11 @@ Example:
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 from vistrain.errors import VistrainError
+from vistrain.fsutil import atomic_write_text
 
 FIRST_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds")
 
@@ -70,10 +72,11 @@ class EpochLoggers:
         keys = [k for k in FIRST_COLUMNS if any(k in r for r in self._rows)]
         keys += sorted({k for r in self._rows for k in r} - set(keys))
         self.csv_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.csv_path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys, restval="")
-            w.writeheader()
-            w.writerows(self._rows)
+        text = io.StringIO(newline="")
+        w = csv.DictWriter(text, fieldnames=keys, restval="")
+        w.writeheader()
+        w.writerows(self._rows)
+        atomic_write_text(self.csv_path, text.getvalue())
 
     def paths(self) -> list[Path]:
         out = [self.csv_path] if self.csv_path is not None else []

@@ -94,6 +94,16 @@ class BatchPipeline:
                                label_smoothing=self.label_smoothing)
 
 
+def diverged(loss: float, optimizer, scheduler, batches_done: int) -> TrainingError:
+    """The one-line error of a non-finite loss: the step (the scheduler's count, stepped once per
+    batch, else the batch of this epoch), the loss (a float) and the learning rate the optimizer was given,
+    e.g. ``training diverged at step 3 (loss nan); lower --lr (now 1e+30)``."""
+    step = scheduler.last_epoch + 1 if scheduler is not None else batches_done + 1
+    lr = optimizer.defaults.get("lr", optimizer.param_groups[0]["lr"])
+    return TrainingError(f"training diverged at step {step} (loss {loss}); lower --lr "
+                         f"(now {lr:g}) or check the data normalization; the last checkpoint is kept")
+
+
 def train_one_epoch(model, batches, optimizer, pipeline: BatchPipeline, rt: Runtime, *,
                     scheduler=None, scaler=None, grad_clip: float | None = None,
                     desc: str = "train", progress: bool = False, on_train_mode=None,
@@ -121,8 +131,7 @@ def train_one_epoch(model, batches, optimizer, pipeline: BatchPipeline, rt: Runt
             logits = model(x)
         loss = pipeline.loss(logits, target)
         if not torch.isfinite(loss):
-            raise TrainingError(f"the loss became {loss.item()} (NaN/inf); lower the learning rate "
-                                "or check the data normalization. The last checkpoint is kept")
+            raise diverged(loss.item(), optimizer, scheduler, done)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if grad_clip:

@@ -125,7 +125,7 @@ def data_fingerprint(index: ImageIndex) -> dict:
     root = Path(index.root)
     rel = sorted((Path(p).relative_to(root).as_posix(), Path(p)) for p in index.paths)
     lines = [f"{name}\t{p.stat().st_size}\n" for name, p in rel]
-    return {"sha256": hashlib.sha256("".join(lines).encode("utf-8")).hexdigest(),
+    return {"sha256": hashlib.sha256("".join(lines).encode("utf-8", "surrogateescape")).hexdigest(),
             "n_files": len(lines), "content": content_digest([p for _, p in rel])}
 
 

@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -40,7 +41,7 @@ from vistrain.errors import VistrainError
 from vistrain.training import checkpoint as ckpt
 from vistrain.training.balance import apply_balance, decide
 from vistrain.training.context import RunContext
-from vistrain.training.loop import BatchPipeline, evaluate, is_better, train_one_epoch
+from vistrain.training.loop import BatchPipeline, diverged, evaluate, is_better, train_one_epoch
 from vistrain.training.optim import build_optimizer, build_scheduler
 # the learning-rate rules and gradual unfreezing lived here before training/plan.py: still importable
 from vistrain.training.plan import (GRADUAL_LR_FACTOR, GradualUnfreezer, TrainingPlan,  # noqa: F401
@@ -157,6 +158,8 @@ def _epochs(plan: TrainingPlan, ctx: RunContext, resume: bool) -> list[dict]:
                              progress=ctx.progress, on_train_mode=plan.train_mode_hook(),
                              resume=resume_at, checkpoint=save, checkpoint_every_s=every)
         va = evaluate(model, val_b, BatchPipeline(normalize=pipe.normalize), rt)
+        if not math.isfinite(va["loss"]):  # finite training losses, but the weights blew up
+            raise diverged(va["loss"], optimizer, scheduler, len(train_b))
         row = {"epoch": epoch + 1, "train_loss": tr["loss"], "train_accuracy": tr["accuracy"],
                "val_loss": va["loss"], "val_accuracy": va["accuracy"],
                "lr": optimizer.param_groups[-1]["lr"], "seconds": round(tr["seconds"], 3),

@@ -101,12 +101,27 @@ def _save_folds(out: Path, index, spec: dict) -> None:
     _write_json(out / "folds.json", doc, indent=1)
 
 
+def _read_folds(path: Path) -> dict:
+    """The saved ``folds.json``, checked: truncated, edited or of another shape is one line naming
+    the file and the way out, never a traceback."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if not (isinstance(saved, dict) and isinstance(saved.get("folds"), list)
+                and all(isinstance(f["test"]["indices"], list) and isinstance(f["val"]["indices"], list)
+                        for f in saved["folds"])):
+            raise ValueError("not the folds document vistrain cv writes")
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise VistrainError(f"{path}: damaged ({' '.join(str(err).split())[:100]}); use --overwrite "
+                            "to start the cross-validation again, or another --out") from None
+    return saved
+
+
 def _check_same_folds(out: Path, index, spec: dict) -> None:
     """On resume / --fold, the saved folds must be the ones we would make now."""
     path = out / "folds.json"
     if not path.is_file():
         return
-    saved = json.loads(path.read_text())
+    saved = _read_folds(path)
     same = (saved.get("k") == spec["k"] and saved.get("seed") == spec["seed"]
             and saved.get("n_images") == len(index)
             and [f["test"]["indices"] for f in saved["folds"]] == [p["test"] for p in spec["folds"]]

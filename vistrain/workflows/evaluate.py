@@ -8,7 +8,6 @@ Example:
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from vistrain.deploy.engine import open_engine
 from vistrain.deploy.parity import batched
 from vistrain.device import Runtime
 from vistrain.errors import DataError
+from vistrain.fsutil import atomic_write_json
 from vistrain.evaluation.figures import write_eval_figures
 from vistrain.evaluation.calibration import scale_probabilities
 from vistrain.evaluation.metrics import compute_metrics
@@ -129,9 +129,10 @@ def write_evaluation(out: Path, run_dir, index: ImageIndex, keep: np.ndarray, cl
                      y: np.ndarray, probs: np.ndarray, metrics: dict) -> None:
     """metrics.json, predictions.json (``probs`` ``(N, K)`` rounded to 6 decimals) and figures."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    (out / "predictions.json").write_text(json.dumps(
-        {"run_dir": str(run_dir), "data": str(index.root), "classes": classes,
-         "files": [str(index.paths[i]) for i in keep], "labels": y.tolist(),
-         "probs": probs.round(6).tolist()}))
+    # atomic: a full disk or a Ctrl-C leaves the previous file or none, never a truncated one
+    atomic_write_json(out / "metrics.json", metrics, indent=1)
+    atomic_write_json(out / "predictions.json",
+                      {"run_dir": str(run_dir), "data": str(index.root), "classes": classes,
+                       "files": [str(index.paths[i]) for i in keep], "labels": y.tolist(),
+                       "probs": probs.round(6).tolist()}, indent=None)
     write_eval_figures(out, y, probs, classes, metrics)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -30,6 +31,7 @@ import torch
 
 from vistrain import __version__
 from vistrain.artifact import read_meta
+from vistrain.data.leftovers import pid_tag, remove_dead
 from vistrain.deploy.engine import OrtEngine
 from vistrain.deploy.graph import (EXPORT_DIR, INT8_FILE, ONNX_FILE, PARITY_FILE, TORCHSCRIPT_FILE,
                                    ExportError, InferenceGraph, graph_metadata, weights_sha256)
@@ -51,7 +53,9 @@ LEFTOVER_AGE_S = 6 * 3600  # older staging folders are leftovers of a killed exp
 
 def remove_leftovers(out: Path) -> None:
     """Delete staging folders that an export killed mid-way (``kill -9``, power loss) left in
-    ``out``; a younger one may belong to an export running right now and is kept."""
+    ``out``: those whose writer (its pid in the name) no longer runs, and unnamed ones older than
+    :data:`LEFTOVER_AGE_S` (a younger one may belong to an export running right now)."""
+    remove_dead(out, re.compile(rf"{re.escape(STAGING)}(?P<pid>\d+)-\w+"))
     for path in out.glob(f"{STAGING}*"):
         if path.is_dir() and time.time() - path.stat().st_mtime > LEFTOVER_AGE_S:
             shutil.rmtree(path, ignore_errors=True)
@@ -108,7 +112,7 @@ def export(run_dir: str | Path, *, format: str = "onnx", quantize: str | None = 
     graph = InferenceGraph(clf.model, clf.preprocess, clf.temperature)
     out.mkdir(exist_ok=True)
     remove_leftovers(out)
-    staging = Path(tempfile.mkdtemp(prefix=STAGING, dir=out))
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING}{pid_tag()}-", dir=out))
     try:
         job = dict(graph=graph, staging=staging, meta=meta, metadata=graph_metadata(meta, sha),
                    test=test, ref=ref, batch_size=batch_size)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
+
 from vistrain.errors import VistrainError
 from vistrain.predictor import Classifier
 from vistrain.workflows.common import show_log_lines
@@ -37,7 +39,16 @@ def load(run_dir: str | Path, device: str = "cpu", *, engine: str = "auto",
         >>> clf.engine                                       # doctest: +SKIP
         'torch'
     """
-    return Classifier.from_run(run_dir, device=device, engine=engine, threads=threads, tta=tta)
+    return Classifier.from_run(run_dir, device=concrete_device(device), engine=engine,
+                               threads=threads, tta=tta)
+
+
+def concrete_device(device: str) -> str:
+    """``device`` with ``"auto"`` made concrete: ``"cuda"`` when there is a GPU, else ``"cpu"``
+    (the command line's default for every verb), e.g. ``concrete_device("cpu") == "cpu"``."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
 
 
 def load_classifier(run_dir: str | Path | None = None, *, model: str | None = None,
@@ -45,6 +56,7 @@ def load_classifier(run_dir: str | Path | None = None, *, model: str | None = No
                     threads: int | None = None, tta: str = "none") -> Classifier:
     """The run's classifier (``engine`` as for :func:`load`), or with ``model`` the pretrained
     (ImageNet) classifier itself (PyTorch: it has no export)."""
+    device = concrete_device(device)
     if model:
         if engine not in ("auto", "torch"):
             raise VistrainError(f"--engine {engine} needs a run exported with `vistrain export RUN`; "

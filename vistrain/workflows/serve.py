@@ -106,6 +106,8 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
     require_deploy()
     try:  # imported here: uvicorn is part of the optional extra vistrain[deploy]
         import uvicorn
+
+        from vistrain.server.protocol import JsonErrorH11Protocol
     except ImportError:
         raise VistrainError(f"vistrain serve needs uvicorn: {INSTALL_HINT}") from None
     if max_image_pixels is not None:
@@ -121,7 +123,7 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
     url = f"http://{'[' + host + ']' if ':' in host else host}:{bound}"
     (ready or (lambda u: log.info("serving %s on %s (Ctrl-C to stop)", run_dir, u)))(url)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=5)
+                            timeout_graceful_shutdown=5, http=JsonErrorH11Protocol)
     try:
         uvicorn.Server(config).run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn shut down gracefully, then re-raised the Ctrl-C: done
