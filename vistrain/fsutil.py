@@ -367,7 +367,7 @@ def check_output_file(path: str | Path, *, data_folders=(), overwrite: bool | No
     if res.is_dir():
         raise RunDirError(f"{path}: is a folder; give --out a file path, e.g. --out figure.png")
     for data in data_folders:
-        if data is not None and _inside(res, Path(data).expanduser().resolve()):
+        if data and _inside(res, Path(data).expanduser().resolve()):
             raise RunDirError(f"{path}: lies inside the data folder {data} (it would replace or join "
                               "the training images); give --out a path outside the data")
     if not res.exists():
@@ -393,7 +393,7 @@ def check_outputs_folder(out: str | Path, *, data_folders=()) -> Path:
         raise RunDirError(f"{out}: is a file, not a folder; give --out a folder path")
     res = check_output_location(res)
     for data in data_folders:
-        if data is None:
+        if not data:
             continue
         d = Path(data).expanduser().resolve()
         if _inside(res, d) or _inside(d, res):
@@ -449,6 +449,7 @@ def write_owned_png(path: str | Path, draw) -> Path:
         (True, (2, 2))
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path, suffix=".tmp" + (path.suffix or ".png")) as tmp:
         draw(tmp)
         data = tmp.read_bytes()
