@@ -58,8 +58,8 @@ def evaluate(run_dir: str | Path, data: str | Path, *, bootstrap: int = 1000,
     """
     show_log_lines()
     read_meta(run_dir)  # a missing or incomplete run fails before the data folder is decoded
-    if out is not None:
-        fsutil.prepare_outputs_folder(out, data_folders=[data, recorded_data_root(run_dir)])
+    if out is not None:  # refused before any image is decoded; created once there is a result
+        fsutil.check_outputs_folder(out, data_folders=[data, recorded_data_root(run_dir)])
     return evaluate_folder(run_dir, data, batch_size=batch_size, progress=progress,
                            n_bootstrap=bootstrap, out_dir=out, device=device, engine=engine,
                            threads=threads, tta=tta)
@@ -132,7 +132,7 @@ def evaluate_folder(run_dir: str | Path, data: str | Path, *, batch_size: int = 
 def write_evaluation(out: Path, run_dir, index: ImageIndex, keep: np.ndarray, classes: list[str],
                      y: np.ndarray, probs: np.ndarray, metrics: dict) -> None:
     """metrics.json, predictions.json (``probs`` ``(N, K)`` rounded to 6 decimals) and figures."""
-    out.mkdir(parents=True, exist_ok=True)
+    fsutil.prepare_outputs_folder(out, data_folders=[index.root])
     fsutil.atomic_write_json(out / "metrics.json", metrics)
     fsutil.atomic_write_text(out / "predictions.json", json.dumps(
         {"run_dir": str(run_dir), "data": str(index.root), "classes": classes,

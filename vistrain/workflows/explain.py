@@ -189,8 +189,9 @@ def explain(run_dir: str | Path | None = None, images=(), *, model: str | None =
         out = Path(f"explain-{model.replace('/', '_')}") if model else Path(run_dir) / "explain"
     # before the model loads: never into the training data or the images' own folders
     data_folders = [*image_folders(images), recorded_data_root(run_dir) if run_dir else None]
-    fsutil.prepare_outputs_folder(out, data_folders=data_folders)
+    fsutil.check_outputs_folder(out, data_folders=data_folders)
     clf = load_classifier(run_dir, model=model, weights=weights, device=device)
+    fsutil.prepare_outputs_folder(out, data_folders=data_folders)
     records = explain_each(clf, images, Path(out), method=method, target=target, layer=layer,
                            feature_maps=feature_maps)
     return {"model": clf.source, "out_dir": str(out), "images": records}
