@@ -21,7 +21,7 @@ def build_report(run_dir: str | Path) -> Path:
     show_log_lines()
     kind = fsutil.vistrain_output_kind(run_dir)
     if kind not in fsutil.REPLACEABLE:  # report.html only ever goes into a folder vistrain wrote
-        raise RunDirError(f"{run_dir}: not a run, cv or compare folder vistrain wrote (no "
-                          f"{fsutil.MARKER}{'' if kind is None else ' of that kind'}); give the "
-                          "--out folder of `vistrain train`, `cv` or `compare`")
+        raise RunDirError(f"{run_dir}: not a vistrain run directory (report.html goes only into a "
+                          f"train, cv or compare folder vistrain wrote, with its {fsutil.MARKER}); "
+                          "give the --out folder of `vistrain train`, `cv` or `compare`")
     return build_full_report(run_dir)
