@@ -27,7 +27,9 @@ def register(sub) -> None:
     p.add_argument("--size", type=int, default=224, help="model input size")
     p.add_argument("--seed", type=int, default=0, help="which images and augmentations")
     p.add_argument("--out", default="augment-preview.png", help="output PNG")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file that vistrain did not write (never one inside the data)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out file that vistrain did not write (never one "
+                        "inside the data)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=run)
 

@@ -29,7 +29,9 @@ def register(sub) -> None:
     p.add_argument("data", help="image folder: DATA/<class>/<image>")
     p.add_argument("--out", metavar="PNG", help="write the loss-vs-rate plot here")
     p.add_argument("--plot", dest="out", action=DeprecatedAlias, new="--out", help=argparse.SUPPRESS)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file that vistrain did not write (never one inside the data)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out file that vistrain did not write (never one "
+                        "inside the data)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON document (rates, losses, suggestion) on stdout")
     p.add_argument("--steps", type=int, default=100, help="number of steps (default 100)")
