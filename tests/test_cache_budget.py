@@ -9,13 +9,15 @@ import numpy as np
 from PIL import Image
 
 from vistrain.cli.main import main as cli
-from vistrain.data.cache_budget import cache_entries, cache_limit_bytes, prune_cache
+from vistrain.data.cache_budget import cache_entries, cache_limit_bytes, prune_cache, record_entry
 from vistrain.data.cache_build import build_pixel_cache
 from vistrain.transforms.preprocess import Preprocess
 
 
 def _entry(root, name, nbytes, age_s, suffix=".npy"):
+    """A cache file as vistrain writes one: recorded in the cache's index first."""
     path = root / f"{name}{suffix}"
+    record_entry(path.with_name(path.name.replace(".part", "")))
     path.write_bytes(bytes(nbytes))
     t = time.time() - age_s
     os.utime(path, (t, t))
@@ -35,6 +37,7 @@ def test_limit_from_environment(monkeypatch):
 
 def test_prune_evicts_least_recently_used_first_and_spares_keep(tmp_path):
     old = _entry(tmp_path, "pixels-old", 40_000, age_s=300)
+    record_entry(tmp_path / "pixels-old.json")
     (tmp_path / "pixels-old.json").write_text("{}")
     os.utime(tmp_path / "pixels-old.json", (time.time() - 300,) * 2)
     mid = _entry(tmp_path, "features-mid", 40_000, age_s=200)
@@ -90,6 +93,7 @@ def test_cache_command_reports_and_clears(tmp_path, monkeypatch, capsys):
     (root / "pixels").mkdir(parents=True)
     (root / "features").mkdir()
     _entry(root / "pixels", "pixels-a", 5000, age_s=10)
+    record_entry(root / "pixels" / "pixels-a.json")
     (root / "pixels" / "pixels-a.json").write_text("{}")
     _entry(root / "features", "features-b", 3000, age_s=5)
     assert cli(["cache", "--json"]) == 0

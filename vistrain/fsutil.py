@@ -7,13 +7,24 @@ file or the new one, never half of one.  Every file vistrain writes goes through
 temporary-name rule is a parameter (``suffix``): run folders use ``.NAME.<pid>.tmp``, the caches
 ``NAME.<random>.part``.
 
-Output folders: ``--overwrite`` must never delete what vistrain did not create.  Every run, cv or
-compare folder gets a marker file ``.vistrain-run`` (a small JSON document: the kind of folder
-and, for runs, the data they were trained on); folders written before the marker existed are
-recognised by their files (:func:`vistrain_output_kind`).  :func:`prepare_output_dir` refuses the
-data folder, any folder around it or inside it, the home folder and the filesystem root, and
-moves a replaced run aside (``OUT.old-<time>``) instead of deleting it; :func:`discard_replaced`
-deletes that copy once the new run has written its first checkpoint.
+Ownership: vistrain deletes or replaces only what it can prove it wrote.
+
+* Every folder vistrain writes (a run, cv, compare, shard, cache or outputs folder) carries a
+  marker file ``.vistrain-run`` (a small JSON document: ``created_by``, the ``kind`` of folder, an
+  ``id`` (uuid4), and for runs the data they were trained on).  A folder without it is never
+  replaced, cleared or written into when it holds anything: no folder is recognised by the files
+  it happens to hold (:func:`vistrain_output_kind`).
+* A single file vistrain writes (a preview or lr-find PNG) carries a ``tEXt`` chunk
+  ``vistrain-output`` (:func:`write_owned_png`); an existing file without it is replaced only with
+  ``--overwrite``, never inside a data folder and never a file of a vistrain folder
+  (:func:`check_output_file`).
+* :func:`check_output_location` refuses the data folder, any folder around it or inside it, the
+  home folder and the filesystem root; :func:`prepare_output_dir` moves a replaced run aside
+  (``OUT.old-<time>``) instead of deleting it, :func:`discard_replaced` deletes that copy once the
+  new run has written its first checkpoint; :func:`prepare_outputs_folder` is the same rule for
+  the folders of ``evaluate``, ``explain`` and ``check``.
+* A process writing an output folder holds an exclusive ``flock`` on it (:func:`lock_folder`) for
+  as long as it lives: a second writer fails at once with one line naming the first one's pid.
 
 Example:
     >>> import tempfile, pathlib
@@ -30,17 +41,28 @@ import logging
 import os
 import re
 import shutil
+import struct
 import tempfile
 import time
+import uuid
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
 from vistrain.errors import RunDirError
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock
+    fcntl = None
+
 log = logging.getLogger("vistrain")
 
 MARKER = ".vistrain-run"
-KINDS = ("run", "cv", "compare")
+# run | cv | compare: replaceable with --overwrite; shards: `pack`'s folders; outputs: the folders
+# of evaluate / explain / check; cache: the cache root ($VISTRAIN_CACHE)
+KINDS = ("run", "cv", "compare", "shards", "outputs", "cache")
+PNG_OWNER_KEY = b"vistrain-output"  # the tEXt keyword of a PNG vistrain wrote
 
 
 # ---- atomic writes ------------------------------------------------------------------------------
@@ -134,41 +156,36 @@ def read_marker(folder: str | Path) -> dict | None:
 
 
 def write_marker(folder: str | Path, kind: str, **info: Any) -> None:
-    """Mark ``folder`` as created by vistrain (``kind``: run | cv | compare) with ``info``."""
+    """Mark ``folder`` as created by vistrain (``kind``: one of :data:`KINDS`) with ``info``, a
+    fresh ``id`` (uuid4) and the writer's ``pid``."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    atomic_write_json(Path(folder) / MARKER, {"created_by": "vistrain", "kind": kind, **info})
+    atomic_write_json(Path(folder) / MARKER, {"created_by": "vistrain", "kind": kind,
+                                              "id": uuid.uuid4().hex, "pid": os.getpid(), **info})
 
 
 def update_marker(folder: str | Path, **info: Any) -> None:
-    doc = read_marker(folder) or {"created_by": "vistrain", "kind": "run"}
+    doc = read_marker(folder) or {"created_by": "vistrain", "kind": "run", "id": uuid.uuid4().hex}
     doc.update(info)
     atomic_write_json(Path(folder) / MARKER, doc)
 
 
 def vistrain_output_kind(folder: str | Path) -> str | None:
-    """``"run"``, ``"cv"`` or ``"compare"`` when ``folder`` was written by vistrain, else None.
+    """The ``kind`` in the marker of ``folder`` (one of :data:`KINDS`), or None: a folder is
+    vistrain's only when it carries the marker (markers written before the ``id`` existed count).
 
-    Besides the marker, older folders are recognised by files only vistrain writes together:
-    a run has ``config.yaml`` with ``run.json``, ``model.json``, ``splits.json`` or a
-    ``checkpoints/last.pt``; cross-validation has ``config.yaml`` + ``folds.json``; a comparison
-    has ``compare.json``, or holds nothing but run folders (one interrupted before its summary).
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / "config.yaml").write_text("x"); _ = (d / "model.json").write_text("{}")
+        >>> vistrain_output_kind(d) is None           # looking like a run proves nothing
+        True
+        >>> write_marker(d, "run"); vistrain_output_kind(d)
+        'run'
     """
-    folder = Path(folder)
     marker = read_marker(folder)
     if marker and marker.get("created_by") == "vistrain" and marker.get("kind") in KINDS:
         return marker["kind"]
-    if (folder / "config.yaml").is_file():
-        if (folder / "folds.json").is_file():
-            return "cv"
-        if any((folder / n).is_file() for n in ("run.json", "model.json", "splits.json",
-                                                 "checkpoints/last.pt")):
-            return "run"
-    if (folder / "compare.json").is_file():
-        return "compare"
-    entries = [p for p in folder.iterdir() if p.name not in ("compare.html",)] if folder.is_dir() else []
-    if entries and all(p.is_dir() and vistrain_output_kind(p) == "run" for p in entries):
-        return "compare"
     return None
 
 
@@ -207,51 +224,241 @@ def prepare_output_dir(out: str | Path, *, kind: str = "run", overwrite: bool = 
     """Make ``out`` ready for a new ``kind`` folder (or check it for ``resume``); returns the path
     the replaced folder was moved to (None if nothing was replaced).
 
-    * missing or empty ``out``: created and marked (``resume``: an error, nothing to resume);
-    * ``resume`` or ``reuse``: a non-empty ``out`` must be a vistrain folder of this kind (marked
-      now if it was not); ``reuse`` (``cv --fold k`` processes sharing OUT, ``cv --resume``) also
-      accepts a missing or empty one;
-    * a vistrain folder and ``overwrite``: moved aside to ``OUT.old-<time>`` (deleted by
+    * missing or empty ``out``: created, locked (:func:`lock_folder`) and marked (``resume``: an
+      error, nothing to resume);
+    * ``resume`` or ``reuse``: a non-empty ``out`` must carry the marker of this kind; ``reuse``
+      (``cv --fold k`` processes sharing OUT, ``cv --resume``) also accepts a missing or empty
+      one, and takes no lock (those processes write different subfolders);
+    * a run, cv or compare folder and ``overwrite``: moved aside to ``OUT.old-<time>`` (deleted by
       :func:`discard_replaced` once the new run is under way; restorable by :func:`restore_replaced`);
     * anything else non-empty: a one-line :class:`RunDirError`, nothing touched.
+
+    A symbolic link ``out`` is followed: its target is the folder checked, replaced and written.
     """
-    out = Path(out).expanduser()
-    check_output_location(out, data_folder=data_folder)
-    if not out.is_dir() or not any(out.iterdir()):
-        if resume and not reuse:
-            raise RunDirError(f"{out}: nothing to resume (no such run directory or an empty one); "
-                              "start it without --resume")
-        out.mkdir(parents=True, exist_ok=True)
-        write_marker(out, kind, **marker_info)
+    res = check_output_location(out, data_folder=data_folder)
+    if resume and not reuse and (not res.is_dir() or not any(res.iterdir())):
+        raise RunDirError(f"{out}: nothing to resume (no such run directory or an empty one); "
+                          "start it without --resume")
+    res.mkdir(parents=True, exist_ok=True)
+    if not reuse:
+        lock_folder(res)
+    if not any(res.iterdir()):
+        write_marker(res, kind, **marker_info)
         return None
-    found = vistrain_output_kind(out)
+    found = vistrain_output_kind(res)
     if resume or reuse:
         if found != kind:
-            raise RunDirError(f"{out}: not a vistrain {kind} directory (no {MARKER} or config.yaml); "
+            raise RunDirError(f"{out}: not a vistrain {kind} directory (no {MARKER} of kind {kind}); "
                               f"give the --out folder of an earlier `vistrain {'train' if kind == 'run' else kind}`"
                               + ("" if resume and not reuse else " or a new folder"))
-        if read_marker(out) is None:
-            write_marker(out, kind, **marker_info)
-        remove_stale_temporaries(out)
+        if not reuse:
+            update_marker(res, pid=os.getpid())
+        remove_stale_temporaries(res)
         return None
-    if not overwrite and found:
-        raise RunDirError(f"{out}: run directory exists and is not empty; use --overwrite to replace "
-                          "it, --resume to continue it, or another --out")
     if found is None:
         raise RunDirError(f"{out}: folder is not empty and was not written by vistrain (no {MARKER}); "
                           "--overwrite only replaces vistrain run folders; give a new or empty --out")
-    res = out.resolve()
-    cwd = Path.cwd().resolve()
-    if _inside(cwd, res):
-        raise RunDirError(f"{out}: is the current folder or contains it; cannot replace it, "
+    if found not in REPLACEABLE:
+        raise RunDirError(f"{out}: holds vistrain's {found} folder, which a {kind} does not replace; "
+                          "give another --out")
+    if not overwrite:
+        raise RunDirError(f"{out}: run directory exists and is not empty; use --overwrite to replace "
+                          "it, --resume to continue it, or another --out")
+    return _replace(res, kind, marker_info)
+
+
+REPLACEABLE = ("run", "cv", "compare")
+
+
+def _replace(res: Path, kind: str, marker_info: dict) -> Path:
+    """Move the (locked) folder ``res`` aside and put a new, locked, marked one in its place."""
+    if _inside(Path.cwd().resolve(), res):
+        raise RunDirError(f"{res}: is the current folder or contains it; cannot replace it, "
                           "change directory or give another --out")
     aside = _aside_name(res)
+    new = res.with_name(f".{res.name}.new-{os.getpid()}")
+    shutil.rmtree(new, ignore_errors=True)  # only ever this process's own, left by a crash
+    new.mkdir()
+    lock_folder(new)
+    write_marker(new, kind, replaces=str(aside), **marker_info)
     os.rename(res, aside)
+    try:
+        os.rename(new, res)  # fails when another process made ``res`` meanwhile
+    except OSError:
+        shutil.rmtree(new, ignore_errors=True)
+        if not res.exists():
+            os.rename(aside, res)
+        raise RunDirError(f"{res}: is being written by another vistrain process; wait for it or "
+                          "give another --out") from None
+    unlock_folder(aside)
     log.info("previous contents of %s moved to %s (deleted once the new run has its first "
-             "checkpoint)", out, aside)
-    out.mkdir(parents=True, exist_ok=True)
-    write_marker(out, kind, replaces=str(aside), **marker_info)
+             "checkpoint)", res, aside)
     return aside
+
+
+# ---- locks ------------------------------------------------------------------------------------
+_HELD: dict[tuple[int, int], int] = {}  # (device, inode) of a folder -> the fd holding its flock
+
+
+def lock_folder(folder: str | Path) -> None:
+    """Take an exclusive lock on ``folder`` for the rest of this process (re-entrant within it);
+    a folder another process holds is a one-line :class:`RunDirError` naming that process.
+
+    The lock is an ``flock`` on the folder itself: it follows the folder when it is renamed
+    (moved aside by ``--overwrite``) and is released when the process ends, however it ends.
+
+    Example:
+        >>> import tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> lock_folder(d); lock_folder(d)     # the same process may take it again
+        >>> unlock_folder(d)
+    """
+    if fcntl is None:  # no flock on this platform: no protection against concurrent writers
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    st = os.fstat(fd)
+    held = _HELD.get((st.st_dev, st.st_ino))
+    if held is not None and os.fstat(held).st_nlink > 0:
+        os.close(fd)
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        pid = (read_marker(folder) or {}).get("pid", "unknown")
+        raise RunDirError(f"{folder}: is being written by another vistrain process (pid {pid}); "
+                          "wait for it or give another --out") from None
+    _HELD[(st.st_dev, st.st_ino)] = fd
+
+
+def unlock_folder(folder: str | Path) -> None:
+    """Release this process's lock on ``folder`` (a no-op when it holds none)."""
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return
+    fd = _HELD.pop((st.st_dev, st.st_ino), None)
+    if fd is not None:
+        os.close(fd)
+
+
+# ---- single files and outputs folders ---------------------------------------------------------
+def check_output_file(path: str | Path, *, data_folders=(), overwrite: bool | None = None) -> Path:
+    """Refuse a single-file output (a figure) that could destroy a user file; returns it resolved.
+
+    Refused, before any work: a path inside any of ``data_folders`` (also through symbolic
+    links); an existing file of a vistrain folder (a run's ``metrics.json``); an existing file
+    vistrain did not write (no ``vistrain-output`` PNG chunk, :func:`is_owned_png`) unless
+    ``overwrite`` is True (``None``: the verb has no ``--overwrite``); a folder.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / "mine.png").write_bytes(b"x")
+        >>> check_output_file(d / "new.png") == (d / "new.png").resolve()
+        True
+        >>> try:
+        ...     check_output_file(d / "mine.png")
+        ... except RunDirError as err:
+        ...     print(str(err).split(": ", 1)[1])
+        exists and was not written by vistrain; give another --out or delete it yourself
+    """
+    res = Path(path).expanduser().resolve()
+    if res.is_dir():
+        raise RunDirError(f"{path}: is a folder; give --out a file path, e.g. --out figure.png")
+    for data in data_folders:
+        if data and _inside(res, Path(data).expanduser().resolve()):
+            raise RunDirError(f"{path}: lies inside the data folder {data} (it would replace or join "
+                              "the training images); give --out a path outside the data")
+    if not res.exists():
+        return res
+    owner = vistrain_output_kind(res.parent)
+    if owner is not None and owner != "outputs":
+        raise RunDirError(f"{path}: is a file of the vistrain {owner} folder {res.parent}; give "
+                          "another --out")
+    if not overwrite and not is_owned_png(res):
+        fix = "add --overwrite to replace it, or give another --out" if overwrite is False else \
+            "give another --out or delete it yourself"
+        raise RunDirError(f"{path}: exists and was not written by vistrain; {fix}")
+    return res
+
+
+def check_outputs_folder(out: str | Path, *, data_folders=()) -> Path:
+    """Refuse an output folder of evaluate / explain / check that could mix with user files;
+    returns it resolved.  Refused: a file; the root, the home folder; a folder inside, equal to
+    or around any of ``data_folders``; a non-empty folder without the marker; a run, cv, compare,
+    shard or cache folder itself (its own files are never replaced: give a subfolder)."""
+    res = Path(out).expanduser()
+    if res.exists() and not res.is_dir():
+        raise RunDirError(f"{out}: is a file, not a folder; give --out a folder path")
+    res = check_output_location(res)
+    for data in data_folders:
+        if not data:
+            continue
+        d = Path(data).expanduser().resolve()
+        if _inside(res, d) or _inside(d, res):
+            raise RunDirError(f"{out}: is, contains or lies inside the data folder {data} (the next "
+                              "training would read the outputs as images); give --out outside the data")
+    if res.is_dir() and any(res.iterdir()):
+        kind = vistrain_output_kind(res)
+        if kind is None:
+            raise RunDirError(f"{out}: folder is not empty and was not written by vistrain (no "
+                              f"{MARKER}); give a new or empty --out")
+        if kind != "outputs":
+            raise RunDirError(f"{out}: is a vistrain {kind} folder, whose own files are not "
+                              f"replaced; give a subfolder or another folder, e.g. --out {Path(out) / 'outputs'}")
+    return res
+
+
+def prepare_outputs_folder(out: str | Path, *, data_folders=()) -> Path:
+    """:func:`check_outputs_folder`, then create, lock and mark ``out`` (kind ``outputs``)."""
+    res = check_outputs_folder(out, data_folders=data_folders)
+    res.mkdir(parents=True, exist_ok=True)
+    lock_folder(res)
+    if vistrain_output_kind(res) is None:
+        write_marker(res, "outputs")
+    return res
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_IHDR_END = 8 + 25  # signature + the IHDR chunk, always first and 13 bytes long
+
+
+def is_owned_png(path: str | Path) -> bool:
+    """True when ``path`` is a PNG that carries vistrain's ``tEXt`` chunk (:func:`write_owned_png`)."""
+    want = PNG_SIGNATURE
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(_IHDR_END + 8 + len(PNG_OWNER_KEY))
+    except OSError:
+        return False
+    return head.startswith(want) and head[_IHDR_END + 4:] == b"tEXt" + PNG_OWNER_KEY
+
+
+def write_owned_png(path: str | Path, draw) -> Path:
+    """Write a figure through ``draw(tmp)`` (any writer that takes a file path) to a temporary
+    sibling, tag it as vistrain's when it is a PNG (a ``tEXt`` chunk right after ``IHDR``, no
+    re-encoding) and rename it to ``path``.  Returns ``path``.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> from PIL import Image
+        >>> _ = write_owned_png(d / "f.png", lambda tmp: Image.new("L", (2, 2)).save(tmp))
+        >>> is_owned_png(d / "f.png"), Image.open(d / "f.png").size
+        (True, (2, 2))
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, suffix=".tmp" + (path.suffix or ".png")) as tmp:
+        draw(tmp)
+        data = tmp.read_bytes()
+        if data.startswith(PNG_SIGNATURE) and len(data) > _IHDR_END:
+            body = PNG_OWNER_KEY + b"\0vistrain"
+            chunk = (struct.pack(">I", len(body)) + b"tEXt" + body
+                     + struct.pack(">I", zlib.crc32(b"tEXt" + body) & 0xFFFFFFFF))
+            tmp.write_bytes(data[:_IHDR_END] + chunk + data[_IHDR_END:])
+    return path
 
 
 def _aside_name(folder: Path) -> Path:
@@ -293,7 +500,7 @@ def discard_replaced(out: str | Path) -> None:
 def restore_replaced(out: str | Path) -> Path | None:
     """Undo :func:`prepare_output_dir`'s replacement when the new run failed before it could be
     resumed: delete the new ``out`` (vistrain's own) and move the old folder back."""
-    out = Path(out)
+    out = Path(out).resolve()  # a symbolic link --out: its target is what was replaced
     old = (read_marker(out) or {}).get("replaces")
     if not old or not Path(old).is_dir():
         return None

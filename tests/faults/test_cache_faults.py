@@ -207,7 +207,7 @@ def test_really_full_filesystem(tmp_path, tiny_tmpfs, monkeypatch):
             build_pixel_cache(paths, pre.pixels, shape, cache_dir=cache, workers=2, progress=False)
         _assert_one_line_space_error(err.value, cache)
         assert "SIGBUS" in str(err.value)
-        assert not _parts(cache) and not list(cache.iterdir())
+        assert not _parts(cache) and not [p for p in cache.iterdir() if not p.name.startswith(".vistrain")]
 
 
 def test_feature_cache_space(tmp_path, monkeypatch, caplog):
@@ -223,7 +223,7 @@ def test_feature_cache_space(tmp_path, monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="vistrain"):  # computed: kept, not thrown away
         out, hit = cached_features(cache, "k", lambda: feats)
     assert not hit and out is feats and "features not cached" in caplog.text
-    assert not list(cache.iterdir())
+    assert not [p for p in cache.iterdir() if not p.name.startswith(".vistrain")]  # only its bookkeeping
 
 
 # -- integrity --------------------------------------------------------------------------------------
@@ -384,9 +384,10 @@ def test_every_cache_file_arrives_by_an_atomic_rename(tmp_path, monkeypatch):
     build_pixel_cache(paths, _Pixels(), SHAPE, cache_dir=cache, workers=2, progress=False)
     EvalAndTrainPixels.for_paths(Preprocess(size=SIZE), paths, cache)  # a sides memo
     cached_features(cache, "k", lambda: np.ones((70, 4), np.float32))
-    files = sorted(p for p in cache.iterdir())
+    files = sorted(p for p in cache.iterdir() if not p.name.startswith(".vistrain"))
     assert len(files) == 5 and not _parts(cache)  # pixels .npy/.json, sides .json, features .npy/.json
-    assert sorted(renamed) == files
+    bookkeeping = [cache / ".vistrain-cache-index.json", cache / ".vistrain-run"]  # the index, the marker
+    assert sorted(set(renamed)) == sorted(files + bookkeeping)
 
 
 # -- image-size guard -------------------------------------------------------------------------------

@@ -123,20 +123,23 @@ def test_home_root_and_current_folder_are_refused(tmp_path, capsys, monkeypatch)
     assert (run / "config.yaml").is_file()
 
 
-def test_output_kinds_recognised_by_their_files(tmp_path):
+def test_output_kinds_only_from_the_marker(tmp_path):
+    """A folder is vistrain's only when it carries the marker: files that look like a run's,
+    a cv's or a comparison's prove nothing (they may be the user's); old markers without an id
+    still count."""
     def folder(name, files):
         d = tmp_path / name
         for f in files:
             (d / f).parent.mkdir(parents=True, exist_ok=True)
             (d / f).write_text("{}")
         return d
-    assert fsutil.vistrain_output_kind(folder("old-run", ["config.yaml", "run.json"])) == "run"
-    assert fsutil.vistrain_output_kind(folder("killed", ["config.yaml", "checkpoints/last.pt"])) == "run"
-    assert fsutil.vistrain_output_kind(folder("cv", ["config.yaml", "folds.json"])) == "cv"
-    assert fsutil.vistrain_output_kind(folder("cmp", ["compare.json"])) == "compare"
-    assert fsutil.vistrain_output_kind(folder("cmp2", ["a/config.yaml", "a/model.json"])) == "compare"
-    assert fsutil.vistrain_output_kind(folder("user", ["config.yaml", "notes.txt"])) is None
-    assert fsutil.vistrain_output_kind(folder("user2", ["a/config.yaml", "a/model.json", "x.txt"])) is None
+    for name, files in [("run", ["config.yaml", "run.json"]), ("killed", ["config.yaml", "checkpoints/last.pt"]),
+                        ("cv", ["config.yaml", "folds.json"]), ("cmp", ["compare.json"]),
+                        ("cmp2", ["a/config.yaml", "a/model.json"]), ("user", ["config.yaml", "model.json"])]:
+        assert fsutil.vistrain_output_kind(folder(name, files)) is None, name
+    old = folder("old-marker", ["config.yaml"])
+    (old / fsutil.MARKER).write_text('{"created_by": "vistrain", "kind": "run"}')
+    assert fsutil.vistrain_output_kind(old) == "run"
 
 
 def test_overwrite_moves_the_old_run_aside_until_the_first_checkpoint(finished, tmp_path, monkeypatch):
@@ -168,13 +171,18 @@ def test_overwrite_that_fails_before_a_checkpoint_restores_the_old_run(finished,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
-def test_legacy_run_without_marker_can_be_overwritten(finished, tmp_path):
+def test_unmarked_run_look_alike_is_not_overwritten(finished, tmp_path, capsys):
+    """A folder without the marker is not vistrain's, even with every file of a run: --overwrite
+    refuses it in one line and changes nothing."""
     data, ref = finished
     out = tmp_path / "run"
     shutil.copytree(ref, out)
-    (out / fsutil.MARKER).unlink()   # as written by versions before the marker
-    assert main(["train", str(data), "--out", str(out), "--overwrite", *FLAGS]) == 0
-    assert fsutil.read_marker(out)["kind"] == "run"
+    (out / fsutil.MARKER).unlink()
+    before = files_of(out)
+    assert main(["train", str(data), "--out", str(out), "--overwrite", *FLAGS]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "not written by vistrain" in err
+    assert files_of(out) == before
 
 
 # -- resume is pinned to its data ---------------------------------------------------------------

@@ -27,6 +27,9 @@ def register(sub) -> None:
     p.add_argument("--size", type=int, default=224, help="model input size")
     p.add_argument("--seed", type=int, default=0, help="which images and augmentations")
     p.add_argument("--out", default="augment-preview.png", help="output PNG")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out file that vistrain did not write (never one "
+                        "inside the data)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=run)
 
@@ -34,7 +37,8 @@ def register(sub) -> None:
 def run(args) -> int:
     out = job("preview").augment_preview(args.data, out=args.out, augment=args.augment, mixup=args.mixup,
                                          cutmix=args.cutmix, policy=args.policy, jitter=args.jitter,
-                                         n=args.n, k=args.k, size=args.size, seed=args.seed)
+                                         n=args.n, k=args.k, size=args.size, seed=args.seed,
+                                         overwrite=args.overwrite)
     if args.json:
         print_json(out)
     else:

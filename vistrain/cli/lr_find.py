@@ -29,6 +29,9 @@ def register(sub) -> None:
     p.add_argument("data", help="image folder: DATA/<class>/<image>")
     p.add_argument("--out", metavar="PNG", help="write the loss-vs-rate plot here")
     p.add_argument("--plot", dest="out", action=DeprecatedAlias, new="--out", help=argparse.SUPPRESS)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out file that vistrain did not write (never one "
+                        "inside the data)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON document (rates, losses, suggestion) on stdout")
     p.add_argument("--steps", type=int, default=100, help="number of steps (default 100)")
@@ -41,7 +44,7 @@ def register(sub) -> None:
 def run(args) -> int:
     cfg = config_from_args(args, args.data)
     res = job("lr_find").lr_find(config=cfg, steps=args.steps, start_lr=args.start_lr, end_lr=args.end_lr,
-                  out=args.out, progress=not args.json)
+                  out=args.out, progress=not args.json, overwrite=args.overwrite)
     if "plot" in res:
         log.info("plot: %s", res["plot"])
     if args.json:

@@ -15,13 +15,16 @@ def register(sub) -> None:
     p.add_argument("--n", type=int, default=8, help="number of sample images")
     p.add_argument("--size", type=int, help="override the model's input size")
     p.add_argument("--seed", type=int, default=0, help="which sample images")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out file that vistrain did not write (never one "
+                        "inside the data)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     out = job("preview").preview(args.data, out=args.out, model=args.model, n=args.n, size=args.size,
-                                 seed=args.seed)
+                                 seed=args.seed, overwrite=args.overwrite)
     if args.json:
         print_json(out)
     else:

@@ -8,10 +8,19 @@ files of builds killed long ago.  Before a build, :func:`ensure_free_space` chec
 entry fits on its disk, so a full disk is one line naming the folder and the fix
 (:class:`CacheSpaceError`), not a decode worker killed half-way.
 
+Only vistrain's own files are ever deleted: every cache file is recorded (:func:`record_entry`,
+before it is written) in the index ``.vistrain-cache-index.json`` of its cache root, and the
+budget, ``vistrain cache --clear/--prune/--verify`` only look at, and delete, files the index
+lists (and their ``.part`` temporaries).  A user's file in ``$VISTRAIN_CACHE`` is never counted
+nor deleted.  A cache root vistrain creates also carries the marker ``.vistrain-run`` (kind
+``cache``); ``vistrain cache --clear/--prune/--verify`` refuse a root without it.
+
 Example:
     >>> import tempfile, pathlib
     >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> record_entry(root / "pixels-a.npy")
     >>> _ = (root / "pixels-a.npy").write_bytes(bytes(100))
+    >>> _ = (root / "notes.txt").write_text("the user's")          # not in the index: ignored
     >>> [(e.name, e.size, e.partial) for e in cache_entries(root)]
     [('pixels-a', 100, False)]
     >>> npy_bytes((10, 3, 8, 8))        # what a (10, 3, 8, 8) uint8 entry needs on disk
@@ -20,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import re
@@ -29,9 +39,11 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+import filelock
 import numpy as np
 
 from vistrain.data.leftovers import left_by_dead_writer
+from vistrain import fsutil
 from vistrain.errors import VistrainError
 
 log = logging.getLogger(__name__)
@@ -48,6 +60,8 @@ def part_suffix() -> str:
     run removes it at once when this process was killed (:func:`prune_cache`)."""
     return f".{os.getpid()}{PART}"
 SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+INDEX = ".vistrain-cache-index.json"   # the cache root's list of the files vistrain wrote there
+INDEX_LOCK = ".vistrain-cache-index.lock"
 
 
 class CacheSpaceError(VistrainError):
@@ -98,10 +112,78 @@ class CacheEntry(NamedTuple):
     partial: bool      # an unfinished build (a ".part" file)
 
 
+# -- the index of vistrain's own files -------------------------------------------------------------
+def _read_index(root: Path) -> dict[str, float]:
+    try:
+        doc = json.loads((root / INDEX).read_text())
+    except (OSError, ValueError):
+        return {}
+    files = doc.get("files") if isinstance(doc, dict) else None
+    return files if isinstance(files, dict) else {}
+
+
+def _index_lock(root: Path) -> filelock.FileLock:
+    return filelock.FileLock(str(root / INDEX_LOCK), timeout=60)
+
+
+def _write_index(root: Path, files: dict[str, float]) -> None:
+    fsutil.atomic_write_json(root / INDEX, {"created_by": "vistrain", "files": files}, indent=None,
+                             suffix=PART)
+
+
+def record_entry(*paths) -> None:
+    """Record cache files in the index of their cache root (:func:`budget_root`) before they are
+    written: only files listed there are ever evicted, cleared or verified.  A root vistrain
+    creates (or finds empty) is also marked as a cache (:func:`vistrain.fsutil.write_marker`)."""
+    for path in map(Path, paths):
+        root = budget_root(path.parent)
+        # a root is vistrain's when vistrain creates it, or finds it holding no file at all
+        fresh = not (root / INDEX).exists() and not any(p.is_file() for p in root.rglob("*"))
+        root.mkdir(parents=True, exist_ok=True)
+        with _index_lock(root):
+            if fresh and fsutil.vistrain_output_kind(root) is None:
+                fsutil.write_marker(root, "cache")
+            files = _read_index(root)
+            rel = os.path.relpath(path.absolute(), root.absolute())
+            if rel not in files:
+                files[rel] = time.time()
+                _write_index(root, files)
+
+
+def _forget(root: Path, gone: list[Path]) -> None:
+    """Drop deleted files from the index of ``root``."""
+    with _index_lock(root):
+        files = _read_index(root)
+        for f in gone:
+            files.pop(os.path.relpath(f.absolute(), root.absolute()), None)
+        _write_index(root, files)
+
+
+def indexed_files(root: Path) -> list[Path]:
+    """The files under ``root`` that vistrain recorded, that still exist, and the ``.part``
+    temporaries of their unfinished writes (``NAME.<random>.part``)."""
+    root = Path(root)
+    listed = [root / rel for rel in _read_index(root)]
+    by_dir: dict[Path, set[str]] = {}
+    for f in listed:
+        by_dir.setdefault(f.parent, set()).add(f.name)
+    found = [f for f in listed if f.is_file()]
+    for folder, names in by_dir.items():
+        try:
+            children = list(folder.iterdir())
+        except OSError:
+            continue
+        for p in children:  # NAME.part or NAME.<random>.part of a listed NAME
+            stem = p.name[:p.name.find(PART)] if PART in p.name else None
+            if stem and (stem in names or stem.rsplit(".", 1)[0] in names):
+                found.append(p)
+    return found
+
+
 def cache_entries(root: Path) -> list[CacheEntry]:
-    """Every entry under ``root`` (recursively), least recently used first."""
+    """Every entry vistrain recorded under ``root`` (:func:`indexed_files`), least recently used first."""
     groups: dict[tuple[Path, str, bool], list[tuple[Path, os.stat_result]]] = {}
-    for path in Path(root).rglob("*"):
+    for path in indexed_files(root):
         try:
             st = path.stat()
         except OSError:  # removed meanwhile by another process
@@ -137,9 +219,11 @@ def prune_cache(root: Path, limit_bytes: int | None = -1, keep=()) -> list[Cache
     Example:
         >>> import tempfile, pathlib
         >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> record_entry(root / "pixels-a.npy")
         >>> _ = (root / "pixels-a.npy").write_bytes(bytes(8192))
-        >>> [e.name for e in prune_cache(root, limit_bytes=0)]
-        ['pixels-a']
+        >>> _ = (root / "mine.npy").write_bytes(bytes(8192))   # not recorded: never deleted
+        >>> [e.name for e in prune_cache(root, limit_bytes=0)], (root / "mine.npy").exists()
+        (['pixels-a'], True)
     """
     limit = cache_limit_bytes() if limit_bytes == -1 else limit_bytes
     keep = {Path(k).resolve() for k in keep}
@@ -161,6 +245,7 @@ def prune_cache(root: Path, limit_bytes: int | None = -1, keep=()) -> list[Cache
         total -= e.size
         removed.append(e)
     if removed:
+        _forget(Path(root), [f for e in removed for f in e.files if not f.exists()])
         log.info("cache %s: removed %d least recently used entries (%.1f GB) to stay within %s",
                  root, len(removed), sum(e.size for e in removed) / 1e9,
                  "no limit" if limit is None else f"{limit / 1e9:g} GB (VISTRAIN_CACHE_MAX_GB)")

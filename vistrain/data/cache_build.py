@@ -26,7 +26,7 @@ import numpy as np
 
 from vistrain.data.cache_budget import (SPACE_ERRNOS, budget_root, check_budget,
                                         ensure_free_space, mark_used, npy_bytes, prune_cache,
-                                        part_suffix, write_error)
+                                        part_suffix, record_entry, write_error)
 from vistrain.data.cache_decode import BLOCK_ROWS, decode_all
 from vistrain.data.cache_entry import (CacheDamaged, open_array_entry, remove_entry, sidecar,
                                        unlink_quietly, write_sidecar)
@@ -122,6 +122,7 @@ def _open_pixel_entry(npy: Path, shape) -> tuple[np.ndarray, dict] | None:
 def _new_part(npy: Path, shape, parts: list) -> np.memmap:
     """An ``(N, C, S, S)`` zero-filled memory map of a new ``.part`` file next to ``npy`` (added to
     ``parts``), with its disk blocks reserved."""
+    record_entry(npy)
     tmp = temp_beside(npy, part_suffix())
     parts.append(tmp)
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)

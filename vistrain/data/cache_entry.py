@@ -15,7 +15,7 @@ Example:
     >>> npy = pathlib.Path(tempfile.mkdtemp()) / "features-k.npy"
     >>> save_array_entry(npy, np.arange(12, dtype=np.float32).reshape(4, 3), {"rows": 4})
     >>> arr, meta = open_array_entry(npy, expect_shape=(None, 3))
-    >>> arr.shape, meta["rows"], sorted(p.name for p in npy.parent.iterdir())
+    >>> arr.shape, meta["rows"], sorted(p.name for p in npy.parent.glob("features-*"))
     ((4, 3), 4, ['features-k.json', 'features-k.npy'])
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vistrain.data.cache_budget import PART, part_suffix
+from vistrain.data.cache_budget import PART, indexed_files, part_suffix, record_entry
 from vistrain.fsutil import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ def write_sidecar(npy: Path, arr_file: Path, shape, dtype, block_rows: int, chec
     meta = {"format": ENTRY_FORMAT, "shape": list(shape), "dtype": np.dtype(dtype).str,
             "file_bytes": os.path.getsize(arr_file), "block_rows": int(block_rows),
             "checksums": [int(c) for c in checksums], **extra}
+    record_entry(sidecar(npy))
     atomic_write_text(sidecar(npy), json.dumps(meta), suffix=part_suffix())
 
 
@@ -82,6 +83,7 @@ def save_array_entry(npy, arr: np.ndarray, extra: dict | None = None) -> None:
     npy = Path(npy)
     arr = np.ascontiguousarray(arr)
     rows = max(1, (1 << 20) // max(1, arr[:1].nbytes))  # blocks of ~1 MiB
+    record_entry(npy)
     with atomic_path(npy, suffix=part_suffix()) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, arr)
@@ -157,7 +159,7 @@ def verify_cache(root) -> tuple[int, list[tuple[Path, str]]]:
     """Check every block of every array entry and parse every JSON-only entry under ``root``;
     delete what is damaged.  Returns ``(number of entries checked, [(file, reason), ...])``."""
     checked, damaged = 0, []
-    for path in sorted(Path(root).rglob("*")):
+    for path in sorted(indexed_files(root)):  # only what vistrain recorded: never a user's file
         if PART in path.name or not path.is_file():
             continue
         try:

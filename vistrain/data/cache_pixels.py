@@ -25,7 +25,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from vistrain.data.cache_budget import part_suffix
+from vistrain.data.cache_budget import part_suffix, record_entry
 from vistrain.data.cache_fingerprint import cache_key
 from vistrain.fsutil import atomic_write_text
 from vistrain.transforms.preprocess import pil_to_uint8
@@ -95,6 +95,7 @@ def native_train_size(paths, scale_size: int, cache_dir: Path | None = None) -> 
         if memo is not None:
             memo.parent.mkdir(parents=True, exist_ok=True)
             try:
+                record_entry(memo)
                 atomic_write_text(memo, json.dumps({"largest_shorter_side": largest}), suffix=part_suffix())
             except OSError as err:  # only a memo: a full disk is reported by the pixel cache
                 log.debug("could not write %s: %s", memo, err)

@@ -33,6 +33,8 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
+
 import hashlib
 import io
 import multiprocessing as mp
@@ -51,10 +53,11 @@ import numpy as np
 from PIL import Image
 
 from vistrain.data.cache_decode import num_workers
+from vistrain import fsutil
 from vistrain.data.io import DEFAULT_BACKGROUND, load_image
 from vistrain.data.leftovers import pid_tag, remove_dead
 from vistrain.data.scan import ImageIndex
-from vistrain.data.shards_index import FORMAT, INDEX, VERSION, is_shard_folder, part_code
+from vistrain.data.shards_index import FORMAT, INDEX, VERSION, part_code
 from vistrain.errors import DataError, ImageLoadError, VistrainError
 from vistrain.fsutil import atomic_write_json
 from vistrain.progress import progress_bar
@@ -102,11 +105,16 @@ def write_shards(index: ImageIndex, out_dir, *, parts: dict[str, list[int]] | No
     job = _Job(source_size, encoding, quality, interpolation, tuple(background))
     part_of = _part_of_index(index, parts)
     order = np.random.default_rng(seed).permutation(len(index)).tolist()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    made = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fsutil.lock_folder(out_dir)  # a second pack into the same folder fails here, in one line
     # the staging folder of a pack killed earlier (kill -9) goes now; the writer's pid is in its name
     remove_dead(out_dir.parent, re.compile(rf"\.{re.escape(out_dir.name)}\.(?P<pid>\d+)-\w+\.part"))
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.{pid_tag()}-", suffix=".part",
                                 dir=out_dir.parent))
+    fsutil.lock_folder(tmp)      # the lock follows it when it becomes out_dir
+    fsutil.write_marker(tmp, "shards")
+    installed = False
     try:
         compress, rows = _choose_compress(compress, _encoded(index, order, job, workers, progress))
         writer = _ShardWriter(tmp, shard_bytes, gzip=compress == "gzip")
@@ -115,26 +123,35 @@ def write_shards(index: ImageIndex, out_dir, *, parts: dict[str, list[int]] | No
                    interpolation=interpolation, seed=seed, compress=compress)
         atomic_write_json(tmp / INDEX, doc, indent=None)
         _install(tmp, out_dir)
+        installed = True
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if made and not installed:
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()  # only the empty folder this call created
     return dict(doc, out=str(out_dir))
 
 
 def _check_out(out: Path, overwrite: bool, data_root: Path) -> None:
-    """Refuse to write into anything but a new/empty folder or (with ``overwrite``) a shard folder."""
-    if out.resolve() == data_root.resolve() or data_root.resolve() in out.resolve().parents:
+    """Refuse to write into anything but a new/empty folder or (with ``overwrite``) a shard folder
+    vistrain wrote (its marker, kind ``shards``); never the data, a folder around or inside it,
+    the home folder or the root (:func:`vistrain.fsutil.check_output_location`)."""
+    fsutil.check_output_location(out, data_folder=data_root)
+    if data_root.resolve() in out.resolve().parents:  # even a hidden subfolder: shards are no class
         raise VistrainError(f"{out}: inside the data folder {data_root}; choose --out outside it")
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
         return
-    if not is_shard_folder(out):
-        raise VistrainError(f"{out}: exists and is not a shard folder (no vistrain {INDEX}); "
-                            "choose another --out or remove it yourself")
+    if fsutil.vistrain_output_kind(out) != "shards":
+        raise VistrainError(f"{out}: exists and is not a shard folder vistrain wrote (no "
+                            f"{fsutil.MARKER}); choose another --out or remove it yourself")
     if not overwrite:
         raise VistrainError(f"{out}: already holds shards; add --overwrite to replace them")
 
 
 def _install(tmp: Path, out: Path) -> None:
-    """Move the finished folder into place; an old shard folder is removed only afterwards."""
+    """Move the finished folder into place; an old shard folder (or the empty folder locked at
+    the start) is removed only afterwards."""
+    out = out.resolve()  # a symbolic link --out: its target is replaced, the link kept
     old = None
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}")

@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image
 
 from vistrain.config import ModelConfig
-from vistrain.data.cache_budget import default_cache_dir, part_suffix
+from vistrain.data.cache_budget import default_cache_dir, part_suffix, record_entry
 from vistrain.data.cache_decode import num_workers
 from vistrain.data.cache_fingerprint import cache_key
 from vistrain.data.io import load_image
@@ -214,6 +214,7 @@ def compute_stats(paths, preprocess=None, *, size: int | None = None, workers: i
     if cache_file is not None:
         try:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
+            record_entry(cache_file)
             atomic_write_text(cache_file, json.dumps(res.to_dict()), suffix=part_suffix())
         except OSError as err:  # a full or read-only disk costs the cache entry, not the result
             log.warning("could not cache the statistics in %s (%s); they will be computed again "

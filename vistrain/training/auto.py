@@ -66,7 +66,7 @@ from PIL import Image
 
 from vistrain import fsutil
 from vistrain.config import TrainConfig
-from vistrain.data.cache_budget import default_cache_dir, mark_used
+from vistrain.data.cache_budget import default_cache_dir, mark_used, record_entry
 from vistrain.data.cache_decode import num_workers
 from vistrain.data.cache_fingerprint import cache_key
 from vistrain.data.loader import ArrayBatches
@@ -255,6 +255,7 @@ def cached_similarity(cfg: TrainConfig, paths: list, labels: np.ndarray, rt: Run
     if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            record_entry(path)
             fsutil.atomic_write_json(path, sim)
         except OSError as err:  # a read-only or full cache only costs the next run the measurement
             log.warning("auto: similarity not cached (%s)", err)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from vistrain import fsutil
 from vistrain.config import TrainConfig
 from vistrain.device import Runtime
 from vistrain.errors import VistrainError
@@ -45,7 +46,11 @@ def check(data: str | Path | None = None, /, *, out: str | Path | None = None, s
         raise VistrainError(f"--steps {steps!r}: the overfit test needs at least 1 step (default 100)")
     check_range(lr_steps, 1e-7, 10.0, flag="--lr-steps")
     cfg = make_config(data, config, settings)
+    if out:  # before the data is decoded: never into the data, never a folder of someone else's
+        fsutil.check_outputs_folder(out, data_folders=[cfg.data.root])
     ctx = prepare(cfg, progress=progress)
+    if out:
+        fsutil.prepare_outputs_folder(out, data_folders=[cfg.data.root])
     return run_checks(ctx, out_dir=Path(out) if out else None, overfit_steps=steps,
                       lr_steps=lr_steps, log_results=log_results)
 

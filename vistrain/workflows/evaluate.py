@@ -8,10 +8,12 @@ Example:
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
+from vistrain import fsutil
 from vistrain.artifact import WEIGHTS, check_finite_probabilities, load_model, read_meta, temperature
 from vistrain.data.cache import build_pixel_cache
 from vistrain.data.loader import ArrayBatches
@@ -20,12 +22,12 @@ from vistrain.deploy.engine import open_engine
 from vistrain.deploy.parity import batched
 from vistrain.device import Runtime
 from vistrain.errors import DataError
-from vistrain.fsutil import atomic_write_json
 from vistrain.evaluation.figures import write_eval_figures
 from vistrain.evaluation.calibration import scale_probabilities
 from vistrain.evaluation.metrics import compute_metrics
 from vistrain.predictor import Classifier, check_tta
 from vistrain.training.loop import BatchPipeline, predict
+from vistrain.training.run import recorded_data_root
 from vistrain.transforms.preprocess import Preprocess
 from vistrain.workflows.common import show_log_lines
 
@@ -43,7 +45,8 @@ def evaluate(run_dir: str | Path, data: str | Path, *, bootstrap: int = 1000,
     (``engine``: auto | torch | onnxruntime | onnxruntime-int8, see
     :meth:`vistrain.predictor.Classifier.from_run`; ``threads``: ONNX Runtime threads), ``tta``
     (none | flip | flip+crops: test-time augmentation) and ``temperature`` (the run's calibration).
-    ``out`` (a folder) receives ``metrics.json``,
+    ``out`` (a folder: new, empty or an earlier evaluation's; never the run itself, nor inside
+    ``data`` or the run's training data, checked before any work) receives ``metrics.json``,
     ``predictions.json`` and the figures (confusion matrices, ROC, PR, reliability).
     ``device``: auto (CUDA when there is one) | cpu | cuda | cuda:N.
 
@@ -55,6 +58,8 @@ def evaluate(run_dir: str | Path, data: str | Path, *, bootstrap: int = 1000,
     """
     show_log_lines()
     read_meta(run_dir)  # a missing or incomplete run fails before the data folder is decoded
+    if out is not None:  # refused before any image is decoded; created once there is a result
+        fsutil.check_outputs_folder(out, data_folders=[data, recorded_data_root(run_dir)])
     return evaluate_folder(run_dir, data, batch_size=batch_size, progress=progress,
                            n_bootstrap=bootstrap, out_dir=out, device=device, engine=engine,
                            threads=threads, tta=tta)
@@ -128,11 +133,11 @@ def evaluate_folder(run_dir: str | Path, data: str | Path, *, batch_size: int = 
 def write_evaluation(out: Path, run_dir, index: ImageIndex, keep: np.ndarray, classes: list[str],
                      y: np.ndarray, probs: np.ndarray, metrics: dict) -> None:
     """metrics.json, predictions.json (``probs`` ``(N, K)`` rounded to 6 decimals) and figures."""
-    out.mkdir(parents=True, exist_ok=True)
+    fsutil.prepare_outputs_folder(out, data_folders=[index.root])
     # atomic: a full disk or a Ctrl-C leaves the previous file or none, never a truncated one
-    atomic_write_json(out / "metrics.json", metrics, indent=1)
-    atomic_write_json(out / "predictions.json",
-                      {"run_dir": str(run_dir), "data": str(index.root), "classes": classes,
-                       "files": [str(index.paths[i]) for i in keep], "labels": y.tolist(),
-                       "probs": probs.round(6).tolist()}, indent=None)
+    fsutil.atomic_write_json(out / "metrics.json", metrics)
+    fsutil.atomic_write_text(out / "predictions.json", json.dumps(
+        {"run_dir": str(run_dir), "data": str(index.root), "classes": classes,
+         "files": [str(index.paths[i]) for i in keep], "labels": y.tolist(),
+         "probs": probs.round(6).tolist()}))
     write_eval_figures(out, y, probs, classes, metrics)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vistrain import fsutil
 from vistrain.artifact import check_finite_probabilities
 from vistrain.errors import VistrainError
 from vistrain.interpret._utils import is_token_model
@@ -26,6 +27,7 @@ from vistrain.interpret.featuremaps import feature_maps as get_feature_maps
 from vistrain.interpret.featuremaps import list_layers, plot_feature_maps
 from vistrain.interpret.render import save_cam_figure
 from vistrain.predictor import Classifier, image_entries
+from vistrain.training.run import recorded_data_root
 from vistrain.workflows.common import show_log_lines
 from vistrain.workflows.predict import load_classifier
 
@@ -153,6 +155,17 @@ def explain_images(clf: Classifier, images, out: Path, **options) -> list[Path]:
     return [Path(p) for r in explain_each(clf, images, out, **options) for p in r["files"].values()]
 
 
+def image_folders(images) -> list[Path]:
+    """The folders holding ``images`` (a folder itself, or a file's folder); PIL images have none.
+
+    Example:
+        >>> image_folders(["photos/a.png"])
+        [PosixPath('photos')]
+    """
+    items = images if isinstance(images, (list, tuple)) else [images]
+    return [Path(i) if Path(i).is_dir() else Path(i).parent for i in items if isinstance(i, (str, Path))]
+
+
 def explain(run_dir: str | Path | None = None, images=(), *, model: str | None = None,
             weights: str | None = None, method: str = "gradcam", target: str | int | None = None,
             layer: str | None = None, feature_maps: bool = False, out: str | Path | None = None,
@@ -173,9 +186,13 @@ def explain(run_dir: str | Path | None = None, images=(), *, model: str | None =
         ['runs/demo/explain/a_layercam.png', 'runs/demo/explain/b_layercam.png']
     """
     show_log_lines()
-    clf = load_classifier(run_dir, model=model, weights=weights, device=device)
     if out is None:
         out = Path(f"explain-{model.replace('/', '_')}") if model else Path(run_dir) / "explain"
+    # before the model loads: never into the training data or the images' own folders
+    data_folders = [*image_folders(images), recorded_data_root(run_dir) if run_dir else None]
+    fsutil.check_outputs_folder(out, data_folders=data_folders)
+    clf = load_classifier(run_dir, model=model, weights=weights, device=device)
+    fsutil.prepare_outputs_folder(out, data_folders=data_folders)
     records = explain_each(clf, images, Path(out), method=method, target=target, layer=layer,
                            feature_maps=feature_maps)
     return {"model": clf.source, "out_dir": str(out), "images": records}
