@@ -334,6 +334,11 @@ class TrainConfig:
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
+    def __str__(self) -> str:
+        """The YAML of :meth:`to_yaml`: ``print(vistrain.make_config(DATA, ...))`` shows what
+        ``vistrain train DATA ... --print-config`` prints."""
+        return self.to_yaml()
+
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> "TrainConfig":
         """Build a validated config, rejecting unknown sections and keys with the list of valid
