@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from vistrain.config.spelling import option
 from vistrain.errors import RunDirError
 
 log = logging.getLogger("vistrain")
@@ -235,11 +236,12 @@ def prepare_output_dir(out: str | Path, *, kind: str = "run", overwrite: bool = 
         remove_stale_temporaries(out)
         return None
     if not overwrite and found:
-        raise RunDirError(f"{out}: run directory exists and is not empty; use --overwrite to replace "
-                          "it, --resume to continue it, or another --out")
+        raise RunDirError(f"{out}: run directory exists and is not empty; use {option('overwrite')} to "
+                          f"replace it, {option('resume')} to continue it, or another {option('out', 'DIR')}")
     if found is None:
         raise RunDirError(f"{out}: folder is not empty and was not written by vistrain (no {MARKER}); "
-                          "--overwrite only replaces vistrain run folders; give a new or empty --out")
+                          f"{option('overwrite')} only replaces vistrain run folders; give a new or "
+                          f"empty {option('out', 'DIR')}")
     res = out.resolve()
     cwd = Path.cwd().resolve()
     if _inside(cwd, res):

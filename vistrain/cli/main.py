@@ -22,6 +22,7 @@ import logging
 import sys
 
 from vistrain import __version__
+from vistrain.config.spelling import cli_spelling
 from vistrain.errors import VistrainError
 
 # Sub-command modules, in the order they appear in --help.
@@ -91,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    with cli_spelling():  # error messages name flags (--overwrite), not API keywords
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     # log lines go to stderr: stdout holds only the verb's result (one JSON document with --json)

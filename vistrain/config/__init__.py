@@ -41,7 +41,8 @@ from typing import Any, Literal
 import yaml
 
 from vistrain.errors import VistrainError
-from vistrain.fsutil import atomic_write_text
+# the module, not its function: fsutil's messages import vistrain.config.spelling, so either may load first
+from vistrain import fsutil
 
 SCRATCH_PREFIX = "vistrain/"   # from-scratch models: vistrain/<name>
 
@@ -372,7 +373,7 @@ class TrainConfig:
             raise VistrainError(f"{path}: {err}") from None
 
     def save(self, path: str | Path) -> None:
-        atomic_write_text(path, self.to_yaml())
+        fsutil.atomic_write_text(path, self.to_yaml())
 
 
 SECTIONS = tuple(f.name for f in dataclasses.fields(TrainConfig))  # data, preprocess, ... logging

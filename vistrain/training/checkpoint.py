@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from vistrain.config.spelling import option
 from vistrain.errors import RunDirError
 from vistrain.fsutil import atomic_write_bytes
 
@@ -111,7 +112,7 @@ def load_resume_checkpoint(folder: str | Path) -> dict | None:
             state = None
         if state is None:
             raise CheckpointError(f"{err}; no usable previous checkpoint ({prev.name}) either: "
-                                  "start the run again with --overwrite") from None
+                                  f"start the run again with {option('overwrite')}") from None
         log.warning("%s; resuming from the previous checkpoint %s (epoch %d)", err, prev,
                     state["epoch"] + 1)
         return state

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from vistrain.config.spelling import option
 from vistrain.errors import VistrainError
 from vistrain.predictor import Classifier, Prediction
 from vistrain.workflows.common import show_log_lines
@@ -47,8 +48,9 @@ def load_classifier(run_dir: str | Path | None = None, *, model: str | None = No
     (ImageNet) classifier itself (PyTorch: it has no export)."""
     if model:
         if engine not in ("auto", "torch"):
-            raise VistrainError(f"--engine {engine} needs a run exported with `vistrain export RUN`; "
-                                "a pretrained --model runs with --engine torch")
+            raise VistrainError(f"{option('engine', engine)} needs a run exported with `vistrain "
+                                f"export RUN`; a pretrained {option('model', 'NAME')} runs with "
+                                f"{option('engine', 'torch')}")
         return Classifier.from_pretrained(model, weights=weights, device=device, tta=tta)
     if not run_dir:
         raise VistrainError("give a run directory of `vistrain train` (or a pretrained model name)")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vistrain.config import TrainConfig
+from vistrain.config.spelling import option
 from vistrain.data.shards_index import is_shard_source
 from vistrain.errors import RunDirError
 from vistrain.interpret.diagnostics import run_checks
@@ -136,5 +137,5 @@ def resume_config(cfg: TrainConfig, run_dir: Path, data) -> TrainConfig:
         cfg.data.root = recorded_data_root(run_dir) or cfg.data.root
         if not (Path(cfg.data.root).is_dir() or is_shard_source(cfg.data.root)):
             raise RunDirError(f"{cfg.data.root}: the data {run_dir} was trained on is not there "
-                              "any more; give --data PATH (data=PATH) where it was moved to")
+                              f"any more; give {option('data', 'PATH')} where it was moved to")
     return cfg
