@@ -187,6 +187,7 @@ def array_images(array: np.ndarray | torch.Tensor) -> list[Image.Image]:
         >>> array_images(torch.ones(1, 6, 7))[0].getpixel((0, 0))
         255
     """
+    given = tuple(array.shape)
     if isinstance(array, torch.Tensor):
         x = array.detach().cpu()
         x = x.float() if x.is_floating_point() else x
@@ -200,7 +201,7 @@ def array_images(array: np.ndarray | torch.Tensor) -> list[Image.Image]:
     elif array.ndim == 3:
         array = array[None]
     if array.ndim != 4 or array.shape[-1] not in (1, 3, 4) or 0 in array.shape[1:3]:
-        raise VistrainError(f"cannot predict an array of shape {tuple(array.shape)}: give images "
+        raise VistrainError(f"cannot predict an array of shape {given}: give images "
                             f"as {layout} with 1, 3 or 4 channels (or grey HW)")
     pixels = to_uint8(array)
     return [Image.fromarray(a[:, :, 0] if a.shape[-1] == 1 else a) for a in pixels]
@@ -220,9 +221,12 @@ def to_uint8(array: np.ndarray) -> np.ndarray:
     if not np.issubdtype(array.dtype, np.floating):
         raise VistrainError(f"cannot predict an array of dtype {array.dtype}: give uint8, or "
                             "float in [0, 1]")
-    if array.size and not (np.isfinite(array).all() and array.min() >= 0 and array.max() <= 1):
-        raise VistrainError(f"float image values must lie in [0, 1], got {np.nanmin(array):.3g}.."
-                            f"{np.nanmax(array):.3g}; divide by 255 or give uint8 pixels")
+    if array.size and not np.isfinite(array).all():
+        raise VistrainError("float image values must lie in [0, 1], got NaN or infinity; give "
+                            "finite pixels (uint8, or floats in [0, 1])")
+    if array.size and not (array.min() >= 0 and array.max() <= 1):
+        raise VistrainError(f"float image values must lie in [0, 1], got {array.min():.3g}.."
+                            f"{array.max():.3g}; divide by 255 or give uint8 pixels")
     return np.rint(array.astype(np.float64) * 255).astype(np.uint8)
 
 

@@ -58,7 +58,7 @@ def render_model_card(folder: RunFolder) -> str:
         split_note=split_note(folder), parts=parts, count_rows=count_rows(folder, classes, parts),
         strategy=run.strategy.strategy or "?", requested=run.strategy.requested,
         recipe=recipe_lines(run.strategy), reasoning=reasoning_lines(run.strategy.reasoning),
-        test=test_metrics(test), calibration=calibration(test), weak=weak_classes(test),
+        test=test_metrics(test), calibration=calibration(test, run.strategy), weak=weak_classes(test),
         class_list=", ".join(classes))
 
 
@@ -120,12 +120,18 @@ def test_metrics(test: PartMetrics | None) -> dict | None:
     return {"n": test.n_samples, "rows": rows}
 
 
-def calibration(test: PartMetrics | None) -> dict | None:
+def calibration(test: PartMetrics | None, rec: StrategyRecord) -> dict | None:
+    """The fitted temperature, where it was fitted and the test ECE after scaling: from the test
+    metrics, else from the strategy record of run.json (None: no temperature was fitted)."""
     c = test.calibration if test is not None else None
-    if c is None or c.temperature is None:
-        return None
-    return {"temperature": f"{c.temperature:.3g}", "fitted_on": c.fitted_on or "validation",
-            "ece": f"{c.ece_after:.3f}" if c.ece_after is not None else None}
+    if c is not None and c.temperature is not None:
+        return {"temperature": f"{c.temperature:.3g}", "fitted_on": c.fitted_on or "validation",
+                "ece": f"{c.ece_after:.3f}" if c.ece_after is not None else None}
+    recorded = rec.settings.get("calibration")
+    if isinstance(recorded, dict) and isinstance(recorded.get("temperature"), (int, float)):
+        return {"temperature": f"{recorded['temperature']:.3g}",
+                "fitted_on": recorded.get("fitted_on") or "validation", "ece": None}
+    return None
 
 
 def weak_classes(test: PartMetrics | None) -> list[dict]:
