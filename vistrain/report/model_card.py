@@ -58,7 +58,7 @@ def render_model_card(folder: RunFolder) -> str:
         split_note=split_note(folder), parts=parts, count_rows=count_rows(folder, classes, parts),
         strategy=run.strategy.strategy or "?", requested=run.strategy.requested,
         recipe=recipe_lines(run.strategy), reasoning=reasoning_lines(run.strategy.reasoning),
-        test=test_metrics(test), calibration=calibration(test, run.strategy), weak=weak_classes(test),
+        test=held_out_metrics(test), calibration=calibration(test, run.strategy), weak=weak_classes(test),
         class_list=", ".join(classes))
 
 
@@ -105,7 +105,7 @@ def reasoning_lines(reasoning) -> list[str]:
     return [str(reasoning)] if reasoning else []
 
 
-def test_metrics(test: PartMetrics | None) -> dict | None:
+def held_out_metrics(test: PartMetrics | None) -> dict | None:
     """``{"n", "rows": [{"name", "value", "interval"}]}`` of the test part, None without one."""
     if test is None or test.accuracy is None:
         return None
