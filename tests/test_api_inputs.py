@@ -199,6 +199,13 @@ def test_spelling_follows_the_caller():
         assert (option("overwrite"), option("out", "DIR"), set_option("data.doctor", False)) == \
             ("--overwrite", "--out DIR", "--set data.doctor=false")
     assert option("overwrite") == "overwrite=True"  # the CLI's spelling ends with the verb
+    with cli_spelling():
+        assert set_option("preprocess.mean", [0.5, 0.5]) == "--set preprocess.mean=[0.5,0.5]"
+
+
+def test_a_config_error_names_the_section_keyword_in_python(data):
+    with pytest.raises(VistrainError, match=r"preprocess=\{'mean': \[0.5, 0.5, 0.5\]\}"):
+        vistrain.make_config(data, preprocess={"normalize": "explicit"})
 
 
 def test_an_existing_run_folder_names_the_keyword_in_python_and_the_flag_on_the_cli(trained, data, capsys):

@@ -43,6 +43,7 @@ import yaml
 from vistrain.errors import VistrainError
 # the module, not its function: fsutil's messages import vistrain.config.spelling, so either may load first
 from vistrain import fsutil
+from vistrain.config.spelling import option, set_option
 
 SCRATCH_PREFIX = "vistrain/"   # from-scratch models: vistrain/<name>
 
@@ -310,7 +311,8 @@ class TrainConfig:
                                 f"{d.test_fraction} leave no training images; their sum must be < 1")
         if d.groups and d.group_regex:
             raise VistrainError("data.groups and data.group_regex both given; groups come from one: "
-                                "a CSV file (--groups) or a pattern (--group-regex)")
+                                f"a CSV file ({option('groups', 'FILE')}) or a pattern "
+                                f"({option('group_regex', 'PATTERN')})")
         if d.groups and not Path(d.groups).is_file():
             raise VistrainError(f"data.groups={d.groups!r}: no such file; give a CSV file with columns file,group")
         if d.group_regex:
@@ -321,7 +323,7 @@ class TrainConfig:
         p = self.preprocess
         if p.normalize == "explicit" and (p.mean is None or p.std is None):
             raise VistrainError("preprocess.normalize='explicit' needs preprocess.mean and "
-                                "preprocess.std, e.g. --set preprocess.mean=[0.5,0.5,0.5]")
+                                f"preprocess.std, e.g. {set_option('preprocess.mean', [0.5, 0.5, 0.5])}")
         return self
 
     def check(self) -> "TrainConfig":

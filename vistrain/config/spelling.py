@@ -57,6 +57,15 @@ def set_option(key: str, value) -> str:
     """The config key ``SECTION.NAME`` set to ``value``: ``--set data.cache=off`` on the command
     line, the section keyword ``data={'cache': 'off'}`` in Python."""
     if for_cli():
-        return f"--set {key}={str(value).lower() if isinstance(value, bool) else value}"
+        return f"--set {key}={_cli_value(value)}"
     section, _, name = key.partition(".")
     return f"{section}={{{name!r}: {value!r}}}"
+
+
+def _cli_value(value) -> str:
+    """``value`` as ``--set`` parses it (YAML) and a shell keeps it one word: ``false``, ``[1,2]``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_cli_value(v) for v in value) + "]"
+    return str(value)
