@@ -238,7 +238,8 @@ def check_tta(tta: str) -> str:
 
 
 class Classifier:
-    """A model, its class names and its preprocessing; ``predict`` takes files, folders or PIL images.
+    """A model, its class names and its preprocessing; ``predict`` takes files, folders, PIL images,
+    NumPy arrays and torch tensors and returns :class:`Prediction` s; ``repr`` is a few lines.
 
     ``engine`` is ``"torch"`` or the name of the ONNX Runtime engine (``session``) that computes
     the probabilities; ``model`` is the PyTorch model either way (explanations need it).
@@ -313,7 +314,7 @@ class Classifier:
         :class:`ImageNotFoundError`, an unreadable file :class:`ImageLoadError`.
         """
         rows = [source for _, source, _ in image_entries(images, errors="raise")]
-        out = [self._probabilities([self._pixels(s) for s in rows[i:i + batch_size]])
+        out = [self._probabilities([self.preprocess.pixels(s) for s in rows[i:i + batch_size]])
                for i in range(0, len(rows), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
 
@@ -376,14 +377,11 @@ class Classifier:
         top = [Score(self.classes[i], float(probs[i]), int(i)) for i in order]
         return Prediction(name, top[0].label, top[0].probability, top)
 
-    def _pixels(self, source) -> torch.Tensor:
-        return self.preprocess.pixels(source)
-
     def _decode(self, entry: ImageEntry, errors: Errors) -> tuple[str, torch.Tensor | None, str | None]:
         name, source, error = entry
         if error is None:
             try:
-                return name, self._pixels(source), None
+                return name, self.preprocess.pixels(source), None
             except ImageLoadError as err:
                 if errors == "raise":
                     raise

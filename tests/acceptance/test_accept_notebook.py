@@ -26,7 +26,7 @@ from .acceptlib import CLASSES, copy_subset
 PER_CLASS = 15
 
 SETUP = """
-import json, os, signal, threading, urllib.request
+import json, os, signal, threading, time, urllib.request
 from pathlib import Path
 import numpy as np, torch
 from PIL import Image
@@ -39,9 +39,16 @@ seen = {{"rounds": []}}
 
 TOUR = '''
 def post_and_stop(url, png, answers):
-    """``serve``'s ready callback: one request from another thread, then Ctrl-C (as a user would)."""
+    """``serve``'s ready callback: from another thread, wait until the server answers (the socket
+    listens before uvicorn accepts), post one image, then Ctrl-C as a user would."""
     def client():
         try:
+            for _ in range(600):
+                try:
+                    urllib.request.urlopen(url + "/healthz", timeout=10).read()
+                    break
+                except OSError:
+                    time.sleep(0.1)
             req = urllib.request.Request(url + "/predict?top_k=2", data=png, method="POST",
                                          headers={"Content-Type": "image/png"})
             answers.append(json.loads(urllib.request.urlopen(req, timeout=60).read()))
