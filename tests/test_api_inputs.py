@@ -234,3 +234,44 @@ def test_every_run_folder_has_a_model_card(trained):
         assert "No temperature was fitted" in card, fitted
     assert "| a |" in card and "finetune" in card
     assert not list(result.run_dir.glob(".*.tmp"))  # written atomically, nothing left behind
+
+
+# -- serve inside a running event loop (a Jupyter cell) ----------------------------------------
+def test_serve_runs_where_an_event_loop_already_runs(trained, data):
+    """A notebook's cell runs inside an asyncio loop, where uvicorn cannot start its own: serve
+    answers there too, and the notebook's interrupt (SIGINT) stops it and returns."""
+    import asyncio
+    import json as _json
+    import os
+    import signal
+    import threading
+    import time
+    import urllib.request
+
+    png = sorted((data / "a").glob("*.png"))[0].read_bytes()
+    answers = []
+
+    def ready(url):
+        def client():
+            try:
+                for _ in range(300):
+                    try:
+                        urllib.request.urlopen(url + "/healthz", timeout=10).read()
+                        break
+                    except OSError:
+                        time.sleep(0.1)
+                req = urllib.request.Request(url + "/predict?top_k=2", data=png, method="POST")
+                answers.append(_json.loads(urllib.request.urlopen(req, timeout=60).read()))
+            finally:
+                os.kill(os.getpid(), signal.SIGINT)
+        threading.Thread(target=client, daemon=True).start()
+
+    async def cell():  # what ipykernel does: the cell's code runs while the loop runs
+        vistrain.serve(trained[0].run_dir, port=0, ready=ready)
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(cell())
+    finally:
+        loop.close()
+    assert len(answers) == 1 and len(answers[0]["top"]) == 2
