@@ -210,5 +210,5 @@ def write_error(err: OSError, folder: Path, needed: int, what: str) -> Exception
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return VistrainError(f"cannot write the {what} in {folder} ({err.strerror}); set "
                              "VISTRAIN_CACHE to a writable folder, or turn the cache off with "
-                             "--set data.cache=off")
+                             f"{set_option('data.cache', 'off')}")
     return err
