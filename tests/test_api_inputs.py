@@ -6,8 +6,14 @@ One small run is trained once for the module (a from-scratch network, one epoch,
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
+import signal
+import threading
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -240,14 +246,6 @@ def test_every_run_folder_has_a_model_card(trained):
 def test_serve_runs_where_an_event_loop_already_runs(trained, data):
     """A notebook's cell runs inside an asyncio loop, where uvicorn cannot start its own: serve
     answers there too, and the notebook's interrupt (SIGINT) stops it and returns."""
-    import asyncio
-    import json as _json
-    import os
-    import signal
-    import threading
-    import time
-    import urllib.request
-
     png = sorted((data / "a").glob("*.png"))[0].read_bytes()
     answers = []
 
@@ -261,7 +259,7 @@ def test_serve_runs_where_an_event_loop_already_runs(trained, data):
                     except OSError:
                         time.sleep(0.1)
                 req = urllib.request.Request(url + "/predict?top_k=2", data=png, method="POST")
-                answers.append(_json.loads(urllib.request.urlopen(req, timeout=60).read()))
+                answers.append(json.loads(urllib.request.urlopen(req, timeout=60).read()))
             finally:
                 os.kill(os.getpid(), signal.SIGINT)
         threading.Thread(target=client, daemon=True).start()
