@@ -82,10 +82,12 @@ def _brightness_folder(root: Path, per_class: int = 7) -> Path:
 
 def _cv(argv):
     from vistrain.cli import cv
+    from vistrain.config.spelling import cli_spelling
     parser = argparse.ArgumentParser()
     cv.register(parser.add_subparsers())
     args = parser.parse_args(["cv", *argv])
-    return args.func(args)
+    with cli_spelling():  # as vistrain.cli.main runs a verb: messages name flags
+        return args.func(args)
 
 
 @pytest.fixture(scope="module")

@@ -222,7 +222,7 @@ def test_overwrite_rules(tmp_path):
     assert (other / "notes.txt").read_text() == "keep"
     out = tmp_path / "out"
     write_shards(scan_folder(data), out, workers=0, progress=False)
-    with pytest.raises(VistrainError, match="--overwrite"):
+    with pytest.raises(VistrainError, match="overwrite=True"):  # a Python caller's spelling
         write_shards(scan_folder(data), out, workers=0, progress=False)
     write_shards(scan_folder(data), out, workers=0, progress=False, overwrite=True, seed=1)
     assert read_shard_index(out).meta["seed"] == 1

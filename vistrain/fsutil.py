@@ -49,6 +49,7 @@ import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
+from vistrain.config.spelling import option
 from vistrain.errors import RunDirError
 
 try:
@@ -257,13 +258,14 @@ def prepare_output_dir(out: str | Path, *, kind: str = "run", overwrite: bool = 
         return None
     if found is None:
         raise RunDirError(f"{out}: folder is not empty and was not written by vistrain (no {MARKER}); "
-                          "--overwrite only replaces vistrain run folders; give a new or empty --out")
+                          f"{option('overwrite')} only replaces vistrain run folders; give a new or "
+                          f"empty {option('out', 'DIR')}")
     if found not in REPLACEABLE:
         raise RunDirError(f"{out}: holds vistrain's {found} folder, which a {kind} does not replace; "
                           "give another --out")
     if not overwrite:
-        raise RunDirError(f"{out}: run directory exists and is not empty; use --overwrite to replace "
-                          "it, --resume to continue it, or another --out")
+        raise RunDirError(f"{out}: run directory exists and is not empty; use {option('overwrite')} to "
+                          f"replace it, {option('resume')} to continue it, or another {option('out', 'DIR')}")
     return _replace(res, kind, marker_info)
 
 

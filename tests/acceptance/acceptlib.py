@@ -102,7 +102,7 @@ def file_list(root: Path) -> list[tuple[str, int]]:
 
 # The run directory as README.md describes it ("A run directory holds ...").
 RUN_FILES = ("model.safetensors", "model.json", "config.yaml", "splits.json", "metrics.json",
-             "predictions.json", "history.json", "curves.png", "run.json", "report.html")
+             "predictions.json", "history.json", "curves.png", "run.json", "report.html", "MODEL_CARD.md")
 
 
 def check_run_dir(run_dir: Path, res: Result, *, n_images: int, epochs: int | None = None) -> dict:

@@ -53,23 +53,23 @@ one_file = sorted((DATA / "Bag").glob("*.png"))[0]
 
 @step("predict_one_path")
 def _():
-    return clf.predict(str(one_file), top_k=3)
+    return [p.to_dict() for p in clf.predict(str(one_file), top_k=3)]
 
 @step("predict_one_pathlib")
 def _():
-    return clf.predict(one_file, top_k=3)
+    return [p.to_dict() for p in clf.predict(one_file, top_k=3)]
 
 @step("predict_list")
 def _():
-    return clf.predict([str(p) for p in sorted((DATA / "Coat").glob("*.png"))[:4]], top_k=2)
+    return [p.to_dict() for p in clf.predict([str(p) for p in sorted((DATA / "Coat").glob("*.png"))[:4]], top_k=2)]
 
 @step("predict_folder")
 def _():
-    return clf.predict(DATA / "Sneaker", top_k=1)
+    return [p.to_dict() for p in clf.predict(DATA / "Sneaker", top_k=1)]
 
 @step("predict_with_unreadable")
 def _():
-    return clf.predict([one_file, BAD], top_k=1)
+    return [p.to_dict() for p in clf.predict([one_file, BAD], top_k=1, errors="skip")]
 
 @step("evaluate")
 def _():

@@ -79,7 +79,7 @@ def test_predict_python_api_string_is_one_image(scratch_run, shipped, tmp_path):
     res = assert_ok(python_script(f"""
         import json, vistrain
         r = vistrain.load({str(scratch_run.dir)!r}).predict({str(img)!r}, top_k=2)
-        print(json.dumps(r))
+        print(json.dumps([p.to_dict() for p in r]))
     """, cwd=tmp_path))
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert len(out) == 1 and out[0]["image"] == str(img) and len(out[0]["top"]) == 2

@@ -23,6 +23,7 @@ import sys
 
 from vistrain import __version__
 from vistrain.cli.failures import run_verb
+from vistrain.config.spelling import cli_spelling
 
 # Sub-command modules, in the order they appear in --help.
 COMMANDS = [
@@ -126,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(0)
     # the first word that is not an option is the verb (the top-level options take no value)
     parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
+    with cli_spelling():  # error messages name flags (--overwrite), not API keywords
+        return _main(parser, argv)
+
+
+def _main(parser: argparse.ArgumentParser, argv: list[str]) -> int:
     args = parser.parse_args(argv)
     # a file name that is not UTF-8 (os.fsdecode's surrogates) prints as its own bytes, not a crash
     sys.stdout.reconfigure(errors="surrogateescape")

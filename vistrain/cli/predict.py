@@ -44,9 +44,9 @@ def run(args) -> int:
                             "vistrain predict RUN_DIR IMAGE|FOLDER...")
     if not images:
         raise VistrainError("no images given: vistrain predict RUN_DIR IMAGE|FOLDER...")
-    result = job("predict").predict(run_dir, images, model=args.model, weights=args.weights,
-                                    top_k=args.top_k, device=args.device, progress=not args.json,
-                                    engine=args.engine, threads=args.threads, tta=args.tta)
+    result = job("predict").predict_job(run_dir, images, model=args.model, weights=args.weights,
+                                        top_k=args.top_k, device=args.device, progress=not args.json,
+                                        engine=args.engine, threads=args.threads, tta=args.tta)
     if result["n_predicted"] == 0:
         first = result["predictions"][0]
         raise VistrainError(f"none of the {len(result['predictions'])} images could be predicted; "

@@ -42,7 +42,9 @@ from typing import Any, Literal
 import yaml
 
 from vistrain.errors import VistrainError
-from vistrain.fsutil import atomic_write_text
+# the module, not its function: fsutil's messages import vistrain.config.spelling, so either may load first
+from vistrain import fsutil
+from vistrain.config.spelling import option, set_option
 
 SCRATCH_PREFIX = "vistrain/"   # from-scratch models: vistrain/<name>
 
@@ -310,7 +312,8 @@ class TrainConfig:
                                 f"{d.test_fraction} leave no training images; their sum must be < 1")
         if d.groups and d.group_regex:
             raise VistrainError("data.groups and data.group_regex both given; groups come from one: "
-                                "a CSV file (--groups) or a pattern (--group-regex)")
+                                f"a CSV file ({option('groups', 'FILE')}) or a pattern "
+                                f"({option('group_regex', 'PATTERN')})")
         if d.groups and not Path(d.groups).is_file():
             raise VistrainError(f"data.groups={d.groups!r}: no such file; give a CSV file with columns file,group")
         if d.group_regex:
@@ -321,7 +324,7 @@ class TrainConfig:
         p = self.preprocess
         if p.normalize == "explicit" and (p.mean is None or p.std is None):
             raise VistrainError("preprocess.normalize='explicit' needs preprocess.mean and "
-                                "preprocess.std, e.g. --set preprocess.mean=[0.5,0.5,0.5]")
+                                f"preprocess.std, e.g. {set_option('preprocess.mean', [0.5, 0.5, 0.5])}")
         return self
 
     def check(self) -> "TrainConfig":
@@ -334,6 +337,11 @@ class TrainConfig:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def __str__(self) -> str:
+        """The YAML of :meth:`to_yaml`: ``print(vistrain.make_config(DATA, ...))`` shows what
+        ``vistrain train DATA ... --print-config`` prints."""
+        return self.to_yaml()
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> "TrainConfig":
@@ -368,7 +376,7 @@ class TrainConfig:
             raise VistrainError(f"{path}: {err}") from None
 
     def save(self, path: str | Path) -> None:
-        atomic_write_text(path, self.to_yaml())
+        fsutil.atomic_write_text(path, self.to_yaml())
 
 
 SECTIONS = tuple(f.name for f in dataclasses.fields(TrainConfig))  # data, preprocess, ... logging

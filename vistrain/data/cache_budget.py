@@ -44,6 +44,7 @@ import numpy as np
 
 from vistrain.data.leftovers import left_by_dead_writer
 from vistrain import fsutil
+from vistrain.config.spelling import set_option
 from vistrain.errors import VistrainError
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def check_budget(needed: int, what: str) -> None:
     if limit is not None and needed > limit:
         raise CacheBudgetError(f"the {what} would take {human_bytes(needed)}, over the cache budget of "
                                f"{human_bytes(limit)} (VISTRAIN_CACHE_MAX_GB); raise the budget, lower "
-                               "preprocess.size, or train with --set data.cache=off (in memory)")
+                               f"preprocess.size, or train with {set_option('data.cache', 'off')} (in memory)")
 
 
 def default_cache_dir() -> Path:
@@ -276,7 +277,7 @@ def space_message(folder, needed: int, free: int, what: str) -> str:
     """The one line for ``needed`` bytes that do not fit in the ``free`` bytes of ``folder``."""
     return (f"not enough disk space for the {what} in {folder}: it needs {needed:,} bytes "
             f"({needed / 1e9:.2f} GB), {free:,} bytes are free; set VISTRAIN_CACHE to a folder on "
-            "a bigger disk, or turn the cache off with --set data.cache=off")
+            f"a bigger disk, or turn the cache off with {set_option('data.cache', 'off')}")
 
 
 def free_bytes(folder) -> int:
@@ -312,5 +313,5 @@ def write_error(err: OSError, folder: Path, needed: int, what: str) -> Exception
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return VistrainError(f"cannot write the {what} in {folder} ({err.strerror}); set "
                              "VISTRAIN_CACHE to a writable folder, or turn the cache off with "
-                             "--set data.cache=off")
+                             f"{set_option('data.cache', 'off')}")
     return err

@@ -31,6 +31,7 @@ import numpy as np
 
 from vistrain.data.cache_budget import SPACE_ERRNOS, CacheSpaceError, free_bytes
 from vistrain.data.cache_entry import crc_rows
+from vistrain.config.spelling import set_option
 from vistrain.errors import ImageLoadError, VistrainError
 from vistrain.progress import progress_bar
 
@@ -172,7 +173,8 @@ def _worker_died(exitcodes, part_files) -> VistrainError:
         return CacheSpaceError(f"decoding images into the pixel cache in {folder} failed: a worker "
                                f"was killed by SIGBUS, the disk is full ({free_bytes(folder):,} bytes "
                                "free); free space, set VISTRAIN_CACHE to a folder on a bigger disk, "
-                               "or turn the cache off with --set data.cache=off")
+                               f"or turn the cache off with {set_option('data.cache', 'off')}")
     return VistrainError(f"decoding images failed: a worker process was killed by {name} (SIGKILL "
                          "usually means out of memory, SIGBUS a full disk); use fewer workers with "
-                         "--set data.num_workers=N, or turn the cache off with --set data.cache=off")
+                         f"{set_option('data.num_workers', 'N')}, or turn the cache off with "
+                         f"{set_option('data.cache', 'off')}")

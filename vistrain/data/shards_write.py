@@ -58,6 +58,7 @@ from vistrain.data.io import DEFAULT_BACKGROUND, load_image
 from vistrain.data.leftovers import pid_tag, remove_dead
 from vistrain.data.scan import ImageIndex
 from vistrain.data.shards_index import FORMAT, INDEX, VERSION, part_code
+from vistrain.config.spelling import option
 from vistrain.errors import DataError, ImageLoadError, VistrainError
 from vistrain.fsutil import atomic_write_json
 from vistrain.progress import progress_bar
@@ -145,7 +146,7 @@ def _check_out(out: Path, overwrite: bool, data_root: Path) -> None:
         raise VistrainError(f"{out}: exists and is not a shard folder vistrain wrote (no "
                             f"{fsutil.MARKER}); choose another --out or remove it yourself")
     if not overwrite:
-        raise VistrainError(f"{out}: already holds shards; add --overwrite to replace them")
+        raise VistrainError(f"{out}: already holds shards; add {option('overwrite')} to replace them")
 
 
 def _install(tmp: Path, out: Path) -> None:

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from vistrain import fsutil
+from vistrain.config.spelling import option
 from vistrain.errors import RunDirError
 from vistrain.fsutil import atomic_write_bytes
 
@@ -159,7 +160,7 @@ def _newest_checkpoint(folder: Path) -> dict | None:
             state = None
         if state is None:
             raise CheckpointError(f"{err}; no usable previous checkpoint ({prev.name}) either: "
-                                  "start the run again with --overwrite") from None
+                                  f"start the run again with {option('overwrite')}") from None
         log.warning("%s; resuming from the previous checkpoint %s (epoch %d)", err, prev,
                     state["epoch"] + 1)
         return state

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vistrain.config.spelling import set_option
 from vistrain.data.cache import (CacheDamaged, CacheSpaceError, budget_root, ensure_free_space,
                                  mark_used, npy_bytes, open_array_entry, prune_cache, remove_entry,
                                  save_array_entry, sidecar)
@@ -108,7 +109,7 @@ def cached_features(cache_dir: Path | None, key: str, compute, *, rows: int | No
     except (CacheSpaceError, OSError) as err:  # the features are computed: keep them, uncached
         log.warning("features not cached: %s", err if isinstance(err, CacheSpaceError) else
                     f"cannot write {path} ({err.strerror or err}); set VISTRAIN_CACHE to a "
-                    "writable folder with free space, or turn the cache off with --set data.cache=off")
+                    f"writable folder with free space, or turn the cache off with {set_option('data.cache', 'off')}")
         return feats, False
     prune_cache(budget_root(path.parent), keep=[path, sidecar(path)])
     return feats, False

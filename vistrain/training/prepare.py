@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from vistrain.config import TrainConfig
+from vistrain.config.spelling import option
 from vistrain.data.cache_budget import CacheSpaceError, default_cache_dir, human_bytes, npy_bytes
 from vistrain.data.cache_build import build_pixel_caches
 from vistrain.data.cache_decode import num_workers
@@ -179,7 +180,7 @@ def _drop_unreadable(cfg: TrainConfig, index: ImageIndex, bad: dict, *, given_pa
     if cfg.data.on_bad_image == "fail":
         first = next(iter(bad.items()))
         raise DataError(f"{len(bad)} unreadable image(s), e.g. {first[0]}: {first[1]}; "
-                        "fix or remove them, or use --on-bad-image skip")
+                        f"fix or remove them, or use {option('on_bad_image', 'skip')}")
     keep = np.array([i for i, p in enumerate(index.paths) if str(p) not in bad], dtype=np.int64)
     if given_parts:
         raise DataError(f"{len(bad)} image(s) became unreadable since the parts were made, e.g. "

@@ -46,6 +46,7 @@ from vistrain.evaluation.calibration import calibration_summary, fit_temperature
 from vistrain.evaluation.figures import write_run_figures
 from vistrain.evaluation.metrics import compute_metrics
 from vistrain.training import checkpoint as ckpt
+from vistrain.rundir.summary import run_summary
 from vistrain.training.auto import budget_deadline
 from vistrain.training.context import PreparedData, RunContext
 from vistrain.training.loggers import check_logging, write_logs
@@ -71,6 +72,9 @@ class RunResult:
     metrics: dict
     history: list[dict]
     is_main: bool = True
+
+    def __repr__(self) -> str:  # a few lines in a notebook, not every metric of every class
+        return run_summary("RunResult", self.run_dir, self.classes, self.metrics.get("test"))
 
 
 @dataclass

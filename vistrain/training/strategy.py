@@ -36,6 +36,7 @@ import torch
 
 from vistrain import fsutil
 from vistrain.config import choices
+from vistrain.config.spelling import option
 from vistrain.device import unwrap
 from vistrain.errors import VistrainError
 from vistrain.training import checkpoint as ckpt
@@ -221,7 +222,7 @@ def _resume_state(out, model, optimizer, scheduler):
         reason = " ".join(str(err).split())[:160]
         raise ckpt.CheckpointError(f"{path}: the checkpoint does not fit this model and these settings "
                                    f"({type(err).__name__}: {reason}); resume with the run's own "
-                                   "config.yaml or start again with --overwrite") from None
+                                   f"config.yaml or start again with {option('overwrite')}") from None
     return state
 
 

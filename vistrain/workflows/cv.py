@@ -21,6 +21,7 @@ from vistrain import fsutil
 from vistrain.data.groups import image_groups
 from vistrain.data.scan import scan_folder
 from vistrain.device import Runtime
+from vistrain.config.spelling import option
 from vistrain.errors import VistrainError
 from vistrain.evaluation.cv import fold_dir, fold_finished, make_folds
 from vistrain.evaluation.figures import write_eval_figures
@@ -129,7 +130,7 @@ def _check_same_folds(out: Path, index, spec: dict) -> None:
     if not same:
         raise VistrainError(f"{path}: the saved folds differ from the ones this data set and these "
                             "settings give (images added/removed, or other --folds/--seed/"
-                            "data.val_fraction); use --overwrite or another --out")
+                            f"data.val_fraction); use {option('overwrite')} or another {option('out', 'DIR')}")
 
 
 def run_cv(cfg, out_dir, *, folds: int = 5, fold: int | None = None, resume: bool = False,
@@ -209,7 +210,7 @@ def aggregate(out: Path, index, spec: dict) -> dict:
         test = preds["test"]
         if sorted(test["indices"]) != spec["folds"][f]["test"]:
             raise VistrainError(f"{fdir}: its test part is not fold {f} of {out / 'folds.json'}; "
-                                f"rerun that fold with --fold {f} --overwrite")
+                                f"rerun that fold with {option('fold', f)} {option('overwrite')}")
         for i, y, p in zip(test["indices"], test["labels"], test["probs"]):
             oof.append({"index": int(i), "file": str(Path(index.paths[i]).relative_to(index.root)),
                         "label": int(y), "class": classes[y], "probs": p, "fold": f})

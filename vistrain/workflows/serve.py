@@ -13,9 +13,11 @@ Example:
 """
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import socket
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -125,8 +127,36 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=5, http=JsonErrorH11Protocol)
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        run_server(uvicorn.Server(config), sock)
     except KeyboardInterrupt:  # uvicorn shut down gracefully, then re-raised the Ctrl-C: done
         log.info("stopped")
     finally:
         sock.close()
+
+
+def run_server(server, sock: socket.socket) -> None:
+    """``server.run`` (a uvicorn Server) until it stops, also where an event loop already runs in
+    this thread (a Jupyter notebook: uvicorn cannot start its own loop there).  Then the server
+    runs in a thread of its own and a Ctrl-C (the notebook's interrupt) stops it gracefully
+    before the KeyboardInterrupt goes on, as uvicorn does in a plain process."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # no loop here: uvicorn's own, with its signal handling
+        server.run(sockets=[sock])
+        return
+    stopped = threading.Event()  # not Thread.is_alive: a join interrupted by Ctrl-C can misreport it
+
+    def run() -> None:
+        try:
+            server.run(sockets=[sock])
+        finally:
+            stopped.set()
+
+    threading.Thread(target=run, name="vistrain-serve", daemon=True).start()
+    try:
+        while not stopped.wait(0.2):
+            pass
+    except KeyboardInterrupt:
+        server.should_exit = True
+        stopped.wait()
+        raise

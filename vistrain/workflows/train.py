@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from vistrain.config import TrainConfig
+from vistrain.config.spelling import option
 from vistrain.data.shards_index import is_shard_source
 from vistrain.errors import RunDirError
 from vistrain.interpret.diagnostics import run_checks
 from vistrain.report.build import build_report
+from vistrain.report.model_card import MODEL_CARD, write_model_card
+from vistrain.rundir.summary import accuracy_text
 from vistrain.training.checkpoint import has_checkpoint
 from vistrain.training.context import RunContext
 from vistrain.training.run import RunResult, recorded_data_root, run_training
@@ -67,10 +70,20 @@ def train(data: str | Path | None = None, /, *, out: str | Path | None = None, c
                 raise RunDirError(f"{out}: no config.yaml; not a vistrain run directory to resume")
             config = saved
         cfg = resume_config(make_config(data, config, settings), Path(out), data)
-        return train_run(cfg, Path(out), resume=True, progress=progress)
+        return log_outcome(train_run(cfg, Path(out), resume=True, progress=progress))
     cfg = make_config(data, config, settings)
     out = Path(out) if out else default_out_dir(cfg.data.root)
-    return train_run(cfg, out, overwrite=overwrite, progress=progress)
+    return log_outcome(train_run(cfg, out, overwrite=overwrite, progress=progress))
+
+
+def log_outcome(result: RunResult) -> RunResult:
+    """Log (INFO) the held-out test accuracy with its 95 % interval and where the report is:
+    the last lines of a training run in a notebook, where nothing else prints them."""
+    if result.is_main:
+        log.info("test accuracy: %s", accuracy_text(result.metrics.get("test")))
+        log.info("report: %s  (model card: %s)", result.run_dir / "report.html",
+                 result.run_dir / MODEL_CARD)
+    return result
 
 
 def restarted_by_torchrun() -> bool:
@@ -107,6 +120,7 @@ def train_run(cfg: TrainConfig, out: Path, **options: Any) -> RunResult:
     result = run_training(cfg, out, before_training=checks, **options)
     if result.is_main:
         build_report(result.run_dir)
+        write_model_card(result.run_dir)
     return result
 
 
@@ -123,5 +137,5 @@ def resume_config(cfg: TrainConfig, run_dir: Path, data) -> TrainConfig:
         cfg.data.root = recorded_data_root(run_dir) or cfg.data.root
         if not (Path(cfg.data.root).is_dir() or is_shard_source(cfg.data.root)):
             raise RunDirError(f"{cfg.data.root}: the data {run_dir} was trained on is not there "
-                              "any more; give --data PATH (data=PATH) where it was moved to")
+                              f"any more; give {option('data', 'PATH')} where it was moved to")
     return cfg
