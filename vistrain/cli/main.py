@@ -134,8 +134,9 @@ def main(argv: list[str] | None = None) -> int:
 def _main(parser: argparse.ArgumentParser, argv: list[str]) -> int:
     args = parser.parse_args(argv)
     # a file name that is not UTF-8 (os.fsdecode's surrogates) prints as its own bytes, not a crash
-    sys.stdout.reconfigure(errors="surrogateescape")
-    sys.stderr.reconfigure(errors="backslashreplace")
+    for stream, errors in ((sys.stdout, "surrogateescape"), (sys.stderr, "backslashreplace")):
+        if hasattr(stream, "reconfigure"):  # not on a StringIO a caller redirected it to
+            stream.reconfigure(errors=errors)
     # log lines go to stderr: stdout holds only the verb's result (one JSON document with --json)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(message)s", stream=sys.stderr)
