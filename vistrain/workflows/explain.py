@@ -104,7 +104,8 @@ def explain_each(clf: Classifier, images, out: Path, *, method: str = "gradcam",
         hwc = np.repeat(hwc, 3, axis=2) if hwc.shape[2] == 1 else hwc
         x = pre.normalize(pix[None].to(clf.device))
         cams, logits = compute_cam(model, x, target_class=cls, method=method, target_layer=layer)
-        probs = logits.float().softmax(1)[0]
+        # the run's calibration, as predict gives it: one probability for one image and run
+        probs = (logits.float() / clf.temperature).softmax(1)[0]
         pred = int(probs.argmax())
         shown = pred if cls is None else cls
         title = (f"{classes[shown]} (p={float(probs[shown]):.3f})"
