@@ -174,6 +174,8 @@ class CalibrationMetrics:
     ece_after: float | None
     reliability_before: dict | None
     reliability_after: dict | None
+    decision: str | None = None   # applied | not applied (None: a run older than the decision)
+    reason: str | None = None
 
     @classmethod
     def from_doc(cls, c) -> CalibrationMetrics | None:
@@ -182,7 +184,8 @@ class CalibrationMetrics:
         rel = [c.get(k) if isinstance(c.get(k), dict) else None
                for k in ("reliability_before", "reliability_after")]
         return cls(_num(c.get("temperature")), _text(c.get("fitted_on")),
-                   *(_num(c.get(k)) for k in ("nll_before", "nll_after", "ece_before", "ece_after")), *rel)
+                   *(_num(c.get(k)) for k in ("nll_before", "nll_after", "ece_before", "ece_after")), *rel,
+                   _text(c.get("decision")), _text(c.get("reason")))
 
 
 @dataclass(frozen=True)
