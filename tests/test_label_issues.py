@@ -14,7 +14,7 @@ import pytest
 
 from vistrain import fsutil
 from vistrain.errors import RunDirError, VistrainError
-from vistrain.evaluation.label_issues import (CSV_COLUMNS, calibrate_joint, confident_classes,
+from vistrain.evaluation.label_issues import (CSV_COLUMNS, confident_classes,
                                               confident_joint, confident_thresholds,
                                               find_label_issues, label_quality, read_label_issues,
                                               write_label_issues)
@@ -83,18 +83,20 @@ def test_prune_by_noise_rate_takes_the_calibrated_count_by_margin():
     # t = [.4625, .9]; confidently: 0, none, 1, none, 1, 1, 1 -> joint [[1, 1], [0, 3]]
     assert confident_joint(y, p).tolist() == [[1, 1], [0, 3]]
     # row 0 scaled to the 4 images labelled 0: [2, 2] -> the 2 of largest p1 - p0 (.9 and .2)
-    assert calibrate_joint([[1, 1], [0, 3]], [4, 3]).tolist() == [[2, 2], [0, 3]]
     assert find_label_issues(y, p, filter_by="confident_learning").indices.tolist() == [2]
     r = find_label_issues(y, p)
     assert r.indices.tolist() == [2, 3] and r.suggested.tolist() == [1, 1]
 
 
-def test_calibration_keeps_row_totals():
+def test_candidates_are_cleanlabs():
+    from cleanlab.filter import find_label_issues as cleanlab_find
     rng = np.random.default_rng(1)
-    joint = rng.integers(0, 20, size=(5, 5))
-    counts = rng.integers(30, 60, size=5)
-    cal = calibrate_joint(joint, counts)
-    assert cal.sum(axis=1).tolist() == counts.tolist() and (cal >= 0).all()
+    y = rng.integers(0, 4, 300)
+    z = 2.0 * np.eye(4)[y] + rng.normal(0, 1, (300, 4))
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    for filter_by in ("prune_by_noise_rate", "confident_learning"):
+        want = cleanlab_find(y, p, filter_by=filter_by, n_jobs=1) & (p.argmax(1) != y)
+        assert sorted(find_label_issues(y, p, filter_by=filter_by).indices) == np.flatnonzero(want).tolist()
 
 
 @pytest.mark.parametrize("rank_by", ["self_confidence", "normalized_margin"])
