@@ -16,7 +16,8 @@ from vistrain import fsutil
 from vistrain.errors import RunDirError, VistrainError
 from vistrain.evaluation.label_issues import (CSV_COLUMNS, confident_classes,
                                               confident_joint, confident_thresholds,
-                                              find_label_issues, label_quality, read_label_issues,
+                                              find_label_issues, label_quality, ranking_problem,
+                                              read_label_issues,
                                               write_label_issues)
 
 from conftest import cli_error, make_image_folder
@@ -157,11 +158,52 @@ def _fake_cv(tmp_path, flip=True) -> tuple[Path, Path, dict]:
     p = np.full((18, 3), 0.05)
     p[np.arange(18), y] = 0.9
     if flip:
-        p[2] = [.05, .9, .05]
+        p[2] = [.01, .98, .01]
     files = [f"{c}/{c}_{i:03d}.png" for c in "abc" for i in range(6)]
     entry = write_label_issues(out, y, p, ["a", "b", "c"], files=files,
                                folds=[i % 3 for i in range(18)], root=data)
     return data, out, entry
+
+
+def test_weak_predictions_write_no_list_and_say_why(tmp_path):
+    data, out, first = _fake_cv(tmp_path)
+    assert first["count"] == 1 and (out / "label_issues.csv").is_file()
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 6)
+    p = rng.dirichlet(np.ones(3), 18)                              # ~chance: 1/3 right
+    p[2] = [.01, .98, .01]
+    entry = write_label_issues(out, y, p, ["a", "b", "c"], files=[f"f{i}" for i in range(18)],
+                               folds=[0] * 18, root=data)
+    assert entry["count"] is None and entry["csv"] is None and entry["png"] is None
+    assert entry["skipped"].startswith("out-of-fold accuracy 0.") and "is below 0.67" in entry["skipped"]
+    assert "\n" not in entry["skipped"]
+    assert not (out / "label_issues.csv").exists() and not (out / "label_issues.png").exists()
+
+
+@pytest.mark.parametrize("k, needed", [(10, 0.55), (2, 0.75)])
+def test_ranking_rule_is_halfway_from_chance_to_perfect(k, needed):
+    y = np.repeat(np.arange(k), 100 // k)                          # balanced: chance = 1 / k
+    for n_right in (round(needed * 100) - 1, round(needed * 100)):
+        predicted = np.where(np.arange(100) < n_right, y, (y + 1) % k)
+        p = np.full((100, k), 0.1 / k)
+        p[np.arange(100), predicted] = 1.0
+        assert (ranking_problem(y, p) is None) == (n_right / 100 >= needed)
+
+
+def test_clean_labels_of_a_decent_model_are_rarely_listed(tmp_path):
+    """80 % accurate, somewhat over-confident out-of-fold probabilities of 2,000 correctly
+    labelled images: every candidate of confident learning is a model error (> 3 %), and the
+    list keeps < 3 %."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(10), 200)
+    z = 2.4 * np.eye(10)[y] + rng.normal(0, 1.0, (2000, 10))
+    p = np.exp(2.0 * z) / np.exp(2.0 * z).sum(1, keepdims=True)
+    assert 0.75 < (p.argmax(1) == y).mean() < 0.85
+    every = len(find_label_issues(y, p).indices)
+    entry = write_label_issues(tmp_path, y, p, [str(c) for c in range(10)],
+                               files=[f"{i}.png" for i in range(2000)], folds=[0] * 2000)
+    assert entry["count"] < 0.03 * 2000 < every, (entry["count"], every)
+    assert entry["max_given_probability"] == 0.02 and "68 %" in entry["precision"]
 
 
 def test_csv_and_gallery_round_trip(tmp_path):
@@ -172,7 +214,7 @@ def test_csv_and_gallery_round_trip(tmp_path):
         assert tuple(next(csv.reader(fh))) == CSV_COLUMNS
     rows = read_label_issues(out)
     assert rows == [{"file": "a/a_002.png", "given_label": "a", "suggested_label": "b",
-                     "score": 0.05, "fold": 2}]
+                     "score": 0.01, "fold": 2}]
     # re-aggregated without issues: an empty csv, and the old gallery is gone
     entry = write_label_issues(out, [0, 1], [[.9, .1], [.1, .9]], ["a", "b"], files=["x", "y"],
                                folds=[0, 1], root=data)
@@ -183,7 +225,7 @@ def test_csv_and_gallery_round_trip(tmp_path):
 def test_gallery_survives_a_missing_image(tmp_path):
     data, out, _ = _fake_cv(tmp_path)
     (data / "a" / "a_002.png").unlink()
-    y, p = np.array([0, 0, 0, 1, 1, 1]), np.array([[.9, .1]] * 2 + [[.1, .9]] * 4)
+    y, p = np.array([0, 0, 0, 1, 1, 1]), np.array([[.9, .1]] * 2 + [[.01, .99]] + [[.1, .9]] * 3)
     files = ["a/a_000.png", "a/a_001.png", "a/a_002.png", "b/b_000.png", "b/b_001.png", "b/b_002.png"]
     entry = write_label_issues(out, y, p, ["a", "b"], files=files, folds=[0] * 6, root=data)
     assert entry["count"] == 1 and (out / "label_issues.png").is_file()
@@ -212,7 +254,7 @@ def test_doctor_labels_lists_the_issues_with_the_other_findings(tmp_path, capsys
     assert main(["doctor", str(data), "--labels", str(out), "--workers", "0"]) == 0
     text = capsys.readouterr().out
     assert "[warning] label-issues: 1 image(s)" in text
-    assert "a/a_002.png: a -> b (score 0.050, fold 2)" in text
+    assert "a/a_002.png: a -> b (score 0.010, fold 2)" in text
     assert "label_issues.png" in text and "[info] imbalance" in text
     assert main(["doctor", str(data), "--labels", str(out), "--workers", "0", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
