@@ -345,3 +345,25 @@ def test_cv_ranks_flipped_labels_first(tmp_path, monkeypatch, capsys):
     assert right >= 0.7 * len(found)              # the suggestion is mostly the true class
     summary = json.loads((out / "cv_metrics.json").read_text())["label_issues"]
     assert summary["count"] == len(rows) and (out / summary["png"]).is_file()
+
+
+def _minimal_cv_metrics(out: Path, data: Path, entry: dict) -> None:
+    (out / "cv_metrics.json").write_text(json.dumps({"n_folds": 3, "summary": {"metrics": {}},
+                                                     "pooled_oof": {}, "folds": [], "label_issues": entry}))
+    (out / "folds.json").write_text(json.dumps({"data_root": str(data), "k": 3}))
+
+
+def test_cv_report_shows_the_suspects_or_why_there_are_none(tmp_path):
+    from vistrain.report.cv_report import build_cv_report
+    data, out, entry = _fake_cv(tmp_path)
+    _minimal_cv_metrics(out, data, entry)
+    page = build_cv_report(out).read_text()
+    section = page[page.index('id="label-issues"'):]
+    assert "a/a_002.png" in section and "given: a" in section and "suggested: b" in section
+    assert "score 0.010 (fold 2)" in section and section.count("data:image/png;base64,") == 1
+    assert "68 % of the flagged images were mislabelled" in section
+    skipped = {**entry, "count": None, "csv": None, "png": None,
+               "skipped": "out-of-fold accuracy 0.20 is below 0.55 (halfway from chance, 0.10, to perfect)"}
+    _minimal_cv_metrics(out, data, skipped)
+    section = build_cv_report(out).read_text().split('id="label-issues"')[1]
+    assert "No list: out-of-fold accuracy 0.20 is below 0.55" in section and "given:" not in section
