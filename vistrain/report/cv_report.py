@@ -51,15 +51,22 @@ def fold_table(cv: CvSummary) -> Table:
     rows = []
     for f, row in enumerate(cv.folds):
         values = [cv.spread[key].values for key, _ in cols]
-        rows.append([f"fold {row.fold}", f"{row.n_train}/{row.n_val}/{row.n_test}", fmt(row.wall_seconds, 1)]
-                    + [fmt(v[f] if f < len(v) else None) for v in values])
-    rows.append([Cell("mean ± std", bold=True), "", ""]
+        rows.append([f"fold {row.fold}", f"{row.n_train}/{row.n_val}/{row.n_test}", fmt(row.wall_seconds, 1),
+                     _temperature_cell(row)] + [fmt(v[f] if f < len(v) else None) for v in values])
+    rows.append([Cell("mean ± std", bold=True), "", "", ""]
                 + [Cell(f"{fmt(cv.spread[k].mean)} ± {fmt(cv.spread[k].std)}", bold=True) for k, _ in cols])
     p = cv.pooled
     pooled = {"accuracy": p.accuracy, "balanced_accuracy": p.balanced_accuracy, "macro_f1": p.macro_f1,
               "macro_auc_roc": p.macro_auc_roc, "ece": p.ece}
-    rows.append(["pooled out-of-fold", "", ""] + [fmt(pooled[k]) for k, _ in cols])
-    return Table(["", "n train/val/test", "seconds", *(label for _, label in cols)], rows)
+    rows.append(["pooled out-of-fold", "", "", ""] + [fmt(pooled[k]) for k, _ in cols])
+    return Table(["", "n train/val/test", "seconds", "T (calibration)", *(label for _, label in cols)], rows)
+
+
+def _temperature_cell(row) -> str:
+    """The fold's temperature, or why it is 1 (each fold decides on its own validation part)."""
+    if row.calibration == "not applied":
+        return "1 (not applied)"
+    return fmt(row.temperature, 3)
 
 
 def render_cv_page(folder: RunFolder) -> str:
