@@ -206,6 +206,7 @@ def _int8(path, staging, calib, method, test, probs, threads, batch_size) -> dic
         what, n_calib = quantize_int8(path, dst, calib, method=method, keep_first=keep_first)
         q = OrtEngine(dst, name="onnxruntime-int8", threads=threads)
         p8 = batched(q.probabilities, test.pixels, batch_size)
+        del q  # its session's memory is freed before the next variant calibrates
         c, acc, acc8 = compare(probs, p8), accuracy(probs, test.labels), accuracy(p8, test.labels)
         gate = int8_gate(acc, acc8, c["top1_agreement"])
         entry = {"file": INT8_FILE, "bytes": dst.stat().st_size, "engine": "onnxruntime-int8",
