@@ -101,3 +101,40 @@ def test_an_int8_file_without_a_passed_gate_is_refused_by_the_engine(run, capsys
     assert Classifier.from_run(run, engine="auto").engine == "onnxruntime"
     assert np.isfinite(Classifier.from_run(run, engine="auto").predict_proba(
         sorted((run.parent / "data" / "a").glob("*.png"))[:2])).all()
+
+
+PEAK_SCRIPT = r"""
+import resource, sys, tempfile
+from pathlib import Path
+import torch
+from vistrain.deploy.graph import InferenceGraph
+from vistrain.deploy.onnx_export import export_onnx
+from vistrain.deploy.quantize import LazyImages, quantize_int8
+from vistrain.models import create
+from vistrain.transforms.preprocess import Preprocess
+n, size = int(sys.argv[1]), 128
+torch.manual_seed(0)
+model, _ = create("vistrain/resnet-tiny", 3, pretrained=False, input_size=size)
+pre = Preprocess(size=size, normalize_mode="symmetric", mean=(0.5,) * 3, std=(0.5,) * 3)
+tmp = Path(tempfile.mkdtemp())
+src = export_onnx(InferenceGraph(model.eval(), pre), tmp / "m.onnx", size=size, channels=3, metadata={})
+images = LazyImages(list(range(n)), lambda i: torch.randint(0, 256, (3, size, size), dtype=torch.uint8,
+                                                             generator=torch.Generator().manual_seed(i)))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+quantize_int8(src, tmp / "q.onnx", images)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+def test_calibration_memory_does_not_grow_with_the_number_of_images(tmp_path):
+    """Peak RSS added by quantizing (a subprocess each): 128 calibration images cost no more than
+    8 do, give or take 60 MB (held all at once, their activations would add ~300 MB here)."""
+    import subprocess
+    import sys
+
+    def added_kb(n: int) -> int:
+        out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(n)], capture_output=True, text=True,
+                             timeout=600, check=True).stdout
+        return int(out.strip().splitlines()[-1])
+    few, many = added_kb(8), added_kb(128)
+    assert many < few + 60_000, (few, many)
