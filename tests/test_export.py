@@ -192,7 +192,7 @@ def test_int8_accuracy_change_is_reported_and_its_engine_runs(run, data, capsys)
     assert main(["export", str(run), "--quantize", "int8", "--calibration", "12", "--json"]) == 0
     q = json.loads(capsys.readouterr().out)["onnx_int8"]  # the quantizer's chatter is not on stdout
     assert q == json.loads((run / "export" / "parity.json").read_text())["onnx_int8"]
-    assert q["calibration"] == {"part": "train", "n": 8}  # 12 asked: one complete batch of 8
+    assert q["calibration"] == {"part": "train", "n": 12}
     assert q["accuracy_change"] == pytest.approx(q["accuracy_int8"] - q["accuracy_fp32"])
     assert 0 <= q["top1_agreement_with_fp32"] <= 1 and "static QDQ" in q["quantization"]
     clf = Classifier.from_run(run, engine="onnxruntime-int8")

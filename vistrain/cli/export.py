@@ -26,7 +26,7 @@ def register(sub) -> None:
     p.add_argument("--quantize", metavar="int8", help="also write model.int8.onnx (static int8, "
                    "calibrated on training images) and report its accuracy change")
     p.add_argument("--calibration", type=int, default=96,
-                   help="training images that calibrate int8 (decoded and fed in batches of 8; a multiple of 8 uses all)")
+                   help="training images that calibrate int8 (decoded and fed 2 at a time; an even number uses all)")
     p.add_argument("--quantize-method", default="static", help="static | dynamic (int8 method)")
     p.add_argument("--data", metavar="DIR", help="the run's data folder when it moved (where the "
                    "test images for the parity check are)")

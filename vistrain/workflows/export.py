@@ -91,7 +91,7 @@ def export(run_dir: str | Path, *, format: str = "onnx", quantize: str | None = 
 
     ``data``: the run's data folder when it moved (its test images are looked up there);
     ``quantize="int8"``: also ``model.int8.onnx``, calibrated on ``calibration`` training images
-    (decoded and fed in batches of 8; ``quantize_method``: static | dynamic); ``threads``: ONNX Runtime
+    (decoded and fed in batches of 2; ``quantize_method``: static | dynamic); ``threads``: ONNX Runtime
     threads (default torch's).
     Raises :class:`vistrain.deploy.graph.ExportError` when parity fails (nothing is promoted).
 
