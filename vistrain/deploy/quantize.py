@@ -192,8 +192,8 @@ class LazyImages:
         (3, [98, 99])
     """
 
-    def __init__(self, paths, decode):
-        self.paths, self.decode = list(paths), decode
+    def __init__(self, paths, decode, part: str | None = None):
+        self.paths, self.decode, self.part = list(paths), decode, part  # part: of the run's split
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -185,9 +185,7 @@ def calibration_images(run_dir: Path, pre, data, limit: int) -> LazyImages:
             return pre.pixels(path)
         except ImageLoadError:  # one black image among dozens barely moves a 99.99th percentile
             return torch.zeros(shape, dtype=torch.uint8)
-    images = LazyImages([root / f for f in files], decode)
-    images.part = "train"
-    return images
+    return LazyImages([root / f for f in files], decode, part="train")
 
 
 def int8_gate(acc_fp32: float, acc_int8: float, agreement: float) -> dict:
