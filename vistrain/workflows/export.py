@@ -85,7 +85,7 @@ def check_options(format: str, quantize: str | None, calibration: int, threads: 
 
 def export(run_dir: str | Path, *, format: str = "onnx", quantize: str | None = None,
            data: str | Path | None = None, threads: int | None = None, calibration: int = 96,
-           quantize_method: str = "static", batch_size: int = 32, progress: bool = True) -> dict:
+           quantize_method: str = "static", batch_size: int = 8, progress: bool = True) -> dict:
     """Export the run (``format``: onnx | torchscript), check parity on its test images, and
     return the report that is also written to ``RUN/export/parity.json``.
 
