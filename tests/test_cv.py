@@ -126,6 +126,8 @@ def test_cv_end_to_end_outputs(cv_run, capsys):
     y = np.array([r["label"] for r in oof])
     p = np.array([r["probs"] for r in oof])
     assert res["pooled_oof"]["accuracy"] == pytest.approx(float((p.argmax(1) == y).mean()))
+    issues = res["label_issues"]  # a list, or (predictions too weak) none and one line why
+    assert (issues["skipped"] is None) == (issues["csv"] is not None) == (out / "label_issues.csv").is_file()
     for k in range(3):  # every fold is a complete run with its own checkpoint and figures
         fdir = out / f"fold-{k}"
         for name in ("model.safetensors", "checkpoints/last.pt", "metrics.json",

@@ -14,9 +14,10 @@ import pytest
 
 from vistrain import fsutil
 from vistrain.errors import RunDirError, VistrainError
-from vistrain.evaluation.label_issues import (CSV_COLUMNS, calibrate_joint, confident_classes,
+from vistrain.evaluation.label_issues import (CSV_COLUMNS, confident_classes,
                                               confident_joint, confident_thresholds,
-                                              find_label_issues, label_quality, read_label_issues,
+                                              find_label_issues, label_quality, ranking_problem,
+                                              read_label_issues,
                                               write_label_issues)
 
 from conftest import cli_error, make_image_folder
@@ -83,18 +84,20 @@ def test_prune_by_noise_rate_takes_the_calibrated_count_by_margin():
     # t = [.4625, .9]; confidently: 0, none, 1, none, 1, 1, 1 -> joint [[1, 1], [0, 3]]
     assert confident_joint(y, p).tolist() == [[1, 1], [0, 3]]
     # row 0 scaled to the 4 images labelled 0: [2, 2] -> the 2 of largest p1 - p0 (.9 and .2)
-    assert calibrate_joint([[1, 1], [0, 3]], [4, 3]).tolist() == [[2, 2], [0, 3]]
     assert find_label_issues(y, p, filter_by="confident_learning").indices.tolist() == [2]
     r = find_label_issues(y, p)
     assert r.indices.tolist() == [2, 3] and r.suggested.tolist() == [1, 1]
 
 
-def test_calibration_keeps_row_totals():
+def test_candidates_are_cleanlabs():
+    from cleanlab.filter import find_label_issues as cleanlab_find
     rng = np.random.default_rng(1)
-    joint = rng.integers(0, 20, size=(5, 5))
-    counts = rng.integers(30, 60, size=5)
-    cal = calibrate_joint(joint, counts)
-    assert cal.sum(axis=1).tolist() == counts.tolist() and (cal >= 0).all()
+    y = rng.integers(0, 4, 300)
+    z = 2.0 * np.eye(4)[y] + rng.normal(0, 1, (300, 4))
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    for filter_by in ("prune_by_noise_rate", "confident_learning"):
+        want = cleanlab_find(y, p, filter_by=filter_by, n_jobs=1) & (p.argmax(1) != y)
+        assert sorted(find_label_issues(y, p, filter_by=filter_by).indices) == np.flatnonzero(want).tolist()
 
 
 @pytest.mark.parametrize("rank_by", ["self_confidence", "normalized_margin"])
@@ -155,11 +158,52 @@ def _fake_cv(tmp_path, flip=True) -> tuple[Path, Path, dict]:
     p = np.full((18, 3), 0.05)
     p[np.arange(18), y] = 0.9
     if flip:
-        p[2] = [.05, .9, .05]
+        p[2] = [.01, .98, .01]
     files = [f"{c}/{c}_{i:03d}.png" for c in "abc" for i in range(6)]
     entry = write_label_issues(out, y, p, ["a", "b", "c"], files=files,
                                folds=[i % 3 for i in range(18)], root=data)
     return data, out, entry
+
+
+def test_weak_predictions_write_no_list_and_say_why(tmp_path):
+    data, out, first = _fake_cv(tmp_path)
+    assert first["count"] == 1 and (out / "label_issues.csv").is_file()
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 6)
+    p = rng.dirichlet(np.ones(3), 18)                              # ~chance: 1/3 right
+    p[2] = [.01, .98, .01]
+    entry = write_label_issues(out, y, p, ["a", "b", "c"], files=[f"f{i}" for i in range(18)],
+                               folds=[0] * 18, root=data)
+    assert entry["count"] is None and entry["csv"] is None and entry["png"] is None
+    assert entry["skipped"].startswith("out-of-fold accuracy 0.") and "is below 0.67" in entry["skipped"]
+    assert "\n" not in entry["skipped"]
+    assert not (out / "label_issues.csv").exists() and not (out / "label_issues.png").exists()
+
+
+@pytest.mark.parametrize("k, needed", [(10, 0.55), (2, 0.75)])
+def test_ranking_rule_is_halfway_from_chance_to_perfect(k, needed):
+    y = np.repeat(np.arange(k), 100 // k)                          # balanced: chance = 1 / k
+    for n_right in (round(needed * 100) - 1, round(needed * 100)):
+        predicted = np.where(np.arange(100) < n_right, y, (y + 1) % k)
+        p = np.full((100, k), 0.1 / k)
+        p[np.arange(100), predicted] = 1.0
+        assert (ranking_problem(y, p) is None) == (n_right / 100 >= needed)
+
+
+def test_clean_labels_of_a_decent_model_are_rarely_listed(tmp_path):
+    """80 % accurate, somewhat over-confident out-of-fold probabilities of 2,000 correctly
+    labelled images: every candidate of confident learning is a model error (> 3 %), and the
+    list keeps < 3 %."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(10), 200)
+    z = 2.4 * np.eye(10)[y] + rng.normal(0, 1.0, (2000, 10))
+    p = np.exp(2.0 * z) / np.exp(2.0 * z).sum(1, keepdims=True)
+    assert 0.75 < (p.argmax(1) == y).mean() < 0.85
+    every = len(find_label_issues(y, p).indices)
+    entry = write_label_issues(tmp_path, y, p, [str(c) for c in range(10)],
+                               files=[f"{i}.png" for i in range(2000)], folds=[0] * 2000)
+    assert entry["count"] < 0.03 * 2000 < every, (entry["count"], every)
+    assert entry["max_given_probability"] == 0.02 and "68 %" in entry["precision"]
 
 
 def test_csv_and_gallery_round_trip(tmp_path):
@@ -170,7 +214,7 @@ def test_csv_and_gallery_round_trip(tmp_path):
         assert tuple(next(csv.reader(fh))) == CSV_COLUMNS
     rows = read_label_issues(out)
     assert rows == [{"file": "a/a_002.png", "given_label": "a", "suggested_label": "b",
-                     "score": 0.05, "fold": 2}]
+                     "score": 0.01, "fold": 2}]
     # re-aggregated without issues: an empty csv, and the old gallery is gone
     entry = write_label_issues(out, [0, 1], [[.9, .1], [.1, .9]], ["a", "b"], files=["x", "y"],
                                folds=[0, 1], root=data)
@@ -181,7 +225,7 @@ def test_csv_and_gallery_round_trip(tmp_path):
 def test_gallery_survives_a_missing_image(tmp_path):
     data, out, _ = _fake_cv(tmp_path)
     (data / "a" / "a_002.png").unlink()
-    y, p = np.array([0, 0, 0, 1, 1, 1]), np.array([[.9, .1]] * 2 + [[.1, .9]] * 4)
+    y, p = np.array([0, 0, 0, 1, 1, 1]), np.array([[.9, .1]] * 2 + [[.01, .99]] + [[.1, .9]] * 3)
     files = ["a/a_000.png", "a/a_001.png", "a/a_002.png", "b/b_000.png", "b/b_001.png", "b/b_002.png"]
     entry = write_label_issues(out, y, p, ["a", "b"], files=files, folds=[0] * 6, root=data)
     assert entry["count"] == 1 and (out / "label_issues.png").is_file()
@@ -210,7 +254,7 @@ def test_doctor_labels_lists_the_issues_with_the_other_findings(tmp_path, capsys
     assert main(["doctor", str(data), "--labels", str(out), "--workers", "0"]) == 0
     text = capsys.readouterr().out
     assert "[warning] label-issues: 1 image(s)" in text
-    assert "a/a_002.png: a -> b (score 0.050, fold 2)" in text
+    assert "a/a_002.png: a -> b (score 0.010, fold 2)" in text
     assert "label_issues.png" in text and "[info] imbalance" in text
     assert main(["doctor", str(data), "--labels", str(out), "--workers", "0", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
@@ -301,3 +345,25 @@ def test_cv_ranks_flipped_labels_first(tmp_path, monkeypatch, capsys):
     assert right >= 0.7 * len(found)              # the suggestion is mostly the true class
     summary = json.loads((out / "cv_metrics.json").read_text())["label_issues"]
     assert summary["count"] == len(rows) and (out / summary["png"]).is_file()
+
+
+def _minimal_cv_metrics(out: Path, data: Path, entry: dict) -> None:
+    (out / "cv_metrics.json").write_text(json.dumps({"n_folds": 3, "summary": {"metrics": {}},
+                                                     "pooled_oof": {}, "folds": [], "label_issues": entry}))
+    (out / "folds.json").write_text(json.dumps({"data_root": str(data), "k": 3}))
+
+
+def test_cv_report_shows_the_suspects_or_why_there_are_none(tmp_path):
+    from vistrain.report.cv_report import build_cv_report
+    data, out, entry = _fake_cv(tmp_path)
+    _minimal_cv_metrics(out, data, entry)
+    page = build_cv_report(out).read_text()
+    section = page[page.index('id="label-issues"'):]
+    assert "a/a_002.png" in section and "given: a" in section and "suggested: b" in section
+    assert "score 0.010 (fold 2)" in section and section.count("data:image/png;base64,") == 1
+    assert "68 % of the flagged images were mislabelled" in section
+    skipped = {**entry, "count": None, "csv": None, "png": None,
+               "skipped": "out-of-fold accuracy 0.20 is below 0.55 (halfway from chance, 0.10, to perfect)"}
+    _minimal_cv_metrics(out, data, skipped)
+    section = build_cv_report(out).read_text().split('id="label-issues"')[1]
+    assert "No list: out-of-fold accuracy 0.20 is below 0.55" in section and "given:" not in section

@@ -48,7 +48,9 @@ def run(args) -> int:
     from vistrain.evaluation.cv import format_cv
     print(format_cv(result, per_class=True if args.per_class else None))
     issues = result.get("label_issues")
-    if issues:
+    if issues and issues.get("skipped"):
+        print(f"label issues: none listed, {issues['skipped']}")
+    elif issues:
         gallery = f", gallery {issues['png']}" if issues.get("png") else ""
         print(f"label issues: {issues['count']} likely mislabelled image(s), the out-of-fold "
               f"predictions contradict their label: {(out / issues['csv']).resolve()}{gallery}")

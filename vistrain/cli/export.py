@@ -8,6 +8,8 @@ reproduce the run is an error and nothing is written.
 """
 from __future__ import annotations
 
+import sys
+
 from vistrain.cli.common import job, print_json
 
 
@@ -24,7 +26,7 @@ def register(sub) -> None:
     p.add_argument("--quantize", metavar="int8", help="also write model.int8.onnx (static int8, "
                    "calibrated on training images) and report its accuracy change")
     p.add_argument("--calibration", type=int, default=96,
-                   help="training images that calibrate int8 (in batches of 16, a multiple of 16 uses all)")
+                   help="training images that calibrate int8 (decoded and fed 2 at a time; an even number uses all)")
     p.add_argument("--quantize-method", default="static", help="static | dynamic (int8 method)")
     p.add_argument("--data", metavar="DIR", help="the run's data folder when it moved (where the "
                    "test images for the parity check are)")
@@ -38,9 +40,10 @@ def run(args) -> int:
     report = job("export").export(args.run_dir, format=args.format, quantize=args.quantize, data=args.data,
                     threads=args.threads, calibration=args.calibration,
                     quantize_method=args.quantize_method, progress=not args.json)
+    q = report.get("onnx_int8") if args.quantize else None
     if args.json:
         print_json(report)
-        return 0
+        return 0 if q is None or q["promoted"] else 1
     images = report["images"]
     on = f"{images['n']} {images['part']} images"
     for key, label in (("onnx", "onnxruntime"), ("torchscript", "torchscript")):
@@ -49,7 +52,10 @@ def run(args) -> int:
             print(f"exported {report['run_dir']}/export/{e['file']} ({e['bytes'] / 1e6:.1f} MB)")
             print(f"parity on {on}, {label} vs torch: top-1 agreement {e['top1_agreement']:.2%}, "
                   f"largest probability difference {e['max_abs_diff']:.2g} (limit {e['tolerance']:g})")
-    q = report.get("onnx_int8") if args.quantize else None
+    if q and not q["promoted"]:
+        print(f"parity report: {report['parity_file']}")
+        print(int8_refusal(q, on), file=sys.stderr)
+        return 1
     if q:
         print(f"int8: {report['run_dir']}/export/{q['file']} ({q['bytes'] / 1e6:.1f} MB), {q['quantization']}")
         print(f"int8 accuracy on {on}: {q['accuracy_fp32']:.2%} -> {q['accuracy_int8']:.2%} "
@@ -57,3 +63,12 @@ def run(args) -> int:
               f"{q['top1_agreement_with_fp32']:.2%}")
     print(f"parity report: {report['parity_file']}")
     return 0
+
+
+def int8_refusal(q: dict, on: str) -> str:
+    """The one line of an int8 file that was not promoted: the gate's numbers."""
+    g = q["gate"]
+    return (f"int8 not promoted: on {on} accuracy {q['accuracy_fp32']:.2%} -> {q['accuracy_int8']:.2%} "
+            f"({q['accuracy_change'] * 100:+.1f} points, at most -{g['max_accuracy_drop'] * 100:g} allowed), "
+            f"top-1 agreement with fp32 {q['top1_agreement_with_fp32']:.2%} (at least "
+            f"{g['min_top1_agreement']:.0%} needed); model.int8.onnx not written, model.onnx is the export")

@@ -28,6 +28,7 @@ import torch
 from vistrain.deploy.graph import (EXPORT_DIR, INPUT_NAME, INT8_FILE, ONNX_FILE, OUTPUT_NAME, require,
                                    weights_sha256)
 from vistrain.deploy.onnx_export import graph_problem
+from vistrain.deploy.quantize import int8_promoted
 from vistrain.errors import VistrainError
 
 log = logging.getLogger("vistrain")
@@ -137,4 +138,7 @@ def open_engine(run_dir: str | Path, meta: dict, engine: str = "auto", *, device
     if reason:
         raise VistrainError(f"{path} is stale ({reason}); run `vistrain export {run_dir}{how}` "
                             "again or use --engine torch")
+    if name == "onnxruntime-int8" and not int8_promoted(sess.metadata):
+        raise VistrainError(f"{path} did not pass the export's int8 accuracy check (or predates it); "
+                            f"run `vistrain export {run_dir}{how}` again or use --engine onnxruntime")
     return sess

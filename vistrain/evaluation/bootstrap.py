@@ -12,7 +12,7 @@ Example:
     >>> y = np.array([0, 0, 1, 1, 1]); p = np.array([[.8, .2], [.4, .6], [.3, .7], [.6, .4], [.1, .9]])
     >>> ci = bootstrap_ci(y, p.argmax(1), p, n_bootstrap=200, seed=0)
     >>> sorted(ci), 0 <= ci["accuracy"]["low"] <= 0.6 <= ci["accuracy"]["high"] <= 1
-    (['accuracy', 'balanced_accuracy', 'macro_auc_roc', 'macro_f1'], True)
+    (['accuracy', 'balanced_accuracy', 'ece', 'macro_auc_roc', 'macro_f1'], True)
 """
 from __future__ import annotations
 
@@ -20,21 +20,22 @@ import numpy as np
 
 from vistrain.evaluation.scores import num
 
-CI_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc_roc")
+CI_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc_roc", "ece")
 
 # Resamples are scored in chunks of about this many (resample, sample) pairs: bounded memory
 # (~16 MB of float64 per array) whatever N and n_bootstrap are.
 _CHUNK_ELEMS = 2_000_000
 
 
-def bootstrap_ci(y, y_pred, p, n_bootstrap, seed):
+def bootstrap_ci(y, y_pred, p, n_bootstrap, seed, ece_bins=15):
     """95% percentile-bootstrap intervals of the CI_METRICS; resamples of N samples with
-    replacement.  Resamples where a metric is undefined (e.g. AUC with one class) are skipped."""
+    replacement.  Resamples where a metric is undefined (e.g. AUC with one class) are skipped.
+    ``ece`` uses ``ece_bins`` equal-width bins, as :func:`~vistrain.evaluation.scores.calibration`."""
     if int(n_bootstrap) <= 0:
         return {m: {"low": None, "high": None} for m in CI_METRICS}
     rng = np.random.default_rng(seed)
     n = len(y)
-    prep = resample_prep(y, y_pred, p)
+    prep = resample_prep(y, y_pred, p, ece_bins)
     draws = {m: [] for m in CI_METRICS}
     chunk = max(1, _CHUNK_ELEMS // n)
     for start in range(0, int(n_bootstrap), chunk):
@@ -50,9 +51,10 @@ def bootstrap_ci(y, y_pred, p, n_bootstrap, seed):
     return out
 
 
-def resample_prep(y, y_pred, p):
+def resample_prep(y, y_pred, p, ece_bins=15):
     """What scoring a resample needs, computed once: per AUC class, the ascending score order,
-    the starts of runs of tied scores (None when there are no ties) and the positive mask."""
+    the starts of runs of tied scores (None when there are no ties) and the positive mask; the
+    top-1 confidence and its ECE bin (the bins of ``scores.calibration``)."""
     n_classes = p.shape[1]
     present = np.flatnonzero(np.bincount(y, minlength=n_classes) > 0)
     # Binary AUC is the AUC of the positive class; multi-class averages OvR over present classes.
@@ -66,8 +68,11 @@ def resample_prep(y, y_pred, p):
             positive = y[order] == c
             auc.append((order, None if len(starts) == len(s) else starts, positive,
                         np.flatnonzero(positive)))
+    confidence = np.asarray(p, dtype=np.float64).max(axis=1)
+    edges = np.linspace(0.0, 1.0, int(ece_bins) + 1)
     return {"y": y, "y_pred": y_pred, "correct": (y == y_pred).astype(np.float64),
-            "n_classes": n_classes, "auc": auc}
+            "n_classes": n_classes, "auc": auc, "confidence": confidence, "ece_bins": int(ece_bins),
+            "ece_bin": np.searchsorted(edges[1:-1], confidence, side="left")}
 
 
 def resample_scores(idx, prep):
@@ -88,7 +93,8 @@ def resample_scores(idx, prep):
         f1 = np.where(present, 2 * tp / (support + n_pred), 0.0)  # = 2PR/(P+R), 0 when tp = 0
     n_present = present.sum(axis=1)
     scores = {"accuracy": correct.mean(axis=1), "balanced_accuracy": recall.sum(1) / n_present,
-              "macro_f1": f1.sum(1) / n_present, "macro_auc_roc": np.full(b, np.nan)}
+              "macro_f1": f1.sum(1) / n_present, "macro_auc_roc": np.full(b, np.nan),
+              "ece": _resampled_ece(idx, prep)}
     if prep["auc"]:
         # Multiplicity of each sample in each resample: AUC is a weighted Mann-Whitney statistic.
         w = np.bincount((rows * n + idx).ravel(), minlength=b * n).reshape(b, n).astype(np.int32)
@@ -97,6 +103,16 @@ def resample_scores(idx, prep):
         with np.errstate(invalid="ignore", divide="ignore"):
             scores["macro_auc_roc"] = np.where(valid, aucs, 0.0).sum(1) / valid.sum(1)
     return scores
+
+
+def _resampled_ece(idx, prep):
+    """(B,) ECE of each resample: ``sum_b |sum_acc_b - sum_conf_b| / N`` per row of ``idx``."""
+    b, n = idx.shape
+    nb = prep["ece_bins"]
+    flat = (np.arange(b)[:, None] * nb + prep["ece_bin"][idx]).ravel()
+    diff = (np.bincount(flat, weights=prep["correct"][idx].ravel(), minlength=b * nb)
+            - np.bincount(flat, weights=prep["confidence"][idx].ravel(), minlength=b * nb))
+    return np.abs(diff).reshape(b, nb).sum(axis=1) / n
 
 
 def _weighted_auc(w, order, starts, positive, pos_cols):

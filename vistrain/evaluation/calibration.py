@@ -16,6 +16,15 @@ Example:
     >>> t = fit_temperature(p, y)
     >>> t > 1, nll(scale_probabilities(p, t), y) < nll(p, y)
     (True, True)
+    >>> d = decide_temperature(p[:300], y[:300])   # cross-fitted on halves: applied only if it helps
+    >>> d["decision"], d["heldout_nll_after"] < d["heldout_nll_before"]
+    ('applied', True)
+
+A temperature fitted on a few dozen images is mostly noise and can make the test calibration
+worse.  :func:`decide_temperature` therefore applies ``T`` only when the validation split has at
+least :data:`MIN_IMAGES` images and :data:`MIN_PER_CLASS` per class, *and* a temperature fitted
+on one stratified half lowers the NLL of the other half (both ways, summed); otherwise ``T = 1``
+(the raw softmax) with the reason recorded.
 """
 from __future__ import annotations
 
@@ -24,6 +33,10 @@ from scipy.optimize import minimize_scalar
 
 from vistrain.evaluation.scores import calibration
 
+# The smallest validation split a temperature is fitted on: each stratified half then has >= 25
+# images and >= 1 of every class, enough for a held-out NLL to tell a helpful T from noise.
+MIN_IMAGES = 50
+MIN_PER_CLASS = 3
 # log T is searched in [log 0.05, log 20]: beyond, a model is either almost uniform or one-hot
 LOG_T_BOUNDS = (float(np.log(0.05)), float(np.log(20.0)))
 _TINY = 1e-12
@@ -71,9 +84,59 @@ def calibration_summary(probs: np.ndarray, labels: np.ndarray, temperature: floa
     ``{"n_samples", "nll_before", "nll_after", "ece_before", "ece_after", "reliability_before",
     "reliability_after"}``."""
     labels = np.asarray(labels, dtype=np.int64)
-    after = scale_probabilities(probs, temperature)
+    after = np.asarray(probs, dtype=np.float64) if temperature == 1.0 else scale_probabilities(probs, temperature)
     out = {"n_samples": int(len(labels))}
     for name, p in (("before", np.asarray(probs, dtype=np.float64)), ("after", after)):
         ece, bins = calibration(p.max(axis=1), p.argmax(axis=1) == labels, n_bins)
         out[f"nll_{name}"], out[f"ece_{name}"], out[f"reliability_{name}"] = nll(p, labels), ece, bins
     return out
+
+
+def stratified_halves(labels: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two disjoint index arrays that split each class of ``labels`` (N,) in half (seeded shuffle;
+    an odd class gives its extra image to the half that has fewer so far)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    halves: tuple[list, list] = ([], [])
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        cut = len(members) // 2 + (len(members) % 2 if len(halves[0]) <= len(halves[1]) else 0)
+        halves[0].extend(members[:cut])
+        halves[1].extend(members[cut:])
+    return np.sort(np.array(halves[0], np.int64)), np.sort(np.array(halves[1], np.int64))
+
+
+def decide_temperature(probs: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> dict:
+    """Whether temperature scaling helps on this validation split, and its ``T``.
+
+    ``probs`` (N, K) raw softmax of the validation images, ``labels`` (N,).  Returns the
+    ``calibration`` record: ``{"method": "temperature", "temperature", "decision": "applied" |
+    "not applied", "reason", "fitted_on": "val", "n_images", "heldout_nll_before",
+    "heldout_nll_after", "half_temperatures"}``.  ``temperature`` is 1.0 unless applied; then it
+    is fitted on the whole split.  Held-out NLLs are None when the split is too small to test.
+    """
+    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels, dtype=np.int64)
+    n = len(labels)
+    record = {"method": "temperature", "temperature": 1.0, "decision": "not applied", "fitted_on": "val",
+              "n_images": int(n), "heldout_nll_before": None, "heldout_nll_after": None,
+              "half_temperatures": None}
+    fewest = int(np.bincount(labels, minlength=probs.shape[1]).min()) if n else 0
+    if n < MIN_IMAGES or fewest < MIN_PER_CLASS:
+        record["reason"] = (f"validation split too small to fit a temperature ({n} images, fewest per class "
+                            f"{fewest}; needs >= {MIN_IMAGES} and >= {MIN_PER_CLASS} per class): raw softmax kept")
+        return record
+    a, b = stratified_halves(labels, seed)
+    t_a, t_b = fit_temperature(probs[a], labels[a]), fit_temperature(probs[b], labels[b])
+    before = nll(probs, labels)
+    after = (nll(scale_probabilities(probs[b], t_a), labels[b]) * len(b)
+             + nll(scale_probabilities(probs[a], t_b), labels[a]) * len(a)) / n
+    record.update(heldout_nll_before=round(before, 6), heldout_nll_after=round(after, 6),
+                  half_temperatures=[round(t_a, 6), round(t_b, 6)])
+    if not after < before:
+        record["reason"] = (f"a temperature fitted on one half of val does not lower the other half's NLL "
+                            f"({before:.4f} -> {after:.4f}, T = {t_a:.3f} / {t_b:.3f}): raw softmax kept")
+        return record
+    t = fit_temperature(probs, labels)
+    record.update(temperature=round(t, 6), decision="applied",
+                  reason=f"cross-fitted on val halves, held-out NLL {before:.4f} -> {after:.4f}")
+    return record

@@ -129,7 +129,7 @@ def compute_metrics(y_true, probs, class_names: Sequence[str], *, k: Sequence[in
         "ece": ece,
         "nll": nll(p, y),
         "reliability": reliability,
-        "ci95": bootstrap_ci(y, y_pred, p, n_bootstrap, seed),
+        "ci95": bootstrap_ci(y, y_pred, p, n_bootstrap, seed, ece_bins),
         "bootstrap": {"method": "percentile", "level": 0.95,
                       "n_resamples": max(0, int(n_bootstrap)), "seed": int(seed)},
     }

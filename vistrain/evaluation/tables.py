@@ -34,7 +34,7 @@ def _headline_rows(m):
     if auc["method"] == "ovr":
         rows.append(("AUC-ROC (weighted OvR)", auc["weighted"], None))
     rows += [(f"top-{k} accuracy", v, None) for k, v in m["top_k_accuracy"].items() if k != "1"]
-    rows.append((f"ECE ({len(m['reliability']['count'])} bins)", m["ece"], None))
+    rows.append((f"ECE ({len(m['reliability']['count'])} bins)", m["ece"], m["ci95"].get("ece")))
     return rows
 
 

@@ -20,19 +20,18 @@ from vistrain.rundir import CalibrationMetrics, PartMetrics, RunFolder
 EVAL_FIGURES = {"confusion": ("confusion_matrix_normalized", "confusion_matrix"),
                 "roc": ("roc_curves",), "pr": ("pr_curves",), "reliability": ("reliability",)}
 CI_KEYS = {"accuracy": "accuracy", "balanced accuracy": "balanced_accuracy", "macro F1": "macro_f1",
-           "macro AUC-ROC": "macro_auc_roc"}
+           "macro AUC-ROC": "macro_auc_roc", "ECE": "ece"}
 
 
 def metric_rows(m: PartMetrics) -> list[list]:
-    """``[name, value cell]`` rows of one part: accuracies, macro F1/AUC with 95% CI, ECE, top-k."""
+    """``[name, value cell]`` rows of one part: accuracies, macro F1/AUC and ECE with 95% CI, top-k."""
     values = {"accuracy": m.accuracy, "balanced accuracy": m.balanced_accuracy, "macro F1": m.macro_f1,
-              "macro AUC-ROC": m.macro_auc_roc}
+              "macro AUC-ROC": m.macro_auc_roc, "ECE": m.ece}
     rows = []
     for name, v in values.items():
         ci = m.ci95.get(CI_KEYS[name])
         detail = f"[{fmt(ci.low)}, {fmt(ci.high)}]" if ci is not None and ci.low is not None else None
         rows.append([name, Cell(fmt(v), detail=detail)])
-    rows.append(["ECE", fmt(m.ece)])
     rows.append(["NLL (log loss)", fmt(m.nll)])
     rows += [[f"top-{k} accuracy", fmt(v)] for k, v in m.top_k_accuracy.items() if k != "1"]
     return rows
@@ -88,16 +87,31 @@ def roc_pr_reliability_blocks(folder: RunFolder) -> list:
 
 
 def calibration_blocks(c: CalibrationMetrics, part: str) -> list:
-    """Temperature scaling in words and the reliability diagrams before and after, side by side."""
+    """Temperature scaling in words (applied or not, and why) and the reliability diagrams before
+    and after, side by side; a kept raw softmax shows its one diagram."""
+    if c.decision == "not applied":
+        text = Text(f"Temperature scaling not applied (T = 1): {c.reason or 'no reason recorded'}. "
+                    f"The probabilities are the raw softmax; on the {part} part ECE {fmt(c.ece_before)}, "
+                    f"NLL {fmt(c.nll_before)}.")
+        return [text, Cards([Card(_reliability_picture(c.reliability_before, "raw softmax"),
+                                  "raw softmax", [])])] if c.reliability_before else [text]
+    changed = ("lower" if (c.ece_after or 0) < (c.ece_before or 0) else "not lower: the fit on val did "
+               "not carry over to this part")
     text = Text(f"Temperature scaling: T = {fmt(c.temperature, 3)}, fitted on the {c.fitted_on or 'val'} "
-                f"part only; the model's probabilities are softmax(logits / T) (predict, evaluate and the "
-                f"export apply it). On the {part} part: ECE {fmt(c.ece_before)} -> {fmt(c.ece_after)}, "
-                f"NLL {fmt(c.nll_before)} -> {fmt(c.nll_after)}; accuracy is unchanged (the argmax is).")
+                f"part only{'' if not c.reason else ' (' + c.reason + ')'}; the model's probabilities are "
+                f"softmax(logits / T) (predict, evaluate, explain and the export apply it). On the {part} "
+                f"part: ECE {fmt(c.ece_before)} raw, {fmt(c.ece_after)} scaled ({changed}); "
+                f"NLL {fmt(c.nll_before)} raw, {fmt(c.nll_after)} scaled; accuracy is unchanged (the argmax is).")
     cards = []
     for label, bins in (("before (raw softmax)", c.reliability_before), ("after (temperature-scaled)", c.reliability_after)):
         if bins is None:
             cards.append(Card(note("no reliability bins"), label, []))
             continue
-        with tempfile.TemporaryDirectory() as tmp:
-            cards.append(Card(file_picture(plot_reliability(bins, Path(tmp) / "r.png"), label), label, []))
+        cards.append(Card(_reliability_picture(bins, label), label, []))
     return [text, Cards(cards)]
+
+
+def _reliability_picture(bins: dict, alt: str):
+    """The reliability diagram of ``bins`` as an embedded picture (drawn in a temporary folder)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return file_picture(plot_reliability(bins, Path(tmp) / "r.png"), alt)

@@ -174,6 +174,8 @@ class CalibrationMetrics:
     ece_after: float | None
     reliability_before: dict | None
     reliability_after: dict | None
+    decision: str | None = None   # applied | not applied (None: a run older than the decision)
+    reason: str | None = None
 
     @classmethod
     def from_doc(cls, c) -> CalibrationMetrics | None:
@@ -182,7 +184,8 @@ class CalibrationMetrics:
         rel = [c.get(k) if isinstance(c.get(k), dict) else None
                for k in ("reliability_before", "reliability_after")]
         return cls(_num(c.get("temperature")), _text(c.get("fitted_on")),
-                   *(_num(c.get(k)) for k in ("nll_before", "nll_after", "ece_before", "ece_after")), *rel)
+                   *(_num(c.get(k)) for k in ("nll_before", "nll_after", "ece_before", "ece_after")), *rel,
+                   _text(c.get("decision")), _text(c.get("reason")))
 
 
 @dataclass(frozen=True)
@@ -323,6 +326,8 @@ class CvFold:
     n_val: int | None
     n_test: int | None
     wall_seconds: float | None
+    temperature: float | None = None      # the fold's calibration: T applied (1.0 when kept)
+    calibration: str | None = None        # applied | not applied | None (off, or an older run)
 
 
 @dataclass(frozen=True)
@@ -345,7 +350,9 @@ class CvSummary:
         spread = {str(k): Spread([_num(x) for x in _list(v.get("values"))], _num(v.get("mean")),
                                  _num(v.get("std"))) for k, v in summary.items() if isinstance(v, dict)}
         folds = [CvFold(_text(f.get("fold")), _int(f.get("n_train")), _int(f.get("n_val")),
-                        _int(f.get("n_test")), _num(f.get("wall_seconds")))
+                        _int(f.get("n_test")), _num(f.get("wall_seconds")),
+                        _num(_dict(_dict(f.get("test")).get("calibration")).get("temperature")),
+                        _text(_dict(_dict(f.get("test")).get("calibration")).get("decision")))
                  for f in _list(d.get("folds")) if isinstance(f, dict)]
         return cls(_text(d.get("n_folds")), _text(d.get("pool")), _text(d.get("seed")),
                    {str(k): str(v) for k, v in _dict(d.get("class_counts")).items()},

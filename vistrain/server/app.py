@@ -236,7 +236,9 @@ class Service:
             if self._cam_layer is None:  # found once: the search runs a probe forward pass
                 self._cam_layer = find_target_layer(clf.model, (pre.channels, pre.size, pre.size))[0]
             cams, logits = compute_cam(clf.model, x, method=method, target_layer=self._cam_layer)
-        probs = check_finite_probabilities(logits.float().softmax(1)[0], clf.weights_file)
+        # the run's calibration, as /predict gives it: one probability for one image and run
+        probs = check_finite_probabilities((logits.float() / clf.temperature).softmax(1)[0],
+                                          clf.weights_file)
         pred = int(probs.argmax())
         blend = overlay(pixels.permute(1, 2, 0).numpy(), cams[0].cpu())
         buf = io.BytesIO()

@@ -42,7 +42,7 @@ from vistrain.data.splits import save_splits
 from vistrain.device import Runtime, keep_freed_host_memory, unwrap
 from vistrain.errors import DataError, VistrainError
 from vistrain.evaluation import curves
-from vistrain.evaluation.calibration import calibration_summary, fit_temperature, scale_probabilities
+from vistrain.evaluation.calibration import calibration_summary, decide_temperature, scale_probabilities
 from vistrain.evaluation.figures import write_run_figures
 from vistrain.evaluation.metrics import compute_metrics
 from vistrain.training import checkpoint as ckpt
@@ -92,6 +92,7 @@ class RunRecord:
     strategy: dict
     wall_seconds: float
     cache: dict | None = None   # the pixel cache's size estimate and where it went (disk, memory)
+    calibration: dict | None = None  # the temperature decision (calibrate): T, decision, reason, NLLs
 
     @classmethod
     def of(cls, cfg: TrainConfig, data: PreparedData, strategy: dict, seconds: float,
@@ -293,6 +294,7 @@ def _write_run(ctx: RunContext, fitted: FitResult, fingerprint: dict, t0: float,
                extra={"strategy": fitted.record, "calibration": calibration})
     strategy = {**fitted.record, "runtime": ctx.rt.describe(), "calibration": calibration}
     record = RunRecord.of(cfg, ctx.data, strategy, time.perf_counter() - t0, fingerprint)
+    record.calibration = calibration
     write_run_record(out, record, fitted.history, model_name=cfg.model.name)
     write_logs(out, cfg.logging, fitted.history)
     write_run_figures(out)
@@ -313,14 +315,16 @@ def final_evaluation(ctx: RunContext, features: np.ndarray | None = None) -> tup
     raw = {part: (idx, part_probabilities(ctx, part, idx, features))
            for part in parts if len(idx := ctx.data.part_ids(part))}
     val = raw.get("val")
-    record = calibrate(ctx.cfg.train.calibration, val[1] if val else None, labels[val[0]] if val else None)
-    t = record.get("temperature", 1.0)
+    record = calibrate(ctx.cfg.train.calibration, val[1] if val else None, labels[val[0]] if val else None,
+                       seed=ctx.cfg.train.seed)
+    t = record["temperature"]
     results, preds = {}, {}
     for part, (idx, probs) in raw.items():
         scaled = scale_probabilities(probs, t) if t != 1.0 else probs
         results[part] = compute_metrics(labels[idx], scaled, ctx.data.index.classes, n_bootstrap=500)
-        if record["method"] == "temperature":
+        if record["method"] == "temperature":  # before/after equal when T = 1 was kept
             results[part]["calibration"] = {"fitted_on": "val", "temperature": t,
+                                            "decision": record["decision"], "reason": record["reason"],
                                             **calibration_summary(probs, labels[idx], t)}
         preds[part] = {"indices": idx.tolist(), "labels": labels[idx].tolist(), "probs": scaled.round(6).tolist()}
     if ctx.rt.is_main:
@@ -347,22 +351,20 @@ def part_probabilities(ctx: RunContext, part: str, idx: np.ndarray, features: np
     return probs if order is None else in_order(probs, order, idx)
 
 
-MIN_CALIBRATION_IMAGES = 20  # one parameter, but below this the fitted T is mostly noise
-
-
-def calibrate(method: str, val_probs: np.ndarray | None, val_labels: np.ndarray | None) -> dict:
-    """The run's calibration record: ``{"method": "temperature", "temperature", "fitted_on":
-    "val", "n_images"}`` fitted on the validation split only (never on test), or ``{"method":
-    "none", "reason"}`` when switched off or the validation split is too small."""
+def calibrate(method: str, val_probs: np.ndarray | None, val_labels: np.ndarray | None,
+              seed: int = 0) -> dict:
+    """The run's calibration record (:func:`~vistrain.evaluation.calibration.decide_temperature`):
+    a temperature cross-fitted on halves of the validation split (never on test), applied only
+    when the split is large enough and it lowers the held-out NLL; ``{"method": "none",
+    "temperature": 1.0, "decision": "off", "reason"}`` when switched off."""
     if method == "none":
-        return {"method": "none", "reason": "train.calibration=none"}
-    n = 0 if val_probs is None else len(val_probs)
-    if n < MIN_CALIBRATION_IMAGES:
-        log.info("calibration: skipped, the validation split has %d images (< %d)", n, MIN_CALIBRATION_IMAGES)
-        return {"method": "none", "reason": f"validation split of {n} images (< {MIN_CALIBRATION_IMAGES})"}
-    t = fit_temperature(val_probs, val_labels)
-    log.info("calibration: temperature %.3f fitted on %d validation images (softmax(logits / T))", t, n)
-    return {"method": "temperature", "temperature": round(t, 6), "fitted_on": "val", "n_images": n}
+        return {"method": "none", "temperature": 1.0, "decision": "off", "reason": "train.calibration=none"}
+    if val_probs is None:
+        val_probs, val_labels = np.zeros((0, 1)), np.zeros(0, np.int64)
+    record = decide_temperature(val_probs, val_labels, seed=seed)
+    log.info("calibration: %s", f"T = {record['temperature']:.3f}, {record['reason']}"
+             if record["decision"] == "applied" else f"T = 1 (not applied): {record['reason']}")
+    return record
 
 
 def write_run_record(out: Path, record: RunRecord, history: list[dict], *, model_name: str = "") -> None:

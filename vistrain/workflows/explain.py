@@ -107,7 +107,9 @@ def explain_each(clf: Classifier, images, out: Path, *, method: str = "gradcam",
         hwc = np.repeat(hwc, 3, axis=2) if hwc.shape[2] == 1 else hwc
         x = pre.normalize(pix[None].to(clf.device))
         cams, logits = compute_cam(model, x, target_class=cls, method=method, target_layer=layer)
-        probs = check_finite_probabilities(logits.float().softmax(1)[0], clf.weights_file)
+        # the run's calibration, as predict gives it: one probability for one image and run
+        probs = check_finite_probabilities((logits.float() / clf.temperature).softmax(1)[0],
+                                          clf.weights_file)
         pred = int(probs.argmax())
         shown = pred if cls is None else cls
         title = (f"{classes[shown]} (p={float(probs[shown]):.3f})"

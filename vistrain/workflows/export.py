@@ -6,7 +6,12 @@ graph (see :mod:`vistrain.deploy`).  Before a file is promoted it is checked (``
 ONNX Runtime inference) and compared with the PyTorch model on the run's test images: top-1
 agreement must be 100 % and no probability may differ by more than ``1e-4``, else the export
 fails and nothing in ``RUN/export/`` changes.  ``quantize="int8"`` adds ``model.int8.onnx``
-(static, calibrated on training images) and reports its accuracy change on the test images.
+(static, calibrated on training images decoded batch by batch) only when it keeps the model: on
+the test images its accuracy may fall by at most :data:`INT8_MAX_DROP` and its top-1 agreement
+with fp32 must be at least :data:`INT8_MIN_AGREEMENT` (each variant of
+:data:`vistrain.deploy.quantize.SETTINGS` is tried until one passes).  Otherwise the int8 file is
+not promoted (an earlier one is removed), the gate's numbers are recorded and ``export`` reports
+``promoted: false`` (the CLI exits 1).
 The numbers go to ``RUN/export/parity.json``.  Files are built in a staging folder inside
 ``RUN/export/`` and renamed into place, so a reader sees an old file or a new one, never half.
 
@@ -27,6 +32,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from vistrain import __version__
@@ -36,10 +42,10 @@ from vistrain.deploy.engine import OrtEngine
 from vistrain.deploy.graph import (EXPORT_DIR, INT8_FILE, ONNX_FILE, PARITY_FILE, TORCHSCRIPT_FILE,
                                    ExportError, InferenceGraph, graph_metadata, weights_sha256)
 from vistrain.deploy.onnx_export import OPSET, check_onnx, export_onnx
-from vistrain.deploy.parity import SplitImages, accuracy, batched, compare, load_split
-from vistrain.deploy.quantize import METHODS, quantize_int8
+from vistrain.deploy.parity import SplitImages, accuracy, batched, compare, load_split, split_files
+from vistrain.deploy.quantize import METHODS, SETTINGS, LazyImages, mark_int8_gate, quantize_int8
 from vistrain.deploy.torchscript import export_torchscript, load_torchscript
-from vistrain.errors import RunDirError, VistrainError
+from vistrain.errors import ImageLoadError, RunDirError, VistrainError
 from vistrain.fsutil import atomic_write_json
 from vistrain.predictor import Classifier
 from vistrain.workflows.common import show_log_lines
@@ -49,6 +55,9 @@ QUANTIZE = ("int8",)
 TOLERANCE = 1e-4  # largest probability difference an fp32 export may have from the torch model
 STAGING = ".staging-"
 LEFTOVER_AGE_S = 6 * 3600  # older staging folders are leftovers of a killed export, not a running one
+# int8 is promoted only when it keeps the model (on the test images, against the fp32 graph)
+INT8_MAX_DROP = 0.01        # accuracy may fall by at most 1 point
+INT8_MIN_AGREEMENT = 0.97   # top-1 agreement with fp32 at least 97 %
 
 
 def remove_leftovers(out: Path) -> None:
@@ -80,13 +89,13 @@ def check_options(format: str, quantize: str | None, calibration: int, threads: 
 
 def export(run_dir: str | Path, *, format: str = "onnx", quantize: str | None = None,
            data: str | Path | None = None, threads: int | None = None, calibration: int = 96,
-           quantize_method: str = "static", batch_size: int = 32, progress: bool = True) -> dict:
+           quantize_method: str = "static", batch_size: int = 8, progress: bool = True) -> dict:
     """Export the run (``format``: onnx | torchscript), check parity on its test images, and
     return the report that is also written to ``RUN/export/parity.json``.
 
     ``data``: the run's data folder when it moved (its test images are looked up there);
     ``quantize="int8"``: also ``model.int8.onnx``, calibrated on ``calibration`` training images
-    (in batches of 16; ``quantize_method``: static | dynamic); ``threads``: ONNX Runtime
+    (decoded and fed in batches of 2; ``quantize_method``: static | dynamic); ``threads``: ONNX Runtime
     threads (default torch's).
     Raises :class:`vistrain.deploy.graph.ExportError` when parity fails (nothing is promoted).
 
@@ -105,7 +114,7 @@ def export(run_dir: str | Path, *, format: str = "onnx", quantize: str | None = 
         raise RunDirError(f"{out}: exists and is not a folder; move it away so the export can go there")
     clf = Classifier.from_run(run_dir, engine="torch")
     test = load_split(run_dir, clf.classes, clf.preprocess, "test", data=data, progress=progress)
-    calib = (load_split(run_dir, clf.classes, clf.preprocess, "train", data=data, limit=calibration)
+    calib = (calibration_images(run_dir, clf.preprocess, data, calibration)
              if quantize and quantize_method == "static" else None)
     ref = batched(lambda x: clf.predict_pixels(list(x)), test.pixels, batch_size)
     sha = weights_sha256(run_dir)
@@ -122,8 +131,11 @@ def export(run_dir: str | Path, *, format: str = "onnx", quantize: str | None = 
             entries = _torchscript(**job)
         files = []
         for entry in entries.values():  # checked: promote (a rename inside RUN/export/)
-            os.replace(staging / entry["file"], out / entry["file"])
-            files.append(str(out / entry["file"]))
+            if entry.get("promoted", True):
+                os.replace(staging / entry["file"], out / entry["file"])
+                files.append(str(out / entry["file"]))
+            elif (out / entry["file"]).is_file():  # an earlier int8 file that this check refutes
+                (out / entry["file"]).unlink()
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     images = {"part": test.part, "n": len(test.labels), "data_root": str(test.root),
@@ -160,18 +172,62 @@ def _onnx(*, graph, staging, meta, metadata, test, ref, batch_size, threads, qua
     _fail_unless_passed(entry, "the ONNX graph", test, "torchscript")
     entries = {"onnx": entry}
     if quantize:
-        what, n_calib = quantize_int8(path, staging / INT8_FILE, None if calib is None else calib.pixels,
-                                      method=method)
-        q = OrtEngine(staging / INT8_FILE, name="onnxruntime-int8", threads=threads)
-        p8 = batched(q.probabilities, test.pixels, batch_size)
-        c, acc, acc8 = compare(probs, p8), accuracy(probs, test.labels), accuracy(p8, test.labels)
-        entries["onnx_int8"] = {
-            "file": INT8_FILE, "bytes": (staging / INT8_FILE).stat().st_size,
-            "engine": "onnxruntime-int8", "quantization": what,
-            "calibration": None if calib is None else {"part": calib.part, "n": n_calib},
-            "top1_agreement_with_fp32": c["top1_agreement"], "max_abs_diff": c["max_abs_diff"],
-            "accuracy_fp32": acc, "accuracy_int8": acc8, "accuracy_change": acc8 - acc}
+        entries["onnx_int8"] = _int8(path, staging, calib, method, test, probs, threads, batch_size)
     return entries
+
+
+def calibration_images(run_dir: Path, pre, data, limit: int) -> LazyImages:
+    """At most ``limit`` of the run's training images (spread evenly over the sorted list),
+    decoded only batch by batch while the quantizer calibrates; an unreadable one is black."""
+    _, root, files = split_files(run_dir, "train", data=data)
+    if limit < len(files):
+        files = [files[int(i)] for i in np.linspace(0, len(files) - 1, limit).round()]
+    shape = (pre.channels, pre.size, pre.size)
+
+    def decode(path):
+        try:
+            return pre.pixels(path)
+        except ImageLoadError:  # one black image among dozens barely moves a 99.99th percentile
+            return torch.zeros(shape, dtype=torch.uint8)
+    return LazyImages([root / f for f in files], decode, part="train")
+
+
+def int8_gate(acc_fp32: float, acc_int8: float, agreement: float) -> dict:
+    """The promotion rule's numbers: ``{"max_accuracy_drop", "min_top1_agreement", "passed"}``."""
+    return {"max_accuracy_drop": INT8_MAX_DROP, "min_top1_agreement": INT8_MIN_AGREEMENT,
+            "passed": bool(acc_fp32 - acc_int8 <= INT8_MAX_DROP + 1e-12 and agreement >= INT8_MIN_AGREEMENT)}
+
+
+def _int8(path, staging, calib, method, test, probs, threads, batch_size) -> dict:
+    """Quantize the fp32 graph ``path`` with each of SETTINGS until one passes the gate (the
+    dynamic method has one setting); the entry of the passing (else the best) variant, with
+    ``promoted`` and every variant's numbers under ``tried``."""
+    tried, best = [], None
+    for name, keep_first in (SETTINGS if method == "static" else SETTINGS[:1]):
+        dst = staging / f"{name.replace(' ', '').replace(',', '-')}.{INT8_FILE}"
+        what, n_calib = quantize_int8(path, dst, calib, method=method, keep_first=keep_first)
+        q = OrtEngine(dst, name="onnxruntime-int8", threads=threads)
+        p8 = batched(q.probabilities, test.pixels, batch_size)
+        del q  # its session's memory is freed before the next variant calibrates
+        c, acc, acc8 = compare(probs, p8), accuracy(probs, test.labels), accuracy(p8, test.labels)
+        gate = int8_gate(acc, acc8, c["top1_agreement"])
+        entry = {"file": INT8_FILE, "bytes": dst.stat().st_size, "engine": "onnxruntime-int8",
+                 "quantization": what, "setting": name,
+                 "calibration": None if calib is None else {"part": calib.part, "n": n_calib},
+                 "top1_agreement_with_fp32": c["top1_agreement"], "max_abs_diff": c["max_abs_diff"],
+                 "accuracy_fp32": acc, "accuracy_int8": acc8, "accuracy_change": acc8 - acc,
+                 "gate": gate, "promoted": gate["passed"]}
+        tried.append({k: entry[k] for k in ("setting", "accuracy_int8", "top1_agreement_with_fp32")})
+        if best is None or (acc8, c["top1_agreement"]) > (best[0]["accuracy_int8"],
+                                                           best[0]["top1_agreement_with_fp32"]):
+            best = (entry, dst)
+        if gate["passed"]:
+            best = (entry, dst)
+            break
+    entry, dst = best
+    mark_int8_gate(dst, entry["gate"])
+    os.replace(dst, staging / INT8_FILE)
+    return {**entry, "tried": tried}
 
 
 def _torchscript(*, graph, staging, meta, metadata, test, ref, batch_size) -> dict:
