@@ -477,8 +477,8 @@ def test_old_checkpoint_without_a_run_id_still_resumes(world, tmp_path, monkeypa
     run = killed_run(monkeypatch, world["data"], tmp_path / "run")
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     state.pop("run_id")
-    marker = {k: v for k, v in fsutil.read_marker(run).items() if k not in ("run_id", "id", "created_by")}
-    fsutil.write_marker(run, marker.pop("kind"), **marker)   # an older run: no id anywhere
+    marker = {k: v for k, v in fsutil.read_marker(run).items() if k not in ("run_id", "id")}
+    fsutil.atomic_write_json(run / fsutil.MARKER, marker)   # an older run's marker: no id anywhere
     save_checkpoint(run / "checkpoints" / "last.pt", state)
     assert "run_id" not in load_checkpoint(run / "checkpoints" / "last.pt")
     with caplog.at_level(logging.WARNING, logger="vistrain"):

@@ -134,17 +134,17 @@ def test_full_disk_is_one_line_naming_the_file(monkeypatch, capsys, tmp_path):
 
 def test_full_disk_during_evaluate_leaves_no_truncated_predictions(monkeypatch, tmp_path):
     import vistrain.workflows.evaluate as evaluate
-    (tmp_path / "out").mkdir()
+    fsutil.prepare_outputs_folder(tmp_path / "out")   # an earlier evaluation's folder
     (tmp_path / "out" / "predictions.json").write_text('{"old": true}')
     fill_disk(monkeypatch, fsutil)
-    index = type("Index", (), {"root": tmp_path, "paths": ["x.png", "y.png"]})()
+    index = type("Index", (), {"root": tmp_path / "data", "paths": ["x.png", "y.png"]})()
     y, probs = np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]])
     with pytest.raises(OSError) as info:
         evaluate.write_evaluation(tmp_path / "out", tmp_path, index, np.array([0, 1]), ["a", "b"],
                                   y, probs, {"accuracy": 1.0})
     assert failures.no_space_error(info.value) is not None
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert files == ["predictions.json"]  # metrics.json not half-written, the old file intact
+    assert files == [fsutil.MARKER, "predictions.json"]  # no half-written metrics.json, the old file intact
     assert json.loads((tmp_path / "out" / "predictions.json").read_text()) == {"old": True}
 
 
@@ -277,7 +277,8 @@ def test_export_removes_the_staging_folder_of_a_killed_export(tmp_path):
 
 
 def test_cache_removes_the_part_files_of_a_killed_build(tmp_path):
-    from vistrain.data.cache_budget import part_suffix, prune_cache
+    from vistrain.data.cache_budget import part_suffix, prune_cache, record_entry
+    record_entry(tmp_path / "pixels-abc.npy", tmp_path / "pixels-def.npy")  # their builds began
     dead = left_behind(tmp_path / f"pixels-abc.npy.x1y2z3.{DEAD_PID}.part")
     live = left_behind(tmp_path / f"pixels-def.npy.x1y2z3{part_suffix()}")
     prune_cache(tmp_path, limit_bytes=None)

@@ -162,7 +162,7 @@ def _forget(root: Path, gone: list[Path]) -> None:
 
 def indexed_files(root: Path) -> list[Path]:
     """The files under ``root`` that vistrain recorded, that still exist, and the ``.part``
-    temporaries of their unfinished writes (``NAME.<random>.part``)."""
+    temporaries of their unfinished writes (``NAME.<random>[.<pid>].part``)."""
     root = Path(root)
     listed = [root / rel for rel in _read_index(root)]
     by_dir: dict[Path, set[str]] = {}
@@ -174,9 +174,9 @@ def indexed_files(root: Path) -> list[Path]:
             children = list(folder.iterdir())
         except OSError:
             continue
-        for p in children:  # NAME.part or NAME.<random>.part of a listed NAME
+        for p in children:  # NAME.part, NAME.<random>.part or NAME.<random>.<pid>.part of a listed NAME
             stem = p.name[:p.name.find(PART)] if PART in p.name else None
-            if stem and (stem in names or stem.rsplit(".", 1)[0] in names):
+            if stem and any(stem == n or stem.startswith(n + ".") for n in names):
                 found.append(p)
     return found
 
