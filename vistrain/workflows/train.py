@@ -20,7 +20,9 @@ from vistrain.interpret.diagnostics import run_checks
 from vistrain.report.build import build_report
 from vistrain.training.checkpoint import has_checkpoint
 from vistrain.training.context import RunContext
+from vistrain.training.loggers import trackers
 from vistrain.training.run import RunResult, recorded_data_root, run_training
+from vistrain.training.tracking import track_to_mlflow
 from vistrain.workflows.common import default_out_dir, make_config, show_log_lines
 
 log = logging.getLogger("vistrain")
@@ -107,6 +109,8 @@ def train_run(cfg: TrainConfig, out: Path, **options: Any) -> RunResult:
     result = run_training(cfg, out, before_training=checks, **options)
     if result.is_main:
         build_report(result.run_dir)
+        if "mlflow" in trackers(cfg.logging):
+            track_to_mlflow(result.run_dir)
     return result
 
 
