@@ -25,7 +25,7 @@ import os
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -40,7 +40,7 @@ from vistrain.data.io import set_max_image_pixels
 from vistrain.data.loader import ArrayBatches
 from vistrain.data.scan import ImageIndex
 from vistrain.data.stream import in_order, location, open_index, shards_digest
-from vistrain.data.splits import save_splits
+from vistrain.data.splits import group_record, save_splits, split_source, split_warnings
 from vistrain.device import Runtime, keep_freed_host_memory, unwrap
 from vistrain.errors import DataError, RunDirError, VistrainError
 from vistrain.evaluation import curves
@@ -89,6 +89,7 @@ class RunRecord:
     strategy: dict
     wall_seconds: float
     cache: dict | None = None   # the pixel cache's size estimate and where it went (disk, memory)
+    warnings: list[str] = field(default_factory=list)  # e.g. a split part that lacks classes
 
     @classmethod
     def of(cls, cfg: TrainConfig, data: PreparedData, strategy: dict, seconds: float,
@@ -97,7 +98,8 @@ class RunRecord:
                    data_root=location(data.index.root), data_fingerprint=fingerprint,
                    n_images=len(data.index), class_counts=data.index.counts(),
                    skipped_files=[{"file": f, "reason": r} for f, r in data.index.skipped],
-                   strategy=strategy, wall_seconds=round(seconds, 1), cache=data.cache)
+                   strategy=strategy, wall_seconds=round(seconds, 1), cache=data.cache,
+                   warnings=split_warnings(data.index, data.parts))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -129,7 +131,7 @@ def finished_epochs(run_dir: str | Path) -> int | None:
 
 
 def check_output_ready(out: Path, *, overwrite: bool, resume: bool,
-                       data_folder: str | Path | None) -> None:
+                       data_folder: str | Path | None, kind: str = "run") -> None:
     """What :func:`fsutil.prepare_output_dir` would refuse, checked without writing anything,
     before the scan, strategy auto's measuring and the model: a taken ``--out``, a folder that is
     not a vistrain run, and, for ``resume``, a run that is already finished.
@@ -142,19 +144,19 @@ def check_output_ready(out: Path, *, overwrite: bool, resume: bool,
     fsutil.check_output_location(out, data_folder=data_folder)
     if not out.is_dir() or not any(out.iterdir()):
         return  # prepare_output_dir names a missing run to resume
-    kind = fsutil.vistrain_output_kind(out)
+    found = fsutil.vistrain_output_kind(out)
     if resume:
-        if kind == "run" and run_finished(out):
+        if kind == found == "run" and run_finished(out):
             epochs = finished_epochs(out)
             raise RunDirError(f"{out}: the run is finished ({epochs if epochs is not None else 'all'} "
                               "epochs, metrics.json written), nothing to resume; to train longer, "
                               f"repeat it with more epochs into a new folder: vistrain train --config "
                               f"{out / 'config.yaml'} --epochs N --out NEW_RUN")
         return
-    if kind is not None and not overwrite:
+    if found is not None and not overwrite:
         raise RunDirError(f"{out}: run directory exists and is not empty; use --overwrite to replace "
                           "it, --resume to continue it, or another --out")
-    if kind is None:
+    if found is None:
         raise RunDirError(f"{out}: folder is not empty and was not written by vistrain (no "
                           f"{fsutil.MARKER}); --overwrite only replaces vistrain run folders; give a "
                           "new or empty --out")
@@ -329,9 +331,13 @@ def _train_into(cfg, out, rt, model, pcfg, index, parts, *, resume, progress, fi
     ctx = RunContext(cfg, model, pcfg, pre, data, rt, out=out, progress=progress, auto=auto,
                      deadline=deadline)
     if rt.is_main:
+        warnings = split_warnings(data.index, data.parts)
+        for line in warnings:
+            log.warning(line)
         save_splits(out / "splits.json", data.index, data.parts, seed=cfg.data.split_seed,
-                    source="given parts (cross-validation fold)" if parts is not None else
-                    "given folders" if data.index.given_split else "stratified hold-out")
+                    source=split_source(cfg.data, given_parts=parts is not None,
+                                        given_folders=bool(data.index.given_split)),
+                    groups=group_record(cfg.data), warnings=warnings)
     if before_training is not None and rt.is_main and not resume:
         before_training(ctx)
     ctx = ctx.with_model(rt.prepare_model(model))
