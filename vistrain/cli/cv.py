@@ -33,7 +33,7 @@ def run(args) -> int:
         raise VistrainError("--resume and --fold need --out OUT (the cross-validation folder)")
     cfg = config_from_args(args, args.data)
     result = job("cv").cv(config=cfg, folds=args.folds, out=args.out, fold=args.fold, resume=args.resume,
-                overwrite=args.overwrite, progress=not args.json)
+                overwrite=args.overwrite, progress=True)
     out = Path(result["out_dir"])
     if args.json:
         print_json({k: v for k, v in result.items() if k != "folds"})

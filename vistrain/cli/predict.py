@@ -61,7 +61,7 @@ def run(args) -> int:
     fmt = output_format(args)
     check_out_file(args.out)
     result = job("predict").predict(run_dir, images, model=args.model, weights=args.weights,
-                                    top_k=args.top_k, device=args.device, progress=fmt == "text",
+                                    top_k=args.top_k, device=args.device, progress=True,
                                     engine=args.engine, threads=args.threads, tta=args.tta)
     if result["n_predicted"] == 0:
         first = result["predictions"][0]

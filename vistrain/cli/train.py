@@ -48,7 +48,7 @@ def run(args) -> int:
         cfg = work.resume_config(config_from_args(args, data), run_dir, data)
         if args.print_config:
             return _print_config(cfg)
-        result = train(data, config=cfg, out=run_dir, resume=True, progress=not args.json)
+        result = train(data, config=cfg, out=run_dir, resume=True, progress=True)
     else:
         if not data:
             raise VistrainError("give the image folder: vistrain train DATA")
@@ -56,7 +56,7 @@ def run(args) -> int:
         if args.print_config:
             return _print_config(cfg)
         result = train(config=cfg, out=args.out, overwrite=args.overwrite, auto_resume=args.auto_resume,
-                       progress=not args.json)
+                       progress=True)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return 0
     report = (result.run_dir / "report.html").resolve()
