@@ -153,7 +153,7 @@ def split_source(data_cfg, *, given_parts: bool = False, given_folders: bool = F
 
     Example:
         >>> from vistrain.config import DataConfig
-        >>> split_source(DataConfig(group_regex="(p\\d+)_")), split_source(DataConfig())
+        >>> split_source(DataConfig(group_regex="(p[0-9]+)_")), split_source(DataConfig())
         ('grouped hold-out', 'stratified hold-out')
     """
     if given_parts:
