@@ -75,12 +75,13 @@ class EpochProgress:
     """
 
     def __init__(self, batches, *, desc: str, enabled: bool = True, epochs_after: int = 0,
-                 log=None, log_every_s: float = LOG_EVERY_S, done: int = 0):
+                 log=None, log_every_s: float | None = None, done: int = 0):
         self.total = len(batches) if hasattr(batches, "__len__") else None
         self.drawn = enabled and bars_wanted()
         self.bar = tqdm(batches, desc=desc, leave=False, disable=not self.drawn,
                         total=None if self.total is None else self.total - done)
-        self.desc, self.epochs_after, self.log, self.log_every_s = desc, epochs_after, log, log_every_s
+        self.desc, self.epochs_after, self.log = desc, epochs_after, log
+        self.log_every_s = LOG_EVERY_S if log_every_s is None else log_every_s
         self.done, self.images, self.loss_sum = done, 0, 0.0
         self.start = self.last_line = time.perf_counter()
         self.done_at_start = done

@@ -164,7 +164,9 @@ def check_output_ready(out: Path, *, overwrite: bool, resume: bool,
 
 class RunLogFile:
     """The log of one run (INFO and up) in ``RUN_DIR/train.log``: the lines logged before the
-    run folder exists (the scan, strategy auto's measuring) are held and written once it does."""
+    run folder exists (the scan, strategy auto's measuring) are held and written once it does.
+    It holds what the ``vistrain`` logger passes on: INFO from the CLI and ``vistrain.train``,
+    warnings only where an application set that logger (or the root logger) to WARNING."""
 
     def __init__(self, enabled: bool):
         self.buffer = logging.handlers.MemoryHandler(capacity=100_000, flushLevel=logging.CRITICAL + 1)
