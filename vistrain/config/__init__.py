@@ -447,9 +447,11 @@ def _check_type(key: str, value, hint, allowed: str | None = None):
                                 f"{', '.join(map(str, typing.get_args(base)))}")
         return value
     if typing.get_origin(base) is list:
+        item = typing.get_args(base)[0]
+        if isinstance(value, str) and typing.get_origin(item) is Literal:
+            value = [value]  # --set logging.track=mlflow: a list of one choice
         if not isinstance(value, (list, tuple)):
             raise VistrainError(f"{key}={value!r}: must be a list of {allowed or 'values'}")
-        item = typing.get_args(base)[0]
         if typing.get_origin(item) is Literal:  # a list of choices, e.g. logging.track
             return [_check_type(f"{key}[{i}]", v, item, allowed) for i, v in enumerate(value)]
         return [_scalar(f"{key}[{i}]", v, item, allowed) for i, v in enumerate(value)]
