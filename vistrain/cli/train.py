@@ -18,7 +18,8 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing vistrain run directory (kept aside as "
                    "OUT.old-<time> until the new run's first checkpoint)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint, "
-                   "on the data it was started on (checked by a fingerprint of its file list)")
+                   "on the data it was started on (checked by a fingerprint of its file list); a "
+                   "finished run is not resumed (--config RUN_DIR/config.yaml --epochs N trains anew)")
     p.add_argument("--auto-resume", action="store_true",
                    help="continue --out from its checkpoint when it has one, else start it (for "
                         "schedulers that rerun the same command, e.g. a Slurm requeue; a process "
