@@ -262,10 +262,15 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
     cfg.check()
     set_max_image_pixels(cfg.data.max_image_pixels)
     out = Path(out_dir)
-    # first thing: a taken --out or a finished run is refused before minutes of measuring
-    check_output_ready(out, overwrite=overwrite, resume=resume,
-                       data_folder=index.root if index else cfg.data.root)
-    with run_log_file(out, enabled=int(os.environ.get("RANK", "0")) == 0) as log_file:
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    # first thing: a taken --out or a finished run is refused before minutes of measuring (by
+    # rank 0 only: the other ranks would find the folder rank 0 has started)
+    data_folder = index.root if index else cfg.data.root
+    if main_process:
+        check_output_ready(out, overwrite=overwrite, resume=resume, data_folder=data_folder)
+    else:
+        fsutil.check_output_location(out, data_folder=data_folder)
+    with run_log_file(out, enabled=main_process) as log_file:
         return _run_training(cfg, out, overwrite=overwrite, resume=resume, progress=progress,
                              index=index, parts=parts, before_training=before_training, t0=t0,
                              started=started, log_file=log_file)
