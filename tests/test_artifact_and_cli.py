@@ -14,7 +14,7 @@ from vistrain.cli.main import main
 from tests.conftest import make_image_folder
 
 TINY = ["--model", "resnet18", "--no-pretrained", "--set", "preprocess.size=32", "--epochs", "2",
-        "--batch-size", "8", "--set", "data.cache=off", "--set", "data.num_workers=0"]
+        "--batch-size", "8", "--set", "data.cache=off", "--set", "data.num_workers=0", "--keep-checkpoints"]
 
 
 @pytest.fixture(scope="module")

@@ -139,7 +139,8 @@ def test_monitor_val_loss_picks_the_lowest_validation_loss(tmp_path, monkeypatch
     cfg = TrainConfig.from_dict({
         "data": {"root": str(data), "cache": "off", "num_workers": 0, "doctor": False, "batch_size": 4},
         "preprocess": {"size": 8}, "model": {"name": "vistrain/resnet-tiny"},
-        "train": {"epochs": 3, "monitor": monitor, "patience": None, "device": "cpu"}})
+        "train": {"epochs": 3, "monitor": monitor, "patience": None, "device": "cpu",
+                  "keep_checkpoints": True}})
     import vistrain.evaluation.figures as figures
     import vistrain.report.build as report_build
     monkeypatch.setattr(report_build, "build_report", lambda *a, **k: None)   # not needed here

@@ -128,9 +128,10 @@ def test_cv_end_to_end_outputs(cv_run, capsys):
     assert res["pooled_oof"]["accuracy"] == pytest.approx(float((p.argmax(1) == y).mean()))
     issues = res["label_issues"]  # a list, or (predictions too weak) none and one line why
     assert (issues["skipped"] is None) == (issues["csv"] is not None) == (out / "label_issues.csv").is_file()
-    for k in range(3):  # every fold is a complete run with its own checkpoint and figures
+    for k in range(3):  # every fold is a complete run with its own figures (checkpoints removed)
         fdir = out / f"fold-{k}"
-        for name in ("model.safetensors", "checkpoints/last.pt", "metrics.json",
+        assert not (fdir / "checkpoints").exists()
+        for name in ("model.safetensors", "metrics.json",
                      "confusion_matrix.png", "confusion_matrix_normalized.png", "roc_curves.png",
                      "pr_curves.png", "reliability.png"):
             assert (fdir / name).is_file(), f"fold-{k}/{name}"

@@ -39,5 +39,5 @@ def test_torchrun_two_cpu_processes(tmp_path, strategy, extra):
     if strategy == "gradual":  # one more layer group trainable at each epoch, on both ranks
         trainable = [h["trainable_params"] for h in hist]
         assert trainable[0] < trainable[1] < trainable[2], trainable
-    assert (out / "model.safetensors").is_file() and (out / "checkpoints/last.pt").is_file()
+    assert (out / "model.safetensors").is_file() and not (out / "checkpoints").exists()  # finished
     assert not list(out.glob("**/*.tmp"))

@@ -129,8 +129,8 @@ def test_cli_predicts_a_folder(run_and_data, capsys):
     assert main(["predict", str(run), str(data), "--top-k", "2"]) == 0
     out = capsys.readouterr().out
     for p in sorted(p for p in data.rglob("*.png") if not p.name.startswith(".")):
-        assert f"{p}\n" in out
-    assert out.count("%") == 9 * 2
+        assert f"{p}  " in out  # a folder: one line per image, its class and probability after it
+    assert out.count("%") == 9 * 2 and len(out.splitlines()) == 9
 
 
 def test_cli_mixes_files_folders_and_unreadable_files(run_and_data, tmp_path, capsys):

@@ -84,7 +84,7 @@ def test_gallery_maps_predictions_to_the_right_files(run_dir):
 
 
 def test_training_wrote_csv_log(run_dir):
-    lines = (run_dir / "metrics.csv").read_text().splitlines()
+    lines = (run_dir / "history.csv").read_text().splitlines()
     history = json.loads((run_dir / "history.json").read_text())
     assert lines[0].startswith("epoch,train_loss,train_accuracy,val_loss,val_accuracy")
     assert len(lines) == 1 + len(history)

@@ -16,7 +16,7 @@ def _cfg(root, name="finetune"):
         "data": {"root": str(root), "cache": "off", "batch_size": 8}, "preprocess": {"size": 32},
         "model": {"name": "resnet18", "pretrained": False},
         "strategy": {"name": name, "bn_policy": "train"},
-        "train": {"epochs": 3, "device": "cpu", "seed": 0, "patience": None}})
+        "train": {"epochs": 3, "device": "cpu", "seed": 0, "patience": None, "keep_checkpoints": True}})
 
 
 def test_resume_after_kill_gives_identical_weights(tmp_path, monkeypatch):

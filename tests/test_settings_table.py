@@ -51,6 +51,8 @@ CASES = [
     ("cache-stream", ["--cache", "stream"], {"cache": "stream"}),
     ("device", ["--device", "cpu", "--cpu-amp", "bf16", "--host-memory", "reuse"],
      {"device": "cpu", "cpu_amp": "bf16", "host_memory": "reuse"}),
+    ("tracking-checkpoints", ["--track", "mlflow", "--track", "tensorboard", "--keep-checkpoints"],
+     {"track": ["mlflow", "tensorboard"], "keep_checkpoints": True}),
     ("set-optim-bool", ["--set", "optim.name=sgd", "--set", "optim.momentum=0.8",
                         "--set", "train.amp=false"],
      {"optim": {"name": "sgd", "momentum": 0.8}, "train": {"amp": False}}),

@@ -41,7 +41,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
         if s.const is not None:
             p.add_argument(s.option, dest=s.name, action="store_const", const=s.const, help=text)
         else:
-            p.add_argument(s.option, dest=s.name, type=s.type, choices=s.choices or None, help=text)
+            p.add_argument(s.option, dest=s.name, type=s.type, choices=s.choices or None, help=text,
+                           action="append" if s.repeat else "store")
     p.add_argument("--strict", action="store_true",
                    help="key the pixel and feature caches by every byte of every image (default: "
                         "size, mtime and the first and last 64 KiB of each file)")

@@ -37,7 +37,7 @@ def run(args) -> int:
         args.model = work.DEFAULT_MODEL
     cfg = config_from_args(args, args.data)
     summary = work.compare(config=cfg, vary=args.vary, out=args.out, overwrite=args.overwrite,
-                      progress=not args.json)
+                      progress=True)
     if args.json:
         print_json(summary)
         return 0

@@ -35,7 +35,7 @@ def run(args) -> int:
     # the folder fixed here, so that an interrupted run's message can name it
     args.out = args.out or str(work.default_out_dir(cfg.data.root, f"-cv{args.folds}"))
     result = work.cv(config=cfg, folds=args.folds, out=args.out, fold=args.fold, resume=args.resume,
-                overwrite=args.overwrite, progress=not args.json)
+                overwrite=args.overwrite, progress=True)
     out = Path(result["out_dir"])
     if args.json:
         print_json({k: v for k, v in result.items() if k != "folds"})

@@ -18,7 +18,8 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing vistrain run directory (kept aside as "
                    "OUT.old-<time> until the new run's first checkpoint)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint, "
-                   "on the data it was started on (checked by a fingerprint of its file list)")
+                   "on the data it was started on (checked by a fingerprint of its file list); a "
+                   "finished run is not resumed (--config RUN_DIR/config.yaml --epochs N trains anew)")
     p.add_argument("--auto-resume", action="store_true",
                    help="continue --out from its checkpoint when it has one, else start it (for "
                         "schedulers that rerun the same command, e.g. a Slurm requeue; a process "
@@ -48,7 +49,7 @@ def run(args) -> int:
         cfg = work.resume_config(cfg, run_dir, data)
         if args.print_config:
             return _print_config(cfg)
-        result = work.train(data, config=cfg, out=run_dir, resume=True, progress=not args.json)
+        result = work.train(data, config=cfg, out=run_dir, resume=True, progress=True)
     else:
         if not data:
             raise VistrainError("give the image folder: vistrain train DATA")
@@ -59,7 +60,7 @@ def run(args) -> int:
         # the folder fixed here, so that an interrupted run's message can name it
         args.out = args.out or str(work.default_out_dir(cfg.data.root))
         result = work.train(config=cfg, out=args.out, overwrite=args.overwrite,
-                            auto_resume=args.auto_resume, progress=not args.json)
+                            auto_resume=args.auto_resume, progress=True)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return 0
     report = (result.run_dir / "report.html").resolve()

@@ -73,6 +73,7 @@ HostMemory = Literal["system", "reuse"]
 TtaMode = Literal["none", "flip", "flip+crops"]  # test-time augmentation of predict/evaluate
 TTA_MODES: tuple[str, ...] = typing.get_args(TtaMode)
 Calibration = Literal["temperature", "none"]
+Tracker = Literal["tensorboard", "mlflow"]
 
 MAX_SEED = 2 ** 32 - 1   # numpy's legacy seeding takes 0 .. 2**32 - 1
 
@@ -193,12 +194,18 @@ class TrainSection:
     # also checkpoint within an epoch every this many minutes (None: at epoch ends only); a
     # resumed run continues from that batch, e.g. an epoch of streamed shards that takes hours
     checkpoint_minutes: float | None = None
+    # keep checkpoints/last.pt and prev.pt once the run has finished (deleted by default: the
+    # finished run is model.safetensors; a finished run is not resumed)
+    keep_checkpoints: bool = False
 
 
 @dataclass
 class LoggingConfig:
-    csv: bool = True
-    tensorboard: bool = False
+    csv: bool = True                    # history.csv: one row per epoch
+    tensorboard: bool = False           # the same as "tensorboard" in track
+    # experiment trackers the finished run is sent to: params, per-epoch and final metrics (and,
+    # for mlflow, the report and the model as artifacts)
+    track: list[Tracker] | None = None
 
 
 # Ranges of numeric settings: key -> (test, what is allowed).  None passes where the type allows it.
@@ -456,9 +463,13 @@ def _check_type(key: str, value, hint, allowed: str | None = None):
                                 f"{', '.join(map(str, typing.get_args(base)))}")
         return value
     if typing.get_origin(base) is list:
+        item = typing.get_args(base)[0]
+        if isinstance(value, str) and typing.get_origin(item) is Literal:
+            value = [value]  # --set logging.track=mlflow: a list of one choice
         if not isinstance(value, (list, tuple)):
             raise VistrainError(f"{key}={value!r}: must be a list of {allowed or 'values'}")
-        item = typing.get_args(base)[0]
+        if typing.get_origin(item) is Literal:  # a list of choices, e.g. logging.track
+            return [_check_type(f"{key}[{i}]", v, item, allowed) for i, v in enumerate(value)]
         return [_scalar(f"{key}[{i}]", v, item, allowed) for i, v in enumerate(value)]
     return _scalar(key, value, base, allowed)
 

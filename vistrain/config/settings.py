@@ -59,17 +59,31 @@ class Setting:
 
     @property
     def choices(self) -> tuple[str, ...]:
-        return choices(self.key)
+        """The allowed values (of each item, for a list setting such as ``track``)."""
+        item = self._item() if self.repeat else None
+        return choices(self.key) or (typing.get_args(item) if typing.get_origin(item) is Literal else ())
+
+    @property
+    def repeat(self) -> bool:
+        """A list setting: the flag is repeatable (``--track mlflow --track tensorboard``)."""
+        return typing.get_origin(self._base()) is list
+
+    def _base(self):
+        hint = type_hint(self.key)
+        if type(None) in typing.get_args(hint):  # X | None
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        return hint
+
+    def _item(self):
+        return typing.get_args(self._base())[0]
 
     @property
     def type(self):
         """The command line's parser of a value: the field's type without ``None``, str for a
-        choice, :func:`minutes_arg` for ``parse="minutes"``."""
+        choice (or a list's item), :func:`minutes_arg` for ``parse="minutes"``."""
         if self.parse == "minutes":
             return minutes_arg
-        hint = type_hint(self.key)
-        if type(None) in typing.get_args(hint):  # X | None
-            hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        hint = self._item() if self.repeat else self._base()
         return str if typing.get_origin(hint) is Literal else hint
 
     @property
@@ -83,6 +97,8 @@ class Setting:
 
     def apply(self, cfg: "TrainConfig", value) -> None:
         section, _, name = self.key.partition(".")
+        if self.repeat and isinstance(value, str):  # track="mlflow" for track=["mlflow"]
+            value = [value]
         if self.parse == "minutes":
             value = minutes_or_none(value)
         setattr(getattr(cfg, section), name, NO_LIMIT_VALUE if value is NO_LIMIT else value)
@@ -167,6 +183,11 @@ SETTINGS: tuple[Setting, ...] = (
             "{default}; auto = only where the CPU does bf16 natively, e.g. AMX: ~2-5x faster)"),
     Setting("host_memory", "train.host_memory", "reuse: let glibc keep freed memory for the next "
             "batch (~9 % faster CPU epochs, ~20 % more peak memory; default {default})"),
+    Setting("keep_checkpoints", "train.keep_checkpoints", "keep checkpoints/last.pt and prev.pt "
+            "once the run has finished (deleted by default)", const=True),
+    Setting("track", "logging.track", "send the run to an experiment tracker (repeatable): "
+            "tensorboard (event files in RUN_DIR/tensorboard) or mlflow (params, per-epoch and "
+            "test metrics, report and model; to $MLFLOW_TRACKING_URI, default ./mlruns)"),
 )
 
 

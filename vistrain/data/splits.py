@@ -146,9 +146,67 @@ def split_from_given(given: list[str], labels, *, val_fraction: float, seed: int
     return parts
 
 
-def save_splits(path: Path, index, parts: dict[str, list[int]], *, seed: int, source: str) -> None:
-    """Write ``splits.json``: indices, relative file names and per-class counts of each part."""
+def split_source(data_cfg, *, given_parts: bool = False, given_folders: bool = False) -> str:
+    """How the parts were made, as splits.json's ``source`` says it: ``"grouped hold-out"``
+    when ``data_cfg`` names groups, else ``"stratified hold-out"``, ``"given folders"`` or the
+    parts of a cross-validation fold.
+
+    Example:
+        >>> from vistrain.config import DataConfig
+        >>> split_source(DataConfig(group_regex="(p[0-9]+)_")), split_source(DataConfig())
+        ('grouped hold-out', 'stratified hold-out')
+    """
+    if given_parts:
+        return "given parts (cross-validation fold)"
+    if given_folders:
+        return "given folders"
+    return "grouped hold-out" if (data_cfg.groups or data_cfg.group_regex) else "stratified hold-out"
+
+
+def group_record(data_cfg) -> dict | None:
+    """splits.json's ``groups``: ``{"regex": PATTERN}`` or ``{"file": CSV}``; None without groups."""
+    if data_cfg.group_regex:
+        return {"regex": data_cfg.group_regex}
+    if data_cfg.groups:
+        return {"file": str(data_cfg.groups)}
+    return None
+
+
+def split_warnings(index, parts: dict[str, list[int]]) -> list[str]:
+    """One line for each evaluated part (val, test, ...) that lacks some classes: its metrics
+    say nothing about them (whole groups, or a small part, can leave a class out).
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> index = SimpleNamespace(classes=["a", "b", "c"], labels=[0, 1, 2, 0, 1, 2])
+        >>> split_warnings(index, {"train": [0, 1, 2], "val": [3, 4, 5], "test": [3]})
+        ['the test split holds 1 of 3 classes (none of b, c): its metrics leave them out; use smaller groups or a larger data.test_fraction (--set data.test_fraction=0.25)']
+    """
+    out = []
+    for part, ids in parts.items():
+        if part == "train" or not len(ids):
+            continue
+        present = {index.labels[i] for i in ids}
+        missing = [c for k, c in enumerate(index.classes) if k not in present]
+        if missing:
+            names = ", ".join(missing[:8]) + (f", ... ({len(missing)} in all)" if len(missing) > 8 else "")
+            fix = (f"use smaller groups or a larger data.{part}_fraction (--set data.{part}_fraction=0.25)"
+                   if part in ("val", "test") else "add images of those classes to that part")
+            out.append(f"the {part} split holds {len(index.classes) - len(missing)} of {len(index.classes)} "
+                       f"classes (none of {names}): its metrics leave them out; {fix}")
+    return out
+
+
+def save_splits(path: Path, index, parts: dict[str, list[int]], *, seed: int, source: str,
+                groups: dict | None = None, warnings: list[str] | None = None) -> None:
+    """Write ``splits.json``: how it was made (``source``; ``groups``: the regex or file that
+    grouped the images), indices, relative file names and per-class counts of each part, and the
+    ``warnings`` of :func:`split_warnings`."""
     out = {"seed": seed, "source": source, "classes": index.classes, "parts": {}}
+    if groups:
+        out["groups"] = groups
+    if warnings:
+        out["warnings"] = list(warnings)
     for name, ids in parts.items():
         counts = Counter(index.labels[i] for i in ids)
         out["parts"][name] = {

@@ -65,6 +65,7 @@ def data_blocks(folder: RunFolder) -> list:
                     + [Cell(str(len(p.indices)), bold=True) for p in parts.values()])
         out += [Table(["class", "images", *parts], rows), figure_picture(class_bar_figure(counts),
                                                                          "images per class")]
+        out += [Text(line, "warn") for line in folder.splits.warnings]
         lo, hi = min(counts.values()), max(counts.values())
         if lo and hi / lo >= 3:
             out.append(Text(f"class imbalance: largest/smallest class = {hi / lo:.1f}x", "warn"))
@@ -257,7 +258,7 @@ def curves_blocks(folder: RunFolder) -> list:
 
 def reproducibility_blocks(folder: RunFolder) -> list:
     r, splits = folder.run, folder.splits
-    rows = [["seed", r.seed], ["split seed", r.split_seed], ["split", splits.source or "-"],
+    rows = [["seed", r.seed], ["split seed", r.split_seed], ["split", splits.method or "-"],
             ["data root", r.data_root], ["images", r.n_images], ["wall time (s)", r.wall_seconds]]
     for part, info in splits.parts.items():
         ids = info.indices

@@ -260,12 +260,21 @@ class Splits:
     source: str | None
     classes: list[str]
     parts: dict[str, SplitPart]
+    groups: dict = field(default_factory=dict)       # {"regex": PATTERN} or {"file": CSV}
+    warnings: list[str] = field(default_factory=list)  # e.g. a part that lacks classes
 
     @classmethod
     def from_doc(cls, d: dict) -> Splits:
         parts = {str(name): SplitPart(_list(p.get("indices")), _list(p.get("files")), _dict(p.get("counts")))
                  for name, p in _dict(d.get("parts")).items() if isinstance(p, dict)}
-        return cls(_text(d.get("source")), [str(c) for c in _list(d.get("classes"))], parts)
+        return cls(_text(d.get("source")), [str(c) for c in _list(d.get("classes"))], parts,
+                   _dict(d.get("groups")), [str(w) for w in _list(d.get("warnings"))])
+
+    @property
+    def method(self) -> str | None:
+        """``source`` with the grouping, e.g. ``grouped hold-out (regex '(p\\d+)_')``."""
+        how = ", ".join(f"{k} {v!r}" for k, v in self.groups.items())
+        return f"{self.source} ({how})" if how and self.source else self.source
 
     def files_of(self, part: str) -> dict[int, str]:
         """Index id -> file name (relative to the data root) of one part."""

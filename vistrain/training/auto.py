@@ -76,6 +76,7 @@ from vistrain.data.stream import open_images, shards_digest
 from vistrain.data.stats import GREY_MODES
 from vistrain.device import Runtime, cpu_has_native_bf16, unwrap
 from vistrain.models import create
+from vistrain.progress import progress_bar
 from vistrain.training.context import spatial_preprocess
 from vistrain.training.features import extract_features
 from vistrain.training.similarity import (K, RATES, SIMILAR_SKILL, FirstBNStats, knn_loo_accuracy,
@@ -185,22 +186,33 @@ def _choose(cfg: TrainConfig, index: ImageIndex, rt: Runtime, parts, started: fl
     train_ids = _train_ids(cfg, index, parts)
     labels = np.asarray(index.labels, np.int64)
     pick = train_ids[stratified_sample(labels[train_ids], SAMPLE, cfg.data.split_seed)]
+    log.info("auto: measuring the data and this machine to choose the recipe (%d sample images)", len(pick))
+    # a bar over the steps: the measuring takes half a minute before the first epoch
+    bar = progress_bar(total=3, desc="auto: measuring", unit="step", leave=False, enabled=rt.is_main)
+    bar.set_postfix_str("image sizes")
     paths = open_images(index, pick)  # files, or images read from shards
     native, grey = profile_images(paths)
     pretrained = PretrainedModel(cfg, len(index.classes))
     key = None if index.shards is None else \
         shards_digest(index.shards) + ",".join(str(i) for i in pick)
+    bar.update(1)
+    bar.set_postfix_str(f"features of {len(pick)} images")
     sim = cached_similarity(cfg, paths, labels[pick], rt, pretrained, sample_key=key)
     n_train = len(train_ids)
     per_class = n_train / max(1, len(index.classes))
     order, why = ranking(native, per_class, sim["skill"], sim["feature_gain"])
     budget_s = None if cfg.train.budget is None else cfg.train.budget * 60 * BUDGET_SHARE
     spent, cands = time.monotonic() - started, []
+    bar.update(1)
+    bar.total = 2 + len(order)
     for recipe in order:  # measured in rank order, until one fits
+        bar.set_postfix_str(f"speed of {recipe}")
         cands.append(_candidate(recipe, cfg, pretrained, native, grey, n_train, len(index), sim, rt,
                                 budget_s, spent))
+        bar.update(1)
         if cands[-1].fits:
             break
+    bar.close()
     chosen = next((c for c in cands if c.fits), cands[-1])
     changes = _changes(cfg, chosen, sim, rt)
     reasoning = _reasoning(cfg, chosen, cands, why, native, grey, n_train, sim, budget_s, changes,

@@ -1,10 +1,13 @@
 """Optional metric loggers chosen in the config's ``logging`` section.
 
-* ``csv`` (default on): ``metrics.csv`` in the run directory, one row per epoch with the columns of
-  ``history.json`` (epoch, train/val loss and accuracy, lr, seconds).
-* ``tensorboard``: event files under ``RUN_DIR/tensorboard`` (``tensorboard --logdir RUN_DIR``).
-  TensorBoard is not a dependency of vistrain: it is imported lazily and a missing install is
-  reported by :func:`check_logging` *before* training starts, with the fix.
+* ``csv`` (default on): ``history.csv`` in the run directory (``metrics.csv`` in older runs), one
+  row per epoch with the columns of ``history.json`` (epoch, train/val loss and accuracy, lr,
+  seconds).
+* ``track: [tensorboard]`` (``--track tensorboard``; ``logging.tensorboard=true`` is the same):
+  event files under ``RUN_DIR/tensorboard`` (``tensorboard --logdir RUN_DIR``), per-epoch and
+  final test metrics.  ``track: [mlflow]``: see :mod:`vistrain.training.tracking`.
+  Neither is a dependency of vistrain: each is imported where first needed and a missing install
+  is reported by :func:`check_logging` *before* training starts, with the fix.
 
 Both are written from the epoch history (after training, or per epoch through
 :meth:`EpochLoggers.log_epoch`, usable as a callback).
@@ -14,7 +17,7 @@ Example:
     >>> from vistrain.config import LoggingConfig
     >>> d = pathlib.Path(tempfile.mkdtemp())
     >>> [p.name for p in write_logs(d, LoggingConfig(csv=True), [{"epoch": 1, "train_loss": 0.5}])]
-    ['metrics.csv']
+    ['history.csv']
 """
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ from pathlib import Path
 from vistrain.errors import VistrainError
 from vistrain.fsutil import atomic_write_text
 
+HISTORY_CSV = "history.csv"
+OLD_HISTORY_CSV = "metrics.csv"   # the name in runs written before history.csv
 FIRST_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds")
 
 
@@ -38,10 +43,39 @@ def _summary_writer():
     return SummaryWriter
 
 
+def trackers(logging_cfg) -> list[str]:
+    """The experiment trackers ``logging_cfg`` asks for: ``logging.track``, plus ``tensorboard``
+    for the older switch ``logging.tensorboard=true``.
+
+    Example:
+        >>> from vistrain.config import LoggingConfig
+        >>> trackers(LoggingConfig(tensorboard=True, track=["mlflow"]))
+        ['mlflow', 'tensorboard']
+    """
+    names = list(dict.fromkeys(getattr(logging_cfg, "track", None) or []))
+    if getattr(logging_cfg, "tensorboard", False) and "tensorboard" not in names:
+        names.append("tensorboard")
+    return names
+
+
 def check_logging(logging_cfg) -> None:
     """Fail fast (before training) when a configured logger cannot work."""
-    if getattr(logging_cfg, "tensorboard", False):
+    wanted = trackers(logging_cfg)
+    if "tensorboard" in wanted:
         _summary_writer()
+    if "mlflow" in wanted:
+        try:
+            import mlflow  # noqa: F401  (optional: only to see that it is there)
+        except ImportError as err:
+            raise VistrainError(f"--track mlflow: MLflow is not installed ({err}); install it with "
+                                "`pip install mlflow-skinny` or leave out --track mlflow") from None
+
+
+def history_csv(run_dir: str | Path) -> Path:
+    """The epoch history CSV of a run: ``history.csv``, or ``metrics.csv`` in an older run."""
+    run_dir = Path(run_dir)
+    old = run_dir / OLD_HISTORY_CSV
+    return old if old.is_file() and not (run_dir / HISTORY_CSV).is_file() else run_dir / HISTORY_CSV
 
 
 class EpochLoggers:
@@ -49,9 +83,9 @@ class EpochLoggers:
 
     def __init__(self, run_dir: str | Path, logging_cfg):
         self.run_dir = Path(run_dir)
-        self.csv_path = self.run_dir / "metrics.csv" if getattr(logging_cfg, "csv", False) else None
+        self.csv_path = self.run_dir / HISTORY_CSV if getattr(logging_cfg, "csv", False) else None
         self.tb = None
-        if getattr(logging_cfg, "tensorboard", False):
+        if "tensorboard" in trackers(logging_cfg):
             self.tb = _summary_writer()(log_dir=str(self.run_dir / "tensorboard"))
         self._rows: list[dict] = []
 
@@ -78,6 +112,14 @@ class EpochLoggers:
         w.writerows(self._rows)
         atomic_write_text(self.csv_path, text.getvalue())
 
+    def log_final(self, metrics: dict, step: int) -> None:
+        """The final metrics (``{"test": {"accuracy": ...}, ...}``, as metrics.json) at ``step``."""
+        if self.tb is None:
+            return
+        for key, value in final_scalars(metrics).items():
+            self.tb.add_scalar(key.replace("_", "/", 1), value, step)
+        self.tb.flush()
+
     def paths(self) -> list[Path]:
         out = [self.csv_path] if self.csv_path is not None else []
         return out + ([self.run_dir / "tensorboard"] if self.tb is not None else [])
@@ -87,12 +129,29 @@ class EpochLoggers:
             self.tb.close()
 
 
-def write_logs(run_dir: str | Path, logging_cfg, history: list[dict]) -> list[Path]:
-    """Write every configured log from a finished run's history; returns what was written."""
+def final_scalars(metrics: dict) -> dict[str, float]:
+    """``{"test_accuracy": 0.84, "test_macro_f1": ...}``: the numbers at the top level of each
+    part of metrics.json (nested tables, per-class rows and curves left out).
+
+    Example:
+        >>> final_scalars({"test": {"accuracy": 0.5, "n_samples": 4, "per_class": {}}})
+        {'test_accuracy': 0.5, 'test_n_samples': 4.0}
+    """
+    return {f"{part}_{key}": float(value) for part, values in metrics.items() if isinstance(values, dict)
+            for key, value in values.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)}
+
+
+def write_logs(run_dir: str | Path, logging_cfg, history: list[dict],
+               metrics: dict | None = None) -> list[Path]:
+    """Write every configured log from a finished run's history (and its final ``metrics``, as
+    metrics.json holds them); returns what was written."""
     loggers = EpochLoggers(run_dir, logging_cfg)
     try:
         for row in history:
             loggers.log_epoch(row)
+        if metrics:
+            loggers.log_final(metrics, step=len(history))
     finally:
         loggers.close()
     return loggers.paths() if history else []

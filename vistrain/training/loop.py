@@ -19,6 +19,7 @@ Example (a linear head on random features):
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -30,9 +31,11 @@ import torch.nn.functional as F
 
 from vistrain.device import Runtime
 from vistrain.errors import TrainingError
-from vistrain.progress import progress_bar
+from vistrain.progress import EpochProgress, progress_bar
 from vistrain.transforms.pipeline import AugmentPipeline
 from vistrain.transforms.preprocess import Preprocess
+
+log = logging.getLogger("vistrain")
 
 
 def _normalize_stats(normalize) -> tuple | None:
@@ -107,14 +110,17 @@ def diverged(loss: float, optimizer, scheduler, batches_done: int) -> TrainingEr
 def train_one_epoch(model, batches, optimizer, pipeline: BatchPipeline, rt: Runtime, *,
                     scheduler=None, scaler=None, grad_clip: float | None = None,
                     desc: str = "train", progress: bool = False, on_train_mode=None,
-                    resume: dict | None = None, checkpoint=None, checkpoint_every_s: float | None = None) -> dict:
+                    resume: dict | None = None, checkpoint=None, checkpoint_every_s: float | None = None,
+                    epochs_after: int = 0) -> dict:
     """One pass over ``batches``; returns ``{"loss", "accuracy", "seconds"}`` (global under DDP).
 
     ``on_train_mode(model)`` runs right after ``model.train()`` (e.g. to keep frozen BatchNorm
     layers in eval mode).  ``checkpoint(position)`` is called on the main process every
     ``checkpoint_every_s`` seconds, after a step, with ``{"batches_done", "totals", "seconds"}``;
     ``resume`` is such a position, to continue an epoch whose ``batches`` already skip the
-    batches done (under DDP the totals before it are the main process's share).
+    batches done (under DDP the totals before it are the main process's share).  The bar (or,
+    without a terminal, a log line every 30 s) shows the loss and the run's ETA, counting
+    ``epochs_after`` more epochs like this one.
     """
     model.train()
     if on_train_mode is not None:
@@ -125,7 +131,9 @@ def train_one_epoch(model, batches, optimizer, pipeline: BatchPipeline, rt: Runt
     if resume and rt.is_main:
         totals += torch.tensor(resume["totals"], dtype=torch.float64, device=rt.device)
     scaler = scaler or rt.grad_scaler()
-    for x, y in progress_bar(batches, desc=desc, leave=False, enabled=progress and rt.is_main):
+    shown = EpochProgress(batches, desc=desc, enabled=progress and rt.is_main, epochs_after=epochs_after,
+                          log=log.info if rt.is_main else None, done=done)
+    for x, y in shown:
         x, y, target = pipeline(x, y, rt, train=True)
         with rt.autocast():
             logits = model(x)
@@ -145,10 +153,12 @@ def train_one_epoch(model, batches, optimizer, pipeline: BatchPipeline, rt: Runt
         totals += torch.tensor([loss.item() * n, (logits.argmax(1) == y).sum().item(), n],
                                dtype=torch.float64, device=rt.device)
         done += 1
+        shown.step(loss=loss.item(), images=n)
         now = time.perf_counter()
         if checkpoint is not None and checkpoint_every_s and rt.is_main and now - last_save >= checkpoint_every_s:
             checkpoint({"batches_done": done, "totals": totals.tolist(), "seconds": before + now - start})
             last_save = time.perf_counter()
+    shown.close()
     loss_sum, correct, count = rt.all_reduce_sum(totals).tolist()
     return {"loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1),
             "seconds": before + time.perf_counter() - start}

@@ -20,12 +20,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import logging.handlers
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -33,14 +35,15 @@ import torch
 from vistrain import fsutil
 from vistrain.artifact import save_model, versions
 from vistrain.config import TrainConfig
+from vistrain.config.spelling import option
 from vistrain.data.doctor import write_doctor_json
 from vistrain.data.io import set_max_image_pixels
 from vistrain.data.loader import ArrayBatches
 from vistrain.data.scan import ImageIndex
 from vistrain.data.stream import in_order, location, open_index, shards_digest
-from vistrain.data.splits import save_splits
+from vistrain.data.splits import group_record, save_splits, split_source, split_warnings
 from vistrain.device import Runtime, keep_freed_host_memory, unwrap
-from vistrain.errors import DataError, VistrainError
+from vistrain.errors import DataError, RunDirError, VistrainError
 from vistrain.evaluation import curves
 from vistrain.evaluation.calibration import calibration_summary, decide_temperature, scale_probabilities
 from vistrain.evaluation.figures import write_run_figures
@@ -93,6 +96,7 @@ class RunRecord:
     wall_seconds: float
     cache: dict | None = None   # the pixel cache's size estimate and where it went (disk, memory)
     calibration: dict | None = None  # the temperature decision (calibrate): T, decision, reason, NLLs
+    warnings: list[str] = field(default_factory=list)  # e.g. a split part that lacks classes
 
     @classmethod
     def of(cls, cfg: TrainConfig, data: PreparedData, strategy: dict, seconds: float,
@@ -101,7 +105,8 @@ class RunRecord:
                    data_root=location(data.index.root), data_fingerprint=fingerprint,
                    n_images=len(data.index), class_counts=data.index.counts(),
                    skipped_files=[{"file": f, "reason": r} for f, r in data.index.skipped],
-                   strategy=strategy, wall_seconds=round(seconds, 1), cache=data.cache)
+                   strategy=strategy, wall_seconds=round(seconds, 1), cache=data.cache,
+                   warnings=split_warnings(data.index, data.parts))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -117,6 +122,94 @@ def prepare_run_dir(out: Path, *, overwrite: bool, resume: bool, data_root: str 
     fsutil.prepare_output_dir(out, kind="run", overwrite=overwrite, resume=resume,
                               data_folder=data_root, **info)
     return Path(out)
+
+
+def run_finished(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds a finished run (run.json and metrics.json, written last)."""
+    return (Path(run_dir) / "run.json").is_file() and (Path(run_dir) / "metrics.json").is_file()
+
+
+def finished_epochs(run_dir: str | Path) -> int | None:
+    """The number of epochs a finished run trained (rows of its history.json), None if unknown."""
+    try:
+        return len(json.loads((Path(run_dir) / "history.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def check_output_ready(out: Path, *, overwrite: bool, resume: bool,
+                       data_folder: str | Path | None, kind: str = "run") -> None:
+    """What :func:`fsutil.prepare_output_dir` would refuse, checked without writing anything,
+    before the scan, strategy auto's measuring and the model: a taken ``--out``, a folder that is
+    not a vistrain run, and, for ``resume``, a run that is already finished.
+
+    Example:
+        >>> import tempfile
+        >>> check_output_ready(Path(tempfile.mkdtemp()) / "new", overwrite=False, resume=False,
+        ...                    data_folder=None)
+    """
+    fsutil.check_output_location(out, data_folder=data_folder)
+    if not out.is_dir() or not any(out.iterdir()):
+        return  # prepare_output_dir names a missing run to resume
+    found = fsutil.vistrain_output_kind(out)
+    if resume:
+        if kind == found == "run" and run_finished(out):
+            epochs = finished_epochs(out)
+            raise RunDirError(f"{out}: the run is finished ({epochs if epochs is not None else 'all'} "
+                              "epochs, metrics.json written), nothing to resume; to train longer, "
+                              f"repeat it with more epochs into a new folder: vistrain train --config "
+                              f"{out / 'config.yaml'} --epochs N --out NEW_RUN")
+        return
+    if found is not None and not overwrite:
+        raise RunDirError(f"{out}: run directory exists and is not empty; use {option('overwrite')} "
+                          f"to replace it, {option('resume')} to continue it, or another {option('out', 'DIR')}")
+    if found is None:
+        raise RunDirError(f"{out}: folder is not empty and was not written by vistrain (no "
+                          f"{fsutil.MARKER}); {option('overwrite')} only replaces vistrain run folders; "
+                          f"give a new or empty {option('out', 'DIR')}")
+
+
+class RunLogFile:
+    """The log of one run (INFO and up) in ``RUN_DIR/train.log``: the lines logged before the
+    run folder exists (the scan, strategy auto's measuring) are held and written once it does.
+    It holds what the ``vistrain`` logger passes on: INFO from the CLI and ``vistrain.train``,
+    warnings only where an application set that logger (or the root logger) to WARNING."""
+
+    def __init__(self, enabled: bool):
+        self.buffer = logging.handlers.MemoryHandler(capacity=100_000, flushLevel=logging.CRITICAL + 1)
+        self.buffer.setLevel(logging.INFO)
+        self.enabled = enabled
+        self.file: logging.FileHandler | None = None
+
+    def open_in(self, run_dir: Path) -> None:
+        """Start writing to ``run_dir/train.log`` (appended to on resume), held lines first."""
+        if not self.enabled or self.file is not None:
+            return
+        # appended line by line as the run goes (not an atomic write): a log must survive a kill
+        self.file = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
+        self.file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
+                                                 "%Y-%m-%d %H:%M:%S"))
+        self.buffer.setTarget(self.file)
+        self.buffer.flushLevel = logging.NOTSET  # from now on each line goes out as it comes
+        self.buffer.flush()
+
+
+@contextmanager
+def run_log_file(out: Path, *, enabled: bool) -> Iterator[RunLogFile]:
+    """A :class:`RunLogFile` attached to the ``vistrain`` logger for the duration of a run."""
+    handle = RunLogFile(enabled)
+    logger = logging.getLogger("vistrain")
+    if enabled:
+        logger.addHandler(handle.buffer)
+    try:
+        yield handle
+    finally:
+        if enabled:
+            logger.removeHandler(handle.buffer)
+            handle.buffer.flush()
+            handle.buffer.close()
+            if handle.file is not None:
+                handle.file.close()
 
 
 def data_fingerprint(index: ImageIndex) -> dict:
@@ -209,7 +302,22 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
     cfg.check()
     set_max_image_pixels(cfg.data.max_image_pixels)
     out = Path(out_dir)
-    fsutil.check_output_location(out, data_folder=index.root if index else cfg.data.root)
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    # first thing: a taken --out or a finished run is refused before minutes of measuring (by
+    # rank 0 only: the other ranks would find the folder rank 0 has started)
+    data_folder = index.root if index else cfg.data.root
+    if main_process:
+        check_output_ready(out, overwrite=overwrite, resume=resume, data_folder=data_folder)
+    else:
+        fsutil.check_output_location(out, data_folder=data_folder)
+    with run_log_file(out, enabled=main_process) as log_file:
+        return _run_training(cfg, out, overwrite=overwrite, resume=resume, progress=progress,
+                             index=index, parts=parts, before_training=before_training, t0=t0,
+                             started=started, log_file=log_file)
+
+
+def _run_training(cfg, out, *, overwrite, resume, progress, index, parts, before_training, t0,
+                  started, log_file):
     if cfg.train.host_memory == "reuse":  # asked for: it changes the whole process's allocator
         keep_freed_host_memory()
     rt = Runtime.for_train(cfg.train)
@@ -237,6 +345,7 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
         ckpt.assign_run_id(out)  # its checkpoints carry it: one copied from another run is refused
         # written before decoding: a run killed at any point after this can be resumed
         replace(cfg, data=replace(cfg.data, root=location(index.root))).save(out / "config.yaml")
+        log_file.open_in(out)
         if findings is not None:
             write_doctor_json(out, findings)
     rt.barrier()
@@ -270,9 +379,13 @@ def _train_into(cfg, out, rt, model, pcfg, index, parts, *, resume, progress, fi
     ctx = RunContext(cfg, model, pcfg, pre, data, rt, out=out, progress=progress, auto=auto,
                      deadline=deadline)
     if rt.is_main:
+        warnings = split_warnings(data.index, data.parts)
+        for line in warnings:
+            log.warning(line)
         save_splits(out / "splits.json", data.index, data.parts, seed=cfg.data.split_seed,
-                    source="given parts (cross-validation fold)" if parts is not None else
-                    "given folders" if data.index.given_split else "stratified hold-out")
+                    source=split_source(cfg.data, given_parts=parts is not None,
+                                        given_folders=bool(data.index.given_split)),
+                    groups=group_record(cfg.data), warnings=warnings)
     if before_training is not None and rt.is_main and not resume:
         before_training(ctx)
     ctx = ctx.with_model(rt.prepare_model(model))
@@ -281,12 +394,25 @@ def _train_into(cfg, out, rt, model, pcfg, index, parts, *, resume, progress, fi
         fsutil.discard_replaced(out)
     metrics, calibration = final_evaluation(ctx, features=fitted.features)
     if rt.is_main:
-        _write_run(ctx, fitted, fingerprint, t0, calibration)
+        _write_run(ctx, fitted, fingerprint, t0, calibration, metrics)
+        if not cfg.train.keep_checkpoints:
+            remove_checkpoints(out)
     rt.barrier()
     return RunResult(out, data.index.classes, metrics, fitted.history, is_main=rt.is_main)
 
 
-def _write_run(ctx: RunContext, fitted: FitResult, fingerprint: dict, t0: float, calibration: dict) -> None:
+def remove_checkpoints(run_dir: Path) -> None:
+    """Delete ``checkpoints/`` of a finished run (last.pt and prev.pt: the size of the model
+    and its optimizer state each); the finished run is model.safetensors, and is not resumed."""
+    folder = run_dir / "checkpoints"
+    if folder.is_dir():
+        size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+        shutil.rmtree(folder, ignore_errors=True)
+        log.info("run finished: removed %s (%.0f MB; --keep-checkpoints keeps it)", folder, size / 1e6)
+
+
+def _write_run(ctx: RunContext, fitted: FitResult, fingerprint: dict, t0: float, calibration: dict,
+               metrics: dict) -> None:
     """model.safetensors + model.json, run.json, history.json, curves, logs and figures."""
     cfg, out = ctx.cfg, ctx.out
     save_model(out, unwrap(ctx.model), model_name=cfg.model.name, classes=ctx.data.index.classes,
@@ -296,7 +422,7 @@ def _write_run(ctx: RunContext, fitted: FitResult, fingerprint: dict, t0: float,
     record = RunRecord.of(cfg, ctx.data, strategy, time.perf_counter() - t0, fingerprint)
     record.calibration = calibration
     write_run_record(out, record, fitted.history, model_name=cfg.model.name)
-    write_logs(out, cfg.logging, fitted.history)
+    write_logs(out, cfg.logging, fitted.history, metrics)
     write_run_figures(out)
 
 

@@ -157,7 +157,8 @@ def _epochs(plan: TrainingPlan, ctx: RunContext, resume: bool) -> list[dict]:
         tr = train_one_epoch(train_model_, train_b, optimizer, pipe, rt, scheduler=scheduler,
                              grad_clip=cfg.optim.grad_clip, desc=f"epoch {epoch + 1}/{epochs}",
                              progress=ctx.progress, on_train_mode=plan.train_mode_hook(),
-                             resume=resume_at, checkpoint=save, checkpoint_every_s=every)
+                             resume=resume_at, checkpoint=save, checkpoint_every_s=every,
+                             epochs_after=epochs - epoch - 1)
         va = evaluate(model, val_b, BatchPipeline(normalize=pipe.normalize), rt)
         if not math.isfinite(va["loss"]):  # finite training losses, but the weights blew up
             raise diverged(va["loss"], optimizer, scheduler, len(train_b))

@@ -18,6 +18,7 @@ from vistrain.data.scan import scan_folder
 from vistrain.evaluation.compare import (apply_setting, collect_run, parse_vary, setting_name,
                                          settings_product)
 from vistrain.report.compare_report import render_compare_report
+from vistrain.training.run import check_output_ready
 from vistrain.workflows.common import default_out_dir, make_config, show_log_lines
 from vistrain.workflows.train import train_run
 
@@ -66,7 +67,7 @@ def run_compare(cfg, out_dir, vary: dict[str, list[str]], *, overwrite: bool = F
     out = Path(out_dir)
     settings = settings_product(vary)
     cfgs = [apply_setting(cfg, s) for s in settings]  # fail on a bad key before any training
-    fsutil.check_output_location(out, data_folder=cfg.data.root)
+    check_output_ready(out, overwrite=overwrite, resume=False, data_folder=cfg.data.root, kind="compare")
     index = scan_folder(cfg.data.root)  # scanned once: every run sees the same files
     # only a vistrain compare folder is replaced, moved aside until the first run is trained
     fsutil.prepare_output_dir(out, kind="compare", overwrite=overwrite, data_folder=cfg.data.root)

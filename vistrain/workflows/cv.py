@@ -30,6 +30,7 @@ from vistrain.evaluation.metrics import compute_metrics, summarize_folds
 from vistrain.models import create
 from vistrain.report.cv_report import build_cv_report
 from vistrain.training.prepare import prepare_data, resolve_auto, scratch_kwargs, spatial_preprocess
+from vistrain.training.run import check_output_ready
 from vistrain.workflows.common import default_out_dir, make_config, show_log_lines
 from vistrain.workflows.train import train_run
 
@@ -144,7 +145,9 @@ def run_cv(cfg, out_dir, *, folds: int = 5, fold: int | None = None, resume: boo
     cfg.check()
     if fold is not None and not 0 <= fold < folds:
         raise VistrainError(f"--fold {fold}: must be between 0 and {folds - 1} for --folds {folds}")
-    fsutil.check_output_location(out, data_folder=cfg.data.root)
+    # a taken --out is refused first thing, before the scan and strategy auto's measuring
+    check_output_ready(out, overwrite=overwrite, resume=resume or fold is not None,
+                       data_folder=cfg.data.root, kind="cv")
     t0 = time.perf_counter()
     # refused before decoding: a missing or unusable data folder, folds it cannot make
     scanned = scan_folder(cfg.data.root)

@@ -23,7 +23,9 @@ from vistrain.report.model_card import MODEL_CARD, write_model_card
 from vistrain.rundir.summary import accuracy_text
 from vistrain.training.checkpoint import has_checkpoint
 from vistrain.training.context import RunContext
+from vistrain.training.loggers import trackers
 from vistrain.training.run import RunResult, recorded_data_root, run_training
+from vistrain.training.tracking import track_to_mlflow
 from vistrain.workflows.common import default_out_dir, make_config, show_log_lines
 
 log = logging.getLogger("vistrain")
@@ -121,6 +123,8 @@ def train_run(cfg: TrainConfig, out: Path, **options: Any) -> RunResult:
     if result.is_main:
         build_report(result.run_dir)
         write_model_card(result.run_dir)
+        if "mlflow" in trackers(cfg.logging):
+            track_to_mlflow(result.run_dir)
     return result
 
 
