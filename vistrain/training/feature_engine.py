@@ -163,7 +163,8 @@ def probe_threads(path: Path, x: torch.Tensor, sessions: dict[int, object]) -> t
         return _THREADS[key], {}
     choices = thread_choices()
     for n in choices:
-        sessions.setdefault(n, ort_session(path, n))
+        if n not in sessions:
+            sessions[n] = ort_session(path, n)
         run_session(sessions[n], x)  # warm-up: first run allocates
     times: dict[int, list[float]] = {n: [] for n in choices}
     for _ in range(PROBE_ROUNDS if len(choices) > 1 else 0):
