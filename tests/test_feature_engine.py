@@ -32,6 +32,7 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.delenv(feature_engine.ENGINE_ENV, raising=False)
     monkeypatch.setattr(feature_engine, "_THREADS", {})
     monkeypatch.setattr(feature_engine, "_PARITY", {})
+    monkeypatch.setattr(feature_engine, "_SESSIONS", {})
     return tmp_path / "cache"
 
 

@@ -51,14 +51,20 @@ log = logging.getLogger("vistrain")
 ENGINES = ("auto", "eager", "onnxruntime")
 ENGINE_ENV = "VISTRAIN_FEATURE_ENGINE"
 PARITY_TOLERANCE = 1e-4   # max |ort - eager| / max |eager| over the checked images
-PARITY_IMAGES = 8         # images of the first batch checked against eager
-PROBE_IMAGES = 8          # images of the first batch the thread probe times
+PARITY_IMAGES = 4         # images of the first batch checked against eager
+PROBE_IMAGES = 4         # images of the first batch the thread probe times
 PROBE_ROUNDS = 3          # interleaved timings per thread count; the median counts
 OPSET = 17
+# images per forward call on the CPU: the activations of a 224 px batch of 64 through Lite0 held
+# ~1 GB (eager) or grew ONNX Runtime's arena as far, for no more images/s than 8 at a time (30.0
+# vs 31.0 img/s at 32, 1 thread)
+CPU_CHUNK = 8
 INPUT_NAME, OUTPUT_NAME = "x", "features"
 
 _THREADS: dict[str, int] = {}        # graph path -> measured best intra-op thread count
 _PARITY: dict[str, float] = {}       # graph path -> checked max relative difference (passed)
+_SESSIONS: dict[tuple[str, int], object] = {}  # (graph path, threads) -> session, one per process:
+# strategy auto's sample and the run then share one session and one memory arena
 
 
 def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -139,6 +145,9 @@ def ort_session(path: Path, threads: int):
     opts.intra_op_num_threads, opts.inter_op_num_threads = int(threads), 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3  # errors only: its optimizer notes are not for users
+    # no arena: a run's activations go back to the system after each call instead of staying
+    # reserved by the session (a few hundred MB at 224 px; the default run's peak RSS counts them)
+    opts.enable_cpu_mem_arena = os.environ.get("VISTRAIN_ORT_ARENA", "1") == "1"
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
@@ -188,6 +197,10 @@ class FeatureEngine:
     record: dict = field(default_factory=dict)
 
     def __call__(self, x: torch.Tensor, rt) -> torch.Tensor:
+        """``(N, D)`` float32 features of the normalized batch ``x``; on the CPU in chunks of
+        ``CPU_CHUNK`` images (see there)."""
+        if x.device.type == "cpu" and len(x) > CPU_CHUNK:
+            return torch.cat([self(part, rt) for part in x.split(CPU_CHUNK)])
         if self.session is not None:
             return torch.from_numpy(run_session(self.session, x))
         x = x.contiguous(memory_format=torch.channels_last)
@@ -234,7 +247,10 @@ def ort_engine(model: nn.Module, first: torch.Tensor, rt, cache_dir: Path | None
     check = first[:PARITY_IMAGES].float().cpu()
     probe = first[:PROBE_IMAGES].float().cpu()
     threads, timings = probe_threads(path, probe, sessions)
-    sess = sessions.get(threads) or ort_session(path, threads)
+    if (str(path), threads) not in _SESSIONS:
+        _SESSIONS[(str(path), threads)] = sessions.get(threads) or ort_session(path, threads)
+    sessions.clear()  # the probe's other sessions (and their arenas) go now
+    sess = _SESSIONS[(str(path), threads)]
     diff = _PARITY.get(str(path))
     if diff is None:
         with torch.no_grad():
