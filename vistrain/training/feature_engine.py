@@ -52,7 +52,7 @@ ENGINES = ("auto", "eager", "onnxruntime")
 ENGINE_ENV = "VISTRAIN_FEATURE_ENGINE"
 PARITY_TOLERANCE = 1e-4   # max |ort - eager| / max |eager| over the checked images
 PARITY_IMAGES = 4         # images of the first batch checked against eager
-PROBE_IMAGES = 4         # images of the first batch the thread probe times
+PROBE_IMAGES = 4          # images of the first batch the thread probe times
 PROBE_ROUNDS = 3          # interleaved timings per thread count; the median counts
 OPSET = 17
 # images per forward call on the CPU: the activations of a 224 px batch of 64 through Lite0 held
@@ -113,8 +113,8 @@ def backbone_digest(model: nn.Module) -> str:
 
 def graph_path(model: nn.Module, channels: int, size: int, cache_dir: Path | None = None) -> Path:
     """Where the exported backbone of ``model`` at ``(channels, size, size)`` lives in the cache."""
-    spec = {"what": "backbone-onnx", "model": type(model).__name__, "weights": backbone_digest(model), "input": [channels, size, size],
-            "torch": torch.__version__.split("+")[0], "opset": OPSET}
+    spec = {"what": "backbone-onnx", "model": type(model).__name__, "weights": backbone_digest(model),
+            "input": [channels, size, size], "torch": torch.__version__.split("+")[0], "opset": OPSET}
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "features"
     return folder / f"backbone-{cache_key([], spec)}.onnx"
 
