@@ -54,8 +54,6 @@ def one_pass(engine: str, threads: int, model, pre, pixels, batch: int) -> float
     from vistrain.training.features import extract_features
     os.environ[feature_engine.ENGINE_ENV] = engine
     torch.set_num_threads(threads)
-    feature_engine._THREADS.clear()
-    feature_engine.thread_choices = lambda: [threads]  # measure this count, not the probe's pick
     batches = [(pixels[i:i + batch], None) for i in range(0, len(pixels), batch)]
     record: dict = {}
     t = time.perf_counter()
@@ -82,7 +80,10 @@ def main() -> None:
     print(f"{len(pixels)} shipped images at {pixels.shape[-1]} px, batch {args.batch}, "
           f"{args.repeats} interleaved passes per side after one warm-up; median img/s")
     results = {}
+    from vistrain.training import feature_engine
     for threads in args.threads:
+        feature_engine._THREADS.clear()  # a run measures once per process; here once per count
+        feature_engine.thread_choices = lambda t=threads: [t]  # this count, not the probe's pick
         times: dict[str, list[float]] = {"eager": [], "onnxruntime": []}
         for rep in range(args.repeats + 1):
             for engine in times:

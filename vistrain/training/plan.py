@@ -181,8 +181,7 @@ def run_features(ctx: RunContext, record: dict | None = None) -> tuple[np.ndarra
                                  progress=ctx.progress and rt.is_main, record=record)
         if not known:
             return feats
-        out = np.empty((len(data.rows), feats.shape[1] if len(todo) else len(next(iter(known.values())))),
-                       np.float32)
+        out = np.empty((len(data.rows), len(next(iter(known.values())))), np.float32)
         out[todo] = feats
         for i, row in known.items():
             out[i] = row
