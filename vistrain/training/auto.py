@@ -78,6 +78,7 @@ from vistrain.data.stats import GREY_MODES
 from vistrain.device import Runtime, cpu_has_native_bf16, unwrap
 from vistrain.models import create
 from vistrain.training.context import spatial_preprocess
+from vistrain.training.feature_engine import return_freed_memory
 from vistrain.training.features import extract_features, remember_features
 from vistrain.training.similarity import (K, RATES, SIMILAR_SKILL, FirstBNStats, knn_loo_accuracy,
                                           skill_over_chance, stratified_sample)
@@ -326,6 +327,7 @@ def measure(cfg: TrainConfig, model, pcfg, paths: list, labels: np.ndarray, rt: 
     # taken in float64, ~100 MB for 32 images at 224 px
     for start in range(0, len(pixels), 8):
         bn_stats.observe(pre.normalize(rt.to_device(torch.from_numpy(pixels[start:start + 8]))))
+    return_freed_memory()  # the run that follows decodes and extracts: its peak starts lower
     forward_ips = engine.get("images_per_second") or len(pixels) / max(time.perf_counter() - t, 1e-6)
     if all(isinstance(p, (str, Path)) for p in paths):  # files (not shards): the run reuses these
         remember_features(net, pre, rt, [paths[i] for i in ok], feats)
