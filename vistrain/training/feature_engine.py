@@ -2,8 +2,8 @@
 
 A frozen backbone's pooled features (``forward_features`` + global pooling) are the whole cost of a
 feature-extraction run, of auto's similarity sample and of their evaluation.  PyTorch eager runs
-them op by op; ONNX Runtime runs the same network as one optimised graph, 3-4.6x faster on a CPU
-(EfficientNet-Lite0, docs/benchmarks.md "feature engine").  So on the CPU:
+them op by op; ONNX Runtime runs the same network as one optimised graph, 2.4x faster on 2 CPU
+cores at 1 thread (EfficientNet-Lite0, docs/benchmarks.md "Feature extraction").  So on the CPU:
 
 1. the backbone (normalized float32 ``(N, C, S, S)`` in, pooled features ``(N, D)`` out) is
    exported once per model, weights and input size to ``<cache>/features/backbone-<key>.onnx``
