@@ -183,6 +183,40 @@ def compute_cam(model: nn.Module, x: torch.Tensor, target_class=None, method: st
     return _normalize(cam), logits.detach()
 
 
+def feature_map_cam(model: nn.Module, x: torch.Tensor, target_class=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grad-CAM on the model's final feature map (timm ``forward_features`` -> ``forward_head``),
+    the layer :func:`find_target_layer` picks for a CNN: :func:`compute_cam`'s ``gradcam`` maps,
+    but the backbone runs once without autograd and only the head is differentiated (no probe pass,
+    no backward through the network).  Falls back to :func:`compute_cam` for models without that
+    split or whose features are not a spatial map (transformers).
+
+    Example:
+        >>> import timm
+        >>> m = timm.create_model("resnet18", pretrained=False, num_classes=5).eval()
+        >>> x = torch.randn(2, 3, 64, 64)
+        >>> torch.allclose(feature_map_cam(m, x, 3)[0], compute_cam(m, x, 3)[0], atol=1e-5)
+        True
+    """
+    if is_token_model(model) or not (hasattr(model, "forward_features") and hasattr(model, "forward_head")):
+        return compute_cam(model, x, target_class)
+    x = as_batch(x)
+    device, dtype = model_device_dtype(model)
+    with eval_mode(model), torch.inference_mode(False):
+        x = x.detach().to(device=device, dtype=dtype)
+        with torch.no_grad():
+            acts = model.forward_features(x)
+        if not isinstance(acts, torch.Tensor) or acts.ndim != 4 or min(acts.shape[-2:]) <= 1:
+            return compute_cam(model, x, target_class)
+        acts = acts.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = model.forward_head(acts)
+            targets = _targets(logits, target_class)
+            (grads,) = torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), acts)
+    cam = _combine(acts.detach().float(), grads.float(), "gradcam")
+    cam = F.interpolate(cam[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    return _normalize(cam), logits.detach()
+
+
 def overlay(image_uint8, cam, alpha: float = 0.45, colormap: str = "jet") -> np.ndarray:
     """Blend a heat map over an image: ``(1 - alpha) * image + alpha * colormap(cam)``.
 

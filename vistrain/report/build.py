@@ -12,9 +12,9 @@ from pathlib import Path
 from vistrain.report.html import build_full_report
 
 
-def build_report(run_dir: str | Path) -> Path:
+def build_report(run_dir: str | Path, *, progress: bool = True) -> Path:
     """Write ``run_dir/report.html`` from the run's JSON files and pictures; returns its path.
 
     ``run_dir`` is the output folder of ``vistrain train``, ``cv`` or ``compare``.
     """
-    return build_full_report(Path(run_dir))
+    return build_full_report(Path(run_dir), progress=progress)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from vistrain.errors import RunDirError, VistrainError
 from vistrain.fsutil import atomic_write_bytes
+from vistrain.progress import progress_bar
 from vistrain.report import eval_sections, run_sections
 from vistrain.report.compare_report import render_compare_page
 from vistrain.report.cv_report import render_cv_page
@@ -79,10 +80,16 @@ def model_name(folder: RunFolder) -> str:
     return meta.model_name if meta else "?"
 
 
-def render_report(run_dir: str | Path) -> str:
-    """The report page of a training run as a string (see module docstring)."""
+def render_report(run_dir: str | Path, *, progress: bool = True) -> str:
+    """The report page of a training run as a string (see module docstring); a bar shows the
+    sections being built on a terminal (:func:`vistrain.progress.progress_bar`)."""
     folder = RunFolder.read(run_dir)
-    sections = [section(folder, sid) for sid in SECTIONS]
+    bar = progress_bar(SECTIONS, desc="report.html", unit="section", leave=False, enabled=progress)
+    sections = []
+    for sid in bar:
+        if hasattr(bar, "set_postfix_str"):
+            bar.set_postfix_str(sid)
+        sections.append(section(folder, sid))
     # names refused while the sections opened files are reported under the data section
     sections[0].blocks.extend(run_sections.refused_file_blocks(folder))
     try:
@@ -99,16 +106,17 @@ def output_kind(out_dir: Path) -> str | None:
     return RunFolder.read(out_dir).kind
 
 
-def build_full_report(run_dir: str | Path) -> Path:
+def build_full_report(run_dir: str | Path, *, progress: bool = True) -> Path:
     """Write ``run_dir/report.html`` (self-contained) and return its path; ``run_dir`` is the
-    output folder of ``vistrain train``, ``vistrain cv`` or ``vistrain compare``."""
+    output folder of ``vistrain train``, ``vistrain cv`` or ``vistrain compare``.  ``progress``:
+    a bar over the sections of a training run's page where a person watches."""
     folder = RunFolder.read(run_dir)
     if folder.kind == "compare":
         page = render_compare_page(folder)
     elif folder.kind == "cv":
         page = render_cv_page(folder)
     elif folder.kind == "train":
-        page = render_report(folder.path)
+        page = render_report(folder.path, progress=progress)
     else:
         raise RunDirError(f"{folder.path}: no model.json, metrics.json, run.json, cv_metrics.json or "
                           "compare.json; not a vistrain run directory (train one with `vistrain "

@@ -25,10 +25,11 @@ from vistrain.transforms.preprocess import pil_to_uint8
 CHANNEL_COLOURS = ("tab:red", "tab:green", "tab:blue")
 
 
-def preview_preprocessing(paths, preprocess, out_path, *, title: str | None = None) -> Path:
+def preview_preprocessing(paths, preprocess, out_path, *, title: str | None = None, dpi: int = 90) -> Path:
     """Write the before/after figure of ``paths`` under ``preprocess`` to ``out_path`` (PNG/SVG/PDF).
 
     Unreadable files are left out (their names go into the figure title); returns ``out_path``.
+    ``dpi``: the report uses a lower one (the page shows it at its width; fewer pixels to draw).
     """
     originals, after, normed, names, skipped = [], [], [], [], []
     for p in paths:
@@ -80,4 +81,4 @@ def preview_preprocessing(paths, preprocess, out_path, *, title: str | None = No
     if skipped:
         head += f"\nunreadable, left out: {', '.join(skipped)}"
     fig.suptitle(head, fontsize=9)
-    return save_figure(fig, out_path, dpi=90)
+    return save_figure(fig, out_path, dpi=dpi)

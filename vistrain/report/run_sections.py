@@ -21,15 +21,17 @@ from PIL import Image
 
 from vistrain.errors import VistrainError
 from vistrain.evaluation.curves import overfitting_warning, plot_history
-from vistrain.evaluation.png import new_figure
+from vistrain.evaluation.png import array_png, new_figure
 from vistrain.report.page import (Bullets, Cell, Heading, Preformatted, Table, Text, figure_picture,
-                                  file_picture, fmt, note)
+                                  file_picture, fmt, note, picture)
 from vistrain.report.preprocess_preview import preview_preprocessing
 from vistrain.rundir import ModelMeta, RunFolder
 from vistrain.transforms.presets import build_augmentation, describe
 
 SEVERITY_CSS = {"error": "fail", "warning": "warn"}
 NO_DATA = "no preview: the data folder is not reachable from here"
+PREVIEW_IMAGES = 4  # sample images in the preprocessing preview
+PREVIEW_DPI = 72    # the page shows figures at its width: more dots only cost drawing time
 
 
 def sample_files(folder: RunFolder, n: int, part: str = "train") -> list[Path]:
@@ -149,11 +151,11 @@ def preprocessing_blocks(folder: RunFolder) -> list:
         return [note("no preprocessing record (model.json missing)")]
     pre = folder.meta.preprocess_record()
     out = [Text(pre.describe()), Table(["setting", "value"], [[k, v] for k, v in pre.to_dict().items()])]
-    files = sample_files(folder, 6)
+    files = sample_files(folder, PREVIEW_IMAGES)
     if not files:
         return out + [note(NO_DATA)]
     with tempfile.TemporaryDirectory() as tmp:
-        out.append(file_picture(preview_preprocessing(files, pre, Path(tmp) / "preview.png"),
+        out.append(file_picture(preview_preprocessing(files, pre, Path(tmp) / "preview.png", dpi=PREVIEW_DPI),
                                 "preprocessing preview"))
     return out
 
@@ -174,22 +176,26 @@ def augmentation_blocks(folder: RunFolder) -> list:
     x = torch.stack([pre.pixels(f) for f in files])
     gen = torch.Generator().manual_seed(0)
     views = [x] + [augment(x.clone(), generator=gen) for _ in range(5)]
-    return out + [figure_picture(augment_views_figure(views), "augmentation preview")]
+    return out + [Text("Rows: sample images; columns: the model input, then 5 random augmented views."),
+                  picture(array_png(views_mosaic(views)), "augmentation preview")]
 
 
-def augment_views_figure(views: list[torch.Tensor]):
-    """Rows = images, columns = the original then each random view; ``views``: (N, C, H, W) each."""
-    n = len(views[0])
-    fig = new_figure((1.8 * len(views), 1.9 * n))
-    axes = fig.subplots(n, len(views), squeeze=False)
+def views_mosaic(views: list[torch.Tensor], tile: int = 112, gap: int = 4) -> np.ndarray:
+    """``(H, W, 3)`` uint8 grid of ``views`` (each ``(N, C, S, S)``): rows = images, columns =
+    views, each tile downscaled to at most ``tile`` px.  Drawn with numpy, not matplotlib: the
+    24-axes figure took seconds to lay out and save for a picture shown 600 px wide."""
+    n, cols = len(views[0]), len(views)
+    size = views[0].shape[-1]
+    step = max(1, -(-size // tile))  # integer stride: a nearest-neighbour thumbnail
+    side = len(range(0, size, step))
+    grid = np.full((n * (side + gap) - gap, cols * (side + gap) - gap, 3), 255, np.uint8)
     for j, v in enumerate(views):
         v = v.clamp(0, 255).to(torch.uint8) if v.is_floating_point() else v
         for i in range(n):
-            img = v[i].permute(1, 2, 0).numpy()
-            axes[i, j].imshow(img.repeat(3, axis=2) if img.shape[2] == 1 else img)
-            axes[i, j].axis("off")
-        axes[0, j].set_title("original" if j == 0 else f"sample {j}", fontsize=8)
-    return fig
+            img = v[i, :, ::step, ::step].permute(1, 2, 0).numpy()
+            img = np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img
+            grid[i * (side + gap):i * (side + gap) + side, j * (side + gap):j * (side + gap) + side] = img
+    return grid
 
 
 def readable_meta(folder: RunFolder) -> ModelMeta | None:

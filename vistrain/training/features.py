@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,31 +32,63 @@ from vistrain.data.cache import (CacheDamaged, CacheSpaceError, budget_root, ens
                                  mark_used, npy_bytes, open_array_entry, prune_cache, remove_entry,
                                  save_array_entry, sidecar)
 from vistrain.device import Runtime
+from vistrain.training.feature_engine import backbone_digest, choose_engine, requested_engine
 from vistrain.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
 
-def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``(N, num_features)``: backbone features after global pooling, before dropout/classifier."""
-    return model.forward_head(model.forward_features(x), pre_logits=True)
-
-
 @torch.no_grad()
 def extract_features(model: nn.Module, batches, normalize, rt: Runtime, *, progress: bool = True,
-                     desc: str = "extracting features") -> np.ndarray:
+                     desc: str = "extracting features", record: dict | None = None) -> np.ndarray:
     """Run the frozen backbone over uint8 ``batches`` -> ``(N, D)`` float32 array.
 
-    Inference runs in channels_last on every device: on CPU it measured ~1.8x faster for
-    EfficientNet-Lite0 (depthwise convolutions), and it does not change the weights' values.
+    The engine is chosen on the first batch (:func:`~vistrain.training.feature_engine.choose_engine`:
+    ONNX Runtime on the CPU, parity-checked against eager, its thread count measured; eager with
+    channels_last and autocast on CUDA); ``record`` (a dict) receives what was used (engine,
+    threads, parity, images/s) for run.json.
     """
-    model.eval().to(memory_format=torch.channels_last)
-    out = []
+    model.eval()
+    out, engine, t, n = [], None, time.perf_counter(), 0
     for x, _ in progress_bar(batches, desc=desc, unit="batch", leave=False, enabled=progress):
-        x = normalize(rt.to_device(x)).contiguous(memory_format=torch.channels_last)
-        with rt.autocast():
-            out.append(pooled_features(model, x).float().cpu())
+        x = normalize(rt.to_device(x))
+        if engine is None:
+            engine = choose_engine(model, x, rt)
+            t = time.perf_counter()  # images/s of the pass itself, the set-up is in the record
+        out.append(engine(x, rt).float().cpu())
+        n += len(x)
+    if record is not None and engine is not None:
+        record.update(engine.record, images_per_second=round(n / max(time.perf_counter() - t, 1e-6), 1))
+    if not out:
+        return np.zeros((0, getattr(model, "num_features", 0)), np.float32)
     return torch.cat(out).numpy()
+
+
+# ---- features computed earlier in this process (auto's similarity sample) ----------------------
+_KNOWN: dict[str, dict[str, np.ndarray]] = {}
+
+
+def _known_key(model: nn.Module, pre, rt: Runtime) -> str:
+    """What a feature row depends on besides its file: the backbone's tensors, the pixels'
+    preprocessing and normalization, and the device/precision it ran in."""
+    spec = {k: v for k, v in pre.to_dict().items() if k not in ("extra", "normalize_mode")}
+    return json.dumps([backbone_digest(model), spec, rt.device.type, feature_precision(rt)],
+                      sort_keys=True, default=str)
+
+
+def remember_features(model: nn.Module, pre, rt: Runtime, files, features: np.ndarray) -> None:
+    """Keep ``features`` ``(len(files), D)`` of ``files`` for :func:`known_features` in this
+    process: what strategy auto measured on its sample is not computed again by the run."""
+    known = _KNOWN.setdefault(_known_key(model, pre, rt), {})
+    known.update({str(f): row for f, row in zip(files, np.asarray(features, np.float32))})
+
+
+def known_features(model: nn.Module, pre, rt: Runtime, files) -> dict[int, np.ndarray]:
+    """``{position in files: (D,) features}`` remembered by :func:`remember_features`."""
+    known = _KNOWN.get(_known_key(model, pre, rt)) if _KNOWN else None
+    if not known:
+        return {}
+    return {i: known[str(f)] for i, f in enumerate(files) if str(f) in known}
 
 
 def feature_cache_key(model_name: str, weights_source: str, preprocess: dict, pixel_key: str,
@@ -72,7 +105,15 @@ def feature_cache_key(model_name: str, weights_source: str, preprocess: dict, pi
 def run_feature_key(cfg, pcfg, pre, data, rt: Runtime) -> str:
     """:func:`feature_cache_key` of a training run (its model, weights, preprocessing, pixels, precision)."""
     return feature_cache_key(cfg.model.name, pcfg.weights_source, pre.to_dict(), data.pixel_key,
-                             rt.precision)
+                             feature_precision(rt))
+
+
+def feature_precision(rt: Runtime) -> str:
+    """The precision features are computed in: float32 on the CPU (ONNX Runtime, or eager when
+    it is asked for in float32), else the runtime's autocast dtype."""
+    if rt.device.type == "cpu" and requested_engine() != "eager":
+        return "float32"
+    return rt.precision
 
 
 def cached_features(cache_dir: Path | None, key: str, compute, *, rows: int | None = None,

@@ -44,7 +44,8 @@ from vistrain.errors import VistrainError
 from vistrain.training.context import RunContext
 from vistrain.training.features import (LinearHead, cached_features, extract_features,
                                         fit_logistic_regression, fold_standardization, install_head,
-                                        run_feature_key, select_logreg_c, standardize, standardizer)
+                                        known_features, run_feature_key, select_logreg_c, standardize,
+                                        standardizer)
 from vistrain.training.layers import bn_policy_hook, layer_groups, set_trainable, trainable_groups
 from vistrain.training.loop import BatchPipeline, evaluate
 from vistrain.transforms.presets import build_augmentation, describe
@@ -158,21 +159,34 @@ def build_plan(ctx: RunContext, strategy: str, *, lr: float | None = None,
 
 
 # ---- feature extraction ---------------------------------------------------------------------
-def run_features(ctx: RunContext) -> tuple[np.ndarray, bool]:
+def run_features(ctx: RunContext, record: dict | None = None) -> tuple[np.ndarray, bool]:
     """``(N, D)`` pooled backbone features of every indexed image (index order) and whether they
-    came from the feature cache.  ``ctx.model`` is set to eval / channels_last."""
+    came from the feature cache.  Features this process already computed (strategy auto's
+    sample) are reused, not computed again.  ``record`` receives the engine used (run.json)."""
     data, rt = ctx.data, ctx.rt
     pin = rt.device.type == "cuda"
-    if data.stream is not None:  # every image; the stream's order is put back to index order
-        batches, order = data.stream.eval_batches(data.rows, batch_size=64, pin_memory=pin)
-    else:
-        batches = ArrayBatches(data.pixels, np.zeros(len(data.pixels), np.int64), batch_size=64,
-                               indices=data.rows, pin_memory=pin)
-        order = data.rows
+    record = {} if record is None else record
 
     def compute() -> np.ndarray:
-        feats = extract_features(ctx.model, batches, ctx.pre.normalize, rt, progress=ctx.progress and rt.is_main)
-        return feats if order is data.rows else in_order(feats, order, data.rows)
+        if data.stream is not None:  # every image; the stream's order is put back to index order
+            batches, order = data.stream.eval_batches(data.rows, batch_size=64, pin_memory=pin)
+            feats = extract_features(ctx.model, batches, ctx.pre.normalize, rt,
+                                     progress=ctx.progress and rt.is_main, record=record)
+            return in_order(feats, order, data.rows)
+        known = known_features(ctx.model, ctx.pre, rt, data.index.paths[:len(data.rows)])
+        todo = np.asarray([i for i in range(len(data.rows)) if i not in known], np.int64)
+        batches = ArrayBatches(data.pixels, np.zeros(len(data.pixels), np.int64), batch_size=64,
+                               indices=np.asarray(data.rows)[todo], pin_memory=pin)
+        feats = extract_features(ctx.model, batches, ctx.pre.normalize, rt,
+                                 progress=ctx.progress and rt.is_main, record=record)
+        if not known:
+            return feats
+        out = np.empty((len(data.rows), len(next(iter(known.values())))), np.float32)
+        out[todo] = feats
+        for i, row in known.items():
+            out[i] = row
+        record["reused_sample_features"] = len(known)
+        return out
 
     key = run_feature_key(ctx.cfg, ctx.pcfg, ctx.pre, data, rt)
     cache_dir = None if ctx.cfg.data.cache == "off" else default_cache_dir() / "features"
@@ -189,8 +203,11 @@ def _feature_plan(ctx: RunContext, lr: float | None, features: np.ndarray | None
         record["feature_cache_estimate_bytes"] = len(data.rows) * dim * 4
     if features is None:
         t = time.perf_counter()
-        features, hit = run_features(ctx)
+        engine: dict = {}
+        features, hit = run_features(ctx, engine)
         record.update(feature_seconds=round(time.perf_counter() - t, 2), feature_cache_hit=hit)
+        if engine:
+            record["feature_engine"] = engine
         log.info("features: %s %s in %.1fs", features.shape, "loaded from cache" if hit else "computed",
                  record["feature_seconds"])
     train_idx, labels = data.part_ids("train"), data.labels()

@@ -62,11 +62,18 @@ def knn_loo_accuracy(feats: np.ndarray, labels: np.ndarray, k: int = K) -> float
     return float((votes.argmax(1) == labels).mean())
 
 
+class _UpToFirstBN(Exception):
+    """Raised by :meth:`FirstBNStats.observe`'s hook: the rest of the network is not needed."""
+
+
 class FirstBNStats:
     """Context manager: accumulates per-channel statistics of the first BatchNorm layer's input
-    during forward passes run inside it; ``distance()`` compares them with its running statistics."""
+    during forward passes run inside it; ``distance()`` compares them with its running statistics.
+    :meth:`observe` runs the model only up to that layer (the features themselves may come from
+    another engine, e.g. ONNX Runtime)."""
 
     def __init__(self, model):
+        self.model = model
         self.bn = next((m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
                         and m.running_mean is not None), None)
         self.sum = self.sq = None
@@ -78,6 +85,25 @@ class FirstBNStats:
         self.sum = h.sum(1) if self.sum is None else self.sum + h.sum(1)
         self.sq = (h * h).sum(1) if self.sq is None else self.sq + (h * h).sum(1)
         self.n += h.shape[1]
+
+    @torch.no_grad()
+    def observe(self, x: torch.Tensor) -> None:
+        """Accumulate the statistics of the normalized batch ``x`` ``(N, C, H, W)``: the forward
+        pass stops at the first BatchNorm's input (for a CNN, one convolution's cost)."""
+        if self.bn is None:
+            return
+
+        def hook(module, inputs):
+            self._hook(module, inputs)
+            raise _UpToFirstBN
+
+        handle = self.bn.register_forward_pre_hook(hook)
+        try:
+            self.model(x)
+        except _UpToFirstBN:
+            pass
+        finally:
+            handle.remove()
 
     def __enter__(self):
         self.handle = self.bn.register_forward_pre_hook(self._hook) if self.bn is not None else None

@@ -8,11 +8,14 @@ Example:
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
+from vistrain import fsutil
 from vistrain.config import TrainConfig
 from vistrain.config.spelling import option
 from vistrain.data.shards_index import is_shard_source
@@ -121,11 +124,29 @@ def train_run(cfg: TrainConfig, out: Path, **options: Any) -> RunResult:
     checks = _checks_before_training if cfg.train.checks else None
     result = run_training(cfg, out, before_training=checks, **options)
     if result.is_main:
-        build_report(result.run_dir)
+        t = time.perf_counter()
+        log.info("report: building report.html")
+        build_report(result.run_dir)  # a bar over its sections where a terminal watches
+        record_report_seconds(result.run_dir, time.perf_counter() - t)
         write_model_card(result.run_dir)
         if "mlflow" in trackers(cfg.logging):
             track_to_mlflow(result.run_dir)
     return result
+
+
+def record_report_seconds(run_dir: Path, seconds: float) -> None:
+    """Add to run.json how long report.html took (``report_seconds``), which ``wall_seconds``
+    (written with run.json, before the report) leaves out, and their sum (``total_seconds``)."""
+    path = Path(run_dir) / "run.json"
+    try:
+        run = json.loads(path.read_text())
+    except (OSError, ValueError):  # no readable run.json: nothing to add to
+        return
+    run["report_seconds"] = round(seconds, 1)
+    if isinstance(run.get("wall_seconds"), (int, float)):
+        run["total_seconds"] = round(run["wall_seconds"] + seconds, 1)
+    run["wall_seconds_covers"] = "the run up to run.json; report_seconds: report.html; total_seconds: both"
+    fsutil.atomic_write_json(path, run)
 
 
 def _checks_before_training(ctx: RunContext) -> None:
