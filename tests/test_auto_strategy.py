@@ -109,7 +109,8 @@ def test_budget_flag_on_the_command_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "Traceback" not in err
     assert [line for line in err.splitlines() if "error:" in line] == [
-        "vistrain train: error: argument --budget: budget='soon': give minutes (a number > 0) or none"]
+        "error: argument --budget: budget='soon': give minutes (a number > 0) or none; "
+        "see `vistrain train --help`"]
 
 
 def test_apply_choice_copies_and_validates():

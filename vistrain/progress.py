@@ -96,7 +96,9 @@ class EpochProgress:
         self.loss_sum += loss * images
         now = time.perf_counter()
         if self.drawn:
-            self.bar.set_postfix_str(f"loss {self.mean_loss:.4f}, run ETA {self.eta(now)}", refresh=False)
+            # drawn with the bar's next refresh, and always after the epoch's last batch
+            last = self.total is not None and self.done >= self.total
+            self.bar.set_postfix_str(f"loss {self.mean_loss:.4f}, run ETA {self.eta(now)}", refresh=last)
         elif self.log is not None and now - self.last_line >= self.log_every_s:
             self.last_line = now
             self.log(self.line(now))

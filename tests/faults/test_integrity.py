@@ -70,7 +70,8 @@ def world(tmp_path_factory):
     data = make_image_folder(root / "data", per_class=20, size=(32, 32))
     with pytest.MonkeyPatch.context() as mp:
         _no_report(mp)
-        assert main(["train", str(data), "--out", str(root / "run"), *FLAGS]) == 0
+        # checkpoints kept: their damage is one of the cases below
+        assert main(["train", str(data), "--out", str(root / "run"), *FLAGS, "--keep-checkpoints"]) == 0
         assert main(["export", str(root / "run")]) == 0
     write_shards(scan_folder(data), root / "shards", shard_bytes=20_000, workers=0, progress=False,
                  compress="none")

@@ -129,6 +129,25 @@ def run_finished(run_dir: str | Path) -> bool:
     return (Path(run_dir) / "run.json").is_file() and (Path(run_dir) / "metrics.json").is_file()
 
 
+def run_reported(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds a finished run whose report was written too (the last step of a
+    training job): a run killed after training but before its report is completed by ``--resume``."""
+    return run_finished(run_dir) and (Path(run_dir) / "report.html").is_file()
+
+
+def finished_result(run_dir: str | Path) -> RunResult:
+    """The :class:`RunResult` of the finished run in ``run_dir``, read from its files."""
+    run_dir = Path(run_dir)
+    try:
+        classes = json.loads((run_dir / "model.json").read_text())["classes"]
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        history = json.loads((run_dir / "history.json").read_text())
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise RunDirError(f"{run_dir}: a finished run's files are unreadable ({err}); train it "
+                          f"again with {option('overwrite')}") from None
+    return RunResult(run_dir, list(classes), metrics, history)
+
+
 def finished_epochs(run_dir: str | Path) -> int | None:
     """The number of epochs a finished run trained (rows of its history.json), None if unknown."""
     try:
@@ -153,7 +172,7 @@ def check_output_ready(out: Path, *, overwrite: bool, resume: bool,
         return  # prepare_output_dir names a missing run to resume
     found = fsutil.vistrain_output_kind(out)
     if resume:
-        if kind == found == "run" and run_finished(out):
+        if kind == found == "run" and run_reported(out):
             epochs = finished_epochs(out)
             raise RunDirError(f"{out}: the run is finished ({epochs if epochs is not None else 'all'} "
                               "epochs, metrics.json written), nothing to resume; to train longer, "

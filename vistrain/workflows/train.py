@@ -27,7 +27,8 @@ from vistrain.rundir.summary import accuracy_text
 from vistrain.training.checkpoint import has_checkpoint
 from vistrain.training.context import RunContext
 from vistrain.training.loggers import trackers
-from vistrain.training.run import RunResult, recorded_data_root, run_training
+from vistrain.training.run import (RunResult, finished_result, recorded_data_root, run_finished,
+                                  run_reported, run_training)
 from vistrain.training.tracking import track_to_mlflow
 from vistrain.workflows.common import default_out_dir, make_config, show_log_lines
 
@@ -122,7 +123,12 @@ def train_run(cfg: TrainConfig, out: Path, **options: Any) -> RunResult:
         True
     """
     checks = _checks_before_training if cfg.train.checks else None
-    result = run_training(cfg, out, before_training=checks, **options)
+    if options.get("resume") and run_finished(out) and not run_reported(out):
+        # stopped after training, before its report: what is left is the report, not an epoch
+        log.info("%s: training had finished; writing its report", out)
+        result = finished_result(out)
+    else:
+        result = run_training(cfg, out, before_training=checks, **options)
     if result.is_main:
         t = time.perf_counter()
         log.info("report: building report.html")
