@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(VENV)/bin/vistrain train $(DEMO_DATA) --out $(DEMO_OUT) --overwrite
 
 test: $(STAMP)
-	$(VPY) -m pytest -q tests --doctest-modules vistrain  # the docstring examples run too
+	$(VPY) -m pytest -q --durations=25 tests --doctest-modules vistrain  # the docstring examples run too
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

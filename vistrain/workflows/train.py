@@ -130,11 +130,12 @@ def train_run(cfg: TrainConfig, out: Path, **options: Any) -> RunResult:
     else:
         result = run_training(cfg, out, before_training=checks, **options)
     if result.is_main:
+        write_model_card(result.run_dir)
         t = time.perf_counter()
         log.info("report: building report.html")
+        # the report comes last: with it the run is complete (--resume then has nothing left to do)
         build_report(result.run_dir)  # a bar over its sections where a terminal watches
         record_report_seconds(result.run_dir, time.perf_counter() - t)
-        write_model_card(result.run_dir)
         if "mlflow" in trackers(cfg.logging):
             track_to_mlflow(result.run_dir)
     return result
