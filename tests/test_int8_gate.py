@@ -138,3 +138,20 @@ def test_calibration_memory_does_not_grow_with_the_number_of_images(tmp_path):
         return int(out.strip().splitlines()[-1])
     few, many = added_kb(8), added_kb(48)
     assert many < few + 60_000, (few, many)
+
+
+def test_an_int8_file_changed_after_export_is_recognised(run):
+    import onnx
+    from onnx import numpy_helper
+    from vistrain.deploy.onnx_export import graph_problem
+    assert main(["export", str(run), "--quantize", "int8", "--calibration", "8"]) == 0
+    path = run / "export" / "model.int8.onnx"
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert graph_problem(path, meta) is None        # the int8 graph's own hash, not the fp32 one's
+    model = onnx.load(str(path))
+    init = max(model.graph.initializer, key=lambda t: numpy_helper.to_array(t).size)
+    arr = numpy_helper.to_array(init).copy()
+    arr.flat[0] = arr.flat[1] if arr.flat[0] != arr.flat[1] else arr.flat[0] // 2 + 1  # one weight
+    init.CopyFrom(numpy_helper.from_array(arr, init.name))
+    onnx.save(model, str(path))
+    assert "changed after export" in graph_problem(path, meta)

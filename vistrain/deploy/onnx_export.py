@@ -68,9 +68,9 @@ def graph_sha256(model) -> str:
 
 def graph_problem(path: str | Path, metadata: dict[str, str]) -> str | None:
     """Why the graph in ``path`` is not the one exported (None when it is, or when the export
-    records no graph hash: older exports, and int8 graphs, which are rewritten after export)."""
+    records no graph hash: older exports).  An int8 file records its own graph's hash."""
     want = metadata.get(GRAPH_KEY)
-    if not want or "quantization" in metadata:
+    if not want:
         return None
     try:
         onnx = require("onnx")

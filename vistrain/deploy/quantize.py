@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from vistrain.deploy.graph import INPUT_NAME, require
+from vistrain.deploy.onnx_export import GRAPH_KEY, graph_sha256
 
 log = logging.getLogger("vistrain")
 
@@ -153,8 +154,9 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration, *, method: str 
             log.debug("%s", chatter.getvalue().rstrip())
     source, model = onnx.load(str(src)), onnx.load(str(dst))
     del model.metadata_props[:]
-    for prop in source.metadata_props:
-        model.metadata_props.add(key=prop.key, value=prop.value)
+    for prop in source.metadata_props:  # the fp32 export's metadata, with the int8 graph's own hash
+        value = graph_sha256(model) if prop.key == GRAPH_KEY else prop.value
+        model.metadata_props.add(key=prop.key, value=value)
     model.metadata_props.add(key="quantization", value=what)
     onnx.save(model, str(dst))
     return what, used
