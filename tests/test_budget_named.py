@@ -85,6 +85,14 @@ def test_no_budget_measures_nothing(small, tmp_path, monkeypatch):
     assert len(r.history) == 2
 
 
+def test_the_measurement_leaves_the_seeded_run_as_it_was(small, tmp_path):
+    """The measured steps (random inputs, dropout) do not shift the seeded random stream."""
+    measured = vistrain.train(small, out=tmp_path / "a", epochs=1, budget=5, **TINY)
+    assert _run_json(measured)["strategy"]["budget"]["images_per_second"] > 0  # really measured
+    unmeasured = vistrain.train(small, out=tmp_path / "b", epochs=1, budget="none", **TINY)
+    assert measured.history[0]["train_loss"] == unmeasured.history[0]["train_loss"]
+
+
 def test_feature_extraction_is_not_measured_but_keeps_the_deadline(small, tmp_path, monkeypatch):
     calls = _measured(monkeypatch, 1.0)
     r = vistrain.train(small, out=tmp_path / "run", epochs=2, budget=5,

@@ -28,6 +28,7 @@ import logging
 import time
 from dataclasses import replace
 
+import torch
 import torch.distributed as dist
 
 from vistrain.training.auto import BUDGET_SHARE, epoch_seconds, epochs_within, train_images_per_second
@@ -76,8 +77,10 @@ def _estimate(ctx: RunContext, record: dict, planned_s: float) -> dict:
     cfg, data, epochs = ctx.cfg, ctx.data, ctx.cfg.train.epochs
     n_train, n_val = len(data.part_ids("train")), len(data.part_ids("val"))
     n_test = sum(len(data.part_ids(p)) for p in data.parts if p not in ("train", "val"))
-    ips = train_images_per_second(ctx.model, ctx.pre.size, ctx.pre.channels, ctx.rt,
-                                  batch=max(1, min(cfg.data.batch_size, MEASURE_BATCH)))
+    with torch.random.fork_rng():  # the measurement's random inputs and dropout leave the seeded
+        # stream as it was: a run trains the same with or without a budget
+        ips = train_images_per_second(ctx.model, ctx.pre.size, ctx.pre.channels, ctx.rt,
+                                      batch=max(1, min(cfg.data.batch_size, MEASURE_BATCH)))
     epoch_s, test_s = epoch_seconds(n_train, n_val, n_test, ips)
     estimate = epochs * epoch_s + test_s
     record.update(images_per_second=round(ips, 1), epoch_seconds=round(epoch_s, 1),
