@@ -55,7 +55,8 @@ def test_estimate_over_the_budget_cuts_the_epochs_and_says_so(small, tmp_path, m
     lines = [m for m in caplog.messages if m.startswith("budget: ")]
     assert len(lines) == 1 and "over the 2 min budget" in lines[0] and "--budget none" in lines[0]
     html = (r.run_dir / "report.html").read_text()
-    assert "Time budget" in html and f"3 epochs estimated at" in html and f"training {cut} epoch" in html
+    assert "Time budget" in html and "3 epochs estimated at" in html and f"training {cut} epoch" in html
+    assert "time budget (2.0 min): over: " in (r.run_dir / "MODEL_CARD.md").read_text()
 
 
 def test_estimate_within_the_budget_keeps_the_epochs(small, tmp_path, monkeypatch):
