@@ -188,8 +188,9 @@ class TrainSection:
     # temperature: softmax(logits / T) with T fitted on the validation split (never the test
     # split) and applied by predict/evaluate/export; none: the raw softmax
     calibration: Calibration = "temperature"
-    # minutes of wall clock that strategy=auto plans the run into (None: no limit); the epochs
-    # are cut to fit, and training stops at the budget if the estimate was short
+    # minutes of wall clock the run must fit (None: no limit): strategy=auto plans its choice
+    # into it, a named recipe is estimated before its first epoch; the epochs are cut to fit,
+    # and every recipe stops at the budget (best epoch so far) if the estimate was short
     budget: float | None = 15.0
     # also checkpoint within an epoch every this many minutes (None: at epoch ends only); a
     # resumed run continues from that batch, e.g. an epoch of streamed shards that takes hours

@@ -144,8 +144,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("strategy", "strategy.name",
             "default: auto (measure, then pick feature extraction, gradual unfreezing, fine-tuning or "
             "a from-scratch network, and the input size, within --budget); finetune for vistrain/<name> models"),
-    Setting("budget", "train.budget", "wall-clock minutes that --strategy auto plans the run into, "
-            "or none for no limit (default {default})", parse="minutes"),
+    Setting("budget", "train.budget", "wall-clock minutes the run must fit: the epochs are cut to "
+            "the estimate and training stops at the budget, for every strategy; none for no limit "
+            "(default {default})", parse="minutes"),
     Setting("lr", "optim.lr", "base learning rate (default: chosen by strategy)"),
     Setting("batch_size", "data.batch_size", "images per batch (default {default})"),
     Setting("seed", "train.seed", "seed of initialisation and shuffling (default {default}; the "

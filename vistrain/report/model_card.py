@@ -88,6 +88,8 @@ def recipe_lines(rec: StrategyRecord) -> list[str]:
     for key in ("bn_policy", "head", "feature_cache", "runtime"):
         if s.get(key):
             lines.append(f"{key.replace('_', ' ')}: {s[key]}")
+    if isinstance(s.get("budget"), dict) and s["budget"].get("decision"):  # a named recipe's estimate
+        lines.append(f"time budget ({s['budget'].get('budget_minutes')} min): {s['budget']['decision']}")
     if isinstance(s.get("param_groups"), list):
         lrs = sorted({g.get("lr") for g in s["param_groups"] if isinstance(g, dict) and g.get("lr")})
         lines.append(f"{len(s['param_groups'])} parameter groups, learning rates {', '.join(f'{lr:.3g}' for lr in lrs)}")

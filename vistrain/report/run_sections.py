@@ -232,8 +232,14 @@ def strategy_blocks(folder: RunFolder) -> list:
             out.append(Table(["", ""], [[k, _short(v)] for k, v in reasoning.items()]))
         else:
             out.append(Text(str(reasoning)))
-    if rec.settings:
-        out.append(Table(["setting", "value"], [[k, _short(v)] for k, v in rec.settings.items()]))
+    budget = rec.settings.get("budget")
+    if isinstance(budget, dict) and budget.get("decision"):  # a named recipe's estimate (--budget)
+        out.append(Heading("Time budget"))
+        out.append(Text(f"--budget {budget.get('budget_minutes')} min: {budget['decision']}",
+                        "warn" if str(budget["decision"]).startswith("over") else None))
+    settings = {k: v for k, v in rec.settings.items() if k != "budget" or not isinstance(v, dict)}
+    if settings:
+        out.append(Table(["setting", "value"], [[k, _short(v)] for k, v in settings.items()]))
     return out
 
 

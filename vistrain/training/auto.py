@@ -390,6 +390,26 @@ def train_images_per_second(model: torch.nn.Module, size: int, channels: int, rt
     return batch / float(min(times[1:]))
 
 
+def epoch_seconds(n_train: int, n_val: int, n_test: int, train_ips: float) -> tuple[float, float]:
+    """``(seconds per epoch, seconds of the final test pass)`` at ``train_ips`` measured training
+    images/s (:func:`train_images_per_second`): an epoch trains ``n_train`` images and evaluates
+    ``n_val``, a forward pass costing about a third of forward + backward, and everything else
+    (augmentation, loading, the optimizer step) adds ``EPOCH_OVERHEAD``.
+
+    Example:
+        >>> [round(s, 2) for s in epoch_seconds(1000, 300, 300, 100.0)]
+        [14.85, 1.0]
+    """
+    eval_ips = 3 * train_ips
+    return (n_train / train_ips + n_val / eval_ips) * EPOCH_OVERHEAD, n_test / eval_ips
+
+
+def epochs_within(seconds: float, epoch_s: float, epochs: int) -> int:
+    """How many of ``epochs`` epochs of ``epoch_s`` seconds fit in ``seconds`` (may be 0 or less:
+    the caller decides the floor).  Example: ``epochs_within(100, 30, 20)`` is 3."""
+    return min(epochs, int(seconds // epoch_s))
+
+
 def _candidate(recipe, cfg, pretrained: PretrainedModel, native, grey, n_train, n_all, sim, rt,
                budget_s, spent) -> Candidate:
     n_eval = n_all - n_train
@@ -408,13 +428,12 @@ def _candidate(recipe, cfg, pretrained: PretrainedModel, native, grey, n_train, 
     else:  # finetune, gradual: the same network and size (gradual's cost is bounded by finetune's)
         name, size = cfg.model.name, finetune_size(native, sim["input_size"])
         ips = pretrained.train_ips(size, rt)
-    eval_ips = 3 * ips  # a forward pass costs about a third of forward + backward
     n_val = max(0, round(n_eval / 2))
-    epoch_s = (n_train / ips + n_val / eval_ips) * EPOCH_OVERHEAD
-    fixed = decode * (0.2 if size < 64 else 1.0) + (n_eval - n_val) / eval_ips
+    epoch_s, test_s = epoch_seconds(n_train, n_val, n_eval - n_val, ips)
+    fixed = decode * (0.2 if size < 64 else 1.0) + test_s
     epochs = cfg.train.epochs
     if budget_s is not None:
-        epochs = min(epochs, int((budget_s - spent - fixed) // epoch_s))
+        epochs = epochs_within(budget_s - spent - fixed, epoch_s, epochs)
     fits = epochs >= min(MIN_EPOCHS, cfg.train.epochs)
     epochs = max(epochs, 1)
     return Candidate(recipe, name, size, grey and recipe == "scratch", round(ips, 1), epochs,

@@ -51,6 +51,7 @@ from vistrain.evaluation.metrics import compute_metrics
 from vistrain.training import checkpoint as ckpt
 from vistrain.rundir.summary import run_summary
 from vistrain.training.auto import budget_deadline
+from vistrain.training.budget import fit_to_budget
 from vistrain.training.context import PreparedData, RunContext
 from vistrain.training.loggers import check_logging, write_logs
 from vistrain.training.loop import BatchPipeline, predict
@@ -348,7 +349,7 @@ def _run_training(cfg, out, *, overwrite, resume, progress, index, parts, before
     check_logging(cfg.logging)  # fail before training, not after it
     findings = run_quick_checks(index, cfg) if cfg.data.doctor and rt.is_main else None
     cfg, auto = resolve_auto(cfg, index, rt, parts=parts, started=started)  # before the run dir
-    deadline = budget_deadline(cfg, started) if auto is not None else None
+    deadline = budget_deadline(cfg, started)  # every recipe stops at the budget (None: no limit)
     if auto is not None and cfg.train.cpu_amp != "off" and rt.amp_dtype is None:  # the recipe's precision
         rt = Runtime.for_train(cfg.train)
         log.info("runtime: %s", rt.describe())
@@ -363,7 +364,7 @@ def _run_training(cfg, out, *, overwrite, resume, progress, index, parts, before
                                  data_fingerprint=fingerprint)
         ckpt.assign_run_id(out)  # its checkpoints carry it: one copied from another run is refused
         # written before decoding: a run killed at any point after this can be resumed
-        replace(cfg, data=replace(cfg.data, root=location(index.root))).save(out / "config.yaml")
+        save_config(cfg, out, index)
         log_file.open_in(out)
         if findings is not None:
             write_doctor_json(out, findings)
@@ -377,6 +378,11 @@ def _run_training(cfg, out, *, overwrite, resume, progress, index, parts, before
             _undo_unstarted_run(out, fresh=fresh, existed_empty=existed_empty,
                                 user_error=isinstance(err, VistrainError))
         raise
+
+
+def save_config(cfg: TrainConfig, out: Path, index: ImageIndex) -> None:
+    """``out/config.yaml``: every setting of the run, with the data folder it was given."""
+    replace(cfg, data=replace(cfg.data, root=location(index.root))).save(out / "config.yaml")
 
 
 def _undo_unstarted_run(out: Path, *, fresh: bool, existed_empty: bool, user_error: bool) -> None:
@@ -408,7 +414,14 @@ def _train_into(cfg, out, rt, model, pcfg, index, parts, *, resume, progress, fi
     if before_training is not None and rt.is_main and not resume:
         before_training(ctx)
     ctx = ctx.with_model(rt.prepare_model(model))
+    budget = None
+    if auto is None:  # a named recipe: estimated now, its epochs cut to fit (auto planned already)
+        ctx, budget = fit_to_budget(ctx, resume=resume)
+        if budget is not None and budget["cut_epochs"] is not None and rt.is_main:
+            save_config(ctx.cfg, out, index)  # a resume or a repeat trains the cut epochs
     fitted = train_model(ctx, resume=resume)
+    if budget is not None:
+        fitted.record["budget"] = budget
     if rt.is_main:  # a head fitted without checkpoints (logistic regression) ends the swap here
         fsutil.discard_replaced(out)
     metrics, calibration = final_evaluation(ctx, features=fitted.features)

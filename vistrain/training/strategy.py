@@ -191,7 +191,7 @@ def _epochs(plan: TrainingPlan, ctx: RunContext, resume: bool) -> list[dict]:
 
 
 def _budget_spent(ctx: RunContext, rt) -> bool:
-    """Whether the auto recipe's budget is spent (rank 0's clock decides for every rank)."""
+    """Whether the budget (``ctx.deadline``) is spent (rank 0's clock decides for every rank)."""
     if ctx.deadline is None:
         return False
     spent = torch.tensor([float(time.monotonic() >= ctx.deadline)], device=rt.device)

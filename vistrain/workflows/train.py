@@ -53,7 +53,8 @@ def train(data: str | Path | None = None, /, *, out: str | Path | None = None, c
             a restarted process (``TORCHELASTIC_RESTART_COUNT`` > 0) does this by itself.
         progress: progress bars (drawn only on a terminal or in a notebook).
         settings: shortcuts ``model``, ``epochs``, ``strategy`` (default ``auto``: chosen by
-            measurement within ``budget`` minutes, 15 by default, ``"none"`` for no limit), ``lr``,
+            measurement), ``budget`` (minutes that any strategy's epochs are cut to fit, and at
+            which training stops; 15 by default, ``"none"`` for no limit), ``lr``,
             ``batch_size``, ``seed``, ``augment``, ``pretrained``, ``weights``, ``device``, or
             whole sections as dicts
             (``optim={"name": "sgd"}``, ``data={"num_workers": 2}``: the folder is positional).
