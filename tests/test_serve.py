@@ -448,6 +448,54 @@ def test_a_tta_server_answers_the_tta_probabilities(run_dir, clf, tmp_path):
         flip_app.state.service.close()
 
 
+def metric(text: str, name: str, **labels) -> float:
+    """The value of one sample of a Prometheus text exposition (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+def test_metrics_count_requests_latency_errors_batches_and_model_calls(clf):
+    fresh = create_app(clf, max_batch=8, wait_ms=50)
+    try:
+        async def go():
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=fresh), base_url="http://t") as c:
+                answers = await asyncio.gather(*(c.post("/predict", content=png_bytes(i)) for i in range(4)))
+                answers += [await c.post("/predict", content=b"not an image"), await c.get("/nope"),
+                            await c.get("/nope/../../etc")]
+                return answers, await c.get("/metrics")
+        answers, r = asyncio.run(go())
+        assert [a.status_code for a in answers] == [200] * 4 + [415, 404, 404]
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
+        text, batcher = r.text, fresh.state.service.batcher
+        assert metric(text, "vistrain_http_requests_total", method="POST", path="/predict", status="200") == 4
+        assert metric(text, "vistrain_http_errors_total", path="/predict", status="415") == 1
+        assert metric(text, "vistrain_http_errors_total", path="other", status="404") == 2  # not each path
+        assert metric(text, "vistrain_http_request_duration_seconds_count", path="/predict") == 5
+        assert metric(text, "vistrain_model_calls_total") == batcher.calls < 4  # batched
+        assert metric(text, "vistrain_model_images_total") == 4
+        assert metric(text, "vistrain_batch_size_count") == batcher.calls
+        assert metric(text, "vistrain_batch_size_sum") == 4
+    finally:
+        fresh.state.service.close()
+
+
+def test_one_json_access_log_line_per_request(app, caplog):
+    import json
+    caplog.set_level("INFO", logger="vistrain.access")
+    call(app, "POST", "/predict?top_k=1", content=png_bytes(1))
+    call(app, "POST", "/predict", content=b"not an image")
+    lines = [r.getMessage() for r in caplog.records if r.name == "vistrain.access"]
+    assert len(lines) == 2 and all("\n" not in line for line in lines)
+    first, second = (json.loads(line) for line in lines)
+    assert (first["method"], first["path"], first["status"]) == ("POST", "/predict", 200)
+    assert second["status"] == 415 and first["ms"] > 0 and set(first) == {"method", "path", "status",
+                                                                          "ms", "client"}
+
+
 def test_unknown_paths_and_methods_answer_json(app):
     assert call(app, "GET", "/nope").json() == {"error": "GET /nope: Not Found"}
     r = call(app, "GET", "/predict")
@@ -550,7 +598,7 @@ def test_vistrain_serve_end_to_end(run_dir, clf, tmp_path):
         assert cam.status_code == 200 and cam.content[:8] == b"\x89PNG\r\n\x1a\n"
         assert httpx.get(f"{url}/metadata").json()["classes"] == list(CLASSES)
         assert "<script>" in httpx.get(f"{url}/").text
-        for body, status in ((b"not an image", 415), (data[:200], 400),
+        for body, status in ((b"not an image", 415), (data[:200], 400), (huge_png(), 413),
                              (png_header_only(30000, 30000), 413), (b"\0" * 300_000, 413)):
             bad = httpx.post(f"{url}/predict", content=body, timeout=30)
             assert bad.status_code == status and "error" in bad.json(), bad.text
@@ -570,6 +618,11 @@ def test_vistrain_serve_end_to_end(run_dir, clf, tmp_path):
         after = httpx.get(f"{url}/healthz").json()
         assert after["status"] == "ok" and after["images"] - before["images"] == 16
         assert after["model_calls"] - before["model_calls"] < 16
+        metrics = httpx.get(f"{url}/metrics").text
+        assert metric(metrics, "vistrain_model_images_total") == after["images"]
+        assert metric(metrics, "vistrain_http_errors_total", path="/predict", status="413") == 3
     finally:
         code, err = server.stop()
     assert code == 0 and "Traceback" not in err, err[-3000:]
+    access = [line for line in err.splitlines() if line.startswith('{"method": "POST", "path": "/predict"')]
+    assert len(access) >= 16 + 6, err[-3000:]  # one line per request, on stderr

@@ -12,6 +12,9 @@ Endpoints (every error is a JSON ``{"error": "..."}`` with a 4xx status naming t
   explained class in the ``X-Vistrain-Class`` header (percent-encoded UTF-8).
 * ``GET /healthz``: ``{"status": "ok", "model_calls", "images"}`` while the model worker runs.
 * ``GET /metadata``: classes, preprocessing, model name, versions, engine, batching settings.
+* ``GET /metrics``: requests, latency, errors by status, model calls and batch sizes in the
+  Prometheus text format (:mod:`vistrain.server.metrics`, which also logs one JSON line per
+  request on the ``vistrain.access`` logger).
 * ``GET /``: one self-contained page (``page.html``: inline CSS and JS, no external request).
 
 Uploads are decoded by :func:`vistrain.data.io.load_image`, as files given to ``vistrain
@@ -79,15 +82,19 @@ def require_deploy() -> types.SimpleNamespace:
     (``vistrain[deploy]``) that ``import vistrain`` and the other verbs must not need."""
     if not (find_spec("python_multipart") or find_spec("multipart")):  # Starlette parses forms with it
         raise VistrainError(f"vistrain serve needs python-multipart: {INSTALL_HINT}")
+    if not find_spec("prometheus_client"):  # GET /metrics (vistrain.server.metrics)
+        raise VistrainError(f"vistrain serve needs prometheus-client: {INSTALL_HINT}")
     try:
         from starlette.applications import Starlette
         from starlette.exceptions import HTTPException
+        from starlette.middleware import Middleware
         from starlette.requests import ClientDisconnect, Request
         from starlette.responses import HTMLResponse, JSONResponse, Response
         from starlette.routing import Route
     except ImportError as err:
         raise VistrainError(f"vistrain serve needs {err.name or 'starlette'}: {INSTALL_HINT}") from None
     return types.SimpleNamespace(Starlette=Starlette, HTTPException=HTTPException, Request=Request,
+                                 Middleware=Middleware,
                                  ClientDisconnect=ClientDisconnect,
                                  HTMLResponse=HTMLResponse, JSONResponse=JSONResponse,
                                  Response=Response, Route=Route)
@@ -217,8 +224,9 @@ class Service:
 
     def __init__(self, clf: Classifier, *, max_batch: int, wait_ms: float, max_body_bytes: int,
                  max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-                 decode_threads: int = DEFAULT_DECODE_THREADS):
+                 decode_threads: int = DEFAULT_DECODE_THREADS, metrics=None):
         self.clf, self.max_batch, self.wait_ms = clf, max_batch, wait_ms
+        self.metrics = metrics  # a vistrain.server.metrics.Metrics, or None
         self.max_body_bytes, self.max_image_pixels = max_body_bytes, max_image_pixels
         # one lock for every use of the model: Grad-CAM adds a forward hook the batch must not see
         self.model_lock = threading.Lock()
@@ -231,6 +239,8 @@ class Service:
                      "versions": versions()}
 
     def _infer(self, pixels: list[torch.Tensor]) -> np.ndarray:
+        if self.metrics is not None:
+            self.metrics.model_call(len(pixels))
         with self.model_lock:
             return self.clf.predict_pixels(pixels)
 
@@ -350,14 +360,17 @@ def create_app(classifier: Classifier, *, max_batch: int = DEFAULT_MAX_BATCH,
     ``max_image_pixels``: largest width x height accepted (413 above, read from the header; the
     process-wide limit of :func:`vistrain.data.io.set_max_image_pixels` still applies on top);
     ``decode_threads``: uploads decoded at once (default 2; ``None``: the default).  ``app.state.service``
-    holds the :class:`Service` (``service.batcher`` counts model calls); the batcher stops when
-    the app shuts down.
+    holds the :class:`Service` (``service.batcher`` counts model calls, ``service.metrics`` is
+    what ``/metrics`` reports); the batcher stops when the app shuts down.
     """
     web = require_deploy()
+    # imported here: prometheus_client is part of the optional extra, like Starlette
+    from vistrain.server.metrics import CONTENT_TYPE, Metrics, Observed
     probe_model(classifier)
+    metrics = Metrics()
     service = Service(classifier, max_batch=max_batch, wait_ms=wait_ms,
                       max_body_bytes=max_body_bytes, max_image_pixels=max_image_pixels,
-                      decode_threads=decode_threads or DEFAULT_DECODE_THREADS)
+                      decode_threads=decode_threads or DEFAULT_DECODE_THREADS, metrics=metrics)
     page = load_page()
 
     async def index(request):
@@ -369,6 +382,9 @@ def create_app(classifier: Classifier, *, max_batch: int = DEFAULT_MAX_BATCH,
     async def metadata(request):
         return service.metadata()
 
+    async def prometheus(request):
+        return web.Response(metrics.exposition(), media_type=CONTENT_TYPE)
+
     async def http_error(request, exc):  # unknown paths and methods answer JSON too
         return web.JSONResponse({"error": f"{request.method} {request.url.path}: {exc.detail}"},
                                 status_code=exc.status_code)
@@ -376,6 +392,7 @@ def create_app(classifier: Classifier, *, max_batch: int = DEFAULT_MAX_BATCH,
     routes = [web.Route("/", _endpoint(web, index), methods=["GET"]),
               web.Route("/healthz", _endpoint(web, health), methods=["GET"]),
               web.Route("/metadata", _endpoint(web, metadata), methods=["GET"]),
+              web.Route("/metrics", _endpoint(web, prometheus), methods=["GET"]),
               web.Route("/predict", _endpoint(web, lambda r: service.predict(web, r)), methods=["POST"]),
               web.Route("/explain", _endpoint(web, lambda r: service.explain(web, r)), methods=["POST"])]
 
@@ -385,6 +402,6 @@ def create_app(classifier: Classifier, *, max_batch: int = DEFAULT_MAX_BATCH,
         service.close()
 
     app = web.Starlette(routes=routes, exception_handlers={web.HTTPException: http_error},
-                        lifespan=lifespan)
+                        middleware=[web.Middleware(Observed, metrics=metrics)], lifespan=lifespan)
     app.state.service = service
     return app
