@@ -626,3 +626,11 @@ def test_vistrain_serve_end_to_end(run_dir, clf, tmp_path):
     assert code == 0 and "Traceback" not in err, err[-3000:]
     access = [line for line in err.splitlines() if line.startswith('{"method": "POST", "path": "/predict"')]
     assert len(access) >= 16 + 6, err[-3000:]  # one line per request, on stderr
+
+
+@pytest.mark.parametrize("kwargs, word", [({"tta": "mirror"}, "tta"), ({"decode_threads": 0}, "decode_threads"),
+                                          ({"max_image_pixels": 2.5}, "max_image_pixels")])
+def test_the_api_refuses_bad_serve_options_in_one_line_before_loading(kwargs, word, tmp_path):
+    with pytest.raises(VistrainError, match=word) as err:
+        serve_job.serve(tmp_path / "no-run-here", port=0, **kwargs)  # refused before the run is read
+    assert "\n" not in str(err.value)
