@@ -97,6 +97,17 @@ def png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
 
 
+def huge_png(width: int = 17_000, height: int = 17_000) -> bytes:
+    """A valid all-black 1-bit PNG of ``width x height`` (289 MP by default) in about 35 KB: the
+    zlib stream is built row by row, never holding the image (decoding it would cost seconds)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    row, packer = b"\0" * (1 + (width + 7) // 8), zlib.compressobj(9)  # filter byte + packed bits
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
 class Server:
     """``vistrain serve RUN --port 0 ...`` as a subprocess; ``url`` once it answers /healthz."""
 
@@ -293,8 +304,9 @@ def bad_requests() -> list[tuple[str, dict, tuple[int, ...], str]]:
         ("/predict", {"content": b"just some text, not an image"}, (415,), "not an image"),
         ("/predict", {"files": {"file": ("notes.txt", b"hello")}}, (415,), "notes.txt"),
         ("/predict", {"content": good[: len(good) // 2]}, (400,), "truncated"),
-        ("/predict", {"content": png_header_only(30000, 30000)}, (413,), "decompression bomb"),
-        ("/predict", {"content": png_header_only(20000, 20000)}, (413,), "decompression bomb"),
+        ("/predict", {"content": png_header_only(30000, 30000)}, (413,), "--max-image-pixels"),
+        ("/predict", {"content": png_header_only(20000, 20000)}, (413,), "--max-image-pixels"),
+        ("/predict", {"content": png_header_only(17000, 17000)}, (413,), "40,000,000 pixels"),
         ("/predict", {"content": b"\0" * (LIMIT + 1)}, (413,), "limit"),
         ("/predict", {"files": {"other": ("a.png", good)}}, (400,), "'file'"),
         ("/predict", {"data": {"file": "text"}, "files": {"x": ("a", b"1")}}, (400,), "'file'"),
@@ -360,6 +372,130 @@ def test_body_limit_is_enforced_while_reading(app):
     assert declared.status_code == 413
 
 
+def test_a_huge_image_is_refused_from_its_header_before_any_decoding(app, monkeypatch):
+    """A 35 KB PNG claiming 17,000 x 17,000 pixels (289 MP, seconds and over a gigabyte to
+    decode): one JSON 413 naming the limit and the flag, and the decoder is never called."""
+    data = huge_png()
+    assert len(data) < 100_000
+    decoded = []
+    monkeypatch.setattr(type(app.state.service.clf.preprocess), "pixels",
+                        lambda self, path: decoded.append(path))
+    t = time.perf_counter()
+    r = call(app, "POST", "/predict", files={"file": ("huge.png", data)})
+    assert time.perf_counter() - t < 2
+    assert r.status_code == 413 and set(r.json()) == {"error"}
+    assert r.json()["error"] == ("huge.png: 17000x17000 = 289,000,000 pixels is over this server's "
+                                 "limit of 40,000,000 pixels; send a smaller image, or start the "
+                                 "server with a larger --max-image-pixels")
+    assert call(app, "POST", "/explain", content=data).status_code == 413
+    assert decoded == []
+
+
+def test_the_pixel_limit_is_the_servers_own_and_inclusive(clf):
+    small = create_app(clf, max_image_pixels=48 * 40)  # png_bytes is 48 x 40
+    try:
+        assert call(small, "POST", "/predict", content=png_bytes(1)).status_code == 200
+        bigger = call(small, "POST", "/predict", content=png_bytes(1, size=(48, 41)))
+        assert bigger.status_code == 413 and "limit of 1,920 pixels" in bigger.json()["error"]
+        assert call(small, "GET", "/metadata").json()["max_image_pixels"] == 1920
+    finally:
+        small.state.service.close()
+
+
+def test_at_most_decode_threads_uploads_are_decoded_at_once(clf):
+    bounded = create_app(clf, decode_threads=2)
+    service, lock, running, most = bounded.state.service, threading.Lock(), [0], [0]
+    decode = service.decode
+
+    def slow_decode(name, data):  # a decode that takes a while: the others must wait their turn
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.15)
+            return decode(name, data)
+        finally:
+            with lock:
+                running[0] -= 1
+    service.decode = slow_decode
+
+    async def go():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=bounded), base_url="http://t") as c:
+            return await asyncio.gather(*(c.post("/predict", content=png_bytes(i)) for i in range(6)))
+    try:
+        responses = asyncio.run(go())
+    finally:
+        service.close()
+    assert [r.status_code for r in responses] == [200] * 6
+    assert most[0] == 2
+    assert create_app(clf).state.service.decode_threads == serve_app.DEFAULT_DECODE_THREADS == 2
+
+
+def test_a_tta_server_answers_the_tta_probabilities(run_dir, clf, tmp_path):
+    flip = Classifier.from_run(run_dir, device="cpu", tta="flip")
+    flip_app = create_app(flip)
+    data = png_bytes(6)
+    try:
+        got = call(flip_app, "POST", "/predict?top_k=3", content=data).json()["top"]
+        assert_same_top(got, predict_top(flip, data, tmp_path, 3))
+        plain = predict_top(clf, data, tmp_path, 3)
+        assert abs(got[0]["probability"] - plain[0]["probability"]) > 1e-6  # TTA changed the answer
+        cam = call(flip_app, "POST", "/explain", content=data)  # explains /predict's answer
+        assert cam.headers["x-vistrain-class"] == got[0]["class"]
+        assert abs(float(cam.headers["x-vistrain-probability"]) - got[0]["probability"]) < 1e-5
+        assert call(flip_app, "GET", "/metadata").json()["tta"] == "flip"
+    finally:
+        flip_app.state.service.close()
+
+
+def metric(text: str, name: str, **labels) -> float:
+    """The value of one sample of a Prometheus text exposition (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+def test_metrics_count_requests_latency_errors_batches_and_model_calls(clf):
+    fresh = create_app(clf, max_batch=8, wait_ms=50)
+    try:
+        async def go():
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=fresh), base_url="http://t") as c:
+                answers = await asyncio.gather(*(c.post("/predict", content=png_bytes(i)) for i in range(4)))
+                answers += [await c.post("/predict", content=b"not an image"), await c.get("/nope"),
+                            await c.get("/nope/../../etc")]
+                return answers, await c.get("/metrics")
+        answers, r = asyncio.run(go())
+        assert [a.status_code for a in answers] == [200] * 4 + [415, 404, 404]
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
+        text, batcher = r.text, fresh.state.service.batcher
+        assert metric(text, "vistrain_http_requests_total", method="POST", path="/predict", status="200") == 4
+        assert metric(text, "vistrain_http_errors_total", path="/predict", status="415") == 1
+        assert metric(text, "vistrain_http_errors_total", path="other", status="404") == 2  # not each path
+        assert metric(text, "vistrain_http_request_duration_seconds_count", path="/predict") == 5
+        assert metric(text, "vistrain_model_calls_total") == batcher.calls < 4  # batched
+        assert metric(text, "vistrain_model_images_total") == 4
+        assert metric(text, "vistrain_batch_size_count") == batcher.calls
+        assert metric(text, "vistrain_batch_size_sum") == 4
+    finally:
+        fresh.state.service.close()
+
+
+def test_one_json_access_log_line_per_request(app, caplog):
+    import json
+    caplog.set_level("INFO", logger="vistrain.access")
+    call(app, "POST", "/predict?top_k=1", content=png_bytes(1))
+    call(app, "POST", "/predict", content=b"not an image")
+    lines = [r.getMessage() for r in caplog.records if r.name == "vistrain.access"]
+    assert len(lines) == 2 and all("\n" not in line for line in lines)
+    first, second = (json.loads(line) for line in lines)
+    assert (first["method"], first["path"], first["status"]) == ("POST", "/predict", 200)
+    assert second["status"] == 415 and first["ms"] > 0 and set(first) == {"method", "path", "status",
+                                                                          "ms", "client"}
+
+
 def test_unknown_paths_and_methods_answer_json(app):
     assert call(app, "GET", "/nope").json() == {"error": "GET /nope: Not Found"}
     r = call(app, "GET", "/predict")
@@ -405,13 +541,40 @@ def test_cli_json_prints_one_document_with_the_address(run_dir, monkeypatch, cap
     assert main(["serve", str(run_dir), "--port", "0", "--max-batch", "4", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["url"].startswith("http://127.0.0.1:") and doc["max_batch"] == 4
-    assert apps[0].state.service.batcher.max_batch == 4
-    apps[0].state.service.close()
+    assert doc["tta"] == "none"
+    service = apps[0].state.service
+    assert service.batcher.max_batch == 4 and service.clf.tta == "none"
+    assert (service.max_image_pixels, service.decode_threads) == (40_000_000, 2)  # as --help says
+    service.close()
+
+
+def test_cli_passes_tta_and_the_limits_to_the_server(run_dir, tmp_path, monkeypatch, capsys):
+    import uvicorn
+    from vistrain.cli.main import main
+    from vistrain.data import io as image_io
+    apps = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: apps.append(self.config.app))
+    monkeypatch.setattr(image_io, "MAX_PIXELS", image_io.MAX_PIXELS)  # serve sets the process limit
+    monkeypatch.setenv(image_io.MAX_PIXELS_ENV, str(image_io.MAX_PIXELS))
+    monkeypatch.setattr(image_io.Image, "MAX_IMAGE_PIXELS", image_io.Image.MAX_IMAGE_PIXELS)
+    assert main(["serve", str(run_dir), "--port", "0", "--tta", "flip", "--max-image-pixels",
+                 "5000000", "--decode-threads", "3"]) == 0
+    service = apps[0].state.service
+    try:
+        assert service.clf.tta == "flip" and service.metadata()["tta"] == "flip"
+        assert service.max_image_pixels == 5_000_000 == image_io.max_image_pixels()
+        assert service.decode_threads == 3
+        data = png_bytes(6)
+        want = predict_top(Classifier.from_run(run_dir, device="cpu", tta="flip"), data, tmp_path, 2)
+        assert_same_top(call(apps[0], "POST", "/predict?top_k=2", content=data).json()["top"], want)
+    finally:
+        service.close()
 
 
 @pytest.mark.parametrize("argv, word", [
     (["--port", "70000"], "port"), (["--max-batch", "0"], "max_batch"),
-    (["--max-body-mb", "0"], "max_body_mb"), (["--wait-ms", "-1"], "wait_ms")])
+    (["--max-body-mb", "0"], "max_body_mb"), (["--wait-ms", "-1"], "wait_ms"),
+    (["--max-image-pixels", "0"], "max_image_pixels"), (["--decode-threads", "0"], "decode_threads")])
 def test_cli_refuses_bad_options_in_one_line(capsys, run_dir, argv, word):
     assert word in cli_error(capsys, ["serve", str(run_dir), *argv])
 
@@ -435,7 +598,7 @@ def test_vistrain_serve_end_to_end(run_dir, clf, tmp_path):
         assert cam.status_code == 200 and cam.content[:8] == b"\x89PNG\r\n\x1a\n"
         assert httpx.get(f"{url}/metadata").json()["classes"] == list(CLASSES)
         assert "<script>" in httpx.get(f"{url}/").text
-        for body, status in ((b"not an image", 415), (data[:200], 400),
+        for body, status in ((b"not an image", 415), (data[:200], 400), (huge_png(), 413),
                              (png_header_only(30000, 30000), 413), (b"\0" * 300_000, 413)):
             bad = httpx.post(f"{url}/predict", content=body, timeout=30)
             assert bad.status_code == status and "error" in bad.json(), bad.text
@@ -455,6 +618,19 @@ def test_vistrain_serve_end_to_end(run_dir, clf, tmp_path):
         after = httpx.get(f"{url}/healthz").json()
         assert after["status"] == "ok" and after["images"] - before["images"] == 16
         assert after["model_calls"] - before["model_calls"] < 16
+        metrics = httpx.get(f"{url}/metrics").text
+        assert metric(metrics, "vistrain_model_images_total") == after["images"]
+        assert metric(metrics, "vistrain_http_errors_total", path="/predict", status="413") == 3
     finally:
         code, err = server.stop()
     assert code == 0 and "Traceback" not in err, err[-3000:]
+    access = [line for line in err.splitlines() if line.startswith('{"method": "POST", "path": "/predict"')]
+    assert len(access) >= 16 + 6, err[-3000:]  # one line per request, on stderr
+
+
+@pytest.mark.parametrize("kwargs, word", [({"tta": "mirror"}, "tta"), ({"decode_threads": 0}, "decode_threads"),
+                                          ({"max_image_pixels": 2.5}, "max_image_pixels")])
+def test_the_api_refuses_bad_serve_options_in_one_line_before_loading(kwargs, word, tmp_path):
+    with pytest.raises(VistrainError, match=word) as err:
+        serve_job.serve(tmp_path / "no-run-here", port=0, **kwargs)  # refused before the run is read
+    assert "\n" not in str(err.value)

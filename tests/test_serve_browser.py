@@ -100,6 +100,100 @@ class Browser:
                 continue
 
 
+def open_page(browser: Browser, url: str) -> int:
+    """Navigate to the served page and wait for it; the node id of its file input."""
+    for domain in ("Page", "Runtime", "Network", "Log", "DOM"):
+        browser.send(f"{domain}.enable")
+    browser.send("Page.navigate", url=f"{url}/")
+    browser.wait_for("document.readyState === 'complete' && !!document.getElementById('file')")
+    browser.wait_for("document.getElementById('model').textContent.includes('classes')")
+    root = browser.send("DOM.getDocument")["root"]["nodeId"]
+    return browser.send("DOM.querySelector", nodeId=root, selector="#file")["nodeId"]
+
+
+def settled_state(browser: Browser) -> str:
+    return browser.wait_for("['done', 'error'].includes(document.body.dataset.state) && "
+                            "document.body.dataset.state")
+
+
+SHOWN = ("[document.getElementById('top1').textContent, document.getElementById('top1').dataset.probability,"
+         " document.querySelectorAll('#bars .row').length, document.getElementById('results').hidden]")
+
+
+def test_an_error_clears_the_previous_result(run_dir, tmp_path):  # noqa: F811
+    assert CHROMIUM is not None, "chromium is required in CI to check the served page works"
+    good, bad = tmp_path / "good.png", tmp_path / "notes.png"
+    good.write_bytes(png_bytes(1))
+    bad.write_bytes(b"just some text, not an image")
+    server, browser = Server(run_dir), None
+    try:
+        browser = Browser(tmp_path / "profile")
+        node = open_page(browser, server.url)
+        browser.send("DOM.setFileInputFiles", files=[str(good)], nodeId=node)
+        assert settled_state(browser) == "done"
+        assert browser.evaluate(SHOWN)[2] == 3
+        browser.send("DOM.setFileInputFiles", files=[str(bad)], nodeId=node)
+        browser.wait_for("document.body.dataset.state === 'error'")
+        assert browser.evaluate(SHOWN) == ["", "", 0, True]  # no bars of the previous image
+        status = browser.evaluate("document.getElementById('status').textContent")
+        assert status.startswith("error: notes.png: not an image"), status
+    finally:
+        if browser is not None:
+            browser.close()
+        code, err = server.stop()
+    assert code == 0, err[-2000:]
+
+
+# The first /predict of the page is held back 1.5 s after its answer arrived, as on a slow network;
+# the signals of the page's requests are kept to see which were aborted.
+SLOW_FIRST_PREDICT = """
+window.signals = [];
+const originalFetch = window.fetch;
+let predicts = 0;
+window.fetch = async (url, init) => {
+  const first = String(url).startsWith("predict") && predicts++ === 0;
+  window.signals.push([String(url), init && init.signal]);
+  const resp = await originalFetch(url, init);
+  if (first) await new Promise((done) => setTimeout(done, 1500));
+  return resp;
+};
+true
+"""
+
+
+def test_overlapping_uploads_show_only_the_last_images_result(run_dir, tmp_path):  # noqa: F811
+    assert CHROMIUM is not None, "chromium is required in CI to check the served page works"
+    first, last = tmp_path / "first.png", tmp_path / "last.png"
+    first.write_bytes(png_bytes(0))
+    last.write_bytes(png_bytes(2))
+    server, browser = Server(run_dir), None
+    try:
+        want = {p.name: httpx.post(f"{server.url}/predict", files={"file": (p.name, p.read_bytes())},
+                                   timeout=30).json()["top"] for p in (first, last)}
+        assert want["first.png"][0]["probability"] != want["last.png"][0]["probability"]
+        browser = Browser(tmp_path / "profile")
+        node = open_page(browser, server.url)
+        assert browser.evaluate(SLOW_FIRST_PREDICT)
+        browser.send("DOM.setFileInputFiles", files=[str(first)], nodeId=node)
+        browser.send("DOM.setFileInputFiles", files=[str(last)], nodeId=node)
+        assert settled_state(browser) == "done"
+        browser.wait_for("document.body.dataset.cam === 'done'")
+        time.sleep(2.5)  # past the first answer's delay: it must not replace the last one
+        top1, probability, rows, hidden = browser.evaluate(SHOWN)
+        assert (top1, rows, hidden) == (want["last.png"][0]["class"], 3, False)
+        assert abs(float(probability) - want["last.png"][0]["probability"]) < 1e-6
+        assert browser.evaluate("document.getElementById('status').textContent") == "last.png"
+        aborted = browser.evaluate("window.signals.map(([url, s]) => [url.split('?')[0], s.aborted])")
+        assert aborted[0] == ["predict", True], aborted  # the first image's request was aborted
+        assert ["predict", False] in aborted[1:] and ["explain", False] in aborted[1:], aborted
+        assert ["explain", True] not in aborted and len(aborted) == 3, aborted  # no CAM of the first
+    finally:
+        if browser is not None:
+            browser.close()
+        code, err = server.stop()
+    assert code == 0, err[-2000:]
+
+
 def test_page_shows_the_top1_and_the_gradcam_of_a_chosen_image(run_dir, tmp_path):  # noqa: F811
     assert CHROMIUM is not None, "chromium is required in CI to check the served page works"
     image = tmp_path / "chosen.png"

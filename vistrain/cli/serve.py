@@ -27,9 +27,13 @@ def register(sub) -> None:
                    help="how long a request waits for others to share its model call")
     p.add_argument("--max-body-mb", type=float, default=20.0,
                    help="largest request body accepted, in MiB (larger: 413)")
+    # the defaults are the workflow's (vistrain.server.app): not imported here, it loads torch
     p.add_argument("--max-image-pixels", type=int,
-                   help="refuse larger images as decompression bombs (default 300000000)")
-    p.add_argument("--decode-threads", type=int, help="threads decoding uploads (default min(4, CPUs))")
+                   help="largest width x height of an upload, read from its header before decoding "
+                        "(larger: 413; default 40000000)")
+    p.add_argument("--decode-threads", type=int,
+                   help="uploads decoded at once; each may hold an image of --max-image-pixels "
+                        "(default 2)")
     p.add_argument("--device", default="auto", help="auto (CUDA when there is one) | cpu | cuda | cuda:N")
     add_engine_options(p)
     p.add_argument("--json", action="store_true",
@@ -41,13 +45,16 @@ def run(args) -> int:
     def ready(url: str) -> None:
         if args.json:
             print_json({"url": url, "run_dir": args.run_dir, "max_batch": args.max_batch,
-                        "wait_ms": args.wait_ms})
+                        "wait_ms": args.wait_ms, "tta": args.tta})
         else:
             print(f"serving {args.run_dir} on {url} (Ctrl-C to stop)")
         sys.stdout.flush()  # a pipe would hold the line back until the server stops
 
+    limits = {key: value for key, value in (("max_image_pixels", args.max_image_pixels),
+                                            ("decode_threads", args.decode_threads))
+              if value is not None}  # not given: the workflow's defaults
     job("serve").serve(args.run_dir, host=args.host, port=args.port, max_batch=args.max_batch,
-          wait_ms=args.wait_ms, max_body_mb=args.max_body_mb,
-          max_image_pixels=args.max_image_pixels, device=args.device, engine=args.engine,
-          threads=args.threads, decode_threads=args.decode_threads, ready=ready)
+                       wait_ms=args.wait_ms, max_body_mb=args.max_body_mb, device=args.device,
+                       engine=args.engine, threads=args.threads, tta=args.tta, ready=ready,
+                       **limits)
     return 0

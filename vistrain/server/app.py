@@ -12,13 +12,22 @@ Endpoints (every error is a JSON ``{"error": "..."}`` with a 4xx status naming t
   explained class in the ``X-Vistrain-Class`` header (percent-encoded UTF-8).
 * ``GET /healthz``: ``{"status": "ok", "model_calls", "images"}`` while the model worker runs.
 * ``GET /metadata``: classes, preprocessing, model name, versions, engine, batching settings.
+* ``GET /metrics``: requests, latency, errors by status, model calls and batch sizes in the
+  Prometheus text format (:mod:`vistrain.server.metrics`, which also logs one JSON line per
+  request on the ``vistrain.access`` logger).
 * ``GET /``: one self-contained page (``page.html``: inline CSS and JS, no external request).
 
 Uploads are decoded by :func:`vistrain.data.io.load_image`, as files given to ``vistrain
-predict`` are (EXIF rotation, alpha on white, the decompression-bomb limit of
-:func:`vistrain.data.io.set_max_image_pixels`), so the server's answer is the answer of
-``Classifier.predict`` on the same file.  The body limit is enforced while reading: a client
-cannot make the server buffer more than ``max_body_bytes``.
+predict`` are (EXIF rotation, alpha on white), so the server's answer is the answer of
+``Classifier.predict`` on the same file.  What one request may cost is bounded:
+
+* the body limit is enforced while reading: a client cannot make the server buffer more than
+  ``max_body_bytes``;
+* the image's size is read from its header before anything is decoded: more than
+  ``max_image_pixels`` (default 40 MP) is a 413 (a 35 KB PNG can claim 17,000 x 17,000 pixels,
+  seconds of CPU and a gigabyte of memory to decode);
+* at most ``decode_threads`` uploads (default 2) are decoded at once, in a thread pool of that
+  size; the others wait their turn, so concurrent requests cannot multiply the memory of a decode.
 
 Example (in-process, with the test client of Starlette):
     >>> from starlette.testclient import TestClient                       # doctest: +SKIP
@@ -32,10 +41,11 @@ import asyncio
 import contextlib
 import io
 import logging
-import os
+import re
 import tempfile
 import threading
 import types
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from importlib.util import find_spec
@@ -46,7 +56,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vistrain.artifact import META, DamagedModelError, check_finite_probabilities, read_meta, versions
+from vistrain.artifact import META, DamagedModelError, read_meta, versions
 from vistrain.errors import ImageLoadError, VistrainError
 from vistrain.interpret.cam import METHODS, compute_cam, find_target_layer, overlay
 from vistrain.predictor import Classifier
@@ -57,6 +67,9 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BATCH = 32
 DEFAULT_WAIT_MS = 5.0
 DEFAULT_MAX_BODY_BYTES = 20 * 2**20
+# 40 MP is above any phone photo (12-20 MP); such a PNG took 0.7 s and 190 MB to decode on 2 cores.
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+DEFAULT_DECODE_THREADS = 2  # concurrent decodes: each may hold an image of max_image_pixels
 INSTALL_HINT = "install with pip install 'vistrain[deploy]'"
 # The page may run only its own inline script and talk only to this server.
 PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
@@ -69,15 +82,19 @@ def require_deploy() -> types.SimpleNamespace:
     (``vistrain[deploy]``) that ``import vistrain`` and the other verbs must not need."""
     if not (find_spec("python_multipart") or find_spec("multipart")):  # Starlette parses forms with it
         raise VistrainError(f"vistrain serve needs python-multipart: {INSTALL_HINT}")
+    if not find_spec("prometheus_client"):  # GET /metrics (vistrain.server.metrics)
+        raise VistrainError(f"vistrain serve needs prometheus-client: {INSTALL_HINT}")
     try:
         from starlette.applications import Starlette
         from starlette.exceptions import HTTPException
+        from starlette.middleware import Middleware
         from starlette.requests import ClientDisconnect, Request
         from starlette.responses import HTMLResponse, JSONResponse, Response
         from starlette.routing import Route
     except ImportError as err:
         raise VistrainError(f"vistrain serve needs {err.name or 'starlette'}: {INSTALL_HINT}") from None
     return types.SimpleNamespace(Starlette=Starlette, HTTPException=HTTPException, Request=Request,
+                                 Middleware=Middleware,
                                  ClientDisconnect=ClientDisconnect,
                                  HTMLResponse=HTMLResponse, JSONResponse=JSONResponse,
                                  Response=Response, Route=Route)
@@ -157,6 +174,32 @@ def top_entries(probs: np.ndarray, classes: list[str], k: int) -> list[dict]:
     return [{"class": classes[i], "index": int(i), "probability": float(probs[i])} for i in order]
 
 
+def too_many_pixels(name: str, pixels: int, limit: int, dims: str = "") -> HTTPProblem:
+    """The 413 of an image over the server's pixel limit: the count, the limit and the flag."""
+    return HTTPProblem(413, f"{name}: {dims}{pixels:,} pixels is over this server's limit of "
+                            f"{limit:,} pixels; send a smaller image, or start the server with a "
+                            "larger --max-image-pixels")
+
+
+def check_image_header(name: str, data: bytes, limit: int) -> None:
+    """413 :class:`HTTPProblem` when the image's header claims more than ``limit`` pixels.  Only
+    the header is read (``Image.open`` is lazy): nothing is decoded.  A file Pillow cannot open
+    passes: decoding it then gives the precise error (415, truncated, ...)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = img.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        # Pillow's own guard fires in Image.open above its limit; its message has the count
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        raise too_many_pixels(name, int(found.group(1)) if found else limit + 1, limit) from None
+    except Exception:  # not an image, damaged header: the decode names the problem
+        return
+    if width * height > limit:
+        raise too_many_pixels(name, width * height, limit, f"{width}x{height} = ")
+
+
 def image_problem(err: ImageLoadError, name: str) -> HTTPProblem:
     """The HTTP status and message of an upload that could not be decoded."""
     if err.reason.startswith("not an image"):
@@ -180,25 +223,32 @@ class Service:
     """The state behind the endpoints: the classifier, its batcher, the decode pool and limits."""
 
     def __init__(self, clf: Classifier, *, max_batch: int, wait_ms: float, max_body_bytes: int,
-                 decode_threads: int | None = None):
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+                 decode_threads: int = DEFAULT_DECODE_THREADS, metrics=None):
         self.clf, self.max_batch, self.wait_ms = clf, max_batch, wait_ms
-        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics  # a vistrain.server.metrics.Metrics, or None
+        self.max_body_bytes, self.max_image_pixels = max_body_bytes, max_image_pixels
         # one lock for every use of the model: Grad-CAM adds a forward hook the batch must not see
         self.model_lock = threading.Lock()
         self.batcher = DynamicBatcher(self._infer, max_batch=max_batch, wait_ms=wait_ms)
-        self.pool = ThreadPoolExecutor(decode_threads or min(4, os.cpu_count() or 1),
-                                       thread_name_prefix="vistrain-decode")
+        # the pool's size is the bound on decodes (and Grad-CAM images) running at once
+        self.decode_threads = decode_threads
+        self.pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="vistrain-decode")
         self._cam_layer: str | None = None
         self.info = {**model_info(clf), "engine": getattr(clf, "engine", "torch"),
                      "versions": versions()}
 
     def _infer(self, pixels: list[torch.Tensor]) -> np.ndarray:
+        if self.metrics is not None:
+            self.metrics.model_call(len(pixels))
         with self.model_lock:
             return self.clf.predict_pixels(pixels)
 
     def decode(self, name: str, data: bytes) -> torch.Tensor:
         """``(C, S, S)`` uint8 pixels of an upload, decoded from a temporary file by the same
-        code as files given to ``predict`` (so the answers agree); 4xx :class:`HTTPProblem` if bad."""
+        code as files given to ``predict`` (so the answers agree); 4xx :class:`HTTPProblem` if bad
+        (413 before any decoding when the header claims more than ``max_image_pixels``)."""
+        check_image_header(name, data, self.max_image_pixels)
         with tempfile.NamedTemporaryFile(prefix="vistrain-serve-") as tmp:
             tmp.write(data)
             tmp.flush()
@@ -235,11 +285,11 @@ class Service:
         with self.model_lock:
             if self._cam_layer is None:  # found once: the search runs a probe forward pass
                 self._cam_layer = find_target_layer(clf.model, (pre.channels, pre.size, pre.size))[0]
-            cams, logits = compute_cam(clf.model, x, method=method, target_layer=self._cam_layer)
-        # the run's calibration, as /predict gives it: one probability for one image and run
-        probs = check_finite_probabilities((logits.float() / clf.temperature).softmax(1)[0],
-                                          clf.weights_file)
-        pred = int(probs.argmax())
+            # the class and probability /predict gives (engine, calibration, test-time augmentation)
+            probs = clf.predict_pixels([pixels])[0]
+            pred = int(probs.argmax())
+            cams, _ = compute_cam(clf.model, x, target_class=pred, method=method,
+                                  target_layer=self._cam_layer)
         blend = overlay(pixels.permute(1, 2, 0).numpy(), cams[0].cpu())
         buf = io.BytesIO()
         Image.fromarray(blend).save(buf, "PNG")
@@ -254,8 +304,10 @@ class Service:
         return {"classes": self.clf.classes, "num_classes": len(self.clf.classes),
                 "preprocess": self.clf.preprocess.to_dict(), "source": self.clf.source,
                 **self.info, "device": str(self.clf.device),
+                "tta": getattr(self.clf, "tta", "none"),
                 "batching": {"max_batch": self.max_batch, "wait_ms": self.wait_ms},
-                "max_body_bytes": self.max_body_bytes}
+                "max_body_bytes": self.max_body_bytes, "max_image_pixels": self.max_image_pixels,
+                "decode_threads": self.decode_threads}
 
     def close(self) -> None:
         self.batcher.close()
@@ -299,19 +351,26 @@ def probe_model(clf: Classifier) -> None:
 
 def create_app(classifier: Classifier, *, max_batch: int = DEFAULT_MAX_BATCH,
                wait_ms: float = DEFAULT_WAIT_MS, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+               max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
                decode_threads: int | None = None):
     """The Starlette app serving ``classifier`` (see the module docstring for the endpoints).
 
     ``max_batch``: most images per model call (1 turns batching off); ``wait_ms``: how long the
     first request of a batch waits for others; ``max_body_bytes``: largest request body accepted;
-    ``decode_threads``: threads decoding uploads (default min(4, CPUs)).  ``app.state.service``
-    holds the :class:`Service` (``service.batcher`` counts model calls); the batcher stops when
-    the app shuts down.
+    ``max_image_pixels``: largest width x height accepted (413 above, read from the header; the
+    process-wide limit of :func:`vistrain.data.io.set_max_image_pixels` still applies on top);
+    ``decode_threads``: uploads decoded at once (default 2; ``None``: the default).  ``app.state.service``
+    holds the :class:`Service` (``service.batcher`` counts model calls, ``service.metrics`` is
+    what ``/metrics`` reports); the batcher stops when the app shuts down.
     """
     web = require_deploy()
+    # imported here: prometheus_client is part of the optional extra, like Starlette
+    from vistrain.server.metrics import CONTENT_TYPE, Metrics, Observed
     probe_model(classifier)
+    metrics = Metrics()
     service = Service(classifier, max_batch=max_batch, wait_ms=wait_ms,
-                      max_body_bytes=max_body_bytes, decode_threads=decode_threads)
+                      max_body_bytes=max_body_bytes, max_image_pixels=max_image_pixels,
+                      decode_threads=decode_threads or DEFAULT_DECODE_THREADS, metrics=metrics)
     page = load_page()
 
     async def index(request):
@@ -323,6 +382,9 @@ def create_app(classifier: Classifier, *, max_batch: int = DEFAULT_MAX_BATCH,
     async def metadata(request):
         return service.metadata()
 
+    async def prometheus(request):
+        return web.Response(metrics.exposition(), media_type=CONTENT_TYPE)
+
     async def http_error(request, exc):  # unknown paths and methods answer JSON too
         return web.JSONResponse({"error": f"{request.method} {request.url.path}: {exc.detail}"},
                                 status_code=exc.status_code)
@@ -330,6 +392,7 @@ def create_app(classifier: Classifier, *, max_batch: int = DEFAULT_MAX_BATCH,
     routes = [web.Route("/", _endpoint(web, index), methods=["GET"]),
               web.Route("/healthz", _endpoint(web, health), methods=["GET"]),
               web.Route("/metadata", _endpoint(web, metadata), methods=["GET"]),
+              web.Route("/metrics", _endpoint(web, prometheus), methods=["GET"]),
               web.Route("/predict", _endpoint(web, lambda r: service.predict(web, r)), methods=["POST"]),
               web.Route("/explain", _endpoint(web, lambda r: service.explain(web, r)), methods=["POST"])]
 
@@ -339,6 +402,6 @@ def create_app(classifier: Classifier, *, max_batch: int = DEFAULT_MAX_BATCH,
         service.close()
 
     app = web.Starlette(routes=routes, exception_handlers={web.HTTPException: http_error},
-                        lifespan=lifespan)
+                        middleware=[web.Middleware(Observed, metrics=metrics)], lifespan=lifespan)
     app.state.service = service
     return app

@@ -23,8 +23,9 @@ from typing import Callable
 
 from vistrain.data.io import set_max_image_pixels
 from vistrain.errors import VistrainError
-from vistrain.server.app import (DEFAULT_MAX_BATCH, DEFAULT_WAIT_MS, INSTALL_HINT, create_app,
-                                require_deploy)
+from vistrain.predictor import check_tta
+from vistrain.server.app import (DEFAULT_DECODE_THREADS, DEFAULT_MAX_BATCH, DEFAULT_MAX_IMAGE_PIXELS,
+                                DEFAULT_WAIT_MS, INSTALL_HINT, create_app, require_deploy)
 from vistrain.workflows.common import show_log_lines
 from vistrain.workflows.predict import load
 
@@ -44,7 +45,7 @@ def is_loopback(host: str) -> bool:
 
 
 def check_options(port: int, max_batch: int, wait_ms: float, max_body_mb: float,
-                  max_image_pixels: int | None) -> None:
+                  max_image_pixels: int, decode_threads: int = DEFAULT_DECODE_THREADS) -> None:
     """One-line :class:`VistrainError` for an option out of range (before the model loads)."""
     problems = [(not isinstance(port, int) or not 0 <= port <= 65535,
                  f"port {port!r}: must be 0-65535 (0: any free port)"),
@@ -54,9 +55,12 @@ def check_options(port: int, max_batch: int, wait_ms: float, max_body_mb: float,
                  f"wait_ms {wait_ms!r}: must be 0-1000 milliseconds"),
                 (not isinstance(max_body_mb, (int, float)) or not 0 < max_body_mb <= 4096,
                  f"max_body_mb {max_body_mb!r}: must be above 0 and at most 4096"),
-                (max_image_pixels is not None and (not isinstance(max_image_pixels, int)
-                                                   or max_image_pixels < 1),
-                 f"max_image_pixels {max_image_pixels!r}: must be a whole number >= 1")]
+                (not isinstance(max_image_pixels, int) or isinstance(max_image_pixels, bool)
+                 or max_image_pixels < 1,
+                 f"max_image_pixels {max_image_pixels!r}: must be a whole number of pixels >= 1"),
+                (not isinstance(decode_threads, int) or isinstance(decode_threads, bool)
+                 or not 1 <= decode_threads <= 64,
+                 f"decode_threads {decode_threads!r}: must be a whole number from 1 to 64")]
     for bad, message in problems:
         if bad:
             raise VistrainError(message)
@@ -84,18 +88,21 @@ def bind(host: str, port: int) -> socket.socket:
 
 def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
           max_batch: int = DEFAULT_MAX_BATCH, wait_ms: float = DEFAULT_WAIT_MS,
-          max_body_mb: float = DEFAULT_MAX_BODY_MB, max_image_pixels: int | None = None,
-          device: str = "cpu", engine: str = "auto", threads: int | None = None,
-          decode_threads: int | None = None, ready: Callable[[str], None] | None = None) -> None:
+          max_body_mb: float = DEFAULT_MAX_BODY_MB,
+          max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, device: str = "cpu",
+          engine: str = "auto", threads: int | None = None, tta: str = "none",
+          decode_threads: int = DEFAULT_DECODE_THREADS,
+          ready: Callable[[str], None] | None = None) -> None:
     """Serve the run ``run_dir`` over HTTP until interrupted (Ctrl-C: returns after a graceful
     shutdown; SIGTERM: the same shutdown, then the process ends by that signal).
 
     ``max_batch``: most images per model call (1: no batching); ``wait_ms``: how long a request
     waits for others to share its batch; ``max_body_mb``: largest request accepted (413 above);
-    ``max_image_pixels``: the decompression-bomb limit (default that of
-    :func:`vistrain.data.io.max_image_pixels`); ``engine`` / ``threads``: as for
-    :func:`vistrain.workflows.predict.load` (Grad-CAM always uses the torch model); ``port=0``
-    takes a free port.  ``ready(url)`` is
+    ``max_image_pixels``: largest width x height of an upload, read from its header before any
+    decoding (413 above; default 40 MP); ``decode_threads``: uploads decoded at once (default 2:
+    each may hold an image of ``max_image_pixels``); ``engine`` / ``threads`` / ``tta``: as for
+    :func:`vistrain.workflows.predict.load` (Grad-CAM always uses the torch model, and explains
+    the class ``/predict`` answers); ``port=0`` takes a free port.  ``ready(url)`` is
     called once the socket listens (default: a log line).  Endpoints: see :mod:`vistrain.server.app`.
 
     Example:
@@ -104,7 +111,8 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
         http://127.0.0.1:40123
     """
     show_log_lines()
-    check_options(port, max_batch, wait_ms, max_body_mb, max_image_pixels)
+    check_options(port, max_batch, wait_ms, max_body_mb, max_image_pixels, decode_threads)
+    check_tta(tta)
     require_deploy()
     try:  # imported here: uvicorn is part of the optional extra vistrain[deploy]
         import uvicorn
@@ -112,11 +120,11 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
         from vistrain.server.protocol import JsonErrorH11Protocol
     except ImportError:
         raise VistrainError(f"vistrain serve needs uvicorn: {INSTALL_HINT}") from None
-    if max_image_pixels is not None:
-        set_max_image_pixels(max_image_pixels)
-    clf = load(run_dir, device=device, engine=engine, threads=threads)
+    set_max_image_pixels(max_image_pixels)  # one limit in this process: the decoder's agrees
+    clf = load(run_dir, device=device, engine=engine, threads=threads, tta=tta)
     app = create_app(clf, max_batch=max_batch, wait_ms=wait_ms,
-                     max_body_bytes=int(max_body_mb * 2**20), decode_threads=decode_threads)
+                     max_body_bytes=int(max_body_mb * 2**20), max_image_pixels=max_image_pixels,
+                     decode_threads=decode_threads)
     sock = bind(host, port)
     if not is_loopback(host):
         log.warning("warning: listening on %s makes the model reachable from other machines, "
