@@ -156,6 +156,9 @@ def run_cv(cfg, out_dir, *, folds: int = 5, fold: int | None = None, resume: boo
     # strategy auto: one recipe for every fold (chosen on the first fold's training part), so
     # that the folds' mean and spread describe one recipe
     cfg, auto = resolve_auto(cfg, scanned, Runtime.for_train(cfg.train), parts=first)
+    # the budget shaped the recipe (auto) once; every fold then trains that recipe in full, so
+    # that no fold is cut or stopped on its own and the folds stay comparable
+    cfg.train.budget = None
     index = _clean_index(cfg, scanned, progress)  # with the chosen recipe's runtime
     spec = make_folds(index, folds, seed=cfg.data.split_seed, val_fraction=cfg.data.val_fraction,
                       groups=image_groups(index, cfg.data))
