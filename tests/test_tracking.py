@@ -90,3 +90,17 @@ def test_tensorboard_setting_stays_an_alias_of_track():
     assert trackers(LoggingConfig(tensorboard=True)) == ["tensorboard"]
     assert trackers(LoggingConfig(track=["tensorboard"], tensorboard=True)) == ["tensorboard"]
     assert trackers(LoggingConfig()) == []
+
+
+def test_track_tensorboard_writes_settings_epochs_and_test_metrics(tmp_path):
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    data = make_image_folder(tmp_path / "data", per_class=12)
+    vistrain.train(data, out=tmp_path / "run", track=["tensorboard"], **TINY)
+    acc = event_accumulator.EventAccumulator(str(tmp_path / "run" / "tensorboard"),
+                                             size_guidance={"tensors": 0, "scalars": 0})
+    acc.Reload()
+    scalars = acc.Tags()["scalars"]
+    assert {"loss/train", "loss/val", "accuracy/val", "test/accuracy"} <= set(scalars), scalars
+    assert [e.step for e in acc.Scalars("loss/train")] == [1, 2]           # one point per epoch
+    config = acc.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "strategy:" in config and "finetune" in config                  # the settings, as text

@@ -4,8 +4,8 @@
   row per epoch with the columns of ``history.json`` (epoch, train/val loss and accuracy, lr,
   seconds).
 * ``track: [tensorboard]`` (``--track tensorboard``; ``logging.tensorboard=true`` is the same):
-  event files under ``RUN_DIR/tensorboard`` (``tensorboard --logdir RUN_DIR``), per-epoch and
-  final test metrics.  ``track: [mlflow]``: see :mod:`vistrain.training.tracking`.
+  event files under ``RUN_DIR/tensorboard`` (``tensorboard --logdir RUN_DIR``): the settings (config.yaml, as
+  text), per-epoch and final val/test metrics.  ``track: [mlflow]``: see :mod:`vistrain.training.tracking`.
   Neither is a dependency of vistrain: each is imported where first needed and a missing install
   is reported by :func:`check_logging` *before* training starts, with the fix.
 
@@ -120,6 +120,14 @@ class EpochLoggers:
             self.tb.add_scalar(key.replace("_", "/", 1), value, step)
         self.tb.flush()
 
+    def log_params(self, config_yaml: str) -> None:
+        """The run's settings (config.yaml) as TensorBoard text, shown under TEXT as ``config``."""
+        if self.tb is None or not config_yaml:
+            return
+        # four-space indent: TensorBoard renders text as Markdown, where that keeps YAML a code block
+        self.tb.add_text("config", "\n".join("    " + line for line in config_yaml.splitlines()), 0)
+        self.tb.flush()
+
     def paths(self) -> list[Path]:
         out = [self.csv_path] if self.csv_path is not None else []
         return out + ([self.run_dir / "tensorboard"] if self.tb is not None else [])
@@ -148,6 +156,8 @@ def write_logs(run_dir: str | Path, logging_cfg, history: list[dict],
     metrics.json holds them); returns what was written."""
     loggers = EpochLoggers(run_dir, logging_cfg)
     try:
+        config = Path(run_dir) / "config.yaml"
+        loggers.log_params(config.read_text() if config.is_file() else "")
         for row in history:
             loggers.log_epoch(row)
         if metrics:
