@@ -70,7 +70,7 @@ def test_folder_commands_name_the_shards(shards, fe_run):
 
 def test_shards_by_url_resume_from_anywhere(shards, tmp_path):
     url, out = shards.as_uri(), tmp_path / "run"
-    assert_ok(vistrain("train", url, "--out", out, "--epochs", 1, *SCRATCH))
+    assert_ok(vistrain("train", url, "--out", out, "--epochs", 1, "--keep-checkpoints", *SCRATCH))
     assert json.loads((out / "run.json").read_text())["data_root"] == url  # not CWD/file:/...
     res = assert_ok(vistrain("train", "--resume", out, "--epochs", 2, cwd=tmp_path))
     assert "resumed from epoch 1" in res.stderr

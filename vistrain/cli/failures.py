@@ -31,7 +31,16 @@ class Terminated(KeyboardInterrupt):
     scheduler cleans up exactly as one stopped by Ctrl-C (``except KeyboardInterrupt`` covers both)."""
 
 
+_HANDLER_PID: list[int] = []   # the process that installed the handler (run_verb)
+
+
 def _raise_terminated(signum, frame):
+    if _HANDLER_PID and os.getpid() != _HANDLER_PID[-1]:
+        # a forked worker inherited the handler: a pool ending its workers with SIGTERM must see
+        # them go quietly, as SIGTERM's default does, not print a traceback from each
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
     raise Terminated()
 
 
@@ -46,6 +55,7 @@ def run_verb(args) -> int:
     # signal handlers belong to the main thread; main() called from another one keeps the default
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main else None
+    _HANDLER_PID.append(os.getpid())
     try:
         check_inputs(args)
         code = int(args.func(args) or 0)
@@ -66,6 +76,7 @@ def run_verb(args) -> int:
             raise
         return _fail(no_space_line(full), 2)
     finally:
+        _HANDLER_PID.pop()
         if in_main:
             signal.signal(signal.SIGTERM, previous)
 

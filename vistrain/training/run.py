@@ -158,10 +158,12 @@ def finished_epochs(run_dir: str | Path) -> int | None:
 
 
 def check_output_ready(out: Path, *, overwrite: bool, resume: bool,
-                       data_folder: str | Path | None, kind: str = "run") -> None:
+                       data_folder: str | Path | None, kind: str = "run",
+                       epochs: int | None = None) -> None:
     """What :func:`fsutil.prepare_output_dir` would refuse, checked without writing anything,
     before the scan, strategy auto's measuring and the model: a taken ``--out``, a folder that is
-    not a vistrain run, and, for ``resume``, a run that is already finished.
+    not a vistrain run, and, for ``resume``, a run that is already finished, unless ``epochs``
+    asks for more epochs than it trained and its checkpoint was kept (then it trains on).
 
     Example:
         >>> import tempfile
@@ -174,11 +176,17 @@ def check_output_ready(out: Path, *, overwrite: bool, resume: bool,
     found = fsutil.vistrain_output_kind(out)
     if resume:
         if kind == found == "run" and run_reported(out):
-            epochs = finished_epochs(out)
-            raise RunDirError(f"{out}: the run is finished ({epochs if epochs is not None else 'all'} "
-                              "epochs, metrics.json written), nothing to resume; to train longer, "
-                              f"repeat it with more epochs into a new folder: vistrain train --config "
-                              f"{out / 'config.yaml'} --epochs N --out NEW_RUN")
+            done = finished_epochs(out)
+            longer = epochs is not None and done is not None and epochs > done
+            if longer and ckpt.has_checkpoint(out):
+                return  # trains on from its last epoch to ``epochs``
+            how = (f"its checkpoint was not kept ({option('keep_checkpoints')} keeps it); "
+                   if longer else f"with {option('resume')} give more epochs than it trained "
+                   f"({option('epochs', 'N')}, N > {done}) where its checkpoint was kept, or ")
+            raise RunDirError(f"{out}: the run is finished ({done if done is not None else 'all'} "
+                              f"epochs, metrics.json written), nothing to resume; to train longer, "
+                              f"{how}repeat it with more epochs into a new folder: vistrain train "
+                              f"--config {out / 'config.yaml'} --epochs N --out NEW_RUN")
         return
     if found is not None and not overwrite:
         raise RunDirError(f"{out}: run directory exists and is not empty; use {option('overwrite')} "
@@ -327,7 +335,8 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
     # rank 0 only: the other ranks would find the folder rank 0 has started)
     data_folder = index.root if index else cfg.data.root
     if main_process:
-        check_output_ready(out, overwrite=overwrite, resume=resume, data_folder=data_folder)
+        check_output_ready(out, overwrite=overwrite, resume=resume, data_folder=data_folder,
+                           epochs=cfg.train.epochs)
     else:
         fsutil.check_output_location(out, data_folder=data_folder)
     with run_log_file(out, enabled=main_process) as log_file:

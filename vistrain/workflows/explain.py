@@ -168,6 +168,20 @@ def image_folders(images) -> list[Path]:
     return [Path(i) if Path(i).is_dir() else Path(i).parent for i in items if isinstance(i, (str, Path))]
 
 
+def guarded_image_folders(images, run_dir) -> list[Path]:
+    """The images' folders (:func:`image_folders`) that outputs must stay out of, less those that
+    hold the run folder itself: ``RUN/explain`` is inside vistrain's own run folder, never read
+    as images, even when the image lies in a folder around the run (``explain runs/x img.jpg``).
+
+    Example:
+        >>> guarded_image_folders(["img.jpg", "photos/a.png"], "runs/x")
+        [PosixPath('photos')]
+    """
+    run = Path(run_dir).resolve() if run_dir else None
+    return [d for d in image_folders(images)
+            if run is None or not (run == d.resolve() or d.resolve() in run.parents)]
+
+
 def explain(run_dir: str | Path | None = None, images=(), *, model: str | None = None,
             weights: str | None = None, method: str = "gradcam", target: str | int | None = None,
             layer: str | None = None, feature_maps: bool = False, out: str | Path | None = None,
@@ -191,9 +205,12 @@ def explain(run_dir: str | Path | None = None, images=(), *, model: str | None =
     if out is None:
         out = Path(f"explain-{model.replace('/', '_')}") if model else Path(run_dir) / "explain"
     # before the model loads: never into the training data or the images' own folders
-    data_folders = [*image_folders(images), recorded_data_root(run_dir) if run_dir else None]
+    data_folders = [*guarded_image_folders(images, run_dir), recorded_data_root(run_dir) if run_dir else None]
     fsutil.check_outputs_folder(out, data_folders=data_folders)
     clf = load_classifier(run_dir, model=model, weights=weights, device=device)
+    if method not in METHODS:  # checked again by explain_each; here before any folder is made
+        raise VistrainError(f"method {method!r}: use one of {', '.join(METHODS)}")
+    resolve_class(target, list(clf.classes))  # an unknown --class fails before any folder is made
     fsutil.prepare_outputs_folder(out, data_folders=data_folders)
     records = explain_each(clf, images, Path(out), method=method, target=target, layer=layer,
                            feature_maps=feature_maps)
