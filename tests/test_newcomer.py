@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 import logging
 import os
 import subprocess
@@ -75,12 +76,16 @@ def test_resume_of_a_finished_run_says_so_and_writes_nothing(run):
     assert after == before and len(json.loads(before["history.json"])) == 2
 
 
-def test_resume_of_a_finished_run_with_kept_checkpoints_says_so(kept):
-    out, _ = kept
+def test_resume_of_a_finished_run_with_kept_checkpoints(kept, tmp_path):
+    out = tmp_path / "k"
+    shutil.copytree(kept[0], out)  # the module's run stays as it is for the other tests
     assert (out / "checkpoints" / "last.pt").is_file()
-    line = one_error_line(cli("train", "--resume", out, "--epochs", "3"))
-    assert "finished" in line
+    line = one_error_line(cli("train", "--resume", out))              # no more epochs asked for
+    assert "finished" in line and "--epochs N" in line, line
     assert len(json.loads((out / "history.json").read_text())) == 2
+    p = cli("train", "--resume", out, "--epochs", "3")                # more epochs: it trains on
+    assert p.returncode == 0 and "resumed from epoch 2" in p.stderr, p.stderr[-2000:]
+    assert [h["epoch"] for h in json.loads((out / "history.json").read_text())] == [1, 2, 3]
 
 
 # -- the output folder first ---------------------------------------------------------------------
