@@ -28,6 +28,17 @@ def _private_cache_dir(tmp_path_factory):
         yield
 
 
+def skip_report(mp) -> None:
+    """Patch out the figures and the HTML report of a training run (they have tests of their own;
+    skipping them saves seconds a run in tests that train many).  Patched where they are called."""
+    import vistrain.evaluation.curves as curves
+    import vistrain.training.run as training_run
+    import vistrain.workflows.train as train_workflow
+    for module, name in ((train_workflow, "build_report"), (training_run, "write_run_figures"),
+                         (curves, "plot_history")):
+        mp.setattr(module, name, lambda *a, **k: None)
+
+
 def make_image_folder(root: Path, classes=("a", "b", "c"), per_class=12, size=(40, 32),
                       mode="RGB", seed=0, ext="png") -> Path:
     """Write ``per_class`` images per class whose colour depends on the class (learnable)."""

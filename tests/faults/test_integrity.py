@@ -25,10 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
-import vistrain.evaluation.curves as curves
-import vistrain.training.run as training_run
 import vistrain.training.strategy as strategy
-import vistrain.workflows.train as train_workflow
 from vistrain.artifact import WEIGHTS, DamagedModelError, check_finite_probabilities
 from vistrain.cli.main import main
 from vistrain.data.cache_build import build_pixel_cache
@@ -41,7 +38,7 @@ from vistrain.predictor import Classifier
 from vistrain.server.app import create_app
 from vistrain.training.checkpoint import CheckpointError, load_checkpoint
 from vistrain.transforms.preprocess import Preprocess
-from tests.conftest import cli_error, make_image_folder
+from tests.conftest import cli_error, make_image_folder, skip_report
 
 FLAGS = ["--model", "vistrain/resnet-tiny", "--epochs", "1", "--batch-size", "16",
          "--set", "preprocess.size=32", "--set", "data.cache=off", "--set", "data.num_workers=0",
@@ -50,16 +47,11 @@ FEW = settings(max_examples=15, deadline=None, derandomize=True,
                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
-def _no_report(mp) -> None:
-    """Figures and the HTML report play no part here; skipping them saves seconds per run."""
-    for module, name in ((train_workflow, "build_report"), (training_run, "write_run_figures"),
-                         (curves, "plot_history")):
-        mp.setattr(module, name, lambda *a, **k: None)
 
 
 @pytest.fixture(autouse=True)
 def quick(monkeypatch):
-    _no_report(monkeypatch)
+    skip_report(monkeypatch)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +61,7 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("integrity")
     data = make_image_folder(root / "data", per_class=20, size=(32, 32))
     with pytest.MonkeyPatch.context() as mp:
-        _no_report(mp)
+        skip_report(mp)
         # checkpoints kept: their damage is one of the cases below
         assert main(["train", str(data), "--out", str(root / "run"), *FLAGS, "--keep-checkpoints"]) == 0
         assert main(["export", str(root / "run")]) == 0

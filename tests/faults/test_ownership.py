@@ -23,24 +23,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import vistrain.evaluation.curves as curves
-import vistrain.training.run as training_run
-import vistrain.workflows.train as train_workflow
 from vistrain import fsutil
 from vistrain.cli.main import main
 from vistrain.data.cache_budget import record_entry
-from tests.conftest import make_image_folder
+from tests.conftest import make_image_folder, skip_report
 
 TINY = ["--model", "vistrain/resnet-tiny", "--batch-size", "8", "--set", "preprocess.size=16",
         "--set", "data.num_workers=0", "--set", "data.doctor=false"]
 TRAIN = ["--epochs", "1", "--set", "data.cache=off", "--set", "train.patience=null", *TINY]
 
 
-def _no_report(mp):
-    """Figures and the HTML report play no part here (report has its own tests); ~10 s a run."""
-    for module, name in ((train_workflow, "build_report"), (training_run, "write_run_figures"),
-                         (curves, "plot_history")):
-        mp.setattr(module, name, lambda *a, **k: None)
 
 
 @pytest.fixture(scope="module")
@@ -51,14 +43,14 @@ def world(tmp_path_factory):
     data = make_image_folder(root / "data", per_class=8, size=(20, 16))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VISTRAIN_CACHE", str(root / "cache"))
-        _no_report(mp)
+        skip_report(mp)
         assert main(["train", str(data), "--out", str(root / "run"), *TRAIN]) == 0
     return data, root / "run"
 
 
 @pytest.fixture(autouse=True)
 def quiet(monkeypatch, tmp_path_factory):
-    _no_report(monkeypatch)
+    skip_report(monkeypatch)
     monkeypatch.setenv("VISTRAIN_CACHE", str(tmp_path_factory.getbasetemp() / "own-cache"))
 
 

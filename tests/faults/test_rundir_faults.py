@@ -13,32 +13,23 @@ from pathlib import Path
 import pytest
 import torch
 
-import vistrain.training.run as training_run
-import vistrain.workflows.train as train_workflow
-import vistrain.evaluation.curves as curves
 import vistrain.training.strategy as strategy
 from vistrain import fsutil
 from vistrain.cli.main import main
 from vistrain.errors import RunDirError
 from vistrain.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from tests.conftest import cli_error, make_image_folder
+from tests.conftest import cli_error, make_image_folder, skip_report
 
 FLAGS = ["--model", "vistrain/resnet-tiny", "--epochs", "3", "--batch-size", "8",
          "--set", "preprocess.size=16", "--set", "data.cache=off", "--set", "data.num_workers=0",
          "--set", "train.patience=null", "--set", "data.doctor=false"]
 
 
-def _no_report(mp):
-    """Figures and the HTML report play no part here; skipping them saves ~10 s per run."""
-    # patched where they are called (imported by name there, at import time: above, before any patch)
-    for module, name in ((train_workflow, "build_report"), (training_run, "write_run_figures"),
-                         (curves, "plot_history")):
-        mp.setattr(module, name, lambda *a, **k: None)
 
 
 @pytest.fixture(autouse=True)
 def quick(monkeypatch):
-    _no_report(monkeypatch)
+    skip_report(monkeypatch)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +38,7 @@ def finished(tmp_path_factory):
     root = tmp_path_factory.mktemp("finished")
     data = make_image_folder(root / "data", per_class=10, size=(20, 16))
     with pytest.MonkeyPatch.context() as mp:
-        _no_report(mp)
+        skip_report(mp)
         assert main(["train", str(data), "--out", str(root / "run"), *FLAGS]) == 0
     return data, root / "run"
 
