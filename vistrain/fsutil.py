@@ -256,6 +256,15 @@ def prepare_output_dir(out: str | Path, *, kind: str = "run", overwrite: bool = 
             update_marker(res, pid=os.getpid())
         remove_stale_temporaries(res)
         return None
+    check_replaceable(out, found, kind=kind, overwrite=overwrite)
+    return _replace(res, kind, marker_info)
+
+
+def check_replaceable(out: str | Path, found: str | None, *, kind: str, overwrite: bool) -> None:
+    """Refuse a non-empty ``out`` holding vistrain folder kind ``found`` (None: no marker) that a
+    new ``kind`` folder may not replace: not vistrain's, a kind that is never replaced, or no
+    ``overwrite``.  :func:`prepare_output_dir` calls it, and so does a workflow that checks its
+    ``--out`` before any work (nothing is written here)."""
     if found is None:
         raise RunDirError(f"{out}: folder is not empty and was not written by vistrain (no {MARKER}); "
                           f"{option('overwrite')} only replaces vistrain run folders; give a new or "
@@ -266,7 +275,6 @@ def prepare_output_dir(out: str | Path, *, kind: str = "run", overwrite: bool = 
     if not overwrite:
         raise RunDirError(f"{out}: run directory exists and is not empty; use {option('overwrite')} to "
                           f"replace it, {option('resume')} to continue it, or another {option('out', 'DIR')}")
-    return _replace(res, kind, marker_info)
 
 
 REPLACEABLE = ("run", "cv", "compare")

@@ -188,13 +188,7 @@ def check_output_ready(out: Path, *, overwrite: bool, resume: bool,
                               f"{how}repeat it with more epochs into a new folder: vistrain train "
                               f"--config {out / 'config.yaml'} --epochs N --out NEW_RUN")
         return
-    if found is not None and not overwrite:
-        raise RunDirError(f"{out}: run directory exists and is not empty; use {option('overwrite')} "
-                          f"to replace it, {option('resume')} to continue it, or another {option('out', 'DIR')}")
-    if found is None:
-        raise RunDirError(f"{out}: folder is not empty and was not written by vistrain (no "
-                          f"{fsutil.MARKER}); {option('overwrite')} only replaces vistrain run folders; "
-                          f"give a new or empty {option('out', 'DIR')}")
+    fsutil.check_replaceable(out, found, kind=kind, overwrite=overwrite)  # prepare_output_dir's rules
 
 
 class RunLogFile:
