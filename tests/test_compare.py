@@ -117,7 +117,7 @@ def test_train_flags_land_in_config(tmp_path):
     assert config_from_args(args, "DATA").strategy.name == "gradual"   # explicit choice kept
     args = build_parser().parse_args(["train", "DATA"])                 # pretrained default kept
     assert config_from_args(args, "DATA").strategy.name == "auto"
-    from vistrain.training.run import scratch_kwargs
+    from vistrain.training.prepare import scratch_kwargs
     cfg.preprocess.grayscale = True
     assert scratch_kwargs(cfg)["in_chans"] == 1 and scratch_kwargs(cfg)["norm"] == "group"
     with pytest.raises(SystemExit):   # argparse rejects an unknown normalization

@@ -207,6 +207,36 @@ def readable_meta(folder: RunFolder) -> ModelMeta | None:
         return None
 
 
+def race_blocks(race: dict) -> list:
+    """The recipe race of strategy auto: a table of the entrants and validation accuracy
+    against seconds for each."""
+    rows = [[e.get("name"), fmt(e.get("lr"), 3), e.get("lr_source") or "-",
+             f"{e.get('trained')}/{e.get('epochs')}", fmt(e.get("seconds"), 1), fmt(e.get("score"), 3),
+             e.get("result")] for e in race["entrants"]]
+    blocks = [Heading("The recipe race"), Text(str(race.get("plain", ""))),
+              Table(["candidate", "learning rate", "from", "epochs (trained/planned)", "seconds",
+                     "best val accuracy", "result"], rows)]
+    curves = [e for e in race["entrants"] if e.get("curve")]
+    if curves:
+        blocks.append(figure_picture(race_figure(curves), "validation accuracy against seconds per candidate"))
+    return blocks
+
+
+def race_figure(entrants: list[dict]):
+    """Validation accuracy against the race's seconds spent on each entrant (a matplotlib Figure)."""
+    fig = new_figure((7.5, 3.4))
+    ax = fig.subplots()
+    for e in entrants:
+        pts = np.asarray(e["curve"], dtype=float).reshape(-1, 2)
+        ax.plot(pts[:, 0], pts[:, 1], marker="o", markersize=3,
+                label=f"{e.get('name')} ({e.get('result')})")
+    ax.set_xlabel("seconds spent on the candidate")
+    ax.set_ylabel("validation accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
 def strategy_blocks(folder: RunFolder) -> list:
     meta = readable_meta(folder)
     rec = (meta.strategy if meta else None) or folder.run.strategy
@@ -224,6 +254,9 @@ def strategy_blocks(folder: RunFolder) -> list:
                              [[c.get("recipe"), c.get("model"), c.get("size"), c.get("images_per_second"),
                                c.get("epochs") if c.get("recipe") != "feature-extraction" else "-",
                                c.get("seconds"), "yes" if c.get("fits") else "no"] for c in cands]))
+        race = reasoning.get("race") or {}
+        if race.get("entrants"):
+            out += race_blocks(race)
     elif reasoning:
         out.append(Heading("Strategy reasoning"))
         if isinstance(reasoning, list):

@@ -119,6 +119,14 @@ class Candidate:
     epochs: int
     seconds: float
     fits: bool
+    epoch_seconds: float = 0.0   # one epoch (train + val); 0 for feature extraction's head
+    fixed_seconds: float = 0.0   # decoding, the test pass, feature extraction's forward pass
+
+    @property
+    def name(self) -> str:
+        """The race's name of the candidate: the recipe, with the input size where a recipe
+        runs at several (``finetune@112``)."""
+        return f"{self.recipe}@{self.size}" if self.recipe in ("finetune", "gradual") else self.recipe
 
 
 def ranking(native: int, per_class: float, skill: float, gain: float) -> tuple[list[str], str]:
@@ -147,12 +155,32 @@ def ranking(native: int, per_class: float, skill: float, gain: float) -> tuple[l
             "the pretrained model")
 
 
-def finetune_size(native: int, model_size: int) -> int:
+def race_candidates(order: list[str], native: int, model_size: int) -> list[tuple[str, int | None]]:
+    """``[(recipe, input size or None), ...]``: every candidate of the race, those of ``order``
+    (the rule's) first, then the others; fine-tuning of small images at 4x and 2x their size, and
+    from scratch wherever the images are small (its networks are made for small inputs).
+
+    Example:
+        >>> race_candidates(["feature-extraction", "gradual"], 28, 224)
+        [('feature-extraction', None), ('gradual', 112), ('finetune', 112), ('scratch', None), ('finetune', 64)]
+    """
+    recipes = list(order) + [r for r in ("finetune", "gradual", "feature-extraction") if r not in order]
+    if native <= SMALL_IMAGE and "scratch" not in recipes:
+        recipes.append("scratch")
+    size = finetune_size(native, model_size)
+    out = [(r, size if r in ("finetune", "gradual") else None) for r in recipes]
+    half = finetune_size(native, model_size, factor=2, floor=64)
+    if half < size:  # the second size comes last: one of each recipe first
+        out.append(("finetune", half))
+    return out
+
+
+def finetune_size(native: int, model_size: int, *, factor: int = 4, floor: int = 96) -> int:
     """Input size for fine-tuning: the model's, or for small images 4x theirs (a multiple of 16,
     >= 96).  Example: ``finetune_size(28, 224)`` is 112; ``finetune_size(32, 224)`` is 128."""
-    if native * 4 >= model_size:
+    if native * factor >= model_size:
         return model_size
-    return int(min(model_size, max(96, 16 * round(4 * native / 16))))
+    return int(min(model_size, max(floor, 16 * round(factor * native / 16))))
 
 
 def choose_recipe(cfg: TrainConfig, index: ImageIndex, rt: Runtime, *, parts=None,
@@ -204,21 +232,23 @@ def _choose(cfg: TrainConfig, index: ImageIndex, rt: Runtime, parts, started: fl
     per_class = n_train / max(1, len(index.classes))
     order, why = ranking(native, per_class, sim["skill"], sim["feature_gain"])
     budget_s = None if cfg.train.budget is None else cfg.train.budget * 60 * BUDGET_SHARE
-    spent, cands = time.monotonic() - started, []
+    spent = time.monotonic() - started
+    wanted = race_candidates(order, native, sim["input_size"])
     bar.update(1)
-    bar.total = 2 + len(order)
-    for recipe in order:  # measured in rank order, until one fits
+    bar.total = 2 + len(wanted)
+    cands = []
+    for recipe, size in wanted:  # every candidate is measured: the race, not the rule, decides
         bar.set_postfix_str(f"speed of {recipe}")
         cands.append(_candidate(recipe, cfg, pretrained, native, grey, n_train, len(index), sim, rt,
-                                budget_s, spent))
+                                budget_s, spent, size=size))
         bar.update(1)
-        if cands[-1].fits:
-            break
     bar.close()
     chosen = next((c for c in cands if c.fits), cands[-1])
     changes = _changes(cfg, chosen, sim, rt)
     reasoning = _reasoning(cfg, chosen, cands, why, native, grey, n_train, sim, budget_s, changes,
                            time.perf_counter() - t0, order)
+    reasoning["entrants"] = [{**asdict(c), "name": c.name, "changes": _changes(cfg, c, sim, rt)}
+                             for c in cands if c.fits]
     for line in reasoning["plain"]:
         log.info("auto: %s", line)
     return changes, reasoning
@@ -411,7 +441,7 @@ def epochs_within(seconds: float, epoch_s: float, epochs: int) -> int:
 
 
 def _candidate(recipe, cfg, pretrained: PretrainedModel, native, grey, n_train, n_all, sim, rt,
-               budget_s, spent) -> Candidate:
+               budget_s, spent, size: int | None = None) -> Candidate:
     n_eval = n_all - n_train
     decode = n_all / max(sim["decode_images_per_second"] * max(1, num_workers(cfg.data.num_workers)), 1e-6)
     if recipe == "feature-extraction":  # one frozen forward pass; the head's epochs cost ~nothing
@@ -419,14 +449,14 @@ def _candidate(recipe, cfg, pretrained: PretrainedModel, native, grey, n_train, 
         seconds = decode + n_all / ips
         fits = budget_s is None or spent + seconds <= budget_s
         return Candidate(recipe, cfg.model.name, size, False, round(ips, 1), cfg.train.epochs,
-                         round(seconds, 1), fits)
+                         round(seconds, 1), fits, 0.0, round(seconds, 1))
     if recipe == "scratch":
         name = SCRATCH_MODEL_LARGE if n_train >= LARGE_TRAIN else SCRATCH_MODEL
         size, chans = native, 1 if grey else 3
         net, _ = create(name, 2, pretrained=False, in_chans=chans, input_size=size)
         ips = train_images_per_second(net, size, chans, _scratch_runtime(cfg, rt), batch=64)
     else:  # finetune, gradual: the same network and size (gradual's cost is bounded by finetune's)
-        name, size = cfg.model.name, finetune_size(native, sim["input_size"])
+        name, size = cfg.model.name, size or finetune_size(native, sim["input_size"])
         ips = pretrained.train_ips(size, rt)
     n_val = max(0, round(n_eval / 2))
     epoch_s, test_s = epoch_seconds(n_train, n_val, n_eval - n_val, ips)
@@ -437,7 +467,7 @@ def _candidate(recipe, cfg, pretrained: PretrainedModel, native, grey, n_train, 
     fits = epochs >= min(MIN_EPOCHS, cfg.train.epochs)
     epochs = max(epochs, 1)
     return Candidate(recipe, name, size, grey and recipe == "scratch", round(ips, 1), epochs,
-                     round(fixed + epochs * epoch_s, 1), fits)
+                     round(fixed + epochs * epoch_s, 1), fits, round(epoch_s, 3), round(fixed, 1))
 
 
 def _scratch_runtime(cfg: TrainConfig, rt: Runtime) -> Runtime:
@@ -476,16 +506,13 @@ def _reasoning(cfg, chosen, cands, why, native, grey, n_train, sim, budget_s, ch
              f"({'far' if sim['feature_gain'] < FAR_GAIN else 'near'}; far when below {FAR_GAIN})"
              + (" [measured by an earlier run on these files, cached]." if sim.get("cached") else "."),
              f"ranking: {why}.",
-             *(f"candidate {c.recipe} ({c.model} at {c.size} px{', grey' if c.grey else ''}): "
+             *(f"candidate {c.name} ({c.model} at {c.size} px{', grey' if c.grey else ''}): "
                f"{c.images_per_second:g} images/s, "
                + ("one forward pass" if c.recipe == "feature-extraction" else f"{c.epochs} epochs")
                + f" ~{_minutes(c.seconds)}{'' if c.fits else ', does not fit the budget'}" for c in cands),
              f"chosen: {chosen.recipe} ({_describe(changes)}) "
              f"{'with no budget' if budget_s is None else 'within the ' + budget}; measuring took "
              f"{seconds:.0f} s."]
-    skipped = [r for r in ranking_order if r not in {c.recipe for c in cands}]
-    if skipped:
-        plain.insert(-1, f"not measured: {', '.join(skipped)} (ranked below a candidate that fits).")
     return {"decision": f"{chosen.recipe}: {why}", "plain": plain, "budget_minutes": cfg.train.budget,
             "native_size": native, "grey": grey, "n_train": n_train, "ranking": ranking_order,
             "measurements": sim,

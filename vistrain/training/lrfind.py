@@ -133,7 +133,7 @@ def uses_cached_features(cfg) -> bool:
 
 
 def run_range_test(ctx: RunContext, *, steps: int = 100, start_lr: float = 1e-7,
-                   end_lr: float = 10.0, features: np.ndarray | None = None) -> dict:
+                   end_lr: float = 10.0, features: np.ndarray | None = None, beta: float = 0.98) -> dict:
     """The range test of a run's settings on its training part (``vistrain lr-find`` and ``check``).
 
     ``ctx``: as :func:`vistrain.training.prepare.prepare_context` makes it; ``ctx.model`` is left
@@ -144,6 +144,7 @@ def run_range_test(ctx: RunContext, *, steps: int = 100, start_lr: float = 1e-7,
     model with the plan's trainable groups, batch augmentation and BatchNorm policy.  Draws are
     seeded with ``train.seed``, so the same settings give the same suggestion.
 
+    ``beta``: the loss's smoothing; a short test (the recipe race's) needs a shorter memory.
     Returns :func:`lr_range_test`'s dict plus ``trained_as`` and ``configured_lr`` (the base rate
     training would use).
     """
@@ -155,7 +156,7 @@ def run_range_test(ctx: RunContext, *, steps: int = 100, start_lr: float = 1e-7,
         result = lr_range_test(plan.model, batches, plan.pipe, ctx.rt,
                                param_groups=plan.groups if plan.kind != "features" else None,
                                optim_cfg=cfg.optim, steps=steps, start_lr=start_lr, end_lr=end_lr,
-                               on_train_mode=plan.train_mode_hook())
+                               beta=beta, on_train_mode=plan.train_mode_hook())
     result["trained_as"] = ("linear head on the cached, standardized backbone features"
                             if plan.kind == "features" else
                             "linear head through the frozen backbone (live features)"

@@ -55,12 +55,10 @@ from vistrain.training.budget import fit_to_budget
 from vistrain.training.context import PreparedData, RunContext
 from vistrain.training.loggers import check_logging, write_logs
 from vistrain.training.loop import BatchPipeline, predict
-from vistrain.training.prepare import run_quick_checks
-# the preparation steps lived here before training/prepare.py; callers still import them from here
-from vistrain.training.prepare import (dataset_stats, finalize_preprocess, prepare_context,  # noqa: F401
-                                       prepare_data, prepare_model, prepare_pixels, resolve_auto,
-                                       scratch_kwargs, seed_everything, spatial_preprocess,
-                                       wants_train_pixels)
+from vistrain.training.prepare import (prepare_model, prepare_pixels, resolve_auto, run_quick_checks,
+                                       scratch_kwargs)
+from vistrain.training.race import FOLDER as RACE_FOLDER
+from vistrain.training.race import RaceOutcome, install_checkpoint, race_recipe, remove_race_folder
 from vistrain.training.strategy import FitResult, train_model
 
 log = logging.getLogger("vistrain")
@@ -351,7 +349,9 @@ def _run_training(cfg, out, *, overwrite, resume, progress, index, parts, before
         check_same_data(out, index, fingerprint)
     check_logging(cfg.logging)  # fail before training, not after it
     findings = run_quick_checks(index, cfg) if cfg.data.doctor and rt.is_main else None
+    requested = cfg
     cfg, auto = resolve_auto(cfg, index, rt, parts=parts, started=started)  # before the run dir
+    racing = auto is not None and len(auto.get("entrants") or []) >= 2
     deadline = budget_deadline(cfg, started)  # every recipe stops at the budget (None: no limit)
     if auto is not None and cfg.train.cpu_amp != "off" and rt.amp_dtype is None:  # the recipe's precision
         rt = Runtime.for_train(cfg.train)
@@ -366,16 +366,22 @@ def _run_training(cfg, out, *, overwrite, resume, progress, index, parts, before
             fsutil.update_marker(out, data_root=location(index.root),
                                  data_fingerprint=fingerprint)
         ckpt.assign_run_id(out)  # its checkpoints carry it: one copied from another run is refused
-        # written before decoding: a run killed at any point after this can be resumed
-        save_config(cfg, out, index)
+        # written before decoding: a run killed at any point after this can be resumed (one
+        # killed during the recipe race races again: its config is still strategy auto)
+        save_config(requested if racing else cfg, out, index)
         log_file.open_in(out)
         if findings is not None:
             write_doctor_json(out, findings)
     rt.barrier()
     try:
+        race = None
+        if racing:
+            cfg, rt, race = recipe_race(requested, out, rt, index, parts, auto, started=started,
+                                        progress=progress)
+            model, pcfg = prepare_model(cfg, index, rt)
         return _train_into(cfg, out, rt, model, pcfg, index, parts, resume=resume,
                            progress=progress, fingerprint=fingerprint, t0=t0,
-                           before_training=before_training, auto=auto, deadline=deadline)
+                           before_training=before_training, auto=auto, deadline=deadline, race=race)
     except BaseException as err:
         if rt.is_main:
             _undo_unstarted_run(out, fresh=fresh, existed_empty=existed_empty,
@@ -401,9 +407,32 @@ def _undo_unstarted_run(out: Path, *, fresh: bool, existed_empty: bool, user_err
                 out.mkdir()
 
 
+def recipe_race(requested: TrainConfig, out: Path, rt: Runtime, index: ImageIndex, parts, auto: dict,
+                *, started: float, progress: bool) -> tuple[TrainConfig, Runtime, RaceOutcome]:
+    """Race strategy auto's entrants (:func:`vistrain.training.race.race_recipe`) in ``out/race``;
+    returns the winner's config (saved as the run's), its runtime and the outcome.  The winner's
+    paused checkpoint becomes the run's, so the run continues from it."""
+    if rt.is_main:
+        remove_race_folder(out)  # a race of a killed run: raced again
+    cfg, outcome = race_recipe(requested, index, rt, parts, auto, out / RACE_FOLDER, started=started,
+                               progress=progress)
+    if cfg.train.cpu_amp != requested.train.cpu_amp:  # the winner's precision (from scratch: bf16)
+        rt = Runtime.for_train(cfg.train)
+    if rt.is_main:
+        save_config(cfg, out, index)  # a resume continues the winner, not the race
+        if outcome.checkpoint is not None:
+            install_checkpoint(outcome.checkpoint, out)
+        remove_race_folder(out)
+    rt.barrier()
+    return cfg, rt, outcome
+
+
 def _train_into(cfg, out, rt, model, pcfg, index, parts, *, resume, progress, fingerprint, t0,
-                before_training, auto, deadline):
-    pre, data = prepare_pixels(cfg, pcfg, rt, index, progress=progress, parts=parts)
+                before_training, auto, deadline, race: RaceOutcome | None = None):
+    if race is not None and race.prepared is not None:  # decoded for the race: not decoded again
+        pre, data = race.prepared
+    else:
+        pre, data = prepare_pixels(cfg, pcfg, rt, index, progress=progress, parts=parts)
     ctx = RunContext(cfg, model, pcfg, pre, data, rt, out=out, progress=progress, auto=auto,
                      deadline=deadline)
     if rt.is_main:
@@ -422,7 +451,9 @@ def _train_into(cfg, out, rt, model, pcfg, index, parts, *, resume, progress, fi
         ctx, budget = fit_to_budget(ctx, resume=resume)
         if budget is not None and budget["cut_epochs"] is not None and rt.is_main:
             save_config(ctx.cfg, out, index)  # a resume or a repeat trains the cut epochs
-    fitted = train_model(ctx, resume=resume)
+    continued = race is not None and race.checkpoint is not None  # the winner's rungs: reused
+    fitted = train_model(ctx, resume=resume or continued,
+                         features=race.features if race is not None else None)
     if budget is not None:
         fitted.record["budget"] = budget
     if rt.is_main:  # a head fitted without checkpoints (logistic regression) ends the swap here

@@ -68,8 +68,10 @@ class FitResult:
     features: np.ndarray | None = None
 
 
-def train_model(ctx: RunContext, *, resume: bool = False) -> FitResult:
-    """Resolve ``ctx.cfg.strategy.name`` (``auto`` is resolved before, by :mod:`vistrain.training.auto`), build its plan and fit it."""
+def train_model(ctx: RunContext, *, resume: bool = False, features: np.ndarray | None = None) -> FitResult:
+    """Resolve ``ctx.cfg.strategy.name`` (``auto`` is resolved before, by :mod:`vistrain.training.auto`),
+    build its plan and fit it.  ``features``: the frozen backbone's ``(N, D)`` features when the
+    caller holds them (the recipe race computed them), so they are not computed again."""
     cfg, data = ctx.cfg, ctx.data
     name = cfg.strategy.name
     if name not in STRATEGIES:
@@ -90,15 +92,19 @@ def train_model(ctx: RunContext, *, resume: bool = False) -> FitResult:
                     "are random, so only a linear head on noise is trained; use strategy finetune "
                     "(the CLI's default for vistrain/ models) or pretrained weights")
     record["strategy"] = name
-    plan = build_plan(ctx, name)
+    plan = build_plan(ctx, name, features=features if name == "feature-extraction" else None)
     result = fit(plan, ctx, resume=resume)
     return FitResult(result.history, {**record, **result.record}, result.features)
 
 
 # ---- the epoch driver -------------------------------------------------------------------------
-def fit(plan: TrainingPlan, ctx: RunContext, *, resume: bool = False) -> FitResult:
+def fit(plan: TrainingPlan, ctx: RunContext, *, resume: bool = False, until: int | None = None) -> FitResult:
     """Run ``plan`` for ``plan.epochs`` with best-checkpointing into ``ctx.out``, early stopping
     and exact resume; the best weights are left in ``plan.model``, then ``plan.finish`` runs.
+
+    ``until``: pause after that many epochs (of ``plan.epochs``: the learning-rate schedule is the
+    whole run's); ``fit(..., resume=True)`` later continues from the checkpoint, as the recipe
+    race (:mod:`vistrain.training.race`) does with the candidates it keeps.
 
     ``plan.on_epoch_start(epoch) -> bool`` (0-based epoch) runs before each epoch, resumed ones
     included (gradual unfreezing); True means it changed which parameters are trainable, so the
@@ -108,13 +114,13 @@ def fit(plan: TrainingPlan, ctx: RunContext, *, resume: bool = False) -> FitResu
     if plan.solve is not None:
         model, history = plan.solve()
     else:
-        model, history = plan.model, _epochs(plan, ctx, resume)
+        model, history = plan.model, _epochs(plan, ctx, resume, until)
     if plan.finish is not None:
         plan.finish(model)
     return FitResult(history, plan.record, plan.features)
 
 
-def _epochs(plan: TrainingPlan, ctx: RunContext, resume: bool) -> list[dict]:
+def _epochs(plan: TrainingPlan, ctx: RunContext, resume: bool, until: int | None = None) -> list[dict]:
     cfg, rt, out, model = ctx.cfg, ctx.rt, ctx.out, plan.model
     train_b, val_b = plan.train_batches(rt, cfg.train.seed), plan.val_batches()
     pipe, train_b = apply_balance(cfg.data.balance, plan.pipe, train_b, ctx.data.num_classes, rt.device,
@@ -185,6 +191,8 @@ def _epochs(plan: TrainingPlan, ctx: RunContext, resume: bool) -> list[dict]:
                         "epoch so far (--budget none lifts the limit)", cfg.train.budget, epoch + 1, epochs)
             plan.record["stopped_by_budget"] = {"after_epoch": epoch + 1, "of": epochs}
             break
+        if until is not None and epoch + 1 >= until:
+            break  # paused: last.pt holds this epoch's state for a later resume
     if best_state is not None:
         unwrap(model).load_state_dict(best_state)
     return history

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -29,7 +30,9 @@ from vistrain.evaluation.label_issues import write_label_issues
 from vistrain.evaluation.metrics import compute_metrics, summarize_folds
 from vistrain.models import create
 from vistrain.report.cv_report import build_cv_report
+from vistrain.training.auto import apply_choice
 from vistrain.training.prepare import prepare_data, resolve_auto, scratch_kwargs, spatial_preprocess
+from vistrain.training.race import race_recipe
 from vistrain.training.run import check_output_ready
 from vistrain.workflows.common import default_out_dir, make_config, show_log_lines
 from vistrain.workflows.train import train_run
@@ -75,6 +78,32 @@ def _prepare_out(out: Path, cfg, *, resume: bool, overwrite: bool, single_fold: 
     ``overwrite`` an earlier cv folder is moved aside (never a folder vistrain did not write)."""
     fsutil.prepare_output_dir(out, kind="cv", overwrite=overwrite and not resume,
                               reuse=resume or single_fold, data_folder=cfg.data.root)
+
+
+def choose_once(cfg, out: Path, index, first: dict, *, again: bool, progress: bool):
+    """``(config, strategy auto's reasoning or None)``: strategy auto chooses one recipe for every
+    fold, on the first fold's training and validation parts -- by the recipe race where several
+    candidates fit the budget (in a temporary folder, removed after it).  A resumed cross-
+    validation, or one fold run alone, takes the choice saved in ``strategy_auto.json``."""
+    saved = _saved_choice(out) if again and cfg.strategy.name == "auto" else None
+    if saved is not None:
+        log.info("strategy auto: the recipe chosen when this cross-validation started (%s)", saved["chosen"])
+        return apply_choice(cfg, saved["settings"]), saved
+    started, rt = time.monotonic(), Runtime.for_train(cfg.train)
+    chosen, auto = resolve_auto(cfg, index, rt, parts=first, started=started)
+    if auto is not None and len(auto.get("entrants") or []) >= 2:
+        with tempfile.TemporaryDirectory(prefix="vistrain-race-") as folder:
+            chosen, _ = race_recipe(cfg, index, rt, first, auto, Path(folder) / "race", started=started,
+                                    progress=progress)
+    return chosen, auto
+
+
+def _saved_choice(out: Path) -> dict | None:
+    try:
+        saved = json.loads((out / "strategy_auto.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return saved if isinstance(saved, dict) and isinstance(saved.get("settings"), dict) else None
 
 
 def _clean_index(cfg, index, progress: bool):
@@ -153,9 +182,7 @@ def run_cv(cfg, out_dir, *, folds: int = 5, fold: int | None = None, resume: boo
     scanned = scan_folder(cfg.data.root)
     first = make_folds(scanned, folds, seed=cfg.data.split_seed, val_fraction=cfg.data.val_fraction,
                        groups=image_groups(scanned, cfg.data))["folds"][0]
-    # strategy auto: one recipe for every fold (chosen on the first fold's training part), so
-    # that the folds' mean and spread describe one recipe
-    cfg, auto = resolve_auto(cfg, scanned, Runtime.for_train(cfg.train), parts=first)
+    cfg, auto = choose_once(cfg, out, scanned, first, again=resume or fold is not None, progress=progress)
     # the budget shaped the recipe (auto) once; every fold then trains that recipe in full, so
     # that no fold is cut or stopped on its own and the folds stay comparable
     cfg.train.budget = None
