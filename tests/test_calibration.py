@@ -113,11 +113,16 @@ def test_a_temperature_that_does_not_lower_held_out_nll_is_not_applied():
     rejected = [d for d in decisions if d["decision"] == "not applied"]
     assert rejected, [d["half_temperatures"] for d in decisions]
     for d in rejected:
-        assert d["temperature"] == 1.0 and d["heldout_nll_after"] >= d["heldout_nll_before"]
-        assert "does not lower" in d["reason"]
+        assert d["temperature"] == 1.0
+        if "does not lower" in d["reason"]:
+            assert d["heldout_nll_after"] >= d["heldout_nll_before"]
+        else:  # a lower NLL that comes with a higher ECE is not taken either
+            assert "raises its ECE" in d["reason"]
+            assert d["heldout_ece_after"] > d["heldout_ece_before"] + d["heldout_ece_noise"]
     for d in decisions:
         if d["decision"] == "applied":
             assert d["heldout_nll_after"] < d["heldout_nll_before"] and 0.5 < d["temperature"] < 2
+            assert d["heldout_ece_after"] <= d["heldout_ece_before"] + d["heldout_ece_noise"]
 
 
 @pytest.mark.parametrize("scale", [0.4, 3.0])

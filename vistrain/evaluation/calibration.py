@@ -23,8 +23,8 @@ Example:
 A temperature fitted on a few dozen images is mostly noise and can make the test calibration
 worse.  :func:`decide_temperature` therefore applies ``T`` only when the validation split has at
 least :data:`MIN_IMAGES` images and :data:`MIN_PER_CLASS` per class, *and* a temperature fitted
-on one stratified half lowers the NLL of the other half (both ways, summed); otherwise ``T = 1``
-(the raw softmax) with the reason recorded.
+on one stratified half lowers the NLL of the other half (both ways, summed) without raising its
+ECE by more than the ECE's own noise (:func:`ece_noise`); otherwise ``T = 1`` (the raw softmax) with the reason recorded.
 """
 from __future__ import annotations
 
@@ -127,16 +127,41 @@ def decide_temperature(probs: np.ndarray, labels: np.ndarray, *, seed: int = 0) 
         return record
     a, b = stratified_halves(labels, seed)
     t_a, t_b = fit_temperature(probs[a], labels[a]), fit_temperature(probs[b], labels[b])
-    before = nll(probs, labels)
-    after = (nll(scale_probabilities(probs[b], t_a), labels[b]) * len(b)
-             + nll(scale_probabilities(probs[a], t_b), labels[a]) * len(a)) / n
+    held_out = np.empty_like(probs)  # each half scaled by the other half's temperature
+    held_out[b], held_out[a] = scale_probabilities(probs[b], t_a), scale_probabilities(probs[a], t_b)
+    before, after = nll(probs, labels), nll(held_out, labels)
+    ece_before, ece_after = _ece(probs, labels), _ece(held_out, labels)
     record.update(heldout_nll_before=round(before, 6), heldout_nll_after=round(after, 6),
+                  heldout_ece_before=round(ece_before, 6), heldout_ece_after=round(ece_after, 6),
                   half_temperatures=[round(t_a, 6), round(t_b, 6)])
     if not after < before:
         record["reason"] = (f"a temperature fitted on one half of val does not lower the other half's NLL "
                             f"({before:.4f} -> {after:.4f}, T = {t_a:.3f} / {t_b:.3f}): raw softmax kept")
         return record
+    noise = ece_noise(probs, labels, seed=seed)
+    record["heldout_ece_noise"] = round(noise, 6)
+    if ece_after > ece_before + noise:  # NLL gained on a few confident errors, confidence drifted
+        record["reason"] = (f"a temperature fitted on one half of val lowers the other half's NLL "
+                            f"({before:.4f} -> {after:.4f}) but raises its ECE beyond its noise "
+                            f"({ece_before:.4f} -> {ece_after:.4f}, noise {noise:.4f}, T = {t_a:.3f} / "
+                            f"{t_b:.3f}): raw softmax kept")
+        return record
     t = fit_temperature(probs, labels)
     record.update(temperature=round(t, 6), decision="applied",
-                  reason=f"cross-fitted on val halves, held-out NLL {before:.4f} -> {after:.4f}")
+                  reason=f"cross-fitted on val halves, held-out NLL {before:.4f} -> {after:.4f}, "
+                         f"ECE {ece_before:.4f} -> {ece_after:.4f}")
     return record
+
+
+def ece_noise(probs: np.ndarray, labels: np.ndarray, *, n_boot: int = 200, seed: int = 0) -> float:
+    """Half the width of the 95 % bootstrap interval of the ECE of ``probs``: how much an ECE
+    measured on these few images moves by chance (what a change must exceed to count)."""
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    draws = [_ece(probs[i], labels[i]) for i in (rng.integers(0, n, n) for _ in range(n_boot))]
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return float(high - low) / 2
+
+
+def _ece(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
+    return float(calibration(probs.max(axis=1), probs.argmax(axis=1) == labels, n_bins)[0])
