@@ -212,16 +212,19 @@ def test_auto_measuring_shows_a_bar(monkeypatch):
     monkeypatch.setattr(auto, "progress_bar", lambda **kw: Bar(**kw))
     monkeypatch.setattr(auto, "open_images", lambda index, pick: list(pick))
     monkeypatch.setattr(auto, "profile_images", lambda paths: (28, True))
-    monkeypatch.setattr(auto, "cached_similarity", lambda *a, **k: {"skill": 0.5, "feature_gain": 0.2})
+    monkeypatch.setattr(auto, "cached_similarity",
+                        lambda *a, **k: {"skill": 0.5, "feature_gain": 0.2, "input_size": 224})
     monkeypatch.setattr(auto, "ranking", lambda *a: (["feature-extraction"], "why"))
-    monkeypatch.setattr(auto, "_candidate", lambda *a: type("C", (), {"fits": True})())
+    monkeypatch.setattr(auto, "_candidate", lambda recipe, *a, size=None: auto.Candidate(
+        recipe, "m", size or 28, False, 1.0, 1, 1.0, True))
     monkeypatch.setattr(auto, "_changes", lambda *a: {})
     monkeypatch.setattr(auto, "_reasoning", lambda *a: {"plain": []})
     monkeypatch.setattr(auto, "_train_ids", lambda cfg, index, parts: np.arange(20))
     auto._choose(cfg, index, auto.Runtime.create("cpu"), None, time.monotonic())
     [bar] = bars
-    assert bar.kw["desc"] == "auto: measuring" and bar.n == bar.total == 3
-    assert bar.postfix[-1] == "speed of feature-extraction"
+    every = auto.race_candidates(["feature-extraction"], 28, 224)  # each one's speed is a step
+    assert bar.kw["desc"] == "auto: measuring" and bar.n == bar.total == 2 + len(every)
+    assert bar.postfix[-1] == f"speed of {every[-1][0]}"
 
 
 # -- predict at scale ---------------------------------------------------------------------------

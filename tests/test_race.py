@@ -147,4 +147,4 @@ def test_cv_races_once_for_all_folds(grey, tmp_path, monkeypatch):
     assert len(calls) == (1 if "race" in saved else 0)
     strategies = {TrainConfig.load(out / f"fold-{k}" / "config.yaml").strategy.name for k in (0, 1)}
     assert len(strategies) == 1 and strategies != {"auto"}
-    assert not math.isnan(json.loads((out / "cv_metrics.json").read_text())["summary"]["accuracy"]["mean"])
+    assert not math.isnan(json.loads((out / "cv_metrics.json").read_text())["summary"]["metrics"]["accuracy"]["mean"])

@@ -82,6 +82,9 @@ def substitute(line: str, shipped, subset, other) -> str:
         extra += ["--epochs", "2"]
     if verb == "cv":
         extra += ["--epochs", "1"]
+    if verb in ("train", "cv") and "--budget" not in line and "--resume" not in line \
+            and "--print-config" not in line:
+        extra += ["--budget", "2"]  # strategy auto's race within 2 minutes, not 15
     if small_model:
         extra += ["--set", "preprocess.size=64"]
     if verb == "check":

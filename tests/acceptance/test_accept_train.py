@@ -16,34 +16,43 @@ def _config(run_dir):
     return yaml.safe_load((run_dir / "config.yaml").read_text())
 
 
-def test_feature_extraction_default_on_2000_images(fe_run):
+def test_feature_extraction_on_2000_images(fe_run):
     info = check_run_dir(fe_run.dir, fe_run.res, n_images=2000, epochs=fe_run.epochs)
-    cfg = _config(fe_run.dir)  # the recipe strategy auto chose, saved as concrete settings
+    cfg = _config(fe_run.dir)
     assert cfg["strategy"]["name"] == "feature-extraction" and cfg["model"]["name"] == "tf_efficientnet_lite0"
     assert cfg["data"]["num_workers"] == -1  # the default worker count
     assert info["meta"]["preprocess"]["size"] == 224
-    # 300 test images, frozen ImageNet features + linear head: README reports 0.843 after 30 epochs
+    # 300 test images, frozen ImageNet features + linear head: 0.843 after 30 epochs
     test = info["metrics"]["test"]
     assert test["n_samples"] == 300 and test["accuracy"] >= 0.75, test["accuracy"]
     for fig in ("confusion_matrix.png", "roc_curves.png", "pr_curves.png", "reliability.png"):
         assert (fe_run.dir / fig).stat().st_size > 1000, fig
 
 
-def test_default_strategy_auto_measures_and_explains(fe_run):
-    """The default is strategy auto; on the shipped data (140 training images per class, 28 px,
-    features separating the classes) it keeps the frozen features, and says why."""
-    strategy = json.loads((fe_run.dir / "run.json").read_text())["strategy"]
-    assert strategy["requested"] == "auto" and strategy["strategy"] == "feature-extraction"
+def test_default_strategy_auto_races_within_its_budget(auto_run, fe_run):
+    """The default is strategy auto: it measures the shipped data (140 training images per class,
+    28 px, grey), races the candidates that fit its budget, finishes the winner and says why."""
+    run = json.loads((auto_run.dir / "run.json").read_text())
+    strategy, cfg = run["strategy"], _config(auto_run.dir)
+    assert strategy["requested"] == "auto" and cfg["strategy"]["name"] == strategy["strategy"] != "auto"
     why = strategy["reasoning"]
-    assert why["chosen"] == "feature-extraction" and why["native_size"] == 28 and why["grey"] is True
-    assert why["n_train"] == 1400 and why["budget_minutes"] == 15.0
-    m = why["measurements"]
-    assert m["skill"] >= 0.5 and m["feature_images_per_second"] > 0 and m["sample_images"] == 200
-    assert why["candidates"][0]["recipe"] == "feature-extraction" and why["candidates"][0]["fits"]
-    assert any(line.startswith("chosen: feature-extraction") for line in why["plain"])
-    assert "auto: chosen: feature-extraction" in fe_run.res.stderr
-    html = (fe_run.dir / "report.html").read_text(encoding="utf-8")
-    assert "Why this recipe (strategy auto)" in html and "images/s" in html
+    assert why["native_size"] == 28 and why["grey"] is True and why["n_train"] == 1400
+    assert why["budget_minutes"] == 5.0 and why["measurements"]["sample_images"] == 200
+    assert {"feature-extraction", "gradual", "finetune", "scratch"} <= {c["recipe"] for c in why["candidates"]}
+    race = why["race"]
+    entrants = {e["name"]: e for e in race["entrants"]}
+    assert race["winner"] in entrants and "feature-extraction" in entrants
+    winner = entrants[race["winner"]]
+    assert winner["result"] == "winner" and why["chosen"] == winner["recipe"]
+    assert all(winner["score"] >= e["score"] for e in entrants.values() if e["score"] is not None
+               and e["result"].startswith("out after rung " + str(len(race["survivors"]) - 1)))
+    assert run["wall_seconds"] <= 5 * 60 * 1.1, run["wall_seconds"]   # within the budget + 10 %
+    test = json.loads((auto_run.dir / "metrics.json").read_text())["test"]
+    assert test["accuracy"] >= 0.75, test["accuracy"]
+    assert not (auto_run.dir / "race").exists() and not (auto_run.dir / "checkpoints").exists()
+    assert any(line.startswith("race: ") for line in why["plain"]) and "auto: race: " in auto_run.res.stderr
+    html = (auto_run.dir / "report.html").read_text(encoding="utf-8")
+    assert "Why this recipe (strategy auto)" in html and "The recipe race" in html
 
 
 def test_finetune_with_two_workers(finetune_run):

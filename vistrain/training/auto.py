@@ -243,7 +243,8 @@ def _choose(cfg: TrainConfig, index: ImageIndex, rt: Runtime, parts, started: fl
                                 budget_s, spent, size=size))
         bar.update(1)
     bar.close()
-    chosen = next((c for c in cands if c.fits), cands[-1])
+    frozen = next((c for c in cands if c.recipe == "feature-extraction"), cands[-1])
+    chosen = next((c for c in cands if c.fits), frozen)  # the cheapest is the fallback
     changes = _changes(cfg, chosen, sim, rt)
     reasoning = _reasoning(cfg, chosen, cands, why, native, grey, n_train, sim, budget_s, changes,
                            time.perf_counter() - t0, order)
