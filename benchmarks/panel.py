@@ -111,8 +111,8 @@ def recipe_flags(recipe: str, folder: Path) -> list[str]:
         return []
     if recipe == "scratch":
         size, grey = native_size(folder)
-        return ["--model", "vistrain/resnet20", "--strategy", "finetune", "--size", str(size),
-                *(["--grayscale"] if grey else [])]
+        return ["--model", "vistrain/resnet20", "--strategy", "finetune", "--set", f"preprocess.size={size}",
+                *(["--set", "preprocess.grayscale=true"] if grey else [])]
     return ["--strategy", recipe]
 
 
@@ -178,17 +178,23 @@ def main() -> None:
     ap.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated fixed recipes")
     ap.add_argument("--budget", type=float, default=15.0, help="minutes per run (vistrain's default 15)")
     ap.add_argument("--record", type=Path, default=HERE / "results" / "panel.json")
+    ap.add_argument("--merge", action="store_true",
+                    help="add these runs to the record's other rows (e.g. one recipe run again)")
+    ap.add_argument("--no-default", action="store_true", help="the fixed recipes only (with --merge)")
     args = ap.parse_args()
     sets = [s for s in args.only.split(",") if s]
     unknown = [s for s in sets if s not in SETS]
     if unknown:
         raise SystemExit(f"--only {','.join(unknown)}: choose from {', '.join(SETS)}")
     started, record = time.strftime("%Y-%m-%d %H:%M"), {"command": " ".join(sys.argv), "sets": {}}
+    if args.merge and args.record.is_file():
+        record = json.loads(args.record.read_text())
+        record["command"] += " ; " + " ".join(sys.argv)
     record["machine_before"] = machine()
     for name in sets:
         folder = data_folder(name, args.out)
-        rows = {}
-        for recipe in ("default", *args.recipes.split(",")):
+        rows = record["sets"].get(name, {}).get("rows", {})
+        for recipe in (*(() if args.no_default else ("default",)), *args.recipes.split(",")):
             rows[recipe] = train(folder, args.out / name / recipe, recipe, args.budget, args.out / name / "cache")
             r = rows[recipe]
             print(f"{name:<12} {recipe:<19} " + (f"test acc {r['accuracy']:.4f}  {r['seconds']:7.1f} s"

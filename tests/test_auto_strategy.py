@@ -183,7 +183,8 @@ def test_auto_run_records_its_reasoning_and_stops_at_the_budget(small_grey, tmp_
     r = vistrain.train(small_grey, out=tmp_path / "run", epochs=4, progress=False, data={"cache": "off"})
     run = json.loads((r.run_dir / "run.json").read_text())
     assert run["strategy"]["requested"] == "auto" and run["strategy"]["reasoning"]["chosen"] == "scratch"
-    assert run["strategy"]["stopped_by_budget"] == {"after_epoch": 1, "of": 4} and len(r.history) == 1
+    stop = run["strategy"]["stopped_by_budget"]  # the budget ends the first epoch after its first batch
+    assert (stop["after_epoch"], stop["of"], stop["batches"][0]) == (1, 4, 1) and len(r.history) == 1
     saved = TrainConfig.load(r.run_dir / "config.yaml")
     assert saved.strategy.name == "finetune" and saved.model.name == auto.SCRATCH_MODEL  # resumable as chosen
     html = (r.run_dir / "report.html").read_text()

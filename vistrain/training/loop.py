@@ -111,8 +111,10 @@ def train_one_epoch(model, batches, optimizer, pipeline: BatchPipeline, rt: Runt
                     scheduler=None, scaler=None, grad_clip: float | None = None,
                     desc: str = "train", progress: bool = False, on_train_mode=None,
                     resume: dict | None = None, checkpoint=None, checkpoint_every_s: float | None = None,
-                    epochs_after: int = 0) -> dict:
-    """One pass over ``batches``; returns ``{"loss", "accuracy", "seconds"}`` (global under DDP).
+                    epochs_after: int = 0, stop=None) -> dict:
+    """One pass over ``batches``; returns ``{"loss", "accuracy", "seconds", "stopped"}`` (global
+    under DDP).  ``stop()``, asked after every step (the same answer on every process), ends the
+    pass early: the budget is spent (``stopped`` is then the number of batches done).
 
     ``on_train_mode(model)`` runs right after ``model.train()`` (e.g. to keep frozen BatchNorm
     layers in eval mode).  ``checkpoint(position)`` is called on the main process every
@@ -158,10 +160,15 @@ def train_one_epoch(model, batches, optimizer, pipeline: BatchPipeline, rt: Runt
         if checkpoint is not None and checkpoint_every_s and rt.is_main and now - last_save >= checkpoint_every_s:
             checkpoint({"batches_done": done, "totals": totals.tolist(), "seconds": before + now - start})
             last_save = time.perf_counter()
+        if stop is not None and stop():
+            stopped = done
+            break
+    else:
+        stopped = None
     shown.close()
     loss_sum, correct, count = rt.all_reduce_sum(totals).tolist()
     return {"loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1),
-            "seconds": before + time.perf_counter() - start}
+            "seconds": before + time.perf_counter() - start, "stopped": stopped}
 
 
 @torch.no_grad()

@@ -164,7 +164,8 @@ def _epochs(plan: TrainingPlan, ctx: RunContext, resume: bool, until: int | None
                              grad_clip=cfg.optim.grad_clip, desc=f"epoch {epoch + 1}/{epochs}",
                              progress=ctx.progress, on_train_mode=plan.train_mode_hook(),
                              resume=resume_at, checkpoint=save, checkpoint_every_s=every,
-                             epochs_after=epochs - epoch - 1)
+                             epochs_after=epochs - epoch - 1,
+                             stop=(lambda: _budget_spent(ctx, rt)) if ctx.deadline is not None else None)
         va = evaluate(model, val_b, BatchPipeline(normalize=pipe.normalize), rt)
         if not math.isfinite(va["loss"]):  # finite training losses, but the weights blew up
             raise diverged(va["loss"], optimizer, scheduler, len(train_b))
@@ -185,6 +186,13 @@ def _epochs(plan: TrainingPlan, ctx: RunContext, resume: bool, until: int | None
                 fsutil.discard_replaced(out)
         if cfg.train.patience and bad_epochs >= cfg.train.patience:
             log.info("early stopping: val %s did not improve for %d epochs", monitor, bad_epochs)
+            break
+        if tr["stopped"] is not None:  # the budget ran out within the epoch: it ends there
+            log.warning("budget: %g minutes spent after %d of %d batches of epoch %d of %d; stopping "
+                        "with the best epoch so far (--budget none lifts the limit)", cfg.train.budget,
+                        tr["stopped"], len(train_b), epoch + 1, epochs)
+            plan.record["stopped_by_budget"] = {"after_epoch": epoch + 1, "of": epochs,
+                                                "batches": [tr["stopped"], len(train_b)]}
             break
         if _budget_spent(ctx, rt) and epoch + 1 < epochs:
             log.warning("budget: %g minutes spent after epoch %d of %d; stopping with the best "
