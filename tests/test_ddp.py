@@ -41,3 +41,23 @@ def test_torchrun_two_cpu_processes(tmp_path, strategy, extra):
         assert trainable[0] < trainable[1] < trainable[2], trainable
     assert (out / "model.safetensors").is_file() and not (out / "checkpoints").exists()  # finished
     assert not list(out.glob("**/*.tmp"))
+
+
+@pytest.mark.slow
+def test_the_recipe_race_under_torchrun(tmp_path):
+    """strategy auto's race on two processes: every rank trains the same rungs, rank 0's clock and
+    ranking decide for both, and the winner continues from its checkpoint (no hang, one run)."""
+    from conftest import make_image_folder
+    root = make_image_folder(tmp_path / "data", per_class=16, size=(24, 24), mode="L")
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", str(29950 + (os.getpid() % 40)), "-m", "vistrain.cli.main", "train", str(root),
+           "--out", str(out), "--epochs", "4", "--budget", "4", "--device", "cpu", "--batch-size", "8",
+           "--set", "data.cache=off"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = json.loads((out / "run.json").read_text())
+    reasoning = run["strategy"]["reasoning"]
+    assert run["strategy"]["requested"] == "auto" and "race" in reasoning
+    assert (out / "model.safetensors").is_file() and not (out / "race").exists()

@@ -350,7 +350,8 @@ class Race:
         return [by_name[n] for n in box[0]]
 
     def _out_of_time(self) -> bool:
-        return self.deadline is not None and time.monotonic() >= self.deadline
+        """Whether the budget is spent, by rank 0's clock on every process."""
+        return self.deadline is not None and bool(_from_rank0(self.rt, time.monotonic() >= self.deadline))
 
     def _outcome(self, winner: Entrant, plan: RacePlan, seconds: float) -> RaceOutcome:
         if winner.finished and winner.end_to_end:
@@ -408,8 +409,8 @@ def race_recipe(requested: TrainConfig, index: ImageIndex, rt: Runtime, parts, a
     outcome = race.run(entrants_of(auto))
     cfg, winner = outcome.cfg, outcome.winner
     if planned_end is not None and winner.end_to_end and not winner.finished and winner.trained:
-        # the winner's remaining epochs from its measured epoch time, into what is left
-        more = int(max(0.0, planned_end - time.monotonic()) // max(winner.epoch_seconds, 1e-6))
+        # the winner's remaining epochs from its measured epoch time, into what is left (rank 0's)
+        more = _from_rank0(rt, int(max(0.0, planned_end - time.monotonic()) // max(winner.epoch_seconds, 1e-6)))
         cfg.train.epochs = max(1, winner.trained, min(winner.epochs, winner.trained + more))
     settings = {**winner.changes, "train.epochs": cfg.train.epochs}
     if winner.lr is not None:
@@ -422,6 +423,15 @@ def race_recipe(requested: TrainConfig, index: ImageIndex, rt: Runtime, parts, a
     auto["plain"] = [*auto["plain"], outcome.record["plain"] + f"; it trains {cfg.train.epochs} epochs in all{lr}."]
     log.info("auto: %s", auto["plain"][-1])
     return cfg, outcome
+
+
+def _from_rank0(rt: Runtime, value):
+    """``value`` as rank 0 has it, on every process of a distributed run (clocks differ)."""
+    if not rt.distributed:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def entrants_of(reasoning: dict) -> list[Entrant]:
