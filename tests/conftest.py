@@ -25,6 +25,9 @@ def _private_cache_dir(tmp_path_factory):
     """
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VISTRAIN_CACHE", str(tmp_path_factory.mktemp("vistrain-cache")))
+        # two threads, as set above, in every run and subprocess: tests compare runs bit for bit,
+        # which a thread count measured per run (device.choose_cpu_threads) would not keep
+        mp.setenv("VISTRAIN_THREADS", "2")
         yield
 
 

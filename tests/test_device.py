@@ -143,3 +143,22 @@ def test_the_allocator_changes_only_when_a_run_asks_for_it(tmp_path):
         return json.loads(out.stdout.strip().splitlines()[-1])
     assert probe("system") == [False, False]
     assert probe("reuse") == [False, True]
+
+
+def test_cpu_threads_are_measured_and_restored(monkeypatch):
+    from vistrain.device import choose_cpu_threads, cpu_threads_kept
+    monkeypatch.delenv("VISTRAIN_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    n = torch.get_num_threads()
+    with cpu_threads_kept():
+        rec = choose_cpu_threads(Runtime.create("cpu"))
+        if n > 1:
+            assert rec["threads"] in (1, n) and set(rec["tried"]) == {"1", str(n)} and rec["reason"]
+            assert torch.get_num_threads() == rec["threads"]
+    assert torch.get_num_threads() == n
+    monkeypatch.setenv("VISTRAIN_THREADS", "1")
+    with cpu_threads_kept():
+        assert choose_cpu_threads(Runtime.create("cpu"))["threads"] == 1 == torch.get_num_threads()
+    monkeypatch.setenv("VISTRAIN_THREADS", "many")
+    with pytest.raises(VistrainError, match="VISTRAIN_THREADS"):
+        choose_cpu_threads(Runtime.create("cpu"))

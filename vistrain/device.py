@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from dataclasses import dataclass
 
 import torch
@@ -88,6 +89,8 @@ class Runtime:
         """One line for logs: device, autocast dtype, memory format, place in the job, and
         whether freed host memory is kept for reuse (:func:`keep_freed_host_memory`)."""
         fmt = "channels_last" if self.channels_last else "contiguous"
+        if self.device.type == "cpu":
+            fmt += f", {torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''}"
         job = f", rank {self.rank}/{self.world_size}" if self.distributed else ""
         heap = ", freed host memory reused" if _HOST_MEMORY_KEPT else ""
         return f"{self.device} ({self.precision}, {fmt}{job}{heap})"
@@ -210,3 +213,74 @@ def keep_freed_host_memory(trim_threshold_mb: int = 128) -> bool:
         return False
     _HOST_MEMORY_KEPT = ok
     return ok
+
+
+# -- CPU threads ---------------------------------------------------------------------------------
+THREAD_PROBE_STEPS = 3   # timed training steps per thread count (after a warm-up), fastest counts
+THREAD_GAIN = 1.1        # more threads must train at least this much faster to be used
+
+
+def choose_cpu_threads(rt: Runtime) -> dict | None:
+    """Set torch's intra-op threads for CPU training by measurement, not by the core count.
+
+    On a shared machine more threads can be much slower than one: each op waits for its slowest
+    thread, and a busy core makes every op as slow as it is (2 threads on a 2-vCPU machine with
+    other jobs trained a small CNN 2-20x slower than 1).  A few training steps of a small
+    convolutional network at 1 thread and at the process's threads, interleaved, decide; more
+    threads win only when ``THREAD_GAIN`` times faster.  Nothing is measured on a GPU, under
+    ``torchrun`` (one process per core already) or where ``OMP_NUM_THREADS`` sets the count;
+    ``VISTRAIN_THREADS=N`` sets N threads without measuring.  The caller restores the process's
+    count when the run ends (:func:`cpu_threads_kept`).  Returns the record (``{"threads",
+    "tried": {n: images/s}, "reason"}``), or None.
+
+    Example:
+        >>> n = torch.get_num_threads()
+        >>> rec = choose_cpu_threads(Runtime.create("cpu"))
+        >>> rec is None or rec["threads"] in (1, n)
+        True
+        >>> torch.set_num_threads(n)
+    """
+    n = torch.get_num_threads()
+    if rt.device.type != "cpu" or rt.distributed:
+        return None
+    fixed = os.environ.get("VISTRAIN_THREADS", "").strip()
+    if fixed:
+        try:
+            torch.set_num_threads(max(1, int(fixed)))
+        except ValueError:
+            raise VistrainError(f"VISTRAIN_THREADS={fixed!r}: give a whole number of threads >= 1, "
+                                "or unset it to measure") from None
+        return {"threads": torch.get_num_threads(), "tried": {}, "reason": "VISTRAIN_THREADS"}
+    if n <= 1 or os.environ.get("OMP_NUM_THREADS"):
+        return None
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.BatchNorm2d(32), torch.nn.ReLU(),
+                              torch.nn.Conv2d(32, 64, 3, padding=1, stride=2), torch.nn.BatchNorm2d(64),
+                              torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(64, 10))
+    x, y = torch.randn(32, 3, 48, 48), torch.randint(0, 10, (32,))
+    best = {1: float("inf"), n: float("inf")}
+    with torch.random.fork_rng():
+        for step in range(THREAD_PROBE_STEPS + 1):
+            for threads in (1, n):
+                torch.set_num_threads(threads)
+                t = time.perf_counter()
+                torch.nn.functional.cross_entropy(net(x), y).backward()
+                if step:  # the first round warms up
+                    best[threads] = min(best[threads], time.perf_counter() - t)
+    chosen = n if best[1] >= THREAD_GAIN * best[n] else 1
+    torch.set_num_threads(chosen)
+    tried = {str(k): round(32 / v, 1) for k, v in best.items()}
+    reason = (f"{n} threads train {best[1] / best[n]:.2f}x as fast as 1" if chosen == n else
+              f"1 thread trains as fast as {n} or faster here ({tried['1']} vs {tried[str(n)]} images/s "
+              "on a small CNN): the other cores are busy")
+    return {"threads": chosen, "tried": tried, "reason": reason}
+
+
+@contextlib.contextmanager
+def cpu_threads_kept():
+    """Restore torch's intra-op thread count on exit (a run's choice does not outlive it)."""
+    n = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)

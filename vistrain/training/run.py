@@ -42,7 +42,7 @@ from vistrain.data.loader import ArrayBatches
 from vistrain.data.scan import ImageIndex
 from vistrain.data.stream import in_order, location, open_index, shards_digest
 from vistrain.data.splits import group_record, save_splits, split_source, split_warnings
-from vistrain.device import Runtime, keep_freed_host_memory, unwrap
+from vistrain.device import Runtime, choose_cpu_threads, cpu_threads_kept, keep_freed_host_memory, unwrap
 from vistrain.errors import DataError, RunDirError, VistrainError
 from vistrain.evaluation import curves
 from vistrain.evaluation.calibration import calibration_summary, decide_temperature, scale_probabilities
@@ -331,7 +331,7 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
                            epochs=cfg.train.epochs)
     else:
         fsutil.check_output_location(out, data_folder=data_folder)
-    with run_log_file(out, enabled=main_process) as log_file:
+    with run_log_file(out, enabled=main_process) as log_file, cpu_threads_kept():
         return _run_training(cfg, out, overwrite=overwrite, resume=resume, progress=progress,
                              index=index, parts=parts, before_training=before_training, t0=t0,
                              started=started, log_file=log_file)
@@ -342,6 +342,9 @@ def _run_training(cfg, out, *, overwrite, resume, progress, index, parts, before
     if cfg.train.host_memory == "reuse":  # asked for: it changes the whole process's allocator
         keep_freed_host_memory()
     rt = Runtime.for_train(cfg.train)
+    threads = choose_cpu_threads(rt)  # before auto measures: its speeds are at these threads
+    if threads is not None:
+        log.info("threads: %d (%s)", threads["threads"], threads["reason"])
     log.info("runtime: %s", rt.describe())
     index = index or open_index(cfg.data.root)
     fingerprint = data_fingerprint(index)
@@ -381,7 +384,8 @@ def _run_training(cfg, out, *, overwrite, resume, progress, index, parts, before
             model, pcfg = prepare_model(cfg, index, rt)
         return _train_into(cfg, out, rt, model, pcfg, index, parts, resume=resume,
                            progress=progress, fingerprint=fingerprint, t0=t0,
-                           before_training=before_training, auto=auto, deadline=deadline, race=race)
+                           before_training=before_training, auto=auto, deadline=deadline, race=race,
+                           threads=threads)
     except BaseException as err:
         if rt.is_main:
             _undo_unstarted_run(out, fresh=fresh, existed_empty=existed_empty,
@@ -428,7 +432,7 @@ def recipe_race(requested: TrainConfig, out: Path, rt: Runtime, index: ImageInde
 
 
 def _train_into(cfg, out, rt, model, pcfg, index, parts, *, resume, progress, fingerprint, t0,
-                before_training, auto, deadline, race: RaceOutcome | None = None):
+                before_training, auto, deadline, race: RaceOutcome | None = None, threads=None):
     if race is not None and race.prepared is not None:  # decoded for the race: not decoded again
         pre, data = race.prepared
     else:
@@ -456,6 +460,8 @@ def _train_into(cfg, out, rt, model, pcfg, index, parts, *, resume, progress, fi
                          features=race.features if race is not None else None)
     if budget is not None:
         fitted.record["budget"] = budget
+    if threads is not None:
+        fitted.record["cpu_threads"] = threads
     if rt.is_main:  # a head fitted without checkpoints (logistic regression) ends the swap here
         fsutil.discard_replaced(out)
     metrics, calibration = final_evaluation(ctx, features=fitted.features)
