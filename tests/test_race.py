@@ -123,8 +123,10 @@ def test_an_auto_run_races_and_continues_the_winner(grey, tmp_path, monkeypatch)
     saved = TrainConfig.load(r.run_dir / "config.yaml")    # a resume continues the winner
     assert saved.strategy.name != "auto" and saved.train.epochs == len(r.history) or \
         "stopped_by_budget" in run["strategy"]
-    if winner["recipe"] != "feature-extraction":           # its rungs were reused, not trained again
-        assert r.history[0]["epoch"] == 1 and len(r.history) >= winner["trained"]
+    # its rungs (the frozen head's whole training too) were reused, not trained again
+    assert r.history[0]["epoch"] == 1 and len(r.history) >= winner["trained"]
+    assert [round(h["val_accuracy"], 4) for h in r.history[:winner["trained"]]] == \
+        [round(a, 4) for _, a in winner["curve"]]
     html = (r.run_dir / "report.html").read_text()
     assert "The recipe race" in html and "validation accuracy against seconds" in html
     assert any(line.startswith("race: ") for line in reasoning["plain"])

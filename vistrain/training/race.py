@@ -354,7 +354,7 @@ class Race:
         return self.deadline is not None and bool(_from_rank0(self.rt, time.monotonic() >= self.deadline))
 
     def _outcome(self, winner: Entrant, plan: RacePlan, seconds: float) -> RaceOutcome:
-        if winner.finished and winner.end_to_end:
+        if winner.finished:
             winner.epochs = max(1, winner.trained)  # stopped early: nothing is left to train
         cfg = self._config(winner)
         key = (cfg.preprocess.size, cfg.preprocess.grayscale, cfg.model.name)
@@ -362,9 +362,10 @@ class Race:
             if k != key:
                 del self.data[k]
         prepared = self.data.get(key)
-        path = None
-        if winner.end_to_end and winner.trained:
-            path = self._folder(winner) / "checkpoints" / "last.pt"
+        path = None  # the winner's paused (or finished) training, the frozen head's too
+        if winner.trained:
+            saved = self._folder(winner) / "checkpoints" / "last.pt"
+            path = saved if _from_rank0(self.rt, saved.is_file()) else None  # rank 0 writes them
         return RaceOutcome(cfg, winner, prepared, path, self.features.get(winner.name),
                            race_record(plan, winner, seconds, self.seconds))
 
@@ -405,7 +406,7 @@ def race_recipe(requested: TrainConfig, index: ImageIndex, rt: Runtime, parts, a
     planned_end = None if budget_s is None else started + budget_s * BUDGET_SHARE
     race = Race(requested, index, rt, parts, folder, progress=progress,
                 seconds=None if planned_end is None else planned_end - time.monotonic(),
-                deadline=None if budget_s is None else started + budget_s)
+                deadline=planned_end)  # the rest of the budget: the winner's evaluation and report
     outcome = race.run(entrants_of(auto))
     cfg, winner = outcome.cfg, outcome.winner
     if planned_end is not None and winner.end_to_end and not winner.finished and winner.trained:
