@@ -2,8 +2,9 @@
 
 Engines: ``torch`` (the run's PyTorch model), ``onnxruntime`` (``RUN/export/model.onnx``),
 ``onnxruntime-int8`` (``RUN/export/model.int8.onnx``), ``openvino`` (``RUN/export/model.xml``,
-:class:`vistrain.deploy.openvino_export.OpenVinoEngine`; never chosen by ``auto``), and ``auto``: ONNX Runtime when the run
-has an export that is not stale and the device is the CPU, torch otherwise.  An export is stale
+:class:`vistrain.deploy.openvino_export.OpenVinoEngine`; never chosen by ``auto``), and
+``auto``: ONNX Runtime when the run has an export that is not stale and the device is the CPU,
+torch otherwise.  An export is stale
 when the run's weights (sha256 of ``model.safetensors``), classes or preprocessing differ from
 those recorded in the graph's metadata: a re-trained run never silently uses an old export.
 

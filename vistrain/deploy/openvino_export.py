@@ -1,15 +1,17 @@
 """The OpenVINO export of a run (``vistrain export --format openvino``) and its engine
 (``--engine openvino`` for predict, evaluate and serve).
 
-The IR (``RUN/export/model.xml`` + ``model.bin``) is converted by ``openvino.convert_model`` from
-the ONNX graph of the run (:mod:`vistrain.deploy.onnx_export`), so its input and output are the
-ONNX graph's: uint8 ``(N, H, W, C)`` pixels in, probabilities out, the batch axis dynamic.  The
+The IR (``RUN/export/model.xml`` + ``model.bin``) is converted from the ONNX graph of the run
+(:mod:`vistrain.deploy.onnx_export`) by OpenVINO's ONNX frontend (``Core.read_model``, what
+``openvino.convert_model`` runs for an ONNX file, without the usage statistics that
+``convert_model`` sends to a remote server unless the user has opted out), so its input and
+output are the ONNX graph's: uint8 ``(N, H, W, C)`` pixels in, probabilities out, the batch axis dynamic.  The
 weights stay float32 (``compress_to_fp16=False``) and inference runs in float32
 (``INFERENCE_PRECISION_HINT``: OpenVINO would otherwise pick bf16 on CPUs that have it), so the
 export passes the same parity gate as ONNX.  The graph's metadata is copied into the IR's
 ``rt_info`` under ``vistrain``, where :class:`OpenVinoEngine` reads it back for the staleness check
-of :func:`vistrain.deploy.engine.open_engine`.  No torch here: the engine takes NumPy arrays (or
-anything with ``.numpy()``).  openvino is the optional extra ``vistrain[openvino]``.
+of :func:`vistrain.deploy.engine.open_engine`.  No torch here (nor any vistrain module that imports
+it): the engine takes NumPy arrays, or anything with ``.numpy()``.  openvino is the optional extra ``vistrain[openvino]``.
 
 Example:
     >>> from vistrain.deploy.openvino_export import OpenVinoEngine      # doctest: +SKIP
@@ -23,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-from vistrain.deploy.graph import INPUT_NAME, OUTPUT_NAME
 from vistrain.errors import VistrainError
 
 OPENVINO_XML, OPENVINO_BIN = "model.xml", "model.bin"
@@ -43,7 +44,7 @@ def export_openvino(onnx_path: str | Path, xml_path: str | Path, metadata: dict[
     """Convert the ONNX graph ``onnx_path`` to an IR at ``xml_path`` (its ``.bin`` beside it),
     float32 weights, ``metadata`` in its rt_info; returns ``xml_path``."""
     ov = require_openvino()
-    model = ov.convert_model(str(onnx_path))
+    model = ov.Core().read_model(str(onnx_path))  # not convert_model: it sends usage telemetry
     for key, value in metadata.items():
         model.set_rt_info(str(value), [RT_INFO, key])
     ov.save_model(model, str(xml_path), compress_to_fp16=False)
@@ -75,8 +76,8 @@ class OpenVinoEngine:
         self.compiled = core.compile_model(model, "CPU", config)
         self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
         self.request = self.compiled.create_infer_request()
-        self._input = self.compiled.input(INPUT_NAME)
-        self._output = self.compiled.output(OUTPUT_NAME)
+        # the exported graph has one input (pixels) and one output (probabilities)
+        self._input, self._output = self.compiled.input(0), self.compiled.output(0)
 
     def probabilities(self, pixels) -> np.ndarray:
         """``(N, K)`` float32 probabilities of uint8 ``(N, C, S, S)`` pixels (NCHW, as vistrain

@@ -9,8 +9,8 @@ container's HEALTHCHECK calls, without credentials.  ``/predict``, ``/explain``,
 time does not depend on where the first differing byte is.
 
 Example:
-    >>> check_token("s3cret")
-    >>> authorized(b"Bearer s3cret", "s3cret"), authorized(b"Bearer guess", "s3cret")
+    >>> check_token("s3cret-token")
+    >>> authorized(b"Bearer s3cret-token", "s3cret-token"), authorized(b"Bearer guess", "s3cret-token")
     (True, False)
 """
 from __future__ import annotations
