@@ -113,8 +113,10 @@ def test_metadata_says_how_to_use_the_graph_without_vistrain(run):
     assert json.loads(meta["classes"]) == CLASSES
     assert meta["input_layout"] == "NHWC" and meta["input_dtype"] == "uint8"
     assert json.loads(meta["input_shape"]) == ["N", 32, 32, 3]
-    assert json.loads(meta["resize"]) == {"size": 32, "interpolation": "bicubic", "crop_pct": 0.875,
-                                          "mode": "crop", "colour": "RGB"}
+    resize = json.loads(meta["resize"])
+    assert resize.pop("rounding").startswith("shorter side to floor(size / crop_pct)")
+    assert resize == {"size": 32, "interpolation": "bicubic", "crop_pct": 0.875, "mode": "crop",
+                      "colour": "RGB"}
     assert json.loads(meta["preprocess"]) == run_meta["preprocess"]
     assert meta["vistrain_version"] and meta["model_name"] == "vistrain/resnet-tiny"
     assert meta["weights_sha256"] == weights_sha256(run) == report["weights_sha256"]

@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from .acceptlib import CLASSES, assert_ok, assert_user_error, python_script, table_value, vistrain
+from .acceptlib import CLASSES, SHIPPED, assert_ok, assert_user_error, python_script, table_value, vistrain
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +137,19 @@ def shipped_image(run):
     splits = json.loads((run / "splits.json").read_text())
     root = json.loads((run / "run.json").read_text())["data_root"]
     return f"{root}/{splits['parts']['test']['files'][0]}"
+
+
+def test_openvino_export_and_engine_give_torchs_answers(scratch_run, tmp_path):
+    """``vistrain export --format openvino``, then ``predict --engine openvino`` on the IR."""
+    pytest.importorskip("openvino")
+    run = tmp_path / "run"
+    shutil.copytree(scratch_run.dir, run, ignore=shutil.ignore_patterns("checkpoints", "export"))
+    res = assert_ok(vistrain("export", run, "--format", "openvino"))
+    assert f"exported {run}/export/model.xml + model.bin" in res.stdout
+    assert "openvino vs torch: top-1 agreement 100.00%" in res.stdout
+    entry = json.loads((run / "export" / "parity.json").read_text())["openvino"]
+    assert entry["passed"] and entry["max_abs_diff"] <= 1e-4
+    images = sorted((SHIPPED / CLASSES[1]).glob("*.png"))[:6]
+    ov = assert_ok(vistrain("predict", run, *images, "--json", "--engine", "openvino")).json()
+    pt = assert_ok(vistrain("predict", run, *images, "--json", "--engine", "torch")).json()
+    assert _top1(ov) == _top1(pt)

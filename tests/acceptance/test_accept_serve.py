@@ -38,3 +38,32 @@ def test_serve_answers_as_predict_does_for_concurrent_clients(scratch_run):
     finally:
         code, err = server.stop()
     assert code == 0 and "Traceback" not in err, err[-3000:]
+
+
+def test_serve_with_a_token_describes_itself_and_refuses_strangers(scratch_run, monkeypatch):
+    """``vistrain serve --token``: 401 without the bearer token, the answers of predict with it;
+    /openapi.json lists the served routes and /docs is the offline page that reads it."""
+    token = "acceptance-token-123"
+    monkeypatch.delenv("VISTRAIN_TOKEN", raising=False)
+    image = sorted((SHIPPED / CLASSES[0]).glob("*.png"))[-1]
+    server = Server(scratch_run.dir, "--token", token)
+    try:
+        auth = {"Authorization": f"Bearer {token}"}
+        with open(image, "rb") as f:
+            refused = httpx.post(f"{server.url}/predict", files={"file": (image.name, f)}, timeout=60)
+        assert refused.status_code == 401 and "bearer token" in refused.json()["error"]
+        assert refused.headers["www-authenticate"].startswith("Bearer")
+        with open(image, "rb") as f:
+            answer = httpx.post(f"{server.url}/predict?top_k=3", files={"file": (image.name, f)},
+                                headers=auth, timeout=60)
+        assert answer.status_code == 200 and len(answer.json()["top"]) == 3
+        assert httpx.get(f"{server.url}/healthz", timeout=30).status_code == 200  # no token needed
+        assert httpx.get(f"{server.url}/openapi.json", timeout=30).status_code == 401
+        doc = httpx.get(f"{server.url}/openapi.json", headers=auth, timeout=30).json()
+        assert doc["openapi"].startswith("3.") and "bearer" in doc["components"]["securitySchemes"]
+        assert {"/predict", "/explain", "/healthz", "/metadata", "/metrics", "/docs"} <= set(doc["paths"])
+        docs = httpx.get(f"{server.url}/docs", timeout=30)
+        assert docs.status_code == 200 and "openapi.json" in docs.text
+    finally:
+        code, err = server.stop()
+    assert code == 0 and "Traceback" not in err, err[-3000:]

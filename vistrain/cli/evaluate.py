@@ -27,8 +27,10 @@ def register(sub) -> None:
 def add_engine_options(p) -> None:
     """``--engine`` and ``--threads``, the same for every verb that predicts with a run."""
     p.add_argument("--engine", default="auto",
-                   help="auto | torch | onnxruntime | onnxruntime-int8 (auto: ONNX Runtime on the "
-                        "CPU when `vistrain export` wrote an up-to-date RUN/export/model.onnx, else torch)")
+                   help="auto | torch | onnxruntime | onnxruntime-int8 | openvino (auto: ONNX "
+                        "Runtime on the CPU when `vistrain export` wrote an up-to-date "
+                        "RUN/export/model.onnx, else torch; openvino: RUN/export/model.xml of "
+                        "`vistrain export --format openvino`)")
     p.add_argument("--threads", type=int, help="ONNX Runtime threads (default: torch's thread count)")
     p.add_argument("--tta", default="none", choices=TTA_MODES,
                    help="test-time augmentation: average the probabilities of the image and its mirror "

@@ -1,7 +1,8 @@
 """``vistrain export RUN_DIR``: the run as one deployable file, checked against the run.
 
 ``--format onnx`` (default) writes ``RUN_DIR/export/model.onnx``, ``--format torchscript``
-``RUN_DIR/export/model.pt``: uint8 ``(N, H, W, C)`` pixels in, probabilities out, normalization
+``RUN_DIR/export/model.pt``, ``--format openvino`` ``RUN_DIR/export/model.xml`` + ``model.bin``
+(converted from the ONNX graph; ``pip install 'vistrain[openvino]'``): uint8 ``(N, H, W, C)`` pixels in, probabilities out, normalization
 inside; ``--quantize int8`` adds ``model.int8.onnx``.  Parity with the PyTorch model on the run's
 test images is printed and saved in ``RUN_DIR/export/parity.json``; an export that does not
 reproduce the run is an error and nothing is written.
@@ -22,7 +23,8 @@ def register(sub) -> None:
                                    "model on the run's test images (top-1 agreement 100 percent, largest "
                                    "probability difference <= 1e-4) and not written if it differs.")
     p.add_argument("run_dir", help="run directory of `vistrain train`")
-    p.add_argument("--format", default="onnx", help="onnx | torchscript")
+    p.add_argument("--format", default="onnx", help="onnx | torchscript | openvino (model.xml + "
+                   "model.bin, the OpenVINO IR; needs pip install 'vistrain[openvino]')")
     p.add_argument("--quantize", metavar="int8", help="also write model.int8.onnx (static int8, "
                    "calibrated on training images) and report its accuracy change")
     p.add_argument("--calibration", type=int, default=96,
@@ -30,8 +32,8 @@ def register(sub) -> None:
     p.add_argument("--quantize-method", default="static", help="static | dynamic (int8 method)")
     p.add_argument("--data", metavar="DIR", help="the run's data folder when it moved (where the "
                    "test images for the parity check are)")
-    p.add_argument("--threads", type=int, help="ONNX Runtime threads (default: torch's, i.e. the "
-                   "same cores as the PyTorch model)")
+    p.add_argument("--threads", type=int, help="ONNX Runtime (or OpenVINO) threads (default: "
+                   "torch's, i.e. the same cores as the PyTorch model)")
     p.add_argument("--json", action="store_true", help="print the parity report as one JSON document")
     p.set_defaults(func=run)
 
@@ -46,10 +48,11 @@ def run(args) -> int:
         return 0 if q is None or q["promoted"] else 1
     images = report["images"]
     on = f"{images['n']} {images['part']} images"
-    for key, label in (("onnx", "onnxruntime"), ("torchscript", "torchscript")):
+    for key, label in (("onnx", "onnxruntime"), ("torchscript", "torchscript"), ("openvino", "openvino")):
         e = report.get(key) if report["format"] == key else None
         if e:
-            print(f"exported {report['run_dir']}/export/{e['file']} ({e['bytes'] / 1e6:.1f} MB)")
+            names = " + ".join(e.get("files", [e["file"]]))
+            print(f"exported {report['run_dir']}/export/{names} ({e['bytes'] / 1e6:.1f} MB)")
             print(f"parity on {on}, {label} vs torch: top-1 agreement {e['top1_agreement']:.2%}, "
                   f"largest probability difference {e['max_abs_diff']:.2g} (limit {e['tolerance']:g})")
     if q and not q["promoted"]:

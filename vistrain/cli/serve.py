@@ -15,7 +15,7 @@ def register(sub) -> None:
     p = sub.add_parser("serve", help="serve a trained run over HTTP (JSON API and a web page)",
                        description="Serve a trained run over HTTP: POST /predict and /explain "
                                    "(an image as the multipart field 'file' or as the body), GET "
-                                   "/healthz and /metadata, and a web page at /. Concurrent "
+                                   "/healthz, /metadata, /metrics and /openapi.json, API docs at /docs and a web page at /. Concurrent "
                                    "requests are batched. Needs the extra: pip install 'vistrain[deploy]'.")
     p.add_argument("run_dir", help="run directory of `vistrain train`")
     p.add_argument("--host", default="127.0.0.1",
@@ -36,6 +36,9 @@ def register(sub) -> None:
                         "(default 2)")
     p.add_argument("--device", default="auto", help="auto (CUDA when there is one) | cpu | cuda | cuda:N")
     add_engine_options(p)
+    p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on every route but /, /docs "
+                   "and /healthz (default: the environment variable VISTRAIN_TOKEN, which other users "
+                   "of this machine cannot read in the process list)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON document with the address once listening")
     p.set_defaults(func=run)
@@ -56,5 +59,5 @@ def run(args) -> int:
     job("serve").serve(args.run_dir, host=args.host, port=args.port, max_batch=args.max_batch,
                        wait_ms=args.wait_ms, max_body_mb=args.max_body_mb, device=args.device,
                        engine=args.engine, threads=args.threads, tta=args.tta, ready=ready,
-                       **limits)
+                       token=args.token, **limits)
     return 0

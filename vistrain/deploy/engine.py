@@ -1,8 +1,10 @@
 """Which engine computes a run's probabilities, and the ONNX Runtime engine itself.
 
 Engines: ``torch`` (the run's PyTorch model), ``onnxruntime`` (``RUN/export/model.onnx``),
-``onnxruntime-int8`` (``RUN/export/model.int8.onnx``), and ``auto``: ONNX Runtime when the run
-has an export that is not stale and the device is the CPU, torch otherwise.  An export is stale
+``onnxruntime-int8`` (``RUN/export/model.int8.onnx``), ``openvino`` (``RUN/export/model.xml``,
+:class:`vistrain.deploy.openvino_export.OpenVinoEngine`; never chosen by ``auto``), and
+``auto``: ONNX Runtime when the run has an export that is not stale and the device is the CPU,
+torch otherwise.  An export is stale
 when the run's weights (sha256 of ``model.safetensors``), classes or preprocessing differ from
 those recorded in the graph's metadata: a re-trained run never silently uses an old export.
 
@@ -28,13 +30,16 @@ import torch
 from vistrain.deploy.graph import (EXPORT_DIR, INPUT_NAME, INT8_FILE, ONNX_FILE, OUTPUT_NAME, require,
                                    weights_sha256)
 from vistrain.deploy.onnx_export import graph_problem
+from vistrain.deploy.openvino_export import OPENVINO_XML, OpenVinoEngine
 from vistrain.deploy.quantize import int8_promoted
 from vistrain.errors import VistrainError
 
 log = logging.getLogger("vistrain")
 
-ENGINES = ("auto", "torch", "onnxruntime", "onnxruntime-int8")
-FILES = {"onnxruntime": ONNX_FILE, "onnxruntime-int8": INT8_FILE}
+ENGINES = ("auto", "torch", "onnxruntime", "onnxruntime-int8", "openvino")
+FILES = {"onnxruntime": ONNX_FILE, "onnxruntime-int8": INT8_FILE, "openvino": OPENVINO_XML}
+ENGINE_CLASSES = {"openvino": OpenVinoEngine}  # every other name: OrtEngine
+EXPORT_FLAGS = {"onnxruntime-int8": " --quantize int8", "openvino": " --format openvino"}
 
 
 class OrtEngine:
@@ -123,12 +128,12 @@ def open_engine(run_dir: str | Path, meta: dict, engine: str = "auto", *, device
         return sess
     if not _is_cpu(device):
         raise VistrainError(f"--engine {engine} runs on the CPU; drop --device {device} or use --engine torch")
-    how = " --quantize int8" if name == "onnxruntime-int8" else ""
+    how = EXPORT_FLAGS.get(name, "")
     if not path.is_file():
         raise VistrainError(f"{path} not found; create it with `vistrain export {run_dir}{how}` "
                             "or use --engine torch")
     try:
-        sess = OrtEngine(path, name=name, threads=threads)
+        sess = ENGINE_CLASSES.get(name, OrtEngine)(path, name=name, threads=threads)
     except VistrainError:
         raise
     except Exception as err:  # ONNX Runtime's own errors on a garbage or truncated file

@@ -16,6 +16,12 @@ Endpoints (every error is a JSON ``{"error": "..."}`` with a 4xx status naming t
   Prometheus text format (:mod:`vistrain.server.metrics`, which also logs one JSON line per
   request on the ``vistrain.access`` logger).
 * ``GET /``: one self-contained page (``page.html``: inline CSS and JS, no external request).
+* ``GET /openapi.json`` and ``GET /docs``: the OpenAPI description, generated from these routes,
+  and an offline page listing the operations with a form to try ``/predict``
+  (:mod:`vistrain.server.openapi`).
+
+With ``token=...`` every route except ``/``, ``/docs`` and ``/healthz`` needs
+``Authorization: Bearer TOKEN`` (401 otherwise; :mod:`vistrain.server.auth`).
 
 Uploads are decoded by :func:`vistrain.data.io.load_image`, as files given to ``vistrain
 predict`` are (EXIF rotation, alpha on white), so the server's answer is the answer of
@@ -60,7 +66,9 @@ from vistrain.artifact import META, DamagedModelError, read_meta, versions
 from vistrain.errors import ImageLoadError, VistrainError
 from vistrain.interpret.cam import METHODS, compute_cam, find_target_layer, overlay
 from vistrain.predictor import Classifier
+from vistrain.server.auth import BearerAuth, check_token
 from vistrain.server.batcher import DynamicBatcher
+from vistrain.server.openapi import load_docs_page, schema
 
 log = logging.getLogger(__name__)
 
@@ -349,21 +357,43 @@ def probe_model(clf: Classifier) -> None:
     clf.predict_pixels([torch.full((pre.channels, pre.size, pre.size), 128, dtype=torch.uint8)])
 
 
+def docs_routes(web, service: Service, *, token: bool) -> list:
+    """``GET /openapi.json`` (built from the app's routes at the first request, so it lists
+    exactly what the app serves) and ``GET /docs`` (the offline page that reads it)."""
+    page, cache = load_docs_page(), {}
+
+    async def openapi(request):
+        if "doc" not in cache:
+            cache["doc"] = schema(request.app.routes, title=f"vistrain serve: {service.info['model']}",
+                                  version=service.info["versions"].get("vistrain", "0"),
+                                  num_classes=len(service.clf.classes), explain_methods=METHODS,
+                                  token=token)
+        return cache["doc"]
+
+    async def docs(request):
+        return web.HTMLResponse(page, headers={"Content-Security-Policy": PAGE_POLICY})
+
+    return [web.Route("/openapi.json", _endpoint(web, openapi), methods=["GET"]),
+            web.Route("/docs", _endpoint(web, docs), methods=["GET"])]
+
+
 def create_app(classifier: Classifier, *, max_batch: int = DEFAULT_MAX_BATCH,
                wait_ms: float = DEFAULT_WAIT_MS, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-               decode_threads: int | None = None):
+               decode_threads: int | None = None, token: str | None = None):
     """The Starlette app serving ``classifier`` (see the module docstring for the endpoints).
 
     ``max_batch``: most images per model call (1 turns batching off); ``wait_ms``: how long the
     first request of a batch waits for others; ``max_body_bytes``: largest request body accepted;
     ``max_image_pixels``: largest width x height accepted (413 above, read from the header; the
     process-wide limit of :func:`vistrain.data.io.set_max_image_pixels` still applies on top);
-    ``decode_threads``: uploads decoded at once (default 2; ``None``: the default).  ``app.state.service``
+    ``decode_threads``: uploads decoded at once (default 2; ``None``: the default); ``token``: the
+    bearer token every route but ``/``, ``/docs`` and ``/healthz`` requires (None: open).  ``app.state.service``
     holds the :class:`Service` (``service.batcher`` counts model calls, ``service.metrics`` is
     what ``/metrics`` reports); the batcher stops when the app shuts down.
     """
     web = require_deploy()
+    check_token(token)
     # imported here: prometheus_client is part of the optional extra, like Starlette
     from vistrain.server.metrics import CONTENT_TYPE, Metrics, Observed
     probe_model(classifier)
@@ -395,6 +425,7 @@ def create_app(classifier: Classifier, *, max_batch: int = DEFAULT_MAX_BATCH,
               web.Route("/metrics", _endpoint(web, prometheus), methods=["GET"]),
               web.Route("/predict", _endpoint(web, lambda r: service.predict(web, r)), methods=["POST"]),
               web.Route("/explain", _endpoint(web, lambda r: service.explain(web, r)), methods=["POST"])]
+    routes += docs_routes(web, service, token=token is not None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -402,6 +433,8 @@ def create_app(classifier: Classifier, *, max_batch: int = DEFAULT_MAX_BATCH,
         service.close()
 
     app = web.Starlette(routes=routes, exception_handlers={web.HTTPException: http_error},
-                        middleware=[web.Middleware(Observed, metrics=metrics)], lifespan=lifespan)
+                        middleware=[web.Middleware(Observed, metrics=metrics)]
+                        + ([web.Middleware(BearerAuth, token=token)] if token else []),
+                        lifespan=lifespan)
     app.state.service = service
     return app

@@ -31,7 +31,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 
 access_log = logging.getLogger("vistrain.access")
 
-PATHS = frozenset({"/", "/predict", "/explain", "/healthz", "/metadata", "/metrics"})
+PATHS = frozenset({"/", "/predict", "/explain", "/healthz", "/metadata", "/metrics", "/docs",
+                   "/openapi.json"})
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 # The classic text format, which every Prometheus version scrapes (newer prometheus_client

@@ -1,6 +1,8 @@
 """``export``: a run as one deployable file (``vistrain export RUN``), checked against the run.
 
-Writes ``RUN/export/model.onnx`` (``format="onnx"``) or ``RUN/export/model.pt`` (TorchScript):
+Writes ``RUN/export/model.onnx`` (``format="onnx"``), ``RUN/export/model.pt`` (TorchScript) or
+``RUN/export/model.xml`` + ``model.bin`` (``format="openvino"``: the OpenVINO IR converted from the
+ONNX graph, :mod:`vistrain.deploy.openvino_export`):
 uint8 ``(N, H, W, C)`` pixels in, class probabilities ``(N, K)`` out, the normalization inside the
 graph (see :mod:`vistrain.deploy`).  Before a file is promoted it is checked (``onnx.checker``, one
 ONNX Runtime inference) and compared with the PyTorch model on the run's test images: top-1
@@ -42,6 +44,8 @@ from vistrain.deploy.engine import OrtEngine
 from vistrain.deploy.graph import (EXPORT_DIR, INT8_FILE, ONNX_FILE, PARITY_FILE, TORCHSCRIPT_FILE,
                                    ExportError, InferenceGraph, graph_metadata, weights_sha256)
 from vistrain.deploy.onnx_export import OPSET, check_onnx, export_onnx
+from vistrain.deploy.openvino_export import (OPENVINO_BIN, OPENVINO_XML, OpenVinoEngine, export_openvino,
+                                             require_openvino)
 from vistrain.deploy.parity import SplitImages, accuracy, batched, compare, load_split, split_files
 from vistrain.deploy.quantize import METHODS, SETTINGS, LazyImages, mark_int8_gate, quantize_int8
 from vistrain.deploy.torchscript import export_torchscript, load_torchscript
@@ -50,7 +54,7 @@ from vistrain.fsutil import atomic_write_json
 from vistrain.predictor import Classifier
 from vistrain.workflows.common import show_log_lines
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "torchscript", "openvino")
 QUANTIZE = ("int8",)
 TOLERANCE = 1e-4  # largest probability difference an fp32 export may have from the torch model
 STAGING = ".staging-"
@@ -107,6 +111,8 @@ def export(run_dir: str | Path, *, format: str = "onnx", quantize: str | None = 
     """
     show_log_lines()
     check_options(format, quantize, calibration, threads, quantize_method)
+    if format == "openvino":
+        require_openvino()  # before the test images are decoded: a missing extra is one line at once
     run_dir = Path(run_dir)
     meta = read_meta(run_dir)
     out = run_dir / EXPORT_DIR
@@ -127,13 +133,16 @@ def export(run_dir: str | Path, *, format: str = "onnx", quantize: str | None = 
                    test=test, ref=ref, batch_size=batch_size)
         if format == "onnx":
             entries = _onnx(**job, threads=threads, quantize=quantize, calib=calib, method=quantize_method)
+        elif format == "openvino":
+            entries = _openvino(**job, threads=threads)
         else:
             entries = _torchscript(**job)
         files = []
         for entry in entries.values():  # checked: promote (a rename inside RUN/export/)
             if entry.get("promoted", True):
-                os.replace(staging / entry["file"], out / entry["file"])
-                files.append(str(out / entry["file"]))
+                for name in entry.get("files", [entry["file"]]):  # the IR's .bin after its .xml
+                    os.replace(staging / name, out / name)
+                    files.append(str(out / name))
             elif (out / entry["file"]).is_file():  # an earlier int8 file that this check refutes
                 (out / entry["file"]).unlink()
     finally:
@@ -174,6 +183,25 @@ def _onnx(*, graph, staging, meta, metadata, test, ref, batch_size, threads, qua
     if quantize:
         entries["onnx_int8"] = _int8(path, staging, calib, method, test, probs, threads, batch_size)
     return entries
+
+
+def _openvino(*, graph, staging, meta, metadata, test, ref, batch_size, threads) -> dict:
+    """The IR converted from a checked ONNX graph (kept in staging only), held to the same parity
+    gate as ONNX against the torch model."""
+    pre, k = meta["preprocess"], len(meta["classes"])
+    size, channels = int(pre["size"]), int(pre.get("channels", 3))
+    source = export_onnx(graph, staging / f"source.{ONNX_FILE}", size=size, channels=channels,
+                         metadata=metadata)
+    check_onnx(source, size=size, channels=channels, num_classes=k)
+    path = export_openvino(source, staging / OPENVINO_XML, metadata)
+    engine = OpenVinoEngine(path, threads=threads)
+    probs = batched(engine.probabilities, test.pixels, batch_size)
+    entry = {"file": OPENVINO_XML, "files": [OPENVINO_XML, OPENVINO_BIN],
+             "bytes": sum((staging / f).stat().st_size for f in (OPENVINO_XML, OPENVINO_BIN)),
+             "engine": "openvino", "threads": engine.threads, "precision": "f32",
+             **_parity(ref, probs, test.labels, "openvino")}
+    _fail_unless_passed(entry, "the OpenVINO IR", test, "onnx")
+    return {"openvino": entry}
 
 
 def calibration_images(run_dir: Path, pre, data, limit: int) -> LazyImages:

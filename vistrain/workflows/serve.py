@@ -2,8 +2,9 @@
 
 The app (endpoints, dynamic batching, bad-input handling) is :func:`vistrain.server.create_app`;
 this module loads the run, checks the options, binds the socket and runs uvicorn until Ctrl-C.
-It binds 127.0.0.1 unless told otherwise: the server has no authentication, so exposing it to
-other machines is a choice the user makes with ``host=`` (and is warned about).
+It binds 127.0.0.1 unless told otherwise: exposing the server to other machines is a choice the
+user makes with ``host=``, and doing so without a bearer token (``token=`` or the environment
+variable ``VISTRAIN_TOKEN``; :mod:`vistrain.server.auth`) is warned about.
 
 Example:
     >>> from vistrain.workflows.serve import serve
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import socket
 import threading
 from pathlib import Path
@@ -24,6 +26,7 @@ from typing import Callable
 from vistrain.data.io import set_max_image_pixels
 from vistrain.errors import VistrainError
 from vistrain.predictor import check_tta
+from vistrain.server.auth import TOKEN_ENV, check_token
 from vistrain.server.app import (DEFAULT_DECODE_THREADS, DEFAULT_MAX_BATCH, DEFAULT_MAX_IMAGE_PIXELS,
                                 DEFAULT_WAIT_MS, INSTALL_HINT, create_app, require_deploy)
 from vistrain.workflows.common import show_log_lines
@@ -66,6 +69,22 @@ def check_options(port: int, max_batch: int, wait_ms: float, max_body_mb: float,
             raise VistrainError(message)
 
 
+def resolve_token(token: str | None) -> str | None:
+    """``token``, else the environment variable ``VISTRAIN_TOKEN`` (empty: none), checked."""
+    if token is None:
+        token = os.environ.get(TOKEN_ENV) or None
+    check_token(token)
+    return token
+
+
+def open_network_warning(host: str) -> str:
+    """The one line logged when a server without a token listens beyond this machine."""
+    return (f"warning: listening on {host} makes the model reachable from other machines without "
+            f"a token: anyone on the network can call it; set one with --token TOKEN or the "
+            f"environment variable {TOKEN_ENV} (clients then send 'Authorization: Bearer TOKEN'), "
+            "or use --host 127.0.0.1 to keep it local")
+
+
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket on ``host:port`` (port 0: a free one), or a one-line error."""
     try:
@@ -92,7 +111,7 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
           max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, device: str = "cpu",
           engine: str = "auto", threads: int | None = None, tta: str = "none",
           decode_threads: int = DEFAULT_DECODE_THREADS,
-          ready: Callable[[str], None] | None = None) -> None:
+          ready: Callable[[str], None] | None = None, token: str | None = None) -> None:
     """Serve the run ``run_dir`` over HTTP until interrupted (Ctrl-C: returns after a graceful
     shutdown; SIGTERM: the same shutdown, then the process ends by that signal).
 
@@ -102,7 +121,9 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
     decoding (413 above; default 40 MP); ``decode_threads``: uploads decoded at once (default 2:
     each may hold an image of ``max_image_pixels``); ``engine`` / ``threads`` / ``tta``: as for
     :func:`vistrain.workflows.predict.load` (Grad-CAM always uses the torch model, and explains
-    the class ``/predict`` answers); ``port=0`` takes a free port.  ``ready(url)`` is
+    the class ``/predict`` answers); ``token``: the bearer token every route but ``/``, ``/docs``
+    and ``/healthz`` requires (default: the environment variable ``VISTRAIN_TOKEN``, else none);
+    ``port=0`` takes a free port.  ``ready(url)`` is
     called once the socket listens (default: a log line).  Endpoints: see :mod:`vistrain.server.app`.
 
     Example:
@@ -113,6 +134,7 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
     show_log_lines()
     check_options(port, max_batch, wait_ms, max_body_mb, max_image_pixels, decode_threads)
     check_tta(tta)
+    token = resolve_token(token)
     require_deploy()
     try:  # imported here: uvicorn is part of the optional extra vistrain[deploy]
         import uvicorn
@@ -124,11 +146,10 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
     clf = load(run_dir, device=device, engine=engine, threads=threads, tta=tta)
     app = create_app(clf, max_batch=max_batch, wait_ms=wait_ms,
                      max_body_bytes=int(max_body_mb * 2**20), max_image_pixels=max_image_pixels,
-                     decode_threads=decode_threads)
+                     decode_threads=decode_threads, token=token)
     sock = bind(host, port)
-    if not is_loopback(host):
-        log.warning("warning: listening on %s makes the model reachable from other machines, "
-                    "without authentication; use --host 127.0.0.1 to keep it local", host)
+    if not is_loopback(host) and token is None:
+        log.warning(open_network_warning(host))
     bound = sock.getsockname()[1]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{bound}"
     (ready or (lambda u: log.info("serving %s on %s (Ctrl-C to stop)", run_dir, u)))(url)
