@@ -20,8 +20,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# strategy auto races its candidate recipes within --budget minutes (15 by default): the demo
+# gives it 5, enough on a 2-core laptop for the frozen head and a network from scratch
+DEMO_BUDGET ?= 5
+
 demo: $(STAMP)
-	$(VENV)/bin/vistrain train $(DEMO_DATA) --out $(DEMO_OUT) --overwrite
+	$(VENV)/bin/vistrain train $(DEMO_DATA) --out $(DEMO_OUT) --overwrite --budget $(DEMO_BUDGET)
 
 test: $(STAMP)
 	$(VPY) -m pytest -q --durations=25 tests --doctest-modules vistrain  # the docstring examples run too

@@ -171,9 +171,30 @@ def machine() -> dict:
             "cuda": torch.cuda.is_available()}
 
 
+def markdown(record: dict) -> str:
+    """The record as the Markdown table of docs/benchmarks.md."""
+    recipes = [r for r in RECIPES if any(r in s["rows"] for s in record["sets"].values())]
+    lines = ["| data set | default (race winner) | " + " | ".join(recipes) + " | checks |",
+             "|---|---|" + "---|" * len(recipes) + "---|"]
+    for name, s in record["sets"].items():
+        def cell(recipe):
+            r = s["rows"].get(recipe, {})
+            if "accuracy" not in r:
+                return "-"
+            ci = r.get("ci") or {}
+            interval = f" ({ci['low']:.3f}-{ci['high']:.3f})" if ci else ""
+            return f"{r['accuracy']:.3f}{interval}, {r['seconds']:.0f} s"
+        d = s["rows"].get("default", {})
+        bad = [k for k, v in s["checks"].items() if v is False]
+        lines.append(f"| {name} | {cell('default')}, {d.get('chosen') or d.get('strategy') or '-'} | "
+                     + " | ".join(cell(r) for r in recipes) + f" | {'all hold' if not bad else 'fails: ' + ', '.join(bad)} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--markdown", type=Path, help="print the table of this record and stop")
+    ap.add_argument("--out", type=Path)
     ap.add_argument("--only", default=",".join(SETS), help="comma-separated data sets")
     ap.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated fixed recipes")
     ap.add_argument("--budget", type=float, default=15.0, help="minutes per run (vistrain's default 15)")
@@ -182,6 +203,11 @@ def main() -> None:
                     help="add these runs to the record's other rows (e.g. one recipe run again)")
     ap.add_argument("--no-default", action="store_true", help="the fixed recipes only (with --merge)")
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return
+    if args.out is None:
+        ap.error("--out DIR is required")
     sets = [s for s in args.only.split(",") if s]
     unknown = [s for s in sets if s not in SETS]
     if unknown:
