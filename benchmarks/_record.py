@@ -21,7 +21,9 @@ Usage in a benchmark (``benchmarks/`` is ``sys.path[0]`` when a script there run
               limits={"ours": limit(128.0, 200.0, "img/s", "numpy copy of the same bytes")})
 
 ``Record(name, modules)`` notes the start (time, load average, argv); ``write`` adds the end and
-writes the file atomically.  The benchmark script itself is always added to ``modules``.
+writes the file atomically.  ``modules`` are the vistrain files whose code the figures
+measure, chosen narrowly (not the package, not the benchmark script: a record goes stale when
+the measured code changes, and a rebase of a benchmark's own commits must not make it stale).
 ``VISTRAIN_BENCH_RESULTS=DIR`` writes the record under DIR instead (a smoke run that must not
 replace the committed result).  Example, runnable anywhere::
 
@@ -29,7 +31,8 @@ replace the committed result).  Example, runnable anywhere::
     >>> os.environ["VISTRAIN_BENCH_RESULTS"] = tempfile.mkdtemp()
     >>> r = Record("example", modules=[])
     >>> p = r.write(params={}, repeats={"a": [1.0, 2.0]}, derived={"a": 1.5},
-    ...             limits={"a": limit(1.5, 3.0, "img/s", "twice as fast")})
+    ...             limits={"a": limit(1.5, 3.0, "img/s", "twice as fast")})  # doctest: +ELLIPSIS
+    record: .../example.json
     >>> json.loads(p.read_text())["limits"]["a"]["fraction"]
     0.5
 """
@@ -145,8 +148,7 @@ class Record:
             script_rel = script_path.relative_to(REPO).as_posix()
         except ValueError:
             script_rel = script_path.name
-        self.name = name
-        self.modules = sorted(set(modules) | ({script_rel} if script_rel.startswith("benchmarks/") else set()))
+        self.name, self.modules = name, sorted(set(modules))
         self.command = shlex.join(["python", script_rel, *sys.argv[1:]])
         self.started = time.time()
         self.load_before = list(os.getloadavg())
@@ -160,6 +162,7 @@ class Record:
                 "dirty_modules": [line.split(maxsplit=1)[1] for line in dirty.splitlines()]}
 
     def data(self, params: dict, repeats, derived: dict, limits: dict, extra: dict | None) -> dict:
+        """The record as a JSON-safe dict (``extra``: more top-level keys)."""
         utc = datetime.timezone.utc
         return clean({
             "name": self.name, "command": self.command, "argv": sys.argv,

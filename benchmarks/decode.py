@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import PIL
-from PIL import Image
+from PIL import Image, features
 
 from _record import Record, limit
 from vistrain.data import io as vio
@@ -130,8 +130,8 @@ def main() -> None:
                         "dct_scaled_img_s": dct})
         limits[label] = limit(vis, dct, "img/s", "PIL draft (libjpeg DCT scaling) to the output size + load")
     rec.write(params=vars(args) | {"draft_margin": vio.DRAFT_MARGIN, "photos": len(paths)},
-              repeats=[{k: v for k, v in r.items()} for r in rows],
-              derived={"buckets": buckets}, limits=limits)
+              repeats=rows, derived={"buckets": buckets}, limits=limits,
+              extra={"libjpeg_turbo": features.version("libjpeg_turbo")})
 
 
 if __name__ == "__main__":
