@@ -54,8 +54,13 @@ def f(v: float | None, digits: int = 1) -> str:
     return "-" if v is None else f"{v:,.{digits}f}"
 
 
+def share(v: float | None) -> str:
+    """A fraction of a limit: two decimals, three below 0.1 (a starved run is not 0.00)."""
+    return "-" if v is None else f"{v:.2f}" if v >= 0.1 else f"{v:.3f}"
+
+
 def frac(lim: dict | None) -> str:
-    return "-" if not lim or lim.get("fraction") is None else f"{lim['fraction']:.2f}"
+    return share(lim.get("fraction")) if lim else "-"
 
 
 def ratio_range(r: dict) -> str:
@@ -89,7 +94,8 @@ def decode_block(rec: dict) -> str:
             for b in rec["derived"]["buckets"]]
     head = ["photos (MP)", "n", "PIL full decode img/s", "vistrain img/s", "ratio", "mean abs diff",
             "limit: DCT-scaled decode img/s", "fraction"]
-    return provenance(rec) + "\n\n" + table(head, rows)
+    jpeg = f" libjpeg-turbo {rec['libjpeg_turbo']}." if rec.get("libjpeg_turbo") else ""
+    return provenance(rec) + jpeg + "\n\n" + table(head, rows)
 
 
 def pipeline_block(key: str) -> Callable[[dict], str]:
@@ -100,7 +106,7 @@ def pipeline_block(key: str) -> Callable[[dict], str]:
         for side, s in d["sides"].items():
             rows.append([side, f(s["first"]), f(s["later"]), ratio_range(s["first_vs_torchvision"]),
                          ratio_range(s["later_vs_torchvision"]), ratio_range(s["later_vs_albumentations"]),
-                         f"{s['rss_main_mb']:.0f} / {s['rss_child_mb']:.0f}", f"{s['later'] / bound:.2f}"])
+                         f"{s['rss_main_mb']:.0f} / {s['rss_child_mb']:.0f}", share(s["later"] / bound)])
         rows.append([f"limit: numpy copy of the float batches ({d['copy_bound_gb_per_s']:.1f} GB/s)",
                      "", f(bound), "", "", "", "", "1.00"])
         head = ["pipeline", "epoch 1 img/s", "later epochs img/s", "epoch 1 vs torchvision",
@@ -112,6 +118,28 @@ def pipeline_block(key: str) -> Callable[[dict], str]:
 
 def pipeline_figure(key: str, side_key: str, digits: int) -> Callable[[dict], str]:
     return lambda rec: x(rec["derived"][key]["sides"]["vistrain"][side_key]["median"], digits)
+
+
+PIPELINE_TARGETS = [("photos", "first_vs_torchvision", 4.0), ("photos", "later_vs_torchvision", 20.0),
+                    ("photos", "later_vs_albumentations", 1.5), ("cifar", "later_vs_torchvision", 20.0),
+                    ("cifar", "later_vs_albumentations", 1.5)]
+
+
+def pipeline_targets(rec: dict) -> str:
+    """The vistrain side against the targets, with its fraction of the copy limit."""
+    rows = []
+    for key, figure, target in PIPELINE_TARGETS:
+        d = rec["derived"].get(key)
+        if d is None:
+            continue
+        side = d["sides"]["vistrain"]
+        got = side[figure]["median"]
+        epoch = "epoch 1" if figure.startswith("first") else "later epochs"
+        rows.append([f"{key}, {epoch} vs {figure.rsplit('_', 1)[1]}", f">= {target:g}x", x(got),
+                     "met" if got >= target else f"short ({got / target:.0%} of it)",
+                     share(side["later"] / d["copy_bound_img_per_s"])])
+    head = ["vistrain", "target", "measured", "", "later epochs: fraction of the copy limit"]
+    return table(head, rows)
 
 
 def training_block(rec: dict) -> str:
@@ -160,6 +188,7 @@ RENDERERS: dict[str, Renderer] = {
     "decode": Renderer(("decode",), decode_block),
     "pipeline.photos": Renderer(("pipeline",), pipeline_block("photos")),
     "pipeline.cifar": Renderer(("pipeline",), pipeline_block("cifar")),
+    "pipeline.targets": Renderer(("pipeline",), pipeline_targets),
     "pipeline.photos-first": Renderer(("pipeline",), pipeline_figure("photos", "first_vs_torchvision", 1)),
     "pipeline.photos-later": Renderer(("pipeline",), pipeline_figure("photos", "later_vs_torchvision", 0)),
     "pipeline.cifar-later": Renderer(("pipeline",), pipeline_figure("cifar", "later_vs_torchvision", 0)),
