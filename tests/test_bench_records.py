@@ -82,9 +82,8 @@ def test_record_is_not_older_than_the_code_it_measures(path):
     assert made.get("commit"), f"{path.name}: made outside a git checkout; {rerun}"
     assert not made.get("dirty_modules"), \
         f"{path.name}: made with uncommitted changes to {made['dirty_modules']}; {rerun}"
-    newest = int(git("log", "-1", "--format=%ct", "--", *modules) or 0)
-    assert newest <= made["commit_time"], \
-        f"{path.name}: {', '.join(modules)} changed after the record's commit; {rerun}"
+    newer = [m for m in modules if int(git("log", "-1", "--format=%ct", "--", m) or 0) > made["commit_time"]]
+    assert not newer, f"{path.name}: {', '.join(newer)} changed after the record's commit; {rerun}"
     if git("cat-file", "-e", f"{made['commit']}^{{commit}}") is not None:
         # the record's commit is in this history: no commit since then may touch the modules
         # (this also catches a merged branch whose commits are older than the record)
