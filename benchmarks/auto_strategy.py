@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 
 import vistrain
+from _record import Record
 
 DEFAULT_DATA = Path.home() / ".cache" / "vision-data" / "fashion-mnist.npz"
 
@@ -67,6 +68,8 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=1000)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
+    rec = Record("auto_strategy", ["vistrain/training/auto.py", "vistrain/training/similarity.py",
+                                   "vistrain/training/plan.py", "vistrain/training/budget.py"])
     folder = write_folder(args.data, args.per_class, args.out / f"fmnist-{args.per_class}")
     auto = run(folder, args.out / "auto")
     frozen = run(folder, args.out / "feature-extraction", strategy="feature-extraction")
@@ -83,6 +86,9 @@ def main() -> None:
     print(f"\naccuracy auto - frozen: {auto['accuracy'] - frozen['accuracy']:+.4f}; "
           f"time auto / frozen: {auto['seconds'] / frozen['seconds']:.2f}x")
     (args.out / "result.json").write_text(json.dumps({"auto": auto, "feature-extraction": frozen}, indent=1))
+    rec.write(params=vars(args), repeats={"auto": auto, "feature-extraction": frozen},
+              derived={"accuracy_difference": auto["accuracy"] - frozen["accuracy"],
+                       "time_ratio": auto["seconds"] / frozen["seconds"]}, limits={})
 
 
 if __name__ == "__main__":

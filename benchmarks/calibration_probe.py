@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 import vistrain
+from _record import Record
 
 DEFAULT_ROOT = Path.home() / ".cache" / "vision-data" / "cifar10"
 
@@ -59,6 +60,8 @@ def main() -> None:
                          "instead of the linear probe")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
+    rec = Record("calibration_probe_scratch" if args.scratch else "calibration_probe",
+                 ["vistrain/evaluation/calibration.py"])
     data = link_subset(args.root, args.out / "data", {"train": args.per_class, "test": args.test_per_class})
     t = time.perf_counter()
     recipe = (dict(model="vistrain/resnet20", cpu_amp="auto", preprocess={"size": 32}) if args.scratch
@@ -76,6 +79,8 @@ def main() -> None:
           f"NLL after / before {cal['nll_after'] / cal['nll_before']:.3f}x")
     print(f"test accuracy {test['accuracy']:.4f} on {test['n_samples']} images; temperature "
           f"{cal['temperature']:.3f} fitted on the validation part")
+    rec.write(params=vars(args), repeats=[test], derived={"calibration": cal, "seconds": seconds},
+              limits={})
 
 
 if __name__ == "__main__":

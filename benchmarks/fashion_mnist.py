@@ -42,6 +42,7 @@ from vistrain.device import cpu_has_native_bf16
 from vistrain.models.scratch import SCRATCH_MODELS, create_scratch
 from vistrain.transforms.functional.erasing import erase_float
 from vistrain.transforms.ops.sampling import sample_boxes
+from _record import Record
 
 NORMS_TO_COMPARE = ("batch", "layer", "instance", "group", "none")
 DEFAULT_DATA = Path.home() / ".cache" / "vision-data" / "fashion-mnist.npz"
@@ -248,6 +249,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    rec = Record("fashion_mnist_norms" if args.compare_norms else "fashion_mnist",
+                 ["vistrain/models/scratch.py", "vistrain/models/layers.py", "vistrain/models/norms.py",
+                  "vistrain/transforms/functional/erasing.py", "vistrain/transforms/ops/sampling.py"])
     torch.set_num_threads(os.cpu_count())
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     x, y, classes, split = load_split(args.data, args.seed, args.val_size, args.subset, args.out)
@@ -271,6 +275,9 @@ def main(argv=None) -> None:
     (args.out / "results.json").write_text(json.dumps({**meta, "results": results}, indent=1))
     if args.compare_norms:
         write_comparison(results, args.out, args)
+    rec.write(params=meta["args"], repeats=results,
+              derived={r["norm"]: {"test_acc": r["test_acc"], "wall_s": r["wall_s"]} for r in results},
+              limits={})
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from _record import Record
 from vistrain.data.jpeg import decode_dc_only, dc_only_stream
 
 
@@ -51,6 +52,8 @@ def median_time(fn, repeats: int) -> float:
 
 
 def main() -> None:
+    rec = Record("jpeg_dc", ["vistrain/data/jpeg.py"])
+    rows = []
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folder", default=str(Path.home() / ".cache/vision-data/photos"))
     parser.add_argument("--short", type=int, default=256)
@@ -76,9 +79,14 @@ def main() -> None:
             lambda: decode_dc_only(p), lambda: decode_dc_only(p, exact=False)))
         mad4 = np.abs(resize_short(quarter, size) - ref).mean()
         mad8 = np.abs(resize_short(dc, size) - ref).mean()
+        rows.append({"file": p.name, "size": [w, h], "chroma": sub, "file_mb": len(data) / 1e6,
+                     "stream_mb": len(stream) / 1e6, "draft_quarter_s": t4, "draft_eighth_s": t8,
+                     "dc_s": tdc, "dc_inexact_s": tdc2, "same_pixels_as_eighth": exact,
+                     "mad_quarter": mad4, "mad_dc": mad8})
         print(f"{p.name:26s} {w:>5d}x{h:<4d} {sub:>4s} {len(data) / 1e6:5.1f} "
               f"{len(stream) / 1e6:5.2f} {t4 * 1e3:7.1f} {t8 * 1e3:7.1f} {tdc * 1e3:6.1f} "
               f"{tdc2 * 1e3:6.1f} {str(exact):5s} {mad4:7.2f} {mad8:6.2f}")
+    rec.write(params=vars(args), repeats=rows, derived={"files": len(rows)}, limits={})
 
 
 if __name__ == "__main__":

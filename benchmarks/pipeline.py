@@ -36,6 +36,12 @@ temporary 2-class folder of ``--photos`` files; (b) a ``--cifar`` image subset o
     python benchmarks/pipeline.py                       # both data sets, 3 epochs each
     python benchmarks/pipeline.py --only photos --epochs 2
     python benchmarks/pipeline.py --repeats 3            # medians and ranges over 3 rounds
+
+Limit: the memory bandwidth of writing the float batches.  Each round also times a STREAM-style
+copy of one batch's bytes (64 x 3 x 224 x 224 float32, 38.5 MB) between two preallocated numpy
+arrays, split over ``WORKERS`` threads: no pipeline can hand out batches faster than it can
+write them, so ``64 / copy seconds`` img/s is the bound and the record gives the fraction of it
+that each vistrain side reaches in later epochs (``benchmarks/results/pipeline.json``).
 """
 from __future__ import annotations
 
@@ -52,6 +58,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _record import Record, limit
+
 BATCH, SIZE, WORKERS = 64, 224, 2
 # the vistrain side's host-memory setting (--host-memory; passed to the per-side child processes)
 HOST_MEMORY = os.environ.get("VISTRAIN_BENCH_HOST_MEMORY", "reuse")
@@ -59,6 +67,16 @@ JITTER = dict(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.05)
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 DATA = Path.home() / ".cache" / "vision-data"
 SIDES = ("torchvision", "albumentations", "vistrain", "vistrain-hsv")
+# the code the vistrain sides' figures measure (a newer commit of one of them makes the record stale)
+MODULES = ["vistrain/data/cache_build.py", "vistrain/data/cache_decode.py",
+           "vistrain/data/cache_pixels.py", "vistrain/data/loader.py", "vistrain/data/io.py",
+           "vistrain/data/jpeg.py", "vistrain/device.py", "vistrain/transforms/pipeline.py",
+           "vistrain/transforms/normalize.py", "vistrain/transforms/preprocess.py",
+           "vistrain/transforms/resize.py", "vistrain/transforms/functional/batch.py",
+           "vistrain/transforms/functional/colour.py", "vistrain/transforms/functional/geometry.py",
+           "vistrain/transforms/functional/resample.py", "vistrain/transforms/ops/base.py",
+           "vistrain/transforms/ops/colour.py", "vistrain/transforms/ops/geometry.py",
+           "vistrain/transforms/ops/sampling.py"]
 
 
 # -- data ----------------------------------------------------------------------------------------
@@ -218,6 +236,46 @@ def measure(side, items, epochs, tmp: Path) -> dict:
     return res
 
 
+def copy_bound(threads: int = WORKERS, repeats: int = 21) -> dict:
+    """STREAM-style copy of one float batch's bytes with ``threads`` numpy threads (numpy drops
+    the GIL while copying): seconds of every repeat, and the img/s a pipeline writing these
+    batches cannot exceed."""
+    import numpy as np
+    from concurrent.futures import ThreadPoolExecutor
+    src = np.ones(BATCH * 3 * SIZE * SIZE, np.float32)
+    dst = np.empty_like(src)
+    edges = np.linspace(0, src.size, threads + 1).astype(int)
+
+    def part(i):
+        np.copyto(dst[edges[i]:edges[i + 1]], src[edges[i]:edges[i + 1]])
+
+    times = []
+    with ThreadPoolExecutor(threads) as pool:
+        for r in range(repeats + 2):  # two warm-up copies: page faults of dst, thread start
+            t = time.perf_counter()
+            list(pool.map(part, range(threads)))
+            if r >= 2:
+                times.append(time.perf_counter() - t)
+    med = statistics.median(times)
+    return {"seconds": times, "bytes": int(src.nbytes), "threads": threads,
+            "gb_per_s": src.nbytes / med / 1e9, "img_per_s": BATCH / med}
+
+
+def derive(res: dict) -> dict:
+    """Per side: median img/s over rounds and the median (and range) of the per-round ratios."""
+    def ratio(side, key, peer):
+        rs = sorted(r[key] / p[key] for r, p in zip(res[side], res[peer]))
+        return {"median": statistics.median(rs), "low": rs[0], "high": rs[-1]}
+
+    return {side: {"first": statistics.median(r["first"] for r in res[side]),
+                   "later": statistics.median(r["later"] for r in res[side]),
+                   "first_vs_torchvision": ratio(side, "first", "torchvision"),
+                   "later_vs_torchvision": ratio(side, "later", "torchvision"),
+                   "later_vs_albumentations": ratio(side, "later", "albumentations"),
+                   "rss_main_mb": max(r["rss_main_mb"] for r in res[side]),
+                   "rss_child_mb": max(r["rss_child_mb"] for r in res[side])} for side in SIDES}
+
+
 def table(name: str, res: dict) -> str:
     """``res[side]`` is a list of rounds; img/s are medians over rounds, ratios the medians of the
     per-round ratios (each round's sides ran back to back), with their range when there are more."""
@@ -254,6 +312,7 @@ def main() -> None:
                     help="vistrain side: keep freed host memory for reuse (as `vistrain train "
                          "--host-memory reuse`) or leave glibc's allocator as it is")
     args = ap.parse_args()
+    rec = Record("pipeline", MODULES)
     os.environ["VISTRAIN_BENCH_HOST_MEMORY"] = args.host_memory
     import albumentations
     import cv2
@@ -265,24 +324,40 @@ def main() -> None:
     print(f"batch {BATCH}, size {SIZE}, {WORKERS} workers, {args.epochs} epochs, vistrain host "
           f"memory: {args.host_memory}", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="vt-bench-"))
+    repeats, derived, limits = {}, {}, {}
     try:
         sets = []
         if args.only in (None, "photos"):
-            sets.append((f"photos ({args.photos} files from {len(list((DATA / 'photos').glob('*.jpg')))} "
+            sets.append(("photos", f"photos ({args.photos} files from {len(list((DATA / 'photos').glob('*.jpg')))} "
                          "JPEGs, 0.3-18 MP)", photo_folder(tmp / "photos", args.photos)))
         if args.only in (None, "cifar") and (DATA / "cifar10" / "train").is_dir():
-            sets.append((f"CIFAR-10 train subset ({args.cifar} PNGs, 32x32)", cifar_subset(args.cifar)))
-        for name, items in sets:
+            sets.append(("cifar", f"CIFAR-10 train subset ({args.cifar} PNGs, 32x32)", cifar_subset(args.cifar)))
+        for key, name, items in sets:
             print(name, flush=True)
             res = {side: [] for side in SIDES}
+            copies = []
             for r in range(args.repeats):
                 if args.repeats > 1:
                     print(f" round {r + 1}/{args.repeats}", flush=True)
                 for side in SIDES:
                     res[side].append(measure(side, items, args.epochs, tmp))
+                copies.append(copy_bound())
             print(table(name, res), flush=True)
+            bound = statistics.median(c["img_per_s"] for c in copies)
+            print(f"limit: numpy copy of a float batch, {WORKERS} threads: {bound:.0f} img/s "
+                  f"({statistics.median(c['gb_per_s'] for c in copies):.1f} GB/s)", flush=True)
+            repeats[key] = {**res, "copy_bound": copies}
+            derived[key] = {"title": name, "n": len(items), "sides": derive(res),
+                            "copy_bound_img_per_s": bound,
+                            "copy_bound_gb_per_s": statistics.median(c["gb_per_s"] for c in copies)}
+            for side in ("vistrain", "vistrain-hsv"):
+                limits[f"{key}.{side}"] = limit(
+                    derived[key]["sides"][side]["later"], bound, "img/s",
+                    f"numpy copy of one {BATCH}x3x{SIZE}x{SIZE} float32 batch, {WORKERS} threads")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    rec.write(params=vars(args) | {"batch": BATCH, "size": SIZE, "workers": WORKERS},
+              repeats=repeats, derived=derived, limits=limits)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,12 @@ error, and seconds per epoch.
     python benchmarks/pipeline_accuracy.py                       # 1000/class, 15 epochs, 3 seeds
     python benchmarks/pipeline_accuracy.py --train-per-class 50 --test-per-class 20 --epochs 1 \\
         --seeds 0                                                 # smoke
+
+Limit: a plain PyTorch loop on the same model.  After each seed's sides, the same model,
+optimizer, schedule, runtime (autocast, channels_last) and number of steps train on one
+normalized batch held in memory (no input pipeline): the training step's own cost.  The record
+(``benchmarks/results/pipeline_accuracy.json``) gives each side's s/epoch beside it and the
+fraction reached (plain / side).
 """
 from __future__ import annotations
 
@@ -39,12 +45,22 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _record import Record, limit
 import torch
 import torch.nn.functional as F
 
 CIFAR = Path.home() / ".cache" / "vision-data" / "cifar10"
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)   # CIFAR-10 training statistics
 JITTER = dict(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.05)
+MODULES = ["vistrain/data/cache_build.py", "vistrain/data/cache_decode.py",
+           "vistrain/data/cache_pixels.py", "vistrain/data/loader.py", "vistrain/device.py",
+           "vistrain/models/scratch.py", "vistrain/models/layers.py", "vistrain/models/norms.py",
+           "vistrain/transforms/pipeline.py", "vistrain/transforms/normalize.py",
+           "vistrain/transforms/preprocess.py", "vistrain/transforms/functional/batch.py",
+           "vistrain/transforms/functional/colour.py", "vistrain/transforms/functional/geometry.py",
+           "vistrain/transforms/functional/resample.py", "vistrain/transforms/ops/base.py",
+           "vistrain/transforms/ops/colour.py", "vistrain/transforms/ops/geometry.py",
+           "vistrain/transforms/ops/sampling.py"]
 
 
 def items_of(part: str, per_class: int | None) -> list[tuple[str, int]]:
@@ -129,6 +145,24 @@ class VistrainPipeline:
             yield self.pre.normalize(x), y
 
 
+class PlainPipeline:
+    """The limit: one normalized float batch held in memory, handed out ``n_train // batch``
+    times per epoch (no decode, no augmentation, no loader)."""
+
+    def __init__(self, n_train, size, batch, seed):
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(batch, 3, size, size, generator=g)
+        self.y = torch.randint(0, 10, (batch,), generator=g)
+        self.steps = n_train // batch
+
+    def train_batches(self, epoch):
+        for _ in range(self.steps):
+            yield self.x, self.y
+
+    def test_batches(self):
+        yield self.x, self.y
+
+
 # -- the shared training loop ---------------------------------------------------------------------
 def train_and_test(pipe, args, seed: int, n_train: int) -> dict:
     from vistrain.device import Runtime
@@ -207,6 +241,7 @@ def main(argv=None) -> None:
                     default=["vistrain", "torchvision"],
                     help="vistrain-hsv: ColorJitter(fused=False), the exact sequential HSV jitter")
     args = ap.parse_args(argv)
+    rec = Record("pipeline_accuracy", MODULES)
     torch.set_num_threads(2)
     train, test = items_of("train", args.train_per_class), items_of("test", args.test_per_class)
     from vistrain.artifact import versions
@@ -214,6 +249,7 @@ def main(argv=None) -> None:
           f"{versions()}; train {len(train)} / test {len(test)} images, {args.model}, "
           f"{args.epochs} epochs, seeds {args.seeds}", flush=True)
     results = {side: [] for side in args.sides}
+    plain: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="vt-acc-cache-") as cache:
         for seed in args.seeds:
             for side in results:
@@ -228,7 +264,29 @@ def main(argv=None) -> None:
                 args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                                 "versions": versions(), "results": results},
                                                indent=1))
+            kw = dict(size=args.size, batch=args.batch_size, seed=seed)
+            plain.append(train_and_test(PlainPipeline(len(train), **kw), args, seed, len(train)))
+            print(f"  plain loop  seed {seed}: {plain[-1]['epoch_seconds_median']:.1f} s/epoch "
+                  "(the limit: same model and steps, one batch in memory)", flush=True)
     print(summarize(results))
+    write_record(rec, args, results, plain, len(train), len(test))
+
+
+def write_record(rec, args, results: dict, plain: list[dict], n_train: int, n_test: int) -> None:
+    """Every run (accuracy, every epoch's seconds), the summary, and each side's s/epoch beside
+    the plain loop's."""
+    limit_s = statistics.median(r["epoch_seconds_median"] for r in plain)
+    derived = {"n_train": n_train, "n_test": n_test, "plain_seconds_per_epoch": limit_s, "sides": {}}
+    limits = {}
+    for side, runs in results.items():
+        accs = [r["test_accuracy"] for r in runs]
+        sec = statistics.median(r["epoch_seconds_median"] for r in runs)
+        derived["sides"][side] = {"accuracy_mean": statistics.mean(accs),
+                                  "accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                                  "seconds_per_epoch": sec}
+        limits[side] = limit(n_train / sec, n_train / limit_s, "img/s",
+                             "plain PyTorch loop, same model, optimizer and steps, one batch in memory")
+    rec.write(params=vars(args), repeats={**results, "plain": plain}, derived=derived, limits=limits)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,8 @@ import threading
 import time
 from pathlib import Path
 
+from _record import Record
+
 BATCH, BUFFER, TRAIN_SIZE = 64, 2000, 256
 
 
@@ -193,6 +195,10 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return
+    rec = Record("scale", ["vistrain/data/shards.py", "vistrain/data/shards_index.py",
+                           "vistrain/data/shards_stream.py", "vistrain/data/shards_write.py",
+                           "vistrain/data/loader.py", "vistrain/data/cache_build.py",
+                           "vistrain/data/cache_decode.py"])
     work, rows, started = Path(args.work), [], time.time()
     load = LoadAverage()
     load.start()
@@ -234,6 +240,7 @@ def main() -> None:
                                          "peak_rss": max(m["peak_rss"] for m in runs)}
     load.stop = True
     report(rows, args, time.time() - started, load)
+    rec.write(params=vars(args), repeats=rows, derived={"load_samples": load.samples}, limits={})
 
 
 class LoadAverage(threading.Thread):

@@ -43,6 +43,7 @@ from vistrain.artifact import save_model
 from vistrain.models import create
 from vistrain.transforms.normalize import resolve_normalization
 from vistrain.transforms.preprocess import Preprocess
+from _record import Record
 
 SHIPPED = Path(__file__).resolve().parent.parent / "examples" / "fashion-mnist-small"
 
@@ -179,6 +180,8 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=45.0,
                         help="per setting (all rounds); a round stops issuing requests after its share")
     args = parser.parse_args()
+    rec = Record("serve" if args.model == "tf_efficientnet_lite0" else "serve_small",
+                 ["vistrain/server/app.py", "vistrain/server/batcher.py", "vistrain/predictor.py"])
     bodies = [p.read_bytes() for p in sorted(SHIPPED.rglob("*.png"))[::20]]
     import fastapi
     import starlette
@@ -204,6 +207,8 @@ def main() -> None:
               f"{r['rps']:7.1f} {r['calls']:6d} {r['batch']:6.1f}")
     print(f"throughput ratio, batching / no batching: {rows[0]['rps'] / rows[1]['rps']:.2f}x; "
           f"p50 latency ratio: {rows[1]['p50_ms'] / rows[0]['p50_ms']:.2f}x lower with batching")
+    rec.write(params=vars(args), repeats=rows, derived={"throughput_ratio": rows[0]["rps"] / rows[1]["rps"]},
+              limits={})
     errors = [r["first_error"] for r in rows if r["errors"]]
     if errors:
         raise SystemExit(f"errors: {errors}")

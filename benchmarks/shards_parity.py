@@ -46,6 +46,7 @@ import sys
 import time
 from pathlib import Path
 
+from _record import Record
 from calibration_probe import link_subset  # this folder: run as python benchmarks/shards_parity.py
 from vistrain.data.shards_index import PART_CODES
 
@@ -192,6 +193,8 @@ def main(argv=None) -> None:
     ap.add_argument("--clean", action="store_true",
                     help="delete OUT/runs and OUT/shards at the end (results.json and the logs stay)")
     args = ap.parse_args(argv)
+    rec = Record("shards_parity", ["vistrain/data/shards_stream.py", "vistrain/data/shards_write.py",
+                                   "vistrain/data/shards_index.py", "vistrain/data/shards.py"])
     print("command: " + shlex.join([Path(sys.executable).name, *sys.argv]), flush=True)
     print(machine(), flush=True)
     cli = vistrain_cli()
@@ -234,6 +237,8 @@ def main(argv=None) -> None:
           f"test {len(parts_in_shards['test'])}); split identical: "
           + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in split_ok.items()))
     print(summarize(results))
+    rec.write(params=vars(args), repeats=results, derived={"split_identical": split_ok, "pack": packed},
+              limits={})
     if args.clean:
         shutil.rmtree(runs, ignore_errors=True)
         shutil.rmtree(shards, ignore_errors=True)

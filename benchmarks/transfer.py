@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _record import Record
 
 CIFAR = Path.home() / ".cache/vision-data/cifar10"
 
@@ -101,7 +102,13 @@ def run_advisor(root: Path, size: int, cpu_amp: str) -> dict:
     return {"strategy": reasoning.get("chosen"), **reasoning}
 
 
+MODULES = ["vistrain/training/features.py", "vistrain/training/feature_engine.py",
+           "vistrain/training/run.py", "vistrain/training/loop.py", "vistrain/training/strategy.py",
+           "vistrain/training/similarity.py", "vistrain/models/factory.py", "vistrain/device.py"]
+
+
 def main():
+    rec = Record("transfer", MODULES)
     ap = argparse.ArgumentParser()
     ap.add_argument("--train-per-class", type=int, default=500)
     ap.add_argument("--test-per-class", type=int, default=200)
@@ -210,6 +217,8 @@ def main():
         save()
         print("(c)", {k: v for k, v in res["c"].items() if k != "history"}, flush=True)
     save()
+    rec.write(params=vars(args), repeats={k: res[k] for k in "abcd" if k in res},
+              derived={k: v for k, v in res.items() if k not in "abcd"}, limits={})
 
 
 if __name__ == "__main__":

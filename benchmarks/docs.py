@@ -1,0 +1,250 @@
+"""Render the benchmark tables of docs/benchmarks.md and the figures README.md quotes from the
+records in ``benchmarks/results/`` (written by each benchmark, see ``_record.py``).
+
+A generated part of a page sits between two marker comments, on their own lines for a block or
+inline for a single figure::
+
+    <!-- bench:pipeline.cifar -->
+    | pipeline | ... |                      <- rewritten from benchmarks/results/pipeline.json
+    <!-- /bench:pipeline.cifar -->
+    ... feeds <!-- bench:pipeline.photos-later -->49x<!-- /bench:pipeline.photos-later --> more ...
+
+Everything outside the markers is hand-written and left alone.  Each name in ``RENDERERS`` says
+which records it reads; a name there without its record, or a marker with an unknown name, is
+an error.  Only the standard library is used, so the test suite can import this file.
+
+    python benchmarks/docs.py            # rewrite the generated parts of both pages
+    python benchmarks/docs.py --check    # exit 1 and show the difference when a page is not
+                                         # what the records generate (nothing written)
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+PAGES = [REPO / "docs" / "benchmarks.md", REPO / "README.md"]
+MARKER = re.compile(r"<!-- bench:(?P<name>[\w.-]+) -->(?P<body>.*?)<!-- /bench:(?P=name) -->", re.S)
+
+
+class Renderer(NamedTuple):
+    records: tuple[str, ...]          # names of the records it reads (benchmarks/results/<name>.json)
+    render: Callable[..., str]        # records, in that order -> the generated text
+
+
+def load(name: str, results: Path = RESULTS) -> dict:
+    path = results / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no record; run the benchmark (make bench-quick or make bench)")
+    return json.loads(path.read_text())
+
+
+# -- formatting ---------------------------------------------------------------------------------------
+def x(v: float | None, digits: int = 2) -> str:
+    return "-" if v is None else f"{v:.{digits}f}x"
+
+
+def f(v: float | None, digits: int = 1) -> str:
+    return "-" if v is None else f"{v:,.{digits}f}"
+
+
+def share(v: float | None) -> str:
+    """A fraction of a limit: two decimals, three below 0.1 (a starved run is not 0.00)."""
+    return "-" if v is None else f"{v:.2f}" if v >= 0.1 else f"{v:.3f}"
+
+
+def frac(lim: dict | None) -> str:
+    return share(lim.get("fraction")) if lim else "-"
+
+
+def ratio_range(r: dict) -> str:
+    if r["low"] == r["high"]:
+        return x(r["median"])
+    return f"{x(r['median'])} ({r['low']:.2f}-{r['high']:.2f})"
+
+
+def provenance(rec: dict) -> str:
+    """One line: command, date, commit, machine, load, versions, threads."""
+    m, v, g, t = rec["machine"], rec["versions"], rec["git"], rec["threads"]
+    load = f"load average {m['load_before'][0]:.1f} before, {m['load_after'][0]:.1f} after"
+    commit = f"commit {g['commit'][:10]}" if g.get("commit") else "no git commit"
+    torch = f", torch threads {t['torch_threads']}" if t.get("torch_threads") else ""
+    vers = ", ".join(f"{k} {v[k]}" for k in ("torch", "torchvision", "onnxruntime", "numpy", "pillow")
+                     if v.get(k))
+    return (f"Record `benchmarks/results/{rec['name']}.json`: `{rec['command']}`, "
+            f"{rec['date'][:10]} ({commit}), {rec['seconds']:.0f} s; {m['cpu']}, {m['cores']} cores, "
+            f"{m['ram_gib']} GiB RAM, {load}; {vers}; Python {v['python']}{torch}.")
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+
+
+# -- the blocks -----------------------------------------------------------------------------------------
+def decode_block(rec: dict) -> str:
+    rows = [[b["bucket"], str(b["n"]), f(b["pil_img_s"]), f(b["vistrain_img_s"]), x(b["ratio"]),
+             f(b["mad"], 2), f(b["dct_scaled_img_s"]), frac(rec["limits"].get(b["bucket"]))]
+            for b in rec["derived"]["buckets"]]
+    head = ["photos (MP)", "n", "PIL full decode img/s", "vistrain img/s", "ratio", "mean abs diff",
+            "limit: DCT-scaled decode img/s", "fraction"]
+    jpeg = f" libjpeg-turbo {rec['libjpeg_turbo']}." if rec.get("libjpeg_turbo") else ""
+    return provenance(rec) + jpeg + "\n\n" + table(head, rows)
+
+
+def pipeline_block(key: str) -> Callable[[dict], str]:
+    def render(rec: dict) -> str:
+        d = rec["derived"][key]
+        bound = d["copy_bound_img_per_s"]
+        rows = []
+        for side, s in d["sides"].items():
+            rows.append([side, f(s["first"]), f(s["later"]), ratio_range(s["first_vs_torchvision"]),
+                         ratio_range(s["later_vs_torchvision"]), ratio_range(s["later_vs_albumentations"]),
+                         f"{s['rss_main_mb']:.0f} / {s['rss_child_mb']:.0f}", share(s["later"] / bound)])
+        rows.append([f"limit: numpy copy of the float batches ({d['copy_bound_gb_per_s']:.1f} GB/s)",
+                     "", f(bound), "", "", "", "", "1.00"])
+        head = ["pipeline", "epoch 1 img/s", "later epochs img/s", "epoch 1 vs torchvision",
+                "later vs torchvision", "later vs albumentations", "peak RSS main / largest worker (MB)",
+                "fraction of limit (later)"]
+        return (f"{d['title']}. " + provenance(rec) + "\n\n" + table(head, rows))
+    return render
+
+
+def pipeline_figure(key: str, side_key: str, digits: int) -> Callable[[dict], str]:
+    return lambda rec: x(rec["derived"][key]["sides"]["vistrain"][side_key]["median"], digits)
+
+
+PIPELINE_TARGETS = [("photos", "first_vs_torchvision", 4.0), ("photos", "later_vs_torchvision", 20.0),
+                    ("photos", "later_vs_albumentations", 1.5), ("cifar", "later_vs_torchvision", 20.0),
+                    ("cifar", "later_vs_albumentations", 1.5)]
+
+
+def pipeline_targets(rec: dict) -> str:
+    """The vistrain side against the targets, with its fraction of the copy limit."""
+    rows = []
+    for key, figure, target in PIPELINE_TARGETS:
+        d = rec["derived"].get(key)
+        if d is None:
+            continue
+        side = d["sides"]["vistrain"]
+        got = side[figure]["median"]
+        epoch = "epoch 1" if figure.startswith("first") else "later epochs"
+        rows.append([f"{key}, {epoch} vs {figure.rsplit('_', 1)[1]}", f">= {target:g}x", x(got),
+                     "met" if got >= target else f"short ({got / target:.0%} of it)",
+                     share(side["later"] / d["copy_bound_img_per_s"])])
+    head = ["vistrain", "target", "measured", "", "later epochs: fraction of the copy limit"]
+    return table(head, rows)
+
+
+def training_block(rec: dict) -> str:
+    d = rec["derived"]
+    n = d["n_train"]
+    rows = [[side, f(s["seconds_per_epoch"], 2), f(n / s["seconds_per_epoch"]),
+             f(d["plain_seconds_per_epoch"], 2), f(n / d["plain_seconds_per_epoch"]),
+             frac(rec["limits"].get(side))] for side, s in d["sides"].items()]
+    head = ["pipeline", "s / epoch", "img/s", "limit: plain loop s / epoch", "limit img/s", "fraction"]
+    return (provenance(rec) + f" {n} training images, {rec['params']['model']}, "
+            f"{rec['params']['epochs']} epochs.\n\n" + table(head, rows))
+
+
+def inference_block(rec: dict) -> str:
+    rows = []
+    for r in rec["derived"]["rows"]:
+        lim = rec["limits"].get(f"t{r['threads']}.{r['engine']}.batch32")
+        rows.append([str(r["threads"]), r["engine"], f(r["batch1_ms"]), x(r["batch1_vs_eager"]),
+                     f(r["batch32_img_s"]), x(r["batch32_vs_eager"]), f(r["raw_batch32_img_s"]), frac(lim)])
+    head = ["threads", "engine", "batch-1 latency (ms)", "vs eager", "batch-32 throughput (img/s)",
+            "vs eager", "limit: bare ONNX Runtime batch-32 img/s", "fraction"]
+    return provenance(rec) + "\n\n" + table(head, rows)
+
+
+def inference_range(rec: dict) -> str:
+    """The range of ONNX Runtime's (fp32) speed-up over eager across batch sizes and threads."""
+    rs = [r[k] for r in rec["derived"]["rows"] if r["engine"] == "onnxruntime"
+          for k in ("batch1_vs_eager", "batch32_vs_eager")]
+    return f"{min(rs):.1f}-{max(rs):.1f}x"
+
+
+def feature_block(rec: dict) -> str:
+    rows = []
+    for t, m in rec["derived"]["threads"].items():
+        lims = rec["limits"]
+        rows.append([t, f(m["eager"]), f(m["onnxruntime"]), x(m["ratio"]), f(m["raw"]),
+                     frac(lims.get(f"t{t}.eager")), frac(lims.get(f"t{t}.onnxruntime"))])
+    head = ["threads", "eager img/s", "onnxruntime img/s", "ratio", "limit: bare session img/s",
+            "eager fraction", "onnxruntime fraction"]
+    p = rec["params"]
+    return (provenance(rec) + f" {p['images']} shipped images, chunks of {p['chunk']}, median of "
+            f"{p['repeats']} passes.\n\n" + table(head, rows))
+
+
+RENDERERS: dict[str, Renderer] = {
+    "decode": Renderer(("decode",), decode_block),
+    "pipeline.photos": Renderer(("pipeline",), pipeline_block("photos")),
+    "pipeline.cifar": Renderer(("pipeline",), pipeline_block("cifar")),
+    "pipeline.targets": Renderer(("pipeline",), pipeline_targets),
+    "pipeline.photos-first": Renderer(("pipeline",), pipeline_figure("photos", "first_vs_torchvision", 1)),
+    "pipeline.photos-later": Renderer(("pipeline",), pipeline_figure("photos", "later_vs_torchvision", 0)),
+    "pipeline.cifar-later": Renderer(("pipeline",), pipeline_figure("cifar", "later_vs_torchvision", 0)),
+    "training": Renderer(("pipeline_accuracy",), training_block),
+    "inference": Renderer(("inference",), inference_block),
+    "inference.range": Renderer(("inference",), inference_range),
+    "feature_engine": Renderer(("feature_engine",), feature_block),
+}
+
+
+# -- pages ------------------------------------------------------------------------------------------------
+def render(name: str, results: Path = RESULTS) -> str:
+    if name not in RENDERERS:
+        raise KeyError(f"<!-- bench:{name} -->: no such generated block (known: {', '.join(RENDERERS)})")
+    r = RENDERERS[name]
+    return r.render(*(load(n, results) for n in r.records))
+
+
+def blocks(text: str) -> list[tuple[str, str]]:
+    """``(name, body)`` of every generated part of ``text``."""
+    return [(m["name"], m["body"]) for m in MARKER.finditer(text)]
+
+
+def generate(text: str, results: Path = RESULTS) -> str:
+    """``text`` with every generated part rendered anew from the records."""
+    def one(m: re.Match) -> str:
+        body = render(m["name"], results)
+        if m["body"].startswith("\n"):  # a block: the markers on their own lines
+            body = f"\n{body}\n"
+        return f"<!-- bench:{m['name']} -->{body}<!-- /bench:{m['name']} -->"
+    return MARKER.sub(one, text)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check", action="store_true", help="exit 1 when a page differs; write nothing")
+    args = ap.parse_args(argv)
+    differ = False
+    for page in PAGES:
+        old = page.read_text()
+        new = generate(old)
+        if new == old:
+            continue
+        differ = True
+        if args.check:
+            sys.stdout.writelines(difflib.unified_diff(old.splitlines(True), new.splitlines(True),
+                                                       str(page.relative_to(REPO)), "generated"))
+        else:
+            tmp = page.with_name(f".{page.name}.tmp")
+            tmp.write_text(new)
+            tmp.replace(page)
+            print(f"updated {page.relative_to(REPO)}")
+    if args.check and differ:
+        print("benchmark figures differ from the records: run `make bench-docs`", file=sys.stderr)
+    return 1 if args.check and differ else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
