@@ -24,7 +24,8 @@ with the same ``--budget`` (a fixed recipe's epochs are cut to fit it, as for a 
 Printed per data set: test accuracy (95 % bootstrap interval), seconds, and the checks -- the
 default within 1 point of the best fixed recipe, within the budget plus 10 %, never more than 0.5
 points below the frozen head -- and whether calibration kept the test ECE within its interval.
-One JSON record goes to ``benchmarks/results/panel.json``.
+One record goes to ``benchmarks/results/panel.json`` (:mod:`_record`; ``derived`` holds every
+run, its checks and the race's record).
 
     python benchmarks/panel.py --out /tmp/panel                       # all, 15 min budget
     python benchmarks/panel.py --out /tmp/panel --only digits,shipped --budget 5
@@ -39,7 +40,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -47,6 +47,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from _record import RESULTS, Record, limit
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -160,17 +162,6 @@ def checks(rows: dict, budget: float) -> dict:
     return out
 
 
-def machine() -> dict:
-    import torch
-    import vistrain
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
-        else platform.processor()
-    return {"cpu": cpu, "cores": os.cpu_count(), "load": os.getloadavg(), "torch": torch.__version__,
-            "vistrain": vistrain.__version__, "python": platform.python_version(),
-            "cuda": torch.cuda.is_available()}
-
-
 def markdown(record: dict) -> str:
     """The record as the Markdown table of docs/benchmarks.md."""
     recipes = [r for r in RECIPES if any(r in s["rows"] for s in record["sets"].values())]
@@ -191,6 +182,9 @@ def markdown(record: dict) -> str:
     return "\n".join(lines)
 
 
+PANEL_MODULES = ["vistrain/training/auto.py", "vistrain/training/race.py", "vistrain/evaluation/calibration.py"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--markdown", type=Path, help="print the table of this record and stop")
@@ -198,13 +192,12 @@ def main() -> None:
     ap.add_argument("--only", default=",".join(SETS), help="comma-separated data sets")
     ap.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated fixed recipes")
     ap.add_argument("--budget", type=float, default=15.0, help="minutes per run (vistrain's default 15)")
-    ap.add_argument("--record", type=Path, default=HERE / "results" / "panel.json")
     ap.add_argument("--merge", action="store_true",
-                    help="add these runs to the record's other rows (e.g. one recipe run again)")
+                    help="add these runs to the committed record's other rows (e.g. one recipe again)")
     ap.add_argument("--no-default", action="store_true", help="the fixed recipes only (with --merge)")
     args = ap.parse_args()
     if args.markdown:
-        print(markdown(json.loads(args.markdown.read_text())))
+        print(markdown(json.loads(args.markdown.read_text())["derived"]))
         return
     if args.out is None:
         ap.error("--out DIR is required")
@@ -212,30 +205,41 @@ def main() -> None:
     unknown = [s for s in sets if s not in SETS]
     if unknown:
         raise SystemExit(f"--only {','.join(unknown)}: choose from {', '.join(SETS)}")
-    started, record = time.strftime("%Y-%m-%d %H:%M"), {"command": " ".join(sys.argv), "sets": {}}
-    if args.merge and args.record.is_file():
-        record = json.loads(args.record.read_text())
-        record["command"] += " ; " + " ".join(sys.argv)
-    record["machine_before"] = machine()
+    rec = Record("panel", modules=PANEL_MODULES)
+    panel = {"budget_minutes": args.budget, "sets": {}}
+    if args.merge and (RESULTS / "panel.json").is_file():
+        panel = json.loads((RESULTS / "panel.json").read_text())["derived"]
     for name in sets:
         folder = data_folder(name, args.out)
-        rows = record["sets"].get(name, {}).get("rows", {})
+        rows = panel["sets"].get(name, {}).get("rows", {})
         for recipe in (*(() if args.no_default else ("default",)), *args.recipes.split(",")):
             rows[recipe] = train(folder, args.out / name / recipe, recipe, args.budget, args.out / name / "cache")
             r = rows[recipe]
             print(f"{name:<12} {recipe:<19} " + (f"test acc {r['accuracy']:.4f}  {r['seconds']:7.1f} s"
                   + (f"  (race winner {r['chosen']})" if r.get("chosen") else "")
                   if "accuracy" in r else f"failed: {r['error']}"), flush=True)
-        record["sets"][name] = {"rows": rows, "checks": checks(rows, args.budget)}
-        args.record.parent.mkdir(parents=True, exist_ok=True)
-        args.record.write_text(json.dumps({**record, "date": started, "budget_minutes": args.budget,
-                                           "machine_after": machine()}, indent=1))
-    print_table(record, args.budget)
+        panel["sets"][name] = {"rows": rows, "checks": checks(rows, args.budget)}
+        write_record(rec, args, panel)  # after each set: a long panel keeps what it measured
+    print_table(panel, args.budget)
+
+
+def write_record(rec: Record, args, panel: dict) -> None:
+    """The panel as a benchmark record: every run's seconds as repeats, the default's accuracy
+    beside the best fixed recipe's (its limit on the same data, the same run)."""
+    repeats, limits = {}, {}
+    for name, s in panel["sets"].items():
+        runs = {k: r for k, r in s["rows"].items() if "accuracy" in r}
+        repeats[name] = {k: [r["seconds"]] for k, r in runs.items()}
+        fixed = [r["accuracy"] for k, r in runs.items() if k != "default"]
+        if "default" in runs and fixed:
+            limits[name] = limit(runs["default"]["accuracy"], max(fixed), "test accuracy",
+                                 "the best fixed recipe on the same split, same budget")
+    rec.write(params={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+              repeats=repeats, derived=panel, limits=limits)
 
 
 def print_table(record: dict, budget: float) -> None:
-    print(f"\nbudget {budget:g} min per run; {record['machine_before']['cpu']}, "
-          f"{record['machine_before']['cores']} cores, torch {record['machine_before']['torch']}")
+    print(f"\nbudget {budget:g} min per run")
     print(f"{'data set':<12} {'default':>16} " + " ".join(f"{r[:12]:>16}" for r in RECIPES) + "  checks")
     for name, s in record["sets"].items():
         cells = []

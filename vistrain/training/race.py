@@ -22,7 +22,10 @@ expects them to be accurate.  The rule orders; the race decides:
    twice), until one is left.  The frozen head trains its head in full in the first rung (its cost
    is the one forward pass).  At the last cut, when only one of the two best has training left,
    it trains to its end first (what it would do as the winner: the plan counts it) and the two are
-   compared finished.  Ties go to the entrant the rule ranked first.
+   compared finished.  Ties go to the entrant the rule ranked first.  An end-to-end winner must
+   lead the frozen head by more than one standard error of the difference of the two validation
+   accuracies; a lead the split cannot tell from chance keeps the frozen head (said in the log,
+   ``run.json`` and the report).
 4. The **winner** continues to its planned epochs in the run folder itself, from its last rung's
    checkpoint (:func:`install_checkpoint`), and is evaluated and reported like any run.
 
@@ -198,6 +201,8 @@ class Race:
         self.folder, self.seconds, self.deadline, self.progress = Path(folder), seconds, deadline, progress
         self.data: dict[tuple, tuple[Preprocess, PreparedData]] = {}
         self.features: dict[str, np.ndarray] = {}
+        self.n_val = 0           # validation images the scores are measured on
+        self.fallback: str | None = None
 
     def run(self, entrants: list[Entrant]) -> RaceOutcome:
         t0 = time.monotonic()
@@ -226,8 +231,27 @@ class Race:
                 for e in field_ if e.out_at_rung in (None, rung) and e.score is not None))
             if self._out_of_time():
                 break
-        winner = alive[0]
+        winner = self._shown_better(alive[0], field_)
         return self._outcome(winner, plan, time.monotonic() - t0)
+
+    def _shown_better(self, winner: Entrant, field_: list[Entrant]) -> Entrant:
+        """``winner``, or the frozen head when the winner's lead over it on the validation split
+        is within one standard error of the difference of two accuracies (a lead the split's
+        size cannot tell from chance: the cheaper, steadier baseline is kept, and the record
+        says why)."""
+        frozen = next((e for e in field_ if not e.end_to_end and e.score is not None), None)
+        if frozen is None or winner is frozen or winner.score is None or not self.n_val:
+            return winner
+        a, b, n = winner.score, frozen.score, self.n_val
+        se = math.sqrt((a * (1 - a) + b * (1 - b)) / n)
+        if a - b > se:
+            return winner
+        self.fallback = (f"{winner.name} led the frozen head by {a - b:+.3f} on {n} validation images, "
+                         f"within one standard error ({se:.3f}): the frozen head is kept")
+        log.info("race: %s", self.fallback)
+        winner.out_at_rung = len(RUNG_FRACTIONS)
+        frozen.out_at_rung = None
+        return frozen
 
     def _ranked(self, entrants: list[Entrant]) -> list[Entrant]:
         """Best validation accuracy first; stable, so ties go to the rule's order."""
@@ -301,6 +325,7 @@ class Race:
         if key not in self.data:
             self.data[key] = prepare_pixels(cfg, pcfg, self.rt, self.index, progress=self.progress,
                                             parts=self.parts)
+            self.n_val = len(self.data[key][1].part_ids("val"))
         return self.data[key]
 
     def _folder(self, e: Entrant) -> Path:
@@ -366,8 +391,10 @@ class Race:
         if winner.trained:
             saved = self._folder(winner) / "checkpoints" / "last.pt"
             path = saved if _from_rank0(self.rt, saved.is_file()) else None  # rank 0 writes them
-        return RaceOutcome(cfg, winner, prepared, path, self.features.get(winner.name),
-                           race_record(plan, winner, seconds, self.seconds))
+        record = race_record(plan, winner, seconds, self.seconds)
+        if self.fallback:
+            record.update(fallback=self.fallback, plain=record["plain"] + f"; {self.fallback}")
+        return RaceOutcome(cfg, winner, prepared, path, self.features.get(winner.name), record)
 
 
 def race_record(plan: RacePlan, winner: Entrant, seconds: float, budget_s: float | None) -> dict:
@@ -376,7 +403,8 @@ def race_record(plan: RacePlan, winner: Entrant, seconds: float, budget_s: float
     for e in plan.entrants:
         d = asdict(e)
         d.pop("changes")
-        d["result"] = ("winner" if e is winner else f"out after rung {e.out_at_rung + 1}"
+        d["result"] = ("winner" if e is winner else "not shown better than the frozen head"
+                       if e.out_at_rung == len(RUNG_FRACTIONS) else f"out after rung {e.out_at_rung + 1}"
                        if e.out_at_rung is not None else "not trained (budget spent)"
                        if e.score is None else "kept")
         rows.append(d)
