@@ -212,7 +212,7 @@ def main() -> None:
     for name in sets:
         folder = data_folder(name, args.out)
         rows = panel["sets"].get(name, {}).get("rows", {})
-        for recipe in (*(() if args.no_default else ("default",)), *args.recipes.split(",")):
+        for recipe in (*(() if args.no_default else ("default",)), *(r for r in args.recipes.split(",") if r)):
             rows[recipe] = train(folder, args.out / name / recipe, recipe, args.budget, args.out / name / "cache")
             r = rows[recipe]
             print(f"{name:<12} {recipe:<19} " + (f"test acc {r['accuracy']:.4f}  {r['seconds']:7.1f} s"
