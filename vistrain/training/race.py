@@ -98,6 +98,7 @@ class Entrant:
     epochs: int = 0              # planned: what it trains if it wins
     lr: float | None = None
     lr_source: str = ""
+    rule_lr: float | None = None  # the rule's rate (the range test adjusts it)
     trained: int = 0             # epochs trained so far
     seconds: float = 0.0         # wall-clock seconds spent on it so far
     curve: list = field(default_factory=list)   # [[seconds, validation accuracy], ...] per epoch
@@ -291,8 +292,11 @@ class Race:
             e.lr, e.lr_source = self._learning_rate(ctx, e, feats)
             ecfg = self._config(e)
             ctx = replace(ctx, cfg=ecfg)
-        plan = build_plan(ctx, ecfg.strategy.name, features=feats)
-        result = fit(plan, ctx, resume=e.trained > 0, until=until if e.end_to_end else None)
+        if e.end_to_end:
+            plan = build_plan(ctx, ecfg.strategy.name, features=feats)
+            result = fit(plan, ctx, resume=e.trained > 0, until=until)
+        else:
+            result = self._frozen_head(e, ctx, feats)
         history = result.history
         new = history[e.trained:]
         spent = time.monotonic() - started
@@ -309,6 +313,36 @@ class Race:
         e.finished = not e.end_to_end or e.trained >= e.epochs or (e.trained < until and not stopped)
         if e.end_to_end and e.trained:
             e.epoch_seconds = round(e.seconds / e.trained, 3)  # measured now, for the winner's plan
+
+    def _frozen_head(self, e: Entrant, ctx: RunContext, feats: np.ndarray):
+        """The frozen head, trained at the range test's rate and at the rule's, on the cached
+        features (seconds each): the better on validation is kept (ties: the rule's), and its
+        checkpoint is the entrant's.  A head's range test over a few hundred features is noisy;
+        here it only proposes a rate that the validation split then accepts or not."""
+        rates = [e.lr] + ([e.rule_lr] if e.rule_lr not in (None, e.lr) else [])
+        tried = []
+        for k, lr in enumerate(rates):
+            cfg = apply_choice(ctx.cfg, {"optim.lr": lr})
+            cfg.train.budget = self.cfg.train.budget
+            out = self._folder(e) / f"rate-{k}"
+            if self.rt.is_main and not out.is_dir():
+                out.mkdir()
+                fsutil.write_marker(out, "run", race_entrant=f"{e.name} rate {k}")
+            self.rt.barrier()
+            sub = replace(ctx, cfg=cfg, out=out)
+            result = fit(build_plan(sub, cfg.strategy.name, features=feats), sub)
+            scores = [r["val_accuracy"] for r in result.history if r.get("val_accuracy") is not None]
+            tried.append((max(scores) if scores else -1.0, -k, lr, out, result))
+        score, _, lr, out, result = max(tried, key=lambda t: (t[0], -t[1]))  # ties: the rule's
+        if len(rates) > 1:
+            found, rule = tried[0], tried[1]
+            e.lr_source = (f"head at the range test's {found[2]:.2g} (val {found[0]:.3f}) and the rule's "
+                           f"{rule[2]:.2g} (val {rule[0]:.3f}): the {'rule' if lr == rule[2] else 'range test'}'s kept")
+        e.lr = lr
+        if self.rt.is_main and (out / "checkpoints" / "last.pt").is_file():
+            install_checkpoint(out / "checkpoints" / "last.pt", self._folder(e))
+        self.rt.barrier()
+        return result
 
     def _config(self, e: Entrant) -> TrainConfig:
         changes = {**e.changes, "train.epochs": max(1, e.epochs)}
@@ -345,7 +379,7 @@ class Race:
         return cost if self.seconds is None or cost <= LR_SHARE * self.seconds else 0.0
 
     def _learning_rate(self, ctx: RunContext, e: Entrant, feats) -> tuple[float, str]:
-        rule = configured_lr(ctx.cfg, ctx.pcfg.pretrained)
+        rule = e.rule_lr = configured_lr(ctx.cfg, ctx.pcfg.pretrained)
         if e.end_to_end and e.lr_test_seconds == 0.0:
             return rule, (f"the rule's {rule:.2g}: a {LR_STEPS}-step range test would take over "
                           f"{LR_SHARE:.0%} of the budget")
