@@ -329,7 +329,10 @@ class Race:
                 out.mkdir()
                 fsutil.write_marker(out, "run", race_entrant=f"{e.name} rate {k}")
             self.rt.barrier()
-            sub = replace(ctx, cfg=cfg, out=out)
+            # each rate from the same start, as a named run of the recipe makes it: seeded, the
+            # model created, the head's plan built (the differences are the rates' alone)
+            model, _ = prepare_model(cfg, self.index, self.rt)
+            sub = replace(ctx, cfg=cfg, out=out, model=self.rt.prepare_model(model))
             result = fit(build_plan(sub, cfg.strategy.name, features=feats), sub)
             scores = [r["val_accuracy"] for r in result.history if r.get("val_accuracy") is not None]
             tried.append((max(scores) if scores else -1.0, -k, lr, out, result))
