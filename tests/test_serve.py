@@ -378,7 +378,7 @@ def test_a_huge_image_is_refused_from_its_header_before_any_decoding(app, monkey
     data = huge_png()
     assert len(data) < 100_000
     decoded = []
-    monkeypatch.setattr(type(app.state.service.clf.preprocess), "pixels",
+    monkeypatch.setattr(type(app.state.service.clf.preprocess), "array",
                         lambda self, path: decoded.append(path))
     t = time.perf_counter()
     r = call(app, "POST", "/predict", files={"file": ("huge.png", data)})

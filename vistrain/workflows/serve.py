@@ -2,6 +2,9 @@
 
 The app (endpoints, dynamic batching, bad-input handling) is :func:`vistrain.server.create_app`;
 this module loads the run, checks the options, binds the socket and runs uvicorn until Ctrl-C.
+A run folder with an up-to-date export, or an exported ``model.onnx`` alone, is served by ONNX
+Runtime; that path imports no torch (``pip install 'vistrain[serve]'`` is all it needs), and
+``/explain``, which needs the torch model, answers 501 there.
 It binds 127.0.0.1 unless told otherwise: the server has no authentication, so exposing it to
 other machines is a choice the user makes with ``host=`` (and is warned about).
 
@@ -23,10 +26,10 @@ from typing import Callable
 
 from vistrain.data.io import set_max_image_pixels
 from vistrain.errors import VistrainError
-from vistrain.predictor import check_tta
+from vistrain.prediction import check_tta
 from vistrain.server.app import (DEFAULT_DECODE_THREADS, DEFAULT_MAX_BATCH, DEFAULT_MAX_IMAGE_PIXELS,
                                 DEFAULT_WAIT_MS, INSTALL_HINT, create_app, require_deploy)
-from vistrain.workflows.common import show_log_lines
+from vistrain.workflows.logs import show_log_lines
 from vistrain.workflows.predict import load
 
 log = logging.getLogger(__name__)
