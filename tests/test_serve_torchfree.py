@@ -37,7 +37,8 @@ BLOCKER = textwrap.dedent("""
     class Blocker:
         def find_spec(self, name, path=None, target=None):
             if name.split(".")[0] in BLOCKED:
-                raise ImportError(f"{name} is blocked: this process proves a torch-free path")
+                raise ModuleNotFoundError(f"No module named {name!r} (blocked: a torch-free process)",
+                                          name=name)
             return None
     sys.meta_path.insert(0, Blocker())
 """)
@@ -155,7 +156,8 @@ def test_what_needs_torch_is_refused_in_one_line_for_an_onnx_file(exported, tmp_
         vistrain.load(tmp_path / "gone.onnx")
 
 def test_a_run_without_export_and_without_torch_says_to_export(exported, tmp_path):
-    """Where torch is missing, a run folder needs its export: one line naming `vistrain export`."""
+    """Where torch is missing, a run folder needs its export (one line naming `vistrain export`)
+    and a training job says which extra to install (one line, also an ImportError)."""
     bare_run = tmp_path / "run"
     bare_run.mkdir()
     for name in ("model.json", "model.safetensors"):
@@ -167,8 +169,14 @@ def test_a_run_without_export_and_without_torch_says_to_export(exported, tmp_pat
             vistrain.load(sys.argv[1])
         except VistrainError as err:
             print(err)
+        try:
+            vistrain.train
+        except ImportError as err:
+            print(isinstance(err, VistrainError), err)
     """)
     res = run_blocked(code, bare_run)
     assert res.returncode == 0, res.stderr[-2000:]
-    line = res.stdout.strip()
-    assert len(line.splitlines()) == 1 and "vistrain export" in line and "not found" in line, line
+    line, train = res.stdout.strip().splitlines()
+    assert "vistrain export" in line and "not found" in line, line
+    assert train == ("True vistrain.train needs torch, which is not installed; install it with pip "
+                     "install 'vistrain[train]'")

@@ -8,9 +8,8 @@ preprocessing (what ``vistrain export`` writes).  Nothing here imports torch: a 
 (``pip install 'vistrain[serve]'``) runs an export with ONNX Runtime, NumPy and Pillow only;
 :mod:`vistrain.deploy.engine` chooses between this engine and the torch model.
 
-Threads: ``threads``, else ``OMP_NUM_THREADS``, else ONNX Runtime's default (one per physical
-core, as torch's default); the torch path passes ``torch.get_num_threads()`` so that both engines
-use the same cores.
+Threads: ``threads``, else ``OMP_NUM_THREADS``, else torch's count where torch is loaded (both
+engines on the same cores), else ONNX Runtime's default (one per physical core, as torch's).
 
 Example:
     >>> sess, record = read_onnx_file("runs/demo/export/model.onnx")      # doctest: +SKIP
@@ -22,6 +21,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +45,15 @@ def onnxruntime():
 
 
 def default_threads() -> int:
-    """``OMP_NUM_THREADS`` when set to a whole number >= 1, else 0 (ONNX Runtime's own choice)."""
+    """ONNX Runtime's intra-op threads when none are given: ``OMP_NUM_THREADS`` when set to a
+    whole number >= 1; else, where this process already loaded torch, torch's count (both engines
+    on the same cores, a fair comparison); else 0, ONNX Runtime's own choice (its physical cores).
+    torch is looked up, never imported: a serving install has none."""
     raw = os.environ.get("OMP_NUM_THREADS", "")
-    return int(raw) if raw.isdigit() and int(raw) >= 1 else 0
+    if raw.isdigit() and int(raw) >= 1:
+        return int(raw)
+    torch = sys.modules.get("torch")
+    return int(torch.get_num_threads()) if torch is not None else 0
 
 
 class OrtEngine:
