@@ -504,7 +504,7 @@ def test_unknown_paths_and_methods_answer_json(app):
 
 def test_missing_deploy_extra_is_one_line_naming_the_install(monkeypatch, clf):
     monkeypatch.setitem(sys.modules, "starlette.applications", None)  # import fails
-    with pytest.raises(VistrainError, match=r"pip install 'vistrain\[deploy\]'"):
+    with pytest.raises(VistrainError, match=r"pip install 'vistrain\[serve\]'"):
         create_app(clf)
 
 

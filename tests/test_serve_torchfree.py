@@ -180,3 +180,18 @@ def test_a_run_without_export_and_without_torch_says_to_export(exported, tmp_pat
     assert "vistrain export" in line and "not found" in line, line
     assert train == ("True vistrain.train needs torch, which is not installed; install it with pip "
                      "install 'vistrain[train]'")
+
+
+def test_batching_is_off_by_default_for_onnx_runtime_and_on_for_torch(exported):
+    """docs/benchmarks.md: dynamic batching lowers ONNX Runtime's throughput on a CPU, and raises
+    the torch engine's for a small network; ``max_batch`` given is kept either way."""
+    from vistrain.server import create_app
+    onnx_file = exported / "export" / "model.onnx"
+    for clf, want in ((vistrain.load(onnx_file), 1), (Classifier.from_run(exported, engine="onnxruntime"), 1),
+                      (Classifier.from_run(exported, engine="torch"), 32)):
+        service = create_app(clf).state.service
+        assert service.batcher.max_batch == want == service.metadata()["batching"]["max_batch"]
+        service.close()
+    service = create_app(vistrain.load(onnx_file), max_batch=8).state.service
+    assert service.batcher.max_batch == 8
+    service.close()

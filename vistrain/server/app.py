@@ -64,12 +64,15 @@ from vistrain.server.batcher import DynamicBatcher
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 32
+# --max-batch when not given, by engine: batching pays for the torch engine (per-call overhead),
+# not for ONNX Runtime on a CPU (docs/benchmarks.md, "Serving: dynamic batching")
+ENGINE_MAX_BATCH = {"torch": DEFAULT_MAX_BATCH, "onnxruntime": 1, "onnxruntime-int8": 1}
 DEFAULT_WAIT_MS = 5.0
 DEFAULT_MAX_BODY_BYTES = 20 * 2**20
 # 40 MP is above any phone photo (12-20 MP); such a PNG took 0.7 s and 190 MB to decode on 2 cores.
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 DEFAULT_DECODE_THREADS = 2  # concurrent decodes: each may hold an image of max_image_pixels
-INSTALL_HINT = "install with pip install 'vistrain[deploy]'"
+INSTALL_HINT = "install with pip install 'vistrain[serve]'"
 # The page may run only its own inline script and talk only to this server.
 PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
                "img-src data: blob:; connect-src 'self'; base-uri 'none'; form-action 'none'")
@@ -78,7 +81,7 @@ PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsaf
 def require_deploy() -> types.SimpleNamespace:
     """The Starlette pieces the app needs, or a one-line :class:`VistrainError` saying how to
     install them.  Imported here, not at the top: the server's dependencies are an optional extra
-    (``vistrain[deploy]``) that ``import vistrain`` and the other verbs must not need."""
+    (``vistrain[serve]``) that ``import vistrain`` and the other verbs must not need."""
     if not (find_spec("python_multipart") or find_spec("multipart")):  # Starlette parses forms with it
         raise VistrainError(f"vistrain serve needs python-multipart: {INSTALL_HINT}")
     if not find_spec("prometheus_client"):  # GET /metrics (vistrain.server.metrics)
@@ -353,13 +356,19 @@ def probe_model(clf: BaseClassifier) -> None:
     clf.predict_pixels([np.full((pre.channels, pre.size, pre.size), 128, dtype=np.uint8)])
 
 
-def create_app(classifier: BaseClassifier, *, max_batch: int = DEFAULT_MAX_BATCH,
+def default_max_batch(clf: BaseClassifier) -> int:
+    """The engine's ``max_batch`` when none is given (:data:`ENGINE_MAX_BATCH`)."""
+    return ENGINE_MAX_BATCH.get(getattr(clf, "engine", "torch"), DEFAULT_MAX_BATCH)
+
+
+def create_app(classifier: BaseClassifier, *, max_batch: int | None = None,
                wait_ms: float = DEFAULT_WAIT_MS, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
                decode_threads: int | None = None):
     """The Starlette app serving ``classifier`` (see the module docstring for the endpoints).
 
-    ``max_batch``: most images per model call (1 turns batching off); ``wait_ms``: how long the
+    ``max_batch``: most images per model call (1 turns batching off; None: the engine's
+    default, :func:`default_max_batch`); ``wait_ms``: how long the
     first request of a batch waits for others; ``max_body_bytes``: largest request body accepted;
     ``max_image_pixels``: largest width x height accepted (413 above, read from the header; the
     process-wide limit of :func:`vistrain.data.io.set_max_image_pixels` still applies on top);
@@ -372,7 +381,7 @@ def create_app(classifier: BaseClassifier, *, max_batch: int = DEFAULT_MAX_BATCH
     from vistrain.server.metrics import CONTENT_TYPE, Metrics, Observed
     probe_model(classifier)
     metrics = Metrics()
-    service = Service(classifier, max_batch=max_batch, wait_ms=wait_ms,
+    service = Service(classifier, max_batch=max_batch or default_max_batch(classifier), wait_ms=wait_ms,
                       max_body_bytes=max_body_bytes, max_image_pixels=max_image_pixels,
                       decode_threads=decode_threads or DEFAULT_DECODE_THREADS, metrics=metrics)
     page = load_page()

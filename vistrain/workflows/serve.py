@@ -27,8 +27,8 @@ from typing import Callable
 from vistrain.data.io import set_max_image_pixels
 from vistrain.errors import VistrainError
 from vistrain.prediction import check_tta
-from vistrain.server.app import (DEFAULT_DECODE_THREADS, DEFAULT_MAX_BATCH, DEFAULT_MAX_IMAGE_PIXELS,
-                                DEFAULT_WAIT_MS, INSTALL_HINT, create_app, require_deploy)
+from vistrain.server.app import (DEFAULT_DECODE_THREADS, DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_WAIT_MS,
+                                INSTALL_HINT, create_app, require_deploy)
 from vistrain.workflows.logs import show_log_lines
 from vistrain.workflows.predict import load
 
@@ -47,12 +47,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_options(port: int, max_batch: int, wait_ms: float, max_body_mb: float,
+def check_options(port: int, max_batch: int | None, wait_ms: float, max_body_mb: float,
                   max_image_pixels: int, decode_threads: int = DEFAULT_DECODE_THREADS) -> None:
     """One-line :class:`VistrainError` for an option out of range (before the model loads)."""
     problems = [(not isinstance(port, int) or not 0 <= port <= 65535,
                  f"port {port!r}: must be 0-65535 (0: any free port)"),
-                (not isinstance(max_batch, int) or isinstance(max_batch, bool) or max_batch < 1,
+                (max_batch is not None and (not isinstance(max_batch, int) or isinstance(max_batch, bool)
+                                            or max_batch < 1),
                  f"max_batch {max_batch!r}: must be a whole number >= 1 (1 turns batching off)"),
                 (not isinstance(wait_ms, (int, float)) or not 0 <= wait_ms <= 1000,
                  f"wait_ms {wait_ms!r}: must be 0-1000 milliseconds"),
@@ -90,7 +91,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
-          max_batch: int = DEFAULT_MAX_BATCH, wait_ms: float = DEFAULT_WAIT_MS,
+          max_batch: int | None = None, wait_ms: float = DEFAULT_WAIT_MS,
           max_body_mb: float = DEFAULT_MAX_BODY_MB,
           max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, device: str = "cpu",
           engine: str = "auto", threads: int | None = None, tta: str = "none",
@@ -99,7 +100,8 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
     """Serve the run ``run_dir`` over HTTP until interrupted (Ctrl-C: returns after a graceful
     shutdown; SIGTERM: the same shutdown, then the process ends by that signal).
 
-    ``max_batch``: most images per model call (1: no batching); ``wait_ms``: how long a request
+    ``max_batch``: most images per model call (1: no batching; None: the engine's default, 32
+    for torch, 1 for ONNX Runtime, where batching does not pay on a CPU); ``wait_ms``: how long a request
     waits for others to share its batch; ``max_body_mb``: largest request accepted (413 above);
     ``max_image_pixels``: largest width x height of an upload, read from its header before any
     decoding (413 above; default 40 MP); ``decode_threads``: uploads decoded at once (default 2:
@@ -117,7 +119,7 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
     check_options(port, max_batch, wait_ms, max_body_mb, max_image_pixels, decode_threads)
     check_tta(tta)
     require_deploy()
-    try:  # imported here: uvicorn is part of the optional extra vistrain[deploy]
+    try:  # imported here: uvicorn is part of the optional extra vistrain[serve]
         import uvicorn
 
         from vistrain.server.protocol import JsonErrorH11Protocol
