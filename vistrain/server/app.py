@@ -381,7 +381,9 @@ def create_app(classifier: BaseClassifier, *, max_batch: int | None = None,
     from vistrain.server.metrics import CONTENT_TYPE, Metrics, Observed
     probe_model(classifier)
     metrics = Metrics()
-    service = Service(classifier, max_batch=max_batch or default_max_batch(classifier), wait_ms=wait_ms,
+    if max_batch is None:
+        max_batch = default_max_batch(classifier)
+    service = Service(classifier, max_batch=max_batch, wait_ms=wait_ms,
                       max_body_bytes=max_body_bytes, max_image_pixels=max_image_pixels,
                       decode_threads=decode_threads or DEFAULT_DECODE_THREADS, metrics=metrics)
     page = load_page()
