@@ -14,10 +14,14 @@ the requests answered).
 
 The model: ``--run RUN`` (any trained run), else a run written here into a temporary folder with
 ``--model`` (tf_efficientnet_lite0, the default of ``vistrain train``) at ``--size`` px, 10
-classes, freshly initialised: serving cost does not depend on the weights' values.
+classes, freshly initialised: serving cost does not depend on the weights' values.  ``--engine
+onnxruntime`` serves the run's ONNX export (written here, as ``vistrain export`` writes it, when
+the run has none) instead of the torch model.  ``--clients 1 32`` measures each client count in
+turn.
 
     python benchmarks/serve.py                         # ~3 minutes on 2 CPU cores
     python benchmarks/serve.py --run runs/demo --requests 2000 --clients 64
+    python benchmarks/serve.py --model vistrain/resnet20 --size 32 --engine onnxruntime --clients 1 32
 """
 from __future__ import annotations
 
@@ -39,7 +43,9 @@ import numpy as np
 import torch
 
 import vistrain
-from vistrain.artifact import save_model
+from vistrain.artifact import read_meta, save_model
+from vistrain.deploy.graph import EXPORT_DIR, ONNX_FILE, InferenceGraph, graph_metadata, weights_sha256
+from vistrain.deploy.onnx_export import export_onnx
 from vistrain.models import create
 from vistrain.transforms.normalize import resolve_normalization
 from vistrain.transforms.preprocess import Preprocess
@@ -60,6 +66,20 @@ def make_run(out: Path, model_name: str, size: int) -> Path:
     save_model(out, model.eval(), model_name=model_name, classes=classes, preprocess=pre,
                model_kwargs=scratch)
     return out
+
+
+def export_graph(run: Path) -> Path:
+    """``RUN/export/model.onnx`` as ``vistrain export`` writes it (graph and metadata), without the
+    parity check on test images that a run made here has not got."""
+    path = run / EXPORT_DIR / ONNX_FILE
+    if path.is_file():
+        return path
+    clf = vistrain.load(run, engine="torch")
+    meta = read_meta(run)
+    path.parent.mkdir(exist_ok=True)
+    return export_onnx(InferenceGraph(clf.model, clf.preprocess, clf.temperature), path,
+                       size=clf.preprocess.size, channels=clf.preprocess.channels,
+                       metadata=graph_metadata(meta, weights_sha256(run)))
 
 
 class Server:
@@ -139,25 +159,27 @@ def summarize(max_batch: int, phases: list[dict], calls: int, images: int) -> di
     return {"max_batch": max_batch, "answered": len(lat), "errors": len(errors),
             "first_error": errors[0] if errors else "",
             "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+            "p95_ms": float(np.percentile(lat, 95)) if len(lat) else float("nan"),
             "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
             "rps": statistics.median(len(p["latencies"]) / p["seconds"] for p in phases),
             "calls": calls, "batch": images / max(calls, 1)}
 
 
-def measure(run: Path, args, bodies: list[bytes]) -> list[dict]:
+def measure(run: Path, args, bodies: list[bytes], clients: int) -> list[dict]:
     """Both settings, served at once (an idle server costs no CPU) and driven in alternating
     rounds, so that a change in the machine's load hits both alike."""
     settings = (args.max_batch, 1)
-    servers = [Server(run, "--max-batch", str(mb), "--wait-ms", str(args.wait_ms)) for mb in settings]
+    servers = [Server(run, "--max-batch", str(mb), "--wait-ms", str(args.wait_ms), "--engine", args.engine)
+               for mb in settings]
     try:
         for server in servers:  # warm-up: first calls allocate, first batches are smaller
-            asyncio.run(drive(server.url, bodies, 2 * args.clients, args.clients, 120))
+            asyncio.run(drive(server.url, bodies, 2 * clients, clients, 120))
         before = [s.health() for s in servers]
         phases: list[list[dict]] = [[], []]
         per_round = -(-args.requests // args.rounds)
         for _ in range(args.rounds):
             for i, server in enumerate(servers):
-                phases[i].append(asyncio.run(drive(server.url, bodies, per_round, args.clients,
+                phases[i].append(asyncio.run(drive(server.url, bodies, per_round, clients,
                                                    args.max_seconds / args.rounds)))
         after = [s.health() for s in servers]
     finally:
@@ -173,7 +195,10 @@ def main() -> None:
     parser.add_argument("--model", default="tf_efficientnet_lite0")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--requests", type=int, default=1000)
-    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--clients", type=int, nargs="+", default=[32],
+                        help="concurrent clients; several values are measured in turn")
+    parser.add_argument("--engine", choices=("torch", "onnxruntime"), default="torch",
+                        help="the servers' --engine (onnxruntime: the run's ONNX export)")
     parser.add_argument("--max-batch", type=int, default=32, help="the batched setting's --max-batch")
     parser.add_argument("--wait-ms", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=4, help="alternating rounds of each setting")
@@ -184,34 +209,47 @@ def main() -> None:
                  ["vistrain/server/app.py", "vistrain/server/batcher.py", "vistrain/predictor.py"])
     bodies = [p.read_bytes() for p in sorted(SHIPPED.rglob("*.png"))[::20]]
     import fastapi
+    import onnxruntime
     import starlette
     import uvicorn
     print(f"# {platform.platform()}, {os.cpu_count()} CPUs, load average "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}; Python {platform.python_version()}, "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), vistrain {vistrain.__version__}, "
           f"starlette {starlette.__version__} (fastapi {fastapi.__version__}), uvicorn {uvicorn.__version__}, "
-          f"httpx {httpx.__version__}")
+          f"httpx {httpx.__version__}, onnxruntime {onnxruntime.__version__}")
     with tempfile.TemporaryDirectory(prefix="vistrain-serve-bench-") as tmp:
         run = Path(args.run) if args.run else make_run(Path(tmp) / "run", args.model, args.size)
-        print(f"# run {args.run or f'{args.model} at {args.size} px (fresh weights)'}; {args.clients} "
-              f"clients, {args.requests} requests per setting in {args.rounds} alternating rounds (at most "
-              f"{args.max_seconds:.0f} s per setting), "
-              f"{len(bodies)} distinct 28x28 PNGs")
-        rows = measure(run, args, bodies)
-    print(f"{'setting':28s} {'answered':>8s} {'errors':>6s} {'p50 ms':>8s} {'p99 ms':>8s} "
-          f"{'req/s':>7s} {'calls':>6s} {'batch':>6s}")
-    for r in rows:
-        name = (f"batching (max {r['max_batch']}, {args.wait_ms:g} ms)" if r["max_batch"] > 1
-                else "no batching (--max-batch 1)")
-        print(f"{name:28s} {r['answered']:8d} {r['errors']:6d} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} "
-              f"{r['rps']:7.1f} {r['calls']:6d} {r['batch']:6.1f}")
-    print(f"throughput ratio, batching / no batching: {rows[0]['rps'] / rows[1]['rps']:.2f}x; "
-          f"p50 latency ratio: {rows[1]['p50_ms'] / rows[0]['p50_ms']:.2f}x lower with batching")
-    rec.write(params=vars(args), repeats=rows, derived={"throughput_ratio": rows[0]["rps"] / rows[1]["rps"]},
-              limits={})
-    errors = [r["first_error"] for r in rows if r["errors"]]
+        if args.engine == "onnxruntime":
+            export_graph(run)
+        print(f"# run {args.run or f'{args.model} at {args.size} px (fresh weights)'}, engine "
+              f"{args.engine}; {args.requests} requests per setting in {args.rounds} alternating "
+              f"rounds (at most {args.max_seconds:.0f} s per setting), {len(bodies)} distinct 28x28 PNGs")
+        errors, all_rows = [], []
+        for clients in args.clients:
+            rows = measure(run, args, bodies, clients)
+            errors += [r["first_error"] for r in rows if r["errors"]]
+            report(rows, clients, args.wait_ms)
+            all_rows += [dict(r, clients=clients) for r in rows]
+        ratios = {f"{c}_clients": [r["rps"] for r in all_rows if r["clients"] == c and r["max_batch"] > 1][0]
+                  / [r["rps"] for r in all_rows if r["clients"] == c and r["max_batch"] == 1][0]
+                  for c in args.clients}
+        rec.write(params={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                  repeats=all_rows, derived={"throughput_ratio": ratios}, limits={})
     if errors:
         raise SystemExit(f"errors: {errors}")
+
+
+def report(rows: list[dict], clients: int, wait_ms: float) -> None:
+    print(f"\n{clients} clients")
+    print(f"{'setting':28s} {'answered':>8s} {'errors':>6s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s} "
+          f"{'req/s':>7s} {'calls':>6s} {'batch':>6s}")
+    for r in rows:
+        name = (f"batching (max {r['max_batch']}, {wait_ms:g} ms)" if r["max_batch"] > 1
+                else "no batching (--max-batch 1)")
+        print(f"{name:28s} {r['answered']:8d} {r['errors']:6d} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} "
+              f"{r['p99_ms']:8.1f} {r['rps']:7.1f} {r['calls']:6d} {r['batch']:6.1f}")
+    print(f"throughput ratio, batching / no batching: {rows[0]['rps'] / rows[1]['rps']:.2f}x; "
+          f"p50 latency ratio: {rows[1]['p50_ms'] / rows[0]['p50_ms']:.2f}x lower with batching")
 
 
 if __name__ == "__main__":

@@ -4,11 +4,11 @@ Layers, low to high; a module may import its own layer and those below it:
 
     errors, fsutil, config, device, progress
     data, transforms, models
-    artifact, rundir, evaluation
+    artifact, artifact_meta, rundir, evaluation
     training
     interpret
     report
-    predictor, deploy, server, workflows
+    prediction, predictor, deploy, server, workflows
     cli, vistrain/__init__.py
 
 ``KNOWN_UPWARD`` lists the upward imports that remain, each inside a function and each named in
@@ -24,11 +24,11 @@ import vistrain
 
 LAYERS = [("errors", "fsutil", "config", "device", "progress"),
           ("data", "transforms", "models"),
-          ("artifact", "rundir", "evaluation"),
+          ("artifact", "artifact_meta", "rundir", "evaluation"),
           ("training",),
           ("interpret",),
           ("report",),
-          ("predictor", "deploy", "server", "workflows"),
+          ("prediction", "predictor", "deploy", "server", "workflows"),
           ("cli", "__init__", "__main__")]
 
 KNOWN_UPWARD: set[tuple[str, str]] = set()

@@ -378,7 +378,7 @@ def test_a_huge_image_is_refused_from_its_header_before_any_decoding(app, monkey
     data = huge_png()
     assert len(data) < 100_000
     decoded = []
-    monkeypatch.setattr(type(app.state.service.clf.preprocess), "pixels",
+    monkeypatch.setattr(type(app.state.service.clf.preprocess), "array",
                         lambda self, path: decoded.append(path))
     t = time.perf_counter()
     r = call(app, "POST", "/predict", files={"file": ("huge.png", data)})
@@ -504,7 +504,7 @@ def test_unknown_paths_and_methods_answer_json(app):
 
 def test_missing_deploy_extra_is_one_line_naming_the_install(monkeypatch, clf):
     monkeypatch.setitem(sys.modules, "starlette.applications", None)  # import fails
-    with pytest.raises(VistrainError, match=r"pip install 'vistrain\[deploy\]'"):
+    with pytest.raises(VistrainError, match=r"pip install 'vistrain\[serve\]'"):
         create_app(clf)
 
 

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import importlib
 
+from vistrain.errors import missing_train_extra  # imports nothing: `import vistrain` stays fast
+
 __version__ = "0.1.0"
 
 # public function -> module of vistrain.workflows that defines it.  No name here may be the name
@@ -47,7 +49,14 @@ __all__ = ["train", "load", "predict", "evaluate", "cv", "compare", "explain", "
 
 def __getattr__(name: str):
     if name in _API:
-        value = getattr(importlib.import_module(f"vistrain.workflows.{_API[name]}"), name)
+        try:
+            module = importlib.import_module(f"vistrain.workflows.{_API[name]}")
+        except ImportError as err:  # a serving install (no torch) asked for a training job
+            missing = missing_train_extra(err, f"vistrain.{name}")
+            if missing is None:
+                raise
+            raise missing from None
+        value = getattr(module, name)
         globals()[name] = value  # later look-ups skip this function
         return value
     raise AttributeError(f"module 'vistrain' has no attribute {name!r}")

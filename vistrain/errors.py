@@ -36,3 +36,28 @@ class RunDirError(VistrainError):
 
 class TrainingError(VistrainError):
     """Training cannot continue (e.g. the loss became NaN); the last checkpoint is kept."""
+
+
+# the import names of the extra vistrain[train] (a serving install, vistrain[serve], lacks them)
+TRAIN_LIBRARIES = ("torch", "torchvision", "timm", "safetensors", "sklearn", "matplotlib", "jinja2",
+                   "cleanlab", "regex", "fsspec", "filelock")
+
+
+class MissingExtraError(VistrainError, ImportError):
+    """A job needs a library of the extra ``vistrain[train]`` that this install lacks (both the
+    one-line :class:`VistrainError` and the ``ImportError`` a Python caller may catch)."""
+
+
+def missing_train_extra(err: ImportError, what: str) -> MissingExtraError | None:
+    """The one-line error for ``what`` (e.g. ``"vistrain train"``) when ``err`` is the import of
+    a ``vistrain[train]`` library failing; None for any other import error.
+
+    Example:
+        >>> str(missing_train_extra(ModuleNotFoundError("no", name="torch"), "vistrain train"))
+        "vistrain train needs torch, which is not installed; install it with pip install 'vistrain[train]'"
+    """
+    library = (err.name or "").split(".")[0]
+    if library not in TRAIN_LIBRARIES:
+        return None
+    return MissingExtraError(f"{what} needs {library}, which is not installed; install it with "
+                             "pip install 'vistrain[train]'")

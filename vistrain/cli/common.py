@@ -22,7 +22,7 @@ from types import ModuleType
 
 from vistrain.config import SECTIONS, TrainConfig, parse_value, update_section
 from vistrain.config.settings import SETTINGS, apply_settings
-from vistrain.errors import VistrainError
+from vistrain.errors import VistrainError, missing_train_extra
 
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
@@ -79,6 +79,14 @@ def print_json(obj) -> None:
 
 
 def job(name: str) -> ModuleType:
-    """The module ``vistrain.workflows.<name>``, imported on first use (see the module docstring)."""
-    return importlib.import_module(f"vistrain.workflows.{name}")
+    """The module ``vistrain.workflows.<name>``, imported on first use (see the module docstring).
+    A serving install (``vistrain[serve]``, no torch) running a verb that needs the extra
+    ``vistrain[train]`` gets one line naming the install, not an ImportError's traceback."""
+    try:
+        return importlib.import_module(f"vistrain.workflows.{name}")
+    except ImportError as err:
+        missing = missing_train_extra(err, f"vistrain {name.replace('_', '-')}")
+        if missing is None:
+            raise
+        raise missing from None
 

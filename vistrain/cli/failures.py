@@ -102,7 +102,8 @@ def check_inputs(args) -> None:
     run_dir = getattr(args, "run_dir", None)
     if isinstance(getattr(args, "resume", None), str):
         run_dir = args.resume
-    if run_dir and not getattr(args, "model", None) and not os.path.isdir(run_dir):
+    if run_dir and not getattr(args, "model", None) and not os.path.isdir(run_dir) \
+            and not exported_file(args.command, run_dir):
         raise RunDirError(f"{run_dir}: run directory not found; give the --out folder of `vistrain "
                           f"{'train`, `vistrain cv` or `vistrain compare' if args.command == 'report' else 'train'}`")
     data = getattr(args, "data_path", None) or getattr(args, "data", None)
@@ -111,6 +112,12 @@ def check_inputs(args) -> None:
     config = getattr(args, "config", None)
     if isinstance(config, str) and not os.path.isfile(config):
         raise VistrainError(f"{config}: config file not found")
+
+
+def exported_file(command: str, path: str) -> bool:
+    """Whether ``path`` is an ONNX file that ``command`` takes instead of a run folder (``serve``
+    and ``predict`` run a ``vistrain export`` file alone, without PyTorch)."""
+    return command in ("serve", "predict") and path.lower().endswith(".onnx") and os.path.isfile(path)
 
 
 def interrupt_line(args) -> str:

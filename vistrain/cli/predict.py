@@ -28,7 +28,8 @@ def register(sub) -> None:
                        description="Print the most probable classes of each image (files, or "
                                    "folders of images searched recursively) with a trained run "
                                    "or, with --model, a pretrained ImageNet classifier.")
-    p.add_argument("run_dir", nargs="?", help="run directory of `vistrain train` (omit with --model)")
+    p.add_argument("run_dir", nargs="?", help="run directory of `vistrain train`, or a MODEL.onnx of "
+                   "`vistrain export` (predicts without PyTorch); omit with --model")
     p.add_argument("images", nargs="*", help="image files and/or folders of images")
     p.add_argument("--model", help="use this pretrained (ImageNet) model instead of a run, e.g. tf_efficientnet_lite0")
     p.add_argument("--weights", help="with --model: weights file")

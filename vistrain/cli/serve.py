@@ -1,7 +1,9 @@
-"""``vistrain serve RUN_DIR``: the run as an HTTP service (predict, Grad-CAM, a web page).
+"""``vistrain serve RUN_DIR|MODEL.onnx``: the run as an HTTP service (predict, Grad-CAM, a web page).
 
 The work is :func:`vistrain.workflows.serve.serve`; this module parses the arguments and prints
-the address once the server listens (``--json``: one JSON document ``{"url", ...}``).
+the address once the server listens (``--json``: one JSON document ``{"url", ...}``; its
+``max_batch`` is the flag's value, null when not given: the engine's default, which ``GET
+/metadata`` reports).
 """
 from __future__ import annotations
 
@@ -15,14 +17,17 @@ def register(sub) -> None:
     p = sub.add_parser("serve", help="serve a trained run over HTTP (JSON API and a web page)",
                        description="Serve a trained run over HTTP: POST /predict and /explain "
                                    "(an image as the multipart field 'file' or as the body), GET "
-                                   "/healthz, /metadata, /metrics and /openapi.json, API docs at /docs and a web page at /. Concurrent "
-                                   "requests are batched. Needs the extra: pip install 'vistrain[deploy]'.")
-    p.add_argument("run_dir", help="run directory of `vistrain train`")
+                                   "/healthz, /metadata, /metrics and /openapi.json, API docs at /docs and a web page at /. An "
+                                   "exported run (vistrain export) or its MODEL.onnx runs without "
+                                   "PyTorch: pip install 'vistrain[serve]' (or 'vistrain[deploy]').")
+    p.add_argument("run_dir", help="run directory of `vistrain train`, or a MODEL.onnx written by "
+                                   "`vistrain export` (served without PyTorch)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (0.0.0.0: every interface, reachable from other machines)")
     p.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
-    p.add_argument("--max-batch", type=int, default=32,
-                   help="most images per model call (1 turns dynamic batching off)")
+    p.add_argument("--max-batch", type=int,
+                   help="most images per model call (1 turns dynamic batching off; default 32 with "
+                        "the torch engine, 1 with ONNX Runtime, where batching does not pay on a CPU)")
     p.add_argument("--wait-ms", type=float, default=5.0,
                    help="how long a request waits for others to share its model call")
     p.add_argument("--max-body-mb", type=float, default=20.0,

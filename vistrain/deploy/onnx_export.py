@@ -11,15 +11,14 @@ Example:
 """
 from __future__ import annotations
 
-import hashlib
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from vistrain.deploy.format import GRAPH_KEY, graph_problem, graph_sha256  # re-exported
 from vistrain.deploy.graph import INPUT_NAME, OUTPUT_NAME, ExportError, InferenceGraph, require
-from vistrain.errors import VistrainError
 
 OPSET = 17
 
@@ -48,37 +47,6 @@ def export_onnx(graph: InferenceGraph, path: str | Path, *, size: int, channels:
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(path))
     return path
-
-
-GRAPH_KEY = "graph_sha256"   # metadata key: sha256 of the graph (nodes and initializers) at export
-
-
-def graph_sha256(model) -> str:
-    """sha256 of an ONNX ``ModelProto``'s graph (its nodes and initializers, not the metadata),
-    serialized deterministically: what binds an export to the weights it was made from, so a
-    graph changed after export (with its metadata intact) is recognised.
-
-    Example:
-        >>> import onnx
-        >>> len(graph_sha256(onnx.ModelProto()))
-        64
-    """
-    return hashlib.sha256(model.graph.SerializeToString(deterministic=True)).hexdigest()
-
-
-def graph_problem(path: str | Path, metadata: dict[str, str]) -> str | None:
-    """Why the graph in ``path`` is not the one exported (None when it is, or when the export
-    records no graph hash: older exports).  An int8 file records its own graph's hash."""
-    want = metadata.get(GRAPH_KEY)
-    if not want:
-        return None
-    try:
-        onnx = require("onnx")
-    except VistrainError:
-        return None  # onnx not installed: only ONNX Runtime's own load checks the file
-    if graph_sha256(onnx.load(str(path))) != want:
-        return "its graph differs from the one exported (the file was changed after export)"
-    return None
 
 
 def check_onnx(path: str | Path, *, size: int, channels: int, num_classes: int) -> None:

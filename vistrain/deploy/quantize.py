@@ -43,8 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vistrain.deploy.format import GRAPH_KEY, INT8_GATE_KEY, graph_sha256, int8_promoted  # re-exported
 from vistrain.deploy.graph import INPUT_NAME, require
-from vistrain.deploy.onnx_export import GRAPH_KEY, graph_sha256
 
 log = logging.getLogger("vistrain")
 
@@ -55,7 +55,6 @@ METHODS = ("static", "dynamic")
 # The variants export tries, best first: (name, keep the stem float32).  Both keep the
 # preprocessing and the head float32 and quantize weights per output channel.
 SETTINGS = (("per-channel", False), ("per-channel, stem float32", True))
-INT8_GATE_KEY = "int8_gate"  # metadata of model.int8.onnx: the export's promotion check, as JSON
 CALIBRATION_BATCH = 2  # images per calibration batch: the activations of one batch are held at once
 # (EfficientNet-Lite0 at 224 px, 96 images: peak +0.27 GB with 2, +0.76 GB with 8, ~7 GB all at once)
 
@@ -171,15 +170,6 @@ def mark_int8_gate(path: str | Path, gate: dict) -> None:
         model.metadata_props.remove(prop)
     model.metadata_props.add(key=INT8_GATE_KEY, value=json.dumps(gate, sort_keys=True))
     onnx.save(model, str(path))
-
-
-def int8_promoted(metadata: dict[str, str]) -> bool:
-    """Whether an int8 file with ONNX ``metadata`` passed the export's accuracy gate (a file
-    without the record, from an export that did not check, has not)."""
-    try:
-        return json.loads(metadata.get(INT8_GATE_KEY, "{}")).get("passed") is True
-    except (ValueError, AttributeError):
-        return False
 
 
 class LazyImages:

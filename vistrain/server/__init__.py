@@ -8,7 +8,7 @@
 
 The server itself (uvicorn on a socket) is :func:`vistrain.workflows.serve.serve`, shared by the
 CLI and the API.  Starlette, python-multipart and uvicorn are the optional extra
-``vistrain[deploy]``; they are imported only when an app is created.
+``vistrain[serve]`` (and ``vistrain[deploy]``); they are imported only when an app is created.
 """
 from vistrain.server.app import create_app
 from vistrain.server.batcher import DynamicBatcher

@@ -8,8 +8,9 @@ Endpoints (every error is a JSON ``{"error": "..."}`` with a 4xx status naming t
   (:class:`~vistrain.server.batcher.DynamicBatcher`): each request is decoded and preprocessed in a
   thread pool, the model runs on one worker thread on up to ``max_batch`` images at a time.
 * ``POST /explain?method=gradcam``: the Grad-CAM overlay of the image on the model input, a PNG
-  (:func:`vistrain.interpret.cam.compute_cam` + :func:`~vistrain.interpret.cam.overlay`); the
-  explained class in the ``X-Vistrain-Class`` header (percent-encoded UTF-8).
+  (:mod:`vistrain.server.explain`); the explained class in the ``X-Vistrain-Class`` header
+  (percent-encoded UTF-8).  It needs the run's torch model: a server of an ONNX export alone or
+  without PyTorch answers 501 with a one-line JSON error naming why and the fix.
 * ``GET /healthz``: ``{"status": "ok", "model_calls", "images"}`` while the model worker runs.
 * ``GET /metadata``: classes, preprocessing, model name, versions, engine, batching settings.
 * ``GET /metrics``: requests, latency, errors by status, model calls and batch sizes in the
@@ -59,13 +60,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
-import torch
 from PIL import Image
 
-from vistrain.artifact import META, DamagedModelError, read_meta, versions
+from vistrain.artifact_meta import META, DamagedModelError, installed_versions, read_meta
 from vistrain.errors import ImageLoadError, VistrainError
-from vistrain.interpret.cam import METHODS, compute_cam, find_target_layer, overlay
-from vistrain.predictor import Classifier
+from vistrain.prediction import BaseClassifier
 from vistrain.server.auth import BearerAuth, check_token
 from vistrain.server.batcher import DynamicBatcher
 from vistrain.server.openapi import load_docs_page, schema
@@ -73,12 +72,18 @@ from vistrain.server.openapi import load_docs_page, schema
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 32
+# --max-batch when not given, by engine: batching pays for the torch engine (per-call overhead),
+# not for ONNX Runtime on a CPU (docs/benchmarks.md, "Serving: dynamic batching")
+ENGINE_MAX_BATCH = {"torch": DEFAULT_MAX_BATCH, "onnxruntime": 1, "onnxruntime-int8": 1}
 DEFAULT_WAIT_MS = 5.0
+# /explain's ?method= values: vistrain.interpret.cam.METHODS (a test holds them equal), named here
+# because that module needs torch and the OpenAPI schema is built without it
+EXPLAIN_METHODS = ("gradcam", "gradcam++", "layercam")
 DEFAULT_MAX_BODY_BYTES = 20 * 2**20
 # 40 MP is above any phone photo (12-20 MP); such a PNG took 0.7 s and 190 MB to decode on 2 cores.
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 DEFAULT_DECODE_THREADS = 2  # concurrent decodes: each may hold an image of max_image_pixels
-INSTALL_HINT = "install with pip install 'vistrain[deploy]'"
+INSTALL_HINT = "install with pip install 'vistrain[serve]'"
 # The page may run only its own inline script and talk only to this server.
 PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
                "img-src data: blob:; connect-src 'self'; base-uri 'none'; form-action 'none'")
@@ -87,7 +92,7 @@ PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsaf
 def require_deploy() -> types.SimpleNamespace:
     """The Starlette pieces the app needs, or a one-line :class:`VistrainError` saying how to
     install them.  Imported here, not at the top: the server's dependencies are an optional extra
-    (``vistrain[deploy]``) that ``import vistrain`` and the other verbs must not need."""
+    (``vistrain[serve]``) that ``import vistrain`` and the other verbs must not need."""
     if not (find_spec("python_multipart") or find_spec("multipart")):  # Starlette parses forms with it
         raise VistrainError(f"vistrain serve needs python-multipart: {INSTALL_HINT}")
     if not find_spec("prometheus_client"):  # GET /metrics (vistrain.server.metrics)
@@ -166,7 +171,7 @@ def query_choice(request, key: str, default: str, choices) -> str:
     return value
 
 
-def parse_top_k(raw: str | None, clf: Classifier) -> int:
+def parse_top_k(raw: str | None, clf: BaseClassifier) -> int:
     """The ``top_k`` query value checked by :meth:`Classifier.check_top_k` (422 when bad)."""
     try:
         return clf.check_top_k(int(raw) if raw is not None else 5)
@@ -218,19 +223,31 @@ def image_problem(err: ImageLoadError, name: str) -> HTTPProblem:
     return HTTPProblem(400, f"{name}: {err.reason}")
 
 
-def model_info(clf: Classifier) -> dict:
-    """Model name and the versions it was trained with, from the run's ``model.json`` if any."""
+def model_info(clf: BaseClassifier) -> dict:
+    """Model name and the versions it was trained with, from the run's ``model.json`` if any
+    (a bare export: the model name its metadata records)."""
     meta_path = Path(clf.source) / META
     if clf.source and meta_path.is_file():
         meta = read_meta(clf.source)
         return {"model": meta["model_name"], "trained_with": meta.get("versions", {})}
-    return {"model": clf.source or type(clf.model).__name__, "trained_with": {}}
+    exported = getattr(clf.session, "metadata", None) or {}
+    return {"model": exported.get("model_name") or clf.source or type(clf.model).__name__,
+            "trained_with": {}}
+
+
+def explain_problem(clf: BaseClassifier) -> str | None:
+    """Why ``/explain`` cannot answer for ``clf`` (None when it can): Grad-CAM needs the run's
+    torch model, which a server of an ONNX export alone, or one without PyTorch, does not hold."""
+    if getattr(clf, "model", None) is not None:
+        return None
+    why = getattr(clf, "no_model", "") or "this server holds no PyTorch model"
+    return f"POST /explain (Grad-CAM) needs the run's PyTorch model: {why}"
 
 
 class Service:
     """The state behind the endpoints: the classifier, its batcher, the decode pool and limits."""
 
-    def __init__(self, clf: Classifier, *, max_batch: int, wait_ms: float, max_body_bytes: int,
+    def __init__(self, clf: BaseClassifier, *, max_batch: int, wait_ms: float, max_body_bytes: int,
                  max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
                  decode_threads: int = DEFAULT_DECODE_THREADS, metrics=None):
         self.clf, self.max_batch, self.wait_ms = clf, max_batch, wait_ms
@@ -242,17 +259,17 @@ class Service:
         # the pool's size is the bound on decodes (and Grad-CAM images) running at once
         self.decode_threads = decode_threads
         self.pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="vistrain-decode")
-        self._cam_layer: str | None = None
+        self._cam = None  # the Grad-CAM of /explain, made on its first use (torch)
         self.info = {**model_info(clf), "engine": getattr(clf, "engine", "torch"),
-                     "versions": versions()}
+                     "versions": installed_versions()}
 
-    def _infer(self, pixels: list[torch.Tensor]) -> np.ndarray:
+    def _infer(self, pixels: list[np.ndarray]) -> np.ndarray:
         if self.metrics is not None:
             self.metrics.model_call(len(pixels))
         with self.model_lock:
             return self.clf.predict_pixels(pixels)
 
-    def decode(self, name: str, data: bytes) -> torch.Tensor:
+    def decode(self, name: str, data: bytes) -> np.ndarray:
         """``(C, S, S)`` uint8 pixels of an upload, decoded from a temporary file by the same
         code as files given to ``predict`` (so the answers agree); 4xx :class:`HTTPProblem` if bad
         (413 before any decoding when the header claims more than ``max_image_pixels``)."""
@@ -261,7 +278,7 @@ class Service:
             tmp.write(data)
             tmp.flush()
             try:
-                return self.clf.preprocess.pixels(tmp.name)
+                return self.clf.pixels(tmp.name)
             except ImageLoadError as err:
                 raise image_problem(err, name) from None
 
@@ -276,32 +293,25 @@ class Service:
         return {"image": name, "top": top_entries(np.asarray(probs), self.clf.classes, k)}
 
     async def explain(self, web, request):
-        method = query_choice(request, "method", "gradcam", METHODS)
-        if not isinstance(getattr(self.clf, "model", None), torch.nn.Module):
-            raise HTTPProblem(501, "Grad-CAM needs the torch model; start the server with --engine torch")
+        problem = explain_problem(self.clf)
+        if problem:
+            raise HTTPProblem(501, problem)
+        cam = self.grad_cam()
+        method = query_choice(request, "method", "gradcam", cam.methods)
         name, data = await read_upload(web, request, self.max_body_bytes)
         pixels = await self.in_pool(self.decode, name, data)
-        png, cls, p = await self.in_pool(self.cam_png, pixels, method)
+        png, cls, p = await self.in_pool(cam.png, pixels, method)
         return web.Response(png, media_type="image/png",
                             headers={"X-Vistrain-Class": quote(cls), "X-Vistrain-Probability": f"{p:.6f}"})
 
-    def cam_png(self, pixels: torch.Tensor, method: str) -> tuple[bytes, str, float]:
-        """PNG of the CAM overlay on the model input (after resize/crop, before normalization, so
-        the map lines up), the predicted class and its probability."""
-        pre, clf = self.clf.preprocess, self.clf
-        x = pre.normalize(pixels[None].to(clf.device))
-        with self.model_lock:
-            if self._cam_layer is None:  # found once: the search runs a probe forward pass
-                self._cam_layer = find_target_layer(clf.model, (pre.channels, pre.size, pre.size))[0]
-            # the class and probability /predict gives (engine, calibration, test-time augmentation)
-            probs = clf.predict_pixels([pixels])[0]
-            pred = int(probs.argmax())
-            cams, _ = compute_cam(clf.model, x, target_class=pred, method=method,
-                                  target_layer=self._cam_layer)
-        blend = overlay(pixels.permute(1, 2, 0).numpy(), cams[0].cpu())
-        buf = io.BytesIO()
-        Image.fromarray(blend).save(buf, "PNG")
-        return buf.getvalue(), clf.classes[pred], float(probs[pred])
+    def grad_cam(self):
+        """The :class:`vistrain.server.explain.GradCam` of this server's model, made once."""
+        if self._cam is None:
+            # imported here, not at the top: /explain is the server's one torch-backed endpoint,
+            # and a server of an ONNX export runs without torch installed (it answers 501 above)
+            from vistrain.server.explain import GradCam
+            self._cam = GradCam(self.clf, self.model_lock)
+        return self._cam
 
     def health(self) -> dict:
         if not self.batcher.alive():
@@ -349,12 +359,12 @@ def load_page() -> str:
     return resources.files("vistrain.server").joinpath("page.html").read_text(encoding="utf-8")
 
 
-def probe_model(clf: Classifier) -> None:
+def probe_model(clf: BaseClassifier) -> None:
     """One prediction on a grey image before serving: a model whose probabilities are not finite
     (damaged weights or temperature) stops the server at its start with one line, rather than
     answering every request with an error."""
     pre = clf.preprocess
-    clf.predict_pixels([torch.full((pre.channels, pre.size, pre.size), 128, dtype=torch.uint8)])
+    clf.predict_pixels([np.full((pre.channels, pre.size, pre.size), 128, dtype=np.uint8)])
 
 
 def docs_routes(web, service: Service, *, token: bool) -> list:
@@ -366,7 +376,7 @@ def docs_routes(web, service: Service, *, token: bool) -> list:
         if "doc" not in cache:
             cache["doc"] = schema(request.app.routes, title=f"vistrain serve: {service.info['model']}",
                                   version=service.info["versions"].get("vistrain", "0"),
-                                  num_classes=len(service.clf.classes), explain_methods=METHODS,
+                                  num_classes=len(service.clf.classes), explain_methods=EXPLAIN_METHODS,
                                   token=token)
         return cache["doc"]
 
@@ -377,13 +387,19 @@ def docs_routes(web, service: Service, *, token: bool) -> list:
             web.Route("/docs", _endpoint(web, docs), methods=["GET"])]
 
 
-def create_app(classifier: Classifier, *, max_batch: int = DEFAULT_MAX_BATCH,
+def default_max_batch(clf: BaseClassifier) -> int:
+    """The engine's ``max_batch`` when none is given (:data:`ENGINE_MAX_BATCH`)."""
+    return ENGINE_MAX_BATCH.get(getattr(clf, "engine", "torch"), DEFAULT_MAX_BATCH)
+
+
+def create_app(classifier: BaseClassifier, *, max_batch: int | None = None,
                wait_ms: float = DEFAULT_WAIT_MS, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
                decode_threads: int | None = None, token: str | None = None):
     """The Starlette app serving ``classifier`` (see the module docstring for the endpoints).
 
-    ``max_batch``: most images per model call (1 turns batching off); ``wait_ms``: how long the
+    ``max_batch``: most images per model call (1 turns batching off; None: the engine's
+    default, :func:`default_max_batch`); ``wait_ms``: how long the
     first request of a batch waits for others; ``max_body_bytes``: largest request body accepted;
     ``max_image_pixels``: largest width x height accepted (413 above, read from the header; the
     process-wide limit of :func:`vistrain.data.io.set_max_image_pixels` still applies on top);
@@ -398,6 +414,8 @@ def create_app(classifier: Classifier, *, max_batch: int = DEFAULT_MAX_BATCH,
     from vistrain.server.metrics import CONTENT_TYPE, Metrics, Observed
     probe_model(classifier)
     metrics = Metrics()
+    if max_batch is None:
+        max_batch = default_max_batch(classifier)
     service = Service(classifier, max_batch=max_batch, wait_ms=wait_ms,
                       max_body_bytes=max_body_bytes, max_image_pixels=max_image_pixels,
                       decode_threads=decode_threads or DEFAULT_DECODE_THREADS, metrics=metrics)

@@ -2,7 +2,7 @@
 
 * :class:`Metrics`: the instruments, in a registry of their own per app (two apps in one process,
   as in tests or a notebook, do not mix their counts), written by ``GET /metrics`` in the
-  Prometheus text format (``prometheus_client``, part of the extra ``vistrain[deploy]``):
+  Prometheus text format (``prometheus_client``, part of the extra ``vistrain[serve]``):
 
   - ``vistrain_http_requests_total{method, path, status}`` and
     ``vistrain_http_errors_total{path, status}`` (4xx and 5xx answers);

@@ -9,8 +9,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,22 +17,8 @@ from vistrain.config import TrainConfig
 from vistrain.config.settings import apply_settings
 from vistrain.data.stream import location
 from vistrain.errors import VistrainError
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is when a line is logged: notebooks and test runners
-    replace it, and a handler holding the old stream would write into a closed file."""
-
-    def __init__(self) -> None:
-        logging.Handler.__init__(self)  # StreamHandler.__init__ would pin today's stream
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if not logging.getLogger().handlers:  # once the application configures logging, it shows
-            super().emit(record)              # the line (through propagation): never twice
+# log lines without logging set-up: torch-free, shared with the serving path; re-exported here
+from vistrain.workflows.logs import show_log_lines
 
 
 def as_config(config) -> TrainConfig:
@@ -98,22 +82,3 @@ def make_config(data=None, /, config=None, settings: dict[str, Any] | None = Non
 def default_out_dir(data_root: str | Path, suffix: str = "") -> Path:
     """``runs/<data folder name><suffix>-<YYYYmmdd-HHMMSS>``."""
     return Path("runs") / f"{Path(data_root).resolve().name}{suffix}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def show_log_lines() -> None:
-    """Make vistrain's INFO lines (progress, one line per epoch) visible without logging setup.
-
-    A notebook or a plain script that configured no logging would otherwise see nothing (Python
-    prints only warnings then).  When neither the ``vistrain`` logger nor the root logger has a
-    handler, one stderr handler at INFO is attached to ``vistrain``, once; an application that
-    configures logging itself is left alone.  The ``vistrain`` logger's level is then INFO:
-    ``logging.getLogger("vistrain").setLevel(logging.WARNING)`` quietens it.
-    """
-    logger = logging.getLogger("vistrain")
-    if logger.handlers or logging.getLogger().handlers:
-        return  # ours from an earlier call, or the application's own
-    handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger.addHandler(handler)
-    if logger.level == logging.NOTSET:
-        logger.setLevel(logging.INFO)

@@ -12,61 +12,111 @@ Example:
 from __future__ import annotations
 
 import logging
+from importlib.util import find_spec
 from pathlib import Path
 
-import torch
-
 from vistrain.config.spelling import option
+from vistrain.deploy.classifier import OnnxClassifier
 from vistrain.errors import VistrainError
-from vistrain.predictor import Classifier, Prediction
-from vistrain.workflows.common import show_log_lines
+from vistrain.prediction import BaseClassifier, Prediction
+from vistrain.workflows.logs import show_log_lines
 
 log = logging.getLogger("vistrain")
+ORT_ENGINES = ("auto", "onnxruntime", "onnxruntime-int8")
 
 
 def load(run_dir: str | Path, device: str = "cpu", *, engine: str = "auto",
-         threads: int | None = None, tta: str = "none") -> Classifier:
-    """A :class:`vistrain.predictor.Classifier` for a finished run directory.
+         threads: int | None = None, tta: str = "none") -> BaseClassifier:
+    """The classifier of a finished run directory, or of an exported ``model.onnx`` alone.
 
     ``engine``: auto | torch | onnxruntime | onnxruntime-int8 (auto: ONNX Runtime on the CPU when
     ``vistrain export`` wrote an up-to-date ``RUN/export/model.onnx``, torch otherwise);
-    ``threads``: ONNX Runtime threads (default: torch's).
+    ``threads``: ONNX Runtime threads (default: torch's).  A ``.onnx`` file (what ``vistrain
+    export`` writes: classes and preprocessing in its metadata), or a run folder where PyTorch is
+    not installed, gives an :class:`~vistrain.deploy.classifier.OnnxClassifier`: ONNX Runtime,
+    NumPy and Pillow only, the same :class:`Prediction` s.
 
     Example:
         >>> import vistrain
         >>> clf = vistrain.load("runs/demo")                 # doctest: +SKIP
         >>> clf.classes[:2], clf.preprocess.size             # doctest: +SKIP
         (['Ankle boot', 'Bag'], 224)
-        >>> clf.engine                                       # doctest: +SKIP
-        'torch'
+        >>> vistrain.load("runs/demo/export/model.onnx").engine   # doctest: +SKIP
+        'onnxruntime'
     """
-    return Classifier.from_run(run_dir, device=concrete_device(device), engine=engine,
-                               threads=threads, tta=tta)
+    if is_onnx_file(run_dir) or not torch_installed():
+        return load_onnx(run_dir, device=device, engine=engine, threads=threads, tta=tta)
+    return torch_classifier(run_dir, device=device, engine=engine, threads=threads, tta=tta)
+
+
+def is_onnx_file(path: str | Path) -> bool:
+    """Whether ``path`` names an ONNX file rather than a run folder (by its suffix)."""
+    return Path(path).suffix.lower() == ".onnx" and not Path(path).is_dir()
+
+
+def torch_installed() -> bool:
+    """Whether PyTorch can be imported here, found without importing it (a serving install,
+    ``vistrain[serve]`` without torch, predicts with ONNX Runtime alone)."""
+    try:
+        return find_spec("torch") is not None
+    except (ImportError, ValueError):  # an import hook that refuses it, a broken torch
+        return False
+
+
+def load_onnx(path: str | Path, *, device: str = "cpu", engine: str = "auto",
+              threads: int | None = None, tta: str = "none") -> OnnxClassifier:
+    """The ONNX Runtime classifier of a ``.onnx`` file, or of a run folder's export (used where
+    torch is not installed); anything that needs torch is a one-line error naming why."""
+    if engine not in ORT_ENGINES:
+        raise VistrainError(f"{option('engine', engine)} needs PyTorch and the run folder; an ONNX "
+                            f"export runs with {option('engine', 'onnxruntime')}" if engine == "torch"
+                            else f"unknown engine {engine!r}; choose one of auto, torch, "
+                                 "onnxruntime, onnxruntime-int8")
+    if device not in ("auto", "cpu"):
+        raise VistrainError(f"{option('device', device)}: ONNX Runtime runs on the CPU here; drop "
+                            f"{option('device', device)}, or install PyTorch and serve the run folder")
+    if is_onnx_file(path):
+        return OnnxClassifier.from_file(path, threads=threads, tta=tta)
+    return OnnxClassifier.from_run(path, engine=engine, threads=threads, tta=tta)
+
+
+def torch_classifier(run_dir: str | Path | None = None, *, model: str | None = None,
+                     weights: str | None = None, device: str = "cpu", engine: str = "auto",
+                     threads: int | None = None, tta: str = "none") -> BaseClassifier:
+    """The run's torch-backed classifier (its model, or its export when ``engine`` picks ONNX
+    Runtime), or with ``model`` the pretrained (ImageNet) classifier itself."""
+    # imported here, not at the top: torch is optional on the serving path (an install of
+    # vistrain[serve] has ONNX Runtime only), and this is the one place that needs the torch model
+    from vistrain.predictor import Classifier
+    device = concrete_device(device)
+    if model:
+        return Classifier.from_pretrained(model, weights=weights, device=device, tta=tta)
+    return Classifier.from_run(run_dir, device=device, engine=engine, threads=threads, tta=tta)
 
 
 def concrete_device(device: str) -> str:
     """``device`` with ``"auto"`` made concrete: ``"cuda"`` when there is a GPU, else ``"cpu"``
     (the command line's default for every verb), e.g. ``concrete_device("cpu") == "cpu"``."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    if device != "auto":
+        return device
+    import torch  # the torch-backed engine only (see torch_classifier): is there a GPU for it?
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def load_classifier(run_dir: str | Path | None = None, *, model: str | None = None,
                     weights: str | None = None, device: str = "cpu", engine: str = "auto",
-                    threads: int | None = None, tta: str = "none") -> Classifier:
-    """The run's classifier (``engine`` as for :func:`load`), or with ``model`` the pretrained
-    (ImageNet) classifier itself (PyTorch: it has no export)."""
-    device = concrete_device(device)
+                    threads: int | None = None, tta: str = "none") -> BaseClassifier:
+    """The classifier of a run or an exported ``.onnx`` file (``engine`` as for :func:`load`), or
+    with ``model`` the pretrained (ImageNet) classifier itself (PyTorch: it has no export)."""
     if model:
         if engine not in ("auto", "torch"):
             raise VistrainError(f"{option('engine', engine)} needs a run exported with `vistrain "
                                 f"export RUN`; a pretrained {option('model', 'NAME')} runs with "
                                 f"{option('engine', 'torch')}")
-        return Classifier.from_pretrained(model, weights=weights, device=device, tta=tta)
+        return torch_classifier(model=model, weights=weights, device=device, tta=tta)
     if not run_dir:
         raise VistrainError("give a run directory of `vistrain train` (or a pretrained model name)")
-    return Classifier.from_run(run_dir, device=device, engine=engine, threads=threads, tta=tta)
+    return load(run_dir, device=device, engine=engine, threads=threads, tta=tta)
 
 
 def predict(run_dir: str | Path | None = None, images=(), *, model: str | None = None,
@@ -80,7 +130,8 @@ def predict(run_dir: str | Path | None = None, images=(), *, model: str | None =
     ``images``: files, folders, PIL images, NumPy arrays (HWC/NHWC) or torch tensors (CHW/NCHW),
     or a list of them (see :meth:`vistrain.predictor.Classifier.predict`); ``errors``: ``"raise"``
     (a missing path raises ``FileNotFoundError``) or ``"skip"`` (listed with ``.error``, warned).
-    ``model`` (with ``run_dir=None``) uses that pretrained ImageNet classifier instead of a run;
+    ``run_dir`` may be an exported ``model.onnx`` (torch-free: see :func:`load`); ``model``
+    (with ``run_dir=None``) uses that pretrained ImageNet classifier instead of a run;
     ``engine``/``threads`` as for :func:`load`.  ``top_k`` above the number of classes shows them all.
 
     Example:

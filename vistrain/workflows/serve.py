@@ -2,6 +2,9 @@
 
 The app (endpoints, dynamic batching, bad-input handling) is :func:`vistrain.server.create_app`;
 this module loads the run, checks the options, binds the socket and runs uvicorn until Ctrl-C.
+A run folder with an up-to-date export, or an exported ``model.onnx`` alone, is served by ONNX
+Runtime; that path imports no torch (``pip install 'vistrain[serve]'`` is all it needs), and
+``/explain``, which needs the torch model, answers 501 there.
 It binds 127.0.0.1 unless told otherwise: exposing the server to other machines is a choice the
 user makes with ``host=``, and doing so without a bearer token (``token=`` or the environment
 variable ``VISTRAIN_TOKEN``; :mod:`vistrain.server.auth`) is warned about.
@@ -25,11 +28,11 @@ from typing import Callable
 
 from vistrain.data.io import set_max_image_pixels
 from vistrain.errors import VistrainError
-from vistrain.predictor import check_tta
+from vistrain.prediction import check_tta
 from vistrain.server.auth import TOKEN_ENV, check_token
-from vistrain.server.app import (DEFAULT_DECODE_THREADS, DEFAULT_MAX_BATCH, DEFAULT_MAX_IMAGE_PIXELS,
-                                DEFAULT_WAIT_MS, INSTALL_HINT, create_app, require_deploy)
-from vistrain.workflows.common import show_log_lines
+from vistrain.server.app import (DEFAULT_DECODE_THREADS, DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_WAIT_MS,
+                                INSTALL_HINT, create_app, require_deploy)
+from vistrain.workflows.logs import show_log_lines
 from vistrain.workflows.predict import load
 
 log = logging.getLogger(__name__)
@@ -47,12 +50,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_options(port: int, max_batch: int, wait_ms: float, max_body_mb: float,
+def check_options(port: int, max_batch: int | None, wait_ms: float, max_body_mb: float,
                   max_image_pixels: int, decode_threads: int = DEFAULT_DECODE_THREADS) -> None:
     """One-line :class:`VistrainError` for an option out of range (before the model loads)."""
     problems = [(not isinstance(port, int) or not 0 <= port <= 65535,
                  f"port {port!r}: must be 0-65535 (0: any free port)"),
-                (not isinstance(max_batch, int) or isinstance(max_batch, bool) or max_batch < 1,
+                (max_batch is not None and (not isinstance(max_batch, int) or isinstance(max_batch, bool)
+                                            or max_batch < 1),
                  f"max_batch {max_batch!r}: must be a whole number >= 1 (1 turns batching off)"),
                 (not isinstance(wait_ms, (int, float)) or not 0 <= wait_ms <= 1000,
                  f"wait_ms {wait_ms!r}: must be 0-1000 milliseconds"),
@@ -106,7 +110,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
-          max_batch: int = DEFAULT_MAX_BATCH, wait_ms: float = DEFAULT_WAIT_MS,
+          max_batch: int | None = None, wait_ms: float = DEFAULT_WAIT_MS,
           max_body_mb: float = DEFAULT_MAX_BODY_MB,
           max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, device: str = "cpu",
           engine: str = "auto", threads: int | None = None, tta: str = "none",
@@ -115,7 +119,8 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
     """Serve the run ``run_dir`` over HTTP until interrupted (Ctrl-C: returns after a graceful
     shutdown; SIGTERM: the same shutdown, then the process ends by that signal).
 
-    ``max_batch``: most images per model call (1: no batching); ``wait_ms``: how long a request
+    ``max_batch``: most images per model call (1: no batching; None: the engine's default, 32
+    for torch, 1 for ONNX Runtime, where batching does not pay on a CPU); ``wait_ms``: how long a request
     waits for others to share its batch; ``max_body_mb``: largest request accepted (413 above);
     ``max_image_pixels``: largest width x height of an upload, read from its header before any
     decoding (413 above; default 40 MP); ``decode_threads``: uploads decoded at once (default 2:
@@ -136,7 +141,7 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
     check_tta(tta)
     token = resolve_token(token)
     require_deploy()
-    try:  # imported here: uvicorn is part of the optional extra vistrain[deploy]
+    try:  # imported here: uvicorn is part of the optional extra vistrain[serve]
         import uvicorn
 
         from vistrain.server.protocol import JsonErrorH11Protocol
