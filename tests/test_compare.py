@@ -117,7 +117,7 @@ def test_train_flags_land_in_config(tmp_path):
     assert config_from_args(args, "DATA").strategy.name == "gradual"   # explicit choice kept
     args = build_parser().parse_args(["train", "DATA"])                 # pretrained default kept
     assert config_from_args(args, "DATA").strategy.name == "auto"
-    from vistrain.training.run import scratch_kwargs
+    from vistrain.training.prepare import scratch_kwargs
     cfg.preprocess.grayscale = True
     assert scratch_kwargs(cfg)["in_chans"] == 1 and scratch_kwargs(cfg)["norm"] == "group"
     with pytest.raises(SystemExit):   # argparse rejects an unknown normalization
@@ -155,7 +155,7 @@ def test_scratch_model_in_compare_gets_the_train_learning_rate_and_learns(tmp_pa
     gives it; at the fine-tuning rate (1e-4) it barely learned (test accuracy 0.67 here, the
     colours of 3 classes, 3 epochs) -- with the from-scratch rate it reaches 1.0."""
     from vistrain.cli.main import main
-    from vistrain.training.strategy import default_lr
+    from vistrain.training.plan import default_lr
     data = make_image_folder(tmp_path / "data", per_class=20, size=(32, 32))
     common = ["--model", "vistrain/resnet-tiny", "--batch-size", "8", "--set", "preprocess.size=32",
               "--augment", "none", "--set", "data.cache=off", "--device", "cpu"]

@@ -145,7 +145,7 @@ def test_cv_end_to_end_outputs(cv_run, capsys):
 
 
 def test_fold_normalization_from_fold_train_part_only(cv_run):
-    from vistrain.training.run import dataset_stats
+    from vistrain.training.prepare import dataset_stats
     from vistrain.transforms.preprocess import Preprocess
     data, out = cv_run
     folds = json.loads((out / "folds.json").read_text())
