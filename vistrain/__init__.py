@@ -46,7 +46,7 @@ __all__ = ["train", "load", "predict", "evaluate", "cv", "compare", "explain", "
 
 
 def __getattr__(name: str):
-    if name in _API:
+    if name in _API:  # lazy on purpose: a workflow imports torch (see the module docstring)
         value = getattr(importlib.import_module(f"vistrain.workflows.{_API[name]}"), name)
         globals()[name] = value  # later look-ups skip this function
         return value
