@@ -10,12 +10,6 @@ import torch
 torch.set_num_threads(2)
 
 
-def pytest_configure(config):
-    # slow end-to-end tests outside tests/acceptance carry its marker too (one -m selects them all)
-    config.addinivalue_line("markers", "acceptance: slow end-to-end tests (-m acceptance selects "
-                                       "them, -m 'not acceptance' skips them)")
-
-
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache_dir(tmp_path_factory):
     """Point vistrain's caches (``VISTRAIN_CACHE``) at a temporary folder for the whole session.

@@ -105,12 +105,14 @@ class TestBadInputErrors:
     def test_missing_run_dir(self, tmp_path):
         self.check(run_cli("predict", str(tmp_path / "norun"), "x.png"), str(tmp_path / "norun"))
 
+    @pytest.mark.slow
     def test_unreadable_image_in_predict(self, tiny_run, tmp_path):
         _, out = tiny_run
         bad = tmp_path / "bad.png"
         bad.write_text("not an image")
         self.check(run_cli("predict", str(out), str(bad)), str(bad))
 
+    @pytest.mark.slow
     def test_unreadable_images_fail_mode(self, tmp_path):
         data = make_image_folder(tmp_path / "d", per_class=6)
         (data / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
@@ -118,6 +120,7 @@ class TestBadInputErrors:
         self.check(res, "broken.png")
 
 
+@pytest.mark.slow
 def test_predict_pretrained_lite0_cli_json(tmp_path):
     """`vistrain predict --model tf_efficientnet_lite0 cat.png --json`: the golden answer from the CLI."""
     from PIL import Image

@@ -173,6 +173,7 @@ def test_no_pretrained_weights_means_finetune_without_measuring(small_grey):
     assert "measurements" not in why
 
 
+@pytest.mark.slow
 def test_auto_run_records_its_reasoning_and_stops_at_the_budget(small_grey, tmp_path, monkeypatch):
     monkeypatch.setattr(auto, "SCRATCH_MIN_PER_CLASS", 1)
     monkeypatch.setattr(auto, "FAR_GAIN", 10.0)

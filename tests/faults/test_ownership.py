@@ -92,6 +92,7 @@ def test_cache_clear_deletes_only_recorded_entries(tmp_path, monkeypatch, capsys
     assert (root / "pixels" / "pixels-mine.npy").exists() and (root / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_training_evicts_only_recorded_cache_entries(world, tmp_path, monkeypatch):
     data, _ = world
     user = tmp_path / "mine"
@@ -134,6 +135,7 @@ def test_overwrite_refuses_a_run_look_alike(world, tmp_path, capsys, files):
     assert snapshot(out) == before
 
 
+@pytest.mark.slow
 def test_overwrite_through_a_symlinked_out(world, tmp_path):
     data, run = world
     target = tmp_path / "real-run"
@@ -303,6 +305,7 @@ def _users_files(box: Path) -> dict[str, tuple[bytes, int]]:
             and not fsutil.is_owned_png(box / k)}
 
 
+@pytest.mark.slow
 @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
 @given(verb=st.sampled_from(VERBS), place=st.sampled_from(PLACES), overwrite=st.booleans())
 def test_no_verb_changes_a_file_it_did_not_write(world, tmp_path_factory, verb, place, overwrite):

@@ -133,6 +133,7 @@ def test_output_kinds_only_from_the_marker(tmp_path):
     assert fsutil.vistrain_output_kind(old) == "run"
 
 
+@pytest.mark.slow
 def test_overwrite_moves_the_old_run_aside_until_the_first_checkpoint(finished, tmp_path, monkeypatch):
     data, ref = finished
     out = tmp_path / "run"
@@ -177,6 +178,7 @@ def test_unmarked_run_look_alike_is_not_overwritten(finished, tmp_path, capsys):
 
 
 # -- resume is pinned to its data ---------------------------------------------------------------
+@pytest.mark.slow
 def test_resume_from_another_cwd_uses_the_recorded_data(finished, tmp_path, monkeypatch, capsys):
     data_ref, ref = finished
     a, b = tmp_path / "a", tmp_path / "b"
@@ -191,6 +193,7 @@ def test_resume_from_another_cwd_uses_the_recorded_data(finished, tmp_path, monk
     assert same_weights(run, ref)
 
 
+@pytest.mark.slow
 def test_resume_on_changed_data_stops(finished, tmp_path, monkeypatch, capsys):
     data_ref, _ = finished
     data = tmp_path / "data"
@@ -204,6 +207,7 @@ def test_resume_on_changed_data_stops(finished, tmp_path, monkeypatch, capsys):
     assert "not the data" in cli_error(capsys, ["train", "--resume", str(run)])
 
 
+@pytest.mark.slow
 def test_resume_with_moved_data(finished, tmp_path, monkeypatch, capsys):
     data_ref, ref = finished
     data = tmp_path / "data"
@@ -327,6 +331,7 @@ def test_previous_checkpoint_is_kept(tmp_path):
     assert load_checkpoint(tmp_path / "prev.pt")["epoch"] == 1
 
 
+@pytest.mark.slow
 def test_resume_with_truncated_last_checkpoint_falls_back_to_prev(finished, tmp_path, monkeypatch,
                                                                    capsys, caplog):
     data, ref = finished
@@ -339,6 +344,7 @@ def test_resume_with_truncated_last_checkpoint_falls_back_to_prev(finished, tmp_
     assert same_weights(run, ref)   # epoch 2 redone from epoch 1's state: the same result
 
 
+@pytest.mark.slow
 def test_resume_with_no_usable_checkpoint_is_one_line(finished, tmp_path, monkeypatch, capsys):
     data, _ = finished
     run = killed_run(monkeypatch, data, tmp_path / "run", after_epochs=2)
