@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,18 +16,9 @@ TINY = ["--model", "resnet18", "--no-pretrained", "--set", "preprocess.size=32",
         "--batch-size", "8", "--set", "data.cache=off", "--set", "data.num_workers=0", "--keep-checkpoints"]
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("run")
-    data = make_image_folder(root / "data", per_class=10)
-    out = root / "out"
-    assert main(["train", str(data), "--out", str(out), "--strategy", "finetune", *TINY]) == 0
-    return data, out
-
-
 class TestRunDirectory:
     def test_contents(self, tiny_run):
-        _, out = tiny_run
+        out = tiny_run.dir
         for name in ("model.safetensors", "model.json", "config.yaml", "metrics.json", "splits.json",
                      "history.json", "curves.png", "report.html", "run.json"):
             assert (out / name).is_file(), name
@@ -44,7 +34,7 @@ class TestRunDirectory:
     def test_round_trip_gives_identical_logits(self, tiny_run):
         from vistrain.artifact import load_model
         from vistrain.training.checkpoint import load_checkpoint
-        _, out = tiny_run
+        out = tiny_run.dir
         model, meta = load_model(out)
         best = load_checkpoint(out / "checkpoints" / "last.pt")["best_state"]
         ref, _ = load_model(out)
@@ -55,7 +45,7 @@ class TestRunDirectory:
 
     def test_api_predict_equals_cli_json(self, tiny_run, capsys):
         import vistrain
-        data, out = tiny_run
+        data, out = tiny_run.data, tiny_run.dir
         img = sorted((data / "b").glob("*.png"))[0]
         api = vistrain.load(out).predict([img], top_k=2)[0]
         capsys.readouterr()
@@ -65,7 +55,7 @@ class TestRunDirectory:
         assert np.isclose(cli["top"][0]["probability"], api["top"][0]["probability"])
 
     def test_evaluate_json(self, tiny_run, capsys):
-        data, out = tiny_run
+        data, out = tiny_run.data, tiny_run.dir
         capsys.readouterr()
         assert main(["evaluate", str(out), str(data), "--json", "--bootstrap", "50"]) == 0
         m = json.loads(capsys.readouterr().out)
@@ -107,7 +97,7 @@ class TestBadInputErrors:
 
     @pytest.mark.slow
     def test_unreadable_image_in_predict(self, tiny_run, tmp_path):
-        _, out = tiny_run
+        out = tiny_run.dir
         bad = tmp_path / "bad.png"
         bad.write_text("not an image")
         self.check(run_cli("predict", str(out), str(bad)), str(bad))

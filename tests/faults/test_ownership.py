@@ -36,16 +36,10 @@ TRAIN = ["--epochs", "1", "--set", "data.cache=off", "--set", "train.patience=nu
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """(data, run): a tiny image folder and ONE tiny trained run, shared by the module; the
-    caches go to a folder of the module's own."""
-    root = tmp_path_factory.mktemp("own")
-    data = make_image_folder(root / "data", per_class=8, size=(20, 16))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VISTRAIN_CACHE", str(root / "cache"))
-        skip_report(mp)
-        assert main(["train", str(data), "--out", str(root / "run"), *TRAIN]) == 0
-    return data, root / "run"
+def world(tiny_run):
+    """(data, run): the session's shared tiny run and its image folder; a test that changes
+    either works on a copy."""
+    return tiny_run.data, tiny_run.dir
 
 
 @pytest.fixture(autouse=True)

@@ -151,9 +151,9 @@ def test_overwrite_moves_the_old_run_aside_until_the_first_checkpoint(finished, 
     assert same_weights(out, ref) and fsutil.read_marker(out)["replaces"] is None
 
 
-def test_overwrite_that_fails_before_a_checkpoint_restores_the_old_run(finished, tmp_path, monkeypatch,
+def test_overwrite_that_fails_before_a_checkpoint_restores_the_old_run(tiny_run, tmp_path, monkeypatch,
                                                                        capsys):
-    data, ref = finished
+    data, ref = tiny_run.data, tiny_run.dir
     out = tmp_path / "run"
     shutil.copytree(ref, out)
     before = files_of(out)
@@ -163,10 +163,10 @@ def test_overwrite_that_fails_before_a_checkpoint_restores_the_old_run(finished,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
-def test_unmarked_run_look_alike_is_not_overwritten(finished, tmp_path, capsys):
+def test_unmarked_run_look_alike_is_not_overwritten(tiny_run, tmp_path, capsys):
     """A folder without the marker is not vistrain's, even with every file of a run: --overwrite
     refuses it in one line and changes nothing."""
-    data, ref = finished
+    data, ref = tiny_run.data, tiny_run.dir
     out = tmp_path / "run"
     shutil.copytree(ref, out)
     (out / fsutil.MARKER).unlink()
@@ -256,8 +256,8 @@ def _edit_meta(meta: dict, how: str) -> dict | str:
     ("num-classes-text", "num_classes"), ("classes-count", "2 class names for num_classes=3"),
     ("std-zero", "preprocess.std"), ("std-nan", "preprocess.std"), ("size-zero", "preprocess.size"),
     ("resize-mode", "preprocess.resize_mode"), ("model-kwargs", "model_kwargs")])
-def test_damaged_model_json_is_one_line(finished, tmp_path, capsys, how, needle):
-    data, ref = finished
+def test_damaged_model_json_is_one_line(tiny_run, tmp_path, capsys, how, needle):
+    data, ref = tiny_run.data, tiny_run.dir
     run = tmp_path / "run"
     run.mkdir()
     shutil.copy(ref / "model.safetensors", run)
@@ -293,8 +293,8 @@ def _damage_weights(path: Path, how: str) -> None:
 @pytest.mark.parametrize("how,needle", [
     ("truncated", "damaged weights"), ("random", "damaged weights"), ("empty", "damaged weights"),
     ("shape", "wrong shape"), ("nan", "non-finite"), ("missing", "missing")])
-def test_damaged_weights_are_one_line(finished, tmp_path, capsys, how, needle):
-    data, ref = finished
+def test_damaged_weights_are_one_line(tiny_run, tmp_path, capsys, how, needle):
+    data, ref = tiny_run.data, tiny_run.dir
     run = tmp_path / "run"
     run.mkdir()
     shutil.copy(ref / "model.json", run)
