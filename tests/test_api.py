@@ -195,6 +195,7 @@ def test_data_keyword_is_the_section_or_the_folder():
         vistrain.train("d", data={"nope": 1})
 
 
+@pytest.mark.slow
 def test_check_and_lr_find_from_python(tmp_path):
     data = make_image_folder(tmp_path / "data", per_class=8, size=(32, 32))
     res = vistrain.lr_find(data, steps=8, out=tmp_path / "lr.png", **TINY)

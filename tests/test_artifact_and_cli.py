@@ -79,14 +79,17 @@ class TestBadInputErrors:
     def test_missing_folder(self, tmp_path):
         self.check(run_cli("train", str(tmp_path / "nope")), str(tmp_path / "nope"))
 
+    @pytest.mark.slow
     def test_empty_folder(self, tmp_path):
         (tmp_path / "empty").mkdir()
         self.check(run_cli("train", str(tmp_path / "empty")), "no class sub-folders")
 
+    @pytest.mark.slow
     def test_one_class(self, tmp_path):
         make_image_folder(tmp_path / "one", classes=("only",), per_class=3)
         self.check(run_cli("train", str(tmp_path / "one")), "only 1 class")
 
+    @pytest.mark.slow
     def test_empty_class(self, tmp_path):
         make_image_folder(tmp_path / "d", classes=("a", "b"), per_class=3)
         (tmp_path / "d" / "c").mkdir()
