@@ -9,7 +9,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 DEMO_DATA  := examples/fashion-mnist-small
 DEMO_OUT   := runs/demo
 
-.PHONY: demo test install clean bench-decode bench-pipeline bench-transfer bench-fashion-mnist
+.PHONY: demo test test-fast install clean bench-decode bench-pipeline bench-transfer bench-fashion-mnist
 
 $(STAMP): pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -29,6 +29,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VPY) -m pytest -q --durations=25 tests --doctest-modules vistrain  # the docstring examples run too
+
+# the unit tests only: no full training run, no subprocess running torch, no acceptance suite
+test-fast: $(STAMP)
+	$(VPY) -m pytest -q -m "not slow and not acceptance" --durations=10 tests
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

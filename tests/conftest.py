@@ -1,6 +1,9 @@
 """Shared fixtures: tiny image folders made on the fly, deterministic torch settings."""
 from __future__ import annotations
 
+import logging
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -8,12 +11,6 @@ import pytest
 import torch
 
 torch.set_num_threads(2)
-
-
-def pytest_configure(config):
-    # slow end-to-end tests outside tests/acceptance carry its marker too (one -m selects them all)
-    config.addinivalue_line("markers", "acceptance: slow end-to-end tests (-m acceptance selects "
-                                       "them, -m 'not acceptance' skips them)")
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -64,6 +61,54 @@ def make_image_folder(root: Path, classes=("a", "b", "c"), per_class=12, size=(4
 @pytest.fixture
 def image_folder(tmp_path) -> Path:
     return make_image_folder(tmp_path / "data")
+
+
+# The settings of the shared tiny run: a from-scratch network, 2 epochs on 30 images of 3 classes.
+TINY_RUN = dict(model="vistrain/resnet-tiny", strategy="finetune", epochs=2, batch_size=8,
+                preprocess={"size": 32}, data={"cache": "off", "num_workers": 0},
+                keep_checkpoints=True, progress=False)
+
+
+@dataclass
+class TinyRun:
+    """A finished run of ``vistrain.train`` (``TINY_RUN`` on ``data``): its folder, its
+    :class:`~vistrain.training.run.RunResult` and the log records the training wrote."""
+    data: Path
+    dir: Path
+    result: object
+    records: list[logging.LogRecord] = field(default_factory=list)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> TinyRun:
+    """One tiny trained run, made once per test session and shared by every test that only needs
+    *a* finished run (report, checkpoints, model card, the log of its training).  Read it, never
+    change it: a test that writes into a run uses ``tiny_run_copy``.
+
+    The log records are caught by a handler of our own (caplog is function-scoped).
+    """
+    import vistrain
+    root = tmp_path_factory.mktemp("tiny-run")
+    data = make_image_folder(root / "data", per_class=10)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("vistrain")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        result = vistrain.train(data, out=root / "run", **TINY_RUN)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    return TinyRun(data, root / "run", result, records)
+
+
+@pytest.fixture
+def tiny_run_copy(tiny_run, tmp_path) -> Path:
+    """A copy of the shared tiny run's folder, for a test that changes or rewrites files in it."""
+    return Path(shutil.copytree(tiny_run.dir, tmp_path / "run", symlinks=True))
 
 
 def cli_error(capsys, argv) -> str:

@@ -104,6 +104,7 @@ def test_import_and_help_do_not_load_torch():
     assert res.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_train_twice_then_every_job_in_one_fresh_interpreter(tmp_path):
     data = make_image_folder(tmp_path / "data", per_class=10, size=(36, 36))
     res = subprocess.run([sys.executable, "-c", SCRIPT, str(data), str(tmp_path / "out"), json.dumps(TINY)],
@@ -194,6 +195,7 @@ def test_data_keyword_is_the_section_or_the_folder():
         vistrain.train("d", data={"nope": 1})
 
 
+@pytest.mark.slow
 def test_check_and_lr_find_from_python(tmp_path):
     data = make_image_folder(tmp_path / "data", per_class=8, size=(32, 32))
     res = vistrain.lr_find(data, steps=8, out=tmp_path / "lr.png", **TINY)

@@ -39,22 +39,9 @@ def data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained(data, tmp_path_factory):
-    """``(RunResult, log records of the run)``: records captured by a handler of our own, since
-    caplog is function-scoped."""
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger = logging.getLogger("vistrain")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        result = vistrain.train(data, out=tmp_path_factory.mktemp("runs") / "run", **TINY)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-    return result, records
+def trained(tiny_run):
+    """``(RunResult, log records of the run)`` of the session's shared tiny run."""
+    return tiny_run.result, tiny_run.records
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,18 +16,9 @@ TINY = ["--model", "resnet18", "--no-pretrained", "--set", "preprocess.size=32",
         "--batch-size", "8", "--set", "data.cache=off", "--set", "data.num_workers=0", "--keep-checkpoints"]
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("run")
-    data = make_image_folder(root / "data", per_class=10)
-    out = root / "out"
-    assert main(["train", str(data), "--out", str(out), "--strategy", "finetune", *TINY]) == 0
-    return data, out
-
-
 class TestRunDirectory:
     def test_contents(self, tiny_run):
-        _, out = tiny_run
+        out = tiny_run.dir
         for name in ("model.safetensors", "model.json", "config.yaml", "metrics.json", "splits.json",
                      "history.json", "curves.png", "report.html", "run.json"):
             assert (out / name).is_file(), name
@@ -44,7 +34,7 @@ class TestRunDirectory:
     def test_round_trip_gives_identical_logits(self, tiny_run):
         from vistrain.artifact import load_model
         from vistrain.training.checkpoint import load_checkpoint
-        _, out = tiny_run
+        out = tiny_run.dir
         model, meta = load_model(out)
         best = load_checkpoint(out / "checkpoints" / "last.pt")["best_state"]
         ref, _ = load_model(out)
@@ -55,7 +45,7 @@ class TestRunDirectory:
 
     def test_api_predict_equals_cli_json(self, tiny_run, capsys):
         import vistrain
-        data, out = tiny_run
+        data, out = tiny_run.data, tiny_run.dir
         img = sorted((data / "b").glob("*.png"))[0]
         api = vistrain.load(out).predict([img], top_k=2)[0]
         capsys.readouterr()
@@ -65,7 +55,7 @@ class TestRunDirectory:
         assert np.isclose(cli["top"][0]["probability"], api["top"][0]["probability"])
 
     def test_evaluate_json(self, tiny_run, capsys):
-        data, out = tiny_run
+        data, out = tiny_run.data, tiny_run.dir
         capsys.readouterr()
         assert main(["evaluate", str(out), str(data), "--json", "--bootstrap", "50"]) == 0
         m = json.loads(capsys.readouterr().out)
@@ -89,14 +79,17 @@ class TestBadInputErrors:
     def test_missing_folder(self, tmp_path):
         self.check(run_cli("train", str(tmp_path / "nope")), str(tmp_path / "nope"))
 
+    @pytest.mark.slow
     def test_empty_folder(self, tmp_path):
         (tmp_path / "empty").mkdir()
         self.check(run_cli("train", str(tmp_path / "empty")), "no class sub-folders")
 
+    @pytest.mark.slow
     def test_one_class(self, tmp_path):
         make_image_folder(tmp_path / "one", classes=("only",), per_class=3)
         self.check(run_cli("train", str(tmp_path / "one")), "only 1 class")
 
+    @pytest.mark.slow
     def test_empty_class(self, tmp_path):
         make_image_folder(tmp_path / "d", classes=("a", "b"), per_class=3)
         (tmp_path / "d" / "c").mkdir()
@@ -105,12 +98,14 @@ class TestBadInputErrors:
     def test_missing_run_dir(self, tmp_path):
         self.check(run_cli("predict", str(tmp_path / "norun"), "x.png"), str(tmp_path / "norun"))
 
+    @pytest.mark.slow
     def test_unreadable_image_in_predict(self, tiny_run, tmp_path):
-        _, out = tiny_run
+        out = tiny_run.dir
         bad = tmp_path / "bad.png"
         bad.write_text("not an image")
         self.check(run_cli("predict", str(out), str(bad)), str(bad))
 
+    @pytest.mark.slow
     def test_unreadable_images_fail_mode(self, tmp_path):
         data = make_image_folder(tmp_path / "d", per_class=6)
         (data / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
@@ -118,6 +113,7 @@ class TestBadInputErrors:
         self.check(res, "broken.png")
 
 
+@pytest.mark.slow
 def test_predict_pretrained_lite0_cli_json(tmp_path):
     """`vistrain predict --model tf_efficientnet_lite0 cat.png --json`: the golden answer from the CLI."""
     from PIL import Image

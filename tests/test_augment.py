@@ -617,6 +617,22 @@ class TestMix:
         assert abs(SoftTargetCrossEntropy()(logits, self.y).item()
                    - F.cross_entropy(logits, self.y).item()) < 1e-12
 
+    def test_training_loss_of_soft_targets_is_torch_cross_entropy_with_probabilities(self):
+        """The training loop's loss on mixed targets is soft_target_cross_entropy: the same
+        numbers, bit for bit, as the formula it replaced, and F.cross_entropy's with
+        probability targets (float32 and half logits, as under AMP)."""
+        from vistrain.training.loop import BatchPipeline
+        target = torch.softmax(torch.randn(16, 5, generator=gen(30)), 1)
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            logits = torch.randn(16, 5, generator=gen(31)).to(dtype)
+            loss = BatchPipeline().loss(logits, target)
+            formula = torch.sum(-target * F.log_softmax(logits.float(), dim=1), dim=1).mean()
+            assert loss.dtype == torch.float32 and torch.equal(loss, formula)
+            assert torch.allclose(loss, F.cross_entropy(logits.float(), target), rtol=1e-6, atol=0)
+            smoothed = BatchPipeline(label_smoothing=0.1).loss(logits, target)
+            assert torch.allclose(smoothed, F.cross_entropy(logits.float(), target * 0.9 + 0.1 / 5),
+                                  rtol=1e-6, atol=0)
+
     def test_rejects_no_mixing(self):
         with pytest.raises(VistrainError, match="alpha"):
             BatchMix(5)

@@ -136,6 +136,7 @@ def _cfg(root, **train):
                                   "train": {"epochs": 3, **train}}).check()
 
 
+@pytest.mark.slow
 def test_choice_is_measured_and_explained(small_grey, caplog):
     cfg = _cfg(small_grey)
     with caplog.at_level(logging.INFO, logger="vistrain"):
@@ -150,6 +151,7 @@ def test_choice_is_measured_and_explained(small_grey, caplog):
     assert cfg.strategy.name == "auto"  # the given config is not changed
 
 
+@pytest.mark.slow
 def test_scratch_for_small_far_images_and_budget_fallback(small_grey, monkeypatch):
     monkeypatch.setattr(auto, "SCRATCH_MIN_PER_CLASS", 1)
     monkeypatch.setattr(auto, "FAR_GAIN", 10.0)          # everything counts as far
@@ -175,6 +177,7 @@ def test_no_pretrained_weights_means_finetune_without_measuring(small_grey):
     assert "measurements" not in why
 
 
+@pytest.mark.slow
 def test_auto_run_records_its_reasoning_and_stops_at_the_budget(small_grey, tmp_path, monkeypatch):
     monkeypatch.setattr(auto, "SCRATCH_MIN_PER_CLASS", 1)
     monkeypatch.setattr(auto, "FAR_GAIN", 10.0)
@@ -191,6 +194,7 @@ def test_auto_run_records_its_reasoning_and_stops_at_the_budget(small_grey, tmp_
     assert "Why this recipe (strategy auto)" in html and "pretraining adds" in html
 
 
+@pytest.mark.slow
 def test_similarity_is_measured_once_per_data_and_model(small_grey, tmp_path, monkeypatch):
     monkeypatch.setenv("VISTRAIN_CACHE", str(tmp_path / "cache"))
     cfg = TrainConfig.from_dict({"data": {"root": str(small_grey)}, "train": {"epochs": 3}}).check()

@@ -87,6 +87,7 @@ def test_sampler_shards_under_ddp_and_weights_mode():
     np.testing.assert_allclose(pipe.class_weights.numpy(), [0.4, 1.6])
 
 
+@pytest.mark.slow
 def test_training_records_balance(tmp_path, monkeypatch):
     from conftest import make_image_folder
     from vistrain.config import TrainConfig

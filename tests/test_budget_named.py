@@ -41,6 +41,7 @@ def _run_json(run) -> dict:
     return json.loads((run.run_dir / "run.json").read_text())
 
 
+@pytest.mark.slow
 def test_estimate_over_the_budget_cuts_the_epochs_and_says_so(small, tmp_path, monkeypatch, caplog):
     calls = _measured(monkeypatch, 1.0)  # 1 image/s: ~36 s per epoch of this data
     r = vistrain.train(small, out=tmp_path / "run", epochs=3, budget=2, **TINY)
@@ -59,6 +60,7 @@ def test_estimate_over_the_budget_cuts_the_epochs_and_says_so(small, tmp_path, m
     assert "time budget (2.0 min): over: " in (r.run_dir / "MODEL_CARD.md").read_text()
 
 
+@pytest.mark.slow
 def test_estimate_within_the_budget_keeps_the_epochs(small, tmp_path, monkeypatch):
     _measured(monkeypatch, 1e6)
     r = vistrain.train(small, out=tmp_path / "run", epochs=2, budget=5, **TINY)
@@ -66,6 +68,7 @@ def test_estimate_within_the_budget_keeps_the_epochs(small, tmp_path, monkeypatc
     assert rec["cut_epochs"] is None and rec["decision"].startswith("fits: ") and len(r.history) == 2
 
 
+@pytest.mark.slow
 def test_a_short_estimate_stops_at_the_deadline_with_a_finished_model(small, tmp_path, monkeypatch):
     _measured(monkeypatch, 1e6)  # the estimate fits; the clock then says the budget is spent
     monkeypatch.setattr(strategy, "time", SimpleNamespace(monotonic=lambda: float("inf")))
@@ -79,6 +82,7 @@ def test_a_short_estimate_stops_at_the_deadline_with_a_finished_model(small, tmp
     assert (r.run_dir / "report.html").is_file()
 
 
+@pytest.mark.slow
 def test_no_budget_measures_nothing(small, tmp_path, monkeypatch):
     calls = _measured(monkeypatch, 1.0)
     monkeypatch.setattr(strategy, "time", SimpleNamespace(monotonic=lambda: float("inf")))
@@ -88,6 +92,7 @@ def test_no_budget_measures_nothing(small, tmp_path, monkeypatch):
     assert len(r.history) == 2
 
 
+@pytest.mark.slow
 def test_the_measurement_leaves_the_seeded_run_as_it_was(small, tmp_path):
     """The measured steps (random inputs, dropout) do not shift the seeded random stream."""
     measured = vistrain.train(small, out=tmp_path / "a", epochs=1, budget=5, **TINY)
@@ -96,6 +101,7 @@ def test_the_measurement_leaves_the_seeded_run_as_it_was(small, tmp_path):
     assert measured.history[0]["train_loss"] == unmeasured.history[0]["train_loss"]
 
 
+@pytest.mark.slow
 def test_feature_extraction_is_not_measured_but_keeps_the_deadline(small, tmp_path, monkeypatch):
     calls = _measured(monkeypatch, 1.0)
     r = vistrain.train(small, out=tmp_path / "run", epochs=2, budget=5,
@@ -114,6 +120,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_the_cli_says_the_cut_once(small, tmp_path):
     out = tmp_path / "cli"
     argv = ["train", str(small), "--out", str(out), "--strategy", "finetune", "--model", "vistrain/resnet-tiny",

@@ -6,6 +6,7 @@ import os
 import time
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from vistrain.cli.main import main as cli
@@ -114,6 +115,7 @@ def _train_tiny(data, out, *extra):
                  "--set", "data.doctor=false", *extra])
 
 
+@pytest.mark.slow
 def test_a_cache_over_the_budget_is_decoded_into_memory_never_written(tmp_path, monkeypatch):
     """The estimate comes before any decode: over the budget, nothing is written to the cache
     folder and run.json says where the pixels went and why."""

@@ -148,6 +148,7 @@ def test_bootstrap_interval_of_ece_holds_the_point_estimate():
     assert _resampled_ece(idx, resample_prep(y, p.argmax(1), p, 15))[0] == pytest.approx(want, abs=1e-12)
 
 
+@pytest.mark.slow
 def test_training_records_the_decision_for_the_25_per_class_case(tmp_path, capsys):
     """End to end: 250 images, 10 classes; the 37-image validation split keeps T = 1 and the
     run says why in run.json, model.json, metrics.json and the report."""

@@ -127,6 +127,7 @@ def test_help_texts():
 
 
 # ---- closed pipes ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_closed_stdout_pipe_ends_quietly(tmp_path):
     """`vistrain stats DATA | head -1`: the reader is gone before the verb prints."""
     data = make_image_folder(tmp_path / "data", per_class=3)

@@ -128,6 +128,7 @@ def test_explain_json(saved_run, tmp_path, capsys):
     assert sum(layer["default"] for layer in layers) == 1
 
 
+@pytest.mark.slow
 def test_evaluate_a_folder_of_over_100_images(saved_run, tmp_path):
     """Subprocess: stdout must be the JSON alone, the log lines (here -v) go to stderr."""
     run, data = saved_run
@@ -165,6 +166,7 @@ def test_evaluate_out_must_be_a_folder(saved_run, tmp_path, capsys):
     assert "not a folder" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_predict_json_stdout_only(saved_run):
     run, data = saved_run
     res = run_cli("-v", "predict", str(run), str(data / "a"), "--json", "--top-k", "1")
@@ -173,6 +175,7 @@ def test_predict_json_stdout_only(saved_run):
     assert doc["n_predicted"] == 34 and all(len(p["top"]) == 1 for p in doc["predictions"])
 
 
+@pytest.mark.slow
 def test_cv_json_while_folds_are_missing(saved_run, tmp_path, capsys, monkeypatch):
     """A partial cross-validation prints its JSON too, not a sentence."""
     _, data = saved_run
@@ -183,6 +186,7 @@ def test_cv_json_while_folds_are_missing(saved_run, tmp_path, capsys, monkeypatc
     assert doc["finished"] == [0] and doc["missing"] == [1, 2] and doc["out_dir"] == str(tmp_path / "cv")
 
 
+@pytest.mark.slow
 def test_report_json(tmp_path, capsys, monkeypatch):
     data = make_image_folder(tmp_path / "data", per_class=8, size=(32, 32))
     monkeypatch.setattr("vistrain.report.build.build_report", lambda run_dir: None)  # rebuilt below

@@ -30,6 +30,7 @@ def compared(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_compare_writes_report_for_every_setting(compared):
     summary = json.loads((compared / "compare.json").read_text())
     assert [r["name"] for r in summary["runs"]] == ["norm-batch", "norm-group"]
@@ -56,12 +57,14 @@ def test_compare_writes_report_for_every_setting(compared):
     assert not re.search(r'src="(?!data:)', page)             # self-contained
 
 
+@pytest.mark.slow
 def test_compare_runs_share_the_split(compared):
     a, b = (json.loads((compared / name / "splits.json").read_text())
             for name in ("norm-batch", "norm-group"))
     assert a["parts"] == b["parts"] and a["seed"] == b["seed"]
 
 
+@pytest.mark.slow
 def test_scratch_artifact_round_trip(compared):
     """load_model rebuilds the scratch net from model.json's model_kwargs: identical logits."""
     from vistrain.artifact import load_model
@@ -150,12 +153,13 @@ def test_compare_html_escapes_names(tmp_path):
     assert "n/a" in page
 
 
+@pytest.mark.slow
 def test_scratch_model_in_compare_gets_the_train_learning_rate_and_learns(tmp_path):
     """A vistrain/ model in compare trains at the from-scratch default rate, the same as `train`
     gives it; at the fine-tuning rate (1e-4) it barely learned (test accuracy 0.67 here, the
     colours of 3 classes, 3 epochs) -- with the from-scratch rate it reaches 1.0."""
     from vistrain.cli.main import main
-    from vistrain.training.strategy import default_lr
+    from vistrain.training.plan import default_lr
     data = make_image_folder(tmp_path / "data", per_class=20, size=(32, 32))
     common = ["--model", "vistrain/resnet-tiny", "--batch-size", "8", "--set", "preprocess.size=32",
               "--augment", "none", "--set", "data.cache=off", "--device", "cpu"]

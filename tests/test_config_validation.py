@@ -126,6 +126,7 @@ def test_resolve_follows_a_model_changed_later_but_keeps_user_choices():
     assert own.check().model.pretrained is False       # the user's False stays
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("monitor,best", [("val_loss", 0.3), ("loss", 0.3), ("accuracy", 0.9),
                                           ("val_accuracy", 0.9)])
 def test_monitor_val_loss_picks_the_lowest_validation_loss(tmp_path, monkeypatch, monitor, best):

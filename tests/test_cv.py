@@ -105,6 +105,7 @@ def cv_run(tmp_path_factory):
     mp.undo()
 
 
+@pytest.mark.slow
 def test_cv_end_to_end_outputs(cv_run, capsys):
     data, out = cv_run
     for name in ("folds.json", "oof_predictions.json", "cv_metrics.json", "report.html",
@@ -144,6 +145,7 @@ def test_cv_end_to_end_outputs(cv_run, capsys):
     assert "macro_auc_roc" in text and "±" in text and "pooled out-of-fold" in text
 
 
+@pytest.mark.slow
 def test_fold_normalization_from_fold_train_part_only(cv_run):
     from vistrain.training.prepare import dataset_stats
     from vistrain.transforms.preprocess import Preprocess
@@ -168,6 +170,7 @@ def test_fold_normalization_from_fold_train_part_only(cv_run):
     assert all(np.abs(m - whole_mean).max() > 5e-3 for m in means)  # not the whole set's stats
 
 
+@pytest.mark.slow
 def test_resume_skips_finished_folds_and_fold_option(cv_run, caplog):
     import shutil
     data, out = cv_run
@@ -185,6 +188,7 @@ def test_resume_skips_finished_folds_and_fold_option(cv_run, caplog):
     assert len(json.loads((out / "oof_predictions.json").read_text())["predictions"]) == 21
 
 
+@pytest.mark.slow
 def test_existing_out_without_resume_is_an_error(cv_run):
     from vistrain.errors import VistrainError
     data, out = cv_run
@@ -192,6 +196,7 @@ def test_existing_out_without_resume_is_an_error(cv_run):
         _cv([str(data), "--folds", "3", "--out", str(out), *TINY])
 
 
+@pytest.mark.slow
 def test_evaluate_out_writes_metrics_and_figures(cv_run, tmp_path):
     from vistrain.workflows.evaluate import evaluate_folder
     data, out = cv_run

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy,extra", [
     ("finetune", []),
     ("feature-extraction", ["--set", "strategy.feature_cache=live"]),

@@ -95,6 +95,7 @@ def _faults(mode: str) -> int:
     return json.loads(out.stdout)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
                     reason="glibc-specific allocator settings")
 def test_freed_host_memory_is_reused_without_page_faults():
@@ -131,6 +132,7 @@ print(json.dumps([created, device._HOST_MEMORY_KEPT]))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
                     reason="glibc-specific allocator settings")
 def test_the_allocator_changes_only_when_a_run_asks_for_it(tmp_path):

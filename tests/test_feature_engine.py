@@ -126,6 +126,7 @@ def test_sample_features_are_remembered_for_the_run(small_model):
     assert known_features(small_model, Preprocess(size=64), rt, files) == {}  # other pixels
 
 
+@pytest.mark.slow
 def test_feature_extraction_run_records_engine_and_reuses_nothing_twice(tmp_path, cache):
     """A run through the API: run.json names the engine and threads; a second run loads the
     features from the cache and does not export again."""

@@ -71,6 +71,7 @@ def _subset(root: Path, per_class: int) -> Path:
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SHIPPED.is_dir(), reason="shipped example data not present")
 def test_slow_default_strategy_on_20_per_class_subset_gives_calibrated_held_out_probabilities(tmp_path):
     """Default strategy (feature extraction, tf_efficientnet_lite0, offline ImageNet weights) on

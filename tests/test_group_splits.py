@@ -125,6 +125,7 @@ def test_cli_refuses_bad_groups_before_anything_is_written(grouped_folder, tmp_p
         assert not out.exists()
 
 
+@pytest.mark.slow
 def test_train_saves_a_split_without_shared_groups(grouped_folder, tmp_path):
     out = tmp_path / "run"
     code = main(["train", str(grouped_folder), "--out", str(out), "--group-regex", r"(obj\d+)_",
@@ -139,6 +140,7 @@ def test_train_saves_a_split_without_shared_groups(grouped_folder, tmp_path):
     assert "group_regex" in (out / "config.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_cv_folds_keep_each_group_in_one_part(grouped_folder, tmp_path):
     out = tmp_path / "cv"
     code = main(["cv", str(grouped_folder), "--out", str(out), "--folds", "3", "--group-regex", r"(obj\d+)_",

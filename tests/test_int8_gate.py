@@ -126,6 +126,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
 """
 
 
+@pytest.mark.slow
 def test_calibration_memory_does_not_grow_with_the_number_of_images(tmp_path):
     """Peak RSS added by quantizing (a subprocess each): 48 calibration images cost no more than
     8 do, give or take 60 MB (held all at once, 128 images added 1.9 GB here, 8 added 0.14 GB)."""

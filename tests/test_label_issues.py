@@ -317,6 +317,7 @@ def _flipped_copy(root: Path, per_class: int, fraction: float, seed: int = 0) ->
     return flipped
 
 
+@pytest.mark.slow
 @pytest.mark.acceptance
 @pytest.mark.skipif(not SHIPPED.is_dir(), reason="shipped example data not present")
 def test_cv_ranks_flipped_labels_first(tmp_path, monkeypatch, capsys):

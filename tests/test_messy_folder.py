@@ -83,6 +83,7 @@ def test_doctor_names_every_problem(messy, capsys):
     assert "[error] conflicting-labels" in human and str(bad["bomb"]) in human
 
 
+@pytest.mark.slow
 def test_train_completes_on_the_good_files(messy, tmp_path, monkeypatch, caplog):
     root, bad, odd, dups = messy
     monkeypatch.setenv("VISTRAIN_CACHE", str(tmp_path / "cache"))

@@ -91,6 +91,7 @@ def single_run(data) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_two_nodes_match_one_process(data, single_run):
     out = data.parent / "two-nodes"
     port = free_port()
@@ -108,6 +109,7 @@ def test_two_nodes_match_one_process(data, single_run):
     assert a == b
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("VISTRAIN_TEST_RESTART") != "1",
                     reason="set VISTRAIN_TEST_RESTART=1: on a loaded 2-core machine torchrun's restarted "
                            "attempt can stall in gloo's connect; a recorded run is in docs/multinode.md")
@@ -129,6 +131,7 @@ def test_killed_worker_is_restarted_and_resumes_to_the_same_weights(data, single
     assert max_weight_difference(out, single_run) < 1e-5
 
 
+@pytest.mark.slow
 def test_two_nodes_train_from_shards(data):
     """The shards are split across the two ranks (each reads half of every epoch); one run
     folder, written by rank 0, as from the folder."""

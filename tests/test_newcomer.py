@@ -67,6 +67,7 @@ def kept(data, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 
 
 # -- resume of a finished run ------------------------------------------------------------------
+@pytest.mark.slow
 def test_resume_of_a_finished_run_says_so_and_writes_nothing(run):
     out, _ = run
     before = {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()}
@@ -76,6 +77,7 @@ def test_resume_of_a_finished_run_says_so_and_writes_nothing(run):
     assert after == before and len(json.loads(before["history.json"])) == 2
 
 
+@pytest.mark.slow
 def test_resume_of_a_finished_run_with_kept_checkpoints(kept, tmp_path):
     out = tmp_path / "k"
     shutil.copytree(kept[0], out)  # the module's run stays as it is for the other tests
@@ -89,6 +91,7 @@ def test_resume_of_a_finished_run_with_kept_checkpoints(kept, tmp_path):
 
 
 # -- the output folder first ---------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_taken_out_is_refused_before_any_scan_or_measuring(run, data, monkeypatch):
     import vistrain.training.run as run_mod
 
@@ -100,6 +103,7 @@ def test_a_taken_out_is_refused_before_any_scan_or_measuring(run, data, monkeypa
         vistrain.train(data, out=run[0], strategy="auto")
 
 
+@pytest.mark.slow
 def test_cli_taken_out_is_one_line_with_no_log_before_it(run, data):
     start = time.perf_counter()
     line = one_error_line(cli("train", data, "--out", run[0]))  # strategy auto, the default
@@ -118,6 +122,7 @@ def test_cv_taken_out_is_refused_before_the_scan(tmp_path, data, monkeypatch):
 
 
 # -- the run folder: history.csv, train.log, no checkpoints ------------------------------------
+@pytest.mark.slow
 def test_run_folder_has_history_csv_train_log_and_no_checkpoints(run):
     out, p = run
     assert not (out / "metrics.csv").exists() and not (out / "checkpoints").exists()
@@ -138,6 +143,7 @@ def test_old_runs_history_csv_is_still_read(tmp_path):
 
 
 # -- splits that lose classes --------------------------------------------------------------------
+@pytest.mark.slow
 def test_grouped_split_records_its_method_and_the_classes_it_lost(tmp_path):
     folder = make_image_folder(tmp_path / "g", per_class=40)   # a/a_000.png ... c/c_039.png
     out = tmp_path / "run"
@@ -163,12 +169,14 @@ def test_split_warnings_name_the_missing_classes():
 
 
 # -- progress -----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_json_keeps_the_bars_with_loss_and_run_eta(kept):
     _, p = kept
     json.loads(p.stdout)  # stdout: the one document
     assert "epoch 1/2" in p.stderr and "loss " in p.stderr and "run ETA" in p.stderr, p.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_log_lines_within_an_epoch_when_no_terminal(data, tmp_path, monkeypatch, caplog):
     import vistrain.progress as progress
     caplog.set_level(logging.INFO, logger="vistrain")  # pytest's root handler would keep it at WARNING
@@ -228,6 +236,7 @@ def test_auto_measuring_shows_a_bar(monkeypatch):
 
 
 # -- predict at scale ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_predict_csv_one_row_per_image(run, data, tmp_path):
     out, _ = run
     p = cli("predict", out, data, "--format", "csv", "--top-k", "2")
@@ -241,6 +250,7 @@ def test_predict_csv_one_row_per_image(run, data, tmp_path):
     assert len((tmp_path / "pred.csv").read_text().splitlines()) == 13
 
 
+@pytest.mark.slow
 def test_predict_text_is_one_line_per_image_of_a_folder(run, data):
     out, _ = run
     p = cli("predict", out, data / "b")
@@ -249,6 +259,7 @@ def test_predict_text_is_one_line_per_image_of_a_folder(run, data):
     assert len(lines) == 12 and all(ln.split("  ")[1] in ("a", "b", "c") for ln in lines), p.stdout
 
 
+@pytest.mark.slow
 def test_predict_format_json_is_json(run, data):
     out, _ = run
     a = json.loads(cli("predict", out, data / "c", "--format", "json").stdout)

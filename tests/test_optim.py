@@ -87,6 +87,7 @@ def _data():
     return ArrayBatches(x, y, batch_size=32, shuffle=True)
 
 
+@pytest.mark.slow
 def test_lr_range_test_ramp_divergence_suggestion_and_model_untouched():
     torch.manual_seed(0)
     m = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2))
@@ -110,6 +111,7 @@ def test_lr_range_test_ramp_divergence_suggestion_and_model_untouched():
     assert res["min_div_10"] == pytest.approx(lrs[int(np.argmin(res["losses"]))] / 10)
 
 
+@pytest.mark.slow
 def test_lr_range_test_stops_at_divergence():
     torch.manual_seed(0)
     m = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))  # no BN: SGD blows up
@@ -159,6 +161,7 @@ def test_lr_range_test_keeps_group_ratios():
     assert seen[0][-1] == pytest.approx(1e-7)
 
 
+@pytest.mark.slow
 def test_lr_find_cli_writes_plot_and_suggestion(tmp_path, capsys):
     import json
     from conftest import make_image_folder

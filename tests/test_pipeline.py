@@ -131,6 +131,7 @@ def test_label_smoothing_applied_once_with_mixup():
     assert any("MixUp" in line for line in record["augmentation"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("image_size, square", [((48, 40), 36), ((40, 32), 32)])
 def test_training_augments_train_only_and_records_it(tmp_path, monkeypatch, image_size, square):
     """Train-time cache: floor(32 / 0.875) = 36 px squares, or the images' own 32 px when they

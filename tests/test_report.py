@@ -40,6 +40,7 @@ def run_dir(tmp_path_factory):
     return tmp / "run"
 
 
+@pytest.mark.slow
 def test_report_has_every_section_and_escapes_names(run_dir):
     page = (run_dir / "report.html").read_text()
     for sid in SECTIONS:
@@ -50,6 +51,7 @@ def test_report_has_every_section_and_escapes_names(run_dir):
     assert page.count("<img ") >= 8  # bar chart, previews, curves, confusion, ROC, PR, reliability, gallery
 
 
+@pytest.mark.slow
 def test_training_writes_the_quick_data_checks_and_the_report_shows_them(run_dir):
     doc = json.loads((run_dir / "doctor.json").read_text())
     assert "summary" in doc and isinstance(doc["findings"], list)
@@ -57,6 +59,7 @@ def test_training_writes_the_quick_data_checks_and_the_report_shows_them(run_dir
     assert "<h3>Data doctor</h3>" in page and "no doctor.json" not in page
 
 
+@pytest.mark.slow
 def test_report_is_self_contained(run_dir):
     page = (run_dir / "report.html").read_text()
     assert "http://" not in page and "https://" not in page
@@ -66,6 +69,7 @@ def test_report_is_self_contained(run_dir):
     assert "<script" not in page.lower() and "url(" not in page and "@import" not in page
 
 
+@pytest.mark.slow
 def test_gallery_maps_predictions_to_the_right_files(run_dir):
     folder = RunFolder.read(run_dir)
     g = gallery_items(folder)
@@ -83,6 +87,7 @@ def test_gallery_maps_predictions_to_the_right_files(run_dir):
     assert losses == sorted(losses, reverse=True)
 
 
+@pytest.mark.slow
 def test_training_wrote_csv_log(run_dir):
     lines = (run_dir / "history.csv").read_text().splitlines()
     history = json.loads((run_dir / "history.json").read_text())
@@ -103,6 +108,7 @@ def test_tensorboard_missing_is_a_clear_error():
         check_logging(LoggingConfig(tensorboard=True))
 
 
+@pytest.mark.slow
 def test_report_cli_regenerates(run_dir, tmp_path, capsys):
     from vistrain.cli.main import main
     (run_dir / "report.html").unlink()
@@ -116,6 +122,7 @@ def test_report_cli_regenerates(run_dir, tmp_path, capsys):
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"),
                     reason="chromium not installed (apt-get install -y chromium); required in CI")
 def test_report_renders_in_headless_chromium(run_dir, tmp_path):

@@ -46,6 +46,7 @@ def _report_cli(out: Path, capsys) -> Path:
     return page
 
 
+@pytest.mark.slow
 def test_report_on_a_cv_folder(tmp_path, no_run_reports, capsys):
     data = make_image_folder(tmp_path / "data", classes=("a", EVIL), per_class=6, size=(24, 24))
     out = tmp_path / "cv"
@@ -68,6 +69,7 @@ def test_report_on_a_cv_folder(tmp_path, no_run_reports, capsys):
     assert "not finished" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_report_on_a_compare_folder(tmp_path, no_run_reports, capsys):
     data = make_image_folder(tmp_path / "data", classes=("a", "b"), per_class=8, size=(32, 32))
     out = tmp_path / "cmp"

@@ -10,7 +10,6 @@ import pytest
 import timm
 import torch
 
-from conftest import make_image_folder
 from vistrain.interpret.cam import compute_cam, feature_map_cam
 from vistrain.report import gallery
 from vistrain.report.run_sections import views_mosaic
@@ -35,40 +34,26 @@ def test_views_mosaic_lays_out_images_by_view():
     assert (grid[:, 112:116] == 255).all()  # the gap
 
 
-@pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
-    from vistrain.config import TrainConfig
-    from vistrain.workflows.train import train_run
-    tmp = tmp_path_factory.mktemp("report-speed")
-    cfg = TrainConfig()
-    cfg.data.root = str(make_image_folder(tmp / "data", per_class=8, size=(32, 32)))
-    cfg.data.cache, cfg.data.num_workers = "off", 0
-    cfg.model.name, cfg.model.pretrained = "vistrain/resnet-tiny", False
-    cfg.strategy.name, cfg.preprocess.size, cfg.train.epochs = "finetune", 32, 1
-    train_run(cfg, tmp / "run", progress=False)
-    return tmp / "run"
-
-
-def test_run_json_says_what_wall_seconds_leave_out(small_run):
-    run = json.loads((small_run / "run.json").read_text())
+def test_run_json_says_what_wall_seconds_leave_out(tiny_run):
+    run = json.loads((tiny_run.dir / "run.json").read_text())
     assert run["report_seconds"] > 0
     assert run["total_seconds"] == pytest.approx(run["wall_seconds"] + run["report_seconds"], abs=0.11)
     assert "report" in run["wall_seconds_covers"]
 
 
-def test_gallery_computes_grad_cam_in_one_batch(small_run, monkeypatch):
+def test_gallery_computes_grad_cam_in_one_batch(tiny_run_copy, monkeypatch):
     from vistrain.report.html import build_full_report
     calls = []
     real = gallery.feature_map_cam
     monkeypatch.setattr(gallery, "feature_map_cam", lambda m, x, target_class: calls.append(len(x))
                         or real(m, x, target_class))
-    build_full_report(small_run, progress=False)
+    build_full_report(tiny_run_copy, progress=False)
     assert len(calls) == 1 and 1 <= calls[0] <= gallery.MAX_CAM_IMAGES
-    assert "and Grad-CAM" in (small_run / "report.html").read_text()
+    assert "and Grad-CAM" in (tiny_run_copy / "report.html").read_text()
 
 
-def test_report_shows_progress_on_a_terminal(small_run, monkeypatch, capsys):
+def test_report_shows_progress_on_a_terminal(tiny_run_copy, monkeypatch, capsys):
     from vistrain.report.html import build_full_report
     monkeypatch.setenv("VISTRAIN_PROGRESS", "1")
-    build_full_report(small_run)
+    build_full_report(tiny_run_copy)
     assert "report.html" in capsys.readouterr().err

@@ -19,6 +19,7 @@ def _cfg(root, name="finetune"):
         "train": {"epochs": 3, "device": "cpu", "seed": 0, "patience": None, "keep_checkpoints": True}})
 
 
+@pytest.mark.slow
 def test_resume_after_kill_gives_identical_weights(tmp_path, monkeypatch):
     from conftest import make_image_folder
     root = make_image_folder(tmp_path / "data", per_class=10)
@@ -51,6 +52,7 @@ def test_resume_after_kill_gives_identical_weights(tmp_path, monkeypatch):
     assert [h["lr"] for h in full.history] == [h["lr"] for h in resumed.history]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["memory", "stream", "shards"])
 def test_resume_within_an_epoch_gives_identical_weights(tmp_path, monkeypatch, source):
     """``train.checkpoint_minutes``: a run killed after batch 2 of epoch 2 resumes at batch 3 (the

@@ -584,6 +584,7 @@ def test_cli_refuses_a_missing_run_and_an_engine_without_export(capsys, tmp_path
     assert "export" in cli_error(capsys, ["serve", str(run_dir), "--engine", "onnxruntime", "--port", "0"])
 
 
+@pytest.mark.slow
 def test_vistrain_serve_end_to_end(run_dir, clf, tmp_path):
     """The real command: every endpoint, bad input, batching and Ctrl-C, over localhost HTTP."""
     server = Server(run_dir, "--max-body-mb", "0.25", "--wait-ms", "20")

@@ -120,6 +120,7 @@ SHOWN = ("[document.getElementById('top1').textContent, document.getElementById(
          " document.querySelectorAll('#bars .row').length, document.getElementById('results').hidden]")
 
 
+@pytest.mark.slow
 def test_an_error_clears_the_previous_result(run_dir, tmp_path):  # noqa: F811
     assert CHROMIUM is not None, "chromium is required in CI to check the served page works"
     good, bad = tmp_path / "good.png", tmp_path / "notes.png"
@@ -161,6 +162,7 @@ true
 """
 
 
+@pytest.mark.slow
 def test_overlapping_uploads_show_only_the_last_images_result(run_dir, tmp_path):  # noqa: F811
     assert CHROMIUM is not None, "chromium is required in CI to check the served page works"
     first, last = tmp_path / "first.png", tmp_path / "last.png"
@@ -194,6 +196,7 @@ def test_overlapping_uploads_show_only_the_last_images_result(run_dir, tmp_path)
     assert code == 0, err[-2000:]
 
 
+@pytest.mark.slow
 def test_page_shows_the_top1_and_the_gradcam_of_a_chosen_image(run_dir, tmp_path):  # noqa: F811
     assert CHROMIUM is not None, "chromium is required in CI to check the served page works"
     image = tmp_path / "chosen.png"

@@ -14,8 +14,9 @@ from PIL import Image
 from vistrain.config import DataConfig
 from vistrain.data.io import load_image
 from vistrain.data.scan import scan_folder
-from vistrain.data.shards import (ShardBatches, decode_square, expand_braces, is_shard_folder,
-                                  is_shard_source, read_shard_index, tar_samples, write_shards)
+from vistrain.data.shards_index import expand_braces, is_shard_folder, is_shard_source, read_shard_index
+from vistrain.data.shards_stream import ShardBatches, decode_square, tar_samples
+from vistrain.data.shards_write import write_shards
 from vistrain.data.splits import make_parts
 from vistrain.errors import DataError, VistrainError
 
@@ -447,7 +448,7 @@ class open_shard_bytes:
         self.path = path
 
     def __enter__(self) -> bytes:
-        from vistrain.data.shards import open_shard
+        from vistrain.data.shards_index import open_shard
         with open_shard(self.path) as fh:
             return fh.read()
 

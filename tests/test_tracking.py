@@ -32,6 +32,7 @@ def store(tmp_path, monkeypatch):
     return uri
 
 
+@pytest.mark.slow
 def test_api_track_mlflow_logs_params_epochs_test_metrics_report_and_model(tmp_path, store):
     from mlflow.tracking import MlflowClient
     data = make_image_folder(tmp_path / "data", per_class=12)
@@ -52,6 +53,7 @@ def test_api_track_mlflow_logs_params_epochs_test_metrics_report_and_model(tmp_p
     assert model == {"model/model.safetensors", "model/model.json"}
 
 
+@pytest.mark.slow
 def test_cli_track_mlflow_defaults_to_mlruns_in_the_working_folder(tmp_path):
     data = make_image_folder(tmp_path / "data", per_class=12)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
@@ -92,6 +94,7 @@ def test_tensorboard_setting_stays_an_alias_of_track():
     assert trackers(LoggingConfig()) == []
 
 
+@pytest.mark.slow
 def test_track_tensorboard_writes_settings_epochs_and_test_metrics(tmp_path):
     event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
     data = make_image_folder(tmp_path / "data", per_class=12)

@@ -207,6 +207,7 @@ def test_select_logreg_c_picks_the_best_validation_score_smallest_on_ties():
     assert scores[best] > scores[100.0]  # weak regularisation overfits the noise dimensions
 
 
+@pytest.mark.slow
 def test_logreg_head_run_chooses_c_on_validation_and_records_it(tmp_path, monkeypatch):
     import json
     from conftest import make_image_folder

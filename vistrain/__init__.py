@@ -48,7 +48,7 @@ __all__ = ["train", "load", "predict", "evaluate", "cv", "compare", "explain", "
 
 
 def __getattr__(name: str):
-    if name in _API:
+    if name in _API:  # lazy on purpose: a workflow imports torch (see the module docstring)
         try:
             module = importlib.import_module(f"vistrain.workflows.{_API[name]}")
         except ImportError as err:  # a serving install (no torch) asked for a training job

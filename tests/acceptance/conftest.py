@@ -30,12 +30,6 @@ from .acceptlib import (CLASSES, HERE, SCRATCH, SHIPPED, SUBSET_PER_CLASS, EVAL_
                        Result, assert_ok, copy_subset, make_messy_folder, vistrain)
 
 
-def pytest_configure(config):
-    config.addinivalue_line(
-        "markers", "acceptance: end-to-end tests of every CLI verb and API function on the shipped "
-                   "data set (select with -m acceptance, skip with -m 'not acceptance')")
-
-
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if HERE in Path(str(item.fspath)).resolve().parents:

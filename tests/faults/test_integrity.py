@@ -135,6 +135,7 @@ def _rewrite_tar(path: Path, edit) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
+@pytest.mark.slow
 def test_images_swapped_across_classes_stop_the_stream(world, tmp_path):
     shards = copy_of(world["shards"], tmp_path)
     tar = shard_tars(shards)[0]
@@ -151,6 +152,7 @@ def test_images_swapped_across_classes_stop_the_stream(world, tmp_path):
     assert tar.name in line and "sha256" in line and "vistrain pack" in line
 
 
+@pytest.mark.slow
 def test_training_on_swapped_shards_ends_in_one_line(world, tmp_path, capsys):
     shards = copy_of(world["shards"], tmp_path)
     _rewrite_tar(shard_tars(shards)[-1], lambda m: m.update(
@@ -159,6 +161,7 @@ def test_training_on_swapped_shards_ends_in_one_line(world, tmp_path, capsys):
     assert shard_tars(shards)[-1].name in line and "pack" in line
 
 
+@pytest.mark.slow
 def test_index_labels_that_disagree_with_the_shards_are_an_error(world, tmp_path):
     shards = copy_of(world["shards"], tmp_path)
     doc = json.loads((shards / "index.json").read_text())
@@ -170,6 +173,7 @@ def test_index_labels_that_disagree_with_the_shards_are_an_error(world, tmp_path
     assert shard_tars(shards)[0].name in line and "index.json" in line and "pack" in line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["truncated", "bit-flipped", "missing", "empty", "directory",
                                  "index edited", "index garbage"])
 def test_damaged_shards_are_one_line_naming_the_shard(world, tmp_path, how):
@@ -200,6 +204,7 @@ def test_damaged_shards_are_one_line_naming_the_shard(world, tmp_path, how):
     assert named in line and "pack" in line
 
 
+@pytest.mark.slow
 @FEW
 @given(st.data())
 def test_any_damage_to_shards_or_index_is_caught_or_harmless(world, data):
@@ -216,6 +221,7 @@ def test_any_damage_to_shards_or_index_is_caught_or_harmless(world, data):
             assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
 
 
+@pytest.mark.slow
 def test_streaming_workers_report_damage_in_one_line(world, tmp_path):
     shards = copy_of(world["shards"], tmp_path)
     tar = shard_tars(shards)[0]
@@ -240,6 +246,7 @@ def run_copy(world, tmp_path) -> Path:
     return copy_of(world["run"], tmp_path)
 
 
+@pytest.mark.slow
 def test_tampered_export_with_intact_metadata_is_not_used(world, run_copy, caplog, capsys):
     import onnx
     from onnx import numpy_helper
@@ -258,6 +265,7 @@ def test_tampered_export_with_intact_metadata_is_not_used(world, run_copy, caplo
     assert "model.onnx" in one_line(err.value) and "vistrain export" in str(err.value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["garbage", "truncated", "empty"])
 def test_garbage_export_falls_back_to_the_weights(world, run_copy, tmp_path, capsys, caplog, how):
     path = run_copy / "export" / "model.onnx"
@@ -279,6 +287,7 @@ def test_garbage_export_falls_back_to_the_weights(world, run_copy, tmp_path, cap
     assert "model.onnx" in line and "damaged" in line
 
 
+@pytest.mark.slow
 @FEW
 @given(st.data())
 def test_any_damage_to_the_export_falls_back_or_agrees(world, data):
@@ -320,6 +329,7 @@ def _tiny_temperature(run: Path) -> None:
     (run / "model.json").write_text(json.dumps(meta))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", [_negative_variance, _tiny_temperature])
 def test_damaged_weights_or_temperature_never_give_nan(world, run_copy, tmp_path, capsys, damage):
     shutil.rmtree(run_copy / "export")   # the weights themselves compute the probabilities
@@ -338,6 +348,7 @@ def test_damaged_weights_or_temperature_never_give_nan(world, run_copy, tmp_path
         create_app(Classifier.from_run(run_copy))
 
 
+@pytest.mark.slow
 def test_explanations_of_damaged_weights_are_one_line(world, run_copy, tmp_path):
     from vistrain.workflows.explain import explain
     _negative_variance(run_copy)
@@ -346,6 +357,7 @@ def test_explanations_of_damaged_weights_are_one_line(world, run_copy, tmp_path)
     assert "model.safetensors gives non-finite probabilities" in one_line(err.value)
 
 
+@pytest.mark.slow
 @FEW
 @given(st.data())
 def test_any_damage_to_weights_or_model_json_is_caught_or_finite(world, data):
@@ -371,6 +383,7 @@ def test_json_output_never_holds_nan(capsys, monkeypatch):
 
 
 # ---- checkpoints, splits.json, the pixel cache --------------------------------------------------------
+@pytest.mark.slow
 @FEW
 @given(st.data())
 def test_any_damage_to_a_checkpoint_is_caught_or_harmless(world, data):
@@ -388,6 +401,7 @@ def test_any_damage_to_a_checkpoint_is_caught_or_harmless(world, data):
             assert all(torch.equal(got["model"][k], v) for k, v in want["model"].items())
 
 
+@pytest.mark.slow
 @FEW
 @given(st.data())
 def test_any_damage_to_splits_json_is_caught_or_harmless(world, data):
@@ -402,6 +416,7 @@ def test_any_damage_to_splits_json_is_caught_or_harmless(world, data):
             assert all((root / f).resolve().is_relative_to(world["data"].resolve()) for f in files)
 
 
+@pytest.mark.slow
 @FEW
 @given(st.data())
 def test_any_damage_to_the_pixel_cache_is_rebuilt(world, data):
@@ -440,6 +455,7 @@ def killed_run(monkeypatch, data: Path, out: Path) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_resume_refuses_same_size_content_changes(world, tmp_path, monkeypatch, capsys):
     data = copy_of(world["data"], tmp_path)
     run = killed_run(monkeypatch, data, tmp_path / "run")
@@ -453,6 +469,7 @@ def test_resume_refuses_same_size_content_changes(world, tmp_path, monkeypatch, 
     assert main(["train", "--resume", str(run)]) == 0
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_checkpoint_of_another_run(world, tmp_path, monkeypatch, capsys):
     run_a = killed_run(monkeypatch, world["data"], tmp_path / "a")
     run_b = killed_run(monkeypatch, world["data"], tmp_path / "b")
@@ -464,6 +481,7 @@ def test_resume_refuses_a_checkpoint_of_another_run(world, tmp_path, monkeypatch
     shutil.rmtree(run_b)
 
 
+@pytest.mark.slow
 def test_old_checkpoint_without_a_run_id_still_resumes(world, tmp_path, monkeypatch, caplog):
     from vistrain import fsutil
     from vistrain.training.checkpoint import save_checkpoint

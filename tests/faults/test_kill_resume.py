@@ -193,6 +193,7 @@ def _trials(seed: int = 0) -> list[tuple[str, int]]:
             ("metrics-write", 1)]
 
 
+@pytest.mark.slow
 def test_kill9_then_resume_matches_uninterrupted_run(tmp_path, quick, monkeypatch):
     data = make_image_folder(tmp_path / "data", per_class=10, size=(20, 16))
     monkeypatch.chdir(tmp_path)

@@ -89,6 +89,7 @@ def test_stats_keeps_names_that_are_not_utf8(capsys, odd_names):
     assert out["n_images"] == 30
 
 
+@pytest.mark.slow
 def test_train_keeps_and_lists_names_that_are_not_utf8(capsys, tmp_path, odd_names):
     assert main(["train", str(odd_names), "--out", str(tmp_path / "run"), "--json", *TINY]) == 0
     listed = (tmp_path / "run" / "splits.json").read_text()
@@ -183,6 +184,7 @@ def test_a_wrapped_full_disk_is_found():
 
 
 # ---- divergence -------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_huge_lr_is_one_line_naming_step_and_lr(capsys, tmp_path):
     data = make_image_folder(tmp_path / "data", per_class=10, size=(16, 16))
     line = cli_error(capsys, ["train", str(data), "--out", str(tmp_path / "run"), *TINY, "--lr", "1e30"])

@@ -36,16 +36,10 @@ TRAIN = ["--epochs", "1", "--set", "data.cache=off", "--set", "train.patience=nu
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """(data, run): a tiny image folder and ONE tiny trained run, shared by the module; the
-    caches go to a folder of the module's own."""
-    root = tmp_path_factory.mktemp("own")
-    data = make_image_folder(root / "data", per_class=8, size=(20, 16))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VISTRAIN_CACHE", str(root / "cache"))
-        skip_report(mp)
-        assert main(["train", str(data), "--out", str(root / "run"), *TRAIN]) == 0
-    return data, root / "run"
+def world(tiny_run):
+    """(data, run): the session's shared tiny run and its image folder; a test that changes
+    either works on a copy."""
+    return tiny_run.data, tiny_run.dir
 
 
 @pytest.fixture(autouse=True)
@@ -92,6 +86,7 @@ def test_cache_clear_deletes_only_recorded_entries(tmp_path, monkeypatch, capsys
     assert (root / "pixels" / "pixels-mine.npy").exists() and (root / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_training_evicts_only_recorded_cache_entries(world, tmp_path, monkeypatch):
     data, _ = world
     user = tmp_path / "mine"
@@ -134,6 +129,7 @@ def test_overwrite_refuses_a_run_look_alike(world, tmp_path, capsys, files):
     assert snapshot(out) == before
 
 
+@pytest.mark.slow
 def test_overwrite_through_a_symlinked_out(world, tmp_path):
     data, run = world
     target = tmp_path / "real-run"
@@ -303,6 +299,7 @@ def _users_files(box: Path) -> dict[str, tuple[bytes, int]]:
             and not fsutil.is_owned_png(box / k)}
 
 
+@pytest.mark.slow
 @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
 @given(verb=st.sampled_from(VERBS), place=st.sampled_from(PLACES), overwrite=st.booleans())
 def test_no_verb_changes_a_file_it_did_not_write(world, tmp_path_factory, verb, place, overwrite):

@@ -133,6 +133,7 @@ def test_output_kinds_only_from_the_marker(tmp_path):
     assert fsutil.vistrain_output_kind(old) == "run"
 
 
+@pytest.mark.slow
 def test_overwrite_moves_the_old_run_aside_until_the_first_checkpoint(finished, tmp_path, monkeypatch):
     data, ref = finished
     out = tmp_path / "run"
@@ -150,9 +151,9 @@ def test_overwrite_moves_the_old_run_aside_until_the_first_checkpoint(finished, 
     assert same_weights(out, ref) and fsutil.read_marker(out)["replaces"] is None
 
 
-def test_overwrite_that_fails_before_a_checkpoint_restores_the_old_run(finished, tmp_path, monkeypatch,
+def test_overwrite_that_fails_before_a_checkpoint_restores_the_old_run(tiny_run, tmp_path, monkeypatch,
                                                                        capsys):
-    data, ref = finished
+    data, ref = tiny_run.data, tiny_run.dir
     out = tmp_path / "run"
     shutil.copytree(ref, out)
     before = files_of(out)
@@ -162,10 +163,10 @@ def test_overwrite_that_fails_before_a_checkpoint_restores_the_old_run(finished,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
-def test_unmarked_run_look_alike_is_not_overwritten(finished, tmp_path, capsys):
+def test_unmarked_run_look_alike_is_not_overwritten(tiny_run, tmp_path, capsys):
     """A folder without the marker is not vistrain's, even with every file of a run: --overwrite
     refuses it in one line and changes nothing."""
-    data, ref = finished
+    data, ref = tiny_run.data, tiny_run.dir
     out = tmp_path / "run"
     shutil.copytree(ref, out)
     (out / fsutil.MARKER).unlink()
@@ -177,6 +178,7 @@ def test_unmarked_run_look_alike_is_not_overwritten(finished, tmp_path, capsys):
 
 
 # -- resume is pinned to its data ---------------------------------------------------------------
+@pytest.mark.slow
 def test_resume_from_another_cwd_uses_the_recorded_data(finished, tmp_path, monkeypatch, capsys):
     data_ref, ref = finished
     a, b = tmp_path / "a", tmp_path / "b"
@@ -191,6 +193,7 @@ def test_resume_from_another_cwd_uses_the_recorded_data(finished, tmp_path, monk
     assert same_weights(run, ref)
 
 
+@pytest.mark.slow
 def test_resume_on_changed_data_stops(finished, tmp_path, monkeypatch, capsys):
     data_ref, _ = finished
     data = tmp_path / "data"
@@ -204,6 +207,7 @@ def test_resume_on_changed_data_stops(finished, tmp_path, monkeypatch, capsys):
     assert "not the data" in cli_error(capsys, ["train", "--resume", str(run)])
 
 
+@pytest.mark.slow
 def test_resume_with_moved_data(finished, tmp_path, monkeypatch, capsys):
     data_ref, ref = finished
     data = tmp_path / "data"
@@ -252,8 +256,8 @@ def _edit_meta(meta: dict, how: str) -> dict | str:
     ("num-classes-text", "num_classes"), ("classes-count", "2 class names for num_classes=3"),
     ("std-zero", "preprocess.std"), ("std-nan", "preprocess.std"), ("size-zero", "preprocess.size"),
     ("resize-mode", "preprocess.resize_mode"), ("model-kwargs", "model_kwargs")])
-def test_damaged_model_json_is_one_line(finished, tmp_path, capsys, how, needle):
-    data, ref = finished
+def test_damaged_model_json_is_one_line(tiny_run, tmp_path, capsys, how, needle):
+    data, ref = tiny_run.data, tiny_run.dir
     run = tmp_path / "run"
     run.mkdir()
     shutil.copy(ref / "model.safetensors", run)
@@ -289,8 +293,8 @@ def _damage_weights(path: Path, how: str) -> None:
 @pytest.mark.parametrize("how,needle", [
     ("truncated", "damaged weights"), ("random", "damaged weights"), ("empty", "damaged weights"),
     ("shape", "wrong shape"), ("nan", "non-finite"), ("missing", "missing")])
-def test_damaged_weights_are_one_line(finished, tmp_path, capsys, how, needle):
-    data, ref = finished
+def test_damaged_weights_are_one_line(tiny_run, tmp_path, capsys, how, needle):
+    data, ref = tiny_run.data, tiny_run.dir
     run = tmp_path / "run"
     run.mkdir()
     shutil.copy(ref / "model.json", run)
@@ -327,6 +331,7 @@ def test_previous_checkpoint_is_kept(tmp_path):
     assert load_checkpoint(tmp_path / "prev.pt")["epoch"] == 1
 
 
+@pytest.mark.slow
 def test_resume_with_truncated_last_checkpoint_falls_back_to_prev(finished, tmp_path, monkeypatch,
                                                                    capsys, caplog):
     data, ref = finished
@@ -339,6 +344,7 @@ def test_resume_with_truncated_last_checkpoint_falls_back_to_prev(finished, tmp_
     assert same_weights(run, ref)   # epoch 2 redone from epoch 1's state: the same result
 
 
+@pytest.mark.slow
 def test_resume_with_no_usable_checkpoint_is_one_line(finished, tmp_path, monkeypatch, capsys):
     data, _ = finished
     run = killed_run(monkeypatch, data, tmp_path / "run", after_epochs=2)

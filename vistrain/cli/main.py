@@ -114,7 +114,7 @@ def build_parser(verb: str | None = None) -> TopParser:
     parser.add_argument("--version", action="version", version=f"vistrain {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=SubcommandParser)
-    for name in [verb] if verb in COMMANDS else COMMANDS:
+    for name in [verb] if verb in COMMANDS else COMMANDS:  # by name: only the verb run is imported
         importlib.import_module(f"vistrain.cli.{name.replace('-', '_')}").register(sub)
     parser.verb = verb if verb in COMMANDS else None
     return parser

@@ -34,9 +34,10 @@ Memory is independent of the number of samples: the main process holds at most
 them), plus ``num_workers * prefetch`` chunks in flight; the plan is a few integers per shard.
 
 Example:
-    >>> from vistrain.data.shards_stream import buffer_order
+    >>> from vistrain.data.shards_stream import BufferOrder
     >>> import numpy as np
-    >>> sorted(buffer_order(10, 4, np.random.default_rng(0))) == list(range(10))
+    >>> order = BufferOrder(10, 4, np.random.default_rng(0))
+    >>> sorted(order.next() for _ in range(10)) == list(range(10))
     True
 """
 from __future__ import annotations
@@ -294,13 +295,6 @@ class BufferOrder:
             self._draws = iter(self.rng.integers(0, self.k, 1024).tolist())
             i = next(self._draws)
         return i
-
-
-def buffer_order(n: int, k: int, rng: np.random.Generator):
-    """Yield the emission order of :class:`BufferOrder` (``n`` positions, ``k`` slots)."""
-    order = BufferOrder(n, k, rng)
-    for _ in range(n):
-        yield order.next()
 
 
 class _ShardStream(IterableDataset):

@@ -17,7 +17,7 @@ __all__ = list(_LAZY)
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
+    if name in _LAZY:  # lazy on purpose: the CLI imports evaluation.tables before any verb runs
         module = importlib.import_module(f"{__name__}.{_LAZY[name]}")
         return getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,7 +10,7 @@ self-contained ``OUT/compare.html`` (:mod:`vistrain.report.compare_report`): ove
 the final metrics (test accuracy, macro-F1, macro AUC), the wall time per setting and, when the
 normalization is varied, the normalization-axes figure.  The learning rate is the one ``train``
 would use (unless varied): from-scratch ``vistrain/<name>`` models get the from-scratch default of
-:func:`vistrain.training.strategy.default_lr`, not the fine-tuning rate; compare.json records it.
+:func:`vistrain.training.plan.default_lr`, not the fine-tuning rate; compare.json records it.
 
 Example:
     >>> parse_vary(["norm=batch,group", "act=relu,gelu"])

@@ -25,7 +25,7 @@ __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
-    if name in _EXPORTS:
+    if name in _EXPORTS:  # lazy on purpose: cam, attention and featuremaps import torch
         return getattr(importlib.import_module(f"vistrain.interpret.{_EXPORTS[name]}"), name)
     raise AttributeError(f"module 'vistrain.interpret' has no attribute {name!r}")
 

@@ -15,8 +15,6 @@ import torch
 from torch import nn
 
 from vistrain.errors import VistrainError
-# re-exported for the explain package: the one set of figure helpers lives in evaluation.png
-from vistrain.evaluation.png import new_figure, save_figure  # noqa: F401
 
 # Pooling modules produce a 4-D output in some models (torchvision VGG's AdaptiveAvgPool2d(7, 7),
 # timm's SelectAdaptivePool2d(flatten=False)), but they sit *after* the last feature map.

@@ -16,9 +16,10 @@ import torch
 from torch import nn
 
 from vistrain.errors import VistrainError
+from vistrain.evaluation.png import new_figure, save_figure
 from vistrain.interpret.cam import overlay
 from vistrain.interpret._utils import (as_batch, eval_mode, is_token_model, model_device_dtype,
-                                     new_figure, num_prefix_tokens, save_figure, token_grid)
+                                     num_prefix_tokens, token_grid)
 
 HEAD_FUSIONS = ("mean", "max", "min")
 

@@ -60,7 +60,6 @@ from vistrain.training.plan import build_plan, configured_lr, default_lr
 
 log = logging.getLogger("vistrain")
 
-STANDARDIZING = ("imagenet", "model", "dataset", "explicit")
 RANGES = {"none": (0.0, 255.0), "minmax": (0.0, 1.0), "symmetric": (-1.0, 1.0)}
 
 

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from vistrain.errors import VistrainError
+from vistrain.evaluation.png import new_figure, save_figure
 from vistrain.interpret._utils import (as_batch, eval_mode, get_layer, is_spatial, is_token_model,
-                                     model_device_dtype, new_figure, probe_outputs, save_figure,
-                                     token_grid, tokens_to_grid)
+                                     model_device_dtype, probe_outputs, token_grid, tokens_to_grid)
 
 
 def list_layers(model: nn.Module, input_size=None) -> list[tuple[str, str, tuple[int, int, int]]]:

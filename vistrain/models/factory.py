@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+import importlib
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -150,9 +151,8 @@ def _hub_cached_file(hub_id: str) -> str | None:
 
 def _timm_filtered(model: nn.Module, path: str) -> dict:
     """Load a timm checkpoint file, applying the model's own filter_fn (e.g. pos-embed resize)."""
-    import importlib
     sd = W.read_state_dict(path)
-    module = importlib.import_module(type(model).__module__)
+    module = importlib.import_module(type(model).__module__)  # the timm module that defines the model
     filter_fn = getattr(module, "checkpoint_filter_fn", None)
     return filter_fn(sd, model) if filter_fn else sd
 

@@ -5,19 +5,19 @@ template of :mod:`vistrain.report.page`: every value is autoescaped or formatted
 a crafted file cannot inject markup, and no path named in it is opened.
 
 Example:
-    >>> from vistrain.report.compare_report import build_compare_report
-    >>> build_compare_report("runs/cmp").name                      # doctest: +SKIP
-    'report.html'
+    >>> from vistrain.report.compare_report import render_compare_report
+    >>> run = {"name": "act-relu", "history": [{"epoch": 1, "train_loss": 0.9, "val_accuracy": 0.5}]}
+    >>> page = render_compare_report({"model": "<m>", "vary": {"act": ["relu"]}, "runs": [run]})
+    >>> "&lt;m&gt;" in page and "<m>" not in page
+    True
 """
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from vistrain.errors import RunDirError
 from vistrain.evaluation.compare import plot_compare_curves
 from vistrain.evaluation.png import figure_png
-from vistrain.fsutil import atomic_write_text
 from vistrain.report.norm_axes import norm_axes_figure
 from vistrain.report.page import Section, Table, Text, fmt, note, picture, render_page
 from vistrain.rundir import CompareSummary, RunFolder
@@ -75,10 +75,3 @@ def render_compare_page(folder: RunFolder) -> str:
         raise RunDirError(f"{folder.path}: no compare.json; run `vistrain compare` again")
     return render_summary_page(folder.compare)
 
-
-def build_compare_report(out_dir) -> Path:
-    """Write ``out_dir/report.html`` from ``out_dir/compare.json``; returns its path."""
-    folder = RunFolder.read(out_dir)
-    path = folder.path / "report.html"
-    atomic_write_text(path, render_compare_page(folder))
-    return path

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from vistrain.device import Runtime
 from vistrain.errors import TrainingError
 from vistrain.progress import EpochProgress, progress_bar
+from vistrain.transforms.losses import soft_target_cross_entropy
 from vistrain.transforms.pipeline import AugmentPipeline
 from vistrain.transforms.preprocess import Preprocess
 
@@ -92,7 +93,7 @@ class BatchPipeline:
                 target = target * (1 - self.label_smoothing) + self.label_smoothing / k
             if self.class_weights is not None:  # sum_c w_c t_c (-log p_c), batch mean
                 return F.cross_entropy(logits.float(), target, weight=self.class_weights)
-            return torch.sum(-target * F.log_softmax(logits.float(), dim=1), dim=1).mean()
+            return soft_target_cross_entropy(logits.float(), target)
         return F.cross_entropy(logits.float(), target, weight=self.class_weights,
                                label_smoothing=self.label_smoothing)
 

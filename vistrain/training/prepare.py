@@ -37,7 +37,7 @@ from vistrain.device import Runtime
 from vistrain.errors import DataError
 from vistrain.models import PretrainedCfg, create
 from vistrain.training.auto import choose_recipe
-from vistrain.training.context import PreparedData, RunContext, spatial_preprocess  # noqa: F401
+from vistrain.training.context import PreparedData, RunContext, spatial_preprocess
 from vistrain.transforms.normalize import resolve_normalization
 from vistrain.transforms.preprocess import Preprocess
 from vistrain.transforms.resize import crop_scale_size

@@ -20,9 +20,9 @@ What each strategy does is a :class:`~vistrain.training.plan.TrainingPlan`
 early stopping and exact resume, and returns a :class:`FitResult`.
 
 Example:
-    >>> from vistrain.training.strategy import default_lr, unfreeze_plan
-    >>> default_lr("feature-extraction", "adamw"), unfreeze_plan(4, epochs=3)
-    (0.001, [3, 2, 1])
+    >>> from vistrain.training.strategy import STRATEGIES
+    >>> "finetune" in STRATEGIES and "gradual" in STRATEGIES
+    True
 """
 from __future__ import annotations
 
@@ -44,10 +44,7 @@ from vistrain.training.balance import apply_balance, decide
 from vistrain.training.context import RunContext
 from vistrain.training.loop import BatchPipeline, diverged, evaluate, is_better, train_one_epoch
 from vistrain.training.optim import build_optimizer, build_scheduler
-# the learning-rate rules and gradual unfreezing lived here before training/plan.py: still importable
-from vistrain.training.plan import (GRADUAL_LR_FACTOR, GradualUnfreezer, TrainingPlan,  # noqa: F401
-                                    build_batch_augmentation, build_plan, configured_lr, default_lr,
-                                    unfreeze_plan)
+from vistrain.training.plan import TrainingPlan, build_plan
 
 log = logging.getLogger("vistrain")
 

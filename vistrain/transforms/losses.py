@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from vistrain.errors import VistrainError
 
+
 def soft_target_cross_entropy(logits: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     """``-sum_k target_k * log_softmax(logits)_k`` per sample; (N,) int targets are one-hot.
 

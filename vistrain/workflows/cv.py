@@ -31,7 +31,8 @@ from vistrain.evaluation.metrics import compute_metrics, summarize_folds
 from vistrain.models import create
 from vistrain.report.cv_report import build_cv_report
 from vistrain.training.auto import apply_choice
-from vistrain.training.prepare import prepare_data, resolve_auto, scratch_kwargs, spatial_preprocess
+from vistrain.training.context import spatial_preprocess
+from vistrain.training.prepare import prepare_data, resolve_auto, scratch_kwargs
 from vistrain.training.race import race_recipe
 from vistrain.training.run import check_output_ready
 from vistrain.workflows.common import default_out_dir, make_config, show_log_lines

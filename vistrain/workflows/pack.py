@@ -25,7 +25,8 @@ from pathlib import Path
 
 from vistrain.config import TrainConfig
 from vistrain.data.scan import scan_folder
-from vistrain.data.shards import INDEX, write_shards
+from vistrain.data.shards_index import INDEX
+from vistrain.data.shards_write import write_shards
 from vistrain.data.splits import make_parts
 from vistrain.data.stats import default_preprocess
 from vistrain.errors import VistrainError

@@ -53,7 +53,6 @@ from vistrain.transforms.ops.sampling import generator_device
 OPS = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness",
        "Color", "Contrast", "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize")
 GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
-SIGNED = GEOMETRIC + ("Brightness", "Color", "Contrast", "Sharpness")
 
 
 class _Policy(BatchOp):
