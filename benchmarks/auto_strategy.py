@@ -24,31 +24,13 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 import vistrain
 from _record import Record
+from panel import write_npz_folder
 
 DEFAULT_DATA = Path.home() / ".cache" / "vision-data" / "fashion-mnist.npz"
-
-
-def write_folder(npz: Path, per_class: int, out: Path, seed: int = 0) -> Path:
-    """``per_class`` images of each class of the npz as ``out/<class>/<n>.png``."""
-    if not npz.is_file():
-        raise SystemExit(f"{npz}: not found; run `python /work/shared/datasets/fetch.py fashion-mnist`")
-    data = np.load(npz, allow_pickle=False)
-    x, y, classes = data["x"], data["y"], [str(c).replace("/", "_") for c in data["classes"]]
-    rng = np.random.default_rng(seed)
-    if (out / ".complete").is_file():
-        return out
-    for k, name in enumerate(classes):
-        (out / name).mkdir(parents=True, exist_ok=True)
-        for i in rng.choice(np.flatnonzero(y == k), per_class, replace=False):
-            Image.fromarray(x[i]).save(out / name / f"{i:05d}.png")
-    (out / ".complete").write_text("")
-    return out
 
 
 def run(data: Path, out: Path, **settings) -> dict:
@@ -70,7 +52,7 @@ def main() -> None:
     args = ap.parse_args()
     rec = Record("auto_strategy", ["vistrain/training/auto.py", "vistrain/training/similarity.py",
                                    "vistrain/training/plan.py", "vistrain/training/budget.py"])
-    folder = write_folder(args.data, args.per_class, args.out / f"fmnist-{args.per_class}")
+    folder = write_npz_folder(args.data, ("x", "y"), args.per_class, args.out / f"fmnist-{args.per_class}")
     auto = run(folder, args.out / "auto")
     frozen = run(folder, args.out / "feature-extraction", strategy="feature-extraction")
     print(f"\nmachine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; "
