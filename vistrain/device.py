@@ -246,7 +246,7 @@ def choose_cpu_threads(rt: Runtime) -> dict | None:
     fixed = os.environ.get("VISTRAIN_THREADS", "").strip()
     if fixed:
         try:
-            torch.set_num_threads(max(1, int(fixed)))
+            _set_threads(max(1, int(fixed)))
         except ValueError:
             raise VistrainError(f"VISTRAIN_THREADS={fixed!r}: give a whole number of threads >= 1, "
                                 "or unset it to measure") from None
@@ -283,4 +283,11 @@ def cpu_threads_kept():
     try:
         yield
     finally:
+        _set_threads(n)
+
+
+def _set_threads(n: int) -> None:
+    """``torch.set_num_threads(n)`` only when the count changes: in a process forked from one
+    whose OpenMP pool already ran, setting the count (even to the same value) can deadlock."""
+    if torch.get_num_threads() != n:
         torch.set_num_threads(n)
