@@ -122,6 +122,19 @@ def install_kill_point(mp: pytest.MonkeyPatch, kind: str, n: int) -> None:
         raise ValueError(kind)
 
 
+@pytest.fixture
+def one_thread(monkeypatch):
+    """Every run of the test on one thread (the forked children, the reference and the resumes
+    alike), as PyTorch's forked DataLoader workers run: GNU OpenMP cannot start a team in a child
+    forked after the parent's team ran (a parallel op there waits forever), and one count for
+    every run keeps their numbers comparable bit for bit."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("VISTRAIN_THREADS", "1")
+    yield
+    torch.set_num_threads(n)
+
+
 def run_child(argv: list[str], kind: str | None = None, n: int = 0, kill_after: float | None = None) -> int:
     """Fork; the child runs the CLI with a kill point (or is killed after ``kill_after`` s).
     Returns the child's wait status signal (9 when it was killed) or 0 when it finished."""
@@ -194,7 +207,7 @@ def _trials(seed: int = 0) -> list[tuple[str, int]]:
 
 
 @pytest.mark.slow
-def test_kill9_then_resume_matches_uninterrupted_run(tmp_path, quick, monkeypatch):
+def test_kill9_then_resume_matches_uninterrupted_run(tmp_path, quick, monkeypatch, one_thread):
     data = make_image_folder(tmp_path / "data", per_class=10, size=(20, 16))
     monkeypatch.chdir(tmp_path)
     assert main(["train", str(data), "--out", "ref", *FLAGS]) == 0
