@@ -186,10 +186,12 @@ def run_server(server, sock: socket.socket) -> None:
         finally:
             stopped.set()
 
-    threading.Thread(target=run, name="vistrain-serve", daemon=True).start()
+    thread = threading.Thread(target=run, name="vistrain-serve", daemon=True)
+    thread.start()
     try:
         while not stopped.wait(0.2):
-            pass
+            if not thread.is_alive():  # ended without reaching its finally: nothing to wait for
+                break
     except KeyboardInterrupt:
         server.should_exit = True
         stopped.wait()
