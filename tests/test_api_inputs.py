@@ -254,9 +254,13 @@ def test_serve_runs_where_an_event_loop_already_runs(trained, data):
     async def cell():  # what ipykernel does: the cell's code runs while the loop runs
         vistrain.serve(trained[0].run_dir, port=0, ready=ready)
 
+    # Python's own Ctrl-C handler, as a notebook kernel has one: a handler an earlier test left
+    # installed in this process would swallow the interrupt and the server would never stop
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     loop = asyncio.new_event_loop()
     try:
         loop.run_until_complete(cell())
     finally:
         loop.close()
+        signal.signal(signal.SIGINT, previous)
     assert len(answers) == 1 and len(answers[0]["top"]) == 2
