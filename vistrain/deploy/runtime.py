@@ -106,6 +106,16 @@ def checked_graph_problem(path: Path, metadata: dict[str, str]) -> str | None:
         return f"unreadable graph ({reason(err)})"
 
 
+def open_session(path: Path, name: str, threads: int | None, fix: str):
+    """The engine ``name`` on ``path``; a file its runtime cannot load is one line ending in ``fix``."""
+    try:
+        return (OpenVinoEngine if name == "openvino" else OrtEngine)(path, name=name, threads=threads)
+    except VistrainError:
+        raise
+    except Exception as err:  # the runtime's own errors on a garbage or truncated file
+        raise VistrainError(f"{path} is damaged ({reason(err)}); {fix}") from None
+
+
 def export_path(run_dir: str | Path, name: str) -> Path:
     """``RUN/export/model.onnx`` (``name="onnxruntime"``), ``model.int8.onnx`` or ``model.xml``."""
     return Path(run_dir) / EXPORT_DIR / FILES[name]
@@ -121,13 +131,7 @@ def open_export(run_dir: str | Path, meta: dict, name: str = "onnxruntime", *,
     if not path.is_file():
         raise VistrainError(f"{path} not found; create it with `vistrain export {run_dir}{how}` "
                             f"or use {fallback}")
-    try:
-        sess = (OpenVinoEngine if name == "openvino" else OrtEngine)(path, name=name, threads=threads)
-    except VistrainError:
-        raise
-    except Exception as err:  # ONNX Runtime's own errors on a garbage or truncated file
-        raise VistrainError(f"{path} is damaged ({reason(err)}); run `vistrain export {run_dir}{how}` "
-                            f"again or use {fallback}") from None
+    sess = open_session(path, name, threads, f"run `vistrain export {run_dir}{how}` again or use {fallback}")
     problem = stale_reason(sess.metadata, run_dir, meta) or checked_graph_problem(path, sess.metadata)
     if problem:
         raise VistrainError(f"{path} is stale ({problem}); run `vistrain export {run_dir}{how}` "
@@ -170,13 +174,7 @@ def read_onnx_file(path: str | Path, *, threads: int | None = None) -> tuple[Ort
     if not path.is_file():
         raise VistrainError(f"{path}: no such file; give a model.onnx written by `vistrain export RUN`")
     name = "onnxruntime-int8" if path.name.endswith(".int8.onnx") else "onnxruntime"
-    try:
-        sess = (OpenVinoEngine if name == "openvino" else OrtEngine)(path, name=name, threads=threads)
-    except VistrainError:
-        raise
-    except Exception as err:  # ONNX Runtime's own errors on a garbage or truncated file
-        raise VistrainError(f"{path} is damaged ({reason(err)}); export the run again "
-                            "(`vistrain export RUN`)") from None
+    sess = open_session(path, name, threads, "export the run again (`vistrain export RUN`)")
     record = file_record(path, sess.metadata)
     problem = checked_graph_problem(path, sess.metadata)
     if problem:
