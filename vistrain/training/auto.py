@@ -271,8 +271,12 @@ class PretrainedModel:
         return self._loaded
 
     def train_ips(self, size: int, rt: Runtime) -> float:
+        """Training images per second at ``size`` px.  Speed does not depend on the weights: an
+        unloaded model is timed as a fresh, randomly initialised copy (no weight file read)."""
         if size not in self._ips:
-            self._ips[size] = train_images_per_second(self.load()[0], size, 3, rt)
+            model = self._loaded[0] if self._loaded is not None else create(
+                self.cfg.model.name, self.num_classes, pretrained=False, drop_rate=self.cfg.model.drop_rate)[0]
+            self._ips[size] = train_images_per_second(model, size, 3, rt)
         return self._ips[size]
 
 

@@ -15,7 +15,7 @@ Example (a linear head on random features):
     >>> opt = torch.optim.SGD(head.parameters(), lr=0.1)
     >>> stats = train_one_epoch(head, ArrayBatches(x, y, batch_size=16), opt, BatchPipeline(), Runtime.create("cpu"))
     >>> sorted(stats)
-    ['accuracy', 'loss', 'seconds']
+    ['accuracy', 'loss', 'seconds', 'stopped']
 """
 from __future__ import annotations
 

@@ -154,6 +154,18 @@ def worst_case(entrants: list[Entrant], counts: list[int]) -> float:
     return total
 
 
+def lead_shown(a: float, b: float, n: int) -> tuple[bool, float]:
+    """Whether accuracy ``a`` leads ``b`` (both on the same ``n`` validation images) by more than
+    one standard error of their difference, and that error: a lead the split cannot tell from
+    chance does not count.
+
+    >>> lead_shown(0.767, 0.667, 30)[0], lead_shown(0.9, 0.6, 30)[0]
+    (False, True)
+    """
+    se = math.sqrt((a * (1 - a) + b * (1 - b)) / max(1, n))
+    return a - b > se, se
+
+
 def plan_race(entrants: list[Entrant], seconds: float | None, *, max_epochs: int) -> RacePlan:
     """The entrants that fit ``seconds`` (None: no budget), each with its planned epochs; see the
     module docstring."""
@@ -244,8 +256,8 @@ class Race:
         if frozen is None or winner is frozen or winner.score is None or not self.n_val:
             return winner
         a, b, n = winner.score, frozen.score, self.n_val
-        se = math.sqrt((a * (1 - a) + b * (1 - b)) / n)
-        if a - b > se:
+        shown, se = lead_shown(a, b, n)
+        if shown:
             return winner
         self.fallback = (f"{winner.name} led the frozen head by {a - b:+.3f} on {n} validation images, "
                          f"within one standard error ({se:.3f}): the frozen head is kept")
@@ -336,14 +348,22 @@ class Race:
             result = fit(build_plan(sub, cfg.strategy.name, features=feats), sub)
             scores = [r["val_accuracy"] for r in result.history if r.get("val_accuracy") is not None]
             tried.append((max(scores) if scores else -1.0, -k, lr, out, result))
-        score, _, lr, out, result = max(tried, key=lambda t: (t[0], -t[1]))  # ties: the rule's
+        score, _, lr, out, result = tried[0]
         if len(rates) > 1:
             found, rule = tried[0], tried[1]
+            # the proposed rate must show it helped: a lead within the noise of a small validation
+            # split keeps the rule's rate (a high head rate that wins by three images out of 30 had
+            # driven held-out probabilities of the true class to 0)
+            shown, se = lead_shown(found[0], rule[0], self.n_val or 1)
+            shown = _from_rank0(self.rt, shown)  # one choice for every rank
+            score, _, lr, out, result = found if shown else rule
             e.lr_source = (f"head at the range test's {found[2]:.2g} (val {found[0]:.3f}) and the rule's "
-                           f"{rule[2]:.2g} (val {rule[0]:.3f}): the {'rule' if lr == rule[2] else 'range test'}'s kept")
+                           f"{rule[2]:.2g} (val {rule[0]:.3f}): the {'range test' if shown else 'rule'}'s kept"
+                           + ("" if shown else f" (a lead over the rule's must exceed one standard error, {se:.3f})"))
         e.lr = lr
+        folder = self._folder(e)  # a collective: called on every rank, never under is_main
         if self.rt.is_main and (out / "checkpoints" / "last.pt").is_file():
-            install_checkpoint(out / "checkpoints" / "last.pt", self._folder(e))
+            install_checkpoint(out / "checkpoints" / "last.pt", folder)
         self.rt.barrier()
         return result
 
@@ -366,6 +386,7 @@ class Race:
         return self.data[key]
 
     def _folder(self, e: Entrant) -> Path:
+        """The entrant's folder, made by rank 0; a barrier, so every rank must call it."""
         folder = self.folder / e.name.replace("@", "-")
         if self.rt.is_main and not folder.is_dir():
             folder.mkdir(parents=True)
