@@ -184,7 +184,58 @@ def feature_block(rec: dict) -> str:
             f"{p['repeats']} passes.\n\n" + table(head, rows))
 
 
+PANEL_RECIPES = ("feature-extraction", "finetune", "gradual", "scratch")  # panel.py's fixed recipes
+
+
+def panel_table(panel: dict) -> str:
+    """The panel (``panel.json``'s ``derived``): per data set, test accuracy with its 95 % interval
+    and seconds of the default (and the recipe its race chose) and of each fixed recipe run."""
+    recipes = [r for r in PANEL_RECIPES if any(r in s["rows"] for s in panel["sets"].values())]
+
+    def cell(r: dict) -> str:
+        if "accuracy" not in r:
+            return "-" if not r else f"failed: {r.get('error', '?')[:60]}"
+        ci = r.get("ci") or {}
+        interval = f" ({ci['low']:.3f}-{ci['high']:.3f})" if ci else ""
+        return f"{r['accuracy']:.3f}{interval}, {r['seconds']:.0f} s"
+    rows = []
+    for name, s in panel["sets"].items():
+        d = s["rows"].get("default", {})
+        bad = [k for k, v in s["checks"].items() if v is False]
+        rows.append([name, f"{cell(d)}, {d.get('chosen') or d.get('strategy') or '-'}",
+                     *(cell(s["rows"].get(r, {})) for r in recipes),
+                     "all hold" if not bad else "fails: " + ", ".join(bad)])
+    return table(["data set", "default (race winner)", *recipes, "checks"], rows)
+
+
+def panel_block(rec: dict) -> str:
+    return (provenance(rec) + f" Budget {rec['derived']['budget_minutes']:g} min per run.\n\n"
+            + panel_table(rec["derived"]))
+
+
+def serve_block(rec: dict) -> str:
+    """Per engine and client count, both settings with their latency percentiles and throughput,
+    then batching's ratio and whether batching is on by default for that engine."""
+    p, d = rec["params"], rec["derived"]
+    rows = [[r["engine"], str(r["clients"]),
+             f"batching (max {r['max_batch']}, {p['wait_ms']:g} ms)" if r["max_batch"] > 1 else "no batching",
+             f"{r['answered']:,}", str(r["errors"]), f(r["p50_ms"], 0), f(r["p95_ms"], 0), f(r["p99_ms"], 0),
+             f(r["rps"]), f(r["batch"])] for r in rec["repeats"]]
+    head = ["engine", "clients", "setting", "answered", "errors", "p50 ms", "p95 ms", "p99 ms", "req/s",
+            "mean batch"]
+    ratios = "; ".join(
+        f"{e}: " + ", ".join(f"{x(v)} at {c} client{'s' if c != '1' else ''}" for c, v in by.items())
+        + f" (default --max-batch {d['default_max_batch'][e]}"
+        + ("" if e not in d["default_pays"] else f", {'pays' if d['default_pays'][e] else 'does NOT pay'}")
+        + ")" for e, by in d["throughput_ratio"].items())
+    return (provenance(rec) + f" {p['model']} at {p['size']} px, {p['requests']} requests per setting in "
+            f"{p['rounds']} alternating rounds (at most {p['max_seconds']:g} s per setting); req/s is the "
+            f"median over rounds.\n\n" + table(head, rows) + f"\n\nBatching / no batching: {ratios}.")
+
+
 RENDERERS: dict[str, Renderer] = {
+    "panel": Renderer(("panel",), panel_block),
+    "serve_small": Renderer(("serve_small",), serve_block),
     "decode": Renderer(("decode",), decode_block),
     "pipeline.photos": Renderer(("pipeline",), pipeline_block("photos")),
     "pipeline.cifar": Renderer(("pipeline",), pipeline_block("cifar")),

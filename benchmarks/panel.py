@@ -49,12 +49,12 @@ import numpy as np
 from PIL import Image
 
 from _record import RESULTS, Record, limit
+from docs import PANEL_RECIPES as RECIPES, panel_table
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DATA = Path.home() / ".cache" / "vision-data"
 SETS = ("shipped", "fmnist-100", "fmnist-1000", "cifar-100", "cifar-500", "digits")
-RECIPES = ("feature-extraction", "finetune", "gradual", "scratch")
 
 
 def write_npz_folder(npz: Path, keys: tuple[str, str], per_class: int, out: Path, seed: int = 0) -> Path:
@@ -162,26 +162,6 @@ def checks(rows: dict, budget: float) -> dict:
     return out
 
 
-def markdown(record: dict) -> str:
-    """The record as the Markdown table of docs/benchmarks.md."""
-    recipes = [r for r in RECIPES if any(r in s["rows"] for s in record["sets"].values())]
-    lines = ["| data set | default (race winner) | " + " | ".join(recipes) + " | checks |",
-             "|---|---|" + "---|" * len(recipes) + "---|"]
-    for name, s in record["sets"].items():
-        def cell(recipe):
-            r = s["rows"].get(recipe, {})
-            if "accuracy" not in r:
-                return "-"
-            ci = r.get("ci") or {}
-            interval = f" ({ci['low']:.3f}-{ci['high']:.3f})" if ci else ""
-            return f"{r['accuracy']:.3f}{interval}, {r['seconds']:.0f} s"
-        d = s["rows"].get("default", {})
-        bad = [k for k, v in s["checks"].items() if v is False]
-        lines.append(f"| {name} | {cell('default')}, {d.get('chosen') or d.get('strategy') or '-'} | "
-                     + " | ".join(cell(r) for r in recipes) + f" | {'all hold' if not bad else 'fails: ' + ', '.join(bad)} |")
-    return "\n".join(lines)
-
-
 PANEL_MODULES = ["vistrain/training/auto.py", "vistrain/training/race.py", "vistrain/evaluation/calibration.py"]
 
 
@@ -197,7 +177,7 @@ def main() -> None:
     ap.add_argument("--no-default", action="store_true", help="the fixed recipes only (with --merge)")
     args = ap.parse_args()
     if args.markdown:
-        print(markdown(json.loads(args.markdown.read_text())["derived"]))
+        print(panel_table(json.loads(args.markdown.read_text())["derived"]))
         return
     if args.out is None:
         ap.error("--out DIR is required")

@@ -16,12 +16,13 @@ The model: ``--run RUN`` (any trained run), else a run written here into a tempo
 ``--model`` (tf_efficientnet_lite0, the default of ``vistrain train``) at ``--size`` px, 10
 classes, freshly initialised: serving cost does not depend on the weights' values.  ``--engine
 onnxruntime`` serves the run's ONNX export (written here, as ``vistrain export`` writes it, when
-the run has none) instead of the torch model.  ``--clients 1 32`` measures each client count in
-turn.
+the run has none) instead of the torch model; ``--engine torch onnxruntime`` measures both, and
+``--clients 1 32`` each client count, in turn.  The record says, per engine, whether batching is
+on by default there (``vistrain.server.app.ENGINE_MAX_BATCH``) and whether it paid.
 
     python benchmarks/serve.py                         # ~3 minutes on 2 CPU cores
     python benchmarks/serve.py --run runs/demo --requests 2000 --clients 64
-    python benchmarks/serve.py --model vistrain/resnet20 --size 32 --engine onnxruntime --clients 1 32
+    python benchmarks/serve.py --model vistrain/resnet20 --size 32 --engine torch onnxruntime --clients 1 32
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ from vistrain.artifact import read_meta, save_model
 from vistrain.deploy.graph import EXPORT_DIR, ONNX_FILE, InferenceGraph, graph_metadata, weights_sha256
 from vistrain.deploy.onnx_export import export_onnx
 from vistrain.models import create
+from vistrain.server.app import DEFAULT_MAX_BATCH, ENGINE_MAX_BATCH
 from vistrain.transforms.normalize import resolve_normalization
 from vistrain.transforms.preprocess import Preprocess
 from _record import Record
@@ -165,11 +167,11 @@ def summarize(max_batch: int, phases: list[dict], calls: int, images: int) -> di
             "calls": calls, "batch": images / max(calls, 1)}
 
 
-def measure(run: Path, args, bodies: list[bytes], clients: int) -> list[dict]:
+def measure(run: Path, args, bodies: list[bytes], clients: int, engine: str) -> list[dict]:
     """Both settings, served at once (an idle server costs no CPU) and driven in alternating
     rounds, so that a change in the machine's load hits both alike."""
     settings = (args.max_batch, 1)
-    servers = [Server(run, "--max-batch", str(mb), "--wait-ms", str(args.wait_ms), "--engine", args.engine)
+    servers = [Server(run, "--max-batch", str(mb), "--wait-ms", str(args.wait_ms), "--engine", engine)
                for mb in settings]
     try:
         for server in servers:  # warm-up: first calls allocate, first batches are smaller
@@ -197,8 +199,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--clients", type=int, nargs="+", default=[32],
                         help="concurrent clients; several values are measured in turn")
-    parser.add_argument("--engine", choices=("torch", "onnxruntime"), default="torch",
-                        help="the servers' --engine (onnxruntime: the run's ONNX export)")
+    parser.add_argument("--engine", choices=("torch", "onnxruntime"), nargs="+", default=["torch"],
+                        help="the servers' --engine (onnxruntime: the run's ONNX export); several "
+                             "values are measured in turn, on the same run")
     parser.add_argument("--max-batch", type=int, default=32, help="the batched setting's --max-batch")
     parser.add_argument("--wait-ms", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=4, help="alternating rounds of each setting")
@@ -206,7 +209,8 @@ def main() -> None:
                         help="per setting (all rounds); a round stops issuing requests after its share")
     args = parser.parse_args()
     rec = Record("serve" if args.model == "tf_efficientnet_lite0" else "serve_small",
-                 ["vistrain/server/app.py", "vistrain/server/batcher.py", "vistrain/predictor.py"])
+                 ["vistrain/server/app.py", "vistrain/server/batcher.py", "vistrain/predictor.py",
+                  "vistrain/deploy/classifier.py", "vistrain/deploy/runtime.py"])
     bodies = [p.read_bytes() for p in sorted(SHIPPED.rglob("*.png"))[::20]]
     import fastapi
     import onnxruntime
@@ -219,28 +223,41 @@ def main() -> None:
           f"httpx {httpx.__version__}, onnxruntime {onnxruntime.__version__}")
     with tempfile.TemporaryDirectory(prefix="vistrain-serve-bench-") as tmp:
         run = Path(args.run) if args.run else make_run(Path(tmp) / "run", args.model, args.size)
-        if args.engine == "onnxruntime":
+        if "onnxruntime" in args.engine:
             export_graph(run)
-        print(f"# run {args.run or f'{args.model} at {args.size} px (fresh weights)'}, engine "
-              f"{args.engine}; {args.requests} requests per setting in {args.rounds} alternating "
+        print(f"# run {args.run or f'{args.model} at {args.size} px (fresh weights)'}, engines "
+              f"{', '.join(args.engine)}; {args.requests} requests per setting in {args.rounds} alternating "
               f"rounds (at most {args.max_seconds:.0f} s per setting), {len(bodies)} distinct 28x28 PNGs")
         errors, all_rows = [], []
-        for clients in args.clients:
-            rows = measure(run, args, bodies, clients)
-            errors += [r["first_error"] for r in rows if r["errors"]]
-            report(rows, clients, args.wait_ms)
-            all_rows += [dict(r, clients=clients) for r in rows]
-        ratios = {f"{c}_clients": [r["rps"] for r in all_rows if r["clients"] == c and r["max_batch"] > 1][0]
-                  / [r["rps"] for r in all_rows if r["clients"] == c and r["max_batch"] == 1][0]
-                  for c in args.clients}
+        for engine in args.engine:
+            for clients in args.clients:
+                rows = measure(run, args, bodies, clients, engine)
+                errors += [r["first_error"] for r in rows if r["errors"]]
+                report(rows, clients, args.wait_ms, engine)
+                all_rows += [dict(r, clients=clients, engine=engine) for r in rows]
         rec.write(params={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                  repeats=all_rows, derived={"throughput_ratio": ratios}, limits={})
+                  repeats=all_rows, derived=derive(all_rows), limits={})
     if errors:
         raise SystemExit(f"errors: {errors}")
 
 
-def report(rows: list[dict], clients: int, wait_ms: float) -> None:
-    print(f"\n{clients} clients")
+def derive(rows: list[dict]) -> dict:
+    """Per engine and client count, batching's throughput over no batching's; and per engine
+    whether batching is on by default there (``ENGINE_MAX_BATCH``) and, if so, whether it paid
+    (>= 1.0x at every client count measured)."""
+    ratios: dict[str, dict[str, float]] = {}
+    for r in rows:
+        if r["max_batch"] > 1:
+            single = next(o for o in rows if o["engine"] == r["engine"] and o["clients"] == r["clients"]
+                          and o["max_batch"] == 1)
+            ratios.setdefault(r["engine"], {})[str(r["clients"])] = r["rps"] / single["rps"]
+    defaults = {e: ENGINE_MAX_BATCH.get(e, DEFAULT_MAX_BATCH) for e in ratios}
+    return {"throughput_ratio": ratios, "default_max_batch": defaults,
+            "default_pays": {e: min(ratios[e].values()) >= 1.0 for e in ratios if defaults[e] > 1}}
+
+
+def report(rows: list[dict], clients: int, wait_ms: float, engine: str) -> None:
+    print(f"\n{engine}, {clients} clients")
     print(f"{'setting':28s} {'answered':>8s} {'errors':>6s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s} "
           f"{'req/s':>7s} {'calls':>6s} {'batch':>6s}")
     for r in rows:

@@ -1,6 +1,5 @@
-"""Classify images with a vistrain export, with nothing but onnxruntime, NumPy and Pillow: every
-rule comes from the graph's metadata (keys decode, resize, preprocess, classes; the temperature is
-already inside the graph).  Prints what `vistrain predict RUN IMAGE... --json` lists per image.
+"""`vistrain predict RUN IMAGE... --json` from an export's metadata alone (decode, resize, preprocess,
+classes; the temperature is inside the graph), with onnxruntime, NumPy and Pillow only.
 Usage: python reference_client.py RUN/export/model.onnx IMAGE..."""
 import json, math, sys
 import numpy as np, onnxruntime as ort
@@ -9,15 +8,13 @@ from PIL import Image, ImageOps
 sess = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
 meta = sess.get_modelmeta().custom_metadata_map
 classes, pre = json.loads(meta["classes"]), json.loads(meta["preprocess"])
-size, resample = pre["size"], Image.Resampling[pre["interpolation"].upper()]
+size, resample, mode = pre["size"], Image.Resampling[pre["interpolation"].upper()], pre["resize_mode"]
 
-def load(path):  # decode: reduced-scale JPEG, EXIF orientation, 16-bit, alpha, colour
+def load(path):  # metadata "decode", in its order: reduced JPEG decode, EXIF, 16-bit, alpha, colour
     img = Image.open(path)
-    w, h = img.size
-    if img.format == "JPEG" and min(w, h) // 8 >= 8 / 7 * size and img.info.get("progressive"):
-        img.draft("RGB", (w // 8, h // 8))
-    elif img.format == "JPEG" and min(w, h) >= 3 * size:
-        s = min(min(w, h) / (1.5 * size), 4)
+    (w, h), short = img.size, min(img.size)
+    s = 8 if img.info.get("progressive") and short // 8 >= 8 / 7 * size else min(short / (1.5 * size), 4)
+    if img.format == "JPEG" and (s == 8 or short >= 3 * size):
         img.draft("RGB", (int(w / s), int(h / s)))
     img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16L", "I;16B", "I", "F"):
@@ -28,15 +25,12 @@ def load(path):  # decode: reduced-scale JPEG, EXIF orientation, 16-bit, alpha, 
         img = Image.alpha_composite(Image.new("RGBA", img.size, (*pre["background"], 255)), img.convert("RGBA"))
     return img.convert("RGB" if pre["channels"] == 3 else "L")
 
-def resize(img):  # resize.rounding of the metadata
-    w, h = img.size
-    if pre["resize_mode"] == "stretch":
-        return img.resize((size, size), resample)
-    if pre["resize_mode"] == "letterbox":
-        k = size / max(w, h)
-        small = img.resize((max(1, round(w * k)), max(1, round(h * k))), resample)
+def resize(img):  # metadata "resize": stretch, letterbox, or shorter side + centre crop
+    (w, h), k = img.size, size / max(img.size)
+    if mode != "crop":
+        new = (size, size) if mode == "stretch" else (max(1, round(w * k)), max(1, round(h * k)))
         canvas = Image.new(img.mode, (size, size), (pre["fill"],) * len(img.getbands()))
-        canvas.paste(small, ((size - small.width) // 2, (size - small.height) // 2))
+        canvas.paste(img.resize(new, resample), ((size - new[0]) // 2, (size - new[1]) // 2))
         return canvas
     short = math.floor(size / pre["crop_pct"])
     new = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
@@ -47,5 +41,4 @@ def resize(img):  # resize.rounding of the metadata
 x = np.stack([np.asarray(resize(load(p)), np.uint8).reshape(size, size, -1) for p in sys.argv[2:]])
 probs = sess.run(["probabilities"], {"pixels": x})[0]
 print(json.dumps([{"image": p, "top": [{"class": classes[i], "index": int(i), "probability": float(row[i])}
-                                       for i in np.argsort(-row, kind="stable")]}
-                  for p, row in zip(sys.argv[2:], probs)]))
+                                       for i in np.argsort(-row, kind="stable")]} for p, row in zip(sys.argv[2:], probs)]))

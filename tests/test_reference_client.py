@@ -89,6 +89,23 @@ def test_reference_client_reproduces_predict(exported, engine, capsys):
         assert abs(sum(probs.values()) - 1) < 1e-5
 
 
+@pytest.mark.parametrize("resize_mode", ["letterbox", "stretch"])
+def test_reference_client_follows_the_other_resize_modes(tmp_path, resize_mode, capsys):
+    data = make_image_folder(tmp_path / "data", per_class=4)
+    pre = Preprocess(size=32, resize_mode=resize_mode, fill=70, normalize_mode="symmetric",
+                     mean=(0.5,) * 3, std=(0.5,) * 3)
+    run = make_run(tmp_path / "run", data, pre)
+    export(run, progress=False)
+    images = [p for p in tricky_images(tmp_path / "images") if p.suffix == ".png" or "rotated" in p.name]
+    out = subprocess.run([sys.executable, str(CLIENT), str(run / "export" / "model.onnx"), *map(str, images)],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    client = {Path(p["image"]).name: p["top"] for p in json.loads(out)}
+    for name, top in predict_json(run, images, "onnxruntime", capsys).items():
+        probs = {t["class"]: t["probability"] for t in client[name]}
+        np.testing.assert_allclose([probs[t["class"]] for t in top], [t["probability"] for t in top],
+                                   rtol=0, atol=1e-4, err_msg=f"{resize_mode} {name}")
+
+
 def test_metadata_states_the_decode_rules_and_the_temperature(exported):
     run, _ = exported
     meta = {p.key: p.value for p in onnx.load(str(run / "export" / "model.onnx")).metadata_props}
@@ -103,7 +120,7 @@ def test_docs_show_the_client_verbatim():
     text = (ROOT / "docs" / "serving.md").read_text()
     assert f"```python\n{CLIENT.read_text()}```" in text
     lines = [line for line in CLIENT.read_text().splitlines() if line.strip()]
-    assert len(lines) <= 50
+    assert len(lines) <= 40
     tree = ast.parse(CLIENT.read_text())
     imports = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imports |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}

@@ -73,8 +73,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 32
 # --max-batch when not given, by engine: batching pays for the torch engine (per-call overhead),
-# not for ONNX Runtime on a CPU (docs/benchmarks.md, "Serving: dynamic batching")
-ENGINE_MAX_BATCH = {"torch": DEFAULT_MAX_BATCH, "onnxruntime": 1, "onnxruntime-int8": 1}
+# not for ONNX Runtime on a CPU (docs/benchmarks.md, "Serving: dynamic batching"; record
+# benchmarks/results/serve_small.json).  OpenVINO, a compiled CPU runtime like ONNX Runtime, is not
+# measured by that benchmark: batching stays off for it until a measurement shows it pays.
+ENGINE_MAX_BATCH = {"torch": DEFAULT_MAX_BATCH, "onnxruntime": 1, "onnxruntime-int8": 1, "openvino": 1}
 DEFAULT_WAIT_MS = 5.0
 # /explain's ?method= values: vistrain.interpret.cam.METHODS (a test holds them equal), named here
 # because that module needs torch and the OpenAPI schema is built without it
