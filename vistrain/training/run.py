@@ -50,7 +50,7 @@ from vistrain.evaluation.figures import write_run_figures
 from vistrain.evaluation.metrics import compute_metrics
 from vistrain.training import checkpoint as ckpt
 from vistrain.rundir.summary import run_summary
-from vistrain.training.auto import budget_deadline
+from vistrain.training.auto import apply_choice, budget_deadline
 from vistrain.training.budget import fit_to_budget
 from vistrain.training.context import PreparedData, RunContext
 from vistrain.training.loggers import check_logging, write_logs
@@ -59,6 +59,7 @@ from vistrain.training.prepare import (prepare_model, prepare_pixels, resolve_au
                                        scratch_kwargs)
 from vistrain.training.race import FOLDER as RACE_FOLDER
 from vistrain.training.race import RaceOutcome, install_checkpoint, race_recipe, remove_race_folder
+from vistrain.training.race_memo import kept_outcome, reuse_memo, write_memo
 from vistrain.training.strategy import FitResult, train_model
 
 log = logging.getLogger("vistrain")
@@ -412,14 +413,29 @@ def _undo_unstarted_run(out: Path, *, fresh: bool, existed_empty: bool, user_err
 
 
 def recipe_race(requested: TrainConfig, out: Path, rt: Runtime, index: ImageIndex, parts, auto: dict,
-                *, started: float, progress: bool) -> tuple[TrainConfig, Runtime, RaceOutcome]:
+                *, started: float, progress: bool) -> tuple[TrainConfig, Runtime, RaceOutcome | None]:
     """Race strategy auto's entrants (:func:`vistrain.training.race.race_recipe`) in ``out/race``;
     returns the winner's config (saved as the run's), its runtime and the outcome.  The winner's
-    paused checkpoint becomes the run's, so the run continues from it."""
+    paused checkpoint becomes the run's, so the run continues from it.  An outcome kept from an
+    earlier race of the same command (:mod:`~vistrain.training.race_memo`) is taken instead of
+    racing: the winner then trains from its start (outcome None)."""
     if rt.is_main:
         remove_race_folder(out)  # a race of a killed run: raced again
+    kept_at, kept = kept_outcome(requested, index, parts, auto, rt)
+    if kept is not None:  # the same command on the same data and machine raced before
+        auto = reuse_memo(auto, kept, kept_at)
+        log.info("auto: %s", auto["plain"][-1])
+        cfg = apply_choice(requested, auto["settings"])
+        if cfg.train.cpu_amp != requested.train.cpu_amp:
+            rt = Runtime.for_train(cfg.train)
+        if rt.is_main:
+            save_config(cfg, out, index)
+        rt.barrier()
+        return cfg, rt, None
     cfg, outcome = race_recipe(requested, index, rt, parts, auto, out / RACE_FOLDER, started=started,
                                progress=progress)
+    if rt.is_main:
+        write_memo(kept_at, auto)
     if cfg.train.cpu_amp != requested.train.cpu_amp:  # the winner's precision (from scratch: bf16)
         rt = Runtime.for_train(cfg.train)
     if rt.is_main:

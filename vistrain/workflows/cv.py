@@ -34,6 +34,7 @@ from vistrain.training.auto import apply_choice
 from vistrain.training.context import spatial_preprocess
 from vistrain.training.prepare import prepare_data, resolve_auto, scratch_kwargs
 from vistrain.training.race import race_recipe
+from vistrain.training.race_memo import kept_outcome, reuse_memo, write_memo
 from vistrain.training.run import check_output_ready
 from vistrain.workflows.common import default_out_dir, make_config, show_log_lines
 from vistrain.workflows.train import train_run
@@ -93,9 +94,15 @@ def choose_once(cfg, out: Path, index, first: dict, *, again: bool, progress: bo
     started, rt = time.monotonic(), Runtime.for_train(cfg.train)
     chosen, auto = resolve_auto(cfg, index, rt, parts=first, started=started)
     if auto is not None and len(auto.get("entrants") or []) >= 2:
+        kept_at, kept = kept_outcome(cfg, index, first, auto, rt)
+        if kept is not None:  # the same cross-validation on the same data raced before
+            auto = reuse_memo(auto, kept, kept_at)
+            log.info("auto: %s", auto["plain"][-1])
+            return apply_choice(cfg, auto["settings"]), auto
         with tempfile.TemporaryDirectory(prefix="vistrain-race-") as folder:
             chosen, _ = race_recipe(cfg, index, rt, first, auto, Path(folder) / "race", started=started,
                                     progress=progress)
+        write_memo(kept_at, auto)
     return chosen, auto
 
 

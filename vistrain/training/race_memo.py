@@ -1,0 +1,119 @@
+"""A finished recipe race, kept in the cache: the same command on the same data, on the same machine,
+takes its outcome instead of racing again.
+
+Why: a race spends most of ``--budget`` by design (it trains every candidate), and its outcome is a
+few settings (the recipe, its learning rate and epochs).  Running a command again -- ``make demo``
+twice, a notebook cell re-run, an evaluation repeated after an edit elsewhere -- would race again and
+may, on a noisy machine, pick another recipe for the same data.  The memo makes a rerun fast and the
+choice stable.  Its key holds everything the outcome depends on: the files (path, size, mtime and
+sampled bytes, as every cache key), the split, the whole requested config (budget, seed, model,
+every setting), the candidates, the machine (host, CPUs, device) and vistrain's version.  Anything
+else differs: a new race.  ``data.cache=off`` always races; ``vistrain cache --clear`` forgets.
+
+The memo holds what the race adds to strategy auto's reasoning (``race``, ``chosen``, ``settings``,
+``decision`` and its plain line); a reused one says so in that line, run.json and the report.
+
+Example:
+    >>> from vistrain.training.race_memo import memo_spec
+    >>> sorted(memo_spec({"seed": 0}, {"entrants": [{"name": "scratch", "changes": {}}]}, None, "cpu"))
+    ['config', 'entrants', 'host', 'parts', 'version', 'what']
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import platform
+from pathlib import Path
+
+import torch.distributed as dist
+
+from vistrain import __version__, fsutil
+from vistrain.config import TrainConfig
+from vistrain.data.cache_budget import default_cache_dir, mark_used, record_entry
+from vistrain.data.cache_fingerprint import cache_key
+from vistrain.data.scan import ImageIndex
+from vistrain.data.stream import shards_digest
+from vistrain.device import Runtime
+
+log = logging.getLogger("vistrain")
+
+MEMO_VERSION = 1
+KEYS = ("race", "chosen", "settings", "decision")  # what the race adds to strategy auto's reasoning
+
+
+def memo_spec(config: dict, auto: dict, parts, device: str) -> dict:
+    """The key's content besides the files: the requested config, the candidates (names and
+    changes; not their timings), the split when it is given, the machine and the version."""
+    entrants = [{"name": c["name"], "changes": c["changes"]} for c in auto.get("entrants", [])]
+    given = None if parts is None or callable(parts) else {k: [int(i) for i in v] for k, v in parts.items()}
+    return {"what": "race", "version": [MEMO_VERSION, __version__], "config": config,
+            "entrants": entrants, "parts": given,
+            "host": [platform.node(), os.cpu_count(), device]}
+
+
+def memo_path(requested: TrainConfig, index: ImageIndex, parts, auto: dict, rt: Runtime) -> Path | None:
+    """Where the race of this command on this data is kept; None with ``data.cache=off`` or a
+    split chosen by a function (its key cannot be written down)."""
+    if requested.data.cache == "off" or callable(parts):
+        return None
+    config = dataclasses.asdict(requested)
+    config["data"].pop("root", None)  # the files are in the key; a moved folder is new data anyway
+    spec = memo_spec(config, auto, parts, str(rt.device))
+    if index.shards is not None:
+        key = cache_key([], {**spec, "shards": shards_digest(index.shards)})
+    else:
+        key = cache_key(index.paths, spec)
+    return default_cache_dir() / "race" / f"race-{key}.json"
+
+
+def kept_outcome(requested: TrainConfig, index: ImageIndex, parts, auto: dict,
+                 rt: Runtime) -> tuple[Path | None, dict | None]:
+    """``(where the race is kept, the kept outcome or None)``, as rank 0 reads them, on every
+    process of a distributed run."""
+    box = [(None, None)]
+    if rt.is_main:
+        path = memo_path(requested, index, parts, auto, rt)
+        box = [(path, read_memo(path))]
+    if rt.distributed:
+        dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def read_memo(path: Path | None) -> dict | None:
+    """The kept outcome at ``path``, or None (absent, damaged or from another format)."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        memo = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(memo, dict) or not all(k in memo for k in (*KEYS, "plain")):
+        return None
+    mark_used(path)
+    return memo
+
+
+def write_memo(path: Path | None, auto: dict) -> None:
+    """Keep the race's outcome (``auto`` after the race) at ``path``; a read-only or full cache
+    only costs the next run its race."""
+    if path is None or "race" not in auto:
+        return
+    memo = {k: auto[k] for k in KEYS} | {"plain": auto["plain"][-1]}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record_entry(path)
+        fsutil.atomic_write_json(path, memo)
+    except OSError as err:
+        log.warning("race: outcome not kept in the cache (%s); a rerun races again", err)
+
+
+def reuse_memo(auto: dict, memo: dict, path: Path) -> dict:
+    """``auto`` as the kept race left it, its last plain line saying that it was reused."""
+    record = dict(memo["race"], reused=str(path))
+    auto.update({k: memo[k] for k in KEYS}, race=record)
+    line = (f"race (kept from an earlier run of the same command on the same data and machine: "
+            f"{path.name}; --set data.cache=off races again): " + memo["plain"].removeprefix("race: "))
+    auto["plain"] = [*auto["plain"], line]
+    return auto
