@@ -233,8 +233,21 @@ def serve_block(rec: dict) -> str:
             f"median over rounds.\n\n" + table(head, rows) + f"\n\nBatching / no batching: {ratios}.")
 
 
+def jpeg_dc_block(rec: dict) -> str:
+    """Per progressive photo: draft 1/4 and 1/8 against the DC-only decode, time and pixels."""
+    rows = [[r["file"], f"{r['size'][0]}x{r['size'][1]}", r["chroma"], f(r["file_mb"]), f(r["stream_mb"], 2),
+             f(r["draft_quarter_s"] * 1e3), f(r["draft_eighth_s"] * 1e3), f(r["dc_s"] * 1e3),
+             "yes" if r["same_pixels_as_eighth"] else "no", f(r["mad_quarter"], 2), f(r["mad_dc"], 2)]
+            for r in rec["repeats"]]
+    head = ["file", "size", "chroma", "file MB", "stream MB", "draft 1/4 ms", "draft 1/8 ms", "DC-only ms",
+            "same pixels as 1/8", "MAD 1/4", "MAD DC-only"]
+    return (provenance(rec) + f" Median of {rec['params']['repeats']} decodes per file; MAD against full "
+            f"decode + bicubic resize to shorter side {rec['params']['short']}.\n\n" + table(head, rows))
+
+
 RENDERERS: dict[str, Renderer] = {
     "panel": Renderer(("panel",), panel_block),
+    "jpeg_dc": Renderer(("jpeg_dc",), jpeg_dc_block),
     "serve_small": Renderer(("serve_small",), serve_block),
     "decode": Renderer(("decode",), decode_block),
     "pipeline.photos": Renderer(("pipeline",), pipeline_block("photos")),

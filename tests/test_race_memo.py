@@ -55,7 +55,9 @@ def test_a_kept_outcome_round_trips_and_a_damaged_one_is_ignored(tmp_path):
              "plain": ["data: ...", "race: scratch won on validation accuracy"]}
     write_memo(path, after)
     kept = read_memo(path)
-    reused = reuse_memo({**AUTO, "plain": ["data: ..."]}, kept, path)
+    reused = {**AUTO, "plain": ["data: ..."]}
+    cfg = reuse_memo(_cfg(tmp_path), reused, kept, path)
+    assert cfg.model.name == "vistrain/resnet20" and cfg.optim.lr == 0.003
     assert reused["settings"] == after["settings"] and reused["race"]["reused"] == str(path)
     assert reused["plain"][-1].startswith("race (kept from an earlier run") and "scratch won" in reused["plain"][-1]
     path.write_text('{"race": ')

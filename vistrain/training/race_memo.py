@@ -36,6 +36,7 @@ from vistrain.data.cache_fingerprint import cache_key
 from vistrain.data.scan import ImageIndex
 from vistrain.data.stream import shards_digest
 from vistrain.device import Runtime
+from vistrain.training.auto import apply_choice
 
 log = logging.getLogger("vistrain")
 
@@ -109,11 +110,13 @@ def write_memo(path: Path | None, auto: dict) -> None:
         log.warning("race: outcome not kept in the cache (%s); a rerun races again", err)
 
 
-def reuse_memo(auto: dict, memo: dict, path: Path) -> dict:
-    """``auto`` as the kept race left it, its last plain line saying that it was reused."""
+def reuse_memo(requested: TrainConfig, auto: dict, memo: dict, path: Path) -> TrainConfig:
+    """The kept race's winner as a config (``requested`` with its settings), and ``auto`` (updated
+    in place) as the race left it, its last plain line saying that it was reused."""
     record = dict(memo["race"], reused=str(path))
     auto.update({k: memo[k] for k in KEYS}, race=record)
     line = (f"race (kept from an earlier run of the same command on the same data and machine: "
             f"{path.name}; --set data.cache=off races again): " + memo["plain"].removeprefix("race: "))
     auto["plain"] = [*auto["plain"], line]
-    return auto
+    log.info("auto: %s", line)
+    return apply_choice(requested, auto["settings"])

@@ -50,7 +50,7 @@ from vistrain.evaluation.figures import write_run_figures
 from vistrain.evaluation.metrics import compute_metrics
 from vistrain.training import checkpoint as ckpt
 from vistrain.rundir.summary import run_summary
-from vistrain.training.auto import apply_choice, budget_deadline
+from vistrain.training.auto import budget_deadline
 from vistrain.training.budget import fit_to_budget
 from vistrain.training.context import PreparedData, RunContext
 from vistrain.training.loggers import check_logging, write_logs
@@ -423,9 +423,7 @@ def recipe_race(requested: TrainConfig, out: Path, rt: Runtime, index: ImageInde
         remove_race_folder(out)  # a race of a killed run: raced again
     kept_at, kept = kept_outcome(requested, index, parts, auto, rt)
     if kept is not None:  # the same command on the same data and machine raced before
-        auto = reuse_memo(auto, kept, kept_at)
-        log.info("auto: %s", auto["plain"][-1])
-        cfg = apply_choice(requested, auto["settings"])
+        cfg = reuse_memo(requested, auto, kept, kept_at)
         if cfg.train.cpu_amp != requested.train.cpu_amp:
             rt = Runtime.for_train(cfg.train)
         if rt.is_main:

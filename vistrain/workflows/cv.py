@@ -96,9 +96,7 @@ def choose_once(cfg, out: Path, index, first: dict, *, again: bool, progress: bo
     if auto is not None and len(auto.get("entrants") or []) >= 2:
         kept_at, kept = kept_outcome(cfg, index, first, auto, rt)
         if kept is not None:  # the same cross-validation on the same data raced before
-            auto = reuse_memo(auto, kept, kept_at)
-            log.info("auto: %s", auto["plain"][-1])
-            return apply_choice(cfg, auto["settings"]), auto
+            return reuse_memo(cfg, auto, kept, kept_at), auto
         with tempfile.TemporaryDirectory(prefix="vistrain-race-") as folder:
             chosen, _ = race_recipe(cfg, index, rt, first, auto, Path(folder) / "race", started=started,
                                     progress=progress)
