@@ -83,6 +83,6 @@ def test_a_second_identical_run_takes_the_kept_race(grey, tmp_path, monkeypatch)
     assert any(line.startswith("race (kept from an earlier run") for line in b["plain"])
     ca, cb = (TrainConfig.load(r.run_dir / "config.yaml") for r in (first, second))
     assert (ca.strategy, ca.model, ca.optim, ca.train) == (cb.strategy, cb.model, cb.optim, cb.train)
-    assert "The recipe race" in (second.run_dir / "report.html").read_text()
+    assert "Not raced again" in (second.run_dir / "report.html").read_text()
     vistrain.train(grey, out=tmp_path / "c", epochs=3, budget=2, progress=False, seed=1)  # another seed
     assert len(calls) == 2

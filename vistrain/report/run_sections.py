@@ -213,7 +213,10 @@ def race_blocks(race: dict) -> list:
     rows = [[e.get("name"), fmt(e.get("lr"), 3), e.get("lr_source") or "-",
              f"{e.get('trained')}/{e.get('epochs')}", fmt(e.get("seconds"), 1), fmt(e.get("score"), 3),
              e.get("result")] for e in race["entrants"]]
-    blocks = [Heading("The recipe race"), Text(str(race.get("plain", ""))),
+    kept = ([Text(f"Not raced again: this run took the outcome of an earlier race of the same command on "
+                  f"the same data and machine, kept in the cache ({race['reused']}); the table is that "
+                  f"race's. `--set data.cache=off` races anew.")] if race.get("reused") else [])
+    blocks = [Heading("The recipe race"), *kept, Text(str(race.get("plain", ""))),
               Table(["candidate", "learning rate", "from", "epochs (trained/planned)", "seconds",
                      "best val accuracy", "result"], rows)]
     curves = [e for e in race["entrants"] if e.get("curve")]
