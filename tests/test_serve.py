@@ -191,6 +191,38 @@ def test_batcher_batches_concurrent_items_and_keeps_their_order():
     assert max(seen) <= 8 and b.calls <= 10, seen  # 40 items in batches, not 40 calls
 
 
+def test_announced_batching_runs_a_lone_item_at_once_and_waits_for_announced_ones():
+    b = DynamicBatcher(lambda items: list(items), max_batch=8, wait_ms=300, wait_for="announced")
+    try:
+        t = time.perf_counter()
+        assert [b.submit(i).result(5) for i in range(5)] == [0, 1, 2, 3, 4]
+        assert time.perf_counter() - t < 0.5  # nothing announced: no 300 ms wait per item
+        assert b.batch_sizes == [1] * 5
+        results = {}
+
+        announced = threading.Barrier(4)
+
+        def late(i):  # announced, then submitted 50 ms later (a request still decoding)
+            with b.incoming():
+                announced.wait()
+                time.sleep(0.05)
+            results[i] = b.submit(i).result(5)
+
+        threads = [threading.Thread(target=late, args=(i,)) for i in range(3)]
+        for t_ in threads:
+            t_.start()
+        announced.wait()  # all three on their way
+        first = b.submit(10)
+        for t_ in threads:
+            t_.join()
+        assert first.result(5) == 10 and results == {0: 0, 1: 1, 2: 2}
+        assert b.batch_sizes[5:] == [4], b.batch_sizes  # the batch waited for the announced three
+    finally:
+        b.close()
+    with pytest.raises(ValueError, match="wait_for"):
+        DynamicBatcher(len, wait_for="sometimes")
+
+
 def test_batcher_max_batch_1_is_one_call_per_item_and_errors_reach_every_item():
     b = DynamicBatcher(lambda items: [x + 1 for x in items], max_batch=1, wait_ms=50)
     try:

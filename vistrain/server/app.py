@@ -257,7 +257,7 @@ class Service:
         self.max_body_bytes, self.max_image_pixels = max_body_bytes, max_image_pixels
         # one lock for every use of the model: Grad-CAM adds a forward hook the batch must not see
         self.model_lock = threading.Lock()
-        self.batcher = DynamicBatcher(self._infer, max_batch=max_batch, wait_ms=wait_ms)
+        self.batcher = DynamicBatcher(self._infer, max_batch=max_batch, wait_ms=wait_ms, wait_for="announced")
         # the pool's size is the bound on decodes (and Grad-CAM images) running at once
         self.decode_threads = decode_threads
         self.pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="vistrain-decode")
@@ -289,8 +289,9 @@ class Service:
 
     async def predict(self, web, request) -> dict:
         k = parse_top_k(request.query_params.get("top_k"), self.clf)
-        name, data = await read_upload(web, request, self.max_body_bytes)
-        pixels = await self.in_pool(self.decode, name, data)
+        with self.batcher.incoming():  # a batch being collected waits for this request's pixels
+            name, data = await read_upload(web, request, self.max_body_bytes)
+            pixels = await self.in_pool(self.decode, name, data)
         probs = await self.batcher.run(pixels)
         return {"image": name, "top": top_entries(np.asarray(probs), self.clf.classes, k)}
 

@@ -9,6 +9,12 @@ arrive while a batch runs are waiting for the next one, so under load the batche
 any wait; a lone request waits at most ``wait_ms``.  ``max_batch=1`` turns batching off (each item
 is its own call, no wait).
 
+With ``wait_for="announced"`` the wait is only for items known to be on their way: a caller wraps
+the work before its :meth:`submit` (an HTTP request's upload and decode) in :meth:`incoming`, and a
+batch being collected stops waiting as soon as the queue is empty and nothing is announced.  A lone
+client then pays no wait at all, while under concurrent load the batch still waits (up to
+``wait_ms``) for the requests being decoded.
+
 The model runs on that one worker thread; anything else using the same model (Grad-CAM in
 :mod:`vistrain.server.app`, which adds a forward hook) shares a lock with ``fn``.
 
@@ -27,6 +33,7 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
+from contextlib import contextmanager
 from typing import Any, Callable, Sequence
 
 _STOP = object()
@@ -42,12 +49,15 @@ class DynamicBatcher:
     """
 
     def __init__(self, fn: Callable[[list], Sequence[Any]], *, max_batch: int = 32,
-                 wait_ms: float = 5.0, name: str = "vistrain-batcher"):
+                 wait_ms: float = 5.0, wait_for: str = "any", name: str = "vistrain-batcher"):
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch must be a whole number >= 1, got {max_batch!r}")
         if not wait_ms >= 0:
             raise ValueError(f"wait_ms must be >= 0, got {wait_ms!r}")
+        if wait_for not in ("any", "announced"):
+            raise ValueError(f"wait_for must be 'any' or 'announced', got {wait_for!r}")
         self.fn, self.max_batch, self.wait_s = fn, max_batch, wait_ms / 1000.0
+        self.wait_for, self._incoming, self._lock = wait_for, 0, threading.Lock()
         self.calls = self.items = 0
         self.batch_sizes: list[int] = []
         self._queue: queue.Queue = queue.Queue()
@@ -62,6 +72,18 @@ class DynamicBatcher:
         future: Future = Future()
         self._queue.put((item, future))
         return future
+
+    @contextmanager
+    def incoming(self):
+        """Announce an item on its way for the duration of the block (e.g. its decode): a batch
+        being collected waits for it, up to ``wait_ms`` (``wait_for="announced"``)."""
+        with self._lock:
+            self._incoming += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._incoming -= 1
 
     async def run(self, item):
         """``submit`` for coroutines: await the item's row without blocking the event loop."""
@@ -85,11 +107,18 @@ class DynamicBatcher:
             return [], True
         batch = [first]
         deadline = time.monotonic() + self.wait_s
+        announced = self.wait_for == "announced"
         while len(batch) < self.max_batch:
             left = deadline - time.monotonic()
+            if announced and self._incoming == 0:
+                left = 0.0  # nothing on its way: what is queued now, then run
+            elif announced:
+                left = min(left, 0.0005)  # look again soon: the announced items may all be queued
             try:  # items already queued are taken at once, even when the window has passed
                 pair = self._queue.get_nowait() if left <= 0 else self._queue.get(timeout=left)
             except queue.Empty:
+                if announced and self._incoming and time.monotonic() < deadline:
+                    continue
                 break
             if pair is _STOP:
                 return batch, True
