@@ -235,7 +235,9 @@ def serve_block(rec: dict) -> str:
 
 def jpeg_dc_block(rec: dict) -> str:
     """Per progressive photo: draft 1/4 and 1/8 against the DC-only decode, time and pixels."""
-    rows = [[r["file"], f"{r['size'][0]}x{r['size'][1]}", r["chroma"], f(r["file_mb"]), f(r["stream_mb"], 2),
+    def chroma(c: str) -> str:  # "420" -> "4:2:0"
+        return ":".join(c) if len(c) == 3 and c.isdigit() else c
+    rows = [[r["file"], f"{r['size'][0]}x{r['size'][1]}", chroma(r["chroma"]), f(r["file_mb"]), f(r["stream_mb"], 2),
              f(r["draft_quarter_s"] * 1e3), f(r["draft_eighth_s"] * 1e3), f(r["dc_s"] * 1e3),
              "yes" if r["same_pixels_as_eighth"] else "no", f(r["mad_quarter"], 2), f(r["mad_dc"], 2)]
             for r in rec["repeats"]]
