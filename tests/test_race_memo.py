@@ -15,8 +15,12 @@ from vistrain.data.scan import scan_folder
 from vistrain.device import Runtime
 from vistrain.training.race_memo import memo_path, read_memo, reuse_memo, write_memo
 
-AUTO = {"entrants": [{"name": "feature-extraction", "changes": {"strategy.name": "feature-extraction"}},
-                     {"name": "scratch", "changes": {"model.name": "vistrain/resnet20"}}],
+AUTO = {"candidates": [{"recipe": "feature-extraction", "model": "tf_efficientnet_lite0", "size": 224},
+                       {"recipe": "scratch", "model": "vistrain/resnet20", "size": 24, "grey": True}],
+        "entrants": [{"name": "feature-extraction", "recipe": "feature-extraction", "epochs": 30,
+                      "changes": {"strategy.name": "feature-extraction"}},
+                     {"name": "scratch", "recipe": "finetune", "epochs": 12,
+                      "changes": {"model.name": "vistrain/resnet20"}}],
         "plain": ["data: ..."]}
 
 
@@ -37,7 +41,10 @@ def test_the_key_holds_what_the_outcome_depends_on(grey, tmp_path, monkeypatch):
     others = {memo_path(_cfg(grey, budget=4), index, None, AUTO, rt),
               memo_path(_cfg(grey, seed=1), index, None, AUTO, rt),
               memo_path(_cfg(grey), index, {"train": [0, 1], "val": [2]}, AUTO, rt),
-              memo_path(_cfg(grey), index, None, {**AUTO, "entrants": AUTO["entrants"][:1]}, rt)}
+              memo_path(_cfg(grey), index, None, {**AUTO, "candidates": AUTO["candidates"][:1]}, rt)}
+    # the candidates' measured timings differ from run to run: not in the key
+    timed = {**AUTO, "entrants": [dict(e, epochs=e["epochs"] - 1) for e in AUTO["entrants"]]}
+    assert memo_path(_cfg(grey), index, None, timed, rt) == same
     assert same not in others and len(others) == 4
     first = sorted(grey.rglob("*.png"))[0]
     first.write_bytes(first.read_bytes())  # the same bytes, a new mtime: new data as far as a key knows
@@ -51,15 +58,21 @@ def test_the_key_holds_what_the_outcome_depends_on(grey, tmp_path, monkeypatch):
 def test_a_kept_outcome_round_trips_and_a_damaged_one_is_ignored(tmp_path):
     path = tmp_path / "race" / "race-abc.json"
     after = {**AUTO, "race": {"winner": "scratch", "plain": "race: scratch won"}, "chosen": "finetune",
-             "settings": {"model.name": "vistrain/resnet20", "optim.lr": 0.003}, "decision": "scratch: won",
+             "settings": {"model.name": "vistrain/resnet20", "optim.lr": 0.003, "train.epochs": 12},
+             "decision": "scratch: won",
              "plain": ["data: ...", "race: scratch won on validation accuracy"]}
     write_memo(path, after)
     kept = read_memo(path)
+    assert kept["settings"]["train.epochs"] == 12  # an end-to-end winner: the settings as they were
     reused = {**AUTO, "plain": ["data: ..."]}
     cfg = reuse_memo(_cfg(tmp_path), reused, kept, path)
     assert cfg.model.name == "vistrain/resnet20" and cfg.optim.lr == 0.003
     assert reused["settings"] == after["settings"] and reused["race"]["reused"] == str(path)
     assert reused["plain"][-1].startswith("race (kept from an earlier run") and "scratch won" in reused["plain"][-1]
+    frozen = {**after, "race": {"winner": "feature-extraction", "plain": "race: fe won"},
+              "settings": {"strategy.name": "feature-extraction", "train.epochs": 21}}
+    write_memo(path, frozen)  # the head stopped early at 21: replayed with the schedule it ran, 30
+    assert read_memo(path)["settings"]["train.epochs"] == 30
     path.write_text('{"race": ')
     assert read_memo(path) is None
     path.write_text(json.dumps({"race": {}}))  # another format: raced again

@@ -15,8 +15,8 @@ The memo holds what the race adds to strategy auto's reasoning (``race``, ``chos
 
 Example:
     >>> from vistrain.training.race_memo import memo_spec
-    >>> sorted(memo_spec({"seed": 0}, {"entrants": [{"name": "scratch", "changes": {}}]}, None, "cpu"))
-    ['config', 'entrants', 'host', 'parts', 'version', 'what']
+    >>> sorted(memo_spec({"seed": 0}, {"candidates": [{"recipe": "scratch", "size": 28}]}, None, "cpu"))
+    ['candidates', 'config', 'host', 'parts', 'version', 'what']
 """
 from __future__ import annotations
 
@@ -45,12 +45,14 @@ KEYS = ("race", "chosen", "settings", "decision")  # what the race adds to strat
 
 
 def memo_spec(config: dict, auto: dict, parts, device: str) -> dict:
-    """The key's content besides the files: the requested config, the candidates (names and
-    changes; not their timings), the split when it is given, the machine and the version."""
-    entrants = [{"name": c["name"], "changes": c["changes"]} for c in auto.get("entrants", [])]
+    """The key's content besides the files: the requested config, the candidates (which recipe,
+    model, size and channels: what the data decides, not the measured timings, which differ from
+    run to run), the split when it is given, the machine and the version."""
+    candidates = [[c.get("recipe"), c.get("model"), c.get("size"), c.get("grey")]
+                  for c in auto.get("candidates", [])]
     given = None if parts is None or callable(parts) else {k: [int(i) for i in v] for k, v in parts.items()}
     return {"what": "race", "version": [MEMO_VERSION, __version__], "config": config,
-            "entrants": entrants, "parts": given,
+            "candidates": candidates, "parts": given,
             "host": [platform.node(), os.cpu_count(), device]}
 
 
@@ -102,6 +104,11 @@ def write_memo(path: Path | None, auto: dict) -> None:
     if path is None or "race" not in auto:
         return
     memo = {k: auto[k] for k in KEYS} | {"plain": auto["plain"][-1]}
+    winner = next((c for c in auto.get("entrants", []) if c["name"] == auto["race"].get("winner")), None)
+    if winner is not None and winner["recipe"] == "feature-extraction":
+        # the head's schedule as the race ran it (the run's config says the epochs it trained, up
+        # to its early stop): from its start with the same seed it stops at the same best epoch
+        memo["settings"] = {**memo["settings"], "train.epochs": winner["epochs"]}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         record_entry(path)
