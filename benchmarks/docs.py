@@ -251,6 +251,7 @@ RENDERERS: dict[str, Renderer] = {
     "panel": Renderer(("panel",), panel_block),
     "jpeg_dc": Renderer(("jpeg_dc",), jpeg_dc_block),
     "serve_small": Renderer(("serve_small",), serve_block),
+    "serve_small_t1": Renderer(("serve_small_t1",), serve_block),
     "decode": Renderer(("decode",), decode_block),
     "pipeline.photos": Renderer(("pipeline",), pipeline_block("photos")),
     "pipeline.cifar": Renderer(("pipeline",), pipeline_block("cifar")),

@@ -17,7 +17,8 @@ The model: ``--run RUN`` (any trained run), else a run written here into a tempo
 classes, freshly initialised: serving cost does not depend on the weights' values.  ``--engine
 onnxruntime`` serves the run's ONNX export (written here, as ``vistrain export`` writes it, when
 the run has none) instead of the torch model; ``--engine torch onnxruntime`` measures both, and
-``--clients 1 32`` each client count, in turn.  The record says, per engine, whether batching is
+``--clients 1 32`` each client count, in turn; ``--threads N`` sets the servers' compute
+threads (a record of its own).  The record says, per engine, whether batching is
 on by default there (``vistrain.server.app.ENGINE_MAX_BATCH``) and whether it paid.
 
     python benchmarks/serve.py                         # ~3 minutes on 2 CPU cores
@@ -178,7 +179,8 @@ def measure(run: Path, args, bodies: list[bytes], clients: int, engine: str) -> 
     """Both settings, served at once (an idle server costs no CPU) and driven in alternating
     rounds, so that a change in the machine's load hits both alike."""
     settings = (args.max_batch, 1)
-    servers = [Server(run, "--max-batch", str(mb), "--wait-ms", str(args.wait_ms), "--engine", engine)
+    env = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else None  # both engines read it
+    servers = [Server(run, "--max-batch", str(mb), "--wait-ms", str(args.wait_ms), "--engine", engine, env=env)
                for mb in settings]
     try:
         for server in servers:  # warm-up: first calls allocate, first batches are smaller
@@ -211,11 +213,15 @@ def main() -> None:
                              "values are measured in turn, on the same run")
     parser.add_argument("--max-batch", type=int, default=32, help="the batched setting's --max-batch")
     parser.add_argument("--wait-ms", type=float, default=5.0)
+    parser.add_argument("--threads", type=int,
+                        help="the servers' compute threads (OMP_NUM_THREADS: ONNX Runtime's intra-op "
+                             "threads and torch's); default theirs; the record is then <name>_t<N>")
     parser.add_argument("--rounds", type=int, default=4, help="alternating rounds of each setting")
     parser.add_argument("--max-seconds", type=float, default=45.0,
                         help="per setting (all rounds); a round stops issuing requests after its share")
     args = parser.parse_args()
-    rec = Record("serve" if args.model == "tf_efficientnet_lite0" else "serve_small",
+    name = "serve" if args.model == "tf_efficientnet_lite0" else "serve_small"
+    rec = Record(name + (f"_t{args.threads}" if args.threads else ""),
                  ["vistrain/server/app.py", "vistrain/server/batcher.py", "vistrain/predictor.py",
                   "vistrain/deploy/classifier.py", "vistrain/deploy/runtime.py"])
     bodies = [p.read_bytes() for p in sorted(SHIPPED.rglob("*.png"))[::20]]
