@@ -293,7 +293,7 @@ def test_doctor_labels_of_a_run_a_bad_folder_and_a_damaged_csv(tmp_path, capsys)
 # only ~70 % accuracy and the first k rows held 50-60 % of the flipped images (measured 3 times);
 # with 2,000, 75 % accuracy and 66 % (~3.5 min with the 2 cores shared, features at 64 px).
 FLIP_PER_CLASS = 200
-FLIP_SETTINGS = ["--folds", "3", "--set", "preprocess.size=64"]
+FLIP_SETTINGS = ["--folds", "3", "--strategy", "feature-extraction", "--set", "preprocess.size=64"]
 
 
 def _flipped_copy(root: Path, per_class: int, fraction: float, seed: int = 0) -> dict[str, str]:
