@@ -422,23 +422,19 @@ def recipe_race(requested: TrainConfig, out: Path, rt: Runtime, index: ImageInde
     if rt.is_main:
         remove_race_folder(out)  # a race of a killed run: raced again
     kept_at, kept = kept_outcome(requested, index, parts, auto, rt)
+    outcome = None
     if kept is not None:  # the same command on the same data and machine raced before
         cfg = reuse_memo(requested, auto, kept, kept_at)
-        if cfg.train.cpu_amp != requested.train.cpu_amp:
-            rt = Runtime.for_train(cfg.train)
+    else:
+        cfg, outcome = race_recipe(requested, index, rt, parts, auto, out / RACE_FOLDER, started=started,
+                                   progress=progress)
         if rt.is_main:
-            save_config(cfg, out, index)
-        rt.barrier()
-        return cfg, rt, None
-    cfg, outcome = race_recipe(requested, index, rt, parts, auto, out / RACE_FOLDER, started=started,
-                               progress=progress)
-    if rt.is_main:
-        write_memo(kept_at, auto)
+            write_memo(kept_at, auto)
     if cfg.train.cpu_amp != requested.train.cpu_amp:  # the winner's precision (from scratch: bf16)
         rt = Runtime.for_train(cfg.train)
     if rt.is_main:
         save_config(cfg, out, index)  # a resume continues the winner, not the race
-        if outcome.checkpoint is not None:
+        if outcome is not None and outcome.checkpoint is not None:
             install_checkpoint(outcome.checkpoint, out)
         remove_race_folder(out)
     rt.barrier()
