@@ -110,8 +110,10 @@ class DynamicBatcher:
         announced = self.wait_for == "announced"
         while len(batch) < self.max_batch:
             left = deadline - time.monotonic()
-            if announced:  # nothing on its way: what is queued now, then run; else look again soon
-                left = min(left, 0.0005) if self._incoming else 0.0
+            if announced and self._incoming == 0:
+                left = 0.0  # nothing on its way: what is queued now, then run
+            elif announced:
+                left = min(left, 0.0005)  # look again soon: the announced items may all be queued
             try:  # items already queued are taken at once, even when the window has passed
                 pair = self._queue.get_nowait() if left <= 0 else self._queue.get(timeout=left)
             except queue.Empty:
