@@ -49,11 +49,13 @@ import torch
 import torch.nn.functional as F
 
 from vistrain.config import OptimConfig
+from vistrain.device import Runtime
 from vistrain.errors import VistrainError
 from vistrain.evaluation.png import new_figure, save_figure
 from vistrain.fsutil import atomic_write_text
 from vistrain.training.context import RunContext
 from vistrain.training.features import LinearHead
+from vistrain.training.loop import BatchPipeline, train_step
 from vistrain.training.lrfind import run_range_test, uses_cached_features
 from vistrain.training.optim import build_optimizer
 from vistrain.training.plan import build_plan, configured_lr, default_lr
@@ -173,14 +175,17 @@ def _batch(setup: CheckSetup, pos: np.ndarray, device):
 def _train(setup: CheckSetup, model, pos: np.ndarray, labels: np.ndarray, *, epochs: int,
            batch_size: int, device, optim_cfg=None, seed: int = 0,
            stop_below: float | None = None) -> list[float]:
-    """Plain mini-batch training; returns the per-step losses (stops at the first non-finite,
-    or once a whole epoch's step losses are all below ``stop_below``)."""
+    """Mini-batch training with training's step (:func:`~vistrain.training.loop.train_step`) in
+    fp32 on ``device``; returns the per-step losses (stops at the first non-finite, or once a
+    whole epoch's step losses are all below ``stop_below``)."""
     params = _params(model)
     if not params:
         return []
     opt = _optimizer(params, setup.lr, optim_cfg)
+    rt = Runtime(torch.device(device))
+    pipeline, scaler = BatchPipeline(normalize=setup.normalize), rt.grad_scaler()
     rng = np.random.default_rng(seed)
-    y_all = torch.as_tensor(labels, dtype=torch.long, device=device)
+    y_all = torch.as_tensor(labels, dtype=torch.long)
     losses = []
     model.train()
     for _ in range(epochs):
@@ -193,13 +198,11 @@ def _train(setup: CheckSetup, model, pos: np.ndarray, labels: np.ndarray, *, epo
             b = order[s:s + batch_size]
             if len(b) < 2 and len(order) > 1:
                 continue  # BatchNorm cannot train on one sample
-            loss = F.cross_entropy(model(_batch(setup, pos[b], device)).float(), y_all[b])
+            x = torch.from_numpy(np.ascontiguousarray(setup.array[pos[b]]))
+            loss, _, _ = train_step(model, x, y_all[b], opt, pipeline, rt, scaler=scaler)
             losses.append(float(loss.detach()))
             if not math.isfinite(losses[-1]):
                 return losses
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
     return losses
 
 

@@ -1,4 +1,4 @@
-"""The training loop: ``train_one_epoch``, ``evaluate`` and ``fit``, nothing else.
+"""The training loop: ``train_step``, ``train_one_epoch``, ``predict`` and ``evaluate``, nothing else.
 
 The loop knows nothing of strategies, data sets or files: it receives a model, batches of
 ``(x, y)``, an optimizer, a per-step scheduler and a :class:`BatchPipeline` that turns a raw batch
@@ -108,6 +108,45 @@ def diverged(loss: float, optimizer, scheduler, batches_done: int) -> TrainingEr
                          f"(now {lr:g}) or check the data normalization; the last checkpoint is kept")
 
 
+def train_step(model, x, y, optimizer, pipeline: BatchPipeline, rt: Runtime, *, scaler,
+               grad_clip: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimizer step on one raw batch, the one step of every training in vistrain (the loop,
+    the LR range test, the checks): ``pipeline`` turns ``(x, y)`` into model input on the device
+    (augmentation, normalization, mixing), the forward pass runs under the runtime's autocast,
+    the loss takes hard or mixed targets, and the backward pass and step go through ``scaler``
+    (``rt.grad_scaler()``: scaling for fp16, a plain step otherwise), the gradient norm clipped
+    to ``grad_clip``.
+
+    Returns ``(loss, logits, labels)``: the 0-dim loss, the ``(B, K)`` logits and the ``(B,)``
+    hard labels on the device.  A non-finite loss returns before any update, so the caller
+    decides: training raises, the range test stops.
+
+    Example:
+        >>> import torch
+        >>> from vistrain.device import Runtime
+        >>> rt, head = Runtime.create("cpu"), torch.nn.Linear(4, 2)
+        >>> opt = torch.optim.SGD(head.parameters(), lr=0.1)
+        >>> loss, logits, y = train_step(head, torch.randn(8, 4), torch.arange(8) % 2, opt, BatchPipeline(),
+        ...                              rt, scaler=rt.grad_scaler())
+        >>> tuple(logits.shape), bool(torch.isfinite(loss))
+        ((8, 2), True)
+    """
+    x, y, target = pipeline(x, y, rt, train=True)
+    with rt.autocast():
+        logits = model(x)
+    loss = pipeline.loss(logits, target)
+    if not torch.isfinite(loss):
+        return loss, logits, y
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss, logits, y
+
+
 def train_one_epoch(model, batches, optimizer, pipeline: BatchPipeline, rt: Runtime, *,
                     scheduler=None, scaler=None, grad_clip: float | None = None,
                     desc: str = "train", progress: bool = False, on_train_mode=None,
@@ -137,19 +176,9 @@ def train_one_epoch(model, batches, optimizer, pipeline: BatchPipeline, rt: Runt
     shown = EpochProgress(batches, desc=desc, enabled=progress and rt.is_main, epochs_after=epochs_after,
                           log=log.info if rt.is_main else None, done=done)
     for x, y in shown:
-        x, y, target = pipeline(x, y, rt, train=True)
-        with rt.autocast():
-            logits = model(x)
-        loss = pipeline.loss(logits, target)
+        loss, logits, y = train_step(model, x, y, optimizer, pipeline, rt, scaler=scaler, grad_clip=grad_clip)
         if not torch.isfinite(loss):
             raise diverged(loss.item(), optimizer, scheduler, done)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if grad_clip:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
         if scheduler is not None:
             scheduler.step()
         n = y.shape[0]

@@ -48,6 +48,7 @@ from vistrain.errors import VistrainError
 from vistrain.evaluation.png import new_figure, save_figure
 from vistrain.training import optim
 from vistrain.training.context import RunContext
+from vistrain.training.loop import train_step
 from vistrain.training.plan import TrainingPlan, build_plan, configured_lr
 
 log = logging.getLogger("vistrain")
@@ -71,6 +72,7 @@ def lr_range_test(model, batches, pipeline, rt, *, param_groups=None, optim_cfg=
     top = max(g["lr"] for g in groups)
     groups = [{**g, "params": list(g["params"]), "lr": g["lr"] / top} for g in groups]
     optimizer = optim.build_optimizer(groups, optim_cfg or OptimConfig(), net)
+    scaler = rt.grad_scaler()  # as training steps: scaled on fp16, where an unscaled loss underflows
     ratios = [g["lr"] for g in optimizer.param_groups]  # after the decay split (same per origin)
     mult = (end_lr / start_lr) ** (1 / max(1, steps - 1))
     lrs, raw, smooth = [], [], []
@@ -89,17 +91,11 @@ def lr_range_test(model, batches, pipeline, rt, *, param_groups=None, optim_cfg=
                 lr = start_lr * mult ** step
                 for g, r in zip(optimizer.param_groups, ratios):
                     g["lr"] = lr * r
-                x, y, target = pipeline(x, y, rt, train=True)
-                with rt.autocast():
-                    logits = model(x)
-                loss = pipeline.loss(logits, target)
+                loss, _, _ = train_step(model, x, y, optimizer, pipeline, rt, scaler=scaler)
                 value = loss.item()
                 if not math.isfinite(value):
                     diverged_at = lr
                     break
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
                 avg = beta * avg + (1 - beta) * value
                 sm = avg / (1 - beta ** (step + 1))
                 lrs.append(lr)
