@@ -5,6 +5,7 @@ import json
 import math
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -166,3 +167,18 @@ def test_a_lead_over_the_frozen_head_within_the_noise_keeps_the_frozen_head():
     closer2 = ScriptedRace({"fe": lambda n: 0.85, "a": lambda n: 0.80 + 0.01 * n})
     closer2.n_val = 5000  # the same lead on a large split is real
     assert closer2.run([entrant("fe", 0), entrant("a", 1.0)]).winner.name == "a"
+
+
+def test_each_entrant_and_the_winner_train_at_their_own_recipes_precision():
+    """A race whose first-ranked entrant is a network from scratch (bf16 where the CPU has it)
+    must not train the frozen head or a fine-tuning in bf16: each runs as its named recipe would."""
+    from vistrain.device import cpu_bf16_wanted
+    from vistrain.training.auto import apply_choice
+    from vistrain.training.prepare import recipe_runtime
+    fp32 = Runtime.create("cpu")
+    named = TrainConfig()                                         # cpu_amp off: float32
+    scratch = apply_choice(named, {"train.cpu_amp": "auto"})      # what auto sets for scratch
+    assert recipe_runtime(named, fp32) is fp32                    # nothing to change: the same object
+    raced = recipe_runtime(scratch, fp32)
+    assert raced.amp_dtype == (torch.bfloat16 if cpu_bf16_wanted("auto") else None)
+    assert recipe_runtime(named, raced).amp_dtype is None         # the frozen head after it: float32 again

@@ -5,7 +5,7 @@
 
 Example:
     >>> from vistrain.config import TrainConfig
-    >>> from vistrain.device import Runtime
+    >>> from vistrain.device import Runtime, keep_freed_host_memory
     >>> cfg = TrainConfig.from_dict({"data": {"root": "examples/fashion-mnist-small"}})  # doctest: +SKIP
     >>> ctx = prepare_context(cfg, Runtime.create("cpu"), progress=False)               # doctest: +SKIP
     >>> ctx.data.pixels.shape, ctx.pre.describe()                                       # doctest: +SKIP
@@ -33,7 +33,7 @@ from vistrain.data.io import set_max_image_pixels
 from vistrain.data.scan import ImageIndex
 from vistrain.data.splits import make_parts
 from vistrain.data.stream import FolderStream, ShardStream, open_index, shards_digest, unreadable_headers
-from vistrain.device import Runtime
+from vistrain.device import Runtime, keep_freed_host_memory
 from vistrain.errors import DataError
 from vistrain.models import PretrainedCfg, create
 from vistrain.training.auto import choose_recipe
@@ -275,14 +275,40 @@ def prepare_pixels(cfg: TrainConfig, pcfg: PretrainedCfg, rt: Runtime, index: Im
     return pre, data
 
 
-def prepare_context(cfg: TrainConfig, rt: Runtime, *, progress: bool = True,
-                    index: ImageIndex | None = None, parts=None, quick_checks: bool = False) -> RunContext:
-    """Seed, scan, build the model, decode the pixels, split and resolve the preprocessing, exactly
-    as training does (no output folder): what ``vistrain check`` and ``lr-find`` start from."""
+def begin_run(cfg: TrainConfig) -> None:
+    """The checks and process-wide settings every run starts with (train, cv's folds, check,
+    lr-find): every setting checked, the image-size limit, and the allocator's kept host memory
+    when ``train.host_memory=reuse`` asks for it (it changes the whole process)."""
     cfg.check()
     set_max_image_pixels(cfg.data.max_image_pixels)
+    if cfg.train.host_memory == "reuse":
+        keep_freed_host_memory()
+
+
+def recipe_runtime(cfg: TrainConfig, rt: Runtime, *, say: bool = True) -> Runtime:
+    """``rt``, or a runtime made for ``cfg``'s precision when the recipe chosen for it asks for
+    another one (strategy auto's network from scratch trains in bf16 where the CPU has it): the
+    one place where a chosen recipe changes the runtime -- for train, check and lr-find, and for
+    each entrant of the recipe race, which trains as its named recipe would.  ``say``: log the
+    new runtime."""
+    wanted = Runtime.for_train(cfg.train)
+    if (wanted.amp_dtype, wanted.channels_last) == (rt.amp_dtype, rt.channels_last):
+        return rt
+    if say:
+        log.info("runtime: %s", wanted.describe())
+    return wanted
+
+
+def prepare_context(cfg: TrainConfig, rt: Runtime, *, progress: bool = True,
+                    index: ImageIndex | None = None, parts=None, quick_checks: bool = False) -> RunContext:
+    """Seed, scan, choose the recipe, build the model, decode the pixels, split and resolve the
+    preprocessing, exactly as training does (no output folder): what ``vistrain check`` and
+    ``lr-find`` start from."""
+    begin_run(cfg)
     index = index or open_index(cfg.data.root)
     cfg, auto = resolve_auto(cfg, index, rt, parts=parts)
+    if auto is not None:
+        rt = recipe_runtime(cfg, rt)
     model, pcfg = prepare_model(cfg, index, rt, quick_checks=quick_checks)
     pre, data = prepare_pixels(cfg, pcfg, rt, index, progress=progress, parts=parts)
     return RunContext(cfg, model, pcfg, pre, data, rt, out=None, progress=progress, auto=auto)

@@ -30,7 +30,9 @@ expects them to be accurate.  The rule orders; the race decides:
    checkpoint (:func:`install_checkpoint`), and is evaluated and reported like any run.
 
 Every rung trains under a deadline (its estimate, twice, and never past the budget), so a wrong
-estimate cannot eat the budget; when the budget runs out the best entrant so far wins.
+estimate cannot eat the budget; when the budget runs out the best entrant so far wins.  Each
+entrant trains at its own recipe's precision (:func:`~vistrain.training.prepare.recipe_runtime`:
+bf16 for the network from scratch where the CPU has it, float32 otherwise), as it would named.
 
 Why not Optuna's pruners: ``SuccessiveHalvingPruner`` and ``HyperbandPruner`` are asynchronous --
 a trial is judged when it reports, against the trials that reported before it -- so with a handful
@@ -68,7 +70,7 @@ from vistrain.training.auto import BUDGET_SHARE, apply_choice
 from vistrain.training.context import PreparedData, RunContext
 from vistrain.training.lrfind import run_range_test
 from vistrain.training.plan import build_plan, configured_lr, run_features
-from vistrain.training.prepare import prepare_model, prepare_pixels
+from vistrain.training.prepare import prepare_model, prepare_pixels, recipe_runtime
 from vistrain.training.strategy import fit
 from vistrain.transforms.preprocess import Preprocess
 
@@ -292,13 +294,14 @@ class Race:
     def _train(self, e: Entrant, until: int) -> None:
         started = time.monotonic()
         ecfg = self._config(e)
-        model, pcfg = prepare_model(ecfg, self.index, self.rt)
+        rt = recipe_runtime(ecfg, self.rt, say=False)  # each entrant at its own recipe's precision
+        model, pcfg = prepare_model(ecfg, self.index, rt)
         pre, data = self._prepared(ecfg, pcfg)
         allowance = (until - e.trained) * e.epoch_seconds + (e.fixed_seconds if e.trained == 0 else 0)
         deadline = started + RUNG_SLACK * max(allowance, 30.0)
         if self.deadline is not None:
             deadline = min(deadline, self.deadline)
-        ctx = RunContext(ecfg, self.rt.prepare_model(model), pcfg, pre, data, self.rt,
+        ctx = RunContext(ecfg, rt.prepare_model(model), pcfg, pre, data, rt,
                          out=self._folder(e), progress=self.progress, deadline=deadline)
         feats = None
         if not e.end_to_end:
@@ -350,7 +353,7 @@ class Race:
             # each rate from the same start, as a named run of the recipe makes it: seeded, the
             # model created, the head's plan built (the differences are the rates' alone)
             model, _ = prepare_model(cfg, self.index, self.rt)
-            sub = replace(ctx, cfg=cfg, out=out, model=self.rt.prepare_model(model))
+            sub = replace(ctx, cfg=cfg, out=out, model=ctx.rt.prepare_model(model))
             result = fit(build_plan(sub, cfg.strategy.name, features=feats), sub)
             scores = [r["val_accuracy"] for r in result.history if r.get("val_accuracy") is not None]
             tried.append((max(scores) if scores else -1.0, -k, lr, out, result))

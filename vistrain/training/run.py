@@ -37,12 +37,11 @@ from vistrain.artifact import save_model, versions
 from vistrain.config import TrainConfig
 from vistrain.config.spelling import option
 from vistrain.data.doctor import write_doctor_json
-from vistrain.data.io import set_max_image_pixels
 from vistrain.data.loader import ArrayBatches
 from vistrain.data.scan import ImageIndex
 from vistrain.data.stream import in_order, location, open_index, shards_digest
 from vistrain.data.splits import group_record, save_splits, split_source, split_warnings
-from vistrain.device import Runtime, choose_cpu_threads, cpu_threads_kept, keep_freed_host_memory, unwrap
+from vistrain.device import Runtime, choose_cpu_threads, cpu_threads_kept, unwrap
 from vistrain.errors import DataError, RunDirError, VistrainError
 from vistrain.evaluation import curves
 from vistrain.evaluation.calibration import calibration_summary, decide_temperature, scale_probabilities
@@ -55,8 +54,8 @@ from vistrain.training.budget import fit_to_budget
 from vistrain.training.context import PreparedData, RunContext
 from vistrain.training.loggers import check_logging, write_logs
 from vistrain.training.loop import BatchPipeline, predict
-from vistrain.training.prepare import (prepare_model, prepare_pixels, resolve_auto, run_quick_checks,
-                                       scratch_kwargs)
+from vistrain.training.prepare import (begin_run, prepare_model, prepare_pixels, recipe_runtime, resolve_auto,
+                                       run_quick_checks, scratch_kwargs)
 from vistrain.training.race import FOLDER as RACE_FOLDER
 from vistrain.training.race import RaceOutcome, install_checkpoint, race_recipe, remove_race_folder
 from vistrain.training.race_memo import kept_outcome, reuse_memo, write_memo
@@ -320,8 +319,7 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
     first step, on the main process of a fresh (not resumed) run: the workflow's checks.
     """
     t0, started = time.perf_counter(), time.monotonic()
-    cfg.check()
-    set_max_image_pixels(cfg.data.max_image_pixels)
+    begin_run(cfg)
     out = Path(out_dir)
     main_process = int(os.environ.get("RANK", "0")) == 0
     # first thing: a taken --out or a finished run is refused before minutes of measuring (by
@@ -340,8 +338,6 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = Fal
 
 def _run_training(cfg, out, *, overwrite, resume, progress, index, parts, before_training, t0,
                   started, log_file):
-    if cfg.train.host_memory == "reuse":  # asked for: it changes the whole process's allocator
-        keep_freed_host_memory()
     rt = Runtime.for_train(cfg.train)
     threads = choose_cpu_threads(rt)  # before auto measures: its speeds are at these threads
     if threads is not None:
@@ -357,9 +353,8 @@ def _run_training(cfg, out, *, overwrite, resume, progress, index, parts, before
     cfg, auto = resolve_auto(cfg, index, rt, parts=parts, started=started)  # before the run dir
     racing = auto is not None and len(auto.get("entrants") or []) >= 2
     deadline = budget_deadline(cfg, started)  # every recipe stops at the budget (None: no limit)
-    if auto is not None and cfg.train.cpu_amp != "off" and rt.amp_dtype is None:  # the recipe's precision
-        rt = Runtime.for_train(cfg.train)
-        log.info("runtime: %s", rt.describe())
+    if auto is not None:
+        rt = recipe_runtime(cfg, rt)
     model, pcfg = prepare_model(cfg, index, rt)
     existed_empty = out.is_dir() and not any(out.iterdir())
     fresh = not resume and (existed_empty or not out.exists())
@@ -430,8 +425,7 @@ def recipe_race(requested: TrainConfig, out: Path, rt: Runtime, index: ImageInde
                                    progress=progress)
         if rt.is_main:
             write_memo(kept_at, auto)
-    if cfg.train.cpu_amp != requested.train.cpu_amp:  # the winner's precision (from scratch: bf16)
-        rt = Runtime.for_train(cfg.train)
+    rt = recipe_runtime(cfg, rt)  # the winner's precision (from scratch: bf16)
     if rt.is_main:
         save_config(cfg, out, index)  # a resume continues the winner, not the race
         if outcome is not None and outcome.checkpoint is not None:
