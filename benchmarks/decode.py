@@ -17,7 +17,7 @@ Limit: libjpeg-turbo's DCT-scaled decode of the same file, timed in the same alt
 draft picks the largest DCT scale, 1/2 to 1/8, that still covers it), no resize: the cheapest
 way libjpeg produces an image at least as large as the output.  The record
 (``benchmarks/results/decode.json``) gives vistrain's img/s as a fraction of it per bucket
-(above 1 where the DC-only path of ``vistrain/data/jpeg.py`` skips entropy decoding that
+(above 1 where the DC-only path of ``vistrain/imageio/jpeg.py`` skips entropy decoding that
 libjpeg's scaling cannot).
 
     python /work/shared/datasets/fetch.py photos       # ~/.cache/vision-data/photos/*.jpg
@@ -37,12 +37,12 @@ import PIL
 from PIL import Image, features
 
 from _record import Record, limit
-from vistrain.data import io as vio
-from vistrain.data.io import load_image
+from vistrain.imageio import read as vio
+from vistrain.imageio.read import load_image
 from vistrain.transforms.resize import shorter_side_size
 
 BUCKETS = [(0, 2), (2, 5), (5, 10), (10, 1000)]  # megapixels, [lo, hi)
-MODULES = ["vistrain/data/io.py", "vistrain/data/jpeg.py", "vistrain/transforms/resize.py"]
+MODULES = ["vistrain/imageio/read.py", "vistrain/imageio/jpeg.py", "vistrain/transforms/resize.py"]
 
 
 def pil_full(path: Path, short: int) -> Image.Image:
@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--short", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--margin", type=float, default=None,
-                        help="override vistrain.data.io.DRAFT_MARGIN (speed/accuracy trade-off)")
+                        help="override vistrain.imageio.read.DRAFT_MARGIN (speed/accuracy trade-off)")
     args = parser.parse_args()
     if args.margin is not None:
         vio.DRAFT_MARGIN = args.margin

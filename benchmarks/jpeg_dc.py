@@ -1,4 +1,4 @@
-"""DC-only 1/8-scale decode of progressive JPEGs (vistrain.data.jpeg) vs PIL draft decodes.
+"""DC-only 1/8-scale decode of progressive JPEGs (vistrain.imageio.jpeg) vs PIL draft decodes.
 
 For every progressive JPEG in the folder, median-of-``--repeats`` wall time of:
 
@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from _record import Record
-from vistrain.data.jpeg import decode_dc_only, dc_only_stream
+from vistrain.imageio.jpeg import decode_dc_only, dc_only_stream
 
 
 SUBSAMPLING = {(1, 1): "444", (2, 1): "422", (2, 2): "420", (1, 2): "440"}  # luma h, v factors
@@ -52,7 +52,7 @@ def median_time(fn, repeats: int) -> float:
 
 
 def main() -> None:
-    rec = Record("jpeg_dc", ["vistrain/data/jpeg.py"])
+    rec = Record("jpeg_dc", ["vistrain/imageio/jpeg.py"])
     rows = []
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folder", default=str(Path.home() / ".cache/vision-data/photos"))

@@ -10,7 +10,7 @@ saturation 0.2, hue 0.05) + ImageNet normalization, on the CPU, 2 worker process
 * ``albumentations``: the same Dataset with OpenCV decode (``cv2.imread`` + BGR->RGB) and
   ``A.RandomResizedCrop/HorizontalFlip/ColorJitter/Normalize`` + ``ToTensorV2``, same DataLoader;
 * ``vistrain``: epoch 1 builds the pixel cache (2 decode processes; the exact eval crop 224 and
-  the train square of data/cache.py -- 256, or the images' own size when all are smaller, 32 for
+  the train square of data/cache/__init__.py -- 256, or the images' own size when all are smaller, 32 for
   CIFAR -- from one decode, written to a fresh cache folder: the cost is counted in epoch 1), then
   every epoch is ``ArrayBatches`` (memory-mapped, shuffled) + one batch ``AugmentPipeline`` call
   (the crop + flip on uint8 with torch's antialiased resize kernel; the colour jitter as one colour
@@ -68,9 +68,9 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 DATA = Path.home() / ".cache" / "vision-data"
 SIDES = ("torchvision", "albumentations", "vistrain", "vistrain-hsv")
 # the code the vistrain sides' figures measure (a newer commit of one of them makes the record stale)
-MODULES = ["vistrain/data/cache_build.py", "vistrain/data/cache_decode.py",
-           "vistrain/data/cache_pixels.py", "vistrain/data/loader.py", "vistrain/data/io.py",
-           "vistrain/data/jpeg.py", "vistrain/device.py", "vistrain/transforms/pipeline.py",
+MODULES = ["vistrain/data/cache/build.py", "vistrain/data/cache/decode.py",
+           "vistrain/data/cache/pixels.py", "vistrain/data/loader.py", "vistrain/imageio/read.py",
+           "vistrain/imageio/jpeg.py", "vistrain/device.py", "vistrain/transforms/pipeline.py",
            "vistrain/transforms/normalize.py", "vistrain/transforms/preprocess.py",
            "vistrain/transforms/resize.py", "vistrain/transforms/functional/batch.py",
            "vistrain/transforms/functional/colour.py", "vistrain/transforms/functional/geometry.py",
@@ -169,8 +169,8 @@ def loader_epochs(side: str, items, epochs: int):
 def vistrain_epochs(items, epochs: int, cache_dir: Path, fused: bool = True):
     import numpy as np
     import torch
-    from vistrain.data.cache_build import build_pixel_caches
-    from vistrain.data.cache_pixels import EvalAndTrainPixels
+    from vistrain.data.cache.build import build_pixel_caches
+    from vistrain.data.cache.pixels import EvalAndTrainPixels
     from vistrain.data.loader import ArrayBatches
     from vistrain.device import Runtime, keep_freed_host_memory
     from vistrain.transforms.ops import ColorJitter, RandomHorizontalFlip, RandomResizedCrop

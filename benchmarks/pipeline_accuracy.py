@@ -6,7 +6,7 @@ One training loop, one model, one optimizer, one schedule; only the input pipeli
   ``v2.RandomResizedCrop(S, scale) + RandomHorizontalFlip + ColorJitter + ToImage + ToDtype +
   Normalize`` per sample, ``DataLoader(num_workers=2, persistent_workers=True)``; test images go
   through ``v2.Resize(S) + CenterCrop(S)`` and the same normalization;
-* ``vistrain``: the pixel cache of data/cache.py (one decode per file; eval crop and train square)
+* ``vistrain``: the pixel cache of data/cache/__init__.py (one decode per file; eval crop and train square)
   + ``ArrayBatches`` + one batch ``AugmentPipeline([RandomResizedCrop, RandomHorizontalFlip,
   ColorJitter]).normalized`` call on uint8 (augmentation and normalization, as the training loop
   calls it); test images are the cached eval crops (``Preprocess.normalize``);
@@ -52,8 +52,8 @@ import torch.nn.functional as F
 CIFAR = Path.home() / ".cache" / "vision-data" / "cifar10"
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)   # CIFAR-10 training statistics
 JITTER = dict(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.05)
-MODULES = ["vistrain/data/cache_build.py", "vistrain/data/cache_decode.py",
-           "vistrain/data/cache_pixels.py", "vistrain/data/loader.py", "vistrain/device.py",
+MODULES = ["vistrain/data/cache/build.py", "vistrain/data/cache/decode.py",
+           "vistrain/data/cache/pixels.py", "vistrain/data/loader.py", "vistrain/device.py",
            "vistrain/models/scratch.py", "vistrain/models/layers.py", "vistrain/models/norms.py",
            "vistrain/transforms/pipeline.py", "vistrain/transforms/normalize.py",
            "vistrain/transforms/preprocess.py", "vistrain/transforms/functional/batch.py",
@@ -110,8 +110,8 @@ class TorchvisionPipeline:
 
 class VistrainPipeline:
     def __init__(self, train, test, size, scale, batch, seed, cache_dir: Path, fused: bool = True):
-        from vistrain.data.cache_build import build_pixel_caches
-        from vistrain.data.cache_pixels import EvalAndTrainPixels
+        from vistrain.data.cache.build import build_pixel_caches
+        from vistrain.data.cache.pixels import EvalAndTrainPixels
         from vistrain.data.loader import ArrayBatches
         from vistrain.transforms.ops import ColorJitter, RandomHorizontalFlip, RandomResizedCrop
         from vistrain.transforms.pipeline import AugmentPipeline

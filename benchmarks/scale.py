@@ -141,7 +141,7 @@ def child(spec: dict) -> dict:
     import torch
     torch.set_num_threads(1)
     if spec["kind"] == "stream":
-        from vistrain.data.shards import ShardBatches
+        from vistrain.data.shards.stream import ShardBatches
 
         def make(r):
             b = ShardBatches(spec["shards"], size=spec["size"], batch_size=BATCH, part="train",
@@ -149,7 +149,7 @@ def child(spec: dict) -> dict:
             b.set_epoch(r)
             return b
         return measure(make, spec["batches"], spec["warmup"], spec["repeats"])
-    from vistrain.data.cache_build import build_pixel_cache
+    from vistrain.data.cache.build import build_pixel_cache
     from vistrain.data.loader import ArrayBatches
     from vistrain.data.scan import scan_folder
     from vistrain.transforms.preprocess import Preprocess
@@ -195,10 +195,10 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return
-    rec = Record("scale", ["vistrain/data/shards.py", "vistrain/data/shards_index.py",
-                           "vistrain/data/shards_stream.py", "vistrain/data/shards_write.py",
-                           "vistrain/data/loader.py", "vistrain/data/cache_build.py",
-                           "vistrain/data/cache_decode.py"])
+    rec = Record("scale", ["vistrain/data/shards/__init__.py", "vistrain/data/shards/index.py",
+                           "vistrain/data/shards/stream.py", "vistrain/data/shards/write.py",
+                           "vistrain/data/loader.py", "vistrain/data/cache/build.py",
+                           "vistrain/data/cache/decode.py"])
     work, rows, started = Path(args.work), [], time.time()
     load = LoadAverage()
     load.start()

@@ -48,7 +48,7 @@ from pathlib import Path
 
 from _record import Record
 from calibration_probe import link_subset  # this folder: run as python benchmarks/shards_parity.py
-from vistrain.data.shards_index import PART_CODES
+from vistrain.data.shards.index import PART_CODES
 
 DEFAULT_ROOT = Path.home() / ".cache" / "vision-data" / "cifar10"
 SOURCES = ("folder", "shards")
@@ -193,8 +193,8 @@ def main(argv=None) -> None:
     ap.add_argument("--clean", action="store_true",
                     help="delete OUT/runs and OUT/shards at the end (results.json and the logs stay)")
     args = ap.parse_args(argv)
-    rec = Record("shards_parity", ["vistrain/data/shards_stream.py", "vistrain/data/shards_write.py",
-                                   "vistrain/data/shards_index.py", "vistrain/data/shards.py"])
+    rec = Record("shards_parity", ["vistrain/data/shards/stream.py", "vistrain/data/shards/write.py",
+                                   "vistrain/data/shards/index.py", "vistrain/data/shards/__init__.py"])
     print("command: " + shlex.join([Path(sys.executable).name, *sys.argv]), flush=True)
     print(machine(), flush=True)
     cli = vistrain_cli()

@@ -3,12 +3,16 @@ older than the code it measures.
 
 Every generated part of the two pages (``<!-- bench:NAME -->`` ... ``<!-- /bench:NAME -->``) must
 have its records in ``benchmarks/results/`` and read exactly what ``benchmarks/docs.py``
-renders from them.  Every record lists the vistrain files it measures; a commit that touched one
-of them after the record's commit makes it stale (re-run the command the test names).  Runs no
-benchmark: it reads JSON and asks git.
+renders from them.  Every record lists the vistrain files it measures; a commit that changed the code of one of them
+after the record's commit makes it stale (re-run the command the test names).  "The code" is what
+runs: a file moved or renamed is followed, and a change of its docstrings, comments or the
+modules its names are imported from alone (the same names) leaves the record current -- a
+refactor that moves code does not pretend it measured again, nor make the figures stale.  Runs
+no benchmark: it reads JSON and asks git.
 """
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import subprocess
@@ -70,6 +74,50 @@ def test_record_is_complete(path):
         assert {"value", "limit", "fraction", "how"} <= set(lim), f"{path.name}: limit {name}"
 
 
+def code_of(source: str) -> str:
+    """What runs in a module's ``source``: its syntax tree without docstrings, and each import
+    reduced to the names it binds (a module moved, the same names imported, is the same code)."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    bound = sorted(a.asname or a.name for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+                   for a in node.names)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.If, ast.Try)):
+            node.body = [n for n in node.body if not isinstance(n, (ast.Import, ast.ImportFrom))] or [ast.Pass()]
+    return ast.dump(tree, include_attributes=False) + repr(bound)
+
+
+def path_at(module: str, commit: str) -> str | None:
+    """The path ``module`` had at ``commit``, following the renames since (None: it did not exist)."""
+    path = module
+    log = git("log", "--follow", "--name-status", "--format=", f"{commit}..HEAD", "--", module) or ""
+    for line in log.splitlines():   # newest first: each rename leads one step further back
+        fields = line.split("\t")
+        if fields[0].startswith("R") and len(fields) == 3 and fields[2] == path:
+            path = fields[1]
+    return path if git("cat-file", "-e", f"{commit}:{path}") is not None else None
+
+
+def code_changed(module: str, commit: str) -> bool:
+    """Whether the code of ``module`` (a path now) differs from what it was at ``commit``."""
+    then = path_at(module, commit)
+    if then is None:
+        return True
+    return code_of(git("show", f"{commit}:{then}") or "") != code_of((REPO / module).read_text())
+
+
+def test_code_of_ignores_moves_and_docs_but_not_behaviour():
+    before = 'from vistrain.data.io import load\n"""Doc."""\ndef f(x):\n    """Doc."""\n    return load(x) + 1\n'
+    moved = 'from vistrain.imageio.read import load\n"""Other doc."""\ndef f(x):\n    return load(x) + 1\n'
+    assert code_of(before) == code_of(moved)
+    assert code_of(before) != code_of(moved.replace("+ 1", "+ 2"))
+    assert code_of(before) != code_of(moved.replace("import load", "import load as read").replace("load(x)", "read(x)"))
+
+
 @pytest.mark.parametrize("path", RECORDS, ids=lambda p: p.stem)
 def test_record_is_not_older_than_the_code_it_measures(path):
     if git("rev-parse", "--is-inside-work-tree") != "true":
@@ -82,10 +130,12 @@ def test_record_is_not_older_than_the_code_it_measures(path):
     assert made.get("commit"), f"{path.name}: made outside a git checkout; {rerun}"
     assert not made.get("dirty_modules"), \
         f"{path.name}: made with uncommitted changes to {made['dirty_modules']}; {rerun}"
-    newer = [m for m in modules if int(git("log", "-1", "--format=%ct", "--", m) or 0) > made["commit_time"]]
-    assert not newer, f"{path.name}: {', '.join(newer)} changed after the record's commit; {rerun}"
-    if git("cat-file", "-e", f"{made['commit']}^{{commit}}") is not None:
-        # the record's commit is in this history: no commit since then may touch the modules
-        # (this also catches a merged branch whose commits are older than the record)
-        later = git("log", "--format=%h %s", f"{made['commit']}..HEAD", "--", *modules)
-        assert not later, f"{path.name}: measured modules changed since the record by {later}; {rerun}"
+    if git("cat-file", "-e", f"{made['commit']}^{{commit}}") is None:
+        newer = [m for m in modules if int(git("log", "-1", "--format=%ct", "--", m) or 0) > made["commit_time"]]
+        assert not newer, f"{path.name}: {', '.join(newer)} changed after the record's commit; {rerun}"
+        return
+    # the record's commit is in this history: the code of each module then and now
+    # (this also catches a merged branch whose commits are older than the record)
+    changed = [m for m in modules if git("log", "--format=%h", f"{made['commit']}..HEAD", "--", m)
+               and code_changed(m, made["commit"])]
+    assert not changed, f"{path.name}: the code of {', '.join(changed)} changed since the record; {rerun}"

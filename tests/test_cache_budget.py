@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from vistrain.cli.main import main as cli
-from vistrain.data.cache_budget import cache_entries, cache_limit_bytes, prune_cache, record_entry
-from vistrain.data.cache_build import build_pixel_cache
+from vistrain.data.cache.budget import cache_entries, cache_limit_bytes, prune_cache, record_entry
+from vistrain.data.cache.build import build_pixel_cache
 from vistrain.transforms.preprocess import Preprocess
 
 

@@ -155,7 +155,7 @@ def test_monitor_val_loss_picks_the_lowest_validation_loss(tmp_path, monkeypatch
 
 def test_max_image_pixels_is_applied_before_training(tmp_path, monkeypatch):
     seen = []
-    monkeypatch.setattr(run_mod, "set_max_image_pixels", seen.append)
+    monkeypatch.setattr("vistrain.training.prepare.set_max_image_pixels", seen.append)  # begin_run's
     cfg = TrainConfig.from_dict({"data": {"root": str(tmp_path / "missing"), "max_image_pixels": 1234}})
     with pytest.raises(DataError):
         run_mod.run_training(cfg, tmp_path / "out", progress=False)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import make_image_folder
-from vistrain.interpret import diagnostics as d
+from vistrain.training import checks as d
 from vistrain.transforms.preprocess import Preprocess
 
 

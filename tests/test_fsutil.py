@@ -7,7 +7,7 @@ import os
 import pytest
 
 from vistrain import fsutil
-from vistrain.data.cache_budget import PART, cache_entries, record_entry
+from vistrain.data.cache.budget import PART, cache_entries, record_entry
 
 
 def test_default_rule_is_the_hidden_pid_name_that_resume_cleans_up(tmp_path):

@@ -1,4 +1,4 @@
-"""DC-only 1/8-scale decode of progressive JPEGs (vistrain.data.jpeg): parser and exactness."""
+"""DC-only 1/8-scale decode of progressive JPEGs (vistrain.imageio.jpeg): parser and exactness."""
 from __future__ import annotations
 
 import io
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from vistrain.data.jpeg import (DQT, EOI, SOF2, SOI, SOS, decode_dc_only, dc_only_stream,
+from vistrain.imageio.jpeg import (DQT, EOI, SOF2, SOI, SOS, decode_dc_only, dc_only_stream,
                                 jpeg_scans)
 
 # libjpeg's jpeg_simple_progression() for YCbCr, which PIL's progressive=True uses:
@@ -219,7 +219,7 @@ def _file(tmp_path, name, arr, **save):
 
 
 def test_load_image_takes_the_dc_path_only_where_it_is_large_enough(tmp_path):
-    from vistrain.data.io import load_image
+    from vistrain.imageio.read import load_image
     arr = _rgb(160, 208)  # 1/8 scale: 26 x 20, which covers 8/7 * 16 = 18.3
     prog = _file(tmp_path, "p.jpg", arr, progressive=True, quality=90)
     img = load_image(prog, min_side=16)
@@ -234,7 +234,7 @@ def test_load_image_takes_the_dc_path_only_where_it_is_large_enough(tmp_path):
 
 
 def test_load_image_dc_path_applies_exif_orientation(tmp_path):
-    from vistrain.data.io import load_image
+    from vistrain.imageio.read import load_image
     exif = Image.Exif()
     exif[0x0112] = 6  # stored rotated: displayed 90 degrees clockwise
     path = _file(tmp_path, "r.jpg", _rgb(160, 208), progressive=True, quality=90, exif=exif.tobytes())

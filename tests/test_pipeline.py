@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vistrain.config import AugmentConfig, TrainConfig
-from vistrain.data.cache_build import build_pixel_cache, build_pixel_caches
-from vistrain.data.cache_pixels import EvalAndTrainPixels, native_train_size
+from vistrain.data.cache.build import build_pixel_cache, build_pixel_caches
+from vistrain.data.cache.pixels import EvalAndTrainPixels, native_train_size
 from vistrain.transforms.preprocess import Preprocess
 
 CALLS = {"n": 0}

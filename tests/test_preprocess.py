@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 
-from vistrain.data.io import load_image, to_rgb
+from vistrain.imageio.read import load_image, to_rgb
 from vistrain.transforms.normalize import normalize_batch, resolve_normalization
 from vistrain.transforms.resize import INTERPOLATIONS, resize_image
 

@@ -148,7 +148,7 @@ def test_report_opens_no_file_outside_the_data_root(crafted_run, monkeypatch, ca
 
 
 def test_doctor_section_only_when_the_run_wrote_doctor_json(crafted_run):
-    from vistrain.data.doctor_report import Finding, write_doctor_json
+    from vistrain.data.doctor.report import Finding, write_doctor_json
     run_dir, _, _ = crafted_run
     page = build_full_report(run_dir).read_text()
     assert "doctor.json" not in page and "Data doctor" not in page

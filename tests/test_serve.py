@@ -586,7 +586,7 @@ def test_cli_json_prints_one_document_with_the_address(run_dir, monkeypatch, cap
 def test_cli_passes_tta_and_the_limits_to_the_server(run_dir, tmp_path, monkeypatch, capsys):
     import uvicorn
     from vistrain.cli.main import main
-    from vistrain.data import io as image_io
+    from vistrain.imageio import read as image_io
     apps = []
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: apps.append(self.config.app))
     monkeypatch.setattr(image_io, "MAX_PIXELS", image_io.MAX_PIXELS)  # serve sets the process limit

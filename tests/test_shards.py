@@ -12,11 +12,11 @@ import pytest
 from PIL import Image
 
 from vistrain.config import DataConfig
-from vistrain.data.io import load_image
+from vistrain.imageio.read import load_image
 from vistrain.data.scan import scan_folder
-from vistrain.data.shards_index import expand_braces, is_shard_folder, is_shard_source, read_shard_index
-from vistrain.data.shards_stream import ShardBatches, decode_square, tar_samples
-from vistrain.data.shards_write import write_shards
+from vistrain.data.shards.index import expand_braces, is_shard_folder, is_shard_source, read_shard_index
+from vistrain.data.shards.stream import ShardBatches, decode_square, tar_samples
+from vistrain.data.shards.write import write_shards
 from vistrain.data.splits import make_parts
 from vistrain.errors import DataError, VistrainError
 
@@ -297,7 +297,7 @@ def test_readable_by_webdataset(one_shard):
 @pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
 def test_tar_reader_handles_long_names(tmp_path, fmt):
     import io
-    from vistrain.data.shards_stream import tar_members
+    from vistrain.data.shards.stream import tar_members
     name = "d" * 120 + "/00000001.json" if fmt != tarfile.USTAR_FORMAT else "d" * 90 + "/00000001.json"
     with tarfile.open(tmp_path / "t.tar", "w", format=fmt) as tar:
         for n, data in ((name, b"{}"), ("x/00000002.cls", b"7" * 700)):
@@ -415,7 +415,7 @@ def test_reader_takes_concatenated_gzip_and_unseekable_streams(one_shard, tmp_pa
     forward by reading."""
     import gzip
     import io
-    from vistrain.data.shards_index import _seek_or_skip
+    from vistrain.data.shards.index import _seek_or_skip
     out = one_shard[1]
     shard = read_shard_index(out).shards[0]
     with open_shard_bytes(shard.path) as raw:
@@ -448,7 +448,7 @@ class open_shard_bytes:
         self.path = path
 
     def __enter__(self) -> bytes:
-        from vistrain.data.shards_index import open_shard
+        from vistrain.data.shards.index import open_shard
         with open_shard(self.path) as fh:
             return fh.read()
 

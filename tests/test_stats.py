@@ -120,7 +120,7 @@ def test_cli_json(tmp_path, capsys, monkeypatch):
 
 
 def test_agrees_with_training_dataset_stats_on_the_pixel_cache(tmp_path):
-    from vistrain.data.cache_build import build_pixel_cache
+    from vistrain.data.cache.build import build_pixel_cache
     from vistrain.training.prepare import dataset_stats
     paths = _write(tmp_path / "d", n_rgb=5, n_grey=3)
     pre = Preprocess(size=20)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from vistrain.config import TrainConfig
-from vistrain.data.cache_budget import CacheSpaceError
-from vistrain.data.cache_pixels import EvalAndTrainPixels
+from vistrain.data.cache.budget import CacheSpaceError
+from vistrain.data.cache.pixels import EvalAndTrainPixels
 from vistrain.data.loader import ArrayBatches
 from vistrain.data.scan import scan_folder
 from vistrain.data.stream import FolderStream, ShardStream, in_order, open_index

@@ -30,8 +30,8 @@ from PIL import Image
 
 from vistrain.artifact_meta import check_finite_probabilities
 from vistrain.config import TTA_MODES
-from vistrain.data.io import IMAGE_EXTENSIONS, is_image_file
-from vistrain.data.shards_index import is_shard_folder
+from vistrain.imageio.read import IMAGE_EXTENSIONS, is_image_file
+from vistrain.data.shards.index import is_shard_folder
 from vistrain.errors import DataError, ImageLoadError, VistrainError
 from vistrain.progress import progress_bar
 from vistrain.transforms.pixels import PixelPrep

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from vistrain.config import DataConfig
-from vistrain.data.io import load_image
+from vistrain.imageio.read import load_image
 from vistrain.data.scan import scan_folder
-from vistrain.data.shards_index import read_shard_index
-from vistrain.data.shards_stream import ShardBatches
+from vistrain.data.shards.index import read_shard_index
+from vistrain.data.shards.stream import ShardBatches
 from vistrain.data.splits import make_parts
 
 from .acceptlib import CLASSES, assert_ok, assert_user_error, vistrain

@@ -23,14 +23,14 @@ from PIL import Image
 
 from vistrain import fsutil
 from vistrain.cli.main import main as cli
-from vistrain.data import cache_budget, cache_build, cache_entry
-from vistrain.data import cache_fingerprint as key_mod
-from vistrain.data import io as image_io
-from vistrain.data.cache_budget import CacheSpaceError
-from vistrain.data.cache_build import build_pixel_cache
-from vistrain.data.cache_entry import open_array_entry, sidecar
-from vistrain.data.cache_fingerprint import cache_key
-from vistrain.data.cache_pixels import EvalAndTrainPixels
+from vistrain.data.cache import budget as cache_budget, build as cache_build, entry as cache_entry
+from vistrain.data.cache import fingerprint as key_mod
+from vistrain.imageio import read as image_io
+from vistrain.data.cache.budget import CacheSpaceError
+from vistrain.data.cache.build import build_pixel_cache
+from vistrain.data.cache.entry import open_array_entry, sidecar
+from vistrain.data.cache.fingerprint import cache_key
+from vistrain.data.cache.pixels import EvalAndTrainPixels
 from vistrain.errors import ImageLoadError, VistrainError
 from vistrain.training.features import cached_features
 from vistrain.transforms.preprocess import Preprocess

@@ -28,10 +28,10 @@ from safetensors.torch import load_file, save_file
 import vistrain.training.strategy as strategy
 from vistrain.artifact import WEIGHTS, DamagedModelError, check_finite_probabilities
 from vistrain.cli.main import main
-from vistrain.data.cache_build import build_pixel_cache
+from vistrain.data.cache.build import build_pixel_cache
 from vistrain.data.scan import scan_folder
-from vistrain.data.shards_stream import ShardBatches
-from vistrain.data.shards_write import write_shards
+from vistrain.data.shards.stream import ShardBatches
+from vistrain.data.shards.write import write_shards
 from vistrain.deploy.parity import split_files
 from vistrain.errors import VistrainError
 from vistrain.predictor import Classifier

@@ -164,7 +164,7 @@ def test_full_disk_during_checkpoint_leaves_the_old_one(monkeypatch, tmp_path):
 
 
 def test_full_disk_during_pack_is_one_line_and_leaves_nothing(monkeypatch, capsys, tmp_path):
-    import vistrain.data.shards_write as shards_write
+    import vistrain.data.shards.write as shards_write
     data = make_image_folder(tmp_path / "data", per_class=4, size=(16, 16))
     fill_disk(monkeypatch, shards_write)
     line = cli_error(capsys, ["pack", str(data), "--out", str(tmp_path / "shards"), "--workers", "1"])
@@ -279,7 +279,7 @@ def test_export_removes_the_staging_folder_of_a_killed_export(tmp_path):
 
 
 def test_cache_removes_the_part_files_of_a_killed_build(tmp_path):
-    from vistrain.data.cache_budget import part_suffix, prune_cache, record_entry
+    from vistrain.data.cache.budget import part_suffix, prune_cache, record_entry
     record_entry(tmp_path / "pixels-abc.npy", tmp_path / "pixels-def.npy")  # their builds began
     dead = left_behind(tmp_path / f"pixels-abc.npy.x1y2z3.{DEAD_PID}.part")
     live = left_behind(tmp_path / f"pixels-def.npy.x1y2z3{part_suffix()}")

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from vistrain import fsutil
 from vistrain.cli.main import main
-from vistrain.data.cache_budget import record_entry
+from vistrain.data.cache.budget import record_entry
 from tests.conftest import make_image_folder, skip_report
 
 TINY = ["--model", "vistrain/resnet-tiny", "--batch-size", "8", "--set", "preprocess.size=16",

@@ -1,7 +1,7 @@
 """``vistrain check DATA``: quick diagnostics of the training setup, without training.
 
 Runs :func:`vistrain.workflows.check.check` (the Python API's ``vistrain.check``; see
-:mod:`vistrain.interpret.diagnostics`: normalization, overfit a small sample,
+:mod:`vistrain.training.checks`: normalization, overfit a small sample,
 label-shuffle test, learning-rate finder -- the same range test as ``vistrain lr-find``) with the
 same options as ``vistrain train``; prints one line per check on stdout (or, with ``--json``, one
 JSON document and nothing else there); exits 1 when a check fails.

@@ -21,8 +21,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vistrain.data.io import is_image_file
-from vistrain.data.shards_index import is_shard_folder
+from vistrain.imageio.read import is_image_file
+from vistrain.data.shards.index import is_shard_folder
 from vistrain.errors import DataError
 
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}

@@ -1,6 +1,6 @@
 """Exact per-channel mean and std of a data set, after the resize training uses.
 
-Every image is decoded (:func:`~vistrain.data.io.load_image`) and resized exactly as
+Every image is decoded (:func:`~vistrain.imageio.read.load_image`) and resized exactly as
 ``Preprocess.pixels`` does (or kept at native size with ``size=0``).  For each channel a
 256-bin **integer histogram** of the uint8 pixel values is accumulated; sums and sums of squares
 follow exactly from it (``Σ v·h[v]``, ``Σ v²·h[v]`` as Python integers), so the mean and the
@@ -38,10 +38,10 @@ import numpy as np
 from PIL import Image
 
 from vistrain.config import ModelConfig
-from vistrain.data.cache_budget import default_cache_dir, part_suffix, record_entry
-from vistrain.data.cache_decode import num_workers
-from vistrain.data.cache_fingerprint import cache_key
-from vistrain.data.io import load_image
+from vistrain.data.cache.budget import default_cache_dir, part_suffix, record_entry
+from vistrain.data.cache.decode import num_workers
+from vistrain.data.cache.fingerprint import cache_key
+from vistrain.imageio.read import load_image
 from vistrain.errors import ImageLoadError
 from vistrain.fsutil import atomic_write_text
 from vistrain.models import create

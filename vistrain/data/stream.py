@@ -7,7 +7,7 @@ processes, from one of two sources:
 * :class:`FolderStream`: the image files of a folder (the streaming path a run takes when the
   cache would pass its budget or the free disk, or with ``data.cache=stream``);
 * :class:`ShardStream`: WebDataset shards written by ``vistrain pack``
-  (:class:`~vistrain.data.shards_stream.ShardBatches` reads them sequentially, shuffle buffer).
+  (:class:`~vistrain.data.shards.stream.ShardBatches` reads them sequentially, shuffle buffer).
 
 Both give what training needs, with the contract of :class:`~vistrain.data.loader.ArrayBatches`
 (uint8 ``(B, C, S, S)`` + int64 ``(B,)`` batches, ``set_epoch``, ``len``, rank / world_size):
@@ -49,12 +49,12 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from vistrain.data.cache_pixels import EvalAndTrainPixels
+from vistrain.data.cache.pixels import EvalAndTrainPixels
 from vistrain.data.loader import ArrayBatches
 from vistrain.data.scan import ImageIndex, scan_folder
-from vistrain.data.shards_index import (PART_CODES, ShardIndex, is_shard_source, is_url, part_code,
+from vistrain.data.shards.index import (PART_CODES, ShardIndex, is_shard_source, is_url, part_code,
                                         read_shard_index)
-from vistrain.data.shards_stream import PreprocessDecoder, ShardBatches, SquareDecoder, damaged, tar_samples
+from vistrain.data.shards.stream import PreprocessDecoder, ShardBatches, SquareDecoder, damaged, tar_samples
 from vistrain.errors import DataError
 
 

@@ -67,7 +67,7 @@ RESIZE_ROUNDING = {
 
 
 def decode_rules(pre: dict) -> dict:
-    """How :func:`vistrain.data.io.load_image` turns a file into 8-bit pixels, for a program
+    """How :func:`vistrain.imageio.read.load_image` turns a file into 8-bit pixels, for a program
     without vistrain (the ``decode`` metadata key); ``pre`` is the run's preprocess record."""
     channels = int(pre.get("channels", 3))
     return {

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vistrain.data.cache import build_pixel_cache
+from vistrain.data.cache.build import build_pixel_cache
 from vistrain.data.scan import scan_folder
 from vistrain.errors import DataError, RunDirError
 from vistrain.rundir import RunFolder

@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from vistrain import fsutil
-from vistrain.data.io import load_image
+from vistrain.imageio.read import load_image
 from vistrain.errors import ImageLoadError, RunDirError, VistrainError
 from vistrain.evaluation.png import figure_png, new_figure
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vistrain.data.cache_pixels import EvalAndTrainPixels
+from vistrain.data.cache.pixels import EvalAndTrainPixels
 from vistrain.evaluation.png import new_figure, save_figure
 from vistrain.transforms.preprocess import Preprocess
 from vistrain.transforms.presets import build_augmentation

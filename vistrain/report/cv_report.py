@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vistrain.data.io import load_image
+from vistrain.imageio.read import load_image
 from vistrain.errors import ImageLoadError, RunDirError
 from vistrain.evaluation.label_issues import read_label_issues
 from vistrain.evaluation.png import array_png

@@ -24,7 +24,7 @@ Endpoints (every error is a JSON ``{"error": "..."}`` with a 4xx status naming t
 With ``token=...`` every route except ``/``, ``/docs`` and ``/healthz`` needs
 ``Authorization: Bearer TOKEN`` (401 otherwise; :mod:`vistrain.server.auth`).
 
-Uploads are decoded by :func:`vistrain.data.io.load_image`, as files given to ``vistrain
+Uploads are decoded by :func:`vistrain.imageio.read.load_image`, as files given to ``vistrain
 predict`` are (EXIF rotation, alpha on white), so the server's answer is the answer of
 ``Classifier.predict`` on the same file.  What one request may cost is bounded:
 
@@ -405,7 +405,7 @@ def create_app(classifier: BaseClassifier, *, max_batch: int | None = None,
     default, :func:`default_max_batch`); ``wait_ms``: how long the
     first request of a batch waits for others; ``max_body_bytes``: largest request body accepted;
     ``max_image_pixels``: largest width x height accepted (413 above, read from the header; the
-    process-wide limit of :func:`vistrain.data.io.set_max_image_pixels` still applies on top);
+    process-wide limit of :func:`vistrain.imageio.read.set_max_image_pixels` still applies on top);
     ``decode_threads``: uploads decoded at once (default 2; ``None``: the default); ``token``: the
     bearer token every route but ``/``, ``/docs`` and ``/healthz`` requires (None: open).  ``app.state.service``
     holds the :class:`Service` (``service.batcher`` counts model calls, ``service.metrics`` is

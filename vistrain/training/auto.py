@@ -67,9 +67,9 @@ from PIL import Image
 
 from vistrain import fsutil
 from vistrain.config import TrainConfig
-from vistrain.data.cache_budget import default_cache_dir, mark_used, record_entry
-from vistrain.data.cache_decode import num_workers
-from vistrain.data.cache_fingerprint import cache_key
+from vistrain.data.cache.budget import default_cache_dir, mark_used, record_entry
+from vistrain.data.cache.decode import num_workers
+from vistrain.data.cache.fingerprint import cache_key
 from vistrain.data.loader import ArrayBatches
 from vistrain.data.scan import ImageIndex
 from vistrain.data.splits import make_parts

@@ -40,7 +40,7 @@ class PreparedData:
     parts: dict[str, list[int]]  # {"train": [...], "val": [...], "test": [...]}: indices into ``index``
     pixel_key: str
     # (N_all, C, T, T) larger train-time pixels (T = floor(size / crop_pct)) for random-resized
-    # crop to see beyond the eval centre crop; None: train on ``pixels`` (see data/cache.py)
+    # crop to see beyond the eval centre crop; None: train on ``pixels`` (see data/cache/__init__.py)
     train_pixels: np.ndarray | None = None
     # where the pixels live: {"estimate_bytes", "where": "disk" | "memory" | "stream" |
     # "shards"[, "reason"]} (run.json)

@@ -7,7 +7,7 @@ cores at 1 thread (EfficientNet-Lite0, docs/benchmarks.md "Feature extraction").
 
 1. the backbone (normalized float32 ``(N, C, S, S)`` in, pooled features ``(N, D)`` out) is
    exported once per model, weights and input size to ``<cache>/features/backbone-<key>.onnx``
-   (``key``: :func:`~vistrain.data.cache_fingerprint.cache_key` of the model's name, a digest of
+   (``key``: :func:`~vistrain.data.cache.fingerprint.cache_key` of the model's name, a digest of
    its backbone tensors, the input shape and the torch/opset versions; written atomically, a
    ``.part`` while it is written, evicted by the cache budget like every entry);
 2. its features are checked against eager on the first few images of the first batch: a maximum
@@ -43,9 +43,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from vistrain.data.cache_budget import (budget_root, default_cache_dir, mark_used, part_suffix,
+from vistrain.data.cache.budget import (budget_root, default_cache_dir, mark_used, part_suffix,
                                         prune_cache, record_entry)
-from vistrain.data.cache_fingerprint import cache_key
+from vistrain.data.cache.fingerprint import cache_key
 from vistrain.fsutil import atomic_path
 
 log = logging.getLogger("vistrain")

@@ -28,9 +28,9 @@ import torch
 from torch import nn
 
 from vistrain.config.spelling import set_option
-from vistrain.data.cache_budget import (CacheSpaceError, budget_root, ensure_free_space, mark_used, npy_bytes,
+from vistrain.data.cache.budget import (CacheSpaceError, budget_root, ensure_free_space, mark_used, npy_bytes,
                                         prune_cache)
-from vistrain.data.cache_entry import CacheDamaged, open_array_entry, remove_entry, save_array_entry, sidecar
+from vistrain.data.cache.entry import CacheDamaged, open_array_entry, remove_entry, save_array_entry, sidecar
 from vistrain.device import Runtime
 from vistrain.training.feature_engine import backbone_digest, choose_engine, requested_engine
 from vistrain.progress import progress_bar
@@ -123,7 +123,7 @@ def cached_features(cache_dir: Path | None, key: str, compute, *, rows: int | No
     The stored array is checked against its sidecar's checksums (and ``rows`` = N when given); a
     damaged entry is deleted and computed again, with a warning.  ``expected_bytes`` (e.g.
     ``N * D * 4``) checks the free disk space *before* computing and raises
-    :class:`~vistrain.data.cache_budget.CacheSpaceError` when the features will not fit; without it the
+    :class:`~vistrain.data.cache.budget.CacheSpaceError` when the features will not fit; without it the
     space is checked after computing, and features that do not fit are returned uncached, with a
     warning, rather than thrown away.
     """

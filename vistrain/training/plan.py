@@ -36,7 +36,7 @@ from typing import Callable
 import numpy as np
 from torch import nn
 
-from vistrain.data.cache_budget import default_cache_dir
+from vistrain.data.cache.budget import default_cache_dir
 from vistrain.data.loader import ArrayBatches
 from vistrain.data.stream import PixelStream, in_order
 from vistrain.device import Runtime, unwrap

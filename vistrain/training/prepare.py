@@ -23,13 +23,13 @@ import torch
 
 from vistrain.config import TrainConfig
 from vistrain.config.spelling import option
-from vistrain.data.cache_budget import CacheSpaceError, default_cache_dir, human_bytes, npy_bytes
-from vistrain.data.cache_build import build_pixel_caches
-from vistrain.data.cache_decode import num_workers
-from vistrain.data.cache_fingerprint import cache_key
-from vistrain.data.cache_pixels import EvalAndTrainPixels
-from vistrain.data.doctor import log_quick_checks
-from vistrain.data.io import set_max_image_pixels
+from vistrain.data.cache.budget import CacheSpaceError, default_cache_dir, human_bytes, npy_bytes
+from vistrain.data.cache.build import build_pixel_caches
+from vistrain.data.cache.decode import num_workers
+from vistrain.data.cache.fingerprint import cache_key
+from vistrain.data.cache.pixels import EvalAndTrainPixels
+from vistrain.data.doctor.run import log_quick_checks
+from vistrain.imageio.read import set_max_image_pixels
 from vistrain.data.scan import ImageIndex
 from vistrain.data.splits import make_parts
 from vistrain.data.stream import FolderStream, ShardStream, open_index, shards_digest, unreadable_headers

@@ -31,8 +31,8 @@ import torch.distributed as dist
 
 from vistrain import __version__, fsutil
 from vistrain.config import TrainConfig
-from vistrain.data.cache_budget import default_cache_dir, mark_used, record_entry
-from vistrain.data.cache_fingerprint import cache_key
+from vistrain.data.cache.budget import default_cache_dir, mark_used, record_entry
+from vistrain.data.cache.fingerprint import cache_key
 from vistrain.data.scan import ImageIndex
 from vistrain.data.stream import shards_digest
 from vistrain.device import Runtime

@@ -36,7 +36,7 @@ from vistrain import fsutil
 from vistrain.artifact import save_model, versions
 from vistrain.config import TrainConfig
 from vistrain.config.spelling import option
-from vistrain.data.doctor import write_doctor_json
+from vistrain.data.doctor.report import write_doctor_json
 from vistrain.data.loader import ArrayBatches
 from vistrain.data.scan import ImageIndex
 from vistrain.data.stream import in_order, location, open_index, shards_digest

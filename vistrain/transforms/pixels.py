@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vistrain.data.io import DEFAULT_BACKGROUND, load_image, to_rgb
+from vistrain.imageio.read import DEFAULT_BACKGROUND, load_image, to_rgb
 from vistrain.transforms.resize import resize_image
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from vistrain import fsutil
-from vistrain.data.cache_budget import cache_entries, cache_limit_bytes, default_cache_dir, prune_cache
-from vistrain.data.cache_entry import verify_cache
+from vistrain.data.cache.budget import cache_entries, cache_limit_bytes, default_cache_dir, prune_cache
+from vistrain.data.cache.entry import verify_cache
 from vistrain.errors import VistrainError
 
 

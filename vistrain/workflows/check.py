@@ -1,5 +1,5 @@
 """``check``: quick diagnostics before training (``vistrain check``; see
-:mod:`vistrain.interpret.diagnostics`).
+:mod:`vistrain.training.checks`).
 
 Example:
     >>> import vistrain
@@ -16,7 +16,7 @@ from vistrain import fsutil
 from vistrain.config import TrainConfig
 from vistrain.device import Runtime
 from vistrain.errors import VistrainError
-from vistrain.interpret.diagnostics import CheckResult, run_checks
+from vistrain.training.checks import CheckResult, run_checks
 from vistrain.training.context import RunContext
 from vistrain.training.lrfind import check_range
 from vistrain.training.prepare import prepare_context
@@ -30,7 +30,7 @@ def check(data: str | Path | None = None, /, *, out: str | Path | None = None, s
     and the learning-rate finder, with the model and data set up exactly as ``train`` would
     (``config`` and ``settings`` as for :func:`vistrain.train`).  Nothing is trained for real.
 
-    Returns one :class:`~vistrain.interpret.diagnostics.CheckResult` per check (``passed`` is
+    Returns one :class:`~vistrain.training.checks.CheckResult` per check (``passed`` is
     None for a skipped one; ``to_dict()`` for JSON).  ``out`` receives checks.json and
     lr_finder.png; ``steps`` / ``lr_steps`` are the overfit test's and the range test's steps;
     ``log_results`` logs one line per check (the command line prints them instead).

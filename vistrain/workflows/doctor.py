@@ -13,8 +13,10 @@ from pathlib import Path
 
 from vistrain import fsutil
 from vistrain.config import TrainConfig
-from vistrain.data.doctor import NEAR_DUP_DISTANCE, Finding, diagnose
-from vistrain.data.doctor_report import DoctorReport
+from vistrain.data.doctor.hash import NEAR_DUP_DISTANCE
+from vistrain.data.doctor.report import Finding
+from vistrain.data.doctor.run import diagnose
+from vistrain.data.doctor.report import DoctorReport
 from vistrain.errors import VistrainError
 from vistrain.evaluation.label_issues import CSV_NAME, PNG_NAME, read_label_issues
 from vistrain.workflows.common import show_log_lines

@@ -15,7 +15,7 @@ import numpy as np
 
 from vistrain import fsutil
 from vistrain.artifact import WEIGHTS, check_finite_probabilities, load_model, read_meta, temperature
-from vistrain.data.cache_build import build_pixel_cache
+from vistrain.data.cache.build import build_pixel_cache
 from vistrain.data.loader import ArrayBatches
 from vistrain.data.scan import ImageIndex, scan_folder
 from vistrain.deploy.engine import open_engine

@@ -1,7 +1,7 @@
 """``pack``: write an image folder as WebDataset shards for data sets larger than the pixel cache.
 
 The default ``size`` is the side the pixel cache stores for training (the train square of
-:class:`~vistrain.data.cache_pixels.EvalAndTrainPixels`): the default model's input size over its
+:class:`~vistrain.data.cache.pixels.EvalAndTrainPixels`): the default model's input size over its
 crop fraction, ``floor(224 / 0.875) = 256`` for tf_efficientnet_lite0.  Images are shrunk so that
 their shorter side is at most that (never enlarged), which keeps every pixel random-resized-crop
 training at the model's resolution can use, and nothing more.  ``size=0`` keeps native sizes.
@@ -25,8 +25,8 @@ from pathlib import Path
 
 from vistrain.config import TrainConfig
 from vistrain.data.scan import scan_folder
-from vistrain.data.shards_index import INDEX
-from vistrain.data.shards_write import write_shards
+from vistrain.data.shards.index import INDEX
+from vistrain.data.shards.write import write_shards
 from vistrain.data.splits import make_parts
 from vistrain.data.stats import default_preprocess
 from vistrain.errors import VistrainError

@@ -16,7 +16,7 @@ import numpy as np
 
 from vistrain import fsutil
 from vistrain.config import AugmentConfig
-from vistrain.data.io import is_image_file
+from vistrain.imageio.read import is_image_file
 from vistrain.data.scan import scan_folder
 from vistrain.data.stats import default_preprocess
 from vistrain.errors import VistrainError

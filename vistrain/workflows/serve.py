@@ -26,7 +26,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from vistrain.data.io import set_max_image_pixels
+from vistrain.imageio.read import set_max_image_pixels
 from vistrain.errors import VistrainError
 from vistrain.prediction import check_tta
 from vistrain.server.auth import TOKEN_ENV, check_token

@@ -18,9 +18,9 @@ from typing import Any
 from vistrain import fsutil
 from vistrain.config import TrainConfig
 from vistrain.config.spelling import option
-from vistrain.data.shards_index import is_shard_source
+from vistrain.data.shards.index import is_shard_source
 from vistrain.errors import RunDirError
-from vistrain.interpret.diagnostics import run_checks
+from vistrain.training.checks import run_checks
 from vistrain.report.build import build_report
 from vistrain.report.model_card import MODEL_CARD, write_model_card
 from vistrain.rundir.summary import accuracy_text

@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from vistrain.data.doctor_hash import NEAR_DUP_DISTANCE, NEAR_DUP_MAD
+from vistrain.data.doctor.hash import NEAR_DUP_DISTANCE, NEAR_DUP_MAD
 from vistrain.fsutil import atomic_write_json
 
 MAX_LISTED = 5               # files named in a message (all of them are in ``paths``)

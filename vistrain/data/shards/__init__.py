@@ -8,23 +8,25 @@ sources), pre-shrunk to the training source size, into tar files of ~256 MB (gzi
 worker processes.  Shards are read from local paths or fsspec URLs (``s3://bucket/shards/``,
 ``https://host/shards/shard-{000000..000009}.tar``, ``memory://...``).
 
-This module gathers the public names of three modules:
+The package has three modules:
 
-* :mod:`~vistrain.data.shards_write`: :func:`write_shards` (an :class:`ImageIndex` -> shards +
+* :mod:`~vistrain.data.shards.write`: :func:`write_shards` (an :class:`ImageIndex` -> shards +
   ``index.json``, atomically; unreadable files skipped and listed);
-* :mod:`~vistrain.data.shards_index`: the format; :func:`read_shard_index` ->
+* :mod:`~vistrain.data.shards.index`: the format; :func:`read_shard_index` ->
   :class:`ShardIndex` (classes, counts per class and part, labels and parts by key, shards with
   bytes and sha256: everything a trainer needs without opening a shard), :func:`is_shard_folder`,
   :func:`is_shard_source` (shards rather than an image folder?), :func:`is_url`,
   :func:`expand_braces`, :func:`open_shard`;
-* :mod:`~vistrain.data.shards_stream`: :class:`ShardBatches`, the streaming loader with
+* :mod:`~vistrain.data.shards.stream`: :class:`ShardBatches`, the streaming loader with
   :class:`~vistrain.data.loader.ArrayBatches`'s contract (uint8 ``(B, C, S, S)`` + int64 labels,
   ``set_epoch``, ``len``, rank/world_size, drop_last), a seeded shuffle buffer, a part filter and
   exact resume (``state_dict`` / ``load_state_dict``).
 
 Example:
     >>> from vistrain.data.scan import scan_folder
-    >>> from vistrain.data.shards import ShardBatches, read_shard_index, write_shards
+    >>> from vistrain.data.shards.index import read_shard_index
+    >>> from vistrain.data.shards.stream import ShardBatches
+    >>> from vistrain.data.shards.write import write_shards
     >>> write_shards(scan_folder("examples/fashion-mnist-small"), "/tmp/fm")  # doctest: +SKIP
     >>> read_shard_index("/tmp/fm").counts("train")["Bag"]                    # doctest: +SKIP
     200
@@ -33,17 +35,3 @@ Example:
     ...     x.shape, x.dtype, y.dtype
     (torch.Size([64, 3, 28, 28]), torch.uint8, torch.int64)
 """
-from __future__ import annotations
-
-from vistrain.data.shards_index import (FORMAT, INDEX, PARTS, VERSION, ShardIndex, ShardInfo,
-                                        expand_braces, is_shard_folder, is_shard_source, is_url,
-                                        open_shard, read_shard_index, scan_shards)
-from vistrain.data.shards_stream import BufferOrder, ShardBatches, decode_square, tar_samples
-from vistrain.data.shards_write import COMPRESSIONS, ENCODINGS, write_shards
-
-__all__ = [
-    "FORMAT", "INDEX", "PARTS", "VERSION", "ShardIndex", "ShardInfo", "expand_braces",
-    "is_shard_folder", "is_shard_source", "is_url", "open_shard", "read_shard_index", "scan_shards",
-    "BufferOrder", "ShardBatches", "decode_square", "tar_samples",
-    "COMPRESSIONS", "ENCODINGS", "write_shards",
-]

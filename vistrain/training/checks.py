@@ -26,7 +26,7 @@ optimizer is training's (:func:`vistrain.training.optim.build_optimizer`) withou
 The model of the context passed in is never modified: every training check works on a deep copy.
 
 Example:
-    >>> from vistrain.interpret.diagnostics import check_normalization
+    >>> from vistrain.training.checks import check_normalization
     >>> import torch
     >>> from vistrain.transforms.preprocess import Preprocess
     >>> x = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)

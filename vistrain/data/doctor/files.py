@@ -20,10 +20,10 @@ from collections import Counter, defaultdict
 import numpy as np
 from PIL import Image
 
-from vistrain.data.cache_decode import num_workers
-from vistrain.data.doctor_hash import HASH_SIZE, phash_and_thumb, sha256_file
-from vistrain.data.doctor_report import Finding, listing
-from vistrain.data.io import load_image
+from vistrain.data.cache.decode import num_workers
+from vistrain.data.doctor.hash import HASH_SIZE, phash_and_thumb, sha256_file
+from vistrain.data.doctor.report import Finding, listing
+from vistrain.imageio.read import load_image
 from vistrain.data.scan import ImageIndex
 from vistrain.errors import ImageLoadError
 
@@ -79,7 +79,7 @@ LOAD_PROBLEMS = {
 
 
 def load_problem(reason: str) -> str:
-    """The ``LOAD_PROBLEMS`` code of one :func:`~vistrain.data.io.load_image` failure reason."""
+    """The ``LOAD_PROBLEMS`` code of one :func:`~vistrain.imageio.read.load_image` failure reason."""
     r = reason.lower()
     if r.startswith("empty file"):
         return "zero-byte"

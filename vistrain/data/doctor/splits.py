@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 from vistrain.config import TrainConfig
-from vistrain.data.doctor_report import Finding, listing
+from vistrain.data.doctor.report import Finding, listing
 from vistrain.data.scan import ImageIndex
 from vistrain.data.splits import make_parts
 from vistrain.errors import DataError

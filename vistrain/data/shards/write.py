@@ -14,7 +14,7 @@ when the mean encoded image is under 16 KB.  Small images need it: a tar member 
 header and pads to 512 bytes, 1-1.5 KiB per sample, mostly zeros that gzip removes; a 2.3 KB
 CIFAR PNG would grow 1.8x in a plain tar.
 
-Images are decoded by :func:`vistrain.data.io.load_image` (EXIF orientation applied, alpha
+Images are decoded by :func:`vistrain.imageio.read.load_image` (EXIF orientation applied, alpha
 composited on the background, any mode to RGB), shrunk so that their shorter side is at most
 ``source_size`` (never enlarged), and stored as PNG (lossless) or JPEG.  An image that needs none
 of that (RGB or grey, upright, small enough, same format) is stored byte for byte as it was: no
@@ -52,12 +52,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vistrain.data.cache_decode import num_workers
+from vistrain.data.cache.decode import num_workers
 from vistrain import fsutil
-from vistrain.data.io import DEFAULT_BACKGROUND, load_image
+from vistrain.imageio.read import DEFAULT_BACKGROUND, load_image
 from vistrain.data.leftovers import pid_tag, remove_dead
 from vistrain.data.scan import ImageIndex
-from vistrain.data.shards_index import FORMAT, INDEX, VERSION, part_code
+from vistrain.data.shards.index import FORMAT, INDEX, VERSION, part_code
 from vistrain.config.spelling import option
 from vistrain.errors import DataError, ImageLoadError, VistrainError
 from vistrain.fsutil import atomic_write_json
@@ -91,7 +91,7 @@ def write_shards(index: ImageIndex, out_dir, *, parts: dict[str, list[int]] | No
             encoded image of the first 64 is under 16 KB); the choice is ``compress`` in the index.
         overwrite: replace ``out_dir`` if it is a shard folder (a non-shard folder is refused).
 
-    Returns the index document (see :mod:`vistrain.data.shards_index`) plus ``out``.
+    Returns the index document (see :mod:`vistrain.data.shards.index`) plus ``out``.
 
     Raises:
         VistrainError: ``out_dir`` is not empty and not a shard folder, or exists without

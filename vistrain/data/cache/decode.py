@@ -29,8 +29,8 @@ from typing import Callable
 
 import numpy as np
 
-from vistrain.data.cache_budget import SPACE_ERRNOS, CacheSpaceError, free_bytes
-from vistrain.data.cache_entry import crc_rows
+from vistrain.data.cache.budget import SPACE_ERRNOS, CacheSpaceError, free_bytes
+from vistrain.data.cache.entry import crc_rows
 from vistrain.config.spelling import set_option
 from vistrain.errors import ImageLoadError, VistrainError
 from vistrain.progress import progress_bar

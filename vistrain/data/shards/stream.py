@@ -34,7 +34,7 @@ Memory is independent of the number of samples: the main process holds at most
 them), plus ``num_workers * prefetch`` chunks in flight; the plan is a few integers per shard.
 
 Example:
-    >>> from vistrain.data.shards_stream import BufferOrder
+    >>> from vistrain.data.shards.stream import BufferOrder
     >>> import numpy as np
     >>> order = BufferOrder(10, 4, np.random.default_rng(0))
     >>> sorted(order.next() for _ in range(10)) == list(range(10))
@@ -54,8 +54,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from vistrain.data.io import to_rgb
-from vistrain.data.shards_index import IMAGE_EXTS, ShardIndex, open_shard, part_code, read_shard_index
+from vistrain.imageio.read import to_rgb
+from vistrain.data.shards.index import IMAGE_EXTS, ShardIndex, open_shard, part_code, read_shard_index
 from vistrain.errors import DataError
 from vistrain.transforms.resize import center_crop, pil_interpolation, resize_shorter_side
 

@@ -1,13 +1,13 @@
 """Building pixel caches: decode every image once into a memory-mapped ``(N, C, S, S)`` uint8 array.
 
 :func:`build_pixel_caches` looks for each array under its key
-(:func:`~vistrain.data.cache_fingerprint.cache_key`) and decodes the images only when one is
+(:func:`~vistrain.data.cache.fingerprint.cache_key`) and decodes the images only when one is
 missing or damaged (then deleted, with a warning).  A build checks the free space first, reserves
 the blocks of its ``.part`` files (a write into a hole of a memory map on a full disk is a SIGBUS,
-a reserved block is not), decodes into them (:func:`~vistrain.data.cache_decode.decode_all`),
+a reserved block is not), decodes into them (:func:`~vistrain.data.cache.decode.decode_all`),
 writes each sidecar and moves each array into place with ``os.replace``; a failed or interrupted
 build leaves no ``.part`` file behind.  Every build ends by pruning the cache to its budget
-(:func:`~vistrain.data.cache_budget.prune_cache`).
+(:func:`~vistrain.data.cache.budget.prune_cache`).
 
 Example:
     >>> from vistrain.transforms.preprocess import Preprocess
@@ -24,14 +24,14 @@ from typing import Callable
 
 import numpy as np
 
-from vistrain.data.cache_budget import (SPACE_ERRNOS, budget_root, check_budget,
+from vistrain.data.cache.budget import (SPACE_ERRNOS, budget_root, check_budget,
                                         ensure_free_space, mark_used, npy_bytes, prune_cache,
                                         part_suffix, record_entry, write_error)
-from vistrain.data.cache_decode import BLOCK_ROWS, decode_all
-from vistrain.data.cache_entry import (CacheDamaged, open_array_entry, remove_entry, sidecar,
+from vistrain.data.cache.decode import BLOCK_ROWS, decode_all
+from vistrain.data.cache.entry import (CacheDamaged, open_array_entry, remove_entry, sidecar,
                                        unlink_quietly, write_sidecar)
-from vistrain.data.cache_fingerprint import cache_key
-from vistrain.data.io import max_image_pixels
+from vistrain.data.cache.fingerprint import cache_key
+from vistrain.imageio.read import max_image_pixels
 from vistrain.fsutil import temp_beside
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """The index of a WebDataset shard folder: what :func:`read_shard_index` returns.
 
-A shard folder written by :func:`~vistrain.data.shards_write.write_shards` holds
+A shard folder written by :func:`~vistrain.data.shards.write.write_shards` holds
 ``shard-000000.tar`` (or ``shard-000000.tar.gz``), ``shard-000001.tar``, ... and ``index.json``.
 The index says everything a trainer needs before reading a single shard: class names, counts per
 class and per part (train/val/test), the label, part and source file of every sample (by key), and

@@ -7,11 +7,11 @@ border that the centre crop throws away.  :class:`EvalAndTrainPixels` therefore 
 the exact eval crop (``size x size``, identical to :meth:`Preprocess.pixels`) and the centre
 ``S x S`` square for training, on which the batch random-resized-crop draws its boxes and
 resamples to ``size``.  Both are written by one
-:func:`~vistrain.data.cache_build.build_pixel_caches` pass, each under its own key.  Only the
+:func:`~vistrain.data.cache.build.build_pixel_caches` pass, each under its own key.  Only the
 ``crop`` resize mode has a border to recover; ``stretch``/``letterbox`` train on the eval pixels.
 
 Example:
-    >>> from vistrain.data.cache_build import build_pixel_caches
+    >>> from vistrain.data.cache.build import build_pixel_caches
     >>> from vistrain.transforms.preprocess import Preprocess
     >>> fn = EvalAndTrainPixels.for_paths(Preprocess(size=64), paths)            # doctest: +SKIP
     >>> shapes = [(3, 64, 64), (3, fn.train_size, fn.train_size)]                # doctest: +SKIP
@@ -25,8 +25,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from vistrain.data.cache_budget import part_suffix, record_entry
-from vistrain.data.cache_fingerprint import cache_key
+from vistrain.data.cache.budget import part_suffix, record_entry
+from vistrain.data.cache.fingerprint import cache_key
 from vistrain.fsutil import atomic_write_text
 from vistrain.transforms.preprocess import pil_to_uint8
 from vistrain.transforms.resize import (center_crop, crop_scale_size, pil_interpolation,

@@ -34,7 +34,7 @@ Example:
     >>> import io
     >>> import numpy as np
     >>> from PIL import Image
-    >>> from vistrain.data.jpeg import SOS, dc_only_stream, decode_dc_only, jpeg_scans
+    >>> from vistrain.imageio.jpeg import SOS, dc_only_stream, decode_dc_only, jpeg_scans
     >>> rgb = np.random.default_rng(0).integers(0, 256, (150, 200, 3), dtype=np.uint8)
     >>> buf = io.BytesIO()
     >>> Image.fromarray(rgb).save(buf, "JPEG", progressive=True, quality=90)

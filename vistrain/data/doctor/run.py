@@ -33,13 +33,13 @@ Pairs: exact duplicates (sha256 of the bytes) and near-duplicates (64-bit DCT pe
 ``vistrain train`` runs and logs when ``data.doctor`` is true; :func:`write_doctor_json` saves
 its findings as the run's ``doctor.json`` for the report.
 
-The checks live in :mod:`~vistrain.data.doctor_structure` (layout),
-:mod:`~vistrain.data.doctor_files` (every file), :mod:`~vistrain.data.doctor_splits` (counts,
-splits, duplicate pairs) and :mod:`~vistrain.data.doctor_hash` (sha256, pHash); the findings and the
-report in :mod:`~vistrain.data.doctor_report`.  This module runs them.
+The checks live in :mod:`~vistrain.data.doctor.structure` (layout),
+:mod:`~vistrain.data.doctor.files` (every file), :mod:`~vistrain.data.doctor.splits` (counts,
+splits, duplicate pairs) and :mod:`~vistrain.data.doctor.hash` (sha256, pHash); the findings and the
+report in :mod:`~vistrain.data.doctor.report`.  This module runs them.
 
 Example:
-    >>> from vistrain.data.doctor import diagnose
+    >>> from vistrain.data.doctor.run import diagnose
     >>> report = diagnose("data/")          # doctest: +SKIP
     >>> print(report.format())              # doctest: +SKIP
 """
@@ -48,18 +48,16 @@ from __future__ import annotations
 import logging
 
 from vistrain.config import TrainConfig
-from vistrain.data.doctor_files import file_findings, image_findings, inspect_files
-from vistrain.data.doctor_hash import (NEAR_DUP_DISTANCE, NEAR_DUP_MAD, exact_pairs, near_pairs,
+from vistrain.data.doctor.files import file_findings, image_findings, inspect_files
+from vistrain.data.doctor.hash import (NEAR_DUP_DISTANCE, NEAR_DUP_MAD, exact_pairs, near_pairs,
                                        sha256_file, thumb_distance)
-from vistrain.data.doctor_report import DoctorReport, Finding, summarize, write_doctor_json
-from vistrain.data.doctor_splits import count_findings, pair_findings, part_of, size_findings
-from vistrain.data.doctor_structure import structure_findings
+from vistrain.data.doctor.report import DoctorReport, Finding, summarize, write_doctor_json
+from vistrain.data.doctor.splits import count_findings, pair_findings, part_of, size_findings
+from vistrain.data.doctor.structure import structure_findings
 from vistrain.data.scan import ImageIndex, folder_layout, scan_folder
 from vistrain.errors import DataError
 
-# The report's names too: callers of the doctor find everything they need here.
-__all__ = ["diagnose", "quick_checks", "log_quick_checks", "DoctorReport", "Finding", "summarize",
-           "write_doctor_json", "NEAR_DUP_DISTANCE", "NEAR_DUP_MAD"]
+__all__ = ["diagnose", "quick_checks", "log_quick_checks"]
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vistrain.data.doctor_report import Finding, listing
-from vistrain.data.io import is_image_file
+from vistrain.data.doctor.report import Finding, listing
+from vistrain.imageio.read import is_image_file
 from vistrain.data.scan import SPLIT_NAMES, FolderLayout
 
 SYSTEM_NAMES = {".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini", ".directory", "__macosx"}

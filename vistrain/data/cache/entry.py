@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vistrain.data.cache_budget import PART, indexed_files, part_suffix, record_entry
+from vistrain.data.cache.budget import PART, indexed_files, part_suffix, record_entry
 from vistrain.fsutil import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)

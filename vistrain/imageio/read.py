@@ -23,13 +23,13 @@ What is handled, and why:
   not reduced); the difference to full decode + resize is bounded in the tests and measured in
   ``benchmarks/decode.py``.
 * **Large progressive JPEGs** (shorter side >= 8 * 8/7 * min_side) are decoded at 1/8 scale from
-  their DC scans only (:mod:`vistrain.data.jpeg`; bit-identical to libjpeg's own 1/8 decode and
+  their DC scans only (:mod:`vistrain.imageio.jpeg`; bit-identical to libjpeg's own 1/8 decode and
   7-14x faster than any full decode, whose entropy decoding of the AC scans dominates).  Cost:
   the 1/8 image is 8x8 block means, ~2-3 grey levels (mean absolute) from full decode + bicubic
   resize where the 1/4 path is ~0.6-1.1 (``benchmarks/jpeg_dc.py``).
 
 Example:
-    >>> from vistrain.data.io import load_image
+    >>> from vistrain.imageio.read import load_image
     >>> img = load_image("examples/fashion-mnist-small/Bag/00000.png")  # doctest: +SKIP
     >>> img.mode                                                             # doctest: +SKIP
     'RGB'
@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from vistrain.data.jpeg import decode_dc_only
+from vistrain.imageio.jpeg import decode_dc_only
 from vistrain.errors import ImageLoadError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
@@ -168,7 +168,7 @@ def _too_large(path: Path, pixels: int | None, dims: str = "") -> ImageLoadError
 
 
 def _progressive_dc(path: Path, img: Image.Image, min_side: int) -> Image.Image | None:
-    """1/8-scale decode of a large progressive JPEG from its DC scans (vistrain.data.jpeg), when
+    """1/8-scale decode of a large progressive JPEG from its DC scans (vistrain.imageio.jpeg), when
     the 1/8 image still reaches ``DC_MARGIN * min_side``; None otherwise (decode as usual)."""
     if not (img.info.get("progressive") or img.info.get("progression")):
         return None

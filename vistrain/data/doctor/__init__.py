@@ -1,0 +1,1 @@
+"""The data set's health checks (``vistrain doctor``)."""

@@ -1,0 +1,1 @@
+"""Reading images: the lowest layer every other package reads through."""
