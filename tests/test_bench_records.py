@@ -78,11 +78,11 @@ def code_of(source: str) -> str:
     """What runs in a module's ``source``: its syntax tree without docstrings, and each import
     reduced to the names it binds (a module moved, the same names imported, is the same code)."""
     tree = ast.parse(source)
-    for node in ast.walk(tree):
+    for node in ast.walk(tree):   # docstrings, and any other bare string: they do nothing
         body = getattr(node, "body", None)
-        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
-                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
-            node.body = body[1:] or [ast.Pass()]
+        if isinstance(body, list):
+            node.body = [n for n in body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)
+                                                 and isinstance(n.value.value, str))] or [ast.Pass()]
     bound = sorted(a.asname or a.name for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
                    for a in node.names)
     for node in ast.walk(tree):
@@ -111,8 +111,8 @@ def code_changed(module: str, commit: str) -> bool:
 
 
 def test_code_of_ignores_moves_and_docs_but_not_behaviour():
-    before = 'from vistrain.data.io import load\n"""Doc."""\ndef f(x):\n    """Doc."""\n    return load(x) + 1\n'
-    moved = 'from vistrain.imageio.read import load\n"""Other doc."""\ndef f(x):\n    return load(x) + 1\n'
+    before = '"""Doc."""\nfrom vistrain.data.io import load\ndef f(x):\n    """Doc."""\n    return load(x) + 1\n'
+    moved = '"""Other doc."""\nfrom vistrain.imageio.read import load\ndef f(x):\n    return load(x) + 1\n'
     assert code_of(before) == code_of(moved)
     assert code_of(before) != code_of(moved.replace("+ 1", "+ 2"))
     assert code_of(before) != code_of(moved.replace("import load", "import load as read").replace("load(x)", "read(x)"))
