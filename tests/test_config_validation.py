@@ -2,7 +2,9 @@
 is one line naming the key, the value and what is allowed, and leaves no run directory behind."""
 from __future__ import annotations
 
+import json
 import math
+import typing
 
 import pytest
 import yaml
@@ -219,3 +221,73 @@ def test_print_config_prints_resolved_yaml_and_writes_nothing(tmp_path, capsys, 
     assert TrainConfig.from_dict(printed).check().to_dict() == printed  # loadable as --config
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     cli_error(capsys, ["train", "data", "--epochs", "0", "--print-config"])
+
+
+# -- the JSON Schema: the same rules as validation --------------------------------------------
+def _schema_validator():
+    jsonschema = pytest.importorskip("jsonschema")
+    from vistrain.config import json_schema
+    schema = json_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def test_the_schema_accepts_every_default_and_a_saved_config(tmp_path):
+    check = _schema_validator()
+    assert list(check.iter_errors(TrainConfig().to_dict())) == []
+    assert list(check.iter_errors({"train": {"epochs": 3}, "model": {"name": "resnet18"}})) == []
+    assert list(check.iter_errors({"train": {"epochs": 3, "nope": 1}})) != []     # unknown key
+    assert list(check.iter_errors({"nope": {}})) != []                             # unknown section
+
+
+def _edges(rule):
+    """Values on both sides of each end of a range rule (of numbers)."""
+    from vistrain.config.rules import Range
+    if not isinstance(rule, Range):
+        return []
+    out = []
+    for end in (rule.low, rule.high):
+        if end is not None:
+            out += [end - 1, end - 0.5, end, end + 0.5, end + 1]
+    return out or [0, -1, 1]
+
+
+@pytest.mark.parametrize("key", sorted(RANGES))
+def test_the_schema_and_validation_agree_at_every_range_edge(key):
+    """For each ranged setting, values at and around its ends: the schema accepts exactly what
+    TrainConfig.from_dict accepts (whole-number settings take whole values only)."""
+    check = _schema_validator()
+    section, name = key.split(".")
+    hint = typing.get_type_hints(type(getattr(TrainConfig(), section)))[name]
+    whole = int in typing.get_args(hint) or hint is int
+    from vistrain.config.rules import Items, Pattern
+    rule = RANGES[key]
+    values = [v for v in _edges(rule) if not whole or float(v).is_integer()]
+    values = [int(v) if whole else float(v) for v in values]
+    if isinstance(rule, Items):
+        values = [[], [1.0], [1.0, 2.0, 3.0], [0.0, 0.0, 0.0], [-1.0], [300.0, 0.0, 0.0], [2.0, 4.0]]
+        if hint_is_int_list(hint):
+            values = [[int(x) for x in v] for v in values]
+    if isinstance(rule, Pattern):
+        values = ["", " ", "auto", "cpu", "cuda", "cuda:1", "gpu", "resnet18", "vistrain/resnet20"]
+    assert values, key
+    for v in values:
+        by_schema = not list(check.iter_errors({section: {name: v}}))
+        try:
+            TrainConfig.from_dict({section: {name: v}})
+            by_validation = True
+        except VistrainError:
+            by_validation = False
+        assert by_schema == by_validation, (key, v, by_schema, by_validation)
+
+
+def hint_is_int_list(hint) -> bool:
+    """``list[int]`` or ``list[int] | None``."""
+    base = [hint] if typing.get_origin(hint) is list else [a for a in typing.get_args(hint) if a is not type(None)]
+    return any(typing.get_args(b) == (int,) for b in base)
+
+
+def test_print_schema_prints_it_without_data(capsys):
+    assert main(["train", "--print-schema"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["properties"]["optim"]["properties"]["lr"]["anyOf"][0]["exclusiveMinimum"] == 0

@@ -1,10 +1,12 @@
 """``vistrain train DATA``: the main job."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 from vistrain.cli.common import add_train_options, config_from_args, job, print_json
+from vistrain.config import json_schema
 from vistrain.errors import RunDirError, VistrainError
 from vistrain.evaluation.tables import format_table
 
@@ -29,6 +31,9 @@ def register(sub) -> None:
                         "unchanged); else the same as DATA")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config.yaml and exit without writing anything")
+    p.add_argument("--print-schema", action="store_true",
+                   help="print the JSON Schema of a config file (every setting's type, choices, range "
+                        "and default) and exit; no DATA needed")
     p.add_argument("--json", action="store_true",
                    help="print one JSON document (run folder, report, metrics) on stdout")
     add_train_options(p)
@@ -36,6 +41,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    if args.print_schema:
+        print(json.dumps(json_schema(), indent=1))
+        return 0
     data = args.data_path or args.data
     if args.data_path and args.data and Path(args.data_path) != Path(args.data):
         raise VistrainError(f"two data folders given ({args.data} and --data {args.data_path}); give one")

@@ -4,7 +4,8 @@ Every setting lives in a dataclass section below; ``config.yaml`` in each run di
 ``asdict(config)`` with *all* defaults written out, so a run can be repeated exactly with
 ``vistrain train DATA --config RUN/config.yaml``.
 
-Choices are ``Literal`` types on the fields and ranges are in ``RANGES``: :meth:`TrainConfig.validate`
+Choices are ``Literal`` types on the fields and ranges are rules in ``RANGES``
+(:mod:`vistrain.config.rules`: data that the JSON Schema of :func:`json_schema` reads too): :meth:`TrainConfig.validate`
 checks every setting against them (one-line :class:`VistrainError` naming the key, the value and
 what is allowed) and the command line takes its ``choices=`` from the same table
 (:func:`choices`).  :meth:`TrainConfig.resolve` fills the settings whose default depends on
@@ -44,6 +45,7 @@ import yaml
 from vistrain.errors import VistrainError
 # the module, not its function: fsutil's messages import vistrain.config.spelling, so either may load first
 from vistrain import fsutil
+from vistrain.config.rules import Items, Pattern, Range, Rule
 from vistrain.config.spelling import option, set_option
 
 SCRATCH_PREFIX = "vistrain/"   # from-scratch models: vistrain/<name>
@@ -209,53 +211,52 @@ class LoggingConfig:
     track: list[Tracker] | None = None
 
 
-# Ranges of numeric settings: key -> (test, what is allowed).  None passes where the type allows it.
-def _finite(v) -> bool:
-    return math.isfinite(v)
+# Ranges of settings: key -> a rule (vistrain.config.rules) that validation, the flags' help and
+# the JSON Schema read.  None passes where the type allows it.
+def _whole(low, high=None, text=""):
+    return Range(low, high, text=text)
 
 
-RANGES: dict[str, tuple[Any, str]] = {
-    "data.val_fraction": (lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
-    "data.test_fraction": (lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
-    "data.split_seed": (lambda v: 0 <= v <= MAX_SEED, f"a whole number in [0, {MAX_SEED}]"),
-    "data.batch_size": (lambda v: v >= 1, "a whole number >= 1"),
-    "data.num_workers": (lambda v: v >= -1, "a whole number >= -1 (-1: from the CPU count, 0: no workers)"),
-    "data.max_image_pixels": (lambda v: v >= 1, "a whole number of pixels >= 1"),
-    "preprocess.size": (lambda v: v >= 1, "a whole number of pixels >= 1, or null for the model's size"),
-    "preprocess.crop_pct": (lambda v: 0 < v <= 1, "a fraction in (0, 1], or null for the model's"),
-    "preprocess.mean": (lambda v: len(v) in (1, 3) and all(map(_finite, v)), "1 or 3 finite numbers"),
-    "preprocess.std": (lambda v: len(v) in (1, 3) and all(math.isfinite(x) and x > 0 for x in v),
-                       "1 or 3 finite numbers > 0"),
-    "preprocess.fill": (lambda v: 0 <= v <= 255, "a grey level in [0, 255]"),
-    "preprocess.background": (lambda v: len(v) == 3 and all(0 <= x <= 255 for x in v),
-                              "3 values in [0, 255] (R, G, B)"),
-    "augment.rotation": (lambda v: 0 <= v <= 180, "degrees in [0, 180], or null"),
-    "augment.mixup": (lambda v: v >= 0, "a Beta alpha >= 0 (0 disables)"),
-    "augment.cutmix": (lambda v: v >= 0, "a Beta alpha >= 0 (0 disables)"),
-    "augment.mix_switch_prob": (lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
-    "model.name": (lambda v: bool(v.strip()), "a timm model name or vistrain/<name>"),
-    "model.drop_rate": (lambda v: 0 <= v < 1, "a probability in [0, 1)"),
-    "strategy.logreg_c": (lambda v: v > 0, "a number > 0, or null to choose it on validation"),
-    "strategy.unfreeze_every": (lambda v: v >= 1, "a whole number of epochs >= 1"),
-    "strategy.unfreeze_epochs": (lambda v: all(x >= 2 for x in v), "1-based epochs >= 2, e.g. [2, 4, 6]"),
-    "strategy.lr_factor": (lambda v: v > 0, "a ratio > 0, or null"),
-    "strategy.group_lrs": (lambda v: len(v) >= 1 and all(x > 0 for x in v), "learning rates > 0"),
-    "optim.lr": (lambda v: v > 0, "a finite number > 0, or null (chosen by the strategy)"),
-    "optim.weight_decay": (lambda v: v >= 0, "a number >= 0"),
-    "optim.momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "optim.label_smoothing": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "optim.grad_clip": (lambda v: v > 0, "a norm > 0, or null (no clipping)"),
-    "schedule.warmup_epochs": (lambda v: v >= 0, "a number of epochs >= 0"),
-    "schedule.step_size": (lambda v: v >= 1, "a whole number of epochs >= 1"),
-    "schedule.gamma": (lambda v: v > 0, "a factor > 0"),
-    "schedule.min_lr_ratio": (lambda v: 0 <= v <= 1, "a ratio in [0, 1]"),
-    "train.epochs": (lambda v: v >= 1, "a whole number >= 1"),
-    "train.seed": (lambda v: 0 <= v <= MAX_SEED, f"a whole number in [0, {MAX_SEED}]"),
-    "train.budget": (lambda v: v > 0 and math.isfinite(v), "minutes > 0, or null for no limit"),
-    "train.checkpoint_minutes": (lambda v: v > 0 and math.isfinite(v), "minutes > 0, or null (epoch ends only)"),
-    "train.patience": (lambda v: v >= 1, "a whole number of epochs >= 1, or null (no early stopping)"),
-    "train.device": (lambda v: re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None,
-                     "auto, cpu, cuda or cuda:N"),
+RANGES: dict[str, Rule] = {
+    "data.val_fraction": Range(0, 1, high_open=True, text="a fraction in [0, 1)"),
+    "data.test_fraction": Range(0, 1, high_open=True, text="a fraction in [0, 1)"),
+    "data.split_seed": _whole(0, MAX_SEED, f"a whole number in [0, {MAX_SEED}]"),
+    "data.batch_size": _whole(1, text="a whole number >= 1"),
+    "data.num_workers": _whole(-1, text="a whole number >= -1 (-1: from the CPU count, 0: no workers)"),
+    "data.max_image_pixels": _whole(1, text="a whole number of pixels >= 1"),
+    "preprocess.size": _whole(1, text="a whole number of pixels >= 1, or null for the model's size"),
+    "preprocess.crop_pct": Range(0, 1, low_open=True, text="a fraction in (0, 1], or null for the model's"),
+    "preprocess.mean": Items(Range(finite=True), lengths=(1, 3), text="1 or 3 finite numbers"),
+    "preprocess.std": Items(Range(0, low_open=True, finite=True), lengths=(1, 3), text="1 or 3 finite numbers > 0"),
+    "preprocess.fill": _whole(0, 255, "a grey level in [0, 255]"),
+    "preprocess.background": Items(Range(0, 255), lengths=(3,), text="3 values in [0, 255] (R, G, B)"),
+    "augment.rotation": Range(0, 180, text="degrees in [0, 180], or null"),
+    "augment.mixup": Range(0, text="a Beta alpha >= 0 (0 disables)"),
+    "augment.cutmix": Range(0, text="a Beta alpha >= 0 (0 disables)"),
+    "augment.mix_switch_prob": Range(0, 1, text="a probability in [0, 1]"),
+    "model.name": Pattern(r"[\s\S]*\S[\s\S]*", text="a timm model name or vistrain/<name>"),
+    "model.drop_rate": Range(0, 1, high_open=True, text="a probability in [0, 1)"),
+    "strategy.logreg_c": Range(0, low_open=True, text="a number > 0, or null to choose it on validation"),
+    "strategy.unfreeze_every": _whole(1, text="a whole number of epochs >= 1"),
+    "strategy.unfreeze_epochs": Items(Range(2), text="1-based epochs >= 2, e.g. [2, 4, 6]"),
+    "strategy.lr_factor": Range(0, low_open=True, text="a ratio > 0, or null"),
+    "strategy.group_lrs": Items(Range(0, low_open=True), min_items=1, text="learning rates > 0"),
+    "optim.lr": Range(0, low_open=True, finite=True, text="a finite number > 0, or null (chosen by the strategy)"),
+    "optim.weight_decay": Range(0, text="a number >= 0"),
+    "optim.momentum": Range(0, 1, high_open=True, text="a number in [0, 1)"),
+    "optim.label_smoothing": Range(0, 1, high_open=True, text="a number in [0, 1)"),
+    "optim.grad_clip": Range(0, low_open=True, text="a norm > 0, or null (no clipping)"),
+    "schedule.warmup_epochs": Range(0, text="a number of epochs >= 0"),
+    "schedule.step_size": _whole(1, text="a whole number of epochs >= 1"),
+    "schedule.gamma": Range(0, low_open=True, text="a factor > 0"),
+    "schedule.min_lr_ratio": Range(0, 1, text="a ratio in [0, 1]"),
+    "train.epochs": _whole(1, text="a whole number >= 1"),
+    "train.seed": _whole(0, MAX_SEED, f"a whole number in [0, {MAX_SEED}]"),
+    "train.budget": Range(0, low_open=True, finite=True, text="minutes > 0, or null for no limit"),
+    "train.checkpoint_minutes": Range(0, low_open=True, finite=True,
+                                      text="minutes > 0, or null (epoch ends only)"),
+    "train.patience": _whole(1, text="a whole number of epochs >= 1, or null (no early stopping)"),
+    "train.device": Pattern(r"auto|cpu|cuda(:\d+)?", text="auto, cpu, cuda or cuda:N"),
 }
 
 
@@ -307,13 +308,11 @@ class TrainConfig:
             hints = typing.get_type_hints(type(sec))
             for f in dataclasses.fields(sec):
                 key = f"{section.name}.{f.name}"
-                allowed = RANGES[key][1] if key in RANGES else None
+                allowed = RANGES[key].text if key in RANGES else None
                 value = _check_type(key, getattr(sec, f.name), hints[f.name], allowed)
                 setattr(sec, f.name, value)
-                if value is not None and key in RANGES:
-                    test, allowed = RANGES[key]
-                    if not test(value):
-                        raise VistrainError(f"{key}={value!r}: must be {allowed}")
+                if value is not None and key in RANGES and not RANGES[key].test(value):
+                    raise VistrainError(f"{key}={value!r}: must be {RANGES[key].text}")
         d = self.data
         if d.val_fraction + d.test_fraction >= 1:
             raise VistrainError(f"data.val_fraction={d.val_fraction} + data.test_fraction="
@@ -413,6 +412,58 @@ def parse_value(key: str, raw: str):
         return yaml.safe_load(raw)
     except yaml.YAMLError:
         return raw  # validation names the key and what it allows
+
+
+def json_schema() -> dict:
+    """The JSON Schema (draft 2020-12) of a config file, ``vistrain train --print-schema``: every
+    section and setting with its type, choices, range (the rules of ``RANGES``, which validation
+    reads too), default and, where a rule says it, what is allowed in words.  Sections and
+    settings may be left out (their defaults apply); unknown ones are refused, as
+    :meth:`TrainConfig.from_dict` refuses them.
+
+    Example:
+        >>> s = json_schema()["properties"]["train"]["properties"]["epochs"]
+        >>> s["type"], s["minimum"], s["default"]
+        ('integer', 1, 30)
+    """
+    default = TrainConfig()
+    sections = {}
+    for section in dataclasses.fields(TrainConfig):
+        sec = getattr(default, section.name)
+        hints = typing.get_type_hints(type(sec))
+        props = {}
+        for f in dataclasses.fields(sec):
+            key = f"{section.name}.{f.name}"
+            rule = RANGES.get(key)
+            prop = _schema_of(hints[f.name], rule)
+            prop["default"] = getattr(sec, f.name)
+            if rule is not None:
+                prop["description"] = rule.text
+            props[f.name] = prop
+        sections[section.name] = {"type": "object", "properties": props, "additionalProperties": False}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "vistrain config.yaml",
+            "type": "object", "properties": sections, "additionalProperties": False}
+
+
+def _schema_of(hint, rule: Rule | None = None) -> dict:
+    """The schema of one type hint; ``rule`` constrains its non-null part."""
+    args = typing.get_args(hint)
+    if type(None) in args:  # X | None
+        (base,) = [a for a in args if a is not type(None)]
+        return {"anyOf": [_schema_of(base, rule), {"type": "null"}]}
+    if typing.get_origin(hint) is Literal:
+        return {"enum": list(args)}
+    if typing.get_origin(hint) is list:
+        out = {"type": "array", "items": _schema_of(args[0])}
+        if isinstance(rule, Items):
+            extra = rule.schema()
+            out["items"].update(extra.pop("items", {}))
+            out.update(extra)
+        return out
+    out = {"type": {bool: "boolean", int: "integer", float: "number", str: "string"}[hint]}
+    if isinstance(rule, (Range, Pattern)):
+        out.update(rule.schema())
+    return out
 
 
 def choices(key: str) -> tuple[str, ...]:

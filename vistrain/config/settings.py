@@ -25,7 +25,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from vistrain.config import SECTIONS, TrainConfig, choices, type_hint, update_section
+from vistrain.config import RANGES, SECTIONS, TrainConfig, choices, type_hint, update_section
 from vistrain.errors import VistrainError
 
 
@@ -92,8 +92,11 @@ class Setting:
         return getattr(getattr(TrainConfig(), section), name)
 
     def describe(self) -> str:
-        """The help text with the defaults filled in."""
-        return self.help.format(default=self.default, cfg=TrainConfig())
+        """The help text with the defaults filled in, and the setting's range rule in words
+        (``RANGES``: the rule validation applies)."""
+        text = self.help.format(default=self.default, cfg=TrainConfig())
+        rule = RANGES.get(self.key)
+        return text + (f" [allowed: {rule.text}]" if rule is not None else "")
 
     def apply(self, cfg: "TrainConfig", value) -> None:
         section, _, name = self.key.partition(".")
@@ -140,7 +143,7 @@ def minutes_arg(text: str):
 # Order: as ``--help`` lists them.  A new entry is a new flag and a new keyword at once.
 SETTINGS: tuple[Setting, ...] = (
     Setting("model", "model.name", "timm model name or vistrain/<name> (default {default})"),
-    Setting("epochs", "train.epochs", "number of epochs (>= 1; default {default})"),
+    Setting("epochs", "train.epochs", "number of epochs (default {default})"),
     Setting("strategy", "strategy.name",
             "default: auto (measure, then pick feature extraction, gradual unfreezing, fine-tuning or "
             "a from-scratch network, and the input size, within --budget); finetune for vistrain/<name> models"),
@@ -152,8 +155,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("seed", "train.seed", "seed of initialisation and shuffling (default {default}; the "
             "split has its own, data.split_seed, default {cfg.data.split_seed})"),
     Setting("augment", "augment.preset", "augmentation preset (default {default})"),
-    Setting("mixup", "augment.mixup", "mixup Beta(alpha, alpha); 0 disables (default {default})"),
-    Setting("cutmix", "augment.cutmix", "cutmix Beta(alpha, alpha); 0 disables (default {default})"),
+    Setting("mixup", "augment.mixup", "mixup Beta(alpha, alpha) (default {default})"),
+    Setting("cutmix", "augment.cutmix", "cutmix Beta(alpha, alpha) (default {default})"),
     Setting("jitter", "augment.jitter", "colour jitter: one colour matrix per image (default, fast) "
             "or the exact sequential steps with HSV hue (as torchvision)"),
     Setting("pretrained", "model.pretrained", "random initialisation", flag="--no-pretrained",
@@ -179,7 +182,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("calibration", "train.calibration", "temperature: fit softmax(logits / T) on the validation "
             "split (ECE and NLL before/after in metrics.json and the report); none: the raw softmax "
             "(default {default})"),
-    Setting("device", "train.device", "auto | cpu | cuda | cuda:N (default {default})"),
+    Setting("device", "train.device", "where to train (default {default})"),
     Setting("cpu_amp", "train.cpu_amp", "bfloat16 autocast + channels_last on the CPU (default "
             "{default}; auto = only where the CPU does bf16 natively, e.g. AMX: ~2-5x faster)"),
     Setting("host_memory", "train.host_memory", "reuse: let glibc keep freed memory for the next "
