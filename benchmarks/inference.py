@@ -113,7 +113,7 @@ def main() -> None:
     args = ap.parse_args()
     rec = Record("inference", MODULES if args.int8 else [m for m in MODULES if "quantize" not in m])
     import onnxruntime
-    from vistrain.deploy.engine import OrtEngine
+    from vistrain.deploy.runtime import OrtEngine
     from vistrain.predictor import Classifier
     print(f"# {platform.platform()}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs; Python {platform.python_version()}, torch {torch.__version__}, "

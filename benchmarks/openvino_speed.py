@@ -36,8 +36,8 @@ def main() -> None:
     args = ap.parse_args()
     import onnxruntime
     import openvino
-    from vistrain.deploy.engine import OrtEngine
     from vistrain.deploy.openvino_export import OpenVinoEngine, export_openvino
+    from vistrain.deploy.runtime import OrtEngine
     print(f"# {platform.platform()}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs; Python {platform.python_version()}, torch {torch.__version__}, "
           f"onnxruntime {onnxruntime.__version__}, openvino {openvino.__version__}; "

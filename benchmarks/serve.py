@@ -18,7 +18,8 @@ classes, freshly initialised: serving cost does not depend on the weights' value
 onnxruntime`` serves the run's ONNX export (written here, as ``vistrain export`` writes it, when
 the run has none) instead of the torch model; ``--engine torch onnxruntime`` measures both, and
 ``--clients 1 32`` each client count, in turn; ``--threads N`` sets the servers' compute
-threads (a record of its own).  The record says, per engine, whether batching is
+threads (a record of its own), and ``--wait-ms W`` other than the default 5 ms the batch's
+wait (a record ``<name>_w<W>``).  The record says, per engine, whether batching is
 on by default there (``vistrain.server.app.ENGINE_MAX_BATCH``) and whether it paid.
 
     python benchmarks/serve.py                         # ~3 minutes on 2 CPU cores
@@ -44,8 +45,10 @@ import numpy as np
 import torch
 
 import vistrain
-from vistrain.artifact import read_meta, save_model
-from vistrain.deploy.graph import EXPORT_DIR, ONNX_FILE, InferenceGraph, graph_metadata, weights_sha256
+from vistrain.artifact import save_model
+from vistrain.artifact_meta import read_meta
+from vistrain.deploy.format import EXPORT_DIR, ONNX_FILE, graph_metadata, weights_sha256
+from vistrain.deploy.graph import InferenceGraph
 from vistrain.deploy.onnx_export import export_onnx
 from vistrain.models import create
 from vistrain.server.app import DEFAULT_MAX_BATCH, ENGINE_MAX_BATCH
@@ -212,7 +215,8 @@ def main() -> None:
                         help="the servers' --engine (onnxruntime: the run's ONNX export); several "
                              "values are measured in turn, on the same run")
     parser.add_argument("--max-batch", type=int, default=32, help="the batched setting's --max-batch")
-    parser.add_argument("--wait-ms", type=float, default=5.0)
+    parser.add_argument("--wait-ms", type=float, default=5.0,
+                        help="the batched setting's --wait-ms; other than 5, the record is <name>_w<W>")
     parser.add_argument("--threads", type=int,
                         help="the servers' compute threads (OMP_NUM_THREADS: ONNX Runtime's intra-op "
                              "threads and torch's); default theirs; the record is then <name>_t<N>")
@@ -221,7 +225,8 @@ def main() -> None:
                         help="per setting (all rounds); a round stops issuing requests after its share")
     args = parser.parse_args()
     name = "serve" if args.model == "tf_efficientnet_lite0" else "serve_small"
-    rec = Record(name + (f"_t{args.threads}" if args.threads else ""),
+    name += (f"_t{args.threads}" if args.threads else "") + (f"_w{args.wait_ms:g}" if args.wait_ms != 5.0 else "")
+    rec = Record(name,
                  ["vistrain/server/app.py", "vistrain/server/batcher.py", "vistrain/predictor.py",
                   "vistrain/deploy/classifier.py", "vistrain/deploy/runtime.py"])
     bodies = [p.read_bytes() for p in sorted(SHIPPED.rglob("*.png"))[::20]]

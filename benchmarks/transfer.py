@@ -68,8 +68,9 @@ def naive_epoch_seconds(cfg, n_images: int) -> tuple[float, int]:
     from vistrain.data.loader import ArrayBatches
     from vistrain.device import Runtime
     from vistrain.models import create
+    from vistrain.training.context import spatial_preprocess
     from vistrain.training.loop import BatchPipeline, train_one_epoch
-    from vistrain.training.prepare import finalize_preprocess, prepare_data, spatial_preprocess
+    from vistrain.training.prepare import finalize_preprocess, prepare_data
     rt = Runtime.create("cpu", cpu_amp=cfg.train.cpu_amp)
     model, pcfg = create(cfg.model.name, 10, pretrained=True)
     model = rt.prepare_model(model)

@@ -22,7 +22,8 @@ import pytest
 import vistrain
 from conftest import make_image_folder
 from vistrain.errors import VistrainError
-from vistrain.workflows.common import make_config, show_log_lines
+from vistrain.workflows.common import make_config
+from vistrain.workflows.logs import show_log_lines
 
 API = ["train", "load", "predict", "evaluate", "cv", "compare", "explain", "check", "lr_find"]
 TINY = dict(model="vistrain/resnet-tiny", epochs=1, batch_size=8, preprocess={"size": 32},

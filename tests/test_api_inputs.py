@@ -26,7 +26,7 @@ from conftest import make_image_folder
 from vistrain.cli.main import main
 from vistrain.config.spelling import cli_spelling, option, set_option
 from vistrain.errors import VistrainError
-from vistrain.predictor import Prediction, array_images
+from vistrain.prediction import Prediction, array_images
 from vistrain.report.model_card import MODEL_CARD
 
 TINY = dict(model="vistrain/resnet-tiny", epochs=1, batch_size=8, preprocess={"size": 32},

@@ -16,14 +16,16 @@ import pytest
 import torch
 
 from conftest import cli_error, make_image_folder
-from vistrain.artifact import WEIGHTS, save_model
+from vistrain.artifact import save_model
+from vistrain.artifact_meta import WEIGHTS
 from vistrain.cli.main import main
 from vistrain.data.scan import scan_folder
 from vistrain.data.splits import save_splits, stratified_holdout
-from vistrain.deploy.engine import OrtEngine
-from vistrain.deploy.graph import ExportError, InferenceGraph, graph_metadata, weights_sha256
+from vistrain.deploy.format import ExportError, graph_metadata, weights_sha256
+from vistrain.deploy.graph import InferenceGraph
 from vistrain.deploy.onnx_export import export_onnx
 from vistrain.deploy.parity import compare
+from vistrain.deploy.runtime import OrtEngine
 from vistrain.errors import VistrainError
 from vistrain.models import create
 from vistrain.predictor import Classifier

@@ -13,8 +13,8 @@ import torch
 from conftest import make_image_folder
 from test_export import make_run
 from vistrain.cli.main import main
-from vistrain.deploy.quantize import (INT8_GATE_KEY, LazyImages, _reader, int8_promoted,
-                                      mark_int8_gate)
+from vistrain.deploy.format import INT8_GATE_KEY, int8_promoted
+from vistrain.deploy.quantize import LazyImages, _reader, mark_int8_gate
 from vistrain.errors import VistrainError
 from vistrain.predictor import Classifier
 from vistrain.workflows import export as export_job
@@ -144,7 +144,7 @@ def test_calibration_memory_does_not_grow_with_the_number_of_images(tmp_path):
 def test_an_int8_file_changed_after_export_is_recognised(run):
     import onnx
     from onnx import numpy_helper
-    from vistrain.deploy.onnx_export import graph_problem
+    from vistrain.deploy.format import graph_problem
     assert main(["export", str(run), "--quantize", "int8", "--calibration", "8"]) == 0
     path = run / "export" / "model.int8.onnx"
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}

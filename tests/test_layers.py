@@ -196,3 +196,68 @@ def test_the_check_catches_a_circle_within_a_layer(tmp_path):
     (pkg / "transforms" / "c.py").write_text("def f():\n    import importlib\n"
                                             "    importlib.import_module('vistrain.data.a')\n")
     assert sideways_cycles(pkg) == {frozenset({"data", "models", "transforms"})}
+
+
+# ---- every name from the module that defines it ----------------------------------------------
+def _module_tables(package: Path) -> tuple[dict, dict, set]:
+    """``(defined, imported, packages)``: per module, the names it defines at the top level, the
+    names it imports from vistrain modules (name -> (module, original name)), and which modules
+    are packages (an ``__init__``: a package's API may gather its modules' names)."""
+    defined, imported, packages = {}, {}, set()
+    for path in package.rglob("*.py"):
+        if "__pycache__" in path.parts:
+            continue
+        name = _module_name(path.relative_to(package))
+        tree = ast.parse(path.read_text(), str(path))
+        if path.name == "__init__.py":
+            packages.add(name)
+        names, imports = set(), {}
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, (ast.Name,)) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("vistrain"):
+                for a in node.names:
+                    imports[a.asname or a.name] = (node.module, a.name)
+        defined[name], imported[name] = names, imports
+    return defined, imported, packages
+
+
+def borrowed_imports(package: Path, files: list[Path]) -> set[tuple[str, str]]:
+    """``(file, "module.name")`` for each ``from vistrain.module import name`` in ``files`` where
+    the module is not a package and only imports ``name`` itself (a re-export)."""
+    defined, imported, packages = _module_tables(package)
+    found = set()
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not (isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in defined
+                    and node.module not in packages):
+                continue
+            for a in node.names:
+                if a.name in imported[node.module] and a.name not in defined[node.module]:
+                    found.add((path.name, f"{node.module}.{a.name}"))
+    return found
+
+
+def test_every_name_is_imported_from_the_module_that_defines_it():
+    """A module's names are its own: nothing imports a name from a module that only imports it
+    (that module would be a facade whose readers cannot see where the name lives).  A package's
+    ``__init__`` is the one place that may gather names, as ``vistrain`` and ``vistrain.models``."""
+    package = Path(vistrain.__file__).parent
+    root = package.parent
+    files = [p for d in ("vistrain", "tests", "benchmarks") for p in (root / d).rglob("*.py")
+             if "__pycache__" not in p.parts]
+    assert borrowed_imports(package, files) == set()
+
+
+def test_the_check_catches_a_borrowed_name(tmp_path):
+    pkg = tmp_path / "vistrain"
+    (pkg / "data").mkdir(parents=True)
+    (pkg / "data" / "a.py").write_text("def load():\n    pass\n")
+    (pkg / "data" / "b.py").write_text("from vistrain.data.a import load\n")
+    user = tmp_path / "user.py"
+    user.write_text("from vistrain.data.a import load\n")
+    assert borrowed_imports(pkg, [user]) == set()
+    user.write_text("from vistrain.data.b import load\n")
+    assert borrowed_imports(pkg, [user]) == {("user.py", "vistrain.data.b.load")}

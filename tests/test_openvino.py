@@ -19,7 +19,7 @@ from test_serve import call, png_bytes
 from vistrain.artifact import save_model
 from vistrain.cli.main import main
 from vistrain.deploy import openvino_export
-from vistrain.deploy.graph import ExportError, graph_metadata, weights_sha256
+from vistrain.deploy.format import ExportError, graph_metadata, weights_sha256
 from vistrain.errors import VistrainError
 from vistrain.models import create
 from vistrain.predictor import Classifier

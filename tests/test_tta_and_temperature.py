@@ -11,7 +11,8 @@ import torch
 import torchvision.transforms.v2.functional as TF
 
 from conftest import cli_error, make_image_folder
-from vistrain.artifact import read_meta, save_model
+from vistrain.artifact import save_model
+from vistrain.artifact_meta import read_meta
 from vistrain.cli.main import main
 from vistrain.deploy.graph import InferenceGraph
 from vistrain.models import create

@@ -20,10 +20,7 @@ import torch
 from torch import nn
 
 from vistrain import __version__
-# model.json's reader and checks are torch-free (a serving install reads them): re-exported here
-from vistrain.artifact_meta import (FORMAT_VERSION, META, TEMPERATURE_RANGE, WEIGHTS, DamagedModelError,
-                                    check_finite_probabilities, meta_problem, preprocess_problem,
-                                    read_meta, temperature)
+from vistrain.artifact_meta import FORMAT_VERSION, META, WEIGHTS, read_meta
 from vistrain.errors import RunDirError
 from vistrain.fsutil import atomic_write_bytes, atomic_write_json
 from vistrain.models import create

@@ -4,7 +4,7 @@
 preprocessing, the calibration temperature); :func:`check_finite_probabilities` is the last check
 of every probability that leaves vistrain.  Everything here needs NumPy only, so that an ONNX
 Runtime server of a run's export reads the run as the torch engine does;
-:mod:`vistrain.artifact` (weights, the model itself) re-exports these names.
+:mod:`vistrain.artifact` holds the rest (weights, the model itself).
 
 Example:
     >>> meta_problem({"model_name": "m", "num_classes": 2, "classes": ["a", "b"], "preprocess": {}})

@@ -28,11 +28,10 @@ from typing import Literal, NamedTuple
 import numpy as np
 from PIL import Image
 
-from vistrain.artifact_meta import check_finite_probabilities
 from vistrain.config import TTA_MODES
-from vistrain.imageio.read import IMAGE_EXTENSIONS, is_image_file
 from vistrain.data.shards.index import is_shard_folder
 from vistrain.errors import DataError, ImageLoadError, VistrainError
+from vistrain.imageio.read import IMAGE_EXTENSIONS, is_image_file
 from vistrain.progress import progress_bar
 from vistrain.transforms.pixels import PixelPrep
 

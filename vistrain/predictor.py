@@ -35,13 +35,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vistrain.artifact import WEIGHTS, check_finite_probabilities, load_model, temperature
-from vistrain.deploy.engine import OrtEngine, open_engine
+from vistrain.artifact import load_model
+from vistrain.artifact_meta import WEIGHTS, check_finite_probabilities, temperature
+from vistrain.deploy.engine import open_engine
+from vistrain.deploy.runtime import OrtEngine
 from vistrain.models import create
-# the result types, the inputs and the engine-independent logic are torch-free: re-exported here
-from vistrain.prediction import (NOT_FOUND, BaseClassifier, Errors, ImageEntry, ImageNotFoundError,
-                                 Prediction, Score, array_images, check_tta, folder_images,
-                                 image_entries, path_entries, read_test_metrics, to_uint8)
+from vistrain.prediction import BaseClassifier, check_tta, read_test_metrics
 from vistrain.rundir.summary import run_summary
 from vistrain.transforms.normalize import resolve_normalization
 from vistrain.transforms.preprocess import Preprocess

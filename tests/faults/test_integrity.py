@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
 import vistrain.training.strategy as strategy
-from vistrain.artifact import WEIGHTS, DamagedModelError, check_finite_probabilities
+from vistrain.artifact_meta import WEIGHTS, DamagedModelError, check_finite_probabilities
 from vistrain.cli.main import main
 from vistrain.data.cache.build import build_pixel_cache
 from vistrain.data.scan import scan_folder

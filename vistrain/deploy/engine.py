@@ -26,9 +26,8 @@ from pathlib import Path
 
 import torch
 
-# the engine itself is torch-free (a serving install runs it without torch): re-exported here
-from vistrain.deploy.runtime import (OrtEngine, checked_graph_problem, export_path, open_export,  # noqa: F401
-                                     reason, stale_reason)
+from vistrain.deploy.runtime import (OrtEngine, checked_graph_problem, export_path, open_export, reason,
+                                     stale_reason)
 from vistrain.errors import VistrainError
 
 log = logging.getLogger("vistrain")

@@ -19,10 +19,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# the export's names and metadata are torch-free (an ONNX Runtime server reads them): re-exported
-from vistrain.deploy.format import (EXPORT_DIR, INPUT_NAME, INT8_FILE, ONNX_FILE, OUTPUT_NAME,
-                                    PARITY_FILE, TORCHSCRIPT_FILE, ExportError, graph_metadata,
-                                    require, weights_sha256)
 from vistrain.transforms.preprocess import Preprocess
 
 class InferenceGraph(nn.Module):

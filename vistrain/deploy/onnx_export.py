@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vistrain.deploy.format import GRAPH_KEY, graph_problem, graph_sha256  # re-exported
-from vistrain.deploy.graph import INPUT_NAME, OUTPUT_NAME, ExportError, InferenceGraph, require
+from vistrain.deploy.format import GRAPH_KEY, graph_sha256
+from vistrain.deploy.format import INPUT_NAME, OUTPUT_NAME, ExportError, require
+from vistrain.deploy.graph import InferenceGraph
 
 OPSET = 17
 

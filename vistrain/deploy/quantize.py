@@ -43,8 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vistrain.deploy.format import GRAPH_KEY, INT8_GATE_KEY, graph_sha256, int8_promoted  # re-exported
-from vistrain.deploy.graph import INPUT_NAME, require
+from vistrain.deploy.format import GRAPH_KEY, INT8_GATE_KEY, graph_sha256
+from vistrain.deploy.format import INPUT_NAME, require
 
 log = logging.getLogger("vistrain")
 

@@ -38,7 +38,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vistrain.artifact import META, load_model, read_meta
+from vistrain.artifact import load_model
+from vistrain.artifact_meta import META, read_meta
 from vistrain.config import TrainConfig
 from vistrain.errors import RunDirError
 from vistrain.rundir.parts import (FIXES, RETRAIN, CalibrationMetrics, CheckRecord, ClassMetrics, CompareRun, CompareSummary,

@@ -20,7 +20,8 @@ from vistrain.training.checks import CheckResult, run_checks
 from vistrain.training.context import RunContext
 from vistrain.training.lrfind import check_range
 from vistrain.training.prepare import prepare_context
-from vistrain.workflows.common import make_config, show_log_lines
+from vistrain.workflows.common import make_config
+from vistrain.workflows.logs import show_log_lines
 
 
 def check(data: str | Path | None = None, /, *, out: str | Path | None = None, steps: int = 100,

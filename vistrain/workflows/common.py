@@ -17,8 +17,6 @@ from vistrain.config import TrainConfig
 from vistrain.config.settings import apply_settings
 from vistrain.data.stream import location
 from vistrain.errors import VistrainError
-# log lines without logging set-up: torch-free, shared with the serving path; re-exported here
-from vistrain.workflows.logs import show_log_lines
 
 
 def as_config(config) -> TrainConfig:

@@ -19,7 +19,8 @@ from vistrain.evaluation.compare import (apply_setting, collect_run, parse_vary,
                                          settings_product)
 from vistrain.report.compare_report import render_compare_report
 from vistrain.training.run import check_output_ready
-from vistrain.workflows.common import default_out_dir, make_config, show_log_lines
+from vistrain.workflows.common import default_out_dir, make_config
+from vistrain.workflows.logs import show_log_lines
 from vistrain.workflows.train import train_run
 
 log = logging.getLogger("vistrain")

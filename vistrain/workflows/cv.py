@@ -19,15 +19,16 @@ from typing import Any
 import numpy as np
 
 from vistrain import fsutil
+from vistrain.config.spelling import option
 from vistrain.data.groups import image_groups
 from vistrain.data.scan import scan_folder
 from vistrain.device import Runtime
-from vistrain.config.spelling import option
 from vistrain.errors import VistrainError
 from vistrain.evaluation.cv import fold_dir, fold_finished, make_folds
 from vistrain.evaluation.figures import write_eval_figures
+from vistrain.evaluation.fold_metrics import summarize_folds
 from vistrain.evaluation.label_issues import write_label_issues
-from vistrain.evaluation.metrics import compute_metrics, summarize_folds
+from vistrain.evaluation.metrics import compute_metrics
 from vistrain.models import create
 from vistrain.report.cv_report import build_cv_report
 from vistrain.training.auto import apply_choice
@@ -36,7 +37,8 @@ from vistrain.training.prepare import prepare_data, resolve_auto, scratch_kwargs
 from vistrain.training.race import race_recipe
 from vistrain.training.race_memo import kept_outcome, reuse_memo, write_memo
 from vistrain.training.run import check_output_ready
-from vistrain.workflows.common import default_out_dir, make_config, show_log_lines
+from vistrain.workflows.common import default_out_dir, make_config
+from vistrain.workflows.logs import show_log_lines
 from vistrain.workflows.train import train_run
 
 log = logging.getLogger("vistrain")

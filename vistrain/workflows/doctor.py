@@ -15,11 +15,11 @@ from vistrain import fsutil
 from vistrain.config import TrainConfig
 from vistrain.data.doctor.hash import NEAR_DUP_DISTANCE
 from vistrain.data.doctor.report import Finding
-from vistrain.data.doctor.run import diagnose
 from vistrain.data.doctor.report import DoctorReport
+from vistrain.data.doctor.run import diagnose
 from vistrain.errors import VistrainError
 from vistrain.evaluation.label_issues import CSV_NAME, PNG_NAME, read_label_issues
-from vistrain.workflows.common import show_log_lines
+from vistrain.workflows.logs import show_log_lines
 
 LABELS_TOP = 10              # label issues listed with labels= (all of them are in ``paths``)
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from vistrain import fsutil
-from vistrain.artifact import WEIGHTS, check_finite_probabilities, load_model, read_meta, temperature
+from vistrain.artifact import load_model
+from vistrain.artifact_meta import WEIGHTS, check_finite_probabilities, read_meta, temperature
 from vistrain.data.cache.build import build_pixel_cache
 from vistrain.data.loader import ArrayBatches
 from vistrain.data.scan import ImageIndex, scan_folder
@@ -22,14 +23,15 @@ from vistrain.deploy.engine import open_engine
 from vistrain.deploy.parity import batched
 from vistrain.device import Runtime
 from vistrain.errors import DataError
-from vistrain.evaluation.figures import write_eval_figures
 from vistrain.evaluation.calibration import scale_probabilities
+from vistrain.evaluation.figures import write_eval_figures
 from vistrain.evaluation.metrics import compute_metrics
-from vistrain.predictor import Classifier, check_tta
+from vistrain.prediction import check_tta
+from vistrain.predictor import Classifier
 from vistrain.training.loop import BatchPipeline, predict
 from vistrain.training.run import recorded_data_root
 from vistrain.transforms.preprocess import Preprocess
-from vistrain.workflows.common import show_log_lines
+from vistrain.workflows.logs import show_log_lines
 
 
 def evaluate(run_dir: str | Path, data: str | Path, *, bootstrap: int = 1000,

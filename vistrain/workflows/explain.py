@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from vistrain import fsutil
-from vistrain.artifact import check_finite_probabilities
+from vistrain.artifact_meta import check_finite_probabilities
 from vistrain.errors import VistrainError
 from vistrain.interpret._utils import is_token_model
 from vistrain.interpret.attention import attention_maps, attention_rollout, plot_attention_heads
@@ -26,9 +26,10 @@ from vistrain.interpret.cam import compute_cam, find_target_layer
 from vistrain.interpret.featuremaps import feature_maps as get_feature_maps
 from vistrain.interpret.featuremaps import list_layers, plot_feature_maps
 from vistrain.interpret.render import save_cam_figure
-from vistrain.predictor import Classifier, image_entries
+from vistrain.prediction import image_entries
+from vistrain.predictor import Classifier
 from vistrain.training.run import recorded_data_root
-from vistrain.workflows.common import show_log_lines
+from vistrain.workflows.logs import show_log_lines
 from vistrain.workflows.predict import load_classifier
 
 METHODS = ("gradcam", "gradcam++", "layercam")

@@ -38,21 +38,22 @@ import numpy as np
 import torch
 
 from vistrain import __version__
-from vistrain.artifact import read_meta
+from vistrain.artifact_meta import read_meta
 from vistrain.data.leftovers import pid_tag, remove_dead
-from vistrain.deploy.engine import OrtEngine
-from vistrain.deploy.graph import (EXPORT_DIR, INT8_FILE, ONNX_FILE, PARITY_FILE, TORCHSCRIPT_FILE,
-                                   ExportError, InferenceGraph, graph_metadata, weights_sha256)
+from vistrain.deploy.format import (EXPORT_DIR, INT8_FILE, ONNX_FILE, PARITY_FILE, TORCHSCRIPT_FILE,
+                                    ExportError, graph_metadata, weights_sha256)
+from vistrain.deploy.graph import InferenceGraph
 from vistrain.deploy.onnx_export import OPSET, check_onnx, export_onnx
 from vistrain.deploy.openvino_export import (OPENVINO_BIN, OPENVINO_XML, OpenVinoEngine, export_openvino,
                                              require_openvino)
 from vistrain.deploy.parity import SplitImages, accuracy, batched, compare, load_split, split_files
 from vistrain.deploy.quantize import METHODS, SETTINGS, LazyImages, mark_int8_gate, quantize_int8
+from vistrain.deploy.runtime import OrtEngine
 from vistrain.deploy.torchscript import export_torchscript, load_torchscript
 from vistrain.errors import ImageLoadError, RunDirError, VistrainError
 from vistrain.fsutil import atomic_write_json
 from vistrain.predictor import Classifier
-from vistrain.workflows.common import show_log_lines
+from vistrain.workflows.logs import show_log_lines
 
 FORMATS = ("onnx", "torchscript", "openvino")
 QUANTIZE = ("int8",)

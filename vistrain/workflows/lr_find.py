@@ -15,7 +15,8 @@ from typing import Any
 from vistrain import fsutil
 from vistrain.training.lrfind import check_range, plot_lr_find, run_range_test
 from vistrain.workflows.check import prepare
-from vistrain.workflows.common import make_config, show_log_lines
+from vistrain.workflows.common import make_config
+from vistrain.workflows.logs import show_log_lines
 
 
 def lr_find(data: str | Path | None = None, /, *, steps: int = 100, start_lr: float = 1e-7,

@@ -31,7 +31,7 @@ from vistrain.data.splits import make_parts
 from vistrain.data.stats import default_preprocess
 from vistrain.errors import VistrainError
 from vistrain.transforms.resize import crop_scale_size
-from vistrain.workflows.common import show_log_lines
+from vistrain.workflows.logs import show_log_lines
 
 
 def pack(data: str | Path, /, *, out: str | Path, size: int | None = None, model: str | None = None,

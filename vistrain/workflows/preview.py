@@ -16,13 +16,13 @@ import numpy as np
 
 from vistrain import fsutil
 from vistrain.config import AugmentConfig
-from vistrain.imageio.read import is_image_file
 from vistrain.data.scan import scan_folder
 from vistrain.data.stats import default_preprocess
 from vistrain.errors import VistrainError
+from vistrain.imageio.read import is_image_file
 from vistrain.report.augment_preview import augment_preview as draw_augment_preview
 from vistrain.report.preprocess_preview import preview_preprocessing
-from vistrain.workflows.common import show_log_lines
+from vistrain.workflows.logs import show_log_lines
 
 
 def spread_over_classes(labels, n: int, seed: int) -> list[int]:

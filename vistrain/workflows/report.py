@@ -12,7 +12,7 @@ from pathlib import Path
 from vistrain import fsutil
 from vistrain.errors import RunDirError
 from vistrain.report.html import build_full_report
-from vistrain.workflows.common import show_log_lines
+from vistrain.workflows.logs import show_log_lines
 
 
 def build_report(run_dir: str | Path) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 from vistrain.data.scan import scan_folder
 from vistrain.data.stats import compute_stats, default_preprocess
 from vistrain.errors import VistrainError
-from vistrain.workflows.common import show_log_lines
+from vistrain.workflows.logs import show_log_lines
 
 
 def stats(data: str | Path, /, *, model: str | None = None, size: int | None = None,

@@ -20,17 +20,18 @@ from vistrain.config import TrainConfig
 from vistrain.config.spelling import option
 from vistrain.data.shards.index import is_shard_source
 from vistrain.errors import RunDirError
-from vistrain.training.checks import run_checks
 from vistrain.report.build import build_report
 from vistrain.report.model_card import MODEL_CARD, write_model_card
 from vistrain.rundir.summary import accuracy_text
 from vistrain.training.checkpoint import has_checkpoint
+from vistrain.training.checks import run_checks
 from vistrain.training.context import RunContext
 from vistrain.training.loggers import trackers
 from vistrain.training.run import (RunResult, finished_result, recorded_data_root, run_finished,
                                   run_reported, run_training)
 from vistrain.training.tracking import track_to_mlflow
-from vistrain.workflows.common import default_out_dir, make_config, show_log_lines
+from vistrain.workflows.common import default_out_dir, make_config
+from vistrain.workflows.logs import show_log_lines
 
 log = logging.getLogger("vistrain")
 

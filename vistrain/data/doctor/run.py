@@ -51,7 +51,7 @@ from vistrain.config import TrainConfig
 from vistrain.data.doctor.files import file_findings, image_findings, inspect_files
 from vistrain.data.doctor.hash import (NEAR_DUP_DISTANCE, NEAR_DUP_MAD, exact_pairs, near_pairs,
                                        sha256_file, thumb_distance)
-from vistrain.data.doctor.report import DoctorReport, Finding, summarize, write_doctor_json
+from vistrain.data.doctor.report import DoctorReport, Finding
 from vistrain.data.doctor.splits import count_findings, pair_findings, part_of, size_findings
 from vistrain.data.doctor.structure import structure_findings
 from vistrain.data.scan import ImageIndex, folder_layout, scan_folder
