@@ -140,6 +140,11 @@ def test_vary_parsing_and_product():
             parse_vary(bad)
     with pytest.raises(VistrainError):
         apply_setting(TrainConfig(), {"optim.nope": "1"})
+    # any setting's name, as its flag and keyword spell it, typed as --set types it
+    cfg = apply_setting(TrainConfig(), {"lr": "0.01", "batch_size": "16", "budget": "none", "model": "resnet18"})
+    assert (cfg.optim.lr, cfg.data.batch_size, cfg.train.budget, cfg.model.name) == (0.01, 16, None, "resnet18")
+    with pytest.raises(VistrainError, match="data.batch_size"):
+        apply_setting(TrainConfig(), {"batch_size": "0"})
 
 
 def test_compare_html_escapes_names(tmp_path):

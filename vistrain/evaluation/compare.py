@@ -28,19 +28,19 @@ import re
 from pathlib import Path
 
 from vistrain.config import parse_value, update_section
+from vistrain.config.settings import SETTINGS
+from vistrain.config.settings import setting as setting_entry
 from vistrain.errors import VistrainError
 from vistrain.fsutil import atomic_write_bytes
 from vistrain.evaluation.png import figure_png, new_figure
 
 log = logging.getLogger("vistrain")
 
-#: short names for ``--vary``; any other ``SECTION.KEY`` of the config works too
-VARY_ALIASES = {"norm": ("model", "norm"), "act": ("model", "act"), "init": ("model", "init"),
-                "model": ("model", "name")}
-
-
 def parse_vary(items: list[str]) -> dict[str, list[str]]:
-    """``["norm=batch,group", ...]`` -> ``{"norm": ["batch", "group"], ...}`` (order kept)."""
+    """``["norm=batch,group", ...]`` -> ``{"norm": ["batch", "group"], ...}`` (order kept).  A
+    key is a setting's name, as its flag and API keyword spell it (``norm``, ``lr``,
+    ``batch_size``: :data:`~vistrain.config.settings.SETTINGS`), or any ``SECTION.KEY``."""
+    names = {s.name for s in SETTINGS}
     vary: dict[str, list[str]] = {}
     for item in items or []:
         key, sep, raw = item.partition("=")
@@ -48,9 +48,9 @@ def parse_vary(items: list[str]) -> dict[str, list[str]]:
         values = [v.strip() for v in raw.split(",") if v.strip()]
         if not sep or not key or not values:
             raise VistrainError(f"--vary {item!r}: expected KEY=V1,V2,... e.g. norm=batch,group")
-        if key not in VARY_ALIASES and "." not in key:
-            raise VistrainError(f"--vary {item!r}: unknown key {key!r}; use one of "
-                                f"{', '.join(VARY_ALIASES)} or SECTION.KEY (e.g. optim.lr)")
+        if key not in names and "." not in key:
+            raise VistrainError(f"--vary {item!r}: unknown key {key!r}; use a setting's name (e.g. norm, "
+                                "act, model, lr, batch_size) or SECTION.KEY (e.g. optim.name)")
         if key in vary:
             raise VistrainError(f"--vary {key} given twice; put all its values in one list")
         if len(set(values)) != len(values):
@@ -74,18 +74,20 @@ def setting_name(setting: dict[str, str]) -> str:
 
 
 def apply_setting(cfg, setting: dict[str, str]):
-    """A deep copy of ``cfg`` with the setting's values set (YAML-typed for SECTION.KEY)."""
+    """A deep copy of ``cfg`` with the setting's values set, as ``--set`` and the flags set them
+    (typed from the text by :func:`~vistrain.config.parse_value`; a setting's name goes through
+    its entry of the settings table)."""
     cfg = copy.deepcopy(cfg)
+    names = {s.name for s in SETTINGS}
     for key, raw in setting.items():
-        if key in VARY_ALIASES:
-            section, field = VARY_ALIASES[key]
-            value = raw
-        else:
-            section, _, field = key.partition(".")
-            value = parse_value(key, raw)  # text settings keep their text ("off" is not False)
+        if key in names:
+            entry = setting_entry(key)
+            entry.apply(cfg, parse_value(entry.key, raw))
+            continue
+        section, _, field = key.partition(".")
         if not hasattr(cfg, section):
             raise VistrainError(f"--vary {key}: unknown config section {section!r}")
-        update_section(getattr(cfg, section), {field: value}, section)
+        update_section(getattr(cfg, section), {field: parse_value(key, raw)}, section)
     return cfg.check()  # resolved (a vistrain/ model fine-tunes) and validated, key named
 
 
