@@ -15,7 +15,8 @@ def register(sub) -> None:
                                    "vistrain/resnet-tiny, trained from scratch end to end (finetune).")
     p.add_argument("data", help="image folder: DATA/<class>/<image> or DATA/{train,val,test}/<class>/")
     p.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2,...",
-                   help="a setting's name (norm, act, init, model, lr, batch_size, ...) or SECTION.KEY with a comma-separated list of values "
+                   help="a setting's name (norm, act, init, model, lr, batch_size, ...) or SECTION.KEY "
+                        "with a comma-separated list of values "
                         "(repeatable; the runs are the cartesian product)")
     p.add_argument("--out", help="output folder (default runs/<data>-compare-<time>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
