@@ -46,6 +46,11 @@ def test_the_key_holds_what_the_outcome_depends_on(grey, tmp_path, monkeypatch):
     timed = {**AUTO, "entrants": [dict(e, epochs=e["epochs"] - 1) for e in AUTO["entrants"]]}
     assert memo_path(_cfg(grey), index, None, timed, rt) == same
     assert same not in others and len(others) == 4
+    # what acts after the race or beside training leaves the key: a tracked or calibration-free
+    # repeat of the command takes the same outcome
+    tracked = TrainConfig.from_dict({"data": {"root": str(grey)}, "logging": {"track": ["mlflow"]},
+                                     "train": {"budget": 3, "calibration": "none", "keep_checkpoints": True}}).check()
+    assert memo_path(tracked, index, None, AUTO, rt) == same
     first = sorted(grey.rglob("*.png"))[0]
     first.write_bytes(first.read_bytes())  # the same bytes, a new mtime: new data as far as a key knows
     os.utime(first, (1, 1))

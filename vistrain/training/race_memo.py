@@ -7,7 +7,7 @@ twice, a notebook cell re-run, an evaluation repeated after an edit elsewhere --
 may, on a noisy machine, pick another recipe for the same data.  The memo makes a rerun fast and the
 choice stable.  Its key holds everything the outcome depends on: the files (path, size, mtime and
 sampled bytes, as every cache key), the split, the whole requested config (budget, seed, model,
-every setting), the candidates, the machine (host, CPUs, device) and vistrain's version.  Anything
+every setting but those of ``NOT_IN_KEY``, which act after the race), the candidates, the machine (host, CPUs, device) and vistrain's version.  Anything
 else differs: a new race.  ``data.cache=off`` always races; ``vistrain cache --clear`` forgets.
 
 The memo holds what the race adds to strategy auto's reasoning (``race``, ``chosen``, ``settings``,
@@ -41,6 +41,9 @@ from vistrain.training.auto import apply_choice
 log = logging.getLogger("vistrain")
 
 MEMO_VERSION = 1
+# settings that act after the race or beside training, never on what the race measures: a run
+# that only adds a tracker, keeps its checkpoints or skips calibration takes the same outcome
+NOT_IN_KEY = ("logging", "train.keep_checkpoints", "train.checks", "train.calibration", "data.doctor")
 KEYS = ("race", "chosen", "settings", "decision")  # what the race adds to strategy auto's reasoning
 
 
@@ -63,6 +66,9 @@ def memo_path(requested: TrainConfig, index: ImageIndex, parts, auto: dict, rt: 
         return None
     config = dataclasses.asdict(requested)
     config["data"].pop("root", None)  # the files are in the key; a moved folder is new data anyway
+    for key in NOT_IN_KEY:
+        section, _, name = key.partition(".")
+        config.pop(section) if not name else config[section].pop(name)
     spec = memo_spec(config, auto, parts, str(rt.device))
     if index.shards is not None:
         key = cache_key([], {**spec, "shards": shards_digest(index.shards)})
