@@ -78,12 +78,12 @@ def substitute(line: str, shipped, subset, other) -> str:
     line = re.sub(r"--epochs[ =]\d+", "--epochs 1", line)
     line = re.sub(r"--folds[ =]\d+", "--folds 2", line)
     extra = []
-    if verb == "train" and not re.search(r"--epochs|--config|--resume|--print-config", line):
+    if verb == "train" and not re.search(r"--epochs|--config|--resume|--print-config|--print-schema", line):
         extra += ["--epochs", "2"]
     if verb == "cv":
         extra += ["--epochs", "1"]
     if verb in ("train", "cv") and "--budget" not in line and "--resume" not in line \
-            and "--print-config" not in line:
+            and "--print-config" not in line and "--print-schema" not in line:
         extra += ["--budget", "2"]  # strategy auto's race within 2 minutes, not 15
     if small_model:
         extra += ["--set", "preprocess.size=64"]
