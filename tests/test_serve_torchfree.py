@@ -182,12 +182,13 @@ def test_a_run_without_export_and_without_torch_says_to_export(exported, tmp_pat
                      "install 'vistrain[train]'")
 
 
-def test_batching_is_off_by_default_for_onnx_runtime_and_on_for_torch(exported):
-    """docs/benchmarks.md: dynamic batching lowers ONNX Runtime's throughput on a CPU, and raises
-    the torch engine's for a small network; ``max_batch`` given is kept either way."""
+def test_batching_is_on_by_default_for_onnx_runtime_and_torch(exported):
+    """docs/benchmarks.md: at 32 clients dynamic batching raises the throughput of both engines
+    (ONNX Runtime 1.45x on Lite0, about 1.06x on a small network; torch 1.2x-2.0x) and costs
+    nothing at 1 client; ``max_batch`` given is kept either way."""
     from vistrain.server import create_app
     onnx_file = exported / "export" / "model.onnx"
-    for clf, want in ((vistrain.load(onnx_file), 1), (Classifier.from_run(exported, engine="onnxruntime"), 1),
+    for clf, want in ((vistrain.load(onnx_file), 32), (Classifier.from_run(exported, engine="onnxruntime"), 32),
                       (Classifier.from_run(exported, engine="torch"), 32)):
         service = create_app(clf).state.service
         assert service.batcher.max_batch == want == service.metadata()["batching"]["max_batch"]
