@@ -184,7 +184,7 @@ def test_a_run_without_export_and_without_torch_says_to_export(exported, tmp_pat
 
 def test_batching_is_on_by_default_for_onnx_runtime_and_torch(exported):
     """docs/benchmarks.md: at 32 clients dynamic batching raises the throughput of both engines
-    (ONNX Runtime 1.45x on Lite0, about 1.06x on a small network; torch 1.2x-2.0x) and costs
+    (ONNX Runtime 1.29x-1.45x on Lite0, about 1.06x on a small network; torch 1.2x-2.0x) and costs
     nothing at 1 client; ``max_batch`` given is kept either way."""
     from vistrain.server import create_app
     onnx_file = exported / "export" / "model.onnx"

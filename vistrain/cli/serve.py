@@ -27,7 +27,7 @@ def register(sub) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
     p.add_argument("--max-batch", type=int,
                    help="most images per model call (1 turns dynamic batching off; default 32 with "
-                        "the torch engine, 1 with ONNX Runtime, where batching does not pay on a CPU)")
+                        "the torch engine and ONNX Runtime, 1 with OpenVINO, not measured yet)")
     p.add_argument("--wait-ms", type=float, default=5.0,
                    help="how long a request waits for others to share its model call")
     p.add_argument("--max-body-mb", type=float, default=20.0,

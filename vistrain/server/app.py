@@ -73,9 +73,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 32
 # --max-batch when not given, by engine (docs/benchmarks.md, "Serving: dynamic batching"): at 32
-# clients batching gives the torch engine 1.2x (Lite0) to 2.0x (resnet20 at 32 px) and ONNX
-# Runtime 1.45x (Lite0, the default model) and 0.97x-1.09x (resnet20, six runs); at 1 client it
-# costs nothing (the wait is for announced requests only).  OpenVINO is not measured by that
+# clients batching gives the torch engine 1.2x (Lite0) to 1.5x-2.0x (resnet20 at 32 px) and ONNX
+# Runtime 1.29x-1.45x (Lite0, the default model) and 0.97x-1.09x (resnet20); at 1 client it
+# costs no wait (the batch waits for announced requests only).  OpenVINO is not measured by that
 # benchmark: batching stays off for it until a measurement shows it pays.
 ENGINE_MAX_BATCH = {"torch": DEFAULT_MAX_BATCH, "onnxruntime": DEFAULT_MAX_BATCH,
                     "onnxruntime-int8": DEFAULT_MAX_BATCH, "openvino": 1}
