@@ -247,6 +247,23 @@ def jpeg_dc_block(rec: dict) -> str:
             f"decode + bicubic resize to shorter side {rec['params']['short']}.\n\n" + table(head, rows))
 
 
+def openvino_block(rec: dict) -> str:
+    """Per thread count: ONNX Runtime and OpenVINO on the same graph, batch 1 and 32, and the
+    ratios against ONNX Runtime; the largest probability difference between the two."""
+    rows, diffs = [], []
+    for t, by in rec["derived"].items():
+        diffs.append(f"{by['max_probability_difference']:.1g} at {t} thread{'s' if t != '1' else ''}")
+        for name in ("onnxruntime", "openvino"):
+            r = by[name]
+            rows.append([t, name, f(r["batch1_img_s"]), f(r["batch1_ms"], 2), f(r["batch32_img_s"]),
+                         f"{x(r['vs_ort_batch1'])} / {x(r['vs_ort_batch32'])}"])
+    head = ["threads", "engine", "batch 1 img/s", "batch-1 ms", "batch 32 img/s", "speed vs ONNX Runtime (1 / 32)"]
+    p = rec["params"]
+    return (provenance(rec) + f" EfficientNet-Lite0 at 224 px as `vistrain export` writes it; medians of "
+            f"{p['repeats_1']} batch-1 and {p['repeats_32']} batch-32 calls, the engines alternating.\n\n"
+            + table(head, rows) + f"\n\nLargest probability difference: {', '.join(diffs)}.")
+
+
 RENDERERS: dict[str, Renderer] = {
     "panel": Renderer(("panel",), panel_block),
     "jpeg_dc": Renderer(("jpeg_dc",), jpeg_dc_block),
@@ -255,6 +272,7 @@ RENDERERS: dict[str, Renderer] = {
     "serve_small_w2": Renderer(("serve_small_w2",), serve_block),
     "serve_small_w20": Renderer(("serve_small_w20",), serve_block),
     "serve": Renderer(("serve",), serve_block),
+    "openvino": Renderer(("openvino",), openvino_block),
     "decode": Renderer(("decode",), decode_block),
     "pipeline.photos": Renderer(("pipeline",), pipeline_block("photos")),
     "pipeline.cifar": Renderer(("pipeline",), pipeline_block("cifar")),

@@ -7,9 +7,10 @@ openvino`` does (float32 weights, float32 inference).  Both engines get the same
 through the engine classes ``predict`` uses (:class:`OrtEngine`, :class:`OpenVinoEngine`), with
 ``t`` threads each; batch-1 latency and batch-32 throughput are medians of ``--repeats-1`` and
 ``--repeats-32`` calls, the engines alternating call by call after two warm-up calls.  The
-largest probability difference between the two is printed too.
+largest probability difference between the two is printed too.  One record,
+``benchmarks/results/openvino.json`` (:mod:`_record`: every timed call, the medians, the ratios).
 
-    nice -n 10 python benchmarks/openvino_speed.py --threads 1 2
+    python benchmarks/openvino_speed.py --threads 1 2
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _record import Record  # noqa: E402
 from inference import build, measure  # noqa: E402  (the sibling benchmark's model and timer)
 
 
@@ -34,6 +36,7 @@ def main() -> None:
     ap.add_argument("--repeats-1", type=int, default=15, help="batch-1 calls timed per engine")
     ap.add_argument("--repeats-32", type=int, default=4, help="batch-32 calls timed per engine")
     args = ap.parse_args()
+    rec = Record("openvino", ["vistrain/deploy/openvino_export.py", "vistrain/deploy/runtime.py"])
     import onnxruntime
     import openvino
     from vistrain.deploy.openvino_export import OpenVinoEngine, export_openvino
@@ -56,9 +59,9 @@ def main() -> None:
             engines = {"onnxruntime": OrtEngine(files["onnxruntime"], threads=t),
                        "openvino": OpenVinoEngine(xml, threads=t)}
             diff = np.abs(engines["onnxruntime"].probabilities(x32) - engines["openvino"].probabilities(x32)).max()
-            res = measure({k: e.probabilities for k, e in engines.items()}, x1, x32,
-                          args.repeats_1, args.repeats_32)
-            rows.append((t, res, diff))
+            res, every = measure({k: e.probabilities for k, e in engines.items()}, x1, x32,
+                                 args.repeats_1, args.repeats_32)
+            rows.append((t, res, diff, every))
             for name, (b1, b32) in res.items():
                 print(f"threads {t}  {name:12s} batch 1: {b1 * 1e3:7.2f} ms ({1 / b1:6.1f} img/s)   "
                       f"batch 32: {32 / b32:6.1f} img/s")
@@ -67,11 +70,17 @@ def main() -> None:
     print()
     print("| threads | engine | batch 1 (img/s) | batch-1 latency (ms) | batch 32 (img/s) | vs ONNX Runtime (1 / 32) |")
     print("|---|---|---|---|---|---|")
-    for t, res, _ in rows:
+    derived = {}
+    for t, res, diff, _ in rows:
         o1, o32 = res["onnxruntime"]
         for name, (b1, b32) in res.items():
             print(f"| {t} | {name} | {1 / b1:.1f} | {b1 * 1e3:.2f} | {32 / b32:.1f} | "
                   f"{o1 / b1:.2f}x / {o32 / b32:.2f}x |")
+            derived.setdefault(str(t), {})[name] = {"batch1_img_s": 1 / b1, "batch1_ms": b1 * 1e3,
+                                                   "batch32_img_s": 32 / b32, "vs_ort_batch1": o1 / b1,
+                                                   "vs_ort_batch32": o32 / b32}
+        derived[str(t)]["max_probability_difference"] = float(diff)
+    rec.write(params=vars(args), repeats={str(t): every for t, _, _, every in rows}, derived=derived, limits={})
 
 
 if __name__ == "__main__":
