@@ -213,22 +213,18 @@ class LoggingConfig:
 
 # Ranges of settings: key -> a rule (vistrain.config.rules) that validation, the flags' help and
 # the JSON Schema read.  None passes where the type allows it.
-def _whole(low, high=None, text=""):
-    return Range(low, high, text=text)
-
-
 RANGES: dict[str, Rule] = {
     "data.val_fraction": Range(0, 1, high_open=True, text="a fraction in [0, 1)"),
     "data.test_fraction": Range(0, 1, high_open=True, text="a fraction in [0, 1)"),
-    "data.split_seed": _whole(0, MAX_SEED, f"a whole number in [0, {MAX_SEED}]"),
-    "data.batch_size": _whole(1, text="a whole number >= 1"),
-    "data.num_workers": _whole(-1, text="a whole number >= -1 (-1: from the CPU count, 0: no workers)"),
-    "data.max_image_pixels": _whole(1, text="a whole number of pixels >= 1"),
-    "preprocess.size": _whole(1, text="a whole number of pixels >= 1, or null for the model's size"),
+    "data.split_seed": Range(0, MAX_SEED, text=f"a whole number in [0, {MAX_SEED}]"),
+    "data.batch_size": Range(1, text="a whole number >= 1"),
+    "data.num_workers": Range(-1, text="a whole number >= -1 (-1: from the CPU count, 0: no workers)"),
+    "data.max_image_pixels": Range(1, text="a whole number of pixels >= 1"),
+    "preprocess.size": Range(1, text="a whole number of pixels >= 1, or null for the model's size"),
     "preprocess.crop_pct": Range(0, 1, low_open=True, text="a fraction in (0, 1], or null for the model's"),
     "preprocess.mean": Items(Range(finite=True), lengths=(1, 3), text="1 or 3 finite numbers"),
     "preprocess.std": Items(Range(0, low_open=True, finite=True), lengths=(1, 3), text="1 or 3 finite numbers > 0"),
-    "preprocess.fill": _whole(0, 255, "a grey level in [0, 255]"),
+    "preprocess.fill": Range(0, 255, text="a grey level in [0, 255]"),
     "preprocess.background": Items(Range(0, 255), lengths=(3,), text="3 values in [0, 255] (R, G, B)"),
     "augment.rotation": Range(0, 180, text="degrees in [0, 180], or null"),
     "augment.mixup": Range(0, text="a Beta alpha >= 0 (0 disables)"),
@@ -237,7 +233,7 @@ RANGES: dict[str, Rule] = {
     "model.name": Pattern(r"[\s\S]*\S[\s\S]*", text="a timm model name or vistrain/<name>"),
     "model.drop_rate": Range(0, 1, high_open=True, text="a probability in [0, 1)"),
     "strategy.logreg_c": Range(0, low_open=True, text="a number > 0, or null to choose it on validation"),
-    "strategy.unfreeze_every": _whole(1, text="a whole number of epochs >= 1"),
+    "strategy.unfreeze_every": Range(1, text="a whole number of epochs >= 1"),
     "strategy.unfreeze_epochs": Items(Range(2), text="1-based epochs >= 2, e.g. [2, 4, 6]"),
     "strategy.lr_factor": Range(0, low_open=True, text="a ratio > 0, or null"),
     "strategy.group_lrs": Items(Range(0, low_open=True), min_items=1, text="learning rates > 0"),
@@ -247,15 +243,15 @@ RANGES: dict[str, Rule] = {
     "optim.label_smoothing": Range(0, 1, high_open=True, text="a number in [0, 1)"),
     "optim.grad_clip": Range(0, low_open=True, text="a norm > 0, or null (no clipping)"),
     "schedule.warmup_epochs": Range(0, text="a number of epochs >= 0"),
-    "schedule.step_size": _whole(1, text="a whole number of epochs >= 1"),
+    "schedule.step_size": Range(1, text="a whole number of epochs >= 1"),
     "schedule.gamma": Range(0, low_open=True, text="a factor > 0"),
     "schedule.min_lr_ratio": Range(0, 1, text="a ratio in [0, 1]"),
-    "train.epochs": _whole(1, text="a whole number >= 1"),
-    "train.seed": _whole(0, MAX_SEED, f"a whole number in [0, {MAX_SEED}]"),
+    "train.epochs": Range(1, text="a whole number >= 1"),
+    "train.seed": Range(0, MAX_SEED, text=f"a whole number in [0, {MAX_SEED}]"),
     "train.budget": Range(0, low_open=True, finite=True, text="minutes > 0, or null for no limit"),
     "train.checkpoint_minutes": Range(0, low_open=True, finite=True,
                                       text="minutes > 0, or null (epoch ends only)"),
-    "train.patience": _whole(1, text="a whole number of epochs >= 1, or null (no early stopping)"),
+    "train.patience": Range(1, text="a whole number of epochs >= 1, or null (no early stopping)"),
     "train.device": Pattern(r"auto|cpu|cuda(:\d+)?", text="auto, cpu, cuda or cuda:N"),
 }
 

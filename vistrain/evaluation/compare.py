@@ -36,11 +36,12 @@ from vistrain.evaluation.png import figure_png, new_figure
 
 log = logging.getLogger("vistrain")
 
+NAMES = frozenset(s.name for s in SETTINGS)  # the settings' names --vary takes besides SECTION.KEY
+
 def parse_vary(items: list[str]) -> dict[str, list[str]]:
     """``["norm=batch,group", ...]`` -> ``{"norm": ["batch", "group"], ...}`` (order kept).  A
     key is a setting's name, as its flag and API keyword spell it (``norm``, ``lr``,
     ``batch_size``: :data:`~vistrain.config.settings.SETTINGS`), or any ``SECTION.KEY``."""
-    names = {s.name for s in SETTINGS}
     vary: dict[str, list[str]] = {}
     for item in items or []:
         key, sep, raw = item.partition("=")
@@ -48,7 +49,7 @@ def parse_vary(items: list[str]) -> dict[str, list[str]]:
         values = [v.strip() for v in raw.split(",") if v.strip()]
         if not sep or not key or not values:
             raise VistrainError(f"--vary {item!r}: expected KEY=V1,V2,... e.g. norm=batch,group")
-        if key not in names and "." not in key:
+        if key not in NAMES and "." not in key:
             raise VistrainError(f"--vary {item!r}: unknown key {key!r}; use a setting's name (e.g. norm, "
                                 "act, model, lr, batch_size) or SECTION.KEY (e.g. optim.name)")
         if key in vary:
@@ -78,9 +79,8 @@ def apply_setting(cfg, setting: dict[str, str]):
     (typed from the text by :func:`~vistrain.config.parse_value`; a setting's name goes through
     its entry of the settings table)."""
     cfg = copy.deepcopy(cfg)
-    names = {s.name for s in SETTINGS}
     for key, raw in setting.items():
-        if key in names:
+        if key in NAMES:
             entry = setting_entry(key)
             entry.apply(cfg, parse_value(entry.key, raw))
             continue

@@ -5,7 +5,7 @@
 
 Example:
     >>> from vistrain.config import TrainConfig
-    >>> from vistrain.device import Runtime, keep_freed_host_memory
+    >>> from vistrain.device import Runtime
     >>> cfg = TrainConfig.from_dict({"data": {"root": "examples/fashion-mnist-small"}})  # doctest: +SKIP
     >>> ctx = prepare_context(cfg, Runtime.create("cpu"), progress=False)               # doctest: +SKIP
     >>> ctx.data.pixels.shape, ctx.pre.describe()                                       # doctest: +SKIP
