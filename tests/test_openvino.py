@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -65,6 +66,20 @@ def test_engine_predicts_evaluates_and_serves_as_torch(run, data):  # noqa: F811
         assert r.status_code == 200 and len(r.json()["top"]) == 3
     finally:
         app.state.service.close()
+
+
+def test_engine_calls_from_several_threads_at_once_each_get_their_own_answer(run, data):  # noqa: F811
+    """The server's model workers call one engine from several threads: each thread has its own
+    infer request, so answers never mix."""
+    export(run, format="openvino", progress=False)
+    ov = Classifier.from_run(run, engine="openvino")
+    batches = [[ov.pixels(p)] * n for n, p in zip((1, 3, 2, 4), sorted((data / "b").iterdir()))]
+    want = [ov.predict_pixels(b) for b in batches]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(5):
+            got = list(pool.map(ov.predict_pixels, batches))
+            for g, w in zip(got, want):
+                np.testing.assert_array_equal(g, w)
 
 
 def test_a_differing_ir_is_refused_and_nothing_is_written(run, monkeypatch, capsys):

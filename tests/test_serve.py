@@ -30,7 +30,7 @@ from PIL import Image
 from conftest import cli_error, make_image_folder
 from vistrain.errors import VistrainError
 from vistrain.predictor import Classifier
-from vistrain.server import DynamicBatcher, create_app
+from vistrain.server import DynamicBatcher, ModelLock, create_app
 from vistrain.server import app as serve_app
 from vistrain.workflows import serve as serve_job
 
@@ -249,6 +249,60 @@ def test_batcher_max_batch_1_is_one_call_per_item_and_errors_reach_every_item():
         DynamicBatcher(len, max_batch=0)
 
 
+def test_model_workers_run_batches_side_by_side_and_count_every_item():
+    both_inside = threading.Barrier(2, timeout=5)  # passes only when two calls run at once
+
+    def side_by_side(items):
+        both_inside.wait()
+        return [x * 10 for x in items]
+    b = DynamicBatcher(side_by_side, max_batch=1, wait_ms=0, workers=2)
+    try:
+        futures = [b.submit(i) for i in range(6)]
+        assert [f.result(10) for f in futures] == [0, 10, 20, 30, 40, 50]
+        assert b.calls == 6 and b.items == 6 and sorted(b.batch_sizes) == [1] * 6
+        assert b.alive()
+    finally:
+        b.close()
+    assert not b.alive()
+    with pytest.raises(ValueError, match="workers"):
+        DynamicBatcher(len, workers=0)
+
+
+def test_model_lock_lets_calls_share_and_an_exclusive_user_wait_for_them_and_go_first():
+    lock, events = ModelLock(), []
+    shared_in, release = threading.Event(), threading.Event()
+
+    def call():
+        with lock.shared():
+            shared_in.set()
+            release.wait(5)
+            events.append("call done")
+
+    def explain():
+        with lock.exclusive():
+            events.append("explain")
+
+    def late_call():
+        with lock.shared():
+            events.append("late call")
+    first = threading.Thread(target=call)
+    first.start()
+    assert shared_in.wait(5)
+    with lock.shared():  # a second call runs beside the first
+        pass
+    waiting = threading.Thread(target=explain)
+    waiting.start()
+    time.sleep(0.05)
+    late = threading.Thread(target=late_call)
+    late.start()
+    time.sleep(0.05)
+    assert events == []  # explain waits for the running call; the late call waits behind explain
+    release.set()
+    for t in (first, waiting, late):
+        t.join(5)
+    assert events == ["call done", "explain", "late call"]
+
+
 # -- the app in-process ----------------------------------------------------------------------------
 
 def call(app, method: str, url: str, **kwargs) -> httpx.Response:
@@ -321,7 +375,7 @@ def test_healthz_metadata_and_page(app, clf):
     assert meta["preprocess"] == clf.preprocess.to_dict()
     assert meta["model"] == "vistrain/resnet-tiny" and meta["engine"] == getattr(clf, "engine", "torch")
     assert {"vistrain", "torch", "python"} <= set(meta["versions"]) and meta["trained_with"]
-    assert meta["batching"] == {"max_batch": 32, "wait_ms": 30}
+    assert meta["batching"] == {"max_batch": 32, "wait_ms": 30, "model_workers": 1}
     page = call(app, "GET", "/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "default-src 'none'" in page.headers["content-security-policy"]
@@ -593,12 +647,13 @@ def test_cli_passes_tta_and_the_limits_to_the_server(run_dir, tmp_path, monkeypa
     monkeypatch.setenv(image_io.MAX_PIXELS_ENV, str(image_io.MAX_PIXELS))
     monkeypatch.setattr(image_io.Image, "MAX_IMAGE_PIXELS", image_io.Image.MAX_IMAGE_PIXELS)
     assert main(["serve", str(run_dir), "--port", "0", "--tta", "flip", "--max-image-pixels",
-                 "5000000", "--decode-threads", "3"]) == 0
+                 "5000000", "--decode-threads", "3", "--model-workers", "2"]) == 0
     service = apps[0].state.service
     try:
         assert service.clf.tta == "flip" and service.metadata()["tta"] == "flip"
         assert service.max_image_pixels == 5_000_000 == image_io.max_image_pixels()
         assert service.decode_threads == 3
+        assert service.metadata()["batching"]["model_workers"] == 2 and len(service.batcher._threads) == 2
         data = png_bytes(6)
         want = predict_top(Classifier.from_run(run_dir, device="cpu", tta="flip"), data, tmp_path, 2)
         assert_same_top(call(apps[0], "POST", "/predict?top_k=2", content=data).json()["top"], want)
@@ -609,7 +664,8 @@ def test_cli_passes_tta_and_the_limits_to_the_server(run_dir, tmp_path, monkeypa
 @pytest.mark.parametrize("argv, word", [
     (["--port", "70000"], "port"), (["--max-batch", "0"], "max_batch"),
     (["--max-body-mb", "0"], "max_body_mb"), (["--wait-ms", "-1"], "wait_ms"),
-    (["--max-image-pixels", "0"], "max_image_pixels"), (["--decode-threads", "0"], "decode_threads")])
+    (["--max-image-pixels", "0"], "max_image_pixels"), (["--decode-threads", "0"], "decode_threads"),
+    (["--model-workers", "0"], "model_workers"), (["--model-workers", "17"], "model_workers")])
 def test_cli_refuses_bad_options_in_one_line(capsys, run_dir, argv, word):
     assert word in cli_error(capsys, ["serve", str(run_dir), *argv])
 

@@ -28,6 +28,10 @@ def register(sub) -> None:
     p.add_argument("--max-batch", type=int,
                    help="most images per model call (1 turns dynamic batching off; default 32 with "
                         "the torch engine and ONNX Runtime, 1 with OpenVINO, not measured yet)")
+    p.add_argument("--model-workers", type=int,
+                   help="model calls run at once, each on --threads compute threads (default 1 on "
+                        "all of them; 2 with 1 thread each runs two batches side by side: see "
+                        "docs/benchmarks.md, 'Serving: model workers')")
     p.add_argument("--wait-ms", type=float, default=5.0,
                    help="how long a request waits for others to share its model call")
     p.add_argument("--max-body-mb", type=float, default=20.0,
@@ -59,7 +63,8 @@ def run(args) -> int:
         sys.stdout.flush()  # a pipe would hold the line back until the server stops
 
     limits = {key: value for key, value in (("max_image_pixels", args.max_image_pixels),
-                                            ("decode_threads", args.decode_threads))
+                                            ("decode_threads", args.decode_threads),
+                                            ("model_workers", args.model_workers))
               if value is not None}  # not given: the workflow's defaults
     job("serve").serve(args.run_dir, host=args.host, port=args.port, max_batch=args.max_batch,
                        wait_ms=args.wait_ms, max_body_mb=args.max_body_mb, device=args.device,

@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,7 @@ class OpenVinoEngine:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         self.compiled = core.compile_model(model, "CPU", config)
         self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
-        self.request = self.compiled.create_infer_request()
+        self._requests = threading.local()  # an infer request is one thread's: one per thread
         # the exported graph has one input (pixels) and one output (probabilities)
         self._input, self._output = self.compiled.input(0), self.compiled.output(0)
 
@@ -84,6 +85,13 @@ class OpenVinoEngine:
         stacks them; the graph takes NHWC, so they are transposed here)."""
         x = pixels.numpy() if hasattr(pixels, "numpy") else np.asarray(pixels)
         x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-        # one request object, used by one thread at a time (the predictor and the server's model
-        # worker call it sequentially); the copy detaches the answer from the request's buffer
-        return self.request.infer({self._input: x})[self._output].copy()
+        # the copy detaches the answer from the request's buffer, which the next call reuses
+        return self._request().infer({self._input: x})[self._output].copy()
+
+    def _request(self):
+        """This thread's infer request (a request may not run two calls at once; the server's
+        model workers call the engine from several threads)."""
+        request = getattr(self._requests, "request", None)
+        if request is None:
+            request = self._requests.request = self.compiled.create_infer_request()
+        return request

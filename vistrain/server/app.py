@@ -6,7 +6,8 @@ Endpoints (every error is a JSON ``{"error": "..."}`` with a 4xx status naming t
   answers ``{"image", "top": [{"class", "index", "probability"}, ...]}``, the shape of one
   :meth:`vistrain.predictor.Classifier.predict` result.  Concurrent requests are batched
   (:class:`~vistrain.server.batcher.DynamicBatcher`): each request is decoded and preprocessed in a
-  thread pool, the model runs on one worker thread on up to ``max_batch`` images at a time.
+  thread pool, the model runs on ``model_workers`` worker threads (default 1) on up to
+  ``max_batch`` images at a time.
 * ``POST /explain?method=gradcam``: the Grad-CAM overlay of the image on the model input, a PNG
   (:mod:`vistrain.server.explain`); the explained class in the ``X-Vistrain-Class`` header
   (percent-encoded UTF-8).  It needs the run's torch model: a server of an ONNX export alone or
@@ -50,7 +51,6 @@ import io
 import logging
 import re
 import tempfile
-import threading
 import types
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -66,7 +66,7 @@ from vistrain.artifact_meta import META, DamagedModelError, installed_versions, 
 from vistrain.errors import ImageLoadError, VistrainError
 from vistrain.prediction import BaseClassifier
 from vistrain.server.auth import BearerAuth, check_token
-from vistrain.server.batcher import DynamicBatcher
+from vistrain.server.batcher import DynamicBatcher, ModelLock
 from vistrain.server.openapi import load_docs_page, schema
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,11 @@ DEFAULT_MAX_BATCH = 32
 ENGINE_MAX_BATCH = {"torch": DEFAULT_MAX_BATCH, "onnxruntime": DEFAULT_MAX_BATCH,
                     "onnxruntime-int8": DEFAULT_MAX_BATCH, "openvino": 1}
 DEFAULT_WAIT_MS = 5.0
+# model calls at once (--model-workers): one, on all the compute threads.  Two workers of one
+# thread each (inter-op) against one of two threads (intra-op) is measured in docs/benchmarks.md,
+# "Serving: model workers".
+DEFAULT_MODEL_WORKERS = 1
+MAX_MODEL_WORKERS = 16
 # /explain's ?method= values: vistrain.interpret.cam.METHODS (a test holds them equal), named here
 # because that module needs torch and the OpenAPI schema is built without it
 EXPLAIN_METHODS = ("gradcam", "gradcam++", "layercam")
@@ -253,13 +258,15 @@ class Service:
 
     def __init__(self, clf: BaseClassifier, *, max_batch: int, wait_ms: float, max_body_bytes: int,
                  max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-                 decode_threads: int = DEFAULT_DECODE_THREADS, metrics=None):
-        self.clf, self.max_batch, self.wait_ms = clf, max_batch, wait_ms
+                 decode_threads: int = DEFAULT_DECODE_THREADS, model_workers: int = DEFAULT_MODEL_WORKERS,
+                 metrics=None):
+        self.clf, self.max_batch, self.wait_ms, self.model_workers = clf, max_batch, wait_ms, model_workers
         self.metrics = metrics  # a vistrain.server.metrics.Metrics, or None
         self.max_body_bytes, self.max_image_pixels = max_body_bytes, max_image_pixels
-        # one lock for every use of the model: Grad-CAM adds a forward hook the batch must not see
-        self.model_lock = threading.Lock()
-        self.batcher = DynamicBatcher(self._infer, max_batch=max_batch, wait_ms=wait_ms, wait_for="announced")
+        # model calls share the model; Grad-CAM adds a forward hook no batch may see: it is alone
+        self.model_lock = ModelLock()
+        self.batcher = DynamicBatcher(self._infer, max_batch=max_batch, wait_ms=wait_ms, wait_for="announced",
+                                      workers=model_workers)
         # the pool's size is the bound on decodes (and Grad-CAM images) running at once
         self.decode_threads = decode_threads
         self.pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="vistrain-decode")
@@ -270,7 +277,7 @@ class Service:
     def _infer(self, pixels: list[np.ndarray]) -> np.ndarray:
         if self.metrics is not None:
             self.metrics.model_call(len(pixels))
-        with self.model_lock:
+        with self.model_lock.shared():
             return self.clf.predict_pixels(pixels)
 
     def decode(self, name: str, data: bytes) -> np.ndarray:
@@ -328,7 +335,8 @@ class Service:
                 "preprocess": self.clf.preprocess.to_dict(), "source": self.clf.source,
                 **self.info, "device": str(self.clf.device),
                 "tta": getattr(self.clf, "tta", "none"),
-                "batching": {"max_batch": self.max_batch, "wait_ms": self.wait_ms},
+                "batching": {"max_batch": self.max_batch, "wait_ms": self.wait_ms,
+                             "model_workers": self.model_workers},
                 "max_body_bytes": self.max_body_bytes, "max_image_pixels": self.max_image_pixels,
                 "decode_threads": self.decode_threads}
 
@@ -400,7 +408,8 @@ def default_max_batch(clf: BaseClassifier) -> int:
 def create_app(classifier: BaseClassifier, *, max_batch: int | None = None,
                wait_ms: float = DEFAULT_WAIT_MS, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-               decode_threads: int | None = None, token: str | None = None):
+               decode_threads: int | None = None, token: str | None = None,
+               model_workers: int = DEFAULT_MODEL_WORKERS):
     """The Starlette app serving ``classifier`` (see the module docstring for the endpoints).
 
     ``max_batch``: most images per model call (1 turns batching off; None: the engine's
@@ -408,7 +417,9 @@ def create_app(classifier: BaseClassifier, *, max_batch: int | None = None,
     first request of a batch waits for others; ``max_body_bytes``: largest request body accepted;
     ``max_image_pixels``: largest width x height accepted (413 above, read from the header; the
     process-wide limit of :func:`vistrain.imageio.read.set_max_image_pixels` still applies on top);
-    ``decode_threads``: uploads decoded at once (default 2; ``None``: the default); ``token``: the
+    ``decode_threads``: uploads decoded at once (default 2; ``None``: the default);
+    ``model_workers``: model calls run at once (default 1; the engine must allow concurrent
+    calls, as ONNX Runtime, OpenVINO and torch inference do); ``token``: the
     bearer token every route but ``/``, ``/docs`` and ``/healthz`` requires (None: open).  ``app.state.service``
     holds the :class:`Service` (``service.batcher`` counts model calls, ``service.metrics`` is
     what ``/metrics`` reports); the batcher stops when the app shuts down.
@@ -423,7 +434,8 @@ def create_app(classifier: BaseClassifier, *, max_batch: int | None = None,
         max_batch = default_max_batch(classifier)
     service = Service(classifier, max_batch=max_batch, wait_ms=wait_ms,
                       max_body_bytes=max_body_bytes, max_image_pixels=max_image_pixels,
-                      decode_threads=decode_threads or DEFAULT_DECODE_THREADS, metrics=metrics)
+                      decode_threads=decode_threads or DEFAULT_DECODE_THREADS,
+                      model_workers=model_workers, metrics=metrics)
     page = load_page()
 
     async def index(request):

@@ -15,8 +15,12 @@ batch being collected stops waiting as soon as the queue is empty and nothing is
 client then pays no wait at all, while under concurrent load the batch still waits (up to
 ``wait_ms``) for the requests being decoded.
 
-The model runs on that one worker thread; anything else using the same model (Grad-CAM in
-:mod:`vistrain.server.app`, which adds a forward hook) shares a lock with ``fn``.
+``workers`` threads (default 1) take batches from the one queue, so that many model calls can run
+at once: with one compute thread each, two workers run two batches side by side (inter-op
+parallelism) where one worker runs one batch on two threads (intra-op).  ``fn`` must then be safe
+to call from several threads (ONNX Runtime's and torch's inference are).  Anything that must see
+the model alone (Grad-CAM in :mod:`vistrain.server.app` adds a forward hook) takes
+:class:`ModelLock`'s exclusive side, while ``fn`` takes its shared side.
 
 Example:
     >>> import numpy as np
@@ -49,9 +53,11 @@ class DynamicBatcher:
     """
 
     def __init__(self, fn: Callable[[list], Sequence[Any]], *, max_batch: int = 32,
-                 wait_ms: float = 5.0, wait_for: str = "any", name: str = "vistrain-batcher"):
-        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
-            raise ValueError(f"max_batch must be a whole number >= 1, got {max_batch!r}")
+                 wait_ms: float = 5.0, wait_for: str = "any", workers: int = 1,
+                 name: str = "vistrain-batcher"):
+        for what, value in (("max_batch", max_batch), ("workers", workers)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{what} must be a whole number >= 1, got {value!r}")
         if not wait_ms >= 0:
             raise ValueError(f"wait_ms must be >= 0, got {wait_ms!r}")
         if wait_for not in ("any", "announced"):
@@ -60,10 +66,13 @@ class DynamicBatcher:
         self.wait_for, self._incoming, self._lock = wait_for, 0, threading.Lock()
         self.calls = self.items = 0
         self.batch_sizes: list[int] = []
+        self._counts = threading.Lock()  # the counters above, updated by every worker
         self._queue: queue.Queue = queue.Queue()
         self._closed = False
-        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
+                         for i in range(workers)]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, item) -> Future:
         """Queue one item; the future holds its row of ``fn``'s result (or ``fn``'s exception)."""
@@ -90,15 +99,17 @@ class DynamicBatcher:
         return await asyncio.wrap_future(self.submit(item))
 
     def alive(self) -> bool:
-        """True while the worker thread runs (it stops only when closed)."""
-        return self._thread.is_alive()
+        """True while every worker thread runs (they stop only when closed)."""
+        return all(thread.is_alive() for thread in self._threads)
 
     def close(self, timeout: float | None = 10.0) -> None:
-        """Finish the queued items, then stop the worker thread."""
+        """Finish the queued items, then stop the worker threads."""
         if not self._closed:
             self._closed = True
-            self._queue.put(_STOP)
-            self._thread.join(timeout)
+            for _ in self._threads:  # each worker takes one stop and ends
+                self._queue.put(_STOP)
+            for thread in self._threads:
+                thread.join(timeout)
 
     def _collect(self) -> tuple[list, bool]:
         """One batch of ``(item, future)`` pairs (blocks for the first); True when told to stop."""
@@ -136,9 +147,10 @@ class DynamicBatcher:
         pending = [(item, f) for item, f in batch if f.set_running_or_notify_cancel()]
         if not pending:
             return
-        self.calls += 1
-        self.items += len(pending)
-        self.batch_sizes.append(len(pending))
+        with self._counts:
+            self.calls += 1
+            self.items += len(pending)
+            self.batch_sizes.append(len(pending))
         try:
             rows = self.fn([item for item, _ in pending])
             if len(rows) != len(pending):
@@ -149,3 +161,49 @@ class DynamicBatcher:
             return
         for (_, f), row in zip(pending, rows):
             f.set_result(row)
+
+
+class ModelLock:
+    """Model calls side by side (:meth:`shared`), or one user alone (:meth:`exclusive`): Grad-CAM
+    hooks the model's layers, and no batch may run through a hooked model.  A waiting exclusive
+    user goes before new shared ones, so a busy server cannot starve ``/explain``.
+
+    Example:
+        >>> lock = ModelLock()
+        >>> with lock.shared(), lock.shared():   # two model calls at once
+        ...     pass
+        >>> with lock.exclusive():
+        ...     pass
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._shared = 0        # model calls running
+        self._exclusive = False
+        self._waiting = 0       # exclusive users waiting: new shared users wait behind them
+
+    @contextmanager
+    def shared(self):
+        with self._cond:
+            self._cond.wait_for(lambda: not self._exclusive and not self._waiting)
+            self._shared += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._shared -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self):
+        with self._cond:
+            self._waiting += 1
+            self._cond.wait_for(lambda: not self._exclusive and not self._shared)
+            self._waiting -= 1
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()

@@ -5,30 +5,31 @@ imports this module only when ``/explain`` is asked of a classifier that has a t
 a server of an ONNX export runs without torch (and answers ``/explain`` with 501 there).
 
 Example:
-    >>> cam = GradCam(vistrain.load("runs/demo"), threading.Lock())      # doctest: +SKIP
+    >>> cam = GradCam(vistrain.load("runs/demo"), ModelLock())           # doctest: +SKIP
     >>> png, label, probability = cam.png(pixels, "gradcam")            # doctest: +SKIP
 """
 from __future__ import annotations
 
 import io
-import threading
 
 import numpy as np
 import torch
 from PIL import Image
 
 from vistrain.interpret.cam import METHODS, compute_cam, find_target_layer, overlay
+from vistrain.server.batcher import ModelLock
 
 __all__ = ["GradCam", "METHODS"]
 
 
 class GradCam:
-    """CAM overlays of one classifier, its model shared with the batcher under ``lock`` (Grad-CAM
-    adds a forward hook that a batch must not see); the target layer is found once."""
+    """CAM overlays of one classifier, its model shared with the batcher's workers under ``lock``
+    (Grad-CAM adds a forward hook that no batch may see: it takes the lock alone); the target layer
+    is found once."""
 
     methods = METHODS  # the ?method= values /explain takes
 
-    def __init__(self, clf, lock: threading.Lock):
+    def __init__(self, clf, lock: ModelLock):
         self.clf, self.lock = clf, lock
         self._layer: str | None = None
 
@@ -38,7 +39,7 @@ class GradCam:
         clf, pre = self.clf, self.clf.preprocess
         x_uint8 = torch.as_tensor(pixels)
         x = pre.normalize(x_uint8[None].to(clf.device))
-        with self.lock:
+        with self.lock.exclusive():
             if self._layer is None:  # found once: the search runs a probe forward pass
                 self._layer = find_target_layer(clf.model, (pre.channels, pre.size, pre.size))[0]
             # the class and probability /predict gives (engine, calibration, test-time augmentation)

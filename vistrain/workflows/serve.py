@@ -30,8 +30,9 @@ from vistrain.imageio.read import set_max_image_pixels
 from vistrain.errors import VistrainError
 from vistrain.prediction import check_tta
 from vistrain.server.auth import TOKEN_ENV, check_token
-from vistrain.server.app import (DEFAULT_DECODE_THREADS, DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_WAIT_MS,
-                                INSTALL_HINT, create_app, require_deploy)
+from vistrain.server.app import (DEFAULT_DECODE_THREADS, DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MODEL_WORKERS,
+                                DEFAULT_WAIT_MS, INSTALL_HINT, MAX_MODEL_WORKERS, create_app,
+                                require_deploy)
 from vistrain.workflows.logs import show_log_lines
 from vistrain.workflows.predict import load
 
@@ -51,7 +52,8 @@ def is_loopback(host: str) -> bool:
 
 
 def check_options(port: int, max_batch: int | None, wait_ms: float, max_body_mb: float,
-                  max_image_pixels: int, decode_threads: int = DEFAULT_DECODE_THREADS) -> None:
+                  max_image_pixels: int, decode_threads: int = DEFAULT_DECODE_THREADS,
+                  model_workers: int = DEFAULT_MODEL_WORKERS) -> None:
     """One-line :class:`VistrainError` for an option out of range (before the model loads)."""
     problems = [(not isinstance(port, int) or not 0 <= port <= 65535,
                  f"port {port!r}: must be 0-65535 (0: any free port)"),
@@ -67,10 +69,21 @@ def check_options(port: int, max_batch: int | None, wait_ms: float, max_body_mb:
                  f"max_image_pixels {max_image_pixels!r}: must be a whole number of pixels >= 1"),
                 (not isinstance(decode_threads, int) or isinstance(decode_threads, bool)
                  or not 1 <= decode_threads <= 64,
-                 f"decode_threads {decode_threads!r}: must be a whole number from 1 to 64")]
+                 f"decode_threads {decode_threads!r}: must be a whole number from 1 to 64"),
+                (not isinstance(model_workers, int) or isinstance(model_workers, bool)
+                 or not 1 <= model_workers <= MAX_MODEL_WORKERS,
+                 f"model_workers {model_workers!r}: must be a whole number from 1 to {MAX_MODEL_WORKERS}")]
     for bad, message in problems:
         if bad:
             raise VistrainError(message)
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS and Windows have no affinity call
+        return os.cpu_count() or 1
 
 
 def resolve_token(token: str | None) -> str | None:
@@ -114,17 +127,19 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
           max_body_mb: float = DEFAULT_MAX_BODY_MB,
           max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, device: str = "cpu",
           engine: str = "auto", threads: int | None = None, tta: str = "none",
-          decode_threads: int = DEFAULT_DECODE_THREADS,
+          decode_threads: int = DEFAULT_DECODE_THREADS, model_workers: int = DEFAULT_MODEL_WORKERS,
           ready: Callable[[str], None] | None = None, token: str | None = None) -> None:
     """Serve the run ``run_dir`` over HTTP until interrupted (Ctrl-C: returns after a graceful
     shutdown; SIGTERM: the same shutdown, then the process ends by that signal).
 
     ``max_batch``: most images per model call (1: no batching; None: the engine's default, 32
-    for torch, 1 for ONNX Runtime, where batching does not pay on a CPU); ``wait_ms``: how long a request
+    for torch and ONNX Runtime, 1 for OpenVINO, not measured yet); ``wait_ms``: how long a request
     waits for others to share its batch; ``max_body_mb``: largest request accepted (413 above);
     ``max_image_pixels``: largest width x height of an upload, read from its header before any
     decoding (413 above; default 40 MP); ``decode_threads``: uploads decoded at once (default 2:
-    each may hold an image of ``max_image_pixels``); ``engine`` / ``threads`` / ``tta``: as for
+    each may hold an image of ``max_image_pixels``); ``model_workers``: model calls run at once
+    (default 1; with more, ONNX Runtime and OpenVINO get ``threads`` each, by default the cores
+    shared out among them); ``engine`` / ``threads`` / ``tta``: as for
     :func:`vistrain.workflows.predict.load` (Grad-CAM always uses the torch model, and explains
     the class ``/predict`` answers); ``token``: the bearer token every route but ``/``, ``/docs``
     and ``/healthz`` requires (default: the environment variable ``VISTRAIN_TOKEN``, else none);
@@ -137,7 +152,7 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
         http://127.0.0.1:40123
     """
     show_log_lines()
-    check_options(port, max_batch, wait_ms, max_body_mb, max_image_pixels, decode_threads)
+    check_options(port, max_batch, wait_ms, max_body_mb, max_image_pixels, decode_threads, model_workers)
     check_tta(tta)
     token = resolve_token(token)
     require_deploy()
@@ -148,10 +163,13 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
     except ImportError:
         raise VistrainError(f"vistrain serve needs uvicorn: {INSTALL_HINT}") from None
     set_max_image_pixels(max_image_pixels)  # one limit in this process: the decoder's agrees
+    if model_workers > 1 and threads is None:  # the workers share the cores, not oversubscribe them
+        threads = max(1, available_cores() // model_workers)
+        log.info("%d model workers, %d compute thread(s) each (--threads)", model_workers, threads)
     clf = load(run_dir, device=device, engine=engine, threads=threads, tta=tta)
     app = create_app(clf, max_batch=max_batch, wait_ms=wait_ms,
                      max_body_bytes=int(max_body_mb * 2**20), max_image_pixels=max_image_pixels,
-                     decode_threads=decode_threads, token=token)
+                     decode_threads=decode_threads, token=token, model_workers=model_workers)
     sock = bind(host, port)
     if not is_loopback(host) and token is None:
         log.warning(open_network_warning(host))
