@@ -57,8 +57,9 @@ def compare_sections(summary: CompareSummary) -> list[Section]:
 def render_summary_page(summary: CompareSummary) -> str:
     varied = "; ".join(f"{k} = {', '.join(v)}" for k, v in summary.vary.items())
     same = {True: "yes", False: "NO"}.get(summary.same_split, "?")
-    intro = [Text(f"Data: {summary.data_root or '?'}. Varied: {varied}. Seed {summary.seed or '?'}, split "
-                  f"seed {summary.split_seed or '?'}, {summary.epochs or '?'} epoch(s) per run. Same split "
+    seed, split_seed, epochs = ("?" if v is None else v for v in (summary.seed, summary.split_seed, summary.epochs))
+    intro = [Text(f"Data: {summary.data_root or '?'}. Varied: {varied}. Seed {seed}, split "
+                  f"seed {split_seed}, {epochs} epoch(s) per run. Same split "
                   f"for every run: {same}.")]
     return render_page("vistrain compare", f"Comparison: {summary.model or '?'}", intro,
                        compare_sections(summary))

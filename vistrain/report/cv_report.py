@@ -13,7 +13,6 @@ Example:
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from vistrain.imageio.read import load_image
@@ -73,7 +72,8 @@ def render_cv_page(folder: RunFolder) -> str:
     """The page (a string) of the cross-validation folder."""
     cv = cv_summary(folder)
     counts = ", ".join(f"{c}: {n}" for c, n in cv.class_counts.items())
-    intro = [Text(f"Folds over the {cv.pool or '?'}, stratified, seed {cv.seed or '?'}. Each fold model is "
+    seed = "?" if cv.seed is None else cv.seed
+    intro = [Text(f"Folds over the {cv.pool or '?'}, stratified, seed {seed}. Each fold model is "
                   "trained on train (early stopping on val, a stratified slice of the fold's training "
                   "part) and scored on its held-out fold. Std is the sample std (ddof=1) over folds."),
              Text(f"Classes ({len(cv.class_counts)}): {counts}; imbalance ratio {fmt(cv.imbalance_ratio, 2)}")]
@@ -90,8 +90,8 @@ def label_issue_blocks(folder: RunFolder) -> list:
     """The rule in words, then a card per suspect (most suspicious first): thumbnail, given label,
     suggested label, score; or the one line saying why no list was written."""
     try:
-        entry = json.loads((folder.path / "cv_metrics.json").read_text()).get("label_issues") or {}
-    except (OSError, ValueError, AttributeError):
+        entry = (folder.cv.label_issues if folder.cv is not None else None) or {}
+    except RunDirError:
         entry = {}
     if not isinstance(entry, dict) or not entry:
         return [note("no label-issue record in cv_metrics.json")]
@@ -119,9 +119,10 @@ def label_issue_blocks(folder: RunFolder) -> list:
 
 def _data_root(folder: RunFolder) -> Path | None:
     try:
-        return Path(json.loads((folder.path / "folds.json").read_text())["data_root"])
-    except (OSError, ValueError, KeyError, TypeError):
+        folds = folder.folds
+    except RunDirError:
         return None
+    return Path(folds.data_root) if folds is not None and folds.data_root else None
 
 
 def _thumbnail(root: Path | None, file: str):

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vistrain.artifact import load_model
 from vistrain.evaluation.png import array_png
 from vistrain.interpret.cam import compute_cam, feature_map_cam, overlay
 from vistrain.report.page import Card, Cards, Heading, Text, note, picture
@@ -98,7 +99,7 @@ def gallery_items(folder: RunFolder, n_losses: int = 8, n_pairs: int = 2, per_pa
 
 def load_cam_model(folder: RunFolder) -> tuple[nn.Module, Preprocess]:
     """The run's trained model (CPU, eval mode) and its preprocessing; RunDirError when missing."""
-    return folder.load_model(), folder.meta.preprocess_record()
+    return load_model(folder.path)[0], Preprocess.from_dict(folder.meta.preprocess)
 
 
 def input_and_cam_png(pre: Preprocess, path: Path, model: nn.Module | None = None,
@@ -140,7 +141,7 @@ class _CardPictures:
         except Exception as err:  # the report must still be written without Grad-CAM
             meta = readable_meta(folder)  # None: the default preprocessing still shows the images
             self.model, self.error = None, str(err)
-            self.pre = meta.preprocess_record() if meta else Preprocess()
+            self.pre = Preprocess.from_dict(meta.preprocess) if meta else Preprocess()
 
     def prepare(self, items: list[GalleryItem]) -> None:
         """Grad-CAM pictures of the first ``limit`` distinct reachable ``items``, in one batch."""

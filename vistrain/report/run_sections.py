@@ -26,6 +26,7 @@ from vistrain.report.page import (Bullets, Cell, Heading, Preformatted, Table, T
                                   file_picture, fmt, note, picture)
 from vistrain.report.preprocess_preview import preview_preprocessing
 from vistrain.rundir import ModelMeta, RunFolder
+from vistrain.transforms.preprocess import Preprocess
 from vistrain.transforms.presets import build_augmentation, describe
 
 SEVERITY_CSS = {"error": "fail", "warning": "warn"}
@@ -127,7 +128,7 @@ def doctor_blocks(folder: RunFolder) -> list:
     doc = folder.doctor
     if not doc.findings:
         return [Text("no findings", "ok")]
-    rows = [[Cell(f.severity, SEVERITY_CSS.get(f.severity, "note")), f.code, f.message, f.fix,
+    rows = [[Cell(f.severity, SEVERITY_CSS.get(f.severity, "note")), f.code, _short(f.message), _short(f.fix),
              "" if f.n_files is None else f.n_files] for f in doc.findings[:200]]
     return ([Text(doc.source)] if doc.source else []) + [
         Table(["severity", "code", "finding", "fix", "files"], rows)]
@@ -149,7 +150,7 @@ def checks_blocks(folder: RunFolder) -> list:
 def preprocessing_blocks(folder: RunFolder) -> list:
     if folder.meta is None:
         return [note("no preprocessing record (model.json missing)")]
-    pre = folder.meta.preprocess_record()
+    pre = Preprocess.from_dict(folder.meta.preprocess)
     out = [Text(pre.describe()), Table(["setting", "value"], [[k, v] for k, v in pre.to_dict().items()])]
     files = sample_files(folder, PREVIEW_IMAGES)
     if not files:
@@ -164,7 +165,7 @@ def augmentation_blocks(folder: RunFolder) -> list:
     cfg, meta = folder.config(), folder.meta
     if cfg is None or meta is None:
         return [note("no augmentation preview: config.yaml or model.json missing")]
-    pre, strategy = meta.preprocess_record(), meta.strategy
+    pre, strategy = Preprocess.from_dict(meta.preprocess), meta.strategy
     out: list = [Bullets(describe(cfg.augment, pre.size))]
     if strategy.strategy == "feature-extraction" and "live" not in str(strategy.feature_cache or ""):
         out.append(note("feature extraction on cached clean features: this augmentation was configured "

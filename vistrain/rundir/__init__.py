@@ -18,7 +18,12 @@ Files of a run (``kind == "train"``)::
     *.png (root or figures/) -> figure_file(name)
 
 ``cv_metrics.json`` (``kind == "cv"``) -> ``cv``: CvSummary; ``compare.json`` (``kind ==
-"compare"``) -> ``compare``: CompareSummary.
+"compare"``) -> ``compare``: CompareSummary; ``folds.json`` -> ``folds``: FoldsRecord.
+
+Every part is a :class:`~vistrain.rundir.doc.Doc`: ``from_doc`` reads its file, ``to_doc`` gives
+back the document vistrain wrote, which is what the writers write (``run.json`` carries a schema
+version, :data:`~vistrain.rundir.record.SCHEMA_VERSION`).  The package imports no torch: the
+torch-free modules (prediction, deploy) read run folders through it too.
 
 Example:
     >>> from vistrain.rundir import RunFolder
@@ -26,7 +31,8 @@ Example:
     >>> folder.kind, folder.meta.model_name, folder.metrics["test"].accuracy  # doctest: +SKIP
     ('train', 'vistrain/resnet-tiny', 0.93)
 
-The dataclasses of the parts live in :mod:`vistrain.rundir.parts` and are re-exported here.
+The dataclasses live in :mod:`vistrain.rundir.parts`, :mod:`~vistrain.rundir.record` and
+:mod:`~vistrain.rundir.summaries`, and are re-exported here.
 """
 from __future__ import annotations
 
@@ -35,21 +41,20 @@ import logging
 from functools import cached_property
 from pathlib import Path
 
-import torch
-from torch import nn
-
-from vistrain.artifact import load_model
 from vistrain.artifact_meta import META, read_meta
 from vistrain.config import TrainConfig
 from vistrain.errors import RunDirError
-from vistrain.rundir.parts import (FIXES, RETRAIN, CalibrationMetrics, CheckRecord, ClassMetrics, CompareRun, CompareSummary,
-                                   CvFold, CvSummary, DoctorRecord, Epoch, Finding, Interval, ModelMeta,
-                                   PartMetrics, PartPredictions, RunRecord, SkippedFile, Splits, SplitPart,
-                                   Spread, StrategyRecord)
+from vistrain.rundir.parts import (FIXES, RETRAIN, Averages, Bootstrap, CalibrationMetrics, CheckRecord, ClassMetrics,
+                                   DoctorRecord, Epoch, Finding, Interval, ModelMeta, PartMetrics, PartPredictions,
+                                   Splits, SplitPart)
+from vistrain.rundir.record import SCHEMA_VERSION, RunRecord, SkippedFile, StrategyRecord
+from vistrain.rundir.summaries import (CompareRun, CompareSummary, CvFold, CvSummary, FoldsRecord, FoldSplit,
+                                       FoldSummary, Spread)
 
-__all__ = ["RunFolder", "output_kind", "CalibrationMetrics", "CheckRecord", "ClassMetrics", "CompareRun", "CompareSummary",
-           "CvFold", "CvSummary", "DoctorRecord", "Epoch", "Finding", "Interval", "ModelMeta", "PartMetrics",
-           "PartPredictions", "RunRecord", "SkippedFile", "Splits", "SplitPart", "Spread", "StrategyRecord"]
+__all__ = ["RunFolder", "output_kind", "SCHEMA_VERSION", "Averages", "Bootstrap", "CalibrationMetrics", "CheckRecord",
+           "ClassMetrics", "CompareRun", "CompareSummary", "CvFold", "CvSummary", "DoctorRecord", "Epoch", "Finding",
+           "FoldsRecord", "FoldSplit", "FoldSummary", "Interval", "ModelMeta", "PartMetrics", "PartPredictions",
+           "RunRecord", "SkippedFile", "Splits", "SplitPart", "Spread", "StrategyRecord"]
 log = logging.getLogger("vistrain")
 
 
@@ -107,11 +112,6 @@ class RunFolder:
     def meta(self) -> ModelMeta | None:
         """``model.json`` (None when absent); RunDirError when damaged or the weights are missing."""
         return ModelMeta.from_doc(read_meta(self.path)) if (self.path / META).is_file() else None
-
-    def load_model(self, device: str | torch.device = "cpu") -> nn.Module:
-        """The trained model with its weights, in eval mode on ``device`` (see :attr:`meta` for its
-        classes and preprocessing); RunDirError when model.json or the weights are damaged."""
-        return load_model(self.path, device=device)[0]
 
     @cached_property
     def run(self) -> RunRecord:
@@ -217,4 +217,10 @@ class RunFolder:
         """``compare.json`` (None when absent)."""
         d = self._json("compare.json", dict)
         return None if d is None else CompareSummary.from_doc(d, self.path / "compare.json")
+
+    @cached_property
+    def folds(self) -> FoldsRecord | None:
+        """``folds.json`` of ``vistrain cv`` (None when absent)."""
+        d = self._json("folds.json", dict)
+        return None if d is None else FoldsRecord.from_doc(d)
 
