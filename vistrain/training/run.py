@@ -18,14 +18,13 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import logging.handlers
 import os
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -48,6 +47,8 @@ from vistrain.evaluation.calibration import calibration_summary, decide_temperat
 from vistrain.evaluation.figures import write_run_figures
 from vistrain.evaluation.metrics import compute_metrics
 from vistrain.training import checkpoint as ckpt
+from vistrain.rundir import RunFolder
+from vistrain.rundir.record import SCHEMA_VERSION, RunRecord, SkippedFile, StrategyRecord
 from vistrain.rundir.summary import run_summary
 from vistrain.training.auto import budget_deadline
 from vistrain.training.budget import fit_to_budget
@@ -79,36 +80,18 @@ class RunResult:
         return run_summary("RunResult", self.run_dir, self.classes, self.metrics.get("test"))
 
 
-@dataclass
-class RunRecord:
-    """Content of run.json: how a finished run was made (with metrics.json it marks a run as
-    finished).  ``strategy``: the strategy's record (``FitResult.record`` plus the runtime)."""
-    seed: int
-    split_seed: int
-    versions: dict
-    data_root: str
-    data_fingerprint: dict | None
-    n_images: int
-    class_counts: dict[str, int]
-    skipped_files: list[dict]
-    strategy: dict
-    wall_seconds: float
-    cache: dict | None = None   # the pixel cache's size estimate and where it went (disk, memory)
-    calibration: dict | None = None  # the temperature decision (calibrate): T, decision, reason, NLLs
-    warnings: list[str] = field(default_factory=list)  # e.g. a split part that lacks classes
-
-    @classmethod
-    def of(cls, cfg: TrainConfig, data: PreparedData, strategy: dict, seconds: float,
-           fingerprint: dict | None = None) -> "RunRecord":
-        return cls(seed=cfg.train.seed, split_seed=cfg.data.split_seed, versions=versions(),
-                   data_root=location(data.index.root), data_fingerprint=fingerprint,
-                   n_images=len(data.index), class_counts=data.index.counts(),
-                   skipped_files=[{"file": f, "reason": r} for f, r in data.index.skipped],
-                   strategy=strategy, wall_seconds=round(seconds, 1), cache=data.cache,
-                   warnings=split_warnings(data.index, data.parts))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+def run_record(cfg: TrainConfig, data: PreparedData, strategy: dict, seconds: float,
+               fingerprint: dict | None = None, calibration: dict | None = None) -> RunRecord:
+    """The content of run.json: how a finished run was made (with metrics.json it marks a run as
+    finished).  ``strategy``: the strategy's record (``FitResult.record`` plus the runtime);
+    ``calibration``: the temperature decision (T, decision, reason, NLLs)."""
+    return RunRecord(schema=SCHEMA_VERSION, seed=cfg.train.seed, split_seed=cfg.data.split_seed,
+                     versions=versions(), data_root=location(data.index.root), data_fingerprint=fingerprint,
+                     n_images=len(data.index), class_counts=data.index.counts(),
+                     skipped_files=[SkippedFile(f, r) for f, r in data.index.skipped],
+                     strategy=StrategyRecord.from_doc(strategy), wall_seconds=round(seconds, 1),
+                     cache=data.cache, calibration=calibration,
+                     warnings=split_warnings(data.index, data.parts))
 
 
 def prepare_run_dir(out: Path, *, overwrite: bool, resume: bool, data_root: str | Path | None = None,
@@ -136,22 +119,25 @@ def run_reported(run_dir: str | Path) -> bool:
 
 def finished_result(run_dir: str | Path) -> RunResult:
     """The :class:`RunResult` of the finished run in ``run_dir``, read from its files."""
-    run_dir = Path(run_dir)
+    folder = RunFolder(Path(run_dir), "train")
     try:
-        classes = json.loads((run_dir / "model.json").read_text())["classes"]
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        history = json.loads((run_dir / "history.json").read_text())
-    except (OSError, ValueError, KeyError, TypeError) as err:
+        missing = [n for n in ("model.json", "metrics.json", "history.json") if not (folder.path / n).is_file()]
+        if missing:
+            raise RunDirError(f"{', '.join(missing)} missing")
+        classes, metrics, history = folder.meta.classes, folder.metrics, folder.history
+    except RunDirError as err:
         raise RunDirError(f"{run_dir}: a finished run's files are unreadable ({err}); train it "
                           f"again with {option('overwrite')}") from None
-    return RunResult(run_dir, list(classes), metrics, history)
+    return RunResult(folder.path, list(classes), {part: m.to_doc() for part, m in metrics.items()},
+                     [h.to_doc() for h in history])
 
 
 def finished_epochs(run_dir: str | Path) -> int | None:
     """The number of epochs a finished run trained (rows of its history.json), None if unknown."""
+    folder = RunFolder(Path(run_dir), "train")
     try:
-        return len(json.loads((Path(run_dir) / "history.json").read_text()))
-    except (OSError, ValueError, TypeError):
+        return len(folder.history) if (folder.path / "history.json").is_file() else None
+    except RunDirError:
         return None
 
 
@@ -280,8 +266,8 @@ def recorded_data_root(run_dir: str | Path) -> str | None:
     if marker.get("data_root"):
         return marker["data_root"]
     try:
-        return json.loads((Path(run_dir) / "run.json").read_text()).get("data_root")
-    except (OSError, ValueError, AttributeError):
+        return RunFolder(Path(run_dir), "train").run.data_root
+    except RunDirError:
         return None
 
 
@@ -495,8 +481,7 @@ def _write_run(ctx: RunContext, fitted: FitResult, fingerprint: dict, t0: float,
                preprocess=ctx.pre, model_kwargs=scratch_kwargs(cfg), pretrained_cfg=ctx.pcfg.to_dict(),
                extra={"strategy": fitted.record, "calibration": calibration})
     strategy = {**fitted.record, "runtime": ctx.rt.describe(), "calibration": calibration}
-    record = RunRecord.of(cfg, ctx.data, strategy, time.perf_counter() - t0, fingerprint)
-    record.calibration = calibration
+    record = run_record(cfg, ctx.data, strategy, time.perf_counter() - t0, fingerprint, calibration)
     write_run_record(out, record, fitted.history, model_name=cfg.model.name)
     write_logs(out, cfg.logging, fitted.history, metrics)
     write_run_figures(out)
@@ -572,10 +557,10 @@ def calibrate(method: str, val_probs: np.ndarray | None, val_labels: np.ndarray 
 def write_run_record(out: Path, record: RunRecord, history: list[dict], *, model_name: str = "") -> None:
     """history.json, run.json (last: with metrics.json it marks a finished run) and curves.png."""
     fsutil.atomic_write_json(out / "history.json", history)
-    fsutil.atomic_write_json(out / "run.json", record.to_dict())
+    fsutil.atomic_write_json(out / "run.json", record.to_doc())
     if history:
         curves.plot_history(history, out / "curves.png",
-                            title=f"{model_name} ({record.strategy.get('strategy')})")
+                            title=f"{model_name} ({record.strategy.strategy})")
         warning = curves.overfitting_warning(history)
         if warning:
             log.warning(warning)

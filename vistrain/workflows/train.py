@@ -8,10 +8,10 @@ Example:
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from vistrain.data.shards.index import is_shard_source
 from vistrain.errors import RunDirError
 from vistrain.report.build import build_report
 from vistrain.report.model_card import MODEL_CARD, write_model_card
+from vistrain.rundir import RunFolder
 from vistrain.rundir.summary import accuracy_text
 from vistrain.training.checkpoint import has_checkpoint
 from vistrain.training.checks import run_checks
@@ -146,16 +147,17 @@ def train_run(cfg: TrainConfig, out: Path, **options: Any) -> RunResult:
 def record_report_seconds(run_dir: Path, seconds: float) -> None:
     """Add to run.json how long report.html took (``report_seconds``), which ``wall_seconds``
     (written with run.json, before the report) leaves out, and their sum (``total_seconds``)."""
-    path = Path(run_dir) / "run.json"
+    folder = RunFolder(Path(run_dir), "train")
     try:
-        run = json.loads(path.read_text())
-    except (OSError, ValueError):  # no readable run.json: nothing to add to
+        run = folder.run if (folder.path / "run.json").is_file() else None
+    except RunDirError:  # no readable run.json: nothing to add to
         return
-    run["report_seconds"] = round(seconds, 1)
-    if isinstance(run.get("wall_seconds"), (int, float)):
-        run["total_seconds"] = round(run["wall_seconds"] + seconds, 1)
-    run["wall_seconds_covers"] = "the run up to run.json; report_seconds: report.html; total_seconds: both"
-    fsutil.atomic_write_json(path, run)
+    if run is None:
+        return
+    total = None if run.wall_seconds is None else round(run.wall_seconds + seconds, 1)
+    run = replace(run, report_seconds=round(seconds, 1), total_seconds=total,
+                  wall_seconds_covers="the run up to run.json; report_seconds: report.html; total_seconds: both")
+    fsutil.atomic_write_json(folder.path / "run.json", run.to_doc())
 
 
 def _checks_before_training(ctx: RunContext) -> None:
