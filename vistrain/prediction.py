@@ -18,7 +18,6 @@ Example:
 """
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -30,9 +29,10 @@ from PIL import Image
 
 from vistrain.config import TTA_MODES
 from vistrain.data.shards.index import is_shard_folder
-from vistrain.errors import DataError, ImageLoadError, VistrainError
+from vistrain.errors import DataError, ImageLoadError, RunDirError, VistrainError
 from vistrain.imageio.read import IMAGE_EXTENSIONS, is_image_file
 from vistrain.progress import progress_bar
+from vistrain.rundir import RunFolder
 from vistrain.transforms.pixels import PixelPrep
 
 log = logging.getLogger("vistrain")
@@ -346,6 +346,7 @@ class BaseClassifier:
 def read_test_metrics(run_dir: Path) -> dict | None:
     """The ``"test"`` part of ``RUN/metrics.json`` (None when absent or unreadable)."""
     try:
-        return json.loads((run_dir / "metrics.json").read_text()).get("test")
-    except (OSError, ValueError, AttributeError):
+        test = RunFolder(Path(run_dir), "train").metrics.get("test")
+    except RunDirError:
         return None
+    return None if test is None else test.to_doc()

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import logging
 import re
 from pathlib import Path
@@ -33,6 +32,7 @@ from vistrain.config.settings import setting as setting_entry
 from vistrain.errors import VistrainError
 from vistrain.fsutil import atomic_write_bytes
 from vistrain.evaluation.png import figure_png, new_figure
+from vistrain.rundir import PartMetrics, RunFolder, RunRecord
 
 log = logging.getLogger("vistrain")
 
@@ -91,31 +91,22 @@ def apply_setting(cfg, setting: dict[str, str]):
     return cfg.check()  # resolved (a vistrain/ model fine-tunes) and validated, key named
 
 
-def _metric(metrics: dict, *path):
-    for key in path:
-        if not isinstance(metrics, dict) or metrics.get(key) is None:
-            return None
-        metrics = metrics[key]
-    return metrics
-
-
 def collect_run(run_dir: Path, name: str, setting: dict) -> dict:
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    folder = RunFolder(Path(run_dir), "train")
+    metrics, run = folder.metrics, folder.run
     part = "test" if "test" in metrics else "val"
-    m = metrics.get(part, {})
-    run = json.loads((run_dir / "run.json").read_text())
-    history = json.loads((run_dir / "history.json").read_text())
+    m = metrics.get(part) or PartMetrics()
     return {"name": name, "setting": setting, "run_dir": str(run_dir), "part": part,
-            "n_samples": m.get("n_samples"), "accuracy": m.get("accuracy"),
-            "macro_f1": _metric(m, "macro", "f1"), "macro_auc": _metric(m, "macro", "auc_roc"),
-            "wall_seconds": run.get("wall_seconds"), "lr": _base_lr(run),
-            "history": [{k: h.get(k) for k in ("epoch", "train_loss", "val_loss", "val_accuracy")}
-                        for h in history]}
+            "n_samples": m.n_samples, "accuracy": m.accuracy,
+            "macro_f1": m.macro.f1, "macro_auc": m.macro.auc_roc,
+            "wall_seconds": run.wall_seconds, "lr": _base_lr(run),
+            "history": [{k: getattr(h, k) for k in ("epoch", "train_loss", "val_loss", "val_accuracy")}
+                        for h in folder.history]}
 
 
-def _base_lr(run: dict) -> float | None:
+def _base_lr(run: RunRecord) -> float | None:
     """The largest rate of the run's optimizer groups (the base rate; None if not recorded)."""
-    groups = (run.get("strategy") or {}).get("param_groups") or []
+    groups = run.strategy.settings.get("param_groups") or []
     return max((g["lr"] for g in groups), default=None)
 
 

@@ -20,7 +20,6 @@ Example:
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import numpy as np
 
 from vistrain.evaluation.plots import plot_confusion_matrix, plot_pr_curves, plot_reliability, plot_roc_curves
 from vistrain.fsutil import atomic_write_json
+from vistrain.rundir import RunFolder
 
 log = logging.getLogger("vistrain")
 
@@ -62,15 +62,13 @@ def write_run_figures(run_dir) -> dict[str, Path]:
 
     Returns ``{}`` (and writes nothing) when the run has no evaluated part.
     """
-    run_dir = Path(run_dir)
-    preds = json.loads((run_dir / "predictions.json").read_text())
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    part = "test" if "test" in preds else "val" if "val" in preds else None
+    folder = RunFolder(Path(run_dir), "train")
+    run_dir, part = folder.path, folder.evaluated_part()
     if part is None:
         return {}
-    m = metrics[part]
-    figs = write_eval_figures(run_dir, preds[part]["labels"], preds[part]["probs"], m["class_names"], m)
-    atomic_write_json(run_dir / "figures.json", {"part": part, "n_samples": m["n_samples"],
+    m, preds = folder.metrics[part], folder.predictions[part]
+    figs = write_eval_figures(run_dir, preds.labels, preds.probs, m.class_names, m.to_doc())
+    atomic_write_json(run_dir / "figures.json", {"part": part, "n_samples": m.n_samples,
                                                  "files": {k: v.name for k, v in figs.items()}}, indent=1)
     log.info("figures (%s part): %s", part, ", ".join(v.name for v in figs.values()))
     return figs

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import warnings
 from dataclasses import dataclass
@@ -55,6 +54,7 @@ from vistrain import fsutil
 from vistrain.imageio.read import load_image
 from vistrain.errors import ImageLoadError, RunDirError, VistrainError
 from vistrain.evaluation.png import figure_png, new_figure
+from vistrain.rundir import RunFolder
 
 log = logging.getLogger("vistrain")
 
@@ -329,10 +329,11 @@ def plot_label_issues(paths, rows, path, *, cols: int = 6) -> Path:
 def _rebuild_hint(folder: Path) -> str:
     """How to rewrite the csv: re-aggregating the finished folds (no training)."""
     try:
-        doc = json.loads((folder / "folds.json").read_text())
-        data, k = doc["data_root"], int(doc["k"])
-    except (OSError, ValueError, KeyError, TypeError):
-        data, k = "DATA", "K"
+        folds = RunFolder(Path(folder), "cv").folds
+    except RunDirError:
+        folds = None
+    data = folds.data_root if folds is not None and folds.data_root else "DATA"
+    k = folds.k if folds is not None and folds.k is not None else "K"
     return f"`vistrain cv {data} --folds {k} --out {folder} --resume` rewrites it from the finished folds"
 
 

@@ -8,7 +8,6 @@ Example:
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from vistrain.data.scan import scan_folder
 from vistrain.evaluation.compare import (apply_setting, collect_run, parse_vary, setting_name,
                                          settings_product)
 from vistrain.report.compare_report import render_compare_report
+from vistrain.rundir import RunFolder
 from vistrain.training.run import check_output_ready
 from vistrain.workflows.common import default_out_dir, make_config
 from vistrain.workflows.logs import show_log_lines
@@ -58,8 +58,8 @@ def compare(data: str | Path | None = None, /, vary: dict[str, list] | list[str]
 
 
 def _split_signature(run_dir: Path) -> dict:
-    parts = json.loads((run_dir / "splits.json").read_text())["parts"]
-    return {name: sorted(p["files"]) for name, p in parts.items()}
+    parts = RunFolder(run_dir, "train").splits.parts
+    return {name: sorted(p.files) for name, p in parts.items()}
 
 
 def run_compare(cfg, out_dir, vary: dict[str, list[str]], *, overwrite: bool = False,

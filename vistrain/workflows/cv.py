@@ -31,6 +31,7 @@ from vistrain.evaluation.label_issues import write_label_issues
 from vistrain.evaluation.metrics import compute_metrics
 from vistrain.models import create
 from vistrain.report.cv_report import build_cv_report
+from vistrain.rundir import RunFolder
 from vistrain.training.auto import apply_choice
 from vistrain.training.context import spatial_preprocess
 from vistrain.training.prepare import prepare_data, resolve_auto, scratch_kwargs
@@ -245,21 +246,24 @@ def aggregate(out: Path, index, spec: dict) -> dict:
     oof, fold_rows, fold_metrics, given_metrics = [], [], [], []
     for f in range(k):
         fdir = fold_dir(out, f)
-        preds = json.loads((fdir / "predictions.json").read_text())
-        metrics = json.loads((fdir / "metrics.json").read_text())
-        run = json.loads((fdir / "run.json").read_text())
-        test = preds["test"]
-        if sorted(test["indices"]) != spec["folds"][f]["test"]:
+        run_folder = RunFolder(fdir, "train")
+        test = run_folder.predictions.get("test")
+        metrics = {part: m.to_doc() for part, m in run_folder.metrics.items()}
+        run = run_folder.run
+        if test is None or "test" not in metrics:
+            raise VistrainError(f"{fdir}: no test predictions or metrics; rerun that fold with "
+                                f"{option('fold', f)} {option('overwrite')}")
+        if sorted(test.indices.tolist()) != spec["folds"][f]["test"]:
             raise VistrainError(f"{fdir}: its test part is not fold {f} of {out / 'folds.json'}; "
                                 f"rerun that fold with {option('fold', f)} {option('overwrite')}")
-        for i, y, p in zip(test["indices"], test["labels"], test["probs"]):
-            oof.append({"index": int(i), "file": str(Path(index.paths[i]).relative_to(index.root)),
-                        "label": int(y), "class": classes[y], "probs": p, "fold": f})
+        for i, y, p in zip(test.indices.tolist(), test.labels.tolist(), test.probs.tolist()):
+            oof.append({"index": i, "file": str(Path(index.paths[i]).relative_to(index.root)),
+                        "label": y, "class": classes[y], "probs": p, "fold": f})
         fold_metrics.append(metrics["test"])
         parts = spec["folds"][f]
         row = {"fold": f, "n_train": len(parts["train"]), "n_val": len(parts["val"]),
-               "n_test": len(parts["test"]), "wall_seconds": run.get("wall_seconds"),
-               "balance": (run.get("strategy") or {}).get("balance"),
+               "n_test": len(parts["test"]), "wall_seconds": run.wall_seconds,
+               "balance": run.strategy.settings.get("balance"),
                "test": metrics["test"]}
         if "given_test" in metrics:
             row["given_test"] = metrics["given_test"]
