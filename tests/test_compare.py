@@ -14,6 +14,7 @@ from conftest import make_image_folder
 from vistrain.errors import VistrainError
 from vistrain.evaluation.compare import apply_setting, parse_vary, setting_name, settings_product
 from vistrain.report.compare_report import render_compare_report
+from test_run_record import round_trip_failures
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +34,7 @@ def compared(tmp_path_factory):
 @pytest.mark.slow
 def test_compare_writes_report_for_every_setting(compared):
     summary = json.loads((compared / "compare.json").read_text())
+    assert round_trip_failures(compared) == [] and round_trip_failures(compared / "norm-batch") == []
     assert [r["name"] for r in summary["runs"]] == ["norm-batch", "norm-group"]
     assert summary["vary"] == {"norm": ["batch", "group"]} and summary["same_split"] is True
     for run in summary["runs"]:

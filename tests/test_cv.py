@@ -12,7 +12,8 @@ import pytest
 
 from vistrain.data.scan import ImageIndex
 from vistrain.errors import DataError
-from vistrain.evaluation.cv import make_folds
+from vistrain.evaluation.cv import fold_dir, make_folds
+from test_run_record import round_trip_failures
 
 TINY = ["--model", "resnet18", "--no-pretrained", "--set", "preprocess.size=32", "--epochs", "1",
         "--strategy", "finetune", "--augment", "none"]
@@ -111,6 +112,7 @@ def test_cv_end_to_end_outputs(cv_run, capsys):
     for name in ("folds.json", "oof_predictions.json", "cv_metrics.json", "report.html",
                  "oof_confusion_matrix.png", "oof_roc_curves.png"):
         assert (out / name).is_file(), name
+    assert round_trip_failures(out) == [] and round_trip_failures(fold_dir(out, 0)) == []
     res = json.loads((out / "cv_metrics.json").read_text())
     folds = json.loads((out / "folds.json").read_text())
     oof = json.loads((out / "oof_predictions.json").read_text())["predictions"]
