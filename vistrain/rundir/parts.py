@@ -28,7 +28,8 @@ from vistrain.rundir.record import StrategyRecord
 
 RETRAIN = "restore it or train the run again"
 FIXES = {"cv_metrics.json": "run `vistrain cv DATA --out OUT --resume` again to rewrite it",
-         "compare.json": "run `vistrain compare` again to rewrite it"}
+         "compare.json": "run `vistrain compare` again to rewrite it",
+         "folds.json": "use --overwrite to start the cross-validation again, or another --out"}
 
 
 # ---- the parts ---------------------------------------------------------------------------------

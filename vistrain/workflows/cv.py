@@ -23,7 +23,7 @@ from vistrain.config.spelling import option
 from vistrain.data.groups import image_groups
 from vistrain.data.scan import scan_folder
 from vistrain.device import Runtime
-from vistrain.errors import VistrainError
+from vistrain.errors import RunDirError, VistrainError
 from vistrain.evaluation.cv import fold_dir, fold_finished, make_folds
 from vistrain.evaluation.figures import write_eval_figures
 from vistrain.evaluation.fold_metrics import summarize_folds
@@ -32,6 +32,8 @@ from vistrain.evaluation.metrics import compute_metrics
 from vistrain.models import create
 from vistrain.report.cv_report import build_cv_report
 from vistrain.rundir import RunFolder
+from vistrain.rundir.parts import FIXES
+from vistrain.rundir.summaries import FoldsRecord
 from vistrain.training.auto import apply_choice
 from vistrain.training.context import spatial_preprocess
 from vistrain.training.prepare import prepare_data, resolve_auto, scratch_kwargs
@@ -141,18 +143,15 @@ def _save_folds(out: Path, index, spec: dict) -> None:
     _write_json(out / "folds.json", doc, indent=1)
 
 
-def _read_folds(path: Path) -> dict:
+def _read_folds(out: Path) -> FoldsRecord:
     """The saved ``folds.json``, checked: truncated, edited or of another shape is one line naming
     the file and the way out, never a traceback."""
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        if not (isinstance(saved, dict) and isinstance(saved.get("folds"), list)
-                and all(isinstance(f["test"]["indices"], list) and isinstance(f["val"]["indices"], list)
-                        for f in saved["folds"])):
-            raise ValueError("not the folds document vistrain cv writes")
-    except (ValueError, UnicodeDecodeError, KeyError, TypeError) as err:
-        raise VistrainError(f"{path}: damaged ({' '.join(str(err).split())[:100]}); use --overwrite "
-                            "to start the cross-validation again, or another --out") from None
+    path = out / "folds.json"
+    saved = RunFolder(out, "cv").folds  # RunDirError naming the file when it is not a JSON object
+    parts = [f.parts.get(name) for f in saved.folds for name in ("test", "val")]
+    if not saved.folds or not all(isinstance(p, dict) and isinstance(p.get("indices"), list) for p in parts):
+        raise RunDirError(f"{path}: damaged (not the folds document vistrain cv writes); "
+                          f"{FIXES['folds.json']}")
     return saved
 
 
@@ -161,11 +160,10 @@ def _check_same_folds(out: Path, index, spec: dict) -> None:
     path = out / "folds.json"
     if not path.is_file():
         return
-    saved = _read_folds(path)
-    same = (saved.get("k") == spec["k"] and saved.get("seed") == spec["seed"]
-            and saved.get("n_images") == len(index)
-            and [f["test"]["indices"] for f in saved["folds"]] == [p["test"] for p in spec["folds"]]
-            and [f["val"]["indices"] for f in saved["folds"]] == [p["val"] for p in spec["folds"]])
+    saved = _read_folds(out)
+    same = (saved.k == spec["k"] and saved.seed == spec["seed"] and saved.n_images == len(index)
+            and [f.part("test").indices for f in saved.folds] == [p["test"] for p in spec["folds"]]
+            and [f.part("val").indices for f in saved.folds] == [p["val"] for p in spec["folds"]])
     if not same:
         raise VistrainError(f"{path}: the saved folds differ from the ones this data set and these "
                             "settings give (images added/removed, or other --folds/--seed/"
