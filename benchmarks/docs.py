@@ -217,8 +217,7 @@ def serve_block(rec: dict) -> str:
     """Per engine and client count, both settings with their latency percentiles and throughput,
     then batching's ratio and whether batching is on by default for that engine."""
     p, d = rec["params"], rec["derived"]
-    rows = [[r["engine"], str(r["clients"]),
-             f"batching (max {r['max_batch']}, {p['wait_ms']:g} ms)" if r["max_batch"] > 1 else "no batching",
+    rows = [[r["engine"], str(r["clients"]), serve_setting(r, p["wait_ms"]),
              f"{r['answered']:,}", str(r["errors"]), f(r["p50_ms"], 0), f(r["p95_ms"], 0), f(r["p99_ms"], 0),
              f(r["rps"]), f(r["batch"])] for r in rec["repeats"]]
     head = ["engine", "clients", "setting", "answered", "errors", "p50 ms", "p95 ms", "p99 ms", "req/s",
@@ -228,9 +227,22 @@ def serve_block(rec: dict) -> str:
         + f" (default --max-batch {d['default_max_batch'][e]}"
         + ("" if e not in d["default_pays"] else f", {'pays' if d['default_pays'][e] else 'does NOT pay'}")
         + ")" for e, by in d["throughput_ratio"].items())
+    inter_op = "; ".join(
+        f"{e}: " + ", ".join(f"{x(v)} {setting} at {c} client{'s' if c != '1' else ''}"
+                             for c, by_setting in by.items() for setting, v in by_setting.items())
+        for e, by in d.get("inter_op_ratio", {}).items())
+    workers = max((r.get("workers", 1) for r in rec["repeats"]), default=1)
     return (provenance(rec) + f" {p['model']} at {p['size']} px, {p['requests']} requests per setting in "
             f"{p['rounds']} alternating rounds (at most {p['max_seconds']:g} s per setting); req/s is the "
-            f"median over rounds.\n\n" + table(head, rows) + f"\n\nBatching / no batching: {ratios}.")
+            f"median over rounds.\n\n" + table(head, rows) + f"\n\nBatching / no batching: {ratios}."
+            + (f"\n\n{workers} model workers (each on 1/{workers} of the cores) / one (on all of them), the same setting: {inter_op}." if inter_op else ""))
+
+
+def serve_setting(r: dict, wait_ms: float) -> str:
+    """A server's setting as the serving tables name it."""
+    name = f"batching (max {r['max_batch']}, {wait_ms:g} ms)" if r["max_batch"] > 1 else "no batching"
+    workers = r.get("workers", 1)
+    return name + (f", {workers} model workers" if workers > 1 else "")
 
 
 def jpeg_dc_block(rec: dict) -> str:
@@ -272,6 +284,8 @@ RENDERERS: dict[str, Renderer] = {
     "serve_small_w2": Renderer(("serve_small_w2",), serve_block),
     "serve_small_w20": Renderer(("serve_small_w20",), serve_block),
     "serve": Renderer(("serve",), serve_block),
+    "serve_m2": Renderer(("serve_m2",), serve_block),
+    "serve_small_m2": Renderer(("serve_small_m2",), serve_block),
     "openvino": Renderer(("openvino",), openvino_block),
     "decode": Renderer(("decode",), decode_block),
     "pipeline.photos": Renderer(("pipeline",), pipeline_block("photos")),

@@ -19,12 +19,17 @@ onnxruntime`` serves the run's ONNX export (written here, as ``vistrain export``
 the run has none) instead of the torch model; ``--engine torch onnxruntime`` measures both, and
 ``--clients 1 32`` each client count, in turn; ``--threads N`` sets the servers' compute
 threads (a record of its own), and ``--wait-ms W`` other than the default 5 ms the batch's
-wait (a record ``<name>_w<W>``).  The record says, per engine, whether batching is
-on by default there (``vistrain.server.app.ENGINE_MAX_BATCH``) and whether it paid.
+wait (a record ``<name>_w<W>``).  ``--model-workers W`` (above 1) adds two servers of W model
+workers with one W-th of the cores each (inter-op: W model calls side by side, against one call
+on every core, intra-op), batched and not, driven in the same alternating rounds (a record
+``<name>_m<W>``).  The record says, per engine, whether batching is on by default there
+(``vistrain.server.app.ENGINE_MAX_BATCH``) and whether it paid, and with W workers their
+throughput over one worker's.
 
     python benchmarks/serve.py                         # ~3 minutes on 2 CPU cores
     python benchmarks/serve.py --run runs/demo --requests 2000 --clients 64
     python benchmarks/serve.py --model vistrain/resnet20 --size 32 --engine torch onnxruntime --clients 1 32
+    python benchmarks/serve.py --engine onnxruntime --clients 1 32 --model-workers 2
 """
 from __future__ import annotations
 
@@ -166,10 +171,10 @@ async def drive(url: str, bodies: list[bytes], n_requests: int, clients: int,
     return {"latencies": latencies, "errors": errors, "seconds": time.perf_counter() - start}
 
 
-def summarize(max_batch: int, phases: list[dict], calls: int, images: int) -> dict:
+def summarize(setting: tuple[int, int], phases: list[dict], calls: int, images: int) -> dict:
     lat = np.concatenate([np.asarray(p["latencies"]) for p in phases]) * 1000
     errors = [e for p in phases for e in p["errors"]]
-    return {"max_batch": max_batch, "answered": len(lat), "errors": len(errors),
+    return {"max_batch": setting[0], "workers": setting[1], "answered": len(lat), "errors": len(errors),
             "first_error": errors[0] if errors else "",
             "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
             "p95_ms": float(np.percentile(lat, 95)) if len(lat) else float("nan"),
@@ -178,18 +183,32 @@ def summarize(max_batch: int, phases: list[dict], calls: int, images: int) -> di
             "calls": calls, "batch": images / max(calls, 1)}
 
 
+def server_settings(args) -> list[tuple[int, int]]:
+    """``(max_batch, model_workers)`` of each server: batched and not, with one model worker and,
+    with ``--model-workers W`` above 1, with W."""
+    workers = (1, args.model_workers) if args.model_workers > 1 else (1,)
+    return [(mb, w) for w in workers for mb in (args.max_batch, 1)]
+
+
+def start_server(run: Path, args, engine: str, max_batch: int, workers: int) -> Server:
+    """One server; W model workers get one W-th of the cores each (OMP_NUM_THREADS, which both
+    engines read; the server shares the cores out the same way for ONNX Runtime)."""
+    threads = args.threads or (max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None)
+    env = {"OMP_NUM_THREADS": str(threads)} if threads else None
+    return Server(run, "--max-batch", str(max_batch), "--wait-ms", str(args.wait_ms), "--engine", engine,
+                  "--model-workers", str(workers), env=env)
+
+
 def measure(run: Path, args, bodies: list[bytes], clients: int, engine: str) -> list[dict]:
-    """Both settings, served at once (an idle server costs no CPU) and driven in alternating
-    rounds, so that a change in the machine's load hits both alike."""
-    settings = (args.max_batch, 1)
-    env = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else None  # both engines read it
-    servers = [Server(run, "--max-batch", str(mb), "--wait-ms", str(args.wait_ms), "--engine", engine, env=env)
-               for mb in settings]
+    """Every setting, served at once (an idle server costs no CPU) and driven in alternating
+    rounds, so that a change in the machine's load hits them alike."""
+    settings = server_settings(args)
+    servers = [start_server(run, args, engine, mb, w) for mb, w in settings]
     try:
         for server in servers:  # warm-up: first calls allocate, first batches are smaller
             asyncio.run(drive(server.url, bodies, 2 * clients, clients, 120))
         before = [s.health() for s in servers]
-        phases: list[list[dict]] = [[], []]
+        phases: list[list[dict]] = [[] for _ in servers]
         per_round = -(-args.requests // args.rounds)
         for _ in range(args.rounds):
             for i, server in enumerate(servers):
@@ -199,8 +218,8 @@ def measure(run: Path, args, bodies: list[bytes], clients: int, engine: str) -> 
     finally:
         for server in servers:
             server.stop()
-    return [summarize(mb, ph, a["model_calls"] - b["model_calls"], a["images"] - b["images"])
-            for mb, ph, a, b in zip(settings, phases, after, before)]
+    return [summarize(st, ph, a["model_calls"] - b["model_calls"], a["images"] - b["images"])
+            for st, ph, a, b in zip(settings, phases, after, before)]
 
 
 def main() -> None:
@@ -220,12 +239,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int,
                         help="the servers' compute threads (OMP_NUM_THREADS: ONNX Runtime's intra-op "
                              "threads and torch's); default theirs; the record is then <name>_t<N>")
+    parser.add_argument("--model-workers", type=int, default=1,
+                        help="above 1: also measure servers of this many model workers, one W-th of "
+                             "the cores each (inter-op); the record is then <name>_m<W>")
     parser.add_argument("--rounds", type=int, default=4, help="alternating rounds of each setting")
     parser.add_argument("--max-seconds", type=float, default=45.0,
                         help="per setting (all rounds); a round stops issuing requests after its share")
     args = parser.parse_args()
     name = "serve" if args.model == "tf_efficientnet_lite0" else "serve_small"
     name += (f"_t{args.threads}" if args.threads else "") + (f"_w{args.wait_ms:g}" if args.wait_ms != 5.0 else "")
+    name += f"_m{args.model_workers}" if args.model_workers > 1 else ""
     rec = Record(name,
                  ["vistrain/server/app.py", "vistrain/server/batcher.py", "vistrain/predictor.py",
                   "vistrain/deploy/classifier.py", "vistrain/deploy/runtime.py"])
@@ -260,31 +283,47 @@ def main() -> None:
 
 
 def derive(rows: list[dict]) -> dict:
-    """Per engine and client count, batching's throughput over no batching's; and per engine
-    whether batching is on by default there (``ENGINE_MAX_BATCH``) and, if so, whether it paid:
-    >= 1.0x at the most concurrent clients measured (where a batch can fill)."""
+    """Per engine and client count, batching's throughput over no batching's (one model worker);
+    per engine whether batching is on by default there (``ENGINE_MAX_BATCH``) and, if so, whether
+    it paid: >= 1.0x at the most concurrent clients measured (where a batch can fill).  With more
+    model workers measured, ``inter_op_ratio``: their throughput over one worker's, per engine,
+    client count and setting (``batching`` / ``no batching``)."""
+    def twin(r: dict, **changes) -> dict:
+        want = {**{k: r[k] for k in ("engine", "clients", "max_batch")}, "workers": 1, **changes}
+        return next(o for o in rows if all(o.get(k, 1) == v for k, v in want.items()))
     ratios: dict[str, dict[str, float]] = {}
+    inter_op: dict[str, dict[str, dict[str, float]]] = {}
     for r in rows:
-        if r["max_batch"] > 1:
-            single = next(o for o in rows if o["engine"] == r["engine"] and o["clients"] == r["clients"]
-                          and o["max_batch"] == 1)
-            ratios.setdefault(r["engine"], {})[str(r["clients"])] = r["rps"] / single["rps"]
+        if r["max_batch"] > 1 and r.get("workers", 1) == 1:
+            ratios.setdefault(r["engine"], {})[str(r["clients"])] = r["rps"] / twin(r, max_batch=1)["rps"]
+        if r.get("workers", 1) > 1:
+            setting = "batching" if r["max_batch"] > 1 else "no batching"
+            inter_op.setdefault(r["engine"], {}).setdefault(str(r["clients"]), {})[setting] = \
+                r["rps"] / twin(r)["rps"]
     defaults = {e: ENGINE_MAX_BATCH.get(e, DEFAULT_MAX_BATCH) for e in ratios}
-    return {"throughput_ratio": ratios, "default_max_batch": defaults,
-            "default_pays": {e: ratios[e][max(ratios[e], key=int)] >= 1.0 for e in ratios if defaults[e] > 1}}
+    out = {"throughput_ratio": ratios, "default_max_batch": defaults,
+           "default_pays": {e: ratios[e][max(ratios[e], key=int)] >= 1.0 for e in ratios if defaults[e] > 1}}
+    return {**out, "inter_op_ratio": inter_op} if inter_op else out
+
+
+def setting_name(r: dict, wait_ms: float) -> str:
+    name = f"batching (max {r['max_batch']}, {wait_ms:g} ms)" if r["max_batch"] > 1 else "no batching"
+    workers = r.get("workers", 1)
+    return name + (f", {workers} model workers" if workers > 1 else "")
 
 
 def report(rows: list[dict], clients: int, wait_ms: float, engine: str) -> None:
     print(f"\n{engine}, {clients} clients")
-    print(f"{'setting':28s} {'answered':>8s} {'errors':>6s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s} "
+    print(f"{'setting':44s} {'answered':>8s} {'errors':>6s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s} "
           f"{'req/s':>7s} {'calls':>6s} {'batch':>6s}")
     for r in rows:
-        name = (f"batching (max {r['max_batch']}, {wait_ms:g} ms)" if r["max_batch"] > 1
-                else "no batching (--max-batch 1)")
-        print(f"{name:28s} {r['answered']:8d} {r['errors']:6d} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} "
-              f"{r['p99_ms']:8.1f} {r['rps']:7.1f} {r['calls']:6d} {r['batch']:6.1f}")
+        print(f"{setting_name(r, wait_ms):44s} {r['answered']:8d} {r['errors']:6d} {r['p50_ms']:8.1f} "
+              f"{r['p95_ms']:8.1f} {r['p99_ms']:8.1f} {r['rps']:7.1f} {r['calls']:6d} {r['batch']:6.1f}")
     print(f"throughput ratio, batching / no batching: {rows[0]['rps'] / rows[1]['rps']:.2f}x; "
           f"p50 latency ratio: {rows[1]['p50_ms'] / rows[0]['p50_ms']:.2f}x lower with batching")
+    for many in rows[2:]:
+        print(f"{setting_name(many, wait_ms)} / one worker: "
+              f"{many['rps'] / rows[rows.index(many) - 2]['rps']:.2f}x throughput")
 
 
 if __name__ == "__main__":
