@@ -36,7 +36,8 @@ def test_views_mosaic_lays_out_images_by_view():
 
 def test_run_json_says_what_wall_seconds_leave_out(tiny_run):
     run = json.loads((tiny_run.dir / "run.json").read_text())
-    assert run["report_seconds"] > 0
+    # >= 0: the shared tiny run's report may have been rebuilt by another test, warm, in < 0.05 s
+    assert isinstance(run["report_seconds"], float) and run["report_seconds"] >= 0
     assert run["total_seconds"] == pytest.approx(run["wall_seconds"] + run["report_seconds"], abs=0.11)
     assert "report" in run["wall_seconds_covers"]
 
