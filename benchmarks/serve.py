@@ -22,9 +22,10 @@ threads (a record of its own), and ``--wait-ms W`` other than the default 5 ms t
 wait (a record ``<name>_w<W>``).  ``--model-workers W`` (above 1) adds two servers of W model
 workers with one W-th of the cores each (inter-op: W model calls side by side, against one call
 on every core, intra-op), batched and not, driven in the same alternating rounds (a record
-``<name>_m<W>``).  The record says, per engine, whether batching is on by default there
-(``vistrain.server.app.ENGINE_MAX_BATCH``) and whether it paid, and with W workers their
-throughput over one worker's.
+``<name>_m<W>``).  The record says, per engine, what a server started without ``--max-batch``
+decided on this model (``vistrain.server.batch_policy``: batching on when one image's model call
+takes >= 2 ms) and whether that decision paid, and with W workers their throughput over one
+worker's.
 
     python benchmarks/serve.py                         # ~3 minutes on 2 CPU cores
     python benchmarks/serve.py --run runs/demo --requests 2000 --clients 64
@@ -56,7 +57,6 @@ from vistrain.deploy.format import EXPORT_DIR, ONNX_FILE, graph_metadata, weight
 from vistrain.deploy.graph import InferenceGraph
 from vistrain.deploy.onnx_export import export_onnx
 from vistrain.models import create
-from vistrain.server.app import DEFAULT_MAX_BATCH, ENGINE_MAX_BATCH
 from vistrain.transforms.normalize import resolve_normalization
 from vistrain.transforms.preprocess import Preprocess
 from _record import Record
@@ -129,6 +129,9 @@ class Server:
     def health(self) -> dict:
         return httpx.get(f"{self.url}/healthz", timeout=30).json()
 
+    def batching(self) -> dict:
+        return httpx.get(f"{self.url}/metadata", timeout=30).json()["batching"]
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
@@ -199,6 +202,16 @@ def start_server(run: Path, args, engine: str, max_batch: int, workers: int) -> 
                   "--model-workers", str(workers), env=env)
 
 
+def default_batching(run: Path, args, engine: str) -> dict:
+    """What a server started without ``--max-batch`` decides on this model (its /metadata)."""
+    threads = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else None
+    server = Server(run, "--wait-ms", str(args.wait_ms), "--engine", engine, env=threads)
+    try:
+        return server.batching()
+    finally:
+        server.stop()
+
+
 def measure(run: Path, args, bodies: list[bytes], clients: int, engine: str) -> list[dict]:
     """Every setting, served at once (an idle server costs no CPU) and driven in alternating
     rounds, so that a change in the machine's load hits them alike."""
@@ -250,7 +263,8 @@ def main() -> None:
     name += (f"_t{args.threads}" if args.threads else "") + (f"_w{args.wait_ms:g}" if args.wait_ms != 5.0 else "")
     name += f"_m{args.model_workers}" if args.model_workers > 1 else ""
     rec = Record(name,
-                 ["vistrain/server/app.py", "vistrain/server/batcher.py", "vistrain/predictor.py",
+                 ["vistrain/server/app.py", "vistrain/server/batcher.py", "vistrain/server/batch_policy.py",
+                  "vistrain/predictor.py",
                   "vistrain/deploy/classifier.py", "vistrain/deploy/runtime.py"])
     bodies = [p.read_bytes() for p in sorted(SHIPPED.rglob("*.png"))[::20]]
     import fastapi
@@ -269,25 +283,28 @@ def main() -> None:
         print(f"# run {args.run or f'{args.model} at {args.size} px (fresh weights)'}, engines "
               f"{', '.join(args.engine)}; {args.requests} requests per setting in {args.rounds} alternating "
               f"rounds (at most {args.max_seconds:.0f} s per setting), {len(bodies)} distinct 28x28 PNGs")
-        errors, all_rows = [], []
+        errors, all_rows, decided = [], [], {}
         for engine in args.engine:
+            decided[engine] = default_batching(run, args, engine)
+            print(f"# {engine}, no --max-batch given: batching {decided[engine]['decided']}")
             for clients in args.clients:
                 rows = measure(run, args, bodies, clients, engine)
                 errors += [r["first_error"] for r in rows if r["errors"]]
                 report(rows, clients, args.wait_ms, engine)
                 all_rows += [dict(r, clients=clients, engine=engine) for r in rows]
         rec.write(params={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                  repeats=all_rows, derived=derive(all_rows), limits={})
+                  repeats=all_rows, derived=derive(all_rows, decided), limits={})
     if errors:
         raise SystemExit(f"errors: {errors}")
 
 
-def derive(rows: list[dict]) -> dict:
+def derive(rows: list[dict], decided: dict[str, dict]) -> dict:
     """Per engine and client count, batching's throughput over no batching's (one model worker);
-    per engine whether batching is on by default there (``ENGINE_MAX_BATCH``) and, if so, whether
-    it paid: >= 1.0x at the most concurrent clients measured (where a batch can fill).  With more
-    model workers measured, ``inter_op_ratio``: their throughput over one worker's, per engine,
-    client count and setting (``batching`` / ``no batching``)."""
+    per engine the default's decision on this model (``decided``: a server's /metadata batching)
+    and whether it paid: batching on and >= 1.0x at the most concurrent clients measured (where a
+    batch can fill), or off and < 1.0x there.  With more model workers measured,
+    ``inter_op_ratio``: their throughput over one worker's, per engine, client count and setting
+    (``batching`` / ``no batching``)."""
     def twin(r: dict, **changes) -> dict:
         want = {**{k: r[k] for k in ("engine", "clients", "max_batch")}, "workers": 1, **changes}
         return next(o for o in rows if all(o.get(k, 1) == v for k, v in want.items()))
@@ -300,9 +317,11 @@ def derive(rows: list[dict]) -> dict:
             setting = "batching" if r["max_batch"] > 1 else "no batching"
             inter_op.setdefault(r["engine"], {}).setdefault(str(r["clients"]), {})[setting] = \
                 r["rps"] / twin(r)["rps"]
-    defaults = {e: ENGINE_MAX_BATCH.get(e, DEFAULT_MAX_BATCH) for e in ratios}
+    defaults = {e: decided[e]["max_batch"] for e in ratios}
     out = {"throughput_ratio": ratios, "default_max_batch": defaults,
-           "default_pays": {e: ratios[e][max(ratios[e], key=int)] >= 1.0 for e in ratios if defaults[e] > 1}}
+           "default_decided": {e: decided[e]["decided"] for e in ratios},
+           "default_right": {e: (ratios[e][max(ratios[e], key=int)] >= 1.0) == (defaults[e] > 1)
+                             for e in ratios}}
     return {**out, "inter_op_ratio": inter_op} if inter_op else out
 
 

@@ -31,6 +31,7 @@ from conftest import cli_error, make_image_folder
 from vistrain.errors import VistrainError
 from vistrain.predictor import Classifier
 from vistrain.server import DynamicBatcher, ModelLock, create_app
+from vistrain.server.batch_policy import batch_policy
 from vistrain.server import app as serve_app
 from vistrain.workflows import serve as serve_job
 
@@ -268,6 +269,33 @@ def test_model_workers_run_batches_side_by_side_and_count_every_item():
         DynamicBatcher(len, workers=0)
 
 
+class FakeModel:
+    """A classifier whose model call takes ``seconds`` (counted in ``calls``)."""
+    classes = ["a", "b"]
+
+    def __init__(self, seconds: float, engine: str = "onnxruntime"):
+        self.seconds, self.engine, self.calls = seconds, engine, 0
+
+    def predict_pixels(self, pixels):
+        self.calls += 1
+        time.sleep(self.seconds)
+        return np.full((len(pixels), 2), 0.5)
+
+
+def test_batching_is_on_for_a_costly_model_call_and_off_for_a_cheap_one():
+    slow = batch_policy(FakeModel(0.012), (3, 8, 8), engine_max_batch=32)
+    assert slow.max_batch == 32 and slow.reason.startswith("on:") and slow.call_ms >= 10
+    assert "--max-batch 1" in slow.reason
+    fast = batch_policy(FakeModel(0.0), (3, 8, 8), engine_max_batch=32)
+    assert fast.max_batch == 1 and fast.reason.startswith("off:") and "--max-batch 32" in fast.reason
+    unmeasured = FakeModel(0.012, engine="openvino")
+    policy = batch_policy(unmeasured, (3, 8, 8), engine_max_batch=1)
+    assert policy.max_batch == 1 and "not measured" in policy.reason and unmeasured.calls == 0
+    given = FakeModel(0.0)
+    assert batch_policy(given, (3, 8, 8), engine_max_batch=32, max_batch=4).max_batch == 4
+    assert given.calls == 0  # a given max_batch costs no measurement
+
+
 def test_model_lock_lets_calls_share_and_an_exclusive_user_wait_for_them_and_go_first():
     lock, events = ModelLock(), []
     shared_in, release = threading.Event(), threading.Event()
@@ -375,7 +403,8 @@ def test_healthz_metadata_and_page(app, clf):
     assert meta["preprocess"] == clf.preprocess.to_dict()
     assert meta["model"] == "vistrain/resnet-tiny" and meta["engine"] == getattr(clf, "engine", "torch")
     assert {"vistrain", "torch", "python"} <= set(meta["versions"]) and meta["trained_with"]
-    assert meta["batching"] == {"max_batch": 32, "wait_ms": 30, "model_workers": 1}
+    assert meta["batching"] == {"max_batch": 32, "wait_ms": 30, "model_workers": 1,
+                                "decided": "set: --max-batch 32"}
     page = call(app, "GET", "/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "default-src 'none'" in page.headers["content-security-policy"]
@@ -678,7 +707,7 @@ def test_cli_refuses_a_missing_run_and_an_engine_without_export(capsys, tmp_path
 @pytest.mark.slow
 def test_vistrain_serve_end_to_end(run_dir, clf, tmp_path):
     """The real command: every endpoint, bad input, batching and Ctrl-C, over localhost HTTP."""
-    server = Server(run_dir, "--max-body-mb", "0.25", "--wait-ms", "20")
+    server = Server(run_dir, "--max-body-mb", "0.25", "--wait-ms", "20", "--max-batch", "32")
     try:
         url = server.url
         assert url.startswith("http://127.0.0.1:")

@@ -182,17 +182,21 @@ def test_a_run_without_export_and_without_torch_says_to_export(exported, tmp_pat
                      "install 'vistrain[train]'")
 
 
-def test_batching_is_on_by_default_for_onnx_runtime_and_torch(exported):
-    """docs/benchmarks.md: at 32 clients dynamic batching raises the throughput of both engines
-    (ONNX Runtime 1.29x-1.45x on Lite0, about 1.06x on a small network; torch 1.2x-2.0x) and costs
-    nothing at 1 client; ``max_batch`` given is kept either way."""
-    from vistrain.server import create_app
+def test_batching_is_decided_on_the_served_model_and_a_given_max_batch_is_kept(exported, monkeypatch):
+    """Not given, ``max_batch`` follows the model call's measured time (vistrain.server.batch_policy:
+    a call of >= 2 ms batches, a cheaper one does not), for every engine that batches; the
+    decision is in /metadata.  ``max_batch`` given is kept."""
+    from vistrain.server import batch_policy, create_app
     onnx_file = exported / "export" / "model.onnx"
-    for clf, want in ((vistrain.load(onnx_file), 32), (Classifier.from_run(exported, engine="onnxruntime"), 32),
-                      (Classifier.from_run(exported, engine="torch"), 32)):
-        service = create_app(clf).state.service
-        assert service.batcher.max_batch == want == service.metadata()["batching"]["max_batch"]
-        service.close()
+    for clf in (vistrain.load(onnx_file), Classifier.from_run(exported, engine="onnxruntime"),
+                Classifier.from_run(exported, engine="torch")):
+        for ms, want in ((20.0, 32), (1.0, 1)):
+            monkeypatch.setattr(batch_policy, "call_ms", lambda *args, **kwargs: ms)
+            service = create_app(clf).state.service
+            batching = service.metadata()["batching"]
+            assert service.batcher.max_batch == want == batching["max_batch"]
+            assert batching["decided"].startswith("on:" if want > 1 else "off:"), batching
+            service.close()
     service = create_app(vistrain.load(onnx_file), max_batch=8).state.service
     assert service.batcher.max_batch == 8
     service.close()

@@ -3,6 +3,8 @@
 * :mod:`vistrain.server.batcher`: :class:`DynamicBatcher`, concurrent single requests -> model
   batches on one or more worker threads, and :class:`ModelLock` (model calls side by side,
   Grad-CAM alone); no HTTP involved, testable alone;
+* :mod:`vistrain.server.batch_policy`: whether a server batches when ``--max-batch`` is not given,
+  measured on its model at start;
 * :mod:`vistrain.server.app`: :func:`create_app`, the Starlette app (``/predict``, ``/explain``,
   ``/healthz``, ``/metadata``, ``/``);
 * ``page.html``: the web page served at ``/`` (self-contained: inline CSS and JS).

@@ -66,17 +66,16 @@ from vistrain.artifact_meta import META, DamagedModelError, installed_versions, 
 from vistrain.errors import ImageLoadError, VistrainError
 from vistrain.prediction import BaseClassifier
 from vistrain.server.auth import BearerAuth, check_token
+from vistrain.server.batch_policy import BatchPolicy, batch_policy
 from vistrain.server.batcher import DynamicBatcher, ModelLock
 from vistrain.server.openapi import load_docs_page, schema
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 32
-# --max-batch when not given, by engine (docs/benchmarks.md, "Serving: dynamic batching"): at 32
-# clients batching gives the torch engine 1.2x (Lite0) to 1.5x-2.0x (resnet20 at 32 px) and ONNX
-# Runtime 1.29x-1.45x (Lite0, the default model) and 0.97x-1.09x (resnet20); at 1 client it
-# costs no wait (the batch waits for announced requests only).  OpenVINO is not measured by that
-# benchmark: batching stays off for it until a measurement shows it pays.
+# the batch size of an engine whose batching is measured (docs/benchmarks.md, "Serving"); whether
+# a server batches at all when --max-batch is not given is measured on its model at start
+# (vistrain.server.batch_policy).  OpenVINO is not measured by that benchmark: it stays unbatched.
 ENGINE_MAX_BATCH = {"torch": DEFAULT_MAX_BATCH, "onnxruntime": DEFAULT_MAX_BATCH,
                     "onnxruntime-int8": DEFAULT_MAX_BATCH, "openvino": 1}
 DEFAULT_WAIT_MS = 5.0
@@ -256,16 +255,17 @@ def explain_problem(clf: BaseClassifier) -> str | None:
 class Service:
     """The state behind the endpoints: the classifier, its batcher, the decode pool and limits."""
 
-    def __init__(self, clf: BaseClassifier, *, max_batch: int, wait_ms: float, max_body_bytes: int,
+    def __init__(self, clf: BaseClassifier, *, batching: BatchPolicy, wait_ms: float, max_body_bytes: int,
                  max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
                  decode_threads: int = DEFAULT_DECODE_THREADS, model_workers: int = DEFAULT_MODEL_WORKERS,
                  metrics=None):
-        self.clf, self.max_batch, self.wait_ms, self.model_workers = clf, max_batch, wait_ms, model_workers
+        self.clf, self.batching, self.wait_ms, self.model_workers = clf, batching, wait_ms, model_workers
+        self.max_batch = batching.max_batch
         self.metrics = metrics  # a vistrain.server.metrics.Metrics, or None
         self.max_body_bytes, self.max_image_pixels = max_body_bytes, max_image_pixels
         # model calls share the model; Grad-CAM adds a forward hook no batch may see: it is alone
         self.model_lock = ModelLock()
-        self.batcher = DynamicBatcher(self._infer, max_batch=max_batch, wait_ms=wait_ms, wait_for="announced",
+        self.batcher = DynamicBatcher(self._infer, max_batch=self.max_batch, wait_ms=wait_ms, wait_for="announced",
                                       workers=model_workers)
         # the pool's size is the bound on decodes (and Grad-CAM images) running at once
         self.decode_threads = decode_threads
@@ -336,7 +336,7 @@ class Service:
                 **self.info, "device": str(self.clf.device),
                 "tta": getattr(self.clf, "tta", "none"),
                 "batching": {"max_batch": self.max_batch, "wait_ms": self.wait_ms,
-                             "model_workers": self.model_workers},
+                             "model_workers": self.model_workers, "decided": self.batching.reason},
                 "max_body_bytes": self.max_body_bytes, "max_image_pixels": self.max_image_pixels,
                 "decode_threads": self.decode_threads}
 
@@ -401,8 +401,18 @@ def docs_routes(web, service: Service, *, token: bool) -> list:
 
 
 def default_max_batch(clf: BaseClassifier) -> int:
-    """The engine's ``max_batch`` when none is given (:data:`ENGINE_MAX_BATCH`)."""
+    """The engine's batch size when it batches (:data:`ENGINE_MAX_BATCH`; 1: not measured)."""
     return ENGINE_MAX_BATCH.get(getattr(clf, "engine", "torch"), DEFAULT_MAX_BATCH)
+
+
+def choose_batching(clf: BaseClassifier, max_batch: int | None) -> BatchPolicy:
+    """``max_batch`` when given, else measured on ``clf``'s model (:mod:`vistrain.server.batch_policy`);
+    the decision is logged once."""
+    pre = clf.preprocess
+    policy = batch_policy(clf, (pre.channels, pre.size, pre.size), engine_max_batch=default_max_batch(clf),
+                          max_batch=max_batch)
+    log.info("batching %s", policy.reason)
+    return policy
 
 
 def create_app(classifier: BaseClassifier, *, max_batch: int | None = None,
@@ -412,8 +422,8 @@ def create_app(classifier: BaseClassifier, *, max_batch: int | None = None,
                model_workers: int = DEFAULT_MODEL_WORKERS):
     """The Starlette app serving ``classifier`` (see the module docstring for the endpoints).
 
-    ``max_batch``: most images per model call (1 turns batching off; None: the engine's
-    default, :func:`default_max_batch`); ``wait_ms``: how long the
+    ``max_batch``: most images per model call (1 turns batching off; None: measured on the
+    model at start, :func:`choose_batching`); ``wait_ms``: how long the
     first request of a batch waits for others; ``max_body_bytes``: largest request body accepted;
     ``max_image_pixels``: largest width x height accepted (413 above, read from the header; the
     process-wide limit of :func:`vistrain.imageio.read.set_max_image_pixels` still applies on top);
@@ -430,9 +440,7 @@ def create_app(classifier: BaseClassifier, *, max_batch: int | None = None,
     from vistrain.server.metrics import CONTENT_TYPE, Metrics, Observed
     probe_model(classifier)
     metrics = Metrics()
-    if max_batch is None:
-        max_batch = default_max_batch(classifier)
-    service = Service(classifier, max_batch=max_batch, wait_ms=wait_ms,
+    service = Service(classifier, batching=choose_batching(classifier, max_batch), wait_ms=wait_ms,
                       max_body_bytes=max_body_bytes, max_image_pixels=max_image_pixels,
                       decode_threads=decode_threads or DEFAULT_DECODE_THREADS,
                       model_workers=model_workers, metrics=metrics)
