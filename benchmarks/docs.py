@@ -224,9 +224,7 @@ def serve_block(rec: dict) -> str:
             "mean batch"]
     ratios = "; ".join(
         f"{e}: " + ", ".join(f"{x(v)} at {c} client{'s' if c != '1' else ''}" for c, v in by.items())
-        + f" (default --max-batch {d['default_max_batch'][e]}"
-        + ("" if e not in d["default_pays"] else f", {'pays' if d['default_pays'][e] else 'does NOT pay'}")
-        + ")" for e, by in d["throughput_ratio"].items())
+        + default_note(d, e) for e, by in d["throughput_ratio"].items())
     inter_op = "; ".join(
         f"{e}: " + ", ".join(f"{x(v)} {setting} at {c} client{'s' if c != '1' else ''}"
                              for c, by_setting in by.items() for setting, v in by_setting.items())
@@ -238,11 +236,33 @@ def serve_block(rec: dict) -> str:
             + (f"\n\n{workers} model workers (each on 1/{workers} of the cores) / one (on all of them), the same setting: {inter_op}." if inter_op else ""))
 
 
+def default_note(d: dict, engine: str) -> str:
+    """What a server without --max-batch did on this model, and whether it was right (a record
+    before the measured decision says whether the engine's fixed default paid)."""
+    if "default_decided" in d:
+        decided = d["default_decided"][engine].split(":")[0]
+        right = "right" if d["default_right"][engine] else "WRONG"
+        return f" (without --max-batch the server measured the model and turned batching {decided}: {right})"
+    pays = d["default_pays"].get(engine)
+    return (f" (default --max-batch {d['default_max_batch'][engine]}"
+            + ("" if pays is None else f", {'pays' if pays else 'does NOT pay'}") + ")")
+
+
 def serve_setting(r: dict, wait_ms: float) -> str:
     """A server's setting as the serving tables name it."""
     name = f"batching (max {r['max_batch']}, {wait_ms:g} ms)" if r["max_batch"] > 1 else "no batching"
     workers = r.get("workers", 1)
     return name + (f", {workers} model workers" if workers > 1 else "")
+
+
+def serve_ratio(engine: str, clients: int, what: str = "throughput_ratio", setting: str | None = None):
+    """One figure of a serving record, for the README: batching's throughput over no batching's
+    (or, with ``what="inter_op_ratio"``, the model workers' over one worker's in ``setting``) for
+    ``engine`` at ``clients``."""
+    def render(rec: dict) -> str:
+        v = rec["derived"][what][engine][str(clients)]
+        return x(v[setting] if setting else v)
+    return render
 
 
 def jpeg_dc_block(rec: dict) -> str:
@@ -286,6 +306,11 @@ RENDERERS: dict[str, Renderer] = {
     "serve": Renderer(("serve",), serve_block),
     "serve_m2": Renderer(("serve_m2",), serve_block),
     "serve_small_m2": Renderer(("serve_small_m2",), serve_block),
+    "serve.ort32": Renderer(("serve",), serve_ratio("onnxruntime", 32)),
+    "serve.torch32": Renderer(("serve",), serve_ratio("torch", 32)),
+    "serve_small.torch32": Renderer(("serve_small",), serve_ratio("torch", 32)),
+    "serve_m2.ort32": Renderer(("serve_m2",), serve_ratio("onnxruntime", 32, "inter_op_ratio", "batching")),
+    "serve_m2.ort1": Renderer(("serve_m2",), serve_ratio("onnxruntime", 1, "inter_op_ratio", "no batching")),
     "openvino": Renderer(("openvino",), openvino_block),
     "decode": Renderer(("decode",), decode_block),
     "pipeline.photos": Renderer(("pipeline",), pipeline_block("photos")),
