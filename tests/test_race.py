@@ -142,7 +142,7 @@ def test_cv_races_once_for_all_folds(grey, tmp_path, monkeypatch):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("vistrain.workflows.cv.race_recipe", counted)
+    monkeypatch.setattr("vistrain.training.race_memo.race_recipe", counted)
     monkeypatch.setattr(race, "LR_STEPS", 12)
     out = tmp_path / "cv"
     vistrain.cv(grey, folds=2, out=out, epochs=3, budget=3, progress=False, data={"cache": "off"})

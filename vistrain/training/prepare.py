@@ -252,16 +252,21 @@ def scratch_kwargs(cfg: TrainConfig) -> dict:
             **({"input_size": cfg.preprocess.size} if cfg.preprocess.size else {})}
 
 
+def create_model(cfg: TrainConfig, num_classes: int):
+    """``(model, pretrained_cfg)`` of ``cfg.model`` with ``num_classes`` outputs (no seeding, no log)."""
+    m = cfg.model
+    return create(m.name, num_classes, pretrained=m.pretrained and not m.name.startswith("vistrain/"),
+                  weights=m.weights, drop_rate=m.drop_rate, **scratch_kwargs(cfg))
+
+
 def prepare_model(cfg: TrainConfig, index: ImageIndex, rt: Runtime, *, quick_checks: bool = False):
     """Seed, run the quick data checks and build the model; returns ``(model, pretrained_cfg)``."""
     seed_everything(cfg.train.seed)
     log.info("data: %d images, %d classes in %s", len(index), len(index.classes), index.root)
     if quick_checks and rt.is_main:  # fast data checks, logged as warnings
         run_quick_checks(index, cfg)
-    m = cfg.model
-    model, pcfg = create(m.name, len(index.classes), pretrained=m.pretrained and not m.name.startswith("vistrain/"),
-                         weights=m.weights, drop_rate=m.drop_rate, **scratch_kwargs(cfg))
-    log.info("model: %s, weights: %s", m.name, pcfg.weights_source)
+    model, pcfg = create_model(cfg, len(index.classes))
+    log.info("model: %s, weights: %s", cfg.model.name, pcfg.weights_source)
     return model, pcfg
 
 

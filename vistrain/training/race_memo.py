@@ -37,6 +37,7 @@ from vistrain.data.scan import ImageIndex
 from vistrain.data.stream import shards_digest
 from vistrain.device import Runtime
 from vistrain.training.auto import apply_choice
+from vistrain.training.race import RaceOutcome, race_recipe
 
 log = logging.getLogger("vistrain")
 
@@ -133,3 +134,18 @@ def reuse_memo(requested: TrainConfig, auto: dict, memo: dict, path: Path) -> Tr
     auto["plain"] = [*auto["plain"], line]
     log.info("auto: %s", line)
     return apply_choice(requested, auto["settings"])
+
+
+def race_or_kept(requested: TrainConfig, index: ImageIndex, rt: Runtime, parts, auto: dict, folder: Path,
+                 *, started: float, progress: bool) -> tuple[TrainConfig, RaceOutcome | None]:
+    """The recipe race of ``auto``'s entrants in ``folder`` (:func:`~vistrain.training.race.race_recipe`),
+    its outcome kept; or, where the same command on the same data and machine raced before, that
+    outcome taken (:func:`reuse_memo`; None for the outcome: nothing was trained).  Returns the
+    winner's config and the outcome."""
+    kept_at, kept = kept_outcome(requested, index, parts, auto, rt)
+    if kept is not None:
+        return reuse_memo(requested, auto, kept, kept_at), None
+    cfg, outcome = race_recipe(requested, index, rt, parts, auto, folder, started=started, progress=progress)
+    if rt.is_main:
+        write_memo(kept_at, auto)
+    return cfg, outcome

@@ -58,8 +58,8 @@ from vistrain.training.loop import BatchPipeline, predict
 from vistrain.training.prepare import (begin_run, prepare_model, prepare_pixels, recipe_runtime, resolve_auto,
                                        run_quick_checks, scratch_kwargs)
 from vistrain.training.race import FOLDER as RACE_FOLDER
-from vistrain.training.race import RaceOutcome, install_checkpoint, race_recipe, remove_race_folder
-from vistrain.training.race_memo import kept_outcome, reuse_memo, write_memo
+from vistrain.training.race import RaceOutcome, install_checkpoint, remove_race_folder
+from vistrain.training.race_memo import race_or_kept
 from vistrain.training.strategy import FitResult, train_model
 
 log = logging.getLogger("vistrain")
@@ -395,22 +395,14 @@ def _undo_unstarted_run(out: Path, *, fresh: bool, existed_empty: bool, user_err
 
 def recipe_race(requested: TrainConfig, out: Path, rt: Runtime, index: ImageIndex, parts, auto: dict,
                 *, started: float, progress: bool) -> tuple[TrainConfig, Runtime, RaceOutcome | None]:
-    """Race strategy auto's entrants (:func:`vistrain.training.race.race_recipe`) in ``out/race``;
-    returns the winner's config (saved as the run's), its runtime and the outcome.  The winner's
-    paused checkpoint becomes the run's, so the run continues from it.  An outcome kept from an
-    earlier race of the same command (:mod:`~vistrain.training.race_memo`) is taken instead of
-    racing: the winner then trains from its start (outcome None)."""
+    """Race strategy auto's entrants in ``out/race``, or take an earlier race's kept outcome
+    (:func:`~vistrain.training.race_memo.race_or_kept`); returns the winner's config (saved as the
+    run's), its runtime and the outcome (None when kept: the winner then trains from its start).
+    The winner's paused checkpoint becomes the run's, so the run continues from it."""
     if rt.is_main:
         remove_race_folder(out)  # a race of a killed run: raced again
-    kept_at, kept = kept_outcome(requested, index, parts, auto, rt)
-    outcome = None
-    if kept is not None:  # the same command on the same data and machine raced before
-        cfg = reuse_memo(requested, auto, kept, kept_at)
-    else:
-        cfg, outcome = race_recipe(requested, index, rt, parts, auto, out / RACE_FOLDER, started=started,
-                                   progress=progress)
-        if rt.is_main:
-            write_memo(kept_at, auto)
+    cfg, outcome = race_or_kept(requested, index, rt, parts, auto, out / RACE_FOLDER, started=started,
+                                progress=progress)
     rt = recipe_runtime(cfg, rt)  # the winner's precision (from scratch: bf16)
     if rt.is_main:
         save_config(cfg, out, index)  # a resume continues the winner, not the race

@@ -29,16 +29,14 @@ from vistrain.evaluation.figures import write_eval_figures
 from vistrain.evaluation.fold_metrics import summarize_folds
 from vistrain.evaluation.label_issues import write_label_issues
 from vistrain.evaluation.metrics import compute_metrics
-from vistrain.models import create
 from vistrain.report.cv_report import build_cv_report
 from vistrain.rundir import RunFolder
 from vistrain.rundir.parts import FIXES
 from vistrain.rundir.summaries import FoldsRecord
 from vistrain.training.auto import apply_choice
 from vistrain.training.context import spatial_preprocess
-from vistrain.training.prepare import prepare_data, resolve_auto, scratch_kwargs
-from vistrain.training.race import race_recipe
-from vistrain.training.race_memo import kept_outcome, reuse_memo, write_memo
+from vistrain.training.prepare import create_model, prepare_data, resolve_auto
+from vistrain.training.race_memo import race_or_kept
 from vistrain.training.run import check_output_ready
 from vistrain.workflows.common import default_out_dir, make_config
 from vistrain.workflows.logs import show_log_lines
@@ -87,25 +85,23 @@ def _prepare_out(out: Path, cfg, *, resume: bool, overwrite: bool, single_fold: 
                               reuse=resume or single_fold, data_folder=cfg.data.root)
 
 
-def choose_once(cfg, out: Path, index, first: dict, *, again: bool, progress: bool):
+def choose_once(cfg, out: Path, index, first: dict, rt: Runtime, *, again: bool, progress: bool):
     """``(config, strategy auto's reasoning or None)``: strategy auto chooses one recipe for every
     fold, on the first fold's training and validation parts -- by the recipe race where several
-    candidates fit the budget (in a temporary folder, removed after it).  A resumed cross-
-    validation, or one fold run alone, takes the choice saved in ``strategy_auto.json``."""
+    candidates fit the budget (in a temporary folder, removed after it), or the outcome an earlier
+    race of the same cross-validation kept.  A resumed cross-validation, or one fold run alone,
+    takes the choice saved in ``strategy_auto.json``.  Each fold then trains the chosen recipe as
+    a named one (:func:`vistrain.training.prepare.prepare_run`)."""
     saved = _saved_choice(out) if again and cfg.strategy.name == "auto" else None
     if saved is not None:
         log.info("strategy auto: the recipe chosen when this cross-validation started (%s)", saved["chosen"])
         return apply_choice(cfg, saved["settings"]), saved
-    started, rt = time.monotonic(), Runtime.for_train(cfg.train)
+    started = time.monotonic()
     chosen, auto = resolve_auto(cfg, index, rt, parts=first, started=started)
     if auto is not None and len(auto.get("entrants") or []) >= 2:
-        kept_at, kept = kept_outcome(cfg, index, first, auto, rt)
-        if kept is not None:  # the same cross-validation on the same data raced before
-            return reuse_memo(cfg, auto, kept, kept_at), auto
         with tempfile.TemporaryDirectory(prefix="vistrain-race-") as folder:
-            chosen, _ = race_recipe(cfg, index, rt, first, auto, Path(folder) / "race", started=started,
-                                    progress=progress)
-        write_memo(kept_at, auto)
+            chosen, _ = race_or_kept(cfg, index, rt, first, auto, Path(folder) / "race", started=started,
+                                     progress=progress)
     return chosen, auto
 
 
@@ -117,13 +113,11 @@ def _saved_choice(out: Path) -> dict | None:
     return saved if isinstance(saved, dict) and isinstance(saved.get("settings"), dict) else None
 
 
-def _clean_index(cfg, index, progress: bool):
-    """``index`` without unreadable files (decoding fills the pixel cache for the folds)."""
-    m = cfg.model
-    _, pcfg = create(m.name, len(index.classes), pretrained=m.pretrained and not m.name.startswith("vistrain/"),
-                     weights=m.weights, drop_rate=m.drop_rate, **scratch_kwargs(cfg))
-    data = prepare_data(cfg, spatial_preprocess(cfg, pcfg), Runtime.for_train(cfg.train), progress, index=index,
-                        parts=lambda ix: {})
+def _clean_index(cfg, index, rt: Runtime, progress: bool):
+    """``index`` without unreadable files (decoding fills the pixel cache for the folds, at the
+    chosen recipe's size)."""
+    _, pcfg = create_model(cfg, len(index.classes))
+    data = prepare_data(cfg, spatial_preprocess(cfg, pcfg), rt, progress, index=index, parts=lambda ix: {})
     return data.index
 
 
@@ -189,11 +183,12 @@ def run_cv(cfg, out_dir, *, folds: int = 5, fold: int | None = None, resume: boo
     scanned = scan_folder(cfg.data.root)
     first = make_folds(scanned, folds, seed=cfg.data.split_seed, val_fraction=cfg.data.val_fraction,
                        groups=image_groups(scanned, cfg.data))["folds"][0]
-    cfg, auto = choose_once(cfg, out, scanned, first, again=resume or fold is not None, progress=progress)
+    rt = Runtime.for_train(cfg.train)  # auto measures with it; the decode reads only its rank
+    cfg, auto = choose_once(cfg, out, scanned, first, rt, again=resume or fold is not None, progress=progress)
     # the budget shaped the recipe (auto) once; every fold then trains that recipe in full, so
     # that no fold is cut or stopped on its own and the folds stay comparable
     cfg.train.budget = None
-    index = _clean_index(cfg, scanned, progress)  # with the chosen recipe's runtime
+    index = _clean_index(cfg, scanned, rt, progress)
     spec = make_folds(index, folds, seed=cfg.data.split_seed, val_fraction=cfg.data.val_fraction,
                       groups=image_groups(index, cfg.data))
     _prepare_out(out, cfg, resume=resume, overwrite=overwrite, single_fold=fold is not None)
