@@ -141,8 +141,8 @@ def test_check_prints_each_result_once(folder, capsys, caplog):
     (["check", "--steps", "0"], "--steps 0"),
 ])
 def test_impossible_range_tests_are_one_line_before_decoding(tmp_path, capsys, monkeypatch, argv, needle):
-    import vistrain.training.run as run
-    monkeypatch.setattr(run, "prepare_pixels", lambda *a, **k: pytest.fail("decoded images"))
+    import vistrain.training.prepare as prepare
+    monkeypatch.setattr(prepare, "prepare_pixels", lambda *a, **k: pytest.fail("decoded images"))
     data = make_image_folder(tmp_path / "data", per_class=3)
     assert main([argv[0], str(data), *argv[1:]]) == 2
     err = capsys.readouterr().err

@@ -93,12 +93,13 @@ def test_resume_of_a_finished_run_with_kept_checkpoints(kept, tmp_path):
 # -- the output folder first ---------------------------------------------------------------------
 @pytest.mark.slow
 def test_a_taken_out_is_refused_before_any_scan_or_measuring(run, data, monkeypatch):
+    import vistrain.training.prepare as prepare_mod
     import vistrain.training.run as run_mod
 
     def never(*a, **k):
         raise AssertionError("work done before the output folder was checked")
     monkeypatch.setattr(run_mod, "open_index", never)
-    monkeypatch.setattr(run_mod, "resolve_auto", never)
+    monkeypatch.setattr(prepare_mod, "resolve_auto", never)
     with pytest.raises(RunDirError, match="exists and is not empty"):
         vistrain.train(data, out=run[0], strategy="auto")
 

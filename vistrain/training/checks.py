@@ -434,7 +434,7 @@ def make_setup(ctx: RunContext) -> CheckSetup:
 def run_checks(ctx: RunContext, *, out_dir=None, overfit_steps: int = 100,
                shuffle_epochs: int | None = None, max_train: int = 512, max_heldout: int = 256,
                lr_steps: int = 100, log_results: bool = True) -> list[CheckResult]:
-    """All checks on a prepared run (:func:`vistrain.training.prepare.prepare_context`); logs one
+    """All checks on a prepared run (:func:`vistrain.training.prepare.prepare_run`); logs one
     line each unless ``log_results`` is False (``vistrain check`` prints them itself).
 
     ``ctx.model`` is left untouched.  ``out_dir`` receives ``checks.json`` and ``lr_finder.png``.

@@ -81,7 +81,7 @@ class PreparedData:
 
 @dataclass
 class RunContext:
-    """One run's inputs, as ``train`` prepares them (``vistrain check`` and ``lr-find`` too).
+    """One run's inputs, as :func:`vistrain.training.prepare.prepare_run` makes them for every run.
 
     ``out`` is the run folder (checkpoints, metrics), None where nothing is written (the checks,
     the LR finder); ``progress`` draws progress bars.  Nothing here is changed by a strategy:

@@ -132,7 +132,7 @@ def run_range_test(ctx: RunContext, *, steps: int = 100, start_lr: float = 1e-7,
                    end_lr: float = 10.0, features: np.ndarray | None = None, beta: float = 0.98) -> dict:
     """The range test of a run's settings on its training part (``vistrain lr-find`` and ``check``).
 
-    ``ctx``: as :func:`vistrain.training.prepare.prepare_context` makes it; ``ctx.model`` is left
+    ``ctx``: as :func:`vistrain.training.prepare.prepare_run` makes it; ``ctx.model`` is left
     as found (the test trains a copy).  The set-up is the training plan
     (:func:`~vistrain.training.plan.build_plan`): feature extraction trains a fresh linear head on
     the cached, standardized ``(N, D)`` features (``features``, when the caller holds them

@@ -1,13 +1,14 @@
 """Everything before the first training step: seed, model, decoded pixels, split, preprocessing.
 
-``train``, ``check`` and ``lr-find`` start from the same state, made here:
-:func:`prepare_context` returns a :class:`~vistrain.training.context.RunContext`.
+Every run starts from the same state, made here: :func:`prepare_run` returns a
+:class:`~vistrain.training.context.RunContext` for ``train`` (and so for each fold of ``cv`` and
+each run of ``compare``, which train through it), ``check`` and ``lr-find``.
 
 Example:
     >>> from vistrain.config import TrainConfig
     >>> from vistrain.device import Runtime
     >>> cfg = TrainConfig.from_dict({"data": {"root": "examples/fashion-mnist-small"}})  # doctest: +SKIP
-    >>> ctx = prepare_context(cfg, Runtime.create("cpu"), progress=False)               # doctest: +SKIP
+    >>> ctx = prepare_run(cfg, Runtime.create("cpu"), progress=False)                   # doctest: +SKIP
     >>> ctx.data.pixels.shape, ctx.pre.describe()                                       # doctest: +SKIP
     ((2000, 3, 224, 224), 'resize ...')
 """
@@ -17,6 +18,8 @@ import logging
 import os
 import random
 from dataclasses import replace
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -43,6 +46,12 @@ from vistrain.transforms.preprocess import Preprocess
 from vistrain.transforms.resize import crop_scale_size
 
 log = logging.getLogger("vistrain")
+
+# what a run does between its model and its pixels (:func:`prepare_run`): ``(requested config,
+# chosen config, strategy auto's reasoning or None, runtime) -> (winner config or None, the
+# winner's (preprocess, data) or None)``
+BeforePixels = Callable[[TrainConfig, TrainConfig, dict | None, Runtime],
+                        tuple[TrainConfig | None, tuple[Preprocess, PreparedData] | None]]
 
 
 def seed_everything(seed: int) -> None:
@@ -281,9 +290,10 @@ def prepare_pixels(cfg: TrainConfig, pcfg: PretrainedCfg, rt: Runtime, index: Im
 
 
 def begin_run(cfg: TrainConfig) -> None:
-    """The checks and process-wide settings every run starts with (train, cv's folds, check,
-    lr-find): every setting checked, the image-size limit, and the allocator's kept host memory
-    when ``train.host_memory=reuse`` asks for it (it changes the whole process)."""
+    """The checks and process-wide settings every run starts with (:func:`prepare_run`): every
+    setting checked, the image-size limit, and the allocator's kept host memory when
+    ``train.host_memory=reuse`` asks for it (it changes the whole process).  Calling it again
+    changes nothing: a training run calls it first, before it looks at its output folder."""
     cfg.check()
     set_max_image_pixels(cfg.data.max_image_pixels)
     if cfg.train.host_memory == "reuse":
@@ -293,9 +303,9 @@ def begin_run(cfg: TrainConfig) -> None:
 def recipe_runtime(cfg: TrainConfig, rt: Runtime, *, say: bool = True) -> Runtime:
     """``rt``, or a runtime made for ``cfg``'s precision when the recipe chosen for it asks for
     another one (strategy auto's network from scratch trains in bf16 where the CPU has it): the
-    one place where a chosen recipe changes the runtime -- for train, check and lr-find, and for
-    each entrant of the recipe race, which trains as its named recipe would.  ``say``: log the
-    new runtime."""
+    one place where a chosen recipe changes the runtime -- for every run (:func:`prepare_run`),
+    and for each entrant of the recipe race, which trains as its named recipe would.  ``say``:
+    log the new runtime."""
     wanted = Runtime.for_train(cfg.train)
     if (wanted.amp_dtype, wanted.channels_last) == (rt.amp_dtype, rt.channels_last):
         return rt
@@ -304,19 +314,41 @@ def recipe_runtime(cfg: TrainConfig, rt: Runtime, *, say: bool = True) -> Runtim
     return wanted
 
 
-def prepare_context(cfg: TrainConfig, rt: Runtime, *, progress: bool = True,
-                    index: ImageIndex | None = None, parts=None, quick_checks: bool = False) -> RunContext:
-    """Seed, scan, choose the recipe, build the model, decode the pixels, split and resolve the
-    preprocessing, exactly as training does (no output folder): what ``vistrain check`` and
-    ``lr-find`` start from."""
+def prepare_run(cfg: TrainConfig, rt: Runtime, index: ImageIndex | None = None, parts=None, *,
+                progress: bool = True, started: float | None = None, out: Path | None = None,
+                deadline: float | None = None, before_pixels: BeforePixels | None = None) -> RunContext:
+    """The one set-up of a run: every setting checked (:func:`begin_run`), the folder scanned
+    unless ``index`` is given, strategy auto resolved, the runtime rebuilt for the chosen recipe,
+    the model built, the pixels decoded and split (``parts`` unless given: :func:`prepare_data`)
+    and the preprocessing resolved.  ``started``: the ``time.monotonic()`` strategy auto's budget
+    counts from; ``out`` and ``deadline`` go to the context.
+
+    ``before_pixels(requested, chosen, auto, rt)`` runs once the model is built, before any image
+    is decoded: a training run makes its run folder there and races strategy auto's candidates
+    in it.  It returns ``(the race's winner or None, the pixels the race decoded for it or
+    None)``; a winner gets its runtime and model here, as the first choice did.  ``check`` and
+    ``lr-find`` pass none: nothing is written and the rule's first choice is taken (the module's
+    example)."""
     begin_run(cfg)
     index = index or open_index(cfg.data.root)
-    cfg, auto = resolve_auto(cfg, index, rt, parts=parts)
+    chosen, auto = resolve_auto(cfg, index, rt, parts=parts, started=started)
+    rt, model, pcfg = _recipe_model(chosen, index, rt, auto)
+    winner, prepared = (None, None) if before_pixels is None else before_pixels(cfg, chosen, auto, rt)
+    if winner is not None:
+        chosen = winner
+        rt, model, pcfg = _recipe_model(chosen, index, rt, auto)
+    pre, data = prepared or prepare_pixels(chosen, pcfg, rt, index, progress=progress, parts=parts)
+    return RunContext(chosen, model, pcfg, pre, data, rt, out=out, progress=progress, auto=auto,
+                      deadline=deadline)
+
+
+def _recipe_model(cfg: TrainConfig, index: ImageIndex, rt: Runtime, auto: dict | None):
+    """``(runtime, model, pretrained_cfg)`` of the recipe ``cfg``: the runtime rebuilt for it
+    where strategy auto chose it (:func:`recipe_runtime`), then its model."""
     if auto is not None:
         rt = recipe_runtime(cfg, rt)
-    model, pcfg = prepare_model(cfg, index, rt, quick_checks=quick_checks)
-    pre, data = prepare_pixels(cfg, pcfg, rt, index, progress=progress, parts=parts)
-    return RunContext(cfg, model, pcfg, pre, data, rt, out=None, progress=progress, auto=auto)
+    model, pcfg = prepare_model(cfg, index, rt)
+    return rt, model, pcfg
 
 
 def resolve_auto(cfg: TrainConfig, index: ImageIndex, rt: Runtime, *, parts=None,

@@ -3,7 +3,9 @@
 ``run_training(cfg, out_dir)`` scans the folder, decodes every image once into a pixel cache
 (skipping or failing on unreadable files, as configured), makes and saves a stratified split,
 resolves preprocessing from the model's pretrained config (all in
-:mod:`vistrain.training.prepare`, gathered in a :class:`~vistrain.training.context.RunContext`),
+:func:`~vistrain.training.prepare.prepare_run`, the set-up every run shares, gathered in a
+:class:`~vistrain.training.context.RunContext`; :class:`RunFolderStep` makes the run folder
+within it, after the model and before the pixels),
 trains with the chosen strategy (:func:`~vistrain.training.strategy.train_model`: a
 :class:`~vistrain.training.plan.TrainingPlan` run by ``fit``), evaluates on the held-out test part
 and writes the artifact, metrics, curves and figures.  The report and the pre-training checks
@@ -55,8 +57,7 @@ from vistrain.training.budget import fit_to_budget
 from vistrain.training.context import PreparedData, RunContext
 from vistrain.training.loggers import check_logging, write_logs
 from vistrain.training.loop import BatchPipeline, predict
-from vistrain.training.prepare import (begin_run, prepare_model, prepare_pixels, recipe_runtime, resolve_auto,
-                                       run_quick_checks, scratch_kwargs)
+from vistrain.training.prepare import begin_run, prepare_run, run_quick_checks, scratch_kwargs
 from vistrain.training.race import FOLDER as RACE_FOLDER
 from vistrain.training.race import RaceOutcome, install_checkpoint, remove_race_folder
 from vistrain.training.race_memo import race_or_kept
@@ -335,44 +336,74 @@ def _run_training(cfg, out, *, overwrite, resume, progress, index, parts, before
         check_same_data(out, index, fingerprint)
     check_logging(cfg.logging)  # fail before training, not after it
     findings = run_quick_checks(index, cfg) if cfg.data.doctor and rt.is_main else None
-    requested = cfg
-    cfg, auto = resolve_auto(cfg, index, rt, parts=parts, started=started)  # before the run dir
-    racing = auto is not None and len(auto.get("entrants") or []) >= 2
-    deadline = budget_deadline(cfg, started)  # every recipe stops at the budget (None: no limit)
-    if auto is not None:
-        rt = recipe_runtime(cfg, rt)
-    model, pcfg = prepare_model(cfg, index, rt)
-    existed_empty = out.is_dir() and not any(out.iterdir())
-    fresh = not resume and (existed_empty or not out.exists())
-    if rt.is_main:
-        prepare_run_dir(out, overwrite=overwrite, resume=resume, data_root=index.root,
-                        fingerprint=fingerprint)
-        if resume:  # pins the run to this copy of the data from now on (e.g. one given by --data)
-            fsutil.update_marker(out, data_root=location(index.root),
-                                 data_fingerprint=fingerprint)
-        ckpt.assign_run_id(out)  # its checkpoints carry it: one copied from another run is refused
-        # written before decoding: a run killed at any point after this can be resumed (one
-        # killed during the recipe race races again: its config is still strategy auto)
-        save_config(requested if racing else cfg, out, index)
-        log_file.open_in(out)
-        if findings is not None:
-            write_doctor_json(out, findings)
-    rt.barrier()
-    try:
-        race = None
-        if racing:
-            cfg, rt, race = recipe_race(requested, out, rt, index, parts, auto, started=started,
-                                        progress=progress)
-            model, pcfg = prepare_model(cfg, index, rt)
-        return _train_into(cfg, out, rt, model, pcfg, index, parts, resume=resume,
-                           progress=progress, fingerprint=fingerprint, t0=t0,
-                           before_training=before_training, auto=auto, deadline=deadline, race=race,
-                           threads=threads)
+    folder = RunFolderStep(out, index, parts, overwrite=overwrite, resume=resume, fingerprint=fingerprint,
+                           log_file=log_file, findings=findings, started=started, progress=progress)
+    try:  # strategy auto chooses before the run folder is made, the pixels are decoded after it
+        ctx = prepare_run(cfg, rt, index, parts, progress=progress, started=started, out=out,
+                          deadline=budget_deadline(cfg, started), before_pixels=folder)
+        return _train_into(ctx, given_parts=parts is not None, resume=resume, fingerprint=fingerprint,
+                           t0=t0, before_training=before_training, race=folder.race, threads=threads)
     except BaseException as err:
-        if rt.is_main:
-            _undo_unstarted_run(out, fresh=fresh, existed_empty=existed_empty,
-                                user_error=isinstance(err, VistrainError))
+        folder.undo(err)
         raise
+
+
+@dataclass
+class RunFolderStep:
+    """A training run's ``before_pixels`` (:func:`~vistrain.training.prepare.prepare_run`): once
+    strategy auto has chosen and the model is built, the run folder is made (config.yaml, the held
+    log lines, doctor.json), then, where auto has two or more candidates, the recipe race runs in
+    it.  ``race``: its outcome; a failure before the first checkpoint undoes the folder
+    (:meth:`undo`)."""
+    out: Path
+    index: ImageIndex
+    parts: dict | None
+    overwrite: bool
+    resume: bool
+    fingerprint: dict
+    log_file: RunLogFile
+    findings: list | None
+    started: float
+    progress: bool
+    race: RaceOutcome | None = None
+    made: dict | None = None  # {"fresh", "existed_empty"} once this process made the folder
+
+    def __call__(self, requested: TrainConfig, cfg: TrainConfig, auto: dict | None,
+                 rt: Runtime) -> tuple[TrainConfig | None, tuple | None]:
+        racing = auto is not None and len(auto.get("entrants") or []) >= 2
+        # a run killed during the recipe race races again: its config is still strategy auto
+        self._make(requested if racing else cfg, rt)
+        if not racing:
+            return None, None
+        cfg, self.race = recipe_race(requested, self.out, rt, self.index, self.parts, auto,
+                                     started=self.started, progress=self.progress)
+        return cfg, self.race.prepared if self.race is not None else None
+
+    def _make(self, cfg: TrainConfig, rt: Runtime) -> None:
+        """The run folder, before any image is decoded: a run killed at any point after this can
+        be resumed."""
+        out = self.out
+        existed_empty = out.is_dir() and not any(out.iterdir())
+        fresh = not self.resume and (existed_empty or not out.exists())
+        if rt.is_main:
+            prepare_run_dir(out, overwrite=self.overwrite, resume=self.resume, data_root=self.index.root,
+                            fingerprint=self.fingerprint)
+            if self.resume:  # pins the run to this copy of the data from now on (e.g. one given by --data)
+                fsutil.update_marker(out, data_root=location(self.index.root),
+                                     data_fingerprint=self.fingerprint)
+            ckpt.assign_run_id(out)  # its checkpoints carry it: one copied from another run is refused
+            save_config(cfg, out, self.index)
+            self.log_file.open_in(out)
+            if self.findings is not None:
+                write_doctor_json(out, self.findings)
+        rt.barrier()
+        if rt.is_main:
+            self.made = {"fresh": fresh, "existed_empty": existed_empty}
+
+    def undo(self, err: BaseException) -> None:
+        """After ``err``: :func:`_undo_unstarted_run` where this process made the folder."""
+        if self.made is not None:
+            _undo_unstarted_run(self.out, **self.made, user_error=isinstance(err, VistrainError))
 
 
 def save_config(cfg: TrainConfig, out: Path, index: ImageIndex) -> None:
@@ -394,49 +425,43 @@ def _undo_unstarted_run(out: Path, *, fresh: bool, existed_empty: bool, user_err
 
 
 def recipe_race(requested: TrainConfig, out: Path, rt: Runtime, index: ImageIndex, parts, auto: dict,
-                *, started: float, progress: bool) -> tuple[TrainConfig, Runtime, RaceOutcome | None]:
+                *, started: float, progress: bool) -> tuple[TrainConfig, RaceOutcome | None]:
     """Race strategy auto's entrants in ``out/race``, or take an earlier race's kept outcome
     (:func:`~vistrain.training.race_memo.race_or_kept`); returns the winner's config (saved as the
-    run's), its runtime and the outcome (None when kept: the winner then trains from its start).
-    The winner's paused checkpoint becomes the run's, so the run continues from it."""
+    run's) and the outcome (None when kept: the winner then trains from its start).  The
+    winner's paused checkpoint becomes the run's, so the run continues from it."""
     if rt.is_main:
         remove_race_folder(out)  # a race of a killed run: raced again
     cfg, outcome = race_or_kept(requested, index, rt, parts, auto, out / RACE_FOLDER, started=started,
                                 progress=progress)
-    rt = recipe_runtime(cfg, rt)  # the winner's precision (from scratch: bf16)
     if rt.is_main:
         save_config(cfg, out, index)  # a resume continues the winner, not the race
         if outcome is not None and outcome.checkpoint is not None:
             install_checkpoint(outcome.checkpoint, out)
         remove_race_folder(out)
     rt.barrier()
-    return cfg, rt, outcome
+    return cfg, outcome
 
 
-def _train_into(cfg, out, rt, model, pcfg, index, parts, *, resume, progress, fingerprint, t0,
-                before_training, auto, deadline, race: RaceOutcome | None = None, threads=None):
-    if race is not None and race.prepared is not None:  # decoded for the race: not decoded again
-        pre, data = race.prepared
-    else:
-        pre, data = prepare_pixels(cfg, pcfg, rt, index, progress=progress, parts=parts)
-    ctx = RunContext(cfg, model, pcfg, pre, data, rt, out=out, progress=progress, auto=auto,
-                     deadline=deadline)
+def _train_into(ctx: RunContext, *, given_parts: bool, resume: bool, fingerprint: dict, t0: float,
+                before_training, race: RaceOutcome | None, threads: dict | None) -> RunResult:
+    cfg, out, rt, data = ctx.cfg, ctx.out, ctx.rt, ctx.data
     if rt.is_main:
         warnings = split_warnings(data.index, data.parts)
         for line in warnings:
             log.warning(line)
         save_splits(out / "splits.json", data.index, data.parts, seed=cfg.data.split_seed,
-                    source=split_source(cfg.data, given_parts=parts is not None,
+                    source=split_source(cfg.data, given_parts=given_parts,
                                         given_folders=bool(data.index.given_split)),
                     groups=group_record(cfg.data), warnings=warnings)
     if before_training is not None and rt.is_main and not resume:
         before_training(ctx)
-    ctx = ctx.with_model(rt.prepare_model(model))
+    ctx = ctx.with_model(rt.prepare_model(ctx.model))
     budget = None
-    if auto is None:  # a named recipe: estimated now, its epochs cut to fit (auto planned already)
+    if ctx.auto is None:  # a named recipe: estimated now, its epochs cut to fit (auto planned already)
         ctx, budget = fit_to_budget(ctx, resume=resume)
         if budget is not None and budget["cut_epochs"] is not None and rt.is_main:
-            save_config(ctx.cfg, out, index)  # a resume or a repeat trains the cut epochs
+            save_config(ctx.cfg, out, data.index)  # a resume or a repeat trains the cut epochs
     continued = race is not None and race.checkpoint is not None  # the winner's rungs: reused
     fitted = train_model(ctx, resume=resume or continued,
                          features=race.features if race is not None else None)

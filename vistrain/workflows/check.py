@@ -19,7 +19,7 @@ from vistrain.errors import VistrainError
 from vistrain.training.checks import CheckResult, run_checks
 from vistrain.training.context import RunContext
 from vistrain.training.lrfind import check_range
-from vistrain.training.prepare import prepare_context
+from vistrain.training.prepare import prepare_run
 from vistrain.workflows.common import make_config
 from vistrain.workflows.logs import show_log_lines
 
@@ -58,6 +58,6 @@ def check(data: str | Path | None = None, /, *, out: str | Path | None = None, s
 
 def prepare(cfg: TrainConfig, progress: bool = True) -> RunContext:
     """The run context (model, preprocessing, prepared data, runtime; no output folder) exactly as
-    ``train`` makes it (:func:`vistrain.training.prepare.prepare_context`)."""
-    rt = Runtime.for_train(cfg.train)
-    return prepare_context(cfg, rt, progress=progress)
+    ``train`` makes it (:func:`vistrain.training.prepare.prepare_run`), less the run folder and
+    the recipe race: strategy auto's first choice is taken."""
+    return prepare_run(cfg, Runtime.for_train(cfg.train), progress=progress)
