@@ -35,7 +35,7 @@ from vistrain.rundir.parts import FIXES
 from vistrain.rundir.summaries import FoldsRecord
 from vistrain.training.auto import apply_choice
 from vistrain.training.context import spatial_preprocess
-from vistrain.training.prepare import create_model, prepare_data, resolve_auto
+from vistrain.training.prepare import begin_run, create_model, prepare_data, resolve_auto
 from vistrain.training.race_memo import race_or_kept
 from vistrain.training.run import check_output_ready
 from vistrain.workflows.common import default_out_dir, make_config
@@ -172,7 +172,7 @@ def run_cv(cfg, out_dir, *, folds: int = 5, fold: int | None = None, resume: boo
     else ``{"finished": [...], "missing": [...]}``.
     """
     out = Path(out_dir)
-    cfg.check()
+    begin_run(cfg)  # the image-size limit too: the folds' pixels are decoded below, before any fold
     if fold is not None and not 0 <= fold < folds:
         raise VistrainError(f"--fold {fold}: must be between 0 and {folds - 1} for --folds {folds}")
     # a taken --out is refused first thing, before the scan and strategy auto's measuring
