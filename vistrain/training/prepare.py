@@ -268,12 +268,11 @@ def create_model(cfg: TrainConfig, num_classes: int):
                   weights=m.weights, drop_rate=m.drop_rate, **scratch_kwargs(cfg))
 
 
-def prepare_model(cfg: TrainConfig, index: ImageIndex, rt: Runtime, *, quick_checks: bool = False):
-    """Seed, run the quick data checks and build the model; returns ``(model, pretrained_cfg)``."""
+def prepare_model(cfg: TrainConfig, index: ImageIndex, rt: Runtime):
+    """Seed and build the model; returns ``(model, pretrained_cfg)``.  (The quick data checks run
+    once per training run, before it, in :mod:`vistrain.training.run`.)"""
     seed_everything(cfg.train.seed)
     log.info("data: %d images, %d classes in %s", len(index), len(index.classes), index.root)
-    if quick_checks and rt.is_main:  # fast data checks, logged as warnings
-        run_quick_checks(index, cfg)
     model, pcfg = create_model(cfg, len(index.classes))
     log.info("model: %s, weights: %s", cfg.model.name, pcfg.weights_source)
     return model, pcfg
