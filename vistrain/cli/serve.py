@@ -2,8 +2,8 @@
 
 The work is :func:`vistrain.workflows.serve.serve`; this module parses the arguments and prints
 the address once the server listens (``--json``: one JSON document ``{"url", ...}``; its
-``max_batch`` is the flag's value, null when not given: the engine's default, which ``GET
-/metadata`` reports).
+``max_batch`` is the flag's value, null when not given: then the server measures the model and
+decides, which ``GET /metadata`` reports).
 """
 from __future__ import annotations
 
@@ -26,12 +26,13 @@ def register(sub) -> None:
                    help="address to listen on (0.0.0.0: every interface, reachable from other machines)")
     p.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
     p.add_argument("--max-batch", type=int,
-                   help="most images per model call (1 turns dynamic batching off; default 32 with "
-                        "the torch engine and ONNX Runtime, 1 with OpenVINO, not measured yet)")
+                   help="most images per model call (1 turns dynamic batching off; default: "
+                        "measured at start, 32 when one image's model call takes >= 2 ms, else 1; "
+                        "1 with OpenVINO, not measured yet)")
     p.add_argument("--model-workers", type=int,
-                   help="model calls run at once, each on --threads compute threads (default 1 on "
-                        "all of them; 2 with 1 thread each runs two batches side by side: see "
-                        "docs/benchmarks.md, 'Serving: model workers')")
+                   help="model calls run at once, the cores shared out among them (default 1, on "
+                        "all of them; 2 runs two calls side by side: more throughput under load, "
+                        "slower for a lone client; docs/serving.md)")
     p.add_argument("--wait-ms", type=float, default=5.0,
                    help="how long a request waits for others to share its model call")
     p.add_argument("--max-body-mb", type=float, default=20.0,

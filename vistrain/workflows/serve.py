@@ -132,8 +132,9 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
     """Serve the run ``run_dir`` over HTTP until interrupted (Ctrl-C: returns after a graceful
     shutdown; SIGTERM: the same shutdown, then the process ends by that signal).
 
-    ``max_batch``: most images per model call (1: no batching; None: the engine's default, 32
-    for torch and ONNX Runtime, 1 for OpenVINO, not measured yet); ``wait_ms``: how long a request
+    ``max_batch``: most images per model call (1: no batching; None: measured on the model at
+    start, :mod:`vistrain.server.batch_policy`: 32 when one image's call takes >= 2 ms, else 1;
+    1 for OpenVINO, not measured yet); ``wait_ms``: how long a request
     waits for others to share its batch; ``max_body_mb``: largest request accepted (413 above);
     ``max_image_pixels``: largest width x height of an upload, read from its header before any
     decoding (413 above; default 40 MP); ``decode_threads``: uploads decoded at once (default 2:
