@@ -51,7 +51,7 @@ bench: $(STAMP)   # every benchmark at its documented size (hours; scale.py need
 	$(BENCH) $(BENCH_DIR)/pipeline_accuracy.py
 	$(BENCH) $(BENCH_DIR)/inference.py
 	$(BENCH) $(BENCH_DIR)/feature_engine.py
-	$(BENCH) $(BENCH_DIR)/serve.py --max-seconds 60
+	$(BENCH) $(BENCH_DIR)/serve.py --engine torch onnxruntime --clients 1 32
 	$(BENCH) $(BENCH_DIR)/transfer.py --parts a,b --train-per-class 5000 --test-per-class 1000 --naive-images 512 --work /tmp/vt-transfer
 	$(BENCH) $(BENCH_DIR)/auto_strategy.py --out /tmp/auto-bench
 	$(BENCH) $(BENCH_DIR)/calibration_probe.py --out /tmp/calib-probe

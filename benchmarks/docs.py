@@ -217,11 +217,14 @@ def serve_block(rec: dict) -> str:
     """Per engine and client count, both settings with their latency percentiles and throughput,
     then batching's ratio and whether batching is on by default for that engine."""
     p, d = rec["params"], rec["derived"]
+    def lim(r: dict) -> dict | None:
+        return rec.get("limits", {}).get(f"{r['engine']}/{r['clients']}/{serve_setting(r, p['wait_ms'])}")
     rows = [[r["engine"], str(r["clients"]), serve_setting(r, p["wait_ms"]),
              f"{r['answered']:,}", str(r["errors"]), f(r["p50_ms"], 0), f(r["p95_ms"], 0), f(r["p99_ms"], 0),
-             f(r["rps"]), f(r["batch"])] for r in rec["repeats"]]
+             f(r["rps"]), f(r["batch"]), f(lim(r)["limit"]) if lim(r) else "-", frac(lim(r))]
+            for r in rec["repeats"]]
     head = ["engine", "clients", "setting", "answered", "errors", "p50 ms", "p95 ms", "p99 ms", "req/s",
-            "mean batch"]
+            "mean batch", "limit: model call alone img/s", "fraction"]
     ratios = "; ".join(
         f"{e}: " + ", ".join(f"{x(v)} at {c} client{'s' if c != '1' else ''}" for c, v in by.items())
         + default_note(d, e) for e, by in d["throughput_ratio"].items())

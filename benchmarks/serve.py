@@ -2,15 +2,18 @@
 
 The server runs as a subprocess (``vistrain serve RUN --port 0``) on localhost; ``--clients``
 (32) concurrent clients (asyncio + httpx, one keep-alive connection each) send ``--requests``
-(1,000) POST /predict requests, each a shipped Fashion-MNIST PNG as the raw body, to each of
+(4,000) POST /predict requests, each a shipped Fashion-MNIST PNG as the raw body, to each of
 two servers of the same run: one with dynamic batching (``--max-batch 32 --wait-ms 5``, the
 defaults) and one without (``--max-batch 1``: one model call per request).  Both run at once
 (an idle server costs no CPU) after a warm-up of two requests per client, and are driven in
-``--rounds`` (4) alternating rounds, so that a change of the machine's load hits both alike.
+``--rounds`` (8) alternating rounds, so that a change of the machine's load hits both alike.
 Printed per setting: requests answered, errors (must be 0), p50 / p99 latency over all rounds,
 the median over rounds of requests/s, model calls and mean batch size; then the ratios.  A
 round stops issuing requests after its share of ``--max-seconds`` (throughput is then that of
-the requests answered).
+the requests answered).  *Limit* of each row: the model call alone, in this process, on the same
+run, engine and threads (no HTTP, no decode): images/s at batch 1 for a server without batching,
+at its best batch up to ``--max-batch`` (1, 4, 8, 16, 32) for a batched one; measured before and
+after each engine's rounds, the better of the two medians kept.
 
 The model: ``--run RUN`` (any trained run), else a run written here into a temporary folder with
 ``--model`` (tf_efficientnet_lite0, the default of ``vistrain train``) at ``--size`` px, 10
@@ -27,7 +30,7 @@ decided on this model (``vistrain.server.batch_policy``: batching on when one im
 takes >= 2 ms) and whether that decision paid, and with W workers their throughput over one
 worker's.
 
-    python benchmarks/serve.py                         # ~3 minutes on 2 CPU cores
+    python benchmarks/serve.py                         # ~11 minutes on 2 CPU cores
     python benchmarks/serve.py --run runs/demo --requests 2000 --clients 64
     python benchmarks/serve.py --model vistrain/resnet20 --size 32 --engine torch onnxruntime --clients 1 32
     python benchmarks/serve.py --engine onnxruntime --clients 1 32 --model-workers 2
@@ -59,7 +62,7 @@ from vistrain.deploy.onnx_export import export_onnx
 from vistrain.models import create
 from vistrain.transforms.normalize import resolve_normalization
 from vistrain.transforms.preprocess import Preprocess
-from _record import Record
+from _record import Record, limit
 
 SHIPPED = Path(__file__).resolve().parent.parent / "examples" / "fashion-mnist-small"
 
@@ -186,6 +189,38 @@ def summarize(setting: tuple[int, int], phases: list[dict], calls: int, images: 
             "calls": calls, "batch": images / max(calls, 1)}
 
 
+LIMIT_BATCHES = (1, 4, 8, 16, 32)
+LIMIT_REPEATS = 5
+
+
+def engine_rate(clf, batch: int, repeats: int = LIMIT_REPEATS) -> float:
+    """Images/s of ``clf.predict_pixels`` on ``batch`` grey images alone: the median of
+    ``repeats`` timed calls after one untimed call."""
+    pre = clf.preprocess
+    pixels = [np.full((pre.channels, pre.size, pre.size), 128, dtype=np.uint8)] * batch
+    clf.predict_pixels(pixels)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        clf.predict_pixels(pixels)
+        times.append(time.perf_counter() - start)
+    return batch / statistics.median(times)
+
+
+def engine_limits(run: Path, args, engine: str) -> dict[str, float]:
+    """``{str(batch): img/s}`` of the model call alone on ``engine`` (the threads a server gets:
+    ``--threads``, else the engines' defaults, as the servers of one worker have them)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clf = vistrain.load(run, engine=engine, threads=args.threads)
+    return {str(b): engine_rate(clf, b) for b in LIMIT_BATCHES if b <= args.max_batch}
+
+
+def row_limit(r: dict, rates: dict[str, float]) -> float:
+    """A row's limit: the model call alone at batch 1 without batching, at its best batch with."""
+    return rates["1"] if r["max_batch"] == 1 else max(v for b, v in rates.items() if int(b) <= r["max_batch"])
+
+
 def server_settings(args) -> list[tuple[int, int]]:
     """``(max_batch, model_workers)`` of each server: batched and not, with one model worker and,
     with ``--model-workers W`` above 1, with W."""
@@ -240,7 +275,7 @@ def main() -> None:
     parser.add_argument("--run", help="a trained run (default: a fresh --model run in a temporary folder)")
     parser.add_argument("--model", default="tf_efficientnet_lite0")
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--requests", type=int, default=4000, help="per setting, over all rounds")
     parser.add_argument("--clients", type=int, nargs="+", default=[32],
                         help="concurrent clients; several values are measured in turn")
     parser.add_argument("--engine", choices=("torch", "onnxruntime"), nargs="+", default=["torch"],
@@ -255,8 +290,8 @@ def main() -> None:
     parser.add_argument("--model-workers", type=int, default=1,
                         help="above 1: also measure servers of this many model workers, one W-th of "
                              "the cores each (inter-op); the record is then <name>_m<W>")
-    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds of each setting")
-    parser.add_argument("--max-seconds", type=float, default=45.0,
+    parser.add_argument("--rounds", type=int, default=8, help="alternating rounds of each setting")
+    parser.add_argument("--max-seconds", type=float, default=80.0,
                         help="per setting (all rounds); a round stops issuing requests after its share")
     args = parser.parse_args()
     name = "serve" if args.model == "tf_efficientnet_lite0" else "serve_small"
@@ -283,17 +318,29 @@ def main() -> None:
         print(f"# run {args.run or f'{args.model} at {args.size} px (fresh weights)'}, engines "
               f"{', '.join(args.engine)}; {args.requests} requests per setting in {args.rounds} alternating "
               f"rounds (at most {args.max_seconds:.0f} s per setting), {len(bodies)} distinct 28x28 PNGs")
-        errors, all_rows, decided = [], [], {}
+        errors, all_rows, decided, rates = [], [], {}, {}
         for engine in args.engine:
             decided[engine] = default_batching(run, args, engine)
             print(f"# {engine}, no --max-batch given: batching {decided[engine]['decided']}")
+            before = engine_limits(run, args, engine)
+            engine_rows = []
             for clients in args.clients:
                 rows = measure(run, args, bodies, clients, engine)
                 errors += [r["first_error"] for r in rows if r["errors"]]
                 report(rows, clients, args.wait_ms, engine)
-                all_rows += [dict(r, clients=clients, engine=engine) for r in rows]
+                engine_rows += [dict(r, clients=clients, engine=engine) for r in rows]
+            after = engine_limits(run, args, engine)
+            rates[engine] = {b: max(before[b], after[b]) for b in before}
+            print(f"# {engine}, the model call alone (img/s by batch): "
+                  + ", ".join(f"{b}: {v:.1f}" for b, v in rates[engine].items()))
+            all_rows += engine_rows
+        limits = {f"{r['engine']}/{r['clients']}/{setting_name(r, args.wait_ms)}":
+                  limit(r["rps"], row_limit(r, rates[r["engine"]]), "req/s",
+                        "the model call alone (same run, engine, threads; no HTTP, no decode) at batch 1 "
+                        "without batching, at its best batch up to --max-batch with")
+                  for r in all_rows}
         rec.write(params={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                  repeats=all_rows, derived=derive(all_rows, decided), limits={})
+                  repeats=all_rows, derived={**derive(all_rows, decided), "engine_img_s": rates}, limits=limits)
     if errors:
         raise SystemExit(f"errors: {errors}")
 
