@@ -140,9 +140,9 @@ def atomic_write_text(path: str | Path, text: str, *, suffix: str | None = None)
 
 
 def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 1,
-                      suffix: str | None = None) -> None:
-    """:func:`atomic_write_text` of ``obj`` as JSON."""
-    atomic_write_text(path, json.dumps(obj, indent=indent), suffix=suffix)
+                      suffix: str | None = None, default=None) -> None:
+    """:func:`atomic_write_text` of ``obj`` as JSON (``default``: as for :func:`json.dumps`)."""
+    atomic_write_text(path, json.dumps(obj, indent=indent, default=default), suffix=suffix)
 
 
 # ---- which folders are vistrain's ------------------------------------------------------------

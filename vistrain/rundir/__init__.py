@@ -21,8 +21,10 @@ Files of a run (``kind == "train"``)::
 "compare"``) -> ``compare``: CompareSummary; ``folds.json`` -> ``folds``: FoldsRecord.
 
 Every part is a :class:`~vistrain.rundir.doc.Doc`: ``from_doc`` reads its file, ``to_doc`` gives
-back the document vistrain wrote, which is what the writers write (``run.json`` carries a schema
-version, :data:`~vistrain.rundir.record.SCHEMA_VERSION`).  The package imports no torch: the
+back the document vistrain wrote.  :data:`~vistrain.rundir.files.READERS` says how each file is
+read, for this reader and for the one writer, :func:`~vistrain.rundir.files.write_run_file`, which
+writes every file through the records that read it (``run.json`` carries a schema version,
+:data:`~vistrain.rundir.record.SCHEMA_VERSION`).  The package imports no torch: the
 torch-free modules (prediction, deploy) read run folders through it too.
 
 Example:
@@ -32,7 +34,7 @@ Example:
     ('train', 'vistrain/resnet-tiny', 0.93)
 
 The dataclasses live in :mod:`vistrain.rundir.parts`, :mod:`~vistrain.rundir.record` and
-:mod:`~vistrain.rundir.summaries`, and are re-exported here.
+:mod:`~vistrain.rundir.summaries`, and are re-exported here with :func:`write_run_file`.
 """
 from __future__ import annotations
 
@@ -44,17 +46,19 @@ from pathlib import Path
 from vistrain.artifact_meta import META, read_meta
 from vistrain.config import TrainConfig
 from vistrain.errors import RunDirError
+from vistrain.rundir.files import READERS, write_run_file
 from vistrain.rundir.parts import (FIXES, RETRAIN, Averages, Bootstrap, CalibrationMetrics, CheckRecord, ClassMetrics,
                                    DoctorRecord, Epoch, Finding, Interval, ModelMeta, PartMetrics, PartPredictions,
                                    Splits, SplitPart)
 from vistrain.rundir.record import SCHEMA_VERSION, RunRecord, SkippedFile, StrategyRecord
-from vistrain.rundir.summaries import (CompareRun, CompareSummary, CvFold, CvSummary, FoldsRecord, FoldSplit,
-                                       FoldSummary, Spread)
+from vistrain.rundir.summaries import (CompareEpoch, CompareRun, CompareSummary, CvFold, CvSummary, FoldsRecord,
+                                       FoldSplit, FoldSummary, Spread)
 
 __all__ = ["RunFolder", "output_kind", "SCHEMA_VERSION", "Averages", "Bootstrap", "CalibrationMetrics", "CheckRecord",
-           "ClassMetrics", "CompareRun", "CompareSummary", "CvFold", "CvSummary", "DoctorRecord", "Epoch", "Finding",
-           "FoldsRecord", "FoldSplit", "FoldSummary", "Interval", "ModelMeta", "PartMetrics", "PartPredictions",
-           "RunRecord", "SkippedFile", "Splits", "SplitPart", "Spread", "StrategyRecord"]
+           "ClassMetrics", "CompareEpoch", "CompareRun", "CompareSummary", "CvFold", "CvSummary", "DoctorRecord",
+           "Epoch", "Finding", "FoldsRecord", "FoldSplit", "FoldSummary", "Interval", "ModelMeta", "PartMetrics",
+           "PartPredictions", "RunRecord", "SkippedFile", "Splits", "SplitPart", "Spread", "StrategyRecord",
+           "write_run_file"]
 log = logging.getLogger("vistrain")
 
 
@@ -111,40 +115,44 @@ class RunFolder:
     @cached_property
     def meta(self) -> ModelMeta | None:
         """``model.json`` (None when absent); RunDirError when damaged or the weights are missing."""
-        return ModelMeta.from_doc(read_meta(self.path)) if (self.path / META).is_file() else None
+        if not (self.path / META).is_file():
+            return None
+        return READERS[META].read(read_meta(self.path), self.path / META)
+
+    def _read(self, name: str):
+        """The records of the file ``name`` (:data:`~vistrain.rundir.files.READERS`), None when
+        absent; one-line RunDirError when damaged."""
+        kind, read = READERS[name]
+        doc = self._json(name, kind)
+        return None if doc is None else read(doc, self.path / name)
 
     @cached_property
     def run(self) -> RunRecord:
-        doc = self._json("run.json", dict)
-        return RunRecord() if doc is None else RunRecord.from_doc(doc)
+        return self._read("run.json") or RunRecord()
 
     @cached_property
     def history(self) -> list[Epoch]:
-        return [Epoch.from_doc(h) for h in self._json("history.json", list) or [] if isinstance(h, dict)]
+        return self._read("history.json") or []
 
     @cached_property
     def metrics(self) -> dict[str, PartMetrics]:
-        doc = self._json("metrics.json", dict) or {}
-        return {str(k): PartMetrics.from_doc(v) for k, v in doc.items() if isinstance(v, dict)}
+        return self._read("metrics.json") or {}
 
     @cached_property
     def predictions(self) -> dict[str, PartPredictions]:
-        doc = self._json("predictions.json", dict) or {}
-        path = self.path / "predictions.json"
-        return {str(part): PartPredictions.from_doc(p, path, str(part)) for part, p in doc.items()}
+        return self._read("predictions.json") or {}
 
     @cached_property
     def splits(self) -> Splits:
-        return Splits.from_doc(self._json("splits.json", dict) or {})
+        return self._read("splits.json") or Splits()
 
     @cached_property
     def doctor(self) -> DoctorRecord | None:
-        doc = self._json("doctor.json", (dict, list))
-        return None if doc is None else DoctorRecord.from_doc(doc, self.path / "doctor.json")
+        return self._read("doctor.json")
 
     @cached_property
     def checks(self) -> list[CheckRecord]:
-        return [CheckRecord.from_doc(c) for c in self._json("checks.json", list) or [] if isinstance(c, dict)]
+        return self._read("checks.json") or []
 
     @cached_property
     def config_text(self) -> str | None:
@@ -209,18 +217,15 @@ class RunFolder:
     @cached_property
     def cv(self) -> CvSummary | None:
         """``cv_metrics.json`` (None when absent: the cross-validation has not finished)."""
-        d = self._json("cv_metrics.json", dict)
-        return None if d is None else CvSummary.from_doc(d, self.path / "cv_metrics.json")
+        return self._read("cv_metrics.json")
 
     @cached_property
     def compare(self) -> CompareSummary | None:
         """``compare.json`` (None when absent)."""
-        d = self._json("compare.json", dict)
-        return None if d is None else CompareSummary.from_doc(d, self.path / "compare.json")
+        return self._read("compare.json")
 
     @cached_property
     def folds(self) -> FoldsRecord | None:
         """``folds.json`` of ``vistrain cv`` (None when absent)."""
-        d = self._json("folds.json", dict)
-        return None if d is None else FoldsRecord.from_doc(d)
+        return self._read("folds.json")
 

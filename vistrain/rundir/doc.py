@@ -3,12 +3,13 @@ write it back with :meth:`Doc.to_doc`, one generic pair for every part of a run 
 
 A field is declared with :func:`slot`: how its value is coerced on reading (``read``), the key it
 is stored under when that differs from its name (``key``), whether it is left out of the document
-when it holds nothing (``omit=True``: None; ``omit="empty"``: None, ``{}`` or ``[]``; for a key
-the writer adds only sometimes, while an explicit null the writer writes stays null) and whether it gathers every key no
-other field claims (``rest``: an open-ended mapping such as a strategy's settings).  Reading
-coerces instead of trusting: a number that is not a number becomes ``None``, a name that is not
-a string becomes its ``str()``, so a hand-edited file cannot smuggle objects where text is
-expected.  A key absent from the document leaves the field at its default.
+when it holds nothing (``omit=True``: None; ``omit="empty"``: None, ``{}``, ``[]`` or a record
+that is false, such as an empty strategy; for a key the writer adds only sometimes, while an
+explicit null the writer writes stays null) and whether it gathers every key no other field
+claims (``rest``: an open-ended mapping such as a strategy's settings).  Reading coerces instead
+of trusting: a number that is not a number becomes ``None``, a name that is not a string becomes
+its ``str()``, so a hand-edited file cannot smuggle objects where text is expected.  A key absent
+from the document leaves the field at its default.
 
 Example:
     >>> from dataclasses import dataclass
@@ -107,7 +108,7 @@ def _key(f: Field) -> str:
 
 def _omitted(f: Field, v) -> bool:
     omit = f.metadata.get("omit")
-    return bool(omit) and (v is None or (omit == "empty" and isinstance(v, (dict, list)) and not v))
+    return bool(omit) and (v is None or (omit == "empty" and isinstance(v, (dict, list, Doc)) and not v))
 
 
 def plain(v):

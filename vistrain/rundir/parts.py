@@ -41,7 +41,7 @@ class ModelMeta(Doc):
     classes: list[str] = slot(texts, factory=list)
     preprocess: dict = slot(to_dict, factory=dict)
     model_kwargs: dict = slot(to_dict, factory=dict)
-    strategy: StrategyRecord = slot(StrategyRecord.from_doc, factory=StrategyRecord)
+    strategy: StrategyRecord = slot(StrategyRecord.from_doc, omit="empty", factory=StrategyRecord)
     versions: dict = slot(to_dict, factory=dict)
     extra: dict = slot(rest=True)
 

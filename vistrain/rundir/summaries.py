@@ -77,7 +77,7 @@ class CvFold(Doc):
     n_val: int | None = slot(to_int)
     n_test: int | None = slot(to_int)
     wall_seconds: float | None = slot(to_num)
-    balance: object = slot(same, omit=True)
+    balance: object = slot(same)            # null when the run recorded none
     test: PartMetrics | None = slot(_part_metrics, omit=True)
     given_test: PartMetrics | None = slot(_part_metrics, omit=True)
 
@@ -121,6 +121,16 @@ class CvSummary(Doc):
 
 # ---- vistrain compare ----------------------------------------------------------------------------
 @dataclass(frozen=True)
+class CompareEpoch(Epoch):
+    """One epoch of a setting's ``history`` in ``compare.json``: the epoch, its train loss and its
+    validation loss and accuracy, each null when the run did not record it (a row of history.json
+    leaves such a value out instead)."""
+    train_loss: float | None = slot(to_num)
+    val_loss: float | None = slot(to_num)
+    val_accuracy: float | None = slot(to_num)
+
+
+@dataclass(frozen=True)
 class CompareRun(Doc):
     """One setting's row of ``compare.json``."""
     name: str = slot(str, default="?")
@@ -132,8 +142,8 @@ class CompareRun(Doc):
     macro_f1: float | None = slot(to_num)
     macro_auc: float | None = slot(to_num)
     wall_seconds: float | None = slot(to_num)
-    lr: float | None = slot(to_num, omit=True)
-    history: list[Epoch] = slot(many(Epoch.from_doc), factory=list)
+    lr: float | None = slot(to_num)         # null when the run recorded no optimizer (a fitted head)
+    history: list[CompareEpoch] = slot(many(CompareEpoch.from_doc), factory=list)
 
 
 def _vary(v) -> dict[str, list[str]]:
