@@ -17,9 +17,10 @@ from vistrain.config import TrainConfig
 from vistrain.data.doctor import run as doctor
 from vistrain.data.doctor.run import diagnose, quick_checks
 from vistrain.data.doctor.hash import hamming, near_pairs, phash, phash_and_thumb, thumb_distance
-from vistrain.data.doctor.report import write_doctor_json
+from vistrain.data.doctor.report import doctor_doc
 from vistrain.data.scan import scan_folder
 from vistrain.errors import DataError
+from vistrain.rundir import write_run_file
 from vistrain.data.splits import make_parts
 
 
@@ -151,11 +152,13 @@ def test_doctor_is_in_the_data_layer():
         assert all(n.startswith(allowed) for n in mine), (module.name, mine)
 
 
-def test_write_doctor_json_round_trip(tmp_path):
+def test_doctor_json_round_trip(tmp_path):
     root = make_image_folder(tmp_path / "d", classes=("a", "b"), per_class=6)
     shutil.copy(root / "a" / "a_000.png", root / "b" / "same.png")
     findings = quick_checks(scan_folder(root))
-    doc = json.loads(write_doctor_json(tmp_path, findings).read_text())
+    write_run_file(tmp_path / "doctor.json", doctor_doc(findings))
+    doc = json.loads((tmp_path / "doctor.json").read_text())
+    assert doc == doctor_doc(findings)   # what training builds, whole
     assert [f["code"] for f in doc["findings"]] == [f.code for f in findings]
     assert doc["summary"]["errors"] == 1 and doc["summary"]["ok"] is False
     assert all(set(f) == {"severity", "code", "message", "paths", "fix"} for f in doc["findings"])

@@ -20,7 +20,7 @@ from vistrain.artifact import save_model
 from vistrain.artifact_meta import WEIGHTS
 from vistrain.cli.main import main
 from vistrain.data.scan import scan_folder
-from vistrain.data.splits import save_splits, stratified_holdout
+from vistrain.data.splits import splits_doc, stratified_holdout
 from vistrain.deploy.format import ExportError, graph_metadata, weights_sha256
 from vistrain.deploy.graph import InferenceGraph
 from vistrain.deploy.onnx_export import export_onnx
@@ -29,6 +29,7 @@ from vistrain.deploy.runtime import OrtEngine
 from vistrain.errors import VistrainError
 from vistrain.models import create
 from vistrain.predictor import Classifier
+from vistrain.rundir import write_run_file
 from vistrain.transforms.preprocess import Preprocess
 from vistrain.workflows import export as export_job
 from vistrain.workflows.evaluate import evaluate
@@ -47,7 +48,7 @@ def make_run(root: Path, data: Path, pre: Preprocess = SYMMETRIC, seed: int = 0)
     index = scan_folder(data)
     parts = stratified_holdout(index.labels, val_fraction=0.25, test_fraction=0.25, seed=0,
                                classes=index.classes)
-    save_splits(root / "splits.json", index, parts, seed=0, source="test")
+    write_run_file(root / "splits.json", splits_doc(index, parts, seed=0, source="test"))
     (root / "run.json").write_text(json.dumps({"data_root": str(data)}))
     return root
 

@@ -148,12 +148,13 @@ def test_report_opens_no_file_outside_the_data_root(crafted_run, monkeypatch, ca
 
 
 def test_doctor_section_only_when_the_run_wrote_doctor_json(crafted_run):
-    from vistrain.data.doctor.report import Finding, write_doctor_json
+    from vistrain.data.doctor.report import Finding, doctor_doc
+    from vistrain.rundir import write_run_file
     run_dir, _, _ = crafted_run
     page = build_full_report(run_dir).read_text()
     assert "doctor.json" not in page and "Data doctor" not in page
-    write_doctor_json(run_dir, [Finding("error", "conflicting-labels", "a == b <x>", ["a", "b"],
-                                        "keep it in one class")])
+    write_run_file(run_dir / "doctor.json", doctor_doc([Finding("error", "conflicting-labels", "a == b <x>",
+                                                                ["a", "b"], "keep it in one class")]))
     page = build_full_report(run_dir).read_text()
     assert "Data doctor" in page and "conflicting-labels" in page and "keep it in one class" in page
     assert "a == b &lt;x&gt;" in page

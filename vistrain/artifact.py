@@ -22,8 +22,9 @@ from torch import nn
 from vistrain import __version__
 from vistrain.artifact_meta import FORMAT_VERSION, META, WEIGHTS, read_meta
 from vistrain.errors import RunDirError
-from vistrain.fsutil import atomic_write_bytes, atomic_write_json
+from vistrain.fsutil import atomic_write_bytes
 from vistrain.models import create
+from vistrain.rundir import write_run_file
 from vistrain.transforms.preprocess import Preprocess
 
 
@@ -54,7 +55,7 @@ def save_model(run_dir: str | Path, model: nn.Module, *, model_name: str, classe
             "preprocess": preprocess.to_dict(), "pretrained_cfg": pretrained_cfg or {},
             "versions": versions(), **(extra or {})}
     path = run_dir / META
-    atomic_write_json(path, meta)
+    write_run_file(path, meta)
     return path
 
 

@@ -23,7 +23,6 @@ import numpy as np
 
 from vistrain.data.groups import image_groups
 from vistrain.errors import DataError
-from vistrain.fsutil import atomic_write_json
 
 
 def _min_per_class_error(labels, classes, needed: int, why: str) -> None:
@@ -197,11 +196,12 @@ def split_warnings(index, parts: dict[str, list[int]]) -> list[str]:
     return out
 
 
-def save_splits(path: Path, index, parts: dict[str, list[int]], *, seed: int, source: str,
-                groups: dict | None = None, warnings: list[str] | None = None) -> None:
-    """Write ``splits.json``: how it was made (``source``; ``groups``: the regex or file that
-    grouped the images), indices, relative file names and per-class counts of each part, and the
-    ``warnings`` of :func:`split_warnings`."""
+def splits_doc(index, parts: dict[str, list[int]], *, seed: int, source: str,
+               groups: dict | None = None, warnings: list[str] | None = None) -> dict:
+    """The document of ``splits.json``: how it was made (``source``; ``groups``: the regex or file
+    that grouped the images), indices, relative file names and per-class counts of each part, and
+    the ``warnings`` of :func:`split_warnings`.  Training writes it through its record
+    (:class:`vistrain.rundir.Splits`, a layer above this one)."""
     out = {"seed": seed, "source": source, "classes": index.classes, "parts": {}}
     if groups:
         out["groups"] = groups
@@ -214,7 +214,7 @@ def save_splits(path: Path, index, parts: dict[str, list[int]], *, seed: int, so
             "files": [str(Path(index.paths[i]).relative_to(index.root)) for i in ids],
             "counts": {c: counts.get(k, 0) for k, c in enumerate(index.classes)},
         }
-    atomic_write_json(path, out)
+    return out
 
 
 def make_parts(index, data_cfg) -> dict[str, list[int]]:

@@ -36,7 +36,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import random
@@ -52,7 +51,7 @@ from vistrain.config import OptimConfig
 from vistrain.device import Runtime
 from vistrain.errors import VistrainError
 from vistrain.evaluation.png import new_figure, save_figure
-from vistrain.fsutil import atomic_write_text
+from vistrain.rundir import write_run_file
 from vistrain.training.context import RunContext
 from vistrain.training.features import LinearHead
 from vistrain.training.loop import BatchPipeline, train_step
@@ -489,7 +488,12 @@ def _run_checks(ctx: RunContext, *, out_dir, overfit_steps, shuffle_epochs, max_
     for r in results if log_results else ():
         (log.info if r.passed is not False else log.warning)("check %s", r.line())
     if out_dir is not None:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(out_dir) / "checks.json",
-                          json.dumps([r.to_dict() for r in results], indent=1, default=str))
+        write_checks(out_dir, results)
     return results
+
+
+def write_checks(out_dir, results: list[CheckResult]) -> None:
+    """``out_dir/checks.json``: one entry per check, through its record
+    (:class:`vistrain.rundir.CheckRecord`); a measurement JSON cannot hold is written as text."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    write_run_file(Path(out_dir) / "checks.json", [r.to_dict() for r in results], default=str)

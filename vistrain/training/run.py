@@ -37,11 +37,11 @@ from vistrain import fsutil
 from vistrain.artifact import save_model, versions
 from vistrain.config import TrainConfig
 from vistrain.config.spelling import option
-from vistrain.data.doctor.report import write_doctor_json
+from vistrain.data.doctor.report import doctor_doc
 from vistrain.data.loader import ArrayBatches
 from vistrain.data.scan import ImageIndex
 from vistrain.data.stream import in_order, location, open_index, shards_digest
-from vistrain.data.splits import group_record, save_splits, split_source, split_warnings
+from vistrain.data.splits import group_record, split_source, split_warnings, splits_doc
 from vistrain.device import Runtime, choose_cpu_threads, cpu_threads_kept, unwrap
 from vistrain.errors import DataError, RunDirError, VistrainError
 from vistrain.evaluation import curves
@@ -49,7 +49,7 @@ from vistrain.evaluation.calibration import calibration_summary, decide_temperat
 from vistrain.evaluation.figures import write_run_figures
 from vistrain.evaluation.metrics import compute_metrics
 from vistrain.training import checkpoint as ckpt
-from vistrain.rundir import RunFolder
+from vistrain.rundir import RunFolder, write_run_file
 from vistrain.rundir.record import SCHEMA_VERSION, RunRecord, SkippedFile, StrategyRecord
 from vistrain.rundir.summary import run_summary
 from vistrain.training.auto import budget_deadline
@@ -395,7 +395,7 @@ class RunFolderStep:
             save_config(cfg, out, self.index)
             self.log_file.open_in(out)
             if self.findings is not None:
-                write_doctor_json(out, self.findings)
+                write_run_file(out / "doctor.json", doctor_doc(self.findings))
         rt.barrier()
         if rt.is_main:
             self.made = {"fresh": fresh, "existed_empty": existed_empty}
@@ -450,10 +450,10 @@ def _train_into(ctx: RunContext, *, given_parts: bool, resume: bool, fingerprint
         warnings = split_warnings(data.index, data.parts)
         for line in warnings:
             log.warning(line)
-        save_splits(out / "splits.json", data.index, data.parts, seed=cfg.data.split_seed,
-                    source=split_source(cfg.data, given_parts=given_parts,
-                                        given_folders=bool(data.index.given_split)),
-                    groups=group_record(cfg.data), warnings=warnings)
+        write_run_file(out / "splits.json", splits_doc(
+            data.index, data.parts, seed=cfg.data.split_seed,
+            source=split_source(cfg.data, given_parts=given_parts, given_folders=bool(data.index.given_split)),
+            groups=group_record(cfg.data), warnings=warnings))
     if before_training is not None and rt.is_main and not resume:
         before_training(ctx)
     ctx = ctx.with_model(rt.prepare_model(ctx.model))
@@ -532,8 +532,8 @@ def final_evaluation(ctx: RunContext, features: np.ndarray | None = None) -> tup
                                             **calibration_summary(probs, labels[idx], t)}
         preds[part] = {"indices": idx.tolist(), "labels": labels[idx].tolist(), "probs": scaled.round(6).tolist()}
     if ctx.rt.is_main:
-        fsutil.atomic_write_json(ctx.out / "metrics.json", results)
-        fsutil.atomic_write_json(ctx.out / "predictions.json", preds, indent=None)
+        write_run_file(ctx.out / "metrics.json", results)
+        write_run_file(ctx.out / "predictions.json", preds, indent=None)
     return results, record
 
 
@@ -573,8 +573,8 @@ def calibrate(method: str, val_probs: np.ndarray | None, val_labels: np.ndarray 
 
 def write_run_record(out: Path, record: RunRecord, history: list[dict], *, model_name: str = "") -> None:
     """history.json, run.json (last: with metrics.json it marks a finished run) and curves.png."""
-    fsutil.atomic_write_json(out / "history.json", history)
-    fsutil.atomic_write_json(out / "run.json", record.to_doc())
+    write_run_file(out / "history.json", history)
+    write_run_file(out / "run.json", record.to_doc())
     if history:
         curves.plot_history(history, out / "curves.png",
                             title=f"{model_name} ({record.strategy.strategy})")

@@ -17,7 +17,7 @@ from vistrain.data.scan import scan_folder
 from vistrain.evaluation.compare import (apply_setting, collect_run, parse_vary, setting_name,
                                          settings_product)
 from vistrain.report.compare_report import render_compare_report
-from vistrain.rundir import RunFolder
+from vistrain.rundir import RunFolder, write_run_file
 from vistrain.training.run import check_output_ready
 from vistrain.workflows.common import default_out_dir, make_config
 from vistrain.workflows.logs import show_log_lines
@@ -91,6 +91,6 @@ def run_compare(cfg, out_dir, vary: dict[str, list[str]], *, overwrite: bool = F
     summary = {"data_root": str(cfg.data.root), "model": cfg.model.name, "vary": vary,
                "seed": cfg.train.seed, "split_seed": cfg.data.split_seed,
                "epochs": cfg.train.epochs, "same_split": same_split, "runs": runs}
-    fsutil.atomic_write_json(out / "compare.json", summary)
+    write_run_file(out / "compare.json", summary)
     fsutil.atomic_write_text(out / "compare.html", render_compare_report(summary))
     return summary

@@ -30,7 +30,7 @@ from vistrain.evaluation.fold_metrics import summarize_folds
 from vistrain.evaluation.label_issues import write_label_issues
 from vistrain.evaluation.metrics import compute_metrics
 from vistrain.report.cv_report import build_cv_report
-from vistrain.rundir import RunFolder
+from vistrain.rundir import RunFolder, write_run_file
 from vistrain.rundir.parts import FIXES
 from vistrain.rundir.summaries import FoldsRecord
 from vistrain.training.auto import apply_choice
@@ -134,7 +134,7 @@ def _save_folds(out: Path, index, spec: dict) -> None:
     doc = {key: spec[key] for key in ("k", "seed", "val_fraction", "pool", "by_groups")}
     doc.update({"data_root": str(index.root), "classes": index.classes, "n_images": len(index),
                 "folds": folds})
-    _write_json(out / "folds.json", doc, indent=1)
+    write_run_file(out / "folds.json", doc)
 
 
 def _read_folds(out: Path) -> FoldsRecord:
@@ -278,7 +278,7 @@ def aggregate(out: Path, index, spec: dict) -> dict:
     result["label_issues"] = write_label_issues(out, y, probs, classes, root=index.root,
                                                 files=[r["file"] for r in oof],
                                                 folds=[r["fold"] for r in oof])
-    _write_json(out / "cv_metrics.json", result, indent=1)
+    write_run_file(out / "cv_metrics.json", result)
     write_eval_figures(out, y, probs, classes, pooled, prefix="oof_")
     build_cv_report(out)
     return result

@@ -15,14 +15,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from vistrain import fsutil
 from vistrain.config import TrainConfig
 from vistrain.config.spelling import option
 from vistrain.data.shards.index import is_shard_source
 from vistrain.errors import RunDirError
 from vistrain.report.build import build_report
 from vistrain.report.model_card import MODEL_CARD, write_model_card
-from vistrain.rundir import RunFolder
+from vistrain.rundir import RunFolder, write_run_file
 from vistrain.rundir.summary import accuracy_text
 from vistrain.training.checkpoint import has_checkpoint
 from vistrain.training.checks import run_checks
@@ -157,7 +156,7 @@ def record_report_seconds(run_dir: Path, seconds: float) -> None:
     total = None if run.wall_seconds is None else round(run.wall_seconds + seconds, 1)
     run = replace(run, report_seconds=round(seconds, 1), total_seconds=total,
                   wall_seconds_covers="the run up to run.json; report_seconds: report.html; total_seconds: both")
-    fsutil.atomic_write_json(folder.path / "run.json", run.to_doc())
+    write_run_file(folder.path / "run.json", run.to_doc())
 
 
 def _checks_before_training(ctx: RunContext) -> None:

@@ -3,7 +3,7 @@
 A finding has a severity (``error`` makes training unsound or impossible, ``warning`` deserves a
 look, ``info`` is context), a code, a one-line message, every file involved and the fix.
 :meth:`DoctorReport.format` is what ``vistrain doctor`` prints, :meth:`DoctorReport.to_dict` what
-``--json`` prints; :func:`write_doctor_json` saves a run's quick-check findings for its report.
+``--json`` prints; :func:`doctor_doc` is the ``doctor.json`` of a run's quick-check findings.
 
 Example:
     >>> f = Finding("warning", "tiny", "2 image(s) under 16 px", ["a.png", "b.png"], "replace them")
@@ -17,10 +17,8 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from vistrain.data.doctor.hash import NEAR_DUP_DISTANCE, NEAR_DUP_MAD
-from vistrain.fsutil import atomic_write_json
 
 MAX_LISTED = 5               # files named in a message (all of them are in ``paths``)
 SEVERITIES = ("error", "warning", "info")
@@ -95,10 +93,8 @@ def listing(items, n: int = MAX_LISTED, sep: str = ", ") -> str:
     return sep.join(items[:n]) + more
 
 
-def write_doctor_json(run_dir: str | Path, findings: list[Finding]) -> Path:
-    """Write ``run_dir/doctor.json`` (the findings and their summary; the report shows them)."""
-    path = Path(run_dir) / "doctor.json"
-    doc = {"source": "quick data checks before training (`vistrain doctor DATA` checks more)",
-           "summary": summarize(findings), "findings": [asdict(f) for f in findings]}
-    atomic_write_json(path, doc)
-    return path
+def doctor_doc(findings: list[Finding]) -> dict:
+    """The document of a run's ``doctor.json``: the findings and their summary (the report shows
+    them).  Training writes it through its record (:class:`vistrain.rundir.DoctorRecord`)."""
+    return {"source": "quick data checks before training (`vistrain doctor DATA` checks more)",
+            "summary": summarize(findings), "findings": [asdict(f) for f in findings]}

@@ -30,8 +30,8 @@ Pairs: exact duplicates (sha256 of the bytes) and near-duplicates (64-bit DCT pe
 ``vistrain doctor`` exits 1 when there is an error.
 
 :func:`quick_checks` is the cheap subset (counts, exact-duplicate hashes, no decoding) that
-``vistrain train`` runs and logs when ``data.doctor`` is true; :func:`write_doctor_json` saves
-its findings as the run's ``doctor.json`` for the report.
+``vistrain train`` runs and logs when ``data.doctor`` is true; training saves its findings
+(:func:`~vistrain.data.doctor.report.doctor_doc`) as the run's ``doctor.json`` for the report.
 
 The checks live in :mod:`~vistrain.data.doctor.structure` (layout),
 :mod:`~vistrain.data.doctor.files` (every file), :mod:`~vistrain.data.doctor.splits` (counts,
@@ -80,7 +80,7 @@ def quick_checks(index: ImageIndex, cfg: TrainConfig | None = None) -> list[Find
 
 def log_quick_checks(index: ImageIndex, cfg: TrainConfig | None = None) -> list[Finding]:
     """Run :func:`quick_checks`, log every warning/error (training calls this) and return the
-    findings (for :func:`write_doctor_json`)."""
+    findings (for :func:`~vistrain.data.doctor.report.doctor_doc`)."""
     findings = quick_checks(index, cfg)
     for f in findings:
         if f.severity in ("error", "warning"):
