@@ -58,6 +58,8 @@ CASES = [
      {"optim": {"name": "sgd", "momentum": 0.8}, "train": {"amp": False}}),
     ("set-yaml-off", ["--set", "data.cache=off", "--set", "preprocess.size=64"],
      {"data": {"cache": "off"}, "preprocess": {"size": 64}}),
+    ("set-through-the-table", ["--set", "train.budget=none", "--set", "logging.track=mlflow"],
+     {"budget": "none", "track": "mlflow"}),
     ("set-after-flag", ["--epochs", "3", "--set", "train.epochs=5"],
      {"epochs": 3, "train": {"epochs": 5}}),
     ("model-section", ["--set", "model.name=vistrain/resnet20", "--set", "model.pretrained=true"],
@@ -228,3 +230,22 @@ def test_a_bad_choice_keyword_is_refused_before_anything_is_written(folder, fres
     assert entry.key in msg and "'no-such-value'" in msg and "\n" not in msg, msg
     assert all(c in msg for c in entry.choices), msg
     nothing_written(tmp_path, fresh_cache)
+
+
+def test_every_entry_point_sets_a_value_through_the_table():
+    """``--set SECTION.KEY``, compare's ``--vary`` and the API keywords reach a setting of the
+    table through its entry (its rules apply), and a key of no setting through its
+    section, with one error for an unknown key."""
+    from vistrain.config import TrainConfig
+    from vistrain.config.settings import set_text, set_value
+    from vistrain.evaluation.compare import apply_setting
+    by_key = set_text(TrainConfig(), "train.budget", "none").check()
+    by_name = set_value(TrainConfig(), "budget", "none").check()
+    varied = apply_setting(TrainConfig(), {"train.budget": "none"})
+    assert by_key.train.budget is by_name.train.budget is varied.train.budget is None
+    assert set_text(TrainConfig(), "optim.name", "sgd").optim.name == "sgd"
+    assert set_text(TrainConfig(), "data.cache", "off").data.cache == "off"  # text, not YAML's false
+    for bad in ("nosection.lr", "optim", "optim.nope"):
+        with pytest.raises(VistrainError) as err:
+            set_text(TrainConfig(), bad, "1")
+        assert "\n" not in str(err.value) and bad.split(".")[-1] in str(err.value)

@@ -20,8 +20,8 @@ import json
 import os
 from types import ModuleType
 
-from vistrain.config import SECTIONS, TrainConfig, parse_value, update_section
-from vistrain.config.settings import SETTINGS, apply_settings
+from vistrain.config import SECTIONS, TrainConfig
+from vistrain.config.settings import SETTINGS, apply_settings, set_text
 from vistrain.errors import VistrainError, missing_train_extra
 
 
@@ -60,10 +60,10 @@ def config_from_args(args, data: str | None = None) -> TrainConfig:
     apply_settings(cfg, {s.name: getattr(args, s.name, None) for s in SETTINGS})
     for item in getattr(args, "set", []) or []:
         name, sep, raw = item.partition("=")
-        section, dot, key = name.partition(".")
+        section, dot, _ = name.partition(".")
         if not sep or not dot or section not in SECTIONS:
             raise VistrainError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. optim.name=sgd")
-        update_section(getattr(cfg, section), {key: parse_value(name, raw)}, section)
+        set_text(cfg, name, raw)
     if data is not None:
         cfg.data.root = str(data)
     return cfg.check()

@@ -25,7 +25,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from vistrain.config import RANGES, SECTIONS, TrainConfig, choices, type_hint, update_section
+from vistrain.config import RANGES, SECTIONS, TrainConfig, choices, parse_value, type_hint, update_section
 from vistrain.errors import VistrainError
 
 
@@ -200,6 +200,44 @@ def setting(name: str) -> Setting:
     return next(s for s in SETTINGS if s.name == name)
 
 
+def entry_of(key: str) -> Setting | None:
+    """The :data:`SETTINGS` entry that a keyword (``lr``) or a config key (``optim.lr``) names;
+    None for a config key without one (``optim.name``)."""
+    return next((s for s in SETTINGS if key in (s.name, s.key)), None)
+
+
+def set_value(cfg: TrainConfig, key: str, value) -> TrainConfig:
+    """Set one value on ``cfg`` (in place; returns it): the one way every entry point sets a
+    setting: the API's keywords (:func:`apply_settings`), ``--set`` and compare's ``--vary``.
+    ``key``: a keyword of :data:`SETTINGS` or a config key ``SECTION.FIELD``; where the table
+    has an entry for it, the entry's rules apply (``budget``'s ``none``, a list setting given one
+    item), so ``--set train.budget=none`` means what ``--budget none`` means.  Not validated: call :meth:`~vistrain.config.TrainConfig.check`.
+
+    Example:
+        >>> cfg = set_value(TrainConfig(), "train.budget", "none")
+        >>> cfg.train.budget is None, set_value(cfg, "lr", 0.01).optim.lr
+        (True, 0.01)
+    """
+    entry = entry_of(key)
+    if entry is not None:
+        entry.apply(cfg, value)
+        return cfg
+    section, dot, name = key.partition(".")
+    if not dot or section not in SECTIONS:
+        raise VistrainError(f"unknown setting {key!r}: give a setting's name (e.g. lr, batch_size) or "
+                            f"SECTION.KEY with a section of {', '.join(SECTIONS)}")
+    update_section(getattr(cfg, section), {name: value}, section)
+    return cfg
+
+
+def set_text(cfg: TrainConfig, key: str, raw: str) -> TrainConfig:
+    """:func:`set_value` of a value given as text (``--set KEY=RAW``, ``--vary KEY=A,B``), typed
+    as the key's field reads it (:func:`~vistrain.config.parse_value`: YAML, except that a text
+    setting keeps the text)."""
+    entry = entry_of(key)
+    return set_value(cfg, key, parse_value(entry.key if entry else key, raw))
+
+
 def apply_settings(cfg: TrainConfig, settings: dict[str, Any]) -> TrainConfig:
     """Set keyword ``settings`` on ``cfg`` (in place; returns it): the :data:`SETTINGS` first,
     then whole sections given as dicts (``optim={"name": "sgd"}``; ``model`` and ``augment`` are
@@ -219,7 +257,7 @@ def apply_settings(cfg: TrainConfig, settings: dict[str, Any]) -> TrainConfig:
     as_section = {k: v for k, v in settings.items() if isinstance(v, dict) or k not in table}
     for key, value in settings.items():
         if value is not None and key not in as_section:
-            table[key].apply(cfg, value)
+            set_value(cfg, key, value)
     for key, value in as_section.items():
         if value is None:
             continue

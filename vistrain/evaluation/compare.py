@@ -26,9 +26,7 @@ import logging
 import re
 from pathlib import Path
 
-from vistrain.config import parse_value, update_section
-from vistrain.config.settings import SETTINGS
-from vistrain.config.settings import setting as setting_entry
+from vistrain.config.settings import SETTINGS, set_text
 from vistrain.errors import VistrainError
 from vistrain.fsutil import atomic_write_bytes
 from vistrain.evaluation.png import figure_png, new_figure
@@ -76,18 +74,14 @@ def setting_name(setting: dict[str, str]) -> str:
 
 def apply_setting(cfg, setting: dict[str, str]):
     """A deep copy of ``cfg`` with the setting's values set, as ``--set`` and the flags set them
-    (typed from the text by :func:`~vistrain.config.parse_value`; a setting's name goes through
-    its entry of the settings table)."""
+    (:func:`~vistrain.config.settings.set_text`: typed from the text, a setting's name or
+    config key through its entry of the settings table)."""
     cfg = copy.deepcopy(cfg)
     for key, raw in setting.items():
-        if key in NAMES:
-            entry = setting_entry(key)
-            entry.apply(cfg, parse_value(entry.key, raw))
-            continue
-        section, _, field = key.partition(".")
-        if not hasattr(cfg, section):
-            raise VistrainError(f"--vary {key}: unknown config section {section!r}")
-        update_section(getattr(cfg, section), {field: parse_value(key, raw)}, section)
+        try:
+            set_text(cfg, key, raw)
+        except VistrainError as err:
+            raise VistrainError(f"--vary {key}: {err}") from None
     return cfg.check()  # resolved (a vistrain/ model fine-tunes) and validated, key named
 
 
