@@ -12,8 +12,10 @@ the median over rounds of requests/s, model calls and mean batch size; then the 
 round stops issuing requests after its share of ``--max-seconds`` (throughput is then that of
 the requests answered).  *Limit* of each row: the model call alone, in this process, on the same
 run, engine and threads (no HTTP, no decode): images/s at batch 1 for a server without batching,
-at its best batch up to ``--max-batch`` (1, 4, 8, 16, 32) for a batched one; measured before and
-after each engine's rounds, the better of the two medians kept.
+at its best batch up to ``--max-batch`` (1, 4, 8, 16, 32) for a batched one; the median of the
+calls that fit in 2 s (at least 5) per batch size, before and after each engine's rounds, the
+better kept.  Servers of several model workers (W calls side by side) get no limit: one call at
+a time is not theirs.
 
 The model: ``--run RUN`` (any trained run), else a run written here into a temporary folder with
 ``--model`` (tf_efficientnet_lite0, the default of ``vistrain train``) at ``--size`` px, 10
@@ -190,17 +192,19 @@ def summarize(setting: tuple[int, int], phases: list[dict], calls: int, images: 
 
 
 LIMIT_BATCHES = (1, 4, 8, 16, 32)
-LIMIT_REPEATS = 5
+LIMIT_REPEATS = 5      # timed calls per batch size at least ...
+LIMIT_SECONDS = 2.0    # ... and until this long: 5 calls alone read low against a server's sustained rate
 
 
-def engine_rate(clf, batch: int, repeats: int = LIMIT_REPEATS) -> float:
-    """Images/s of ``clf.predict_pixels`` on ``batch`` grey images alone: the median of
-    ``repeats`` timed calls after one untimed call."""
+def engine_rate(clf, batch: int, repeats: int = LIMIT_REPEATS, seconds: float = LIMIT_SECONDS) -> float:
+    """Images/s of ``clf.predict_pixels`` on ``batch`` grey images alone: the median of at least
+    ``repeats`` timed calls, and of as many as fit in ``seconds``, after one untimed call."""
     pre = clf.preprocess
     pixels = [np.full((pre.channels, pre.size, pre.size), 128, dtype=np.uint8)] * batch
     clf.predict_pixels(pixels)
-    times = []
-    for _ in range(repeats):
+    times: list[float] = []
+    end = time.perf_counter() + seconds
+    while len(times) < repeats or time.perf_counter() < end:
         start = time.perf_counter()
         clf.predict_pixels(pixels)
         times.append(time.perf_counter() - start)
@@ -338,7 +342,7 @@ def main() -> None:
                   limit(r["rps"], row_limit(r, rates[r["engine"]]), "req/s",
                         "the model call alone (same run, engine, threads; no HTTP, no decode) at batch 1 "
                         "without batching, at its best batch up to --max-batch with")
-                  for r in all_rows}
+                  for r in all_rows if r.get("workers", 1) == 1}  # W calls side by side: not this limit
         rec.write(params={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                   repeats=all_rows, derived={**derive(all_rows, decided), "engine_img_s": rates}, limits=limits)
     if errors:
