@@ -52,12 +52,26 @@ def test_estimate_over_the_budget_cuts_the_epochs_and_says_so(small, tmp_path, m
     cut = rec["cut_epochs"]
     assert 1 <= cut < 3 and len(r.history) == cut and rec["decision"].startswith("over: ")
     assert f"training {cut} epoch" in rec["decision"]
+    assert rec["reserve_seconds"] > budget.slack_seconds(2)  # the slack and the evaluation's passes
     assert TrainConfig.load(r.run_dir / "config.yaml").train.epochs == cut  # a resume trains the cut
     lines = [m for m in caplog.messages if m.startswith("budget: ")]
     assert len(lines) == 1 and "over the 2 min budget" in lines[0] and "--budget none" in lines[0]
     html = (r.run_dir / "report.html").read_text()
     assert "Time budget" in html and "3 epochs estimated at" in html and f"training {cut} epoch" in html
     assert "time budget (2.0 min): over: " in (r.run_dir / "MODEL_CARD.md").read_text()
+
+
+def test_training_stops_where_the_evaluation_still_fits(monkeypatch):
+    """The epoch driver's deadline is the budget less the reserve (the slack and the passes after
+    training): a run whose one epoch does not fit has its evaluated model by the budget."""
+    import dataclasses
+    Ctx = dataclasses.make_dataclass("Ctx", ["deadline", "cfg", "rt"])
+    rt = SimpleNamespace(is_main=True, distributed=False)
+    monkeypatch.setattr(budget, "_decide", lambda ctx, resume: {"reserve_seconds": 40.0, "cut_epochs": 1})
+    ctx, rec = budget.fit_to_budget(Ctx(1000.0, TrainConfig(), rt))
+    assert ctx.deadline == 960.0 and ctx.cfg.train.epochs == 1 and rec["reserve_seconds"] == 40.0
+    monkeypatch.setattr(budget, "_decide", lambda ctx, resume: {"reserve_seconds": None, "cut_epochs": None})
+    assert budget.fit_to_budget(Ctx(1000.0, TrainConfig(), rt))[0].deadline == 1000.0  # not estimated
 
 
 @pytest.mark.slow

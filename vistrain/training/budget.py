@@ -8,7 +8,11 @@ the epoch overhead factor auto measured) and compares the estimate with what is 
 budget (``BUDGET_SHARE`` of it planned, as auto does, the rest is slack for the report).  An
 estimate over it is said in one log line, and the epochs are cut to fit (never below 1).  In any
 case the epoch driver (:mod:`vistrain.training.strategy`) stops at the deadline with the best
-epoch so far, recording ``stopped_by_budget``; the final evaluation and the report follow.
+epoch so far, recording ``stopped_by_budget``; the final evaluation and the report follow.  That
+deadline is the budget less what comes after training (``reserve_seconds``: the slack, the
+estimated val pass that ends the epoch and the final val and test passes): a run whose one epoch
+does not fit stops early enough for its evaluated model to be ready at the budget, not the
+evaluation's minutes after it.
 
 Feature extraction is not measured: its cost is one frozen forward pass (and head epochs on
 cached features, which cost next to nothing); only the deadline holds.  ``budget=None``
@@ -50,6 +54,8 @@ def fit_to_budget(ctx: RunContext, *, resume: bool = False) -> tuple[RunContext,
     if ctx.rt.distributed:
         dist.broadcast_object_list(box, src=0)
     record = box[0]
+    reserve = record.get("reserve_seconds") or 0.0
+    ctx = replace(ctx, deadline=ctx.deadline - reserve) if reserve else ctx
     if record.get("cut_epochs") is None:
         return ctx, record
     cfg = copy.deepcopy(ctx.cfg)
@@ -69,7 +75,13 @@ def _decide(ctx: RunContext, resume: bool) -> dict:
     if name == "feature-extraction":
         return {**record, "decision": "not estimated (one frozen feature pass, then a head on the "
                                       "cached features); training stops at the budget"}
-    return _estimate(ctx, record, left_s - budget_min * 60 * (1 - BUDGET_SHARE))
+    return _estimate(ctx, record, left_s - slack_seconds(budget_min))
+
+
+def slack_seconds(budget_min: float) -> float:
+    """The part of a budget of ``budget_min`` minutes not planned for training and evaluation
+    (``1 - BUDGET_SHARE``): the report, and the estimate's error."""
+    return budget_min * 60 * (1 - BUDGET_SHARE)
 
 
 def _estimate(ctx: RunContext, record: dict, planned_s: float) -> dict:
@@ -83,8 +95,12 @@ def _estimate(ctx: RunContext, record: dict, planned_s: float) -> dict:
                                       batch=max(1, min(cfg.data.batch_size, MEASURE_BATCH)))
     epoch_s, test_s = epoch_seconds(n_train, n_val, n_test, ips)
     estimate = epochs * epoch_s + test_s
+    # after the stop: the val pass that ends the epoch, then the final val and test passes
+    # (epoch_seconds prices a forward pass as test_s prices the test part's)
+    after_s = test_s * (2 * n_val + n_test) / max(n_test, 1) if n_test else 0.0
     record.update(images_per_second=round(ips, 1), epoch_seconds=round(epoch_s, 1),
-                  estimate_seconds=round(estimate, 1))
+                  estimate_seconds=round(estimate, 1),
+                  reserve_seconds=round(slack_seconds(cfg.train.budget) + after_s, 1))
     what = f"{cfg.strategy.name}'s {epochs} epochs estimated at {_minutes(estimate)} ({ips:.0f} images/s)"
     room = f"the {cfg.train.budget:g} min budget ({_minutes(max(planned_s, 0))} planned after preparing)"
     if estimate <= planned_s:

@@ -185,15 +185,16 @@ def _epochs(plan: TrainingPlan, ctx: RunContext, resume: bool, until: int | None
             log.info("early stopping: val %s did not improve for %d epochs", monitor, bad_epochs)
             break
         if tr["stopped"] is not None:  # the budget ran out within the epoch: it ends there
-            log.warning("budget: %g minutes spent after %d of %d batches of epoch %d of %d; stopping "
-                        "with the best epoch so far (--budget none lifts the limit)", cfg.train.budget,
-                        tr["stopped"], len(train_b), epoch + 1, epochs)
+            log.warning("budget: training time up after %d of %d batches of epoch %d of %d (%g min "
+                        "budget); stopping with the best epoch so far (--budget none lifts the limit)",
+                        tr["stopped"], len(train_b), epoch + 1, epochs, cfg.train.budget)
             plan.record["stopped_by_budget"] = {"after_epoch": epoch + 1, "of": epochs,
                                                 "batches": [tr["stopped"], len(train_b)]}
             break
         if _budget_spent(ctx, rt) and epoch + 1 < epochs:
-            log.warning("budget: %g minutes spent after epoch %d of %d; stopping with the best "
-                        "epoch so far (--budget none lifts the limit)", cfg.train.budget, epoch + 1, epochs)
+            log.warning("budget: training time up after epoch %d of %d (%g min budget); stopping with "
+                        "the best epoch so far (--budget none lifts the limit)", epoch + 1, epochs,
+                        cfg.train.budget)
             plan.record["stopped_by_budget"] = {"after_epoch": epoch + 1, "of": epochs}
             break
         if until is not None and epoch + 1 >= until:
