@@ -217,8 +217,8 @@ def serve_block(rec: dict) -> str:
     """Per engine and client count, both settings with their latency percentiles and throughput,
     then batching's ratio and whether batching is on by default for that engine."""
     p, d = rec["params"], rec["derived"]
-    def lim(r: dict) -> dict | None:  # one model call at a time: no limit for rows of several workers
-        if r.get("workers", 1) > 1:
+    def lim(r: dict) -> dict | None:  # records before the side-by-side limit: none for W workers
+        if r.get("workers", 1) > 1 and "engine_img_s_by_workers" not in rec["derived"]:
             return None
         return rec.get("limits", {}).get(f"{r['engine']}/{r['clients']}/{serve_setting(r, p['wait_ms'])}")
     rows = [[r["engine"], str(r["clients"]), serve_setting(r, p["wait_ms"]),

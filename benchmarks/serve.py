@@ -14,8 +14,8 @@ the requests answered).  *Limit* of each row: the model call alone, in this proc
 run, engine and threads (no HTTP, no decode): images/s at batch 1 for a server without batching,
 at its best batch up to ``--max-batch`` (1, 4, 8, 16, 32) for a batched one; the median of the
 calls that fit in 2 s (at least 5) per batch size, before and after each engine's rounds, the
-better kept.  Servers of several model workers (W calls side by side) get no limit: one call at
-a time is not theirs.
+better kept.  A server of W model workers gets the rate of W such calls side by side, each on a
+W-th of the cores, over 2 s.
 
 The model: ``--run RUN`` (any trained run), else a run written here into a temporary folder with
 ``--model`` (tf_efficientnet_lite0, the default of ``vistrain train``) at ``--size`` px, 10
@@ -48,6 +48,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -211,13 +212,52 @@ def engine_rate(clf, batch: int, repeats: int = LIMIT_REPEATS, seconds: float = 
     return batch / statistics.median(times)
 
 
-def engine_limits(run: Path, args, engine: str) -> dict[str, float]:
-    """``{str(batch): img/s}`` of the model call alone on ``engine`` (the threads a server gets:
-    ``--threads``, else the engines' defaults, as the servers of one worker have them)."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    clf = vistrain.load(run, engine=engine, threads=args.threads)
-    return {str(b): engine_rate(clf, b) for b in LIMIT_BATCHES if b <= args.max_batch}
+def side_by_side_rate(clf, batch: int, workers: int, seconds: float = LIMIT_SECONDS) -> float:
+    """Images/s of ``workers`` threads calling ``clf.predict_pixels`` on ``batch`` grey images at
+    once for ``seconds`` (after one untimed call): what W model workers can do with nothing else."""
+    pre = clf.preprocess
+    pixels = [np.full((pre.channels, pre.size, pre.size), 128, dtype=np.uint8)] * batch
+    clf.predict_pixels(pixels)
+    done = [0] * workers
+    start = threading.Barrier(workers + 1)
+
+    def work(i: int) -> None:
+        start.wait()
+        while time.perf_counter() < end:
+            clf.predict_pixels(pixels)
+            done[i] += batch
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
+    for t in threads:
+        t.start()
+    end = time.perf_counter() + seconds
+    t0 = time.perf_counter()
+    start.wait()
+    for t in threads:
+        t.join()
+    return sum(done) / (time.perf_counter() - t0)
+
+
+def engine_limits(run: Path, args, engine: str, workers: int = 1) -> dict[str, float]:
+    """``{str(batch): img/s}`` of the model call alone on ``engine`` with the threads a server of
+    ``workers`` model workers gets (``--threads``, else the engines' defaults for one worker and
+    a ``workers``-th of the cores each for more, as :func:`start_server` gives them); with more
+    than one worker, that many calls side by side."""
+    threads = args.threads or (max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None)
+    kept = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        clf = vistrain.load(run, engine=engine, threads=threads)
+        return {str(b): (engine_rate(clf, b) if workers == 1 else side_by_side_rate(clf, b, workers))
+                for b in LIMIT_BATCHES if b <= args.max_batch}
+    finally:
+        torch.set_num_threads(kept)
+
+
+def engine_limits_by_workers(run: Path, args, engine: str) -> dict[str, dict[str, float]]:
+    """``{str(workers): {str(batch): img/s}}`` for one worker and, with ``--model-workers W``, W."""
+    counts = (1, args.model_workers) if args.model_workers > 1 else (1,)
+    return {str(w): engine_limits(run, args, engine, w) for w in counts}
 
 
 def row_limit(r: dict, rates: dict[str, float]) -> float:
@@ -326,25 +366,28 @@ def main() -> None:
         for engine in args.engine:
             decided[engine] = default_batching(run, args, engine)
             print(f"# {engine}, no --max-batch given: batching {decided[engine]['decided']}")
-            before = engine_limits(run, args, engine)
+            before = engine_limits_by_workers(run, args, engine)
             engine_rows = []
             for clients in args.clients:
                 rows = measure(run, args, bodies, clients, engine)
                 errors += [r["first_error"] for r in rows if r["errors"]]
                 report(rows, clients, args.wait_ms, engine)
                 engine_rows += [dict(r, clients=clients, engine=engine) for r in rows]
-            after = engine_limits(run, args, engine)
-            rates[engine] = {b: max(before[b], after[b]) for b in before}
-            print(f"# {engine}, the model call alone (img/s by batch): "
-                  + ", ".join(f"{b}: {v:.1f}" for b, v in rates[engine].items()))
+            after = engine_limits_by_workers(run, args, engine)
+            rates[engine] = {w: {b: max(before[w][b], after[w][b]) for b in before[w]} for w in before}
+            for w, by_batch in rates[engine].items():
+                print(f"# {engine}, the model call alone, {w} at once (img/s by batch): "
+                      + ", ".join(f"{b}: {v:.1f}" for b, v in by_batch.items()))
             all_rows += engine_rows
         limits = {f"{r['engine']}/{r['clients']}/{setting_name(r, args.wait_ms)}":
-                  limit(r["rps"], row_limit(r, rates[r["engine"]]), "req/s",
-                        "the model call alone (same run, engine, threads; no HTTP, no decode) at batch 1 "
-                        "without batching, at its best batch up to --max-batch with")
-                  for r in all_rows if r.get("workers", 1) == 1}  # W calls side by side: not this limit
+                  limit(r["rps"], row_limit(r, rates[r["engine"]][str(r.get("workers", 1))]), "req/s",
+                        "the model call alone (same run, engine, threads; no HTTP, no decode; W model "
+                        "workers: W calls side by side) at batch 1 without batching, at its best batch "
+                        "up to --max-batch with")
+                  for r in all_rows}
         rec.write(params={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                  repeats=all_rows, derived={**derive(all_rows, decided), "engine_img_s": rates}, limits=limits)
+                  repeats=all_rows, derived={**derive(all_rows, decided), "engine_img_s_by_workers": rates},
+                  limits=limits)
     if errors:
         raise SystemExit(f"errors: {errors}")
 
