@@ -96,8 +96,7 @@ def _estimate(ctx: RunContext, record: dict, planned_s: float) -> dict:
     epoch_s, test_s = epoch_seconds(n_train, n_val, n_test, ips)
     estimate = epochs * epoch_s + test_s
     # after the stop: the val pass that ends the epoch, then the final val and test passes
-    # (epoch_seconds prices a forward pass as test_s prices the test part's)
-    after_s = test_s * (2 * n_val + n_test) / max(n_test, 1) if n_test else 0.0
+    _, after_s = epoch_seconds(0, 0, 2 * n_val + n_test, ips)
     record.update(images_per_second=round(ips, 1), epoch_seconds=round(epoch_s, 1),
                   estimate_seconds=round(estimate, 1),
                   reserve_seconds=round(slack_seconds(cfg.train.budget) + after_s, 1))
